@@ -1,0 +1,95 @@
+"""Opening a Checkout Session for a registration: at most one open at a time, reused on every click."""
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import select, update
+
+from . import payments
+from .db import db, insert_ignoring_duplicates, utcnow
+from .models import CheckoutSession, Registration, State
+
+# Stripe accepts an expiry 30 minutes to 24 hours after creation.
+STRIPE_MIN_EXPIRY = timedelta(minutes=30, seconds=30)
+# Completion must still fit in the LMS token's life after the last possible payment.
+COMPLETION_MARGIN = timedelta(minutes=5)
+# A session about to expire is not handed out: the admin needs time to type a card number.
+REUSE_MARGIN = timedelta(minutes=2)
+
+
+class NotPayable(Exception):
+    """The registration cannot take a payment now; `reason` picks the sentence shown to the admin."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def reference(reg: Registration) -> dict:
+    """What ties a Checkout Session to its registration, checked again on every confirmation."""
+    return {"client_reference_id": reg.registration_id,
+            "metadata": {"registration_pk": str(reg.id), "registration_id": reg.registration_id}}
+
+
+def _usable(row: CheckoutSession | None, now) -> bool:
+    return (row is not None and row.status == "open" and row.failed_at is None
+            and row.expires_at is not None and row.expires_at > now + REUSE_MARGIN)
+
+
+def _current_session(reg: Registration) -> CheckoutSession | None:
+    return db.session.scalars(
+        select(CheckoutSession).where(CheckoutSession.registration_pk == reg.id,
+                                      CheckoutSession.generation == reg.checkout_generation)
+        .order_by(CheckoutSession.id.desc()).limit(1)
+    ).first()
+
+
+def open_checkout(reg: Registration, success_url: str, cancel_url: str) -> str:
+    """The URL of the registration's open Checkout Session, creating one if none is usable.
+
+    Generation g has one idempotency key and one expiry, so a double click, a reload or a retry
+    after a Stripe failure replays the same request and Stripe answers with the same session.
+    Commits; the Stripe call happens outside any transaction.
+    """
+    settings = current_app.config["SETTINGS"]
+    now = utcnow()
+    if reg.state != State.PENDING:
+        raise NotPayable(reg.state)
+    current = _current_session(reg)
+    if _usable(current, now):
+        if current.canceled_at is not None:  # the admin is trying again in the same session
+            current.canceled_at = None
+            db.session.commit()
+        return current.url
+    generation_spent = (reg.checkout_generation == 0 or current is not None
+                        or reg.checkout_expires_at is None or reg.checkout_expires_at <= now + REUSE_MARGIN)
+    if generation_spent:
+        expires_at = reg.created_at + timedelta(minutes=settings.registration_window_minutes) - COMPLETION_MARGIN
+        if expires_at < now + STRIPE_MIN_EXPIRY:
+            raise NotPayable("too_late")
+        db.session.execute(
+            update(Registration)
+            .where(Registration.id == reg.id, Registration.checkout_generation == reg.checkout_generation)
+            .values(checkout_generation=reg.checkout_generation + 1, checkout_expires_at=expires_at)
+            .execution_options(synchronize_session=False)
+        )
+        db.session.commit()
+        db.session.refresh(reg)
+        current = _current_session(reg)
+        if _usable(current, now):  # a concurrent click got there first
+            return current.url
+    generation = reg.checkout_generation
+    ref = reference(reg)
+    view = payments.gateway().create_checkout_session(
+        price_id=reg.price_id, reference=ref["client_reference_id"], metadata=ref["metadata"],
+        success_url=success_url, cancel_url=cancel_url, expires_at=reg.checkout_expires_at,
+        idempotency_key=f"paygate-checkout-{reg.id}-{reg.registration_id}-{generation}",
+    )
+    insert_ignoring_duplicates(CheckoutSession, {
+        "session_id": view.id, "registration_pk": reg.id, "generation": generation,
+        "status": view.status or "open", "payment_status": view.payment_status or "unpaid",
+        "url": view.url, "expires_at": view.expires_at or reg.checkout_expires_at,
+        "amount_total": view.amount_total, "currency": view.currency,
+        "created_at": now, "updated_at": now,
+    })
+    db.session.commit()
+    return view.url

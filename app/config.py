@@ -1,0 +1,126 @@
+"""Settings, read from the environment and a `.env` file in the working directory."""
+import json
+import secrets
+from typing import Literal
+
+from pydantic import ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOCAL_PORT = 5000
+
+
+class ConfigError(Exception):
+    """A missing or malformed setting; the message names the variable, never its value."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    # production: every required setting must be given. local: stand-ins fill in what is missing.
+    app_env: Literal["production", "local", "test"] = "production"
+
+    database_url: str = ""
+    ltiaas_url: str = ""
+    ltiaas_api_key: str = ""
+    ltiaas_platforms_path: str = "/admin/platforms"
+    # Complete Registration body; whatever is unset is left to the LTIaaS portal's defaults.
+    ltiaas_platform_name: str | None = None
+    ltiaas_auto_activate: bool | None = None
+    ltiaas_messages: str | None = None
+    # Every outgoing LTIaaS call is bounded; the webhook must answer Stripe promptly.
+    ltiaas_timeout_seconds: float = 5.0
+
+    stripe_secret_key: str = ""
+    stripe_webhook_secret: str = ""
+    stripe_price_id: str = ""
+    stripe_api_base: str | None = None
+    stripe_max_network_retries: int = 2
+
+    public_url: str = ""
+    secret_key: str = ""
+    # Number of reverse proxies in front of the service whose X-Forwarded-* headers are trusted.
+    trusted_proxies: int = 0
+    # LMS registration tokens live about an hour: the whole paid flow must fit in it.
+    registration_window_minutes: int = 60
+    # Who may frame the registration flow pages: the LMS hosts are not known in advance.
+    frame_ancestors: str = "*"
+    # Where failed sign-in counts are kept; memory:// is per process, see the README.
+    ratelimit_storage_uri: str = "memory://"
+
+    @field_validator("ltiaas_messages")
+    @classmethod
+    def _messages_are_json_list(cls, value):
+        if value is None or value == "":
+            return None
+        parsed = json.loads(value)
+        if not isinstance(parsed, list) or not all(isinstance(m, dict) and "type" in m for m in parsed):
+            raise ValueError("must be a JSON list of {type, placements}")
+        return value
+
+    @model_validator(mode="after")
+    def _fill_local_defaults(self):
+        if self.app_env != "local":
+            return self
+        self.public_url = self.public_url or f"http://127.0.0.1:{LOCAL_PORT}"
+        self.secret_key = self.secret_key or secrets.token_urlsafe(32)
+        base = self.public_url.rstrip("/")
+        if not self.ltiaas_url:
+            self.ltiaas_url = f"{base}/_local/ltiaas"
+            self.ltiaas_api_key = self.ltiaas_api_key or "local-standin-api-key"
+        if not self.stripe_secret_key:
+            self.stripe_secret_key = "sk_test_local_standin"
+            self.stripe_webhook_secret = self.stripe_webhook_secret or "whsec_local_standin"
+            self.stripe_price_id = self.stripe_price_id or "price_local_registration"
+            self.stripe_api_base = self.stripe_api_base or f"{base}/_local/stripe"
+        return self
+
+    @property
+    def completion_body(self) -> dict:
+        body = {}
+        if self.ltiaas_platform_name:
+            body["platformName"] = self.ltiaas_platform_name
+        if self.ltiaas_auto_activate is not None:
+            body["autoActivate"] = self.ltiaas_auto_activate
+        if self.ltiaas_messages:
+            body["messages"] = json.loads(self.ltiaas_messages)
+        return body
+
+    @property
+    def uses_standins(self) -> bool:
+        return self.app_env == "local" and bool(self.stripe_api_base) and "/_local/" in (self.stripe_api_base or "")
+
+    @property
+    def stripe_live(self) -> bool:
+        return self.stripe_secret_key.startswith(("sk_live_", "rk_live_"))
+
+
+_REQUIRED = {
+    "ltiaas_url": ("http://", "https://"),
+    "ltiaas_api_key": None,
+    "stripe_secret_key": ("sk_", "rk_"),
+    "stripe_webhook_secret": ("whsec_",),
+    "stripe_price_id": ("price_",),
+    "public_url": ("http://", "https://"),
+    "secret_key": None,
+}
+
+
+def load_settings(overrides: dict | None = None) -> Settings:
+    """Read and check the settings; raise ConfigError naming the first bad variable."""
+    try:
+        settings = Settings(**(overrides or {}))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]).upper() if err["loc"] else "settings"
+        raise ConfigError(f"{name} is malformed: {err['msg']}") from None
+    for field, prefixes in _REQUIRED.items():
+        value = getattr(settings, field)
+        if not value:
+            raise ConfigError(f"{field.upper()} is required")
+        if prefixes and not value.startswith(prefixes):
+            raise ConfigError(f"{field.upper()} is malformed: must start with {' or '.join(prefixes)}")
+    if settings.stripe_api_base and not settings.stripe_api_base.startswith(("http://", "https://")):
+        raise ConfigError("STRIPE_API_BASE is malformed: must start with http:// or https://")
+    if not settings.ltiaas_platforms_path.startswith("/"):
+        raise ConfigError("LTIAAS_PLATFORMS_PATH is malformed: must start with /")
+    return settings

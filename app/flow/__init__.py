@@ -1,0 +1,164 @@
+"""The LMS admin's flow: the frame LTIaaS sends to us, and the payment popup it opens.
+
+No state lives in cookies (they are third-party in the frame); the flow token in the URL names the
+registration, and the frame learns every outcome by asking the server.
+"""
+import logging
+import re
+
+from flask import Blueprint, abort, current_app, g, jsonify, redirect, render_template, request, url_for
+from sqlalchemy import select
+
+from .. import ltiaas, payments
+from ..checkout import NotPayable, open_checkout
+from ..db import db, utcnow
+from ..fulfilment import fulfil_checkout
+from ..models import CheckoutSession, Registration
+from ..money import format_amount
+from ..registrations import open_registration, record
+from .status import RESTART, frame_status
+
+log = logging.getLogger(__name__)
+bp = Blueprint("flow", __name__)
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{20,64}$")
+
+
+@bp.before_request
+def _frameable():
+    g.frameable = True
+
+
+@bp.after_request
+def _no_store(response):
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _page(title: str, message: str, status: int, **context):
+    return render_template("message.html", title=title, message=message, **context), status
+
+
+def _absolute(endpoint: str, **values) -> str:
+    """A URL on PUBLIC_URL: Stripe and LTIaaS must reach us where browsers do, whatever Host said."""
+    return current_app.config["SETTINGS"].public_url.rstrip("/") + url_for(endpoint, **values)
+
+
+def _registration(token: str) -> Registration:
+    reg = None
+    if _TOKEN.match(token):
+        reg = db.session.scalars(select(Registration).where(Registration.flow_token == token)).first()
+    if reg is None:
+        abort(404, description=f"This registration link is not known. {RESTART}")
+    return reg
+
+
+@bp.get("/lti/register")
+def lti_register():
+    """The registration URL admins type: on our origin, so Canvas accepts the close message from us."""
+    target = current_app.config["SETTINGS"].ltiaas_url.rstrip("/") + "/lti/register"
+    query = request.query_string.decode("latin-1")
+    return redirect(f"{target}?{query}" if query else target, 302)
+
+
+@bp.get("/pre-approval")
+def pre_approval():
+    registration_id = request.args.get("registrationId", "")
+    if not ltiaas.valid_id(registration_id):
+        return _page("Registration link not valid", f"This registration link is incomplete or damaged. "
+                     f"{RESTART}", 400)
+    reg = db.session.scalars(select(Registration).where(Registration.registration_id == registration_id)).first()
+    if reg is None:
+        try:
+            lms = ltiaas.client().get_registration(registration_id)
+        except ltiaas.LtiaasError as exc:
+            log.info("pre-approval: LTIaaS refused registration lookup: %s", exc)
+            if exc.status is not None and 400 <= exc.status < 500 and not exc.retryable:
+                return _page("Registration expired", "This registration has expired, was abandoned or is "
+                             f"already finished. {RESTART}", 410)
+            return _page("Registration service unavailable", "We could not reach the registration service. "
+                         "Reload this page in a moment.", 502)
+        try:
+            price = payments.gateway().get_price(current_app.config["SETTINGS"].stripe_price_id)
+        except payments.PaymentProviderError:
+            return _page("Payment service unavailable", "We could not reach the payment service. Reload this "
+                         "page in a moment.", 502)
+        if price.recurring or price.unit_amount <= 0:
+            log.error("STRIPE_PRICE_ID must be a one-time price with an amount")
+            return _page("Not available", "Registration is not available right now: the vendor's payment "
+                         "settings are incomplete. Please contact the vendor.", 503)
+        reg = open_registration(registration_id, lms, price, cause="pre-approval")
+        db.session.commit()
+    return render_template("preapproval.html", reg=reg, price=format_amount(reg.amount, reg.currency),
+                           status=frame_status(reg),
+                           pay_url=url_for("flow.pay", token=reg.flow_token),
+                           status_url=url_for("flow.status", token=reg.flow_token))
+
+
+@bp.get("/flow/<token>/status")
+def status(token: str):
+    """Polled by the frame: what to show, and the completion html once it exists."""
+    return jsonify(frame_status(_registration(token)))
+
+
+@bp.get("/flow/<token>/pay")
+def pay(token: str):
+    """The popup: send it to the registration's one open Checkout Session."""
+    reg = _registration(token)
+    try:
+        url = open_checkout(reg, success_url=_absolute("flow.paid", token=token) + "?session_id={CHECKOUT_SESSION_ID}",
+                            cancel_url=_absolute("flow.cancelled", token=token))
+    except NotPayable as exc:
+        if exc.reason == "too_late":
+            return _page("Registration timed out", f"This registration is too old to pay for safely. Close "
+                         f"this window. {RESTART}", 409)
+        return _page("Already paid", "This registration needs no payment now. Close this window and return "
+                     "to your LMS.", 409, close=True)
+    except payments.PaymentProviderError:
+        db.session.rollback()
+        return _page("Payment service busy", "We could not open the payment page. Try again: you will not "
+                     "be charged twice.", 503, retry_url=url_for("flow.pay", token=token))
+    return redirect(url, 303)
+
+
+@bp.get("/flow/<token>/paid")
+def paid(token: str):
+    """Stripe's success return, in the popup: the URL proves nothing, so ask Stripe."""
+    reg = _registration(token)
+    session_id = request.args.get("session_id", "")
+    if not payments.valid_session_id(session_id):
+        return _page("Payment not recognised", "This payment link is damaged. Return to your LMS window.", 400)
+    owner = db.session.scalars(select(CheckoutSession.registration_pk)
+                               .where(CheckoutSession.session_id == session_id)).first()
+    if owner is not None and owner != reg.id:
+        return _page("Payment not recognised", "This payment belongs to another registration.", 400)
+    try:
+        outcome = fulfil_checkout(session_id, cause="success return")
+    except payments.PaymentProviderError:
+        db.session.rollback()
+        return _page("Payment being confirmed", "We could not confirm the payment with Stripe just now. If "
+                     "you paid, the registration finishes by itself in your LMS window.", 503)
+    if outcome.registration is None or outcome.registration.id != reg.id:
+        return _page("Payment not recognised", "This payment does not belong to this registration.", 400)
+    if outcome.paid:
+        return _page("Payment received", "Thank you: your payment was received. Return to your LMS window; "
+                     "the registration finishes there. This window can be closed.", 200, close=True)
+    if outcome.note == "processing":
+        return _page("Payment processing", "Your payment is being processed. Return to your LMS window: "
+                     "the registration finishes there once the payment is confirmed.", 200, close=True)
+    return _page("Payment not completed", "The payment was not completed. Return to your LMS window to "
+                 "try again.", 409, close=True)
+
+
+@bp.get("/flow/<token>/cancel")
+def cancelled(token: str):
+    """Stripe's cancel return: tell the frame, keep the session for a retry."""
+    reg = _registration(token)
+    session = reg.checkout_sessions[-1] if reg.checkout_sessions else None
+    if session is not None and session.status == "open" and session.canceled_at is None:
+        session.canceled_at = utcnow()
+        record(reg, "payment", cause="cancel return", message="The admin left Checkout without paying.",
+               details={"session": session.session_id})
+        db.session.commit()
+    return _page("Payment cancelled", "No payment was made. Return to your LMS window to pay, or close it "
+                 "to stop the registration.", 200, close=True)

@@ -1,0 +1,192 @@
+"""Fulfilment: from "Stripe says paid" to "LTIaaS says completed", safe to run many times at once.
+
+`fulfil_checkout` is the one entry for the webhook, the success return and reconciliation. It asks
+Stripe, records the payment and commits (invariant 1), then `complete` calls LTIaaS once, from
+whichever caller wins the move into "completing" (invariant 2), outside any transaction (invariant 3).
+"""
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import or_, select
+
+from . import ltiaas, payments
+from .db import db, insert_ignoring_duplicates, utcnow
+from .models import CheckoutSession, Registration, State
+from .registrations import record, transition
+
+log = logging.getLogger(__name__)
+
+RETRY_BASE = timedelta(seconds=5)
+RETRY_CAP = timedelta(minutes=5)
+
+
+@dataclass
+class Outcome:
+    registration: Registration | None
+    paid: bool  # this session is a confirmed payment for its registration
+    note: str
+
+
+def _belongs(reg: Registration, view: payments.CheckoutView) -> list[str]:
+    """What does not match between what was sold and what the session says."""
+    problems = []
+    if view.client_reference_id != reg.registration_id:
+        problems.append("client_reference_id")
+    if view.metadata.get("registration_pk") != str(reg.id):
+        problems.append("metadata.registration_pk")
+    if view.amount_total != reg.amount:
+        problems.append("amount")
+    if (view.currency or "").lower() != reg.currency.lower():
+        problems.append("currency")
+    if view.price_ids and view.price_ids != [reg.price_id]:
+        problems.append("price")
+    return problems
+
+
+def _registration_for(view: payments.CheckoutView) -> Registration | None:
+    row = db.session.scalars(select(CheckoutSession).where(CheckoutSession.session_id == view.id)).first()
+    if row is not None:
+        return db.session.get(Registration, row.registration_pk)
+    pk = view.metadata.get("registration_pk")
+    if pk and pk.isdigit():
+        return db.session.get(Registration, int(pk))
+    if view.client_reference_id:
+        return db.session.scalars(
+            select(Registration).where(Registration.registration_id == view.client_reference_id)
+        ).first()
+    return None
+
+
+def _remember_session(reg: Registration, view: payments.CheckoutView) -> CheckoutSession:
+    now = utcnow()
+    insert_ignoring_duplicates(CheckoutSession, {
+        "session_id": view.id, "registration_pk": reg.id, "generation": reg.checkout_generation,
+        "status": view.status or "open", "payment_status": view.payment_status or "unpaid",
+        "url": view.url, "expires_at": view.expires_at, "created_at": now, "updated_at": now,
+    })
+    row = db.session.scalars(select(CheckoutSession).where(CheckoutSession.session_id == view.id)).one()
+    # A late or stale view never takes a session backwards: complete and expired are final at Stripe.
+    if row.status not in ("complete", "expired") or view.status == row.status:
+        row.status = view.status or row.status
+        row.payment_status = view.payment_status or row.payment_status
+    row.amount_total, row.currency = view.amount_total, view.currency
+    row.payment_intent_id = view.payment_intent or row.payment_intent_id
+    row.payer_email = view.payer_email or row.payer_email
+    db.session.flush()
+    return row
+
+
+def apply_checkout(view: payments.CheckoutView, cause: str) -> Outcome:
+    """Record what Stripe says of a session, in the caller's transaction (flushes, no commit)."""
+    reg = _registration_for(view)
+    if reg is None:
+        log.warning("Checkout Session %s belongs to no registration here (cause %s); ignored", view.id, cause)
+        return Outcome(None, False, "unknown session")
+    row = _remember_session(reg, view)
+    paid = view.status == "complete" and view.payment_status == "paid"
+    if not paid:
+        if view.status == "complete" and view.payment_status == "unpaid":
+            record(reg, "payment", cause=cause, message="Payment is processing (a delayed payment method).",
+                   details={"session": view.id})
+            return Outcome(reg, False, "processing")
+        if view.status == "complete" and view.payment_status == "no_payment_required":
+            # Nothing we sell is free: a 100 % discount was not offered by us, so it is not honoured.
+            transition(reg, State.NEEDS_ATTENTION, cause=cause, expect={State.PENDING, State.ABANDONED},
+                       message="Checkout completed without a payment; not fulfilled.",
+                       details={"session": view.id}, attention="no_payment")
+            return Outcome(reg, False, "no payment")
+        return Outcome(reg, False, view.status or "unknown")
+
+    problems = _belongs(reg, view)
+    evidence = {"session": view.id, "payment_intent": view.payment_intent,
+                "amount": view.amount_total, "currency": view.currency}
+    if problems:
+        evidence["mismatch"] = problems
+        if not transition(reg, State.NEEDS_ATTENTION, cause=cause, expect={State.PENDING, State.ABANDONED},
+                          message=f"A payment that does not match what was sold ({', '.join(problems)}); "
+                                  "not fulfilled.", details=evidence, attention="payment_mismatch"):
+            record(reg, "payment", cause=cause, details=evidence, attention=reg.attention or "payment_mismatch",
+                   message=f"A payment that does not match what was sold ({', '.join(problems)}).")
+        return Outcome(reg, False, "mismatch")
+
+    if reg.payment_session_id is None:
+        if transition(reg, State.PAID, cause=cause, expect={State.PENDING, State.ABANDONED},
+                      message=f"Paid {view.amount_total / 100:.2f} {(view.currency or '').upper()}.",
+                      details=evidence, payment_session_id=view.id, payment_intent_id=view.payment_intent,
+                      amount_paid=view.amount_total, currency_paid=view.currency,
+                      payer_email=view.payer_email, paid_at=utcnow(), next_attempt_at=None):
+            return Outcome(reg, True, "paid")
+    if reg.payment_session_id == view.id:
+        log.info("registration %s: repeated paid for %s (cause %s) ignored", reg.id, view.id, cause)
+        return Outcome(reg, True, "already paid")
+    # A second session paid for a registration someone already paid: keep the money visible.
+    record(reg, "payment", cause=cause, details=evidence, attention="duplicate_payment",
+           message="A second payment arrived for an already paid registration; refund it.")
+    return Outcome(reg, False, "duplicate payment")
+
+
+def fulfil_checkout(session_id: str, cause: str) -> Outcome:
+    """Ask Stripe about the session, record the payment, commit, then complete once."""
+    view = payments.gateway().retrieve_checkout_session(session_id)
+    outcome = apply_checkout(view, cause)
+    db.session.commit()
+    if outcome.paid:
+        complete(outcome.registration, cause)
+    return outcome
+
+
+def _backoff(attempts: int) -> timedelta:
+    return min(RETRY_BASE * (2 ** max(attempts - 1, 0)), RETRY_CAP)
+
+
+def complete(reg: Registration, cause: str) -> None:
+    """Call LTIaaS Complete if this caller wins the move from paid to completing; commits."""
+    now = utcnow()
+    claimed = transition(
+        reg, State.COMPLETING, cause=cause, expect={State.PAID},
+        where=(or_(Registration.next_attempt_at.is_(None), Registration.next_attempt_at <= now),),
+        message="Completing the registration at LTIaaS.",
+        attempt_count=Registration.attempt_count + 1, attempt_started_at=now,
+    )
+    db.session.commit()
+    if not claimed:
+        return
+    settings = current_app.config["SETTINGS"]
+    try:
+        result = ltiaas.client().complete_registration(reg.registration_id, settings.completion_body)
+    except ltiaas.LtiaasError as exc:
+        _record_failure(reg, exc, cause)
+    else:
+        transition(reg, State.COMPLETED, cause=cause, expect={State.COMPLETING},
+                   message=f"Registered at LTIaaS as platform {result.platform_id}.",
+                   details={"platform_id": result.platform_id}, platform_id=result.platform_id,
+                   completion_html=result.html, completed_at=utcnow(), attempt_started_at=None,
+                   next_attempt_at=None, last_error=None, platform_active=settings.ltiaas_auto_activate)
+    db.session.commit()
+
+
+def _record_failure(reg: Registration, exc: ltiaas.LtiaasError, cause: str) -> None:
+    settings = current_app.config["SETTINGS"]
+    error = exc.as_dict()
+    now = utcnow()
+    deadline = reg.created_at + timedelta(minutes=settings.registration_window_minutes)
+    if exc.retryable and now < deadline:
+        delay = _backoff(reg.attempt_count)
+        transition(reg, State.PAID, cause=cause, expect={State.COMPLETING},
+                   message=f"{exc}; retrying in {int(delay.total_seconds())} s.", details=error,
+                   last_error=error, attempt_started_at=None, next_attempt_at=now + delay,
+                   attempt_uncertain=reg.attempt_uncertain or exc.uncertain)
+        return
+    if reg.attempt_uncertain or exc.uncertain:
+        attention, message = ("completion_uncertain",
+                              f"{exc}. An earlier attempt may have registered the platform: "
+                              "check LTIaaS before retrying or refunding.")
+    elif exc.retryable:
+        attention, message = "completion_expired", f"{exc}; the LMS token has run out."
+    else:
+        attention, message = "completion_refused", f"LTIaaS refused the completion: {exc}."
+    transition(reg, State.NEEDS_ATTENTION, cause=cause, expect={State.COMPLETING}, message=message,
+               details=error, last_error=error, attempt_started_at=None, next_attempt_at=None,
+               attention=attention)

@@ -1,0 +1,133 @@
+"""The LTIaaS API: the one module that talks to it (registrations and platforms)."""
+import logging
+import re
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import requests
+from flask import current_app
+
+log = logging.getLogger(__name__)
+
+# LTIaaS does not document the alphabet of its ids; these are URL-safe and can never climb a path.
+_ID = re.compile(r"^(?!\.+$)[A-Za-z0-9._~-]{1,128}$")
+
+
+class LtiaasError(Exception):
+    """A failed call. `retryable` when trying again may help; `uncertain` when it may have taken effect."""
+
+    def __init__(self, message: str, *, status: int | None = None, details: dict | None = None,
+                 retryable: bool = False, uncertain: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.details = details or {}
+        self.retryable = retryable
+        self.uncertain = uncertain
+
+    def as_dict(self) -> dict:
+        return {"message": str(self), "status": self.status, "details": self.details,
+                "retryable": self.retryable, "uncertain": self.uncertain}
+
+
+@dataclass(frozen=True)
+class LmsDetails:
+    url: str
+    family: str | None
+    version: str | None
+    supported_scopes: list
+    supported_messages: list
+
+
+@dataclass(frozen=True)
+class Completion:
+    platform_id: str
+    html: str
+
+
+def valid_id(value: str | None) -> bool:
+    """Whether `value` is a plausible LTIaaS id, safe to put into a URL path."""
+    return bool(value) and _ID.match(value) is not None
+
+
+class Ltiaas:
+    def __init__(self, base_url: str, api_key: str, platforms_path: str, timeout: float):
+        self.base_url = base_url.rstrip("/")
+        self.platforms_path = "/" + platforms_path.strip("/")
+        self.timeout = timeout
+        self._http = requests.Session()
+        self._http.headers["Authorization"] = f"Bearer {api_key}"
+
+    def _url(self, *parts: str) -> str:
+        for part in parts[1:]:
+            if not valid_id(part) and part not in {"complete", "activate", "deactivate"}:
+                raise ValueError("not an LTIaaS id")
+        return self.base_url + parts[0] + "".join("/" + quote(p, safe="") for p in parts[1:])
+
+    def _call(self, method: str, url: str, **kwargs) -> requests.Response:
+        # A connect timeout means nothing was sent; a read timeout or a reset may have reached LTIaaS.
+        try:
+            response = self._http.request(method, url, timeout=(min(3.05, self.timeout), self.timeout),
+                                          **kwargs)
+        except requests.ConnectTimeout:
+            raise LtiaasError("LTIaaS could not be reached (connect timeout)", retryable=True) from None
+        except requests.ConnectionError as exc:
+            text = str(exc).lower()
+            sent = any(sign in text for sign in ("aborted", "reset", "remotedisconnected"))
+            raise LtiaasError("LTIaaS connection failed", retryable=True, uncertain=sent) from None
+        except requests.Timeout:
+            raise LtiaasError("LTIaaS did not answer in time", retryable=True, uncertain=True) from None
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {}
+            details = body.get("details") if isinstance(body, dict) else None
+            error = body.get("error") if isinstance(body, dict) else None
+            retryable = response.status_code in (408, 425, 429) or response.status_code >= 500
+            raise LtiaasError(
+                f"LTIaaS answered {response.status_code}" + (f" {error}" if error else ""),
+                status=response.status_code,
+                details=details if isinstance(details, dict) else {},
+                retryable=retryable,
+            )
+        return response
+
+    def get_registration(self, registration_id: str) -> LmsDetails:
+        """GET /api/registrations/{id}: which LMS is registering."""
+        body = self._call("GET", self._url("/api/registrations", registration_id)).json()
+        if not isinstance(body, dict) or not isinstance(body.get("url"), str):
+            raise LtiaasError("LTIaaS sent an unexpected registration body")
+        return LmsDetails(
+            url=body["url"], family=body.get("familyCode"), version=body.get("version"),
+            supported_scopes=list(body.get("supportedScopes") or []),
+            supported_messages=list(body.get("supportedMessages") or []),
+        )
+
+    def complete_registration(self, registration_id: str, body: dict) -> Completion:
+        """POST /api/registrations/{id}/complete: can succeed once per id, ever."""
+        response = self._call("POST", self._url("/api/registrations", registration_id, "complete"), json=body)
+        try:
+            data = response.json()
+            completion = Completion(platform_id=str(data["platformId"]), html=str(data["html"]))
+        except (ValueError, KeyError, TypeError):
+            raise LtiaasError("LTIaaS sent an unexpected completion body", uncertain=True) from None
+        if not valid_id(completion.platform_id):
+            raise LtiaasError("LTIaaS sent an implausible platformId", uncertain=True)
+        return completion
+
+    def get_platform(self, platform_id: str) -> dict:
+        return self._call("GET", self._url(self.platforms_path, platform_id)).json()
+
+    def set_platform_active(self, platform_id: str, active: bool) -> None:
+        """POST {platforms}/{id}/activate or /deactivate (no body)."""
+        self._call("POST", self._url(self.platforms_path, platform_id, "activate" if active else "deactivate"))
+
+
+def client() -> Ltiaas:
+    """The application's LTIaaS client (one per app, shared connection pool)."""
+    ext = current_app.extensions
+    if "ltiaas" not in ext:
+        s = current_app.config["SETTINGS"]
+        ext["ltiaas"] = Ltiaas(s.ltiaas_url, s.ltiaas_api_key, s.ltiaas_platforms_path,
+                               s.ltiaas_timeout_seconds)
+    return ext["ltiaas"]

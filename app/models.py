@@ -1,0 +1,166 @@
+"""Tables: registrations, their Checkout Sessions, their timeline, Stripe events, operators."""
+import enum
+from datetime import datetime
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .db import db, utcnow
+
+
+class State(str, enum.Enum):
+    PENDING = "pending"  # shown to the admin, not paid
+    PAID = "paid"  # Stripe says paid; completion not started, or a retry is scheduled
+    COMPLETING = "completing"  # one caller is talking to LTIaaS Complete right now
+    COMPLETED = "completed"  # LTIaaS returned platformId and html
+    NEEDS_ATTENTION = "needs_attention"  # paid, not registered: an operator must act
+    REFUNDED = "refunded"
+    ABANDONED = "abandoned"  # never paid, and the LMS token has run out
+
+    def __str__(self):
+        return self.value
+
+
+class Registration(db.Model):
+    __tablename__ = "registrations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # LTIaaS's registrationId: dies once completed or abandoned.
+    registration_id: Mapped[str] = mapped_column(String(200), unique=True)
+    # Unguessable key of the flow pages: cookies are third-party inside the LMS frame.
+    flow_token: Mapped[str] = mapped_column(String(64), unique=True)
+    state: Mapped[str] = mapped_column(String(20), default=State.PENDING.value)
+    # Why an operator must look (set with needs_attention, or beside another state, e.g. a second payment).
+    attention: Mapped[str | None] = mapped_column(String(40))
+
+    lms_url: Mapped[str] = mapped_column(String(500))
+    lms_family: Mapped[str | None] = mapped_column(String(100))
+    lms_version: Mapped[str | None] = mapped_column(String(200))
+    lms_details: Mapped[dict | None] = mapped_column(JSON)
+
+    # What was sold: read from the Stripe Price when the admin was shown it.
+    price_id: Mapped[str] = mapped_column(String(255))
+    amount: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    # Each new Checkout Session gets a new generation; its idempotency key and expiry are fixed with it.
+    checkout_generation: Mapped[int] = mapped_column(Integer, default=0)
+    checkout_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    # Evidence of payment, committed before LTIaaS is called.
+    payment_session_id: Mapped[str | None] = mapped_column(String(255))
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255))
+    amount_paid: Mapped[int | None] = mapped_column(Integer)
+    currency_paid: Mapped[str | None] = mapped_column(String(3))
+    payer_email: Mapped[str | None] = mapped_column(String(320))
+    paid_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    platform_id: Mapped[str | None] = mapped_column(String(200))
+    completion_html: Mapped[str | None] = mapped_column(Text)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    platform_active: Mapped[bool | None] = mapped_column(Boolean)
+
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0)
+    attempt_started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # The last Complete call may have reached LTIaaS: a later "unknown id" is not a plain refusal.
+    attempt_uncertain: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_error: Mapped[dict | None] = mapped_column(JSON)
+
+    refund_id: Mapped[str | None] = mapped_column(String(255))
+    refunded_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+    checkout_sessions: Mapped[list["CheckoutSession"]] = relationship(
+        back_populates="registration", order_by="CheckoutSession.id"
+    )
+    timeline: Mapped[list["TimelineEntry"]] = relationship(
+        back_populates="registration", order_by="TimelineEntry.id"
+    )
+
+    __table_args__ = (
+        Index("ix_registrations_created_at_id", "created_at", "id"),
+        Index("ix_registrations_state_created_at_id", "state", "created_at", "id"),
+        Index("ix_registrations_attention", "attention"),
+        Index("ix_registrations_lms_family", "lms_family"),
+        Index("ix_registrations_lms_url", "lms_url"),
+        Index("ix_registrations_payer_email", "payer_email"),
+        Index("ix_registrations_platform_id", "platform_id"),
+        Index("ix_registrations_payment_session_id", "payment_session_id"),
+        Index("ix_registrations_payment_intent_id", "payment_intent_id"),
+        Index("ix_registrations_next_attempt_at", "next_attempt_at"),
+    )
+
+    @property
+    def needs_attention(self) -> bool:
+        return self.attention is not None
+
+
+class CheckoutSession(db.Model):
+    """A Stripe Checkout Session we created for a registration, with what Stripe last told us."""
+
+    __tablename__ = "checkout_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(255), unique=True)
+    registration_pk: Mapped[int] = mapped_column(ForeignKey("registrations.id"), index=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20))  # open, complete, expired
+    payment_status: Mapped[str] = mapped_column(String(30))  # unpaid, paid, no_payment_required
+    url: Mapped[str | None] = mapped_column(Text)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    amount_total: Mapped[int | None] = mapped_column(Integer)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    payer_email: Mapped[str | None] = mapped_column(String(320))
+    canceled_at: Mapped[datetime | None] = mapped_column(DateTime)  # the admin came back via cancel_url
+    failed_at: Mapped[datetime | None] = mapped_column(DateTime)  # async payment failed
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+    registration: Mapped[Registration] = relationship(back_populates="checkout_sessions")
+
+
+class TimelineEntry(db.Model):
+    """One line of a registration's history: a state change, an event, an attempt, an operator action."""
+
+    __tablename__ = "timeline_entries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    registration_pk: Mapped[int] = mapped_column(ForeignKey("registrations.id"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(20))  # state, event, attempt, operator, note
+    from_state: Mapped[str | None] = mapped_column(String(20))
+    to_state: Mapped[str | None] = mapped_column(String(20))
+    # Who or what caused it: "webhook evt_...", "return", "worker", "reconcile", "operator a@b".
+    cause: Mapped[str] = mapped_column(String(300))
+    message: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict | None] = mapped_column(JSON)
+
+    registration: Mapped[Registration] = relationship(back_populates="timeline")
+
+
+class StripeEvent(db.Model):
+    """Each verified Stripe event, once by its id; repeats only count deliveries."""
+
+    __tablename__ = "stripe_events"
+
+    event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    session_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    registration_pk: Mapped[int | None] = mapped_column(ForeignKey("registrations.id"), index=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    deliveries: Mapped[int] = mapped_column(Integer, default=1)
+    outcome: Mapped[str | None] = mapped_column(String(300))
+    payload: Mapped[str] = mapped_column(Text)  # the raw, verified body
+
+
+class Operator(db.Model):
+    __tablename__ = "operators"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(300))
+    api_token_hash: Mapped[str | None] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
