@@ -56,11 +56,12 @@ def handle_event(event: dict, payload: str) -> str:
     else:
         outcome, result = None, "ignored"
     registration = outcome.registration if outcome else None
-    db.session.execute(update(StripeEvent).where(StripeEvent.event_id == event_id).values(
-        outcome=result, registration_pk=registration.id if registration else StripeEvent.registration_pk))
-    db.session.commit()
-    if not new:
+    if new:  # the first delivery's outcome is the one operators read
+        db.session.execute(update(StripeEvent).where(StripeEvent.event_id == event_id).values(
+            outcome=result, registration_pk=registration.id if registration else StripeEvent.registration_pk))
+    else:
         log.info("webhook %s delivered again; outcome %s", event_id, result)
+    db.session.commit()
     if outcome is not None and outcome.paid:
         complete(outcome.registration, cause)
     return result

@@ -26,7 +26,8 @@ def frame_status(reg: Registration) -> dict:
         session = _latest(reg)
         open_session = session is not None and session.status == "open" and session.failed_at is None \
             and session.expires_at is not None and session.expires_at > utcnow()
-        if session is not None and session.status == "complete" and session.payment_status == "unpaid":
+        if session is not None and session.failed_at is None and session.status == "complete" \
+                and session.payment_status == "unpaid":
             return _status(reg, "wait", "Your payment is being processed by your bank. This window finishes "
                                         "the registration by itself once the payment is confirmed.")
         if not open_session and not can_open_checkout(reg):
