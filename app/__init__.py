@@ -8,6 +8,7 @@ from flask_migrate import Migrate
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from . import redaction
 from .config import load_settings
 from .db import db
 
@@ -37,6 +38,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies,
                                 x_host=settings.trusted_proxies)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redaction.install()
 
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations"),
@@ -47,7 +49,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(flow.bp)
     app.register_blueprint(webhooks.bp)
     cli.register(app)
-    if settings.app_env == "local" and settings.uses_standins:
+    if settings.uses_standins:  # never in production: APP_ENV=local only
         from .standins import create_standins_blueprint
         app.register_blueprint(create_standins_blueprint(settings))
 

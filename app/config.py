@@ -87,7 +87,9 @@ class Settings(BaseSettings):
 
     @property
     def uses_standins(self) -> bool:
-        return self.app_env == "local" and bool(self.stripe_api_base) and "/_local/" in (self.stripe_api_base or "")
+        """Local run pointing at the built-in stand-ins (the run command's default)."""
+        return self.app_env == "local" and any("/_local/" in (url or "")
+                                               for url in (self.ltiaas_url, self.stripe_api_base))
 
     @property
     def stripe_live(self) -> bool:

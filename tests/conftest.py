@@ -121,3 +121,6 @@ def stripe_api(mocked):
 @pytest.fixture
 def ltiaas_api(mocked):
     return Ltiaas(mocked, BASE_CONFIG)
+
+
+from .live import browser  # noqa: E402,F401  (a fixture for the browser tests)

@@ -1,0 +1,92 @@
+"""An LMS admin in a real browser: LMS page, registration iframe, pay in the popup, dialog closes.
+
+The LMS page (localhost) and the service (127.0.0.1) are different sites, so the frame's cookies are
+third-party and blocked; the popup blocker is on. The service runs with its built-in stand-ins.
+"""
+import pytest
+
+from app import create_app
+from app.db import db
+
+from .conftest import _empty
+from .live import free_port, serving
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def local_service(database_url):
+    port = free_port()
+    app = create_app({"app_env": "local", "database_url": database_url,
+                      "public_url": f"http://127.0.0.1:{port}", "secret_key": "browser-test"})
+    _empty(app)
+    from app.standins import reset
+    reset()
+    with serving(app, port):
+        yield app, port
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.mark.parametrize("lms", ["canvas", "moodle"])
+def test_admin_pays_in_popup_and_lms_receives_close(browser, local_service, lms, tmp_path):
+    app, port = local_service
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"http://localhost:{port}/_local/lms?lms={lms}")
+    page.click("#register")
+
+    frame = page.frame_locator("#registration")
+    frame.locator("#price").wait_for()
+    assert "49.00 USD" in frame.locator("#price").inner_text()
+    assert frame.locator("#lms-family").inner_text() == lms
+    # No cookie was needed, and none could be stored in the cross-site frame.
+    assert context.cookies(f"http://127.0.0.1:{port}") == []
+
+    with page.expect_popup() as popup_info:
+        frame.locator("#pay").click()
+    popup = popup_info.value
+    popup.wait_for_load_state()
+    assert "/_local/stripe/checkout/" in popup.url  # a top-level window: Checkout refuses frames
+    frame.locator("#status").filter(has_text="Complete the payment").wait_for()
+
+    popup.click("#pay")
+    popup.wait_for_url("**/paid?session_id=*")
+    assert "payment was received" in popup.locator("#message").inner_text()
+
+    page.locator("#lms-status").filter(has_text="org.imsglobal.lti.close").wait_for(timeout=15000)
+    assert page.locator("#registration").count() == 0  # the LMS closed the dialog
+    assert "ignored" not in page.locator("#lms-log").inner_text()
+    page.screenshot(path=str(tmp_path / f"lms-{lms}-closed.png"))
+
+    with app.app_context():
+        from app.models import Registration
+        reg = db.session.scalars(db.select(Registration)).one()
+        assert reg.state == "completed" and reg.platform_id and reg.payer_email
+    context.close()
+
+
+def test_cancel_then_pay_again_in_the_same_frame(browser, local_service):
+    _, port = local_service
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"http://localhost:{port}/_local/lms")
+    page.click("#register")
+    frame = page.frame_locator("#registration")
+
+    with page.expect_popup() as popup_info:
+        frame.locator("#pay").click()
+    popup = popup_info.value
+    popup.wait_for_load_state()
+    popup.click("text=Back")
+    popup.wait_for_url("**/cancel")
+    frame.locator("#status").filter(has_text="cancelled").wait_for(timeout=10000)
+    popup.wait_for_event("close", timeout=10000)  # the return page closes its own window
+
+    with page.expect_popup() as popup_info:
+        frame.locator("#pay").click()
+    popup = popup_info.value
+    popup.wait_for_load_state()
+    popup.click("#pay")
+    page.locator("#lms-status").filter(has_text="org.imsglobal.lti.close").wait_for(timeout=15000)
+    context.close()

@@ -1,0 +1,80 @@
+"""One payment delivered twenty times at once, on PostgreSQL: exactly one Complete call."""
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy import select
+
+from app.db import db
+from app.models import Registration, TimelineEntry
+
+from .test_flow import open_frame, status
+
+pytestmark = pytest.mark.postgres
+
+DELIVERIES = 20
+
+
+def _paid_registration(client, stripe_api, ltiaas_api):
+    registration_id, token, _ = open_frame(client, ltiaas_api)
+    client.get(f"/flow/{token}/pay")
+    session_id = stripe_api.only_session()["id"]
+    stripe_api.pay(session_id)
+    return registration_id, token, session_id
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_twenty_simultaneous_deliveries_complete_once(pg_app, stripe_api, ltiaas_api, round_):
+    client = pg_app.test_client()
+    registration_id, token, session_id = _paid_registration(client, stripe_api, ltiaas_api)
+    ltiaas_api.complete_delay = 0.3  # widen the window in which a second caller could slip through
+    repeated = stripe_api.event("checkout.session.completed", session_id)
+    deliveries = []
+    for i in range(DELIVERIES):
+        if i % 3 == 0:
+            deliveries.append(("return", None))
+        elif i % 3 == 1:
+            deliveries.append(("webhook", stripe_api.signed(repeated)))  # the same event, again and again
+        else:
+            kind = "checkout.session.completed" if i % 2 else "checkout.session.async_payment_succeeded"
+            deliveries.append(("webhook", stripe_api.signed(stripe_api.event(kind, session_id))))
+    barrier = threading.Barrier(DELIVERIES)
+
+    def deliver(delivery):
+        kind, signed = delivery
+        own_client = pg_app.test_client()  # each thread: its own client, app context and DB session
+        barrier.wait()
+        if kind == "return":
+            return own_client.get(f"/flow/{token}/paid?session_id={session_id}").status_code
+        body, headers = signed
+        return own_client.post("/webhooks/stripe", data=body, headers=headers).status_code
+
+    with ThreadPoolExecutor(DELIVERIES) as pool:
+        codes = list(pool.map(deliver, deliveries))
+
+    assert all(200 <= code < 300 for code in codes), codes
+    assert ltiaas_api.complete_calls == [registration_id]
+    assert status(client, token)["phase"] == "done"
+    with pg_app.app_context():
+        reg = db.session.scalars(select(Registration)).one()
+        assert reg.state == "completed" and reg.attempt_count == 1
+        states = db.session.scalars(select(TimelineEntry.to_state).where(TimelineEntry.kind == "state")
+                                    .order_by(TimelineEntry.id)).all()
+        assert states == ["pending", "paid", "completing", "completed"]
+
+
+def test_double_click_opens_one_checkout_session(pg_app, stripe_api, ltiaas_api):
+    client = pg_app.test_client()
+    _, token, _ = open_frame(client, ltiaas_api)
+    barrier = threading.Barrier(8)
+
+    def click(_):
+        own_client = pg_app.test_client()
+        barrier.wait()
+        return own_client.get(f"/flow/{token}/pay")
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(click, range(8)))
+    assert {a.status_code for a in answers} == {303}
+    assert len({a.headers["Location"] for a in answers}) == 1
+    assert len(stripe_api.sessions) == 1
