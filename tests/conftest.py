@@ -85,8 +85,7 @@ def pg_url():
     return postgres_or_skip()
 
 
-@pytest.fixture
-def app(database_url):
+def _app_on(database_url):
     app = make_app(database_url)
     yield app
     with app.app_context():
@@ -94,11 +93,13 @@ def app(database_url):
 
 
 @pytest.fixture
+def app(database_url):
+    yield from _app_on(database_url)
+
+
+@pytest.fixture
 def pg_app(pg_url):
-    app = make_app(pg_url)
-    yield app
-    with app.app_context():
-        db.engine.dispose()
+    yield from _app_on(pg_url)
 
 
 @pytest.fixture
