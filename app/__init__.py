@@ -52,6 +52,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     if settings.uses_standins:  # never in production: APP_ENV=local only
         from .standins import create_standins_blueprint
         app.register_blueprint(create_standins_blueprint(settings))
+    from . import operator  # sign-in (Flask-Login), CSRF on every form but webhook and stand-ins, limiter
+    operator.init_app(app)
 
     _register_security_headers(app)
     _register_error_pages(app)

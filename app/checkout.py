@@ -47,7 +47,8 @@ def open_checkout(reg: Registration, success_url: str, cancel_url: str) -> str:
     """The URL of the registration's open Checkout Session, creating one if none is usable.
 
     Generation g has one idempotency key and one expiry, so a double click, a reload or a retry
-    after a Stripe failure replays the same request and Stripe answers with the same session.
+    after a network failure or a rate limit replays the same request and Stripe answers with the
+    same session. After an answer Stripe would replay (a 5xx), the next try opens generation g+1.
     Commits; the Stripe call happens outside any transaction.
     """
     settings = current_app.config["SETTINGS"]
@@ -55,6 +56,8 @@ def open_checkout(reg: Registration, success_url: str, cancel_url: str) -> str:
     if reg.state != State.PENDING:
         raise NotPayable(reg.state)
     current = _current_session(reg)
+    if current is not None and current.status == "complete" and current.failed_at is None:
+        raise NotPayable("processing")  # a delayed payment is on its way: never a second charge
     if _usable(current, now):
         if current.canceled_at is not None:  # the admin is trying again in the same session
             current.canceled_at = None
@@ -77,17 +80,30 @@ def open_checkout(reg: Registration, success_url: str, cancel_url: str) -> str:
         current = _current_session(reg)
         if _usable(current, now):  # a concurrent click got there first
             return current.url
-    generation = reg.checkout_generation
+    if reg.checkout_expires_at < now + STRIPE_MIN_EXPIRY:
+        raise NotPayable("too_late")  # Stripe would refuse this generation's expiry by now
+    generation, expires_at = reg.checkout_generation, reg.checkout_expires_at
     ref = reference(reg)
-    view = payments.gateway().create_checkout_session(
-        price_id=reg.price_id, reference=ref["client_reference_id"], metadata=ref["metadata"],
-        success_url=success_url, cancel_url=cancel_url, expires_at=reg.checkout_expires_at,
-        idempotency_key=f"paygate-checkout-{reg.id}-{reg.registration_id}-{generation}",
-    )
+    request = dict(price_id=reg.price_id, reference=ref["client_reference_id"], metadata=ref["metadata"],
+                   success_url=success_url, cancel_url=cancel_url, expires_at=expires_at,
+                   idempotency_key=f"paygate-checkout-{reg.id}-{reg.registration_id}-{generation}")
+    reg_pk = reg.id
+    db.session.commit()  # no transaction stays open while Stripe is called
+    try:
+        view = payments.gateway().create_checkout_session(**request)
+    except payments.PaymentProviderError as exc:
+        if exc.replayed:
+            # Stripe would replay this answer for the same key: the next try starts a new generation.
+            db.session.execute(
+                update(Registration)
+                .where(Registration.id == reg_pk, Registration.checkout_generation == generation)
+                .values(checkout_expires_at=None).execution_options(synchronize_session=False))
+            db.session.commit()
+        raise
     insert_ignoring_duplicates(CheckoutSession, {
-        "session_id": view.id, "registration_pk": reg.id, "generation": generation,
+        "session_id": view.id, "registration_pk": reg_pk, "generation": generation,
         "status": view.status or "open", "payment_status": view.payment_status or "unpaid",
-        "url": view.url, "expires_at": view.expires_at or reg.checkout_expires_at,
+        "url": view.url, "expires_at": view.expires_at or expires_at,
         "amount_total": view.amount_total, "currency": view.currency,
         "created_at": now, "updated_at": now,
     })

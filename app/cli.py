@@ -1,9 +1,10 @@
-"""Command-line entry points: `flask --app wsgi operator ...` (and, later, the worker)."""
+"""Command-line entry points: `flask --app wsgi operator ...`, `worker` and `reconcile`."""
+import logging
 import sys
 
 import click
 from flask import Flask
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
 from .db import db
@@ -36,5 +37,89 @@ def create_operator(email: str, password_stdin: bool) -> None:
     click.echo(f"operator {verb} {email}")
 
 
+@operator_cli.command("token")
+@click.argument("email")
+@click.option("--revoke", is_flag=True, help="Remove the operator's API token instead of making a new one.")
+def operator_token(email: str, revoke: bool) -> None:
+    """Print a new API token for an operator (shown once; replaces the previous one)."""
+    from .models import Operator
+    from .operator.auth import new_api_token
+
+    operator = db.session.scalars(select(Operator).where(Operator.email == email.strip().lower())).first()
+    if operator is None:
+        raise click.ClickException(f"no operator {email.strip().lower()}; create it first")
+    if revoke:
+        operator.api_token_hash = None
+        db.session.commit()
+        click.echo(f"API token revoked for {operator.email}", err=True)
+        return
+    token, stored = new_api_token()  # only the sha256 is stored
+    operator.api_token_hash = stored
+    db.session.commit()
+    click.echo(f"API token for {operator.email} (shown once; send it as Authorization: Bearer <token>):",
+               err=True)
+    click.echo(token)
+
+
+@click.command("worker")
+@click.option("--once", is_flag=True, help="One pass, then exit (the cron form); exit status 1 if it failed.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
+              help="Seconds between passes (default WORKER_INTERVAL_SECONDS, 10).")
+@click.option("--reconcile/--no-reconcile", "reconcile", default=None,
+              help="Reconcile with Stripe: with --once, only if given; looping, every "
+                   "WORKER_RECONCILE_MINUTES unless --no-reconcile.")
+@with_appcontext
+def worker_command(once: bool, interval: float | None, reconcile: bool | None) -> None:
+    """Retry due completions, resolve stale attempts, abandon expired registrations, reconcile."""
+    import signal
+    import threading
+
+    from flask import current_app
+
+    from . import worker
+
+    if once:
+        try:
+            worker.run_once(reconcile=bool(reconcile))
+        except Exception as exc:
+            current_app.logger.exception("worker pass failed")
+            raise click.ClickException(f"worker pass failed: {type(exc).__name__}") from None
+        return
+    settings = current_app.config["SETTINGS"]
+    stop = threading.Event()
+
+    def _stop(signum, _frame):
+        logging.getLogger("app.worker").info("worker: %s received, stopping after the current pass",
+                                             signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    worker.run_forever(current_app._get_current_object(), interval or settings.worker_interval_seconds,
+                       0 if reconcile is False else settings.worker_reconcile_minutes, stop)
+
+
+@click.command("reconcile")
+@click.option("--since-hours", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="How far back to list Checkout Sessions (default RECONCILE_SINCE_HOURS, 48).")
+@with_appcontext
+def reconcile_command(since_hours: float | None) -> None:
+    """Fulfil every paid Checkout Session that Stripe lists and this database does not know as paid."""
+    from flask import current_app
+
+    from .payments import PaymentProviderError
+    from .reconcile import reconcile
+
+    try:
+        counts = reconcile(since_hours or current_app.config["SETTINGS"].reconcile_since_hours)
+    except PaymentProviderError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(" ".join(f"{k}={v}" for k, v in counts.items()))
+    if counts["errors"]:
+        sys.exit(1)
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(operator_cli)
+    app.cli.add_command(worker_command)
+    app.cli.add_command(reconcile_command)

@@ -3,8 +3,10 @@ import json
 import secrets
 from typing import Literal
 
-from pydantic import ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 LOCAL_PORT = 5000
 
@@ -35,6 +37,9 @@ class Settings(BaseSettings):
     stripe_price_id: str = ""
     stripe_api_base: str | None = None
     stripe_max_network_retries: int = 2
+    # Card (wallets included) by default: a delayed method (SEPA, ACH...) confirms days later, long
+    # after the LMS token has died. Empty: whatever the Stripe dashboard enables.
+    stripe_payment_method_types: str = "card"
 
     public_url: str = ""
     secret_key: str = ""
@@ -46,6 +51,18 @@ class Settings(BaseSettings):
     frame_ancestors: str = "*"
     # Where failed sign-in counts are kept; memory:// is per process, see the README.
     ratelimit_storage_uri: str = "memory://"
+
+    # The worker (`flask --app wsgi worker`): seconds between passes.
+    worker_interval_seconds: float = Field(default=10.0, gt=0)
+    # A paid registration nobody has tried to complete for this long is the worker's (the webhook or
+    # the return goes first).
+    worker_grace_seconds: float = Field(default=15.0, ge=0)
+    # An attempt "completing" for longer than this was cut short (a process died): its outcome is
+    # unknown. Must exceed the longest possible Complete call; unset: 2 x LTIaaS timeout + 30 s.
+    worker_stale_seconds: float | None = Field(default=None, gt=0)
+    # Minutes between the worker's reconciliations with Stripe (0: never), and how far back they look.
+    worker_reconcile_minutes: float = Field(default=10.0, ge=0)
+    reconcile_since_hours: float = Field(default=48.0, gt=0)
 
     @field_validator("ltiaas_messages")
     @classmethod
@@ -86,10 +103,19 @@ class Settings(BaseSettings):
         return body
 
     @property
+    def payment_method_types(self) -> list[str]:
+        return [t.strip() for t in self.stripe_payment_method_types.split(",") if t.strip()]
+
+    @property
     def uses_standins(self) -> bool:
         """Local run pointing at the built-in stand-ins (the run command's default)."""
         return self.app_env == "local" and any("/_local/" in (url or "")
                                                for url in (self.ltiaas_url, self.stripe_api_base))
+
+    @property
+    def stale_after_seconds(self) -> float:
+        """When an attempt in "completing" is given up as cut short."""
+        return self.worker_stale_seconds or 2 * self.ltiaas_timeout_seconds + 30
 
     @property
     def stripe_live(self) -> bool:
@@ -121,8 +147,16 @@ def load_settings(overrides: dict | None = None) -> Settings:
             raise ConfigError(f"{field.upper()} is required")
         if prefixes and not value.startswith(prefixes):
             raise ConfigError(f"{field.upper()} is malformed: must start with {' or '.join(prefixes)}")
+    if settings.database_url:
+        try:
+            make_url(settings.database_url)
+        except ArgumentError:
+            raise ConfigError("DATABASE_URL is malformed: not an SQLAlchemy URL") from None
     if settings.stripe_api_base and not settings.stripe_api_base.startswith(("http://", "https://")):
         raise ConfigError("STRIPE_API_BASE is malformed: must start with http:// or https://")
+    if settings.worker_stale_seconds and settings.worker_stale_seconds <= settings.ltiaas_timeout_seconds + 5:
+        raise ConfigError("WORKER_STALE_SECONDS is malformed: must exceed LTIAAS_TIMEOUT_SECONDS + 5 "
+                          "(an attempt still running must never be given up)")
     if not settings.ltiaas_platforms_path.startswith("/"):
         raise ConfigError("LTIAAS_PLATFORMS_PATH is malformed: must start with /")
     return settings

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 RETRY_BASE = timedelta(seconds=5)
 RETRY_CAP = timedelta(minutes=5)
+# Reasons for attention that a successful completion answers (others, e.g. a second payment, stay).
+_COMPLETION_ATTENTION = ("completion_uncertain", "completion_expired", "completion_refused", "completion_late")
 
 
 @dataclass
@@ -112,7 +114,8 @@ def apply_checkout(view: payments.CheckoutView, cause: str) -> Outcome:
         return Outcome(reg, False, "mismatch")
 
     if reg.payment_session_id is None:
-        if transition(reg, State.PAID, cause=cause, expect={State.PENDING, State.ABANDONED},
+        if transition(reg, State.PAID, cause=cause, where=(Registration.payment_session_id.is_(None),),
+                      expect={State.PENDING, State.ABANDONED, State.NEEDS_ATTENTION},
                       message=f"Paid {view.amount_total / 100:.2f} {(view.currency or '').upper()}.",
                       details=evidence, payment_session_id=view.id, payment_intent_id=view.payment_intent,
                       amount_paid=view.amount_total, currency_paid=view.currency,
@@ -129,6 +132,7 @@ def apply_checkout(view: payments.CheckoutView, cause: str) -> Outcome:
 
 def fulfil_checkout(session_id: str, cause: str) -> Outcome:
     """Ask Stripe about the session, record the payment, commit, then complete once."""
+    db.session.commit()  # no transaction stays open while Stripe is asked (the caller may have read)
     view = payments.gateway().retrieve_checkout_session(session_id)
     outcome = apply_checkout(view, cause)
     db.session.commit()
@@ -141,52 +145,77 @@ def _backoff(attempts: int) -> timedelta:
     return min(RETRY_BASE * (2 ** max(attempts - 1, 0)), RETRY_CAP)
 
 
-def complete(reg: Registration, cause: str) -> None:
-    """Call LTIaaS Complete if this caller wins the move from paid to completing; commits."""
-    now = utcnow()
+def complete(reg: Registration, cause: str, now=None) -> None:
+    """Call LTIaaS Complete if this caller wins the move from paid to completing; commits.
+
+    `now` is the caller's clock (the worker passes the time of its pass, tests a later one): it
+    decides whether a scheduled retry is due, and stamps the attempt so that only this attempt's
+    outcome is recorded against it.
+    """
+    now = now or utcnow()
     claimed = transition(
         reg, State.COMPLETING, cause=cause, expect={State.PAID},
         where=(or_(Registration.next_attempt_at.is_(None), Registration.next_attempt_at <= now),),
         message="Completing the registration at LTIaaS.",
         attempt_count=Registration.attempt_count + 1, attempt_started_at=now,
     )
+    registration_id = reg.registration_id  # read now: after the commit it would open a transaction
     db.session.commit()
     if not claimed:
         return
     settings = current_app.config["SETTINGS"]
+    started = utcnow()
     try:
-        result = ltiaas.client().complete_registration(reg.registration_id, settings.completion_body)
+        result = ltiaas.client().complete_registration(registration_id, settings.completion_body)
     except ltiaas.LtiaasError as exc:
-        _record_failure(reg, exc, cause)
+        _record_failure(reg, exc, cause, attempt=now, now=now + (utcnow() - started))
     else:
-        transition(reg, State.COMPLETED, cause=cause, expect={State.COMPLETING},
-                   message=f"Registered at LTIaaS as platform {result.platform_id}.",
-                   details={"platform_id": result.platform_id}, platform_id=result.platform_id,
-                   completion_html=result.html, completed_at=utcnow(), attempt_started_at=None,
-                   next_attempt_at=None, last_error=None, platform_active=settings.ltiaas_auto_activate)
+        # Any success is THE completion (LTIaaS completes an id once), even one that arrives after
+        # the worker gave this attempt up as stale and a retry took over or failed. It answers the
+        # completion's reasons for attention; others (a second payment) stay.
+        db.session.refresh(reg)
+        remaining = ",".join(r for r in (reg.attention or "").split(",") if r and r not in _COMPLETION_ATTENTION)
+        if not transition(reg, State.COMPLETED, cause=cause, expect={State.COMPLETING, State.NEEDS_ATTENTION},
+                          message=f"Registered at LTIaaS as platform {result.platform_id}.",
+                          details={"platform_id": result.platform_id}, platform_id=result.platform_id,
+                          completion_html=result.html, completed_at=utcnow(), attempt_started_at=None,
+                          next_attempt_at=None, last_error=None, attempt_uncertain=False,
+                          attention=remaining or None,
+                          platform_active=settings.ltiaas_auto_activate):
+            log.error("registration %s: LTIaaS completed as platform %s, but the registration is now %s",
+                      reg.id, result.platform_id, reg.state)
+            record(reg, "attempt", cause=cause, details={"platform_id": result.platform_id},
+                   message=f"LTIaaS registered platform {result.platform_id} after this attempt had been "
+                           f"given up as stale (the registration is now {reg.state}); an operator must "
+                           "reconcile it.", attention="completion_late")
     db.session.commit()
 
 
-def _record_failure(reg: Registration, exc: ltiaas.LtiaasError, cause: str) -> None:
+def _record_failure(reg: Registration, exc: ltiaas.LtiaasError, cause: str, *, attempt, now) -> None:
+    """Record a failed attempt, started at `attempt`, failing at `now`: retry later or ask an operator."""
     settings = current_app.config["SETTINGS"]
     error = exc.as_dict()
-    now = utcnow()
     deadline = reg.created_at + timedelta(minutes=settings.registration_window_minutes)
+    # Only this attempt's outcome: if the worker gave it up as stale, a later attempt owns the row.
+    this_attempt = (Registration.attempt_started_at == attempt,)
     if exc.retryable and now < deadline:
         delay = _backoff(reg.attempt_count)
-        transition(reg, State.PAID, cause=cause, expect={State.COMPLETING},
-                   message=f"{exc}; retrying in {int(delay.total_seconds())} s.", details=error,
-                   last_error=error, attempt_started_at=None, next_attempt_at=now + delay,
-                   attempt_uncertain=reg.attempt_uncertain or exc.uncertain)
-        return
-    if reg.attempt_uncertain or exc.uncertain:
-        attention, message = ("completion_uncertain",
-                              f"{exc}. An earlier attempt may have registered the platform: "
-                              "check LTIaaS before retrying or refunding.")
-    elif exc.retryable:
-        attention, message = "completion_expired", f"{exc}; the LMS token has run out."
+        taken = transition(reg, State.PAID, cause=cause, expect={State.COMPLETING}, where=this_attempt,
+                           message=f"{exc}; retrying in {int(delay.total_seconds())} s.", details=error,
+                           last_error=error, attempt_started_at=None, next_attempt_at=now + delay,
+                           attempt_uncertain=reg.attempt_uncertain or exc.uncertain)
     else:
-        attention, message = "completion_refused", f"LTIaaS refused the completion: {exc}."
-    transition(reg, State.NEEDS_ATTENTION, cause=cause, expect={State.COMPLETING}, message=message,
-               details=error, last_error=error, attempt_started_at=None, next_attempt_at=None,
-               attention=attention)
+        if reg.attempt_uncertain or exc.uncertain:
+            attention, message = ("completion_uncertain",
+                                  f"{exc}. An attempt may have registered the platform at LTIaaS: "
+                                  "check LTIaaS before retrying or refunding.")
+        elif exc.retryable:
+            attention, message = "completion_expired", f"{exc}; the LMS token has run out."
+        else:
+            attention, message = "completion_refused", f"LTIaaS refused the completion: {exc}."
+        taken = transition(reg, State.NEEDS_ATTENTION, cause=cause, expect={State.COMPLETING},
+                           where=this_attempt, message=message, details=error, last_error=error,
+                           attempt_started_at=None, next_attempt_at=None, attention=attention)
+    if not taken:
+        record(reg, "attempt", cause=cause, details=error,
+               message=f"A late answer to an attempt already given up as stale: {exc}.")

@@ -71,11 +71,17 @@ class Ltiaas:
         except requests.ConnectTimeout:
             raise LtiaasError("LTIaaS could not be reached (connect timeout)", retryable=True) from None
         except requests.ConnectionError as exc:
+            # Only a connection that was never made proves nothing was sent; a read that timed out
+            # or broke off (requests reports both as ConnectionError too) may have reached LTIaaS.
             text = str(exc).lower()
-            sent = any(sign in text for sign in ("aborted", "reset", "remotedisconnected"))
+            sent = not any(sign in text for sign in ("newconnectionerror", "failed to establish",
+                                                     "connection refused", "nameresolution"))
             raise LtiaasError("LTIaaS connection failed", retryable=True, uncertain=sent) from None
         except requests.Timeout:
             raise LtiaasError("LTIaaS did not answer in time", retryable=True, uncertain=True) from None
+        except requests.RequestException as exc:  # e.g. the answer broke off mid-body: it was sent
+            raise LtiaasError(f"LTIaaS call failed ({type(exc).__name__})", retryable=True,
+                              uncertain=True) from None
         if response.status_code >= 400:
             try:
                 body = response.json()
@@ -89,6 +95,8 @@ class Ltiaas:
                 status=response.status_code,
                 details=details if isinstance(details, dict) else {},
                 retryable=retryable,
+                # A 500 may come after the work was done, a 502/504 from a proxy that gave up waiting.
+                uncertain=response.status_code in (500, 502, 504),
             )
         return response
 

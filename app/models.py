@@ -2,7 +2,7 @@
 import enum
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .db import db, utcnow
@@ -31,7 +31,7 @@ class Registration(db.Model):
     flow_token: Mapped[str] = mapped_column(String(64), unique=True)
     state: Mapped[str] = mapped_column(String(20), default=State.PENDING.value)
     # Why an operator must look (set with needs_attention, or beside another state, e.g. a second payment).
-    attention: Mapped[str | None] = mapped_column(String(40))
+    attention: Mapped[str | None] = mapped_column(String(200))
 
     lms_url: Mapped[str] = mapped_column(String(500))
     lms_family: Mapped[str | None] = mapped_column(String(100))
@@ -90,6 +90,10 @@ class Registration(db.Model):
         Index("ix_registrations_payment_session_id", "payment_session_id"),
         Index("ix_registrations_payment_intent_id", "payment_intent_id"),
         Index("ix_registrations_next_attempt_at", "next_attempt_at"),
+        # Operator search (migration 0002): payer e-mail whatever its case; LMS URL by prefix (LIKE 'x%').
+        Index("ix_registrations_payer_email_lower", func.lower(payer_email)),
+        Index("ix_registrations_lms_url_lower", func.lower(lms_url).label("lms_url_lower"),
+              postgresql_ops={"lms_url_lower": "text_pattern_ops"}),
     )
 
     @property

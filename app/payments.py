@@ -16,7 +16,16 @@ _PRICE_TTL_SECONDS = 300
 
 
 class PaymentProviderError(Exception):
-    """Stripe could not be asked (network, rate limit, 5xx) or refused; the message is safe to show."""
+    """Stripe could not be asked (network, rate limit, 5xx) or refused; the message is safe to show.
+
+    `replayed` when retrying with the same idempotency key would only replay this answer: Stripe
+    keeps the result of a request that reached its API, a 5xx or a refusal included.
+    """
+
+    def __init__(self, message: str, *, http_status: int | None = None):
+        super().__init__(message)
+        self.http_status = http_status
+        self.replayed = http_status is not None and http_status not in (409, 429)
 
 
 @dataclass(frozen=True)
@@ -73,13 +82,14 @@ def _view(session) -> CheckoutView:
 
 class Payments:
     def __init__(self, secret_key: str, webhook_secret: str, api_base: str | None,
-                 max_network_retries: int = 2, timeout: float = 20):
+                 max_network_retries: int = 2, timeout: float = 8, payment_method_types: list[str] = ()):
         base = {"api": api_base} if api_base else None
         self._client = stripe.StripeClient(
             secret_key, base_addresses=base, max_network_retries=max_network_retries,
             http_client=stripe.RequestsClient(timeout=timeout),
         )
         self._webhook_secret = webhook_secret
+        self._payment_method_types = list(payment_method_types)
         self.live = secret_key.startswith(("sk_live_", "rk_live_"))
         self._prices: dict[str, tuple[float, Price]] = {}
         self._lock = threading.Lock()
@@ -91,7 +101,8 @@ class Payments:
             # The message names the failure, never the key (Stripe's own texts may quote parts of it).
             log.warning("Stripe %s failed: %s (http %s, request %s)", what, type(exc).__name__,
                         exc.http_status, exc.request_id)
-            raise PaymentProviderError(f"The payment provider could not {what}.") from None
+            raise PaymentProviderError(f"The payment provider could not {what}.",
+                                       http_status=exc.http_status) from None
 
     def get_price(self, price_id: str) -> Price:
         """The Price sold for one registration, cached for a few minutes."""
@@ -123,6 +134,8 @@ class Payments:
             "cancel_url": cancel_url,
             "expires_at": int(expires_at.replace(tzinfo=timezone.utc).timestamp()),
         }
+        if self._payment_method_types:
+            params["payment_method_types"] = self._payment_method_types
         session = self._call("start the checkout", self._client.v1.checkout.sessions.create,
                              params=params, options={"idempotency_key": idempotency_key})
         return _view(session)
@@ -175,5 +188,5 @@ def gateway() -> Payments:
     if "payments" not in ext:
         s = current_app.config["SETTINGS"]
         ext["payments"] = Payments(s.stripe_secret_key, s.stripe_webhook_secret, s.stripe_api_base,
-                                   s.stripe_max_network_retries)
+                                   s.stripe_max_network_retries, payment_method_types=s.payment_method_types)
     return ext["payments"]

@@ -2,9 +2,11 @@
 import logging
 import re
 
-# The LMS registration token passes through /lti/register; flow tokens name a registration's flow.
+# The LMS registration token passes through /lti/register; a registrationId or a flow token opens
+# a registration's flow.
 _PATTERNS = (
     (re.compile(r"((?:registration_token|registrationtoken)=)[^&\s\"']+", re.IGNORECASE), r"\1[redacted]"),
+    (re.compile(r"(registrationId=[A-Za-z0-9._~-]{4})[A-Za-z0-9._~%-]+"), r"\1…"),
     (re.compile(r"(/flow/[A-Za-z0-9_-]{6})[A-Za-z0-9_-]+"), r"\1…"),
 )
 
@@ -25,8 +27,8 @@ class RedactSecrets(logging.Filter):
 
 
 def install() -> None:
-    """Attach the filter to the loggers that write request lines."""
-    for name in ("werkzeug", "gunicorn.access", "gunicorn.error"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
-            logger.addFilter(RedactSecrets())
+    """Attach the filter to the loggers that write request lines, and to every root handler."""
+    targets = [logging.getLogger(n) for n in ("werkzeug", "gunicorn.access", "gunicorn.error")]
+    for target in targets + logging.getLogger().handlers:
+        if not any(isinstance(f, RedactSecrets) for f in target.filters):
+            target.addFilter(RedactSecrets())

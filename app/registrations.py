@@ -31,6 +31,19 @@ class TransitionError(Exception):
     """A transition the state machine does not allow (a programming error, not a race)."""
 
 
+def _merge_attention(reg: Registration, values: dict) -> None:
+    """Add a new reason for attention to the ones already there: a second payment must stay visible."""
+    reason = values.get("attention")
+    if isinstance(reason, str) and reg.attention and reason not in reg.attention.split(","):
+        values["attention"] = f"{reg.attention},{reason}"[:200]
+
+
+def _alert(reg: Registration, values: dict) -> None:
+    if isinstance(values.get("attention"), str):
+        # ERROR, so that log-based alerting reaches the vendor's support team.
+        log.error("registration %s needs attention: %s", reg.id, values["attention"])
+
+
 def _sources(target: State) -> set[State]:
     return {source for source, targets in TRANSITIONS.items() if target in targets}
 
@@ -46,6 +59,7 @@ def transition(reg: Registration, target: State, *, cause: str, message: str,
     if not sources <= _sources(target):
         raise TransitionError(f"{sorted(map(str, sources))} -> {target} is not allowed")
     before = reg.state
+    _merge_attention(reg, values)
     stmt = (
         update(Registration)
         .where(Registration.id == reg.id, Registration.state.in_([s.value for s in sources]), *where)
@@ -62,12 +76,14 @@ def transition(reg: Registration, target: State, *, cause: str, message: str,
                                  to_state=target.value, cause=cause, message=message, details=details))
     db.session.flush()
     log.info("registration %s: %s -> %s, cause %s", reg.id, before, target, cause)
+    _alert(reg, values)
     return True
 
 
 def record(reg: Registration, kind: str, *, cause: str, message: str, details: dict | None = None,
            **values) -> None:
     """Add a timeline entry that changes no state (an event, an attempt, a note), with field updates."""
+    _merge_attention(reg, values)
     if values:
         db.session.execute(
             update(Registration).where(Registration.id == reg.id)
@@ -77,6 +93,7 @@ def record(reg: Registration, kind: str, *, cause: str, message: str, details: d
     db.session.add(TimelineEntry(registration_pk=reg.id, kind=kind, cause=cause, message=message,
                                  details=details))
     db.session.flush()
+    _alert(reg, values)
 
 
 def open_registration(registration_id: str, lms, price, cause: str) -> Registration:
@@ -84,8 +101,8 @@ def open_registration(registration_id: str, lms, price, cause: str) -> Registrat
     now = utcnow()
     created = insert_ignoring_duplicates(Registration, {
         "registration_id": registration_id, "flow_token": secrets.token_urlsafe(32),
-        "state": State.PENDING.value, "lms_url": lms.url[:500], "lms_family": lms.family,
-        "lms_version": lms.version,
+        "state": State.PENDING.value, "lms_url": lms.url[:500], "lms_family": (lms.family or "")[:100] or None,
+        "lms_version": (lms.version or "")[:200] or None,
         "lms_details": {"supportedScopes": lms.supported_scopes, "supportedMessages": lms.supported_messages},
         "price_id": price.id, "amount": price.unit_amount, "currency": price.currency,
         "checkout_generation": 0, "attempt_count": 0, "attempt_uncertain": False,

@@ -29,8 +29,11 @@ class Stripe:
         self.sessions: dict[str, dict] = {}
         self.idempotency: dict[str, tuple[dict, dict]] = {}
         self.calls: list[tuple[str, str]] = []
-        self.fail_next_create: list[int] = []  # HTTP statuses to answer the next creations with
+        # HTTP statuses (or exceptions) for the next creations. Like Stripe, a 5xx is kept under its
+        # idempotency key and replayed; a 429 or a request that never arrived is not.
+        self.fail_next_create: list = []
         self.refunds: dict[str, dict] = {}
+        self.probe = None  # called with the call's name while the service waits on Stripe
         rsps.add_callback("GET", re.compile(STRIPE + r"/v1/prices/[^/?]+"), self._price)
         rsps.add_callback("POST", STRIPE + "/v1/checkout/sessions", self._create)
         rsps.add_callback("GET", re.compile(STRIPE + r"/v1/checkout/sessions/[^/?]+(\?.*)?$"), self._retrieve)
@@ -45,6 +48,7 @@ class Stripe:
         return status, {}, json.dumps({"error": {"type": kind, "message": message, "code": code}})
 
     def _price(self, request):
+        self.probe and self.probe("price")
         self.calls.append(("price", request.url))
         if not self._authorized(request):
             return self._error(401, "Invalid API Key provided")
@@ -57,18 +61,31 @@ class Stripe:
         return 200, {}, json.dumps(body)
 
     def _create(self, request):
+        self.probe and self.probe("create")
         form = _form(request.body)
         key = request.headers.get("Idempotency-Key")
         with self.lock:
             self.calls.append(("create", key))
-            if self.fail_next_create:
-                return self._error(self.fail_next_create.pop(0), "Stripe is having trouble", kind="api_error")
             if key in self.idempotency:
                 first_form, first_body = self.idempotency[key]
                 if first_form != form:
                     return self._error(400, "Keys for idempotent requests can only be used with the same "
                                             "parameters they were first used with.", kind="idempotency_error")
+                if "error" in first_body:
+                    return 500, {"Idempotent-Replayed": "true"}, json.dumps(first_body)
                 return 200, {"Idempotent-Replayed": "true"}, json.dumps(first_body)
+            if self.fail_next_create:
+                failure = self.fail_next_create.pop(0)
+                if isinstance(failure, BaseException):
+                    raise failure
+                status, headers, body = self._error(failure, "Stripe is having trouble", kind="api_error")
+                if failure >= 500:
+                    self.idempotency[key] = (form, json.loads(body))
+                return status, headers, body
+            expires_in = int(form["expires_at"]) - time.time()
+            if not 30 * 60 - 5 <= expires_in <= 24 * 3600:
+                return self._error(400, "The `expires_at` timestamp must be between 30 minutes and 24 hours "
+                                        "after Checkout Session creation.", "parameter_invalid_integer")
             session_id = "cs_test_" + secrets.token_hex(12)
             session = {
                 "id": session_id, "object": "checkout.session", "status": "open", "payment_status": "unpaid",
@@ -79,7 +96,7 @@ class Stripe:
                 "payment_intent": None, "customer_details": None, "created": int(time.time()),
                 "expires_at": int(form["expires_at"]), "success_url": form.get("success_url"),
                 "cancel_url": form.get("cancel_url"), "url": f"https://checkout.stripe.test/c/pay/{session_id}",
-                "_price": form.get("line_items[0][price]"),
+                "_price": form.get("line_items[0][price]"), "_form": form,
             }
             self.sessions[session_id] = session
             body = self._public(session)
@@ -96,6 +113,7 @@ class Stripe:
         return body
 
     def _retrieve(self, request):
+        self.probe and self.probe("retrieve")
         session_id = urlparse(request.url).path.rsplit("/", 1)[1]
         with self.lock:
             self.calls.append(("retrieve", session_id))
@@ -105,6 +123,7 @@ class Stripe:
             return 200, {}, json.dumps(self._public(session, "line_items" in urlparse(request.url).query))
 
     def _list(self, request):
+        self.probe and self.probe("list")
         query = dict(parse_qsl(urlparse(request.url).query))
         with self.lock:
             self.calls.append(("list", request.url))
@@ -120,6 +139,7 @@ class Stripe:
         return 200, {}, json.dumps({"object": "list", "data": data, "has_more": more, "url": "/v1/checkout/sessions"})
 
     def _refund(self, request):
+        self.probe and self.probe("refund")
         form = _form(request.body)
         key = request.headers.get("Idempotency-Key")
         with self.lock:
@@ -176,9 +196,11 @@ class Ltiaas:
         self.complete_calls: list[str] = []
         self.complete_bodies: list[dict] = []
         self.complete_delay = 0.0
+        self.get_failure: int | None = None  # an HTTP status for every registration lookup
         self.complete_failures: list = []  # statuses, or exceptions to raise, for the next calls
         self.platforms: dict[str, dict] = {}
         self.platform_calls: list[tuple[str, str]] = []
+        self.probe = None  # called with the call's name while the service waits on LTIaaS
         rsps.add_callback("GET", re.compile(re.escape(self.base) + r"/api/registrations/[^/]+$"), self._get)
         rsps.add_callback("POST", re.compile(re.escape(self.base) + r"/api/registrations/[^/]+/complete$"),
                           self._complete)
@@ -208,14 +230,18 @@ class Ltiaas:
                                     "details": {"message": "REGISTRATION_NOT_FOUND"}})
 
     def _get(self, request):
+        self.probe and self.probe("get")
         denied = self._unauthorized(request)
         if denied:
             return denied
+        if self.get_failure:
+            return self.get_failure, {}, json.dumps({"status": self.get_failure, "error": "Failure", "details": {}})
         registration_id = urlparse(request.url).path.rsplit("/", 1)[1]
         found = self.registrations.get(registration_id)
         return (200, {}, json.dumps(found)) if found else self._not_found()
 
     def _complete(self, request):
+        self.probe and self.probe("complete")
         denied = self._unauthorized(request)
         if denied:
             return denied
@@ -238,6 +264,7 @@ class Ltiaas:
         return 200, {}, json.dumps({"platformId": platform_id, "html": CLOSE_HTML})
 
     def _activation(self, request):
+        self.probe and self.probe("activation")
         denied = self._unauthorized(request)
         if denied:
             return denied

@@ -78,3 +78,28 @@ def test_double_click_opens_one_checkout_session(pg_app, stripe_api, ltiaas_api)
     assert {a.status_code for a in answers} == {303}
     assert len({a.headers["Location"] for a in answers}) == 1
     assert len(stripe_api.sessions) == 1
+
+
+def test_no_transaction_is_open_while_stripe_or_ltiaas_is_called(pg_app, stripe_api, ltiaas_api):
+    """Invariant 3, measured: PostgreSQL shows no session idle in a transaction during any call."""
+    from sqlalchemy import create_engine, text
+
+    from .conftest import PG_URL
+    probe_engine = create_engine(PG_URL)
+    seen = []
+
+    def probe(call):
+        with probe_engine.connect() as conn:
+            seen.append((call, conn.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()")).scalar()))
+
+    stripe_api.probe = ltiaas_api.probe = probe
+    client = pg_app.test_client()
+    _, token, session_id = _paid_registration(client, stripe_api, ltiaas_api)
+    client.get(f"/flow/{token}/paid?session_id={session_id}")
+    body, headers = stripe_api.signed(stripe_api.event("checkout.session.completed", session_id))
+    client.post("/webhooks/stripe", data=body, headers=headers)
+    probe_engine.dispose()
+    assert {call for call, _ in seen} >= {"get", "price", "create", "retrieve", "complete"}
+    assert [entry for entry in seen if entry[1]] == []

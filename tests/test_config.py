@@ -56,3 +56,15 @@ def test_access_log_lines_lose_registration_tokens():
         "302"), None)
     RedactSecrets().filter(record)
     assert "eyJhbGciOi" not in record.getMessage() and "registration_token=[redacted]" in record.getMessage()
+
+
+def test_registration_ids_and_flow_tokens_are_shortened_in_logs():
+    from app.redaction import redact
+    line = redact("GET /pre-approval?registrationId=AbCdEfGhIjKlMnOp HTTP/1.1 /flow/AAAAAAbbbbbbccccccddddddeeee/status")
+    assert "AbCdEfGhIjKlMnOp" not in line and "registrationId=AbCd…" in line
+    assert "bbbbbbcccccc" not in line and "/flow/AAAAAA…/status" in line
+
+
+def test_malformed_database_url_names_the_variable():
+    with pytest.raises(ConfigError, match="^DATABASE_URL is malformed"):
+        load_settings({**BASE_CONFIG, "database_url": "not a url"})

@@ -1,7 +1,8 @@
 """The admin's path through the frame and the popup, over HTTP, with Stripe and LTIaaS faked."""
 import re
-from urllib.parse import parse_qs, urlparse
 
+import pytest
+import requests
 from sqlalchemy import select
 
 from app.db import db
@@ -90,17 +91,67 @@ def test_pay_opens_one_checkout_session_and_reuses_it(client, stripe_api, ltiaas
     assert len(creates) == 1 and creates[0][1].startswith("paygate-checkout-")
 
 
-def test_stripe_failure_on_create_offers_retry_with_same_key(client, stripe_api, ltiaas_api):
+@pytest.mark.parametrize("failure", [429, requests.ConnectionError("connection reset")])
+def test_stripe_unreachable_on_create_offers_retry_with_same_key(client, stripe_api, ltiaas_api, failure):
     _, token, _ = open_frame(client, ltiaas_api)
-    stripe_api.fail_next_create.append(500)
+    stripe_api.fail_next_create.append(failure)
     failed = client.get(f"/flow/{token}/pay")
     assert failed.status_code == 503
     assert "Try again" in failed.text and "charged twice" in failed.text
+    assert "sk_test_secret_key_for_tests" not in failed.text
     retried = client.get(f"/flow/{token}/pay")
     assert retried.status_code == 303
     keys = [c[1] for c in stripe_api.calls if c[0] == "create"]
     assert len(keys) == 2 and keys[0] == keys[1]
-    assert "sk_test_secret_key_for_tests" not in failed.text
+    assert len(stripe_api.sessions) == 1
+
+
+def test_stripe_5xx_on_create_is_not_replayed_forever(client, stripe_api, ltiaas_api):
+    """Stripe keeps a 5xx under its idempotency key, so the retry must use a new one."""
+    _, token, _ = open_frame(client, ltiaas_api)
+    stripe_api.fail_next_create.append(500)
+    assert client.get(f"/flow/{token}/pay").status_code == 503
+    retried = client.get(f"/flow/{token}/pay")
+    assert retried.status_code == 303 and retried.headers["Location"] == stripe_api.only_session()["url"]
+    keys = [c[1] for c in stripe_api.calls if c[0] == "create"]
+    assert len(keys) == 2 and keys[0] != keys[1]
+
+
+def test_no_new_checkout_while_a_delayed_payment_is_processing(client, stripe_api, ltiaas_api):
+    _, token, _ = open_frame(client, ltiaas_api)
+    client.get(f"/flow/{token}/pay")
+    session_id = stripe_api.only_session()["id"]
+    stripe_api.pay(session_id, payment_status="unpaid")
+    client.get(f"/flow/{token}/paid?session_id={session_id}")
+    again = client.get(f"/flow/{token}/pay")
+    assert again.status_code == 409 and "still being processed" in again.text
+    assert len(stripe_api.sessions) == 1
+
+
+def test_only_card_payments_by_default(client, stripe_api, ltiaas_api):
+    """Delayed methods confirm days later, long after the LMS token has died."""
+    _, token, _ = open_frame(client, ltiaas_api)
+    client.get(f"/flow/{token}/pay")
+    assert stripe_api.only_session()["_form"]["payment_method_types[0]"] == "card"
+
+
+def test_ltiaas_refusing_our_key_is_not_blamed_on_the_admin(client, stripe_api, ltiaas_api):
+    ltiaas_api.key = "rotated"
+    page = client.get(f"/pre-approval?registrationId={ltiaas_api.add()}")
+    assert page.status_code == 503 and "contact the vendor" in page.text
+    assert "ltiaas-secret-api-key" not in page.text
+
+
+def test_ltiaas_down_offers_a_retry_in_the_frame(client, stripe_api, ltiaas_api):
+    registration_id = ltiaas_api.add()
+    ltiaas_api.get_failure = 503
+    page = client.get(f"/pre-approval?registrationId={registration_id}")
+    assert page.status_code == 502 and f'href="/pre-approval?registrationId={registration_id}"' in page.text
+
+
+def test_long_lms_strings_are_kept_within_bounds(client, stripe_api, ltiaas_api):
+    _, token, _ = open_frame(client, ltiaas_api, family="f" * 500, version="v" * 500)
+    assert status(client, token)["phase"] == "pay"
 
 
 def test_success_return_confirms_with_stripe_and_completes_once(client, stripe_api, ltiaas_api):

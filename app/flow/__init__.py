@@ -53,6 +53,10 @@ def _registration(token: str) -> Registration:
     return reg
 
 
+def _retry_url(registration_id: str) -> str:
+    return url_for("flow.pre_approval", registrationId=registration_id)
+
+
 @bp.get("/lti/register")
 def lti_register():
     """The registration URL admins type: on our origin, so Canvas accepts the close message from us."""
@@ -69,20 +73,24 @@ def pre_approval():
                      f"{RESTART}", 400)
     reg = db.session.scalars(select(Registration).where(Registration.registration_id == registration_id)).first()
     if reg is None:
+        db.session.commit()  # no transaction stays open while LTIaaS and Stripe are asked
         try:
             lms = ltiaas.client().get_registration(registration_id)
+            price = payments.gateway().get_price(current_app.config["SETTINGS"].stripe_price_id)
         except ltiaas.LtiaasError as exc:
-            log.info("pre-approval: LTIaaS refused registration lookup: %s", exc)
+            if exc.status in (401, 403):
+                log.error("pre-approval: LTIaaS refused our API key (%s): check LTIAAS_API_KEY", exc.status)
+                return _page("Not available", "Registration is not available right now: the vendor's "
+                             "registration service is misconfigured. Please contact the vendor.", 503)
+            log.info("pre-approval: LTIaaS registration lookup failed: %s", exc)
             if exc.status is not None and 400 <= exc.status < 500 and not exc.retryable:
                 return _page("Registration expired", "This registration has expired, was abandoned or is "
                              f"already finished. {RESTART}", 410)
             return _page("Registration service unavailable", "We could not reach the registration service. "
-                         "Reload this page in a moment.", 502)
-        try:
-            price = payments.gateway().get_price(current_app.config["SETTINGS"].stripe_price_id)
+                         "Try again in a moment.", 502, retry_url=_retry_url(registration_id))
         except payments.PaymentProviderError:
-            return _page("Payment service unavailable", "We could not reach the payment service. Reload this "
-                         "page in a moment.", 502)
+            return _page("Payment service unavailable", "We could not reach the payment service. Try again "
+                         "in a moment.", 502, retry_url=_retry_url(registration_id))
         if price.recurring or price.unit_amount <= 0:
             log.error("STRIPE_PRICE_ID must be a one-time price with an amount")
             return _page("Not available", "Registration is not available right now: the vendor's payment "
@@ -112,6 +120,9 @@ def pay(token: str):
         if exc.reason == "too_late":
             return _page("Registration timed out", f"This registration is too old to pay for safely. Close "
                          f"this window. {RESTART}", 409)
+        if exc.reason == "processing":
+            return _page("Payment processing", "Your payment is still being processed, so no second payment "
+                         "is taken. Close this window and return to your LMS window.", 409, close=True)
         return _page("Already paid", "This registration needs no payment now. Close this window and return "
                      "to your LMS.", 409, close=True)
     except payments.PaymentProviderError:

@@ -31,6 +31,11 @@ def frame_status(reg: Registration) -> dict:
             return _status(reg, "wait", "Your payment is being processed by your bank. This window finishes "
                                         "the registration by itself once the payment is confirmed.")
         if not open_session and not can_open_checkout(reg):
+            if session is not None and session.status == "open" and session.failed_at is None:
+                # Stripe has not said "expired" yet: a payment may still be on its way to us.
+                return _status(reg, "wait", "This registration has timed out. If you paid, your payment is "
+                                            "safe: the registration finishes here or you are refunded. If "
+                                            f"you did not pay, nothing was charged. {RESTART}")
             return _status(reg, "stop", f"This registration has timed out before it was paid, and nothing "
                                         f"was charged. {RESTART}")
         if session is None:
@@ -54,8 +59,8 @@ def frame_status(reg: Registration) -> dict:
                                     "itself; if it does not, close it.", html=reg.completion_html)
     if state is State.NEEDS_ATTENTION:
         return _status(reg, "wait", "Your payment is recorded and safe, but the registration could not be "
-                                    "finished automatically. The vendor's support team has been alerted and "
-                                    "will finish it or refund you; this window updates by itself if it is "
+                                    "finished automatically. The vendor's support team sees it and will "
+                                    "finish it or refund you; this window updates by itself if it is "
                                     "finished while open.")
     if state is State.REFUNDED:
         return _status(reg, "stop", f"This registration was cancelled and its payment refunded. {RESTART}")

@@ -56,12 +56,15 @@
   function check() {
     fetch(statusUrl, { cache: "no-store", credentials: "omit", headers: { "Accept": "application/json" } })
       .then(function (response) {
+        if (response.status === 404) { statusText.textContent = "This registration link is not known. Start the registration again from your LMS."; return null; }
         if (!response.ok) { throw new Error("status " + response.status); }
         return response.json();
       })
       .then(function (status) {
+        if (status === null) { return; }  // an unknown link never becomes known
         show(status);
-        if (status.phase !== "done" && status.phase !== "stop") { poll(1500); }
+        // Even "stop" is asked again, slowly: a late payment can still revive a registration.
+        if (status.phase !== "done") { poll(status.phase === "stop" ? 15000 : 1500); }
       })
       .catch(function () { poll(4000); });  // a network blip: keep asking, a little slower
   }

@@ -33,7 +33,7 @@ def upgrade():
     sa.Column('registration_id', sa.String(length=200), nullable=False),
     sa.Column('flow_token', sa.String(length=64), nullable=False),
     sa.Column('state', sa.String(length=20), nullable=False),
-    sa.Column('attention', sa.String(length=40), nullable=True),
+    sa.Column('attention', sa.String(length=200), nullable=True),
     sa.Column('lms_url', sa.String(length=500), nullable=False),
     sa.Column('lms_family', sa.String(length=100), nullable=True),
     sa.Column('lms_version', sa.String(length=200), nullable=True),

@@ -1,0 +1,227 @@
+"""What operators do to a registration. Each action is recorded in its timeline and safe to repeat.
+
+Pattern: check, commit (no lock or transaction is held while Stripe or LTIaaS is asked), call,
+record the outcome, commit. Every state change goes through `registrations.transition`.
+"""
+import logging
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from .. import ltiaas, payments
+from ..db import db, utcnow
+from ..fulfilment import complete
+from ..models import CheckoutSession, Registration, State, TimelineEntry
+from ..money import format_amount
+from ..registrations import record, transition
+
+log = logging.getLogger(__name__)
+
+REFUNDABLE = {State.PAID, State.NEEDS_ATTENTION, State.COMPLETED}
+RETRYABLE_ATTENTION = {"completion_refused", "completion_uncertain", "completion_expired"}
+NOTE_MAX = 4000
+_FORM_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+
+
+@dataclass(frozen=True)
+class Result:
+    level: str  # ok, info (nothing to do: already done), error (nothing changed, or it failed)
+    message: str
+
+
+def cause_of(email: str) -> str:
+    return f"operator {email}"
+
+
+# What may be done, for the pages to offer the right buttons.
+
+def can_retry(reg: Registration) -> bool:
+    if reg.payment_session_id is None:
+        return False
+    return reg.state == State.PAID or (reg.state == State.NEEDS_ATTENTION and reg.attention in RETRYABLE_ATTENTION)
+
+
+def refundable_payment(reg: Registration) -> str | None:
+    """The payment intent a refund of this registration returns the money of, if any.
+
+    The registration's own payment; else, for a payment that was not accepted (mismatch), the one
+    paid Checkout Session of the registration.
+    """
+    if reg.payment_intent_id:
+        return reg.payment_intent_id
+    paid = [s.payment_intent_id for s in db.session.scalars(
+        select(CheckoutSession).where(CheckoutSession.registration_pk == reg.id,
+                                      CheckoutSession.payment_status == "paid",
+                                      CheckoutSession.payment_intent_id.is_not(None)))]
+    return paid[0] if len(set(paid)) == 1 else None
+
+
+def can_refund(reg: Registration) -> bool:
+    return reg.state in REFUNDABLE and refundable_payment(reg) is not None
+
+
+def refund_key(reg: Registration, payment_intent: str) -> str:
+    return f"paygate-refund-{reg.id}-{payment_intent}"
+
+
+def valid_form_id(value: str | None) -> bool:
+    return bool(value) and _FORM_ID.match(value) is not None
+
+
+def _already_done(reg: Registration, form_id: str) -> bool:
+    """Whether this form (one render of it) was already submitted; locks the row on PostgreSQL first,
+    so that of two simultaneous submissions the second sees the first."""
+    db.session.execute(select(Registration.id).where(Registration.id == reg.id).with_for_update())
+    entries = db.session.scalars(select(TimelineEntry).where(
+        TimelineEntry.registration_pk == reg.id, TimelineEntry.kind.in_(("note", "operator"))))
+    return any(isinstance(e.details, dict) and e.details.get("form") == form_id for e in entries)
+
+
+# The actions.
+
+def retry_completion(reg: Registration, email: str) -> Result:
+    cause = cause_of(email)
+    if not can_retry(reg):
+        db.session.rollback()
+        return Result("info", f"Nothing to retry: the registration is {reg.state}"
+                      + (f" ({reg.attention})." if reg.attention else "."))
+    if reg.state == State.NEEDS_ATTENTION:
+        reason = reg.attention
+        if not transition(reg, State.PAID, cause=cause, expect={State.NEEDS_ATTENTION},
+                          message=f"Retry of the completion requested (was: {reason}).",
+                          details={"attention": reason}, attention=None, next_attempt_at=None):
+            db.session.commit()
+            return Result("info", f"Nothing to retry: the registration is now {reg.state}.")
+    else:
+        record(reg, "operator", cause=cause, message="Retry of the completion requested, now.",
+               details={"next_attempt_at": reg.next_attempt_at.isoformat() if reg.next_attempt_at else None},
+               next_attempt_at=None)
+    db.session.commit()
+    complete(reg, cause)  # claims the move to completing, calls LTIaaS outside any transaction, commits
+    db.session.refresh(reg)
+    if reg.state == State.COMPLETED:
+        return Result("ok", f"Completed: registered at LTIaaS as platform {reg.platform_id}.")
+    error = (reg.last_error or {}).get("message") or "unknown error"
+    if reg.state == State.PAID:
+        return Result("error", f"The completion did not go through ({error}); it will be retried "
+                               f"automatically, or retry again.")
+    if reg.state == State.NEEDS_ATTENTION:
+        return Result("error", f"The completion failed again: {error}.")
+    return Result("info", f"Another caller is completing it right now (state {reg.state}).")
+
+
+def refund(reg: Registration, email: str) -> Result:
+    cause = cause_of(email)
+    if reg.state == State.REFUNDED:
+        db.session.rollback()
+        return Result("info", f"Already refunded ({reg.refund_id}).")
+    payment_intent = refundable_payment(reg)
+    if reg.state not in REFUNDABLE or payment_intent is None:
+        db.session.rollback()
+        return Result("error", f"Nothing to refund: the registration is {reg.state} and has no payment "
+                               "that can be refunded here.")
+    key = refund_key(reg, payment_intent)
+    db.session.commit()  # nothing is held while Stripe is asked
+    try:
+        # Same parameters on every click: Stripe replays the first refund for this key.
+        refunded = payments.gateway().refund(payment_intent, key, metadata={
+            "registration_pk": str(reg.id), "registration_id": reg.registration_id})
+    except payments.PaymentProviderError as exc:
+        record(reg, "operator", cause=cause, message=f"Refund failed at Stripe: {exc} Nothing was changed.",
+               details={"payment_intent": payment_intent, "idempotency_key": key})
+        db.session.commit()
+        return Result("error", f"{exc} Nothing was changed; try again, or refund in the Stripe dashboard.")
+    refund_id, status = refunded.get("id"), refunded.get("status")
+    amount = format_amount(refunded.get("amount"), refunded.get("currency"))
+    details = {"refund_id": refund_id, "status": status, "amount": refunded.get("amount"),
+               "currency": refunded.get("currency"), "payment_intent": payment_intent, "idempotency_key": key}
+    if status in ("failed", "canceled"):
+        record(reg, "operator", cause=cause, details=details,
+               message=f"Stripe refused the refund {refund_id} ({status}). Nothing was changed.")
+        db.session.commit()
+        return Result("error", f"Stripe refused the refund ({status}). Nothing was changed.")
+    db.session.refresh(reg)
+    # A second payment still waiting for its own refund keeps the registration in view.
+    attention = reg.attention if reg.attention == "duplicate_payment" else None
+    if transition(reg, State.REFUNDED, cause=cause, expect=REFUNDABLE, details=details,
+                  message=f"Refunded {amount} ({refund_id}, {status}).",
+                  refund_id=refund_id, refunded_at=utcnow(), attention=attention, next_attempt_at=None):
+        db.session.commit()
+        message = f"Refunded {amount} ({refund_id})."
+        if reg.platform_id and reg.platform_active is not False:
+            message += " The platform is still registered at LTIaaS: deactivate it if the school should lose access."
+        return Result("ok", message)
+    if reg.state == State.REFUNDED:
+        db.session.commit()
+        return Result("info", f"Already refunded ({reg.refund_id}).")
+    record(reg, "operator", cause=cause, details=details,
+           message=f"Stripe refunded {amount} ({refund_id}) but the registration moved to {reg.state} "
+                   "meanwhile; refund again to record it here (Stripe will not refund twice).")
+    db.session.commit()
+    return Result("error", f"Stripe refunded {amount} ({refund_id}), but the registration changed to "
+                           f"{reg.state} meanwhile. Refund again to record it; no second refund is made.")
+
+
+def set_platform_active(reg: Registration, active: bool, email: str, form_id: str) -> Result:
+    cause = cause_of(email)
+    verb = "activated" if active else "deactivated"
+    if not reg.platform_id:
+        db.session.rollback()
+        return Result("error", "This registration has no platform at LTIaaS yet.")
+    if _already_done(reg, form_id):
+        db.session.rollback()
+        return Result("info", f"Already done: the platform was {verb}.")
+    platform_id = reg.platform_id
+    db.session.commit()
+    try:
+        ltiaas.client().set_platform_active(platform_id, active)
+    except (ltiaas.LtiaasError, ValueError) as exc:
+        error = exc.as_dict() if isinstance(exc, ltiaas.LtiaasError) else {"message": str(exc)}
+        record(reg, "operator", cause=cause, details={"form": form_id, "active": active, "error": error},
+               message=f"Platform {platform_id} could not be {verb}: {exc}.")
+        db.session.commit()
+        return Result("error", f"LTIaaS did not {'activate' if active else 'deactivate'} the platform: {exc}. "
+                               "Nothing was changed; try again.")
+    record(reg, "operator", cause=cause, details={"form": form_id, "active": active},
+           message=f"Platform {platform_id} {verb} at LTIaaS.", platform_active=active)
+    db.session.commit()
+    return Result("ok", f"Platform {platform_id} {verb}.")
+
+
+def add_note(reg: Registration, text: str, email: str, form_id: str) -> Result:
+    text = (text or "").strip()
+    if not text:
+        return Result("error", "The note is empty.")
+    if len(text) > NOTE_MAX:
+        return Result("error", f"The note is too long (at most {NOTE_MAX} characters).")
+    if _already_done(reg, form_id):
+        db.session.rollback()
+        return Result("info", "This note was already added.")
+    record(reg, "note", cause=cause_of(email), message=text, details={"form": form_id})
+    db.session.commit()
+    return Result("ok", "Note added.")
+
+
+def resolve_attention(reg: Registration, text: str, email: str, form_id: str) -> Result:
+    """Clear the attention mark of a registration whose state needs nothing (e.g. a duplicate payment
+    refunded in the dashboard). A registration in needs_attention is resolved by retry or refund."""
+    text = (text or "").strip()
+    if reg.attention is None:
+        db.session.rollback()
+        return Result("info", "Nothing to resolve.")
+    if reg.state == State.NEEDS_ATTENTION:
+        db.session.rollback()
+        return Result("error", "Retry the completion or refund the payment to resolve this registration.")
+    if not text:
+        return Result("error", "Say what was done (for the timeline).")
+    if len(text) > NOTE_MAX:
+        return Result("error", f"The text is too long (at most {NOTE_MAX} characters).")
+    if _already_done(reg, form_id):
+        db.session.rollback()
+        return Result("info", "Already resolved.")
+    reason = reg.attention
+    record(reg, "operator", cause=cause_of(email), details={"form": form_id, "attention": reason},
+           message=f"Marked resolved ({reason}): {text}", attention=None)
+    db.session.commit()
+    return Result("ok", "Marked resolved.")

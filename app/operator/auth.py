@@ -1,0 +1,147 @@
+"""Who is an operator: sign-in sessions (Flask-Login), API tokens, CSRF and sign-in throttling."""
+import hashlib
+import hmac
+import secrets
+import time
+
+from flask import Flask, jsonify, redirect, request, session, url_for
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_login import LoginManager, UserMixin, login_user, logout_user
+from flask_wtf.csrf import CSRFProtect
+from sqlalchemy import select
+
+from ..db import db
+from ..models import Operator
+from ..operators import check_password, hash_password
+
+API_PREFIX = "/operator/api/"
+TOKEN_PREFIX = "pgo_"
+# A signed-in session ends after this long, whatever the browser does with its cookie.
+SESSION_MAX_AGE_SECONDS = 12 * 3600
+# Failed sign-ins, counted per client address and per e-mail address (successes are not counted).
+SIGN_IN_LIMITS = "5 per minute;20 per hour"
+
+login_manager = LoginManager()
+limiter = Limiter(key_func=get_remote_address, default_limits=[])
+# Verifying against this when the e-mail is unknown keeps both answers equally slow.
+_DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+
+
+class SignedIn(UserMixin):
+    """The operator behind a request: from the session, or from an API token."""
+
+    def __init__(self, operator: Operator, via: str):
+        self.pk = operator.id
+        self.email = operator.email
+        self.via = via  # "session" or "token"
+        self._stamp = password_stamp(operator)
+
+    def get_id(self) -> str:
+        # The stamp changes with the password: a reset signs every old session out.
+        return f"{self.pk}.{self._stamp}"
+
+
+def password_stamp(operator: Operator) -> str:
+    return hashlib.sha256(operator.password_hash.encode()).hexdigest()[:16]
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_api_token() -> tuple[str, str]:
+    """A new operator API token and the hash that is stored (the token itself never is)."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    return token, token_hash(token)
+
+
+@login_manager.user_loader
+def _load_from_session(user_id: str):
+    pk, _, stamp = (user_id or "").partition(".")
+    if not pk.isdigit():
+        return None
+    operator = db.session.get(Operator, int(pk))
+    if operator is None or not hmac.compare_digest(password_stamp(operator), stamp):
+        return None
+    signed_in_at = session.get("operator_signed_in_at")
+    if not isinstance(signed_in_at, (int, float)) or time.time() - signed_in_at > SESSION_MAX_AGE_SECONDS:
+        return None
+    return SignedIn(operator, "session")
+
+
+@login_manager.request_loader
+def _load_from_token(req):
+    """`Authorization: Bearer <token>`, for the JSON API only."""
+    if not req.path.startswith(API_PREFIX):
+        return None
+    scheme, _, token = req.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
+    operator = db.session.scalars(select(Operator).where(Operator.api_token_hash == token_hash(token))).first()
+    return SignedIn(operator, "token") if operator else None
+
+
+@login_manager.unauthorized_handler
+def _unauthorized():
+    if request.path.startswith(API_PREFIX):
+        response = jsonify(error="Unauthorized",
+                           message="Sign in, or send Authorization: Bearer <operator API token>.")
+        response.status_code = 401
+        response.headers["WWW-Authenticate"] = 'Bearer realm="operator"'
+        return response
+    target = request.full_path if request.method == "GET" else None
+    return redirect(url_for("operator.sign_in", next=safe_next(target)))
+
+
+def safe_next(target: str | None) -> str | None:
+    """Only a path inside the operator pages may be returned to after signing in."""
+    if not target or not target.startswith("/operator") or target.startswith("/operator/sign-"):
+        return None
+    if "//" in target or "\\" in target or any(ord(c) < 32 for c in target):
+        return None
+    return target.rstrip("?")
+
+
+def authenticate(email: str, password: str) -> Operator | None:
+    email = (email or "").strip().lower()
+    operator = db.session.scalars(select(Operator).where(Operator.email == email)).first() if email else None
+    if operator is None:
+        check_password(_DUMMY_HASH, password or "")
+        return None
+    return operator if check_password(operator.password_hash, password or "") else None
+
+
+def sign_in(operator: Operator) -> None:
+    session.clear()  # nothing from before the sign-in survives it
+    session["operator_signed_in_at"] = time.time()
+    login_user(SignedIn(operator, "session"))
+
+
+def sign_out() -> None:
+    logout_user()
+    session.clear()
+
+
+def email_key() -> str:
+    """Rate-limit key of a sign-in attempt's e-mail address."""
+    return "email:" + (request.form.get("email") or "").strip().lower()[:320]
+
+
+def failed_sign_in(response) -> bool:
+    return response.status_code == 401
+
+
+def init_app(app: Flask) -> None:
+    """Flask-Login, CSRF (every form but the webhook and the local stand-ins), the sign-in limiter."""
+    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["SETTINGS"].ratelimit_storage_uri)
+    app.config.setdefault("RATELIMIT_KEY_PREFIX", "paygate")
+    limiter.init_app(app)
+    login_manager.init_app(app)
+    login_manager.session_protection = "basic"
+    csrf = CSRFProtect()
+    csrf.init_app(app)
+    for name in ("webhooks", "standins"):  # Stripe and the stand-ins' Stripe-style calls carry no token of ours
+        if name in app.blueprints:
+            csrf.exempt(app.blueprints[name])

@@ -1,0 +1,390 @@
+"""Reading registrations for operators: filters, search, keyset pages, export rows, detail.
+
+Every list query is ORDER BY created_at DESC, id DESC with a keyset cursor on that pair, so any page
+costs about as much as the first one; nothing counts all rows. Searches are exact matches on
+indexed ids, the LMS family and the lower-cased payer e-mail, and prefix matches on the lower-cased
+LMS URL (all indexed, see migrations 0001 and 0002).
+"""
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import func, or_, select, tuple_
+from sqlalchemy.orm import load_only
+
+from .. import ltiaas, payments
+from ..db import db
+from ..models import CheckoutSession, Registration, State, StripeEvent, TimelineEntry
+from ..money import format_amount
+
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+ATTENTION_PREVIEW = 20
+ATTENTION_COUNT_CAP = 1000
+# Families LTIaaS reports (familyCode); the filter takes any value, these are suggestions.
+KNOWN_FAMILIES = ("canvas", "moodle", "desire2learn", "blackboard", "sakai", "schoology")
+
+ATTENTION_REASONS = {
+    "completion_refused": "LTIaaS refused the completion. The LMS admin may need to register again; "
+                          "retry only if the LMS side was fixed, otherwise refund.",
+    "completion_uncertain": "A completion attempt may have registered the platform at LTIaaS. Check LTIaaS "
+                            "before retrying or refunding.",
+    "completion_expired": "The LMS registration token ran out before the completion succeeded. Refund, or "
+                          "ask the LMS admin to register again.",
+    "payment_mismatch": "The payment does not match what was sold (amount, currency, price or reference). "
+                        "It was not fulfilled: refund it.",
+    "duplicate_payment": "A second payment arrived for an already paid registration. Refund the extra "
+                         "payment in the Stripe dashboard (see Checkout sessions), then mark this resolved.",
+    "no_payment": "Checkout completed without a payment (for example a 100 % discount). Not fulfilled.",
+    "completion_late": "LTIaaS registered a platform after the attempt had been given up (see the timeline "
+                       "for its id). Check it at LTIaaS, then refund or mark resolved.",
+}
+
+# Columns a list row needs (the completion html and LMS details stay in the database).
+LIST_COLUMNS = (
+    Registration.id, Registration.registration_id, Registration.state, Registration.attention,
+    Registration.lms_url, Registration.lms_family, Registration.lms_version, Registration.amount,
+    Registration.currency, Registration.amount_paid, Registration.currency_paid, Registration.payer_email,
+    Registration.payment_session_id, Registration.payment_intent_id, Registration.paid_at,
+    Registration.platform_id, Registration.platform_active, Registration.completed_at,
+    Registration.refund_id, Registration.refunded_at, Registration.created_at,
+)
+
+_CURSOR = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?)~(\d{1,12})$")
+_MAX_INT = 2**31 - 1
+_WORD = re.compile(r"^[A-Za-z][A-Za-z0-9]{1,99}$")
+
+
+class BadQuery(ValueError):
+    """A filter or cursor the operator (or API caller) got wrong; the message says which."""
+
+
+@dataclass(frozen=True)
+class Search:
+    kind: str  # id, registration_id, platform_id, checkout_session, payment_intent, payer_email, lms_url,
+    # lms_family
+    value: str
+
+    @property
+    def label(self) -> str:
+        return {"id": "registration number", "registration_id": "LTIaaS registration id",
+                "platform_id": "platform id", "checkout_session": "Checkout Session id",
+                "payment_intent": "payment intent id", "payer_email": "payer e-mail",
+                "lms_url": "LMS URL starting with", "lms_family": "LMS family"}[self.kind]
+
+
+@dataclass(frozen=True)
+class Filters:
+    state: str | None = None
+    family: str | None = None
+    since: date | None = None  # created on or after this day (UTC)
+    until: date | None = None  # created on or before this day (UTC)
+    attention: bool = False
+    q: str = ""
+
+    @classmethod
+    def from_args(cls, args) -> "Filters":
+        state = (args.get("state") or "").strip() or None
+        if state is not None and state not in {s.value for s in State}:
+            raise BadQuery(f"Unknown state {state!r}.")
+        family = (args.get("family") or "").strip()[:100] or None
+        since, until = _day(args.get("since"), "from"), _day(args.get("until"), "to")
+        if since and until and since > until:
+            raise BadQuery("The 'from' date is after the 'to' date.")
+        attention = (args.get("attention") or "") in ("1", "true", "on", "yes")
+        q = (args.get("q") or "").strip()[:500]
+        return cls(state=state, family=family, since=since, until=until, attention=attention, q=q)
+
+    def to_args(self) -> dict:
+        """The query-string form, for links (empty filters left out)."""
+        args = {"state": self.state, "family": self.family,
+                "since": self.since.isoformat() if self.since else None,
+                "until": self.until.isoformat() if self.until else None,
+                "attention": "1" if self.attention else None, "q": self.q or None}
+        return {k: v for k, v in args.items() if v}
+
+    def searches(self) -> list[Search]:
+        return classify(self.q)
+
+
+def _day(value: str | None, name: str) -> date | None:
+    value = (value or "").strip()
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise BadQuery(f"The '{name}' date must look like 2026-01-31.") from None
+
+
+def classify(q: str) -> list[Search]:
+    """What the search box text can be, by its shape; every kind is an indexed lookup."""
+    q = q.strip()
+    if not q:
+        return []
+    if q.startswith("cs_"):
+        return [Search("checkout_session", q)]
+    if q.startswith("pi_"):
+        return [Search("payment_intent", q)]
+    if "@" in q and " " not in q:
+        return [Search("payer_email", q.lower())]
+    found = []
+    if q.isdigit() and int(q) <= _MAX_INT:
+        found.append(Search("id", q))
+    if ltiaas.valid_id(q):
+        found += [Search("registration_id", q), Search("platform_id", q)]
+    if not q.isdigit():
+        found.append(Search("lms_url", q.lower()))
+    if _WORD.match(q) and not q.isdigit():
+        found.append(Search("lms_family", q.lower()))
+    return found
+
+
+def _like_prefix(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _search_condition(searches: list[Search]):
+    """One OR of indexed conditions (each side can use its own index: a BitmapOr on PostgreSQL)."""
+    conditions = []
+    for s in searches:
+        if s.kind == "id":
+            conditions.append(Registration.id == int(s.value))
+        elif s.kind == "registration_id":
+            conditions.append(Registration.registration_id == s.value)
+        elif s.kind == "platform_id":
+            conditions.append(Registration.platform_id == s.value)
+        elif s.kind in ("checkout_session", "payment_intent"):
+            # Any session of a registration (not only the one that paid), looked up first: tiny and indexed.
+            own, other = ((Registration.payment_session_id, CheckoutSession.session_id)
+                          if s.kind == "checkout_session" else
+                          (Registration.payment_intent_id, CheckoutSession.payment_intent_id))
+            pks = db.session.scalars(select(CheckoutSession.registration_pk).where(other == s.value)
+                                     .limit(100)).all()
+            conditions.append(own == s.value)
+            if pks:
+                conditions.append(Registration.id.in_(pks))
+        elif s.kind == "lms_family":
+            conditions.append(Registration.lms_family == s.value)
+        elif s.kind == "payer_email":
+            conditions.append(func.lower(Registration.payer_email) == s.value)
+        elif s.kind == "lms_url":
+            lowered = func.lower(Registration.lms_url)
+            if "://" in s.value:
+                prefixes = [s.value]
+            else:  # "canvas.school.edu" finds https://canvas.school.edu/...
+                prefixes = [s.value, "https://" + s.value, "http://" + s.value]
+            conditions += [lowered.like(_like_prefix(p), escape="\\") for p in prefixes]
+    return or_(*conditions) if conditions else None
+
+
+def conditions(filters: Filters) -> list:
+    where = []
+    if filters.state:
+        where.append(Registration.state == filters.state)
+    if filters.family:
+        where.append(Registration.lms_family == filters.family)
+    if filters.since:
+        where.append(Registration.created_at >= datetime.combine(filters.since, datetime.min.time()))
+    if filters.until:
+        where.append(Registration.created_at < datetime.combine(filters.until + timedelta(days=1),
+                                                                datetime.min.time()))
+    if filters.attention:
+        where.append(Registration.attention.is_not(None))
+    if filters.q:
+        condition = _search_condition(filters.searches())
+        if condition is None:
+            where.append(Registration.id.is_(None))  # nothing can match
+        else:
+            where.append(condition)
+    return where
+
+
+def encode_cursor(reg) -> str:
+    return f"{reg.created_at.isoformat(timespec='microseconds')}~{reg.id}"
+
+
+def decode_cursor(value: str | None) -> tuple[datetime, int] | None:
+    if not value:
+        return None
+    match = _CURSOR.match(value)
+    if not match:
+        raise BadQuery("That page link is damaged; start from the first page.")
+    try:
+        return datetime.fromisoformat(match.group(1)), int(match.group(2))
+    except ValueError:
+        raise BadQuery("That page link is damaged; start from the first page.") from None
+
+
+@dataclass
+class Page:
+    items: list[Registration]
+    newer: str | None = None  # cursor of the previous (newer) page, if any
+    older: str | None = None  # cursor of the next (older) page, if any
+    searches: list[Search] = field(default_factory=list)
+
+
+def list_page(filters: Filters, after: str | None = None, before: str | None = None,
+              limit: int = PAGE_SIZE) -> Page:
+    """One page, newest first. `after` pages towards older rows, `before` towards newer ones."""
+    limit = max(1, min(limit, MAX_PAGE_SIZE))
+    key = tuple_(Registration.created_at, Registration.id)
+    stmt = select(Registration).options(load_only(*LIST_COLUMNS)).where(*conditions(filters))
+    after_key, before_key = decode_cursor(after), decode_cursor(before)
+    if before_key is not None:
+        stmt = stmt.where(key > tuple_(*before_key)).order_by(Registration.created_at.asc(),
+                                                              Registration.id.asc())
+    else:
+        if after_key is not None:
+            stmt = stmt.where(key < tuple_(*after_key))
+        stmt = stmt.order_by(Registration.created_at.desc(), Registration.id.desc())
+    rows = list(db.session.scalars(stmt.limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    page = Page(items=rows, searches=filters.searches())
+    if before_key is not None:
+        rows.reverse()
+        page.older = encode_cursor(rows[-1]) if rows else None
+        page.newer = encode_cursor(rows[0]) if rows and more else None
+    else:
+        page.older = encode_cursor(rows[-1]) if rows and more else None
+        page.newer = encode_cursor(rows[0]) if rows and after_key is not None else None
+    return page
+
+
+def iter_all(filters: Filters, batch: int = 1000):
+    """Every matching registration, newest first, in keyset batches (for the CSV export)."""
+    after = None
+    while True:
+        page = list_page(filters, after=after, limit=batch)
+        yield from page.items
+        db.session.expunge_all()  # keep memory flat across a million rows
+        if page.older is None:
+            return
+        after = page.older
+
+
+def attention_preview(limit: int = ATTENTION_PREVIEW) -> tuple[list[Registration], int]:
+    """The newest registrations needing attention, and how many there are (counted up to a cap)."""
+    rows = list(db.session.scalars(
+        select(Registration).options(load_only(*LIST_COLUMNS)).where(Registration.attention.is_not(None))
+        .order_by(Registration.created_at.desc(), Registration.id.desc()).limit(limit)))
+    capped = select(Registration.id).where(Registration.attention.is_not(None)).limit(ATTENTION_COUNT_CAP + 1)
+    count = db.session.scalar(select(func.count()).select_from(capped.subquery()))
+    return rows, count
+
+
+@dataclass
+class Detail:
+    registration: Registration
+    timeline: list[TimelineEntry]
+    sessions: list[CheckoutSession]
+    events: list[StripeEvent]
+
+
+def detail(pk: int) -> Detail | None:
+    reg = db.session.get(Registration, pk)
+    if reg is None:
+        return None
+    timeline = list(db.session.scalars(select(TimelineEntry).where(TimelineEntry.registration_pk == pk)
+                                       .order_by(TimelineEntry.at, TimelineEntry.id)))
+    sessions = list(db.session.scalars(select(CheckoutSession).where(CheckoutSession.registration_pk == pk)
+                                       .order_by(CheckoutSession.id)))
+    events = list(db.session.scalars(
+        select(StripeEvent).options(load_only(StripeEvent.event_id, StripeEvent.type, StripeEvent.session_id,
+                                              StripeEvent.received_at, StripeEvent.deliveries,
+                                              StripeEvent.outcome, StripeEvent.registration_pk))
+        .where(StripeEvent.registration_pk == pk).order_by(StripeEvent.received_at, StripeEvent.event_id)))
+    return Detail(reg, timeline, sessions, events)
+
+
+# What a registration looks like outside: JSON API and CSV.
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() + "Z" if value else None
+
+
+def stripe_links(reg) -> dict:
+    gateway = payments.gateway()
+    links = {}
+    if reg.payment_session_id:
+        links["checkout_session"] = gateway.dashboard_url("checkout/sessions", reg.payment_session_id)
+    if reg.payment_intent_id:
+        links["payment_intent"] = gateway.dashboard_url("payments", reg.payment_intent_id)
+    return links
+
+
+def summary(reg) -> dict:
+    paid = reg.amount_paid is not None
+    return {
+        "id": reg.id,
+        "registration_id": reg.registration_id,
+        "state": reg.state,
+        "attention": reg.attention,
+        "lms": {"url": reg.lms_url, "family": reg.lms_family, "version": reg.lms_version},
+        "platform": {"id": reg.platform_id, "active": reg.platform_active},
+        "price": {"amount": reg.amount, "currency": reg.currency,
+                  "display": format_amount(reg.amount, reg.currency)},
+        "payment": {
+            "amount": reg.amount_paid, "currency": reg.currency_paid,
+            "display": format_amount(reg.amount_paid, reg.currency_paid) if paid else None,
+            "payer_email": reg.payer_email, "checkout_session_id": reg.payment_session_id,
+            "payment_intent_id": reg.payment_intent_id, "paid_at": _iso(reg.paid_at),
+            "refund_id": reg.refund_id, "refunded_at": _iso(reg.refunded_at),
+        },
+        "stripe_dashboard": stripe_links(reg),
+        "created_at": _iso(reg.created_at),
+        "completed_at": _iso(reg.completed_at),
+    }
+
+
+def full(d: Detail) -> dict:
+    reg = d.registration
+    data = summary(reg)
+    data.update({
+        "lms": {**data["lms"], "details": reg.lms_details},
+        "attempts": {"count": reg.attempt_count, "uncertain": reg.attempt_uncertain,
+                     "started_at": _iso(reg.attempt_started_at), "next_at": _iso(reg.next_attempt_at),
+                     "last_error": reg.last_error},
+        "updated_at": _iso(reg.updated_at),
+        "checkout_sessions": [{
+            "id": s.session_id, "generation": s.generation, "status": s.status,
+            "payment_status": s.payment_status, "amount_total": s.amount_total, "currency": s.currency,
+            "payment_intent_id": s.payment_intent_id, "payer_email": s.payer_email,
+            "created_at": _iso(s.created_at), "expires_at": _iso(s.expires_at),
+            "canceled_at": _iso(s.canceled_at), "failed_at": _iso(s.failed_at),
+        } for s in d.sessions],
+        "stripe_events": [{
+            "id": e.event_id, "type": e.type, "session_id": e.session_id, "received_at": _iso(e.received_at),
+            "deliveries": e.deliveries, "outcome": e.outcome,
+        } for e in d.events],
+        "timeline": [{
+            "at": _iso(t.at), "kind": t.kind, "from_state": t.from_state, "to_state": t.to_state,
+            "cause": t.cause, "message": t.message, "details": t.details,
+        } for t in d.timeline],
+    })
+    return data
+
+
+CSV_COLUMNS = ("id", "created_at", "state", "attention", "lms_url", "lms_family", "lms_version",
+               "platform_id", "platform_active", "amount_paid", "currency_paid", "payer_email",
+               "checkout_session_id", "payment_intent_id", "paid_at", "completed_at", "refund_id",
+               "refunded_at", "price_amount", "price_currency", "registration_id")
+
+
+def csv_row(reg) -> list:
+    values = [reg.id, _iso(reg.created_at), reg.state, reg.attention, reg.lms_url, reg.lms_family,
+              reg.lms_version, reg.platform_id, reg.platform_active, reg.amount_paid, reg.currency_paid,
+              reg.payer_email, reg.payment_session_id, reg.payment_intent_id, _iso(reg.paid_at),
+              _iso(reg.completed_at), reg.refund_id, _iso(reg.refunded_at), reg.amount, reg.currency,
+              reg.registration_id]
+    return [_csv_safe(v) for v in values]
+
+
+def _csv_safe(value):
+    """Text from outside (LMS names, e-mails) must not run as a formula in a spreadsheet."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value

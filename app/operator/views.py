@@ -1,0 +1,205 @@
+"""Routes of the operator blueprint: read arguments, check access (see __init__), act, answer."""
+import csv
+import io
+import secrets
+from datetime import datetime
+
+from flask import (Response, abort, flash, jsonify, redirect, render_template, request, stream_with_context,
+                   url_for)
+from flask_login import current_user
+
+from .. import payments
+from ..db import db, utcnow
+from ..models import Registration, State
+from ..money import format_amount
+from . import actions, auth, bp, queries
+
+
+@bp.context_processor
+def _helpers():
+    return {
+        "fmt_time": _fmt_time,
+        "money": format_amount,
+        "stripe_url": lambda kind, object_id: payments.gateway().dashboard_url(kind, object_id),
+        "states": [s.value for s in State],
+        "attention_reasons": queries.ATTENTION_REASONS,
+        "form_id": lambda: secrets.token_urlsafe(16),
+    }
+
+
+def _fmt_time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") + " UTC" if value else ""
+
+
+def _registration_or_404(pk: int):
+    reg = db.session.get(Registration, pk)
+    if reg is None:
+        abort(404, description="No such registration.")
+    return reg
+
+
+def _back(pk: int, result: actions.Result):
+    flash(result.message, result.level)
+    return redirect(url_for("operator.detail", pk=pk), 303)
+
+
+# Sign-in
+
+@bp.route("/sign-in", methods=["GET", "POST"])
+@auth.limiter.limit(auth.SIGN_IN_LIMITS, methods=["POST"], deduct_when=auth.failed_sign_in,
+                    error_message="Too many failed sign-ins. Wait a few minutes, then try again.")
+@auth.limiter.limit(auth.SIGN_IN_LIMITS, key_func=auth.email_key, methods=["POST"],
+                    deduct_when=auth.failed_sign_in,
+                    error_message="Too many failed sign-ins for this account. Wait a few minutes, then try again.")
+def sign_in():
+    next_url = auth.safe_next(request.values.get("next"))
+    if request.method == "GET":
+        if current_user.is_authenticated:
+            return redirect(next_url or url_for("operator.registrations"))
+        return render_template("operator/sign_in.html", email="", next_url=next_url)
+    email = (request.form.get("email") or "").strip().lower()
+    operator = auth.authenticate(email, request.form.get("password") or "")
+    if operator is None:
+        return render_template("operator/sign_in.html", email=email, next_url=next_url,
+                               error="Wrong e-mail or password."), 401
+    auth.sign_in(operator)
+    return redirect(next_url or url_for("operator.registrations"), 303)
+
+
+@bp.post("/sign-out")
+def sign_out():
+    auth.sign_out()
+    flash("Signed out.", "info")
+    return redirect(url_for("operator.sign_in"), 303)
+
+
+# Review
+
+def _filters_or_400() -> queries.Filters:
+    try:
+        return queries.Filters.from_args(request.args)
+    except queries.BadQuery as exc:
+        abort(400, description=str(exc))
+
+
+@bp.get("/")
+def registrations():
+    try:
+        filters = queries.Filters.from_args(request.args)
+        page = queries.list_page(filters, after=request.args.get("after"), before=request.args.get("before"))
+    except queries.BadQuery as exc:
+        flash(str(exc), "error")
+        filters, page = queries.Filters(), None
+    attention, attention_count = [], 0
+    first_page = not request.args.get("after") and not request.args.get("before")
+    if first_page and not filters.attention and not filters.q:
+        attention, attention_count = queries.attention_preview()
+    return render_template("operator/list.html", filters=filters, page=page, attention=attention,
+                           attention_count=attention_count, count_cap=queries.ATTENTION_COUNT_CAP,
+                           families=queries.KNOWN_FAMILIES)
+
+
+@bp.get("/registrations.csv")
+def export_csv():
+    filters = _filters_or_400()
+
+    def rows():
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(queries.CSV_COLUMNS)
+        for reg in queries.iter_all(filters):
+            writer.writerow(queries.csv_row(reg))
+            if buffer.tell() > 64 * 1024:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+
+    name = f"registrations-{utcnow():%Y%m%d-%H%M%S}.csv"
+    return Response(stream_with_context(rows()), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@bp.get("/registrations/<int:pk>")
+def detail(pk: int):
+    found = queries.detail(pk)
+    if found is None:
+        abort(404, description="No such registration.")
+    reg = found.registration
+    return render_template("operator/detail.html", d=found, reg=reg, can_retry=actions.can_retry(reg),
+                           can_refund=actions.can_refund(reg))
+
+
+# Actions: each a POST with the CSRF token, answered by a redirect to the detail page.
+
+@bp.post("/registrations/<int:pk>/retry")
+def retry(pk: int):
+    reg = _registration_or_404(pk)
+    return _back(pk, actions.retry_completion(reg, current_user.email))
+
+
+@bp.route("/registrations/<int:pk>/refund", methods=["GET", "POST"])
+def refund(pk: int):
+    reg = _registration_or_404(pk)
+    if request.method == "GET":
+        payment_intent = actions.refundable_payment(reg)
+        return render_template("operator/refund.html", reg=reg, payment_intent=payment_intent,
+                               can_refund=actions.can_refund(reg))
+    return _back(pk, actions.refund(reg, current_user.email))
+
+
+@bp.post("/registrations/<int:pk>/platform")
+def platform(pk: int):
+    reg = _registration_or_404(pk)
+    wanted = request.form.get("active")
+    form_id = request.form.get("form_id")
+    if wanted not in ("1", "0") or not actions.valid_form_id(form_id):
+        abort(400, description="Reload the page and try again.")
+    return _back(pk, actions.set_platform_active(reg, wanted == "1", current_user.email, form_id))
+
+
+@bp.post("/registrations/<int:pk>/notes")
+def note(pk: int):
+    reg = _registration_or_404(pk)
+    form_id = request.form.get("form_id")
+    if not actions.valid_form_id(form_id):
+        abort(400, description="Reload the page and try again.")
+    return _back(pk, actions.add_note(reg, request.form.get("text", ""), current_user.email, form_id))
+
+
+@bp.post("/registrations/<int:pk>/resolve")
+def resolve(pk: int):
+    reg = _registration_or_404(pk)
+    form_id = request.form.get("form_id")
+    if not actions.valid_form_id(form_id):
+        abort(400, description="Reload the page and try again.")
+    return _back(pk, actions.resolve_attention(reg, request.form.get("text", ""), current_user.email, form_id))
+
+
+# JSON API: same sign-in, or Authorization: Bearer <operator API token>.
+
+@bp.get("/api/registrations")
+def api_registrations():
+    filters = _filters_or_400()
+    try:
+        limit = int(request.args.get("limit", queries.PAGE_SIZE))
+        page = queries.list_page(filters, after=request.args.get("after"), before=request.args.get("before"),
+                                 limit=limit)
+    except ValueError as exc:  # BadQuery too
+        abort(400, description=str(exc) if isinstance(exc, queries.BadQuery) else "limit must be a number")
+    args = filters.to_args()
+    return jsonify(
+        items=[queries.summary(reg) for reg in page.items],
+        search=[{"kind": s.kind, "value": s.value} for s in page.searches],
+        next=url_for("operator.api_registrations", after=page.older, limit=limit, **args) if page.older else None,
+        previous=url_for("operator.api_registrations", before=page.newer, limit=limit, **args)
+        if page.newer else None,
+    )
+
+
+@bp.get("/api/registrations/<int:pk>")
+def api_registration(pk: int):
+    found = queries.detail(pk)
+    if found is None:
+        abort(404, description="No such registration.")
+    return jsonify(queries.full(found))

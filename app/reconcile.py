@@ -1,0 +1,83 @@
+"""Reconciliation with Stripe: every paid Checkout Session ends up known here, webhooks or not.
+
+Stripe is the source of truth for money. When webhooks are lost (the endpoint was down for a day,
+the signing secret was rotated wrongly) and the admin never came back through the success return,
+a paid session is still listed by Stripe. `reconcile` walks the recent sessions (every page) and
+runs, for each paid one this database does not know as paid, the same fulfilment as the webhook.
+Running it again changes nothing: known sessions are skipped before anything is written.
+"""
+import logging
+import time
+from collections import Counter
+
+from sqlalchemy import select
+
+from . import payments
+from .db import db
+from .fulfilment import _registration_for, apply_checkout, complete
+from .models import CheckoutSession, State
+
+log = logging.getLogger(__name__)
+
+CAUSE = "reconcile"
+
+
+def _known(view: payments.CheckoutView, reg) -> bool:
+    """Whether this paid session has been applied already (as the payment, or flagged)."""
+    if reg.payment_session_id == view.id:
+        return True
+    row = db.session.scalars(select(CheckoutSession).where(CheckoutSession.session_id == view.id)).first()
+    # apply_checkout stores a paid session as complete/paid in the same transaction in which it
+    # records the payment or flags it (mismatch, second payment): such a session was seen.
+    return row is not None and row.status == "complete" and row.payment_status == "paid"
+
+
+def reconcile(since_hours: float = 48, page_size: int = 100) -> dict:
+    """Fulfil every paid Checkout Session created in the last `since_hours` that is not known here.
+
+    Returns counts: listed, paid, known (already recorded), fulfilled (newly recorded as paid),
+    completed (of those, registered at LTIaaS now), flagged (recorded but not fulfilled: mismatch,
+    second payment, no payment), foreign (no registration here: another integration), errors.
+    Raises payments.PaymentProviderError when Stripe cannot be listed (nothing half-done: every
+    session handled so far is committed).
+    """
+    counts = Counter({k: 0 for k in ("listed", "paid", "known", "fulfilled", "completed", "flagged",
+                                     "foreign", "errors")})
+    created_gte = int(time.time() - since_hours * 3600)
+    for view in payments.gateway().list_checkout_sessions(created_gte=created_gte, page_size=page_size):
+        counts["listed"] += 1
+        if not (view.status == "complete" and view.payment_status == "paid"):
+            continue
+        counts["paid"] += 1
+        try:
+            reg = _registration_for(view)
+            if reg is None:
+                counts["foreign"] += 1
+                continue
+            if _known(view, reg):
+                counts["known"] += 1
+                continue
+            outcome = apply_checkout(view, CAUSE)
+            db.session.commit()
+            if outcome.note == "already paid":  # a webhook or return recorded it a moment ago
+                counts["known"] += 1
+            elif outcome.paid:
+                counts["fulfilled"] += 1
+                log.warning("reconcile: session %s of registration %s was paid but unknown here "
+                            "(lost webhooks?); recorded", view.id, reg.id)
+                complete(outcome.registration, CAUSE)
+                if outcome.registration.state == State.COMPLETED.value:
+                    counts["completed"] += 1
+            else:
+                counts["flagged"] += 1
+                log.warning("reconcile: session %s of registration %s not fulfilled: %s",
+                            view.id, reg.id, outcome.note)
+        except Exception:  # one bad session must not stop the others; the next run tries again
+            db.session.rollback()
+            counts["errors"] += 1
+            log.exception("reconcile: session %s could not be handled", view.id)
+        finally:
+            db.session.expunge_all()  # a long listing must not grow the session's identity map
+    result = dict(counts)
+    log.info("reconcile: %s", " ".join(f"{k}={v}" for k, v in result.items()))
+    return result

@@ -1,0 +1,199 @@
+"""The worker: whatever a request could not finish, finished later, by any number of workers at once.
+
+One pass (`run_once`):
+  1. resolve stale attempts: a registration "completing" for longer than the stale bound was cut
+     short (a killed process, a deploy); its outcome is unknown, so it goes back to paid with
+     attempt_uncertain set and is retried at once. LTIaaS completes an id only once: if the retry
+     meets "unknown id", fulfilment flags it for an operator (completion_uncertain), never charges
+     again and never calls it a success;
+  2. retry due completions: paid registrations whose retry is due, or that nobody has tried for a
+     grace period (the webhook's or the return's own attempt goes first);
+  3. abandon registrations that were never paid and whose LMS token has run out;
+  4. optionally reconcile with Stripe (see app/reconcile.py).
+
+Several workers and web processes may run at once against one PostgreSQL. Exactly-once rests on
+the conditional updates of app/registrations.py (the move into "completing" is won by one caller);
+on PostgreSQL the worker also takes its next registration with FOR UPDATE SKIP LOCKED, so that
+workers spread the work instead of queueing on one row. No transaction spans a call to LTIaaS.
+"""
+import logging
+import threading
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+from flask import Flask, current_app
+from sqlalchemy import and_, exists, func, or_, select, true
+
+from . import fulfilment, payments
+from .db import db, utcnow
+from .models import CheckoutSession, Registration, State
+from .registrations import transition
+
+log = logging.getLogger(__name__)
+
+CAUSE = "worker"
+BATCH = 200  # registrations per step and pass: a pass stays bounded, the next one goes on
+
+COUNTS = ("stale", "attempted", "completed", "retrying", "needs_attention", "abandoned", "errors")
+
+
+def _clock(now: datetime | None):
+    """The pass's clock: a fixed time when given (tests), the real time at each step otherwise."""
+    if now is None:
+        return utcnow
+    fixed = now.astimezone(timezone.utc).replace(tzinfo=None) if now.tzinfo else now
+    return lambda: fixed
+
+
+def _stale_condition(cutoff: datetime):
+    return or_(Registration.attempt_started_at < cutoff,
+               and_(Registration.attempt_started_at.is_(None), Registration.updated_at < cutoff))
+
+
+def resolve_stale(clock, counts: Counter) -> None:
+    """Attempts in flight longer than the bound: back to paid, outcome unknown, retry now."""
+    bound = timedelta(seconds=current_app.config["SETTINGS"].stale_after_seconds)
+    now = clock()
+    stale = _stale_condition(now - bound)
+    ids = db.session.scalars(select(Registration.id).where(Registration.state == State.COMPLETING.value, stale)
+                             .order_by(Registration.id).limit(BATCH)).all()
+    db.session.commit()
+    for pk in ids:
+        reg = db.session.get(Registration, pk)
+        started = reg.attempt_started_at
+        error = {"message": "The attempt was cut short (a process stopped while it was completing); "
+                            "its outcome is unknown.", "status": None, "details": {
+                     "attempt_started_at": started.isoformat(sep=" ") if started else None},
+                 "retryable": True, "uncertain": True}
+        if transition(reg, State.PAID, cause=CAUSE, expect={State.COMPLETING}, where=(stale,),
+                      message=f"The attempt started at {started:%Y-%m-%d %H:%M:%S} UTC never finished; its "
+                              "outcome is unknown. Retrying now: if LTIaaS no longer knows the registration, "
+                              "an operator is asked to check it." if started else
+                              "An attempt never finished; its outcome is unknown. Retrying now.",
+                      details=error, last_error=error, attempt_uncertain=True, attempt_started_at=None,
+                      next_attempt_at=now):
+            counts["stale"] += 1
+            log.warning("worker: registration %s: attempt started %s was cut short; outcome unknown, retrying",
+                        reg.id, started)
+        db.session.commit()
+
+
+def retry_due(clock, counts: Counter) -> None:
+    """Complete every due paid registration, one at a time, each claimed by one worker only."""
+    grace = timedelta(seconds=current_app.config["SETTINGS"].worker_grace_seconds)
+    seen: list[int] = []
+    while len(seen) < BATCH:
+        now = clock()
+        due = or_(Registration.next_attempt_at <= now,
+                  and_(Registration.next_attempt_at.is_(None),
+                       func.coalesce(Registration.paid_at, Registration.updated_at) <= now - grace))
+        query = (select(Registration)
+                 .where(Registration.state == State.PAID.value, due,
+                        Registration.id.not_in(seen) if seen else true())
+                 .order_by(func.coalesce(Registration.next_attempt_at, Registration.paid_at), Registration.id)
+                 .limit(1)
+                 .with_for_update(skip_locked=True))  # SQLite: a plain select; the claim decides
+        reg = db.session.scalars(query).first()
+        if reg is None:
+            db.session.commit()
+            return
+        seen.append(reg.id)
+        attempts_before = reg.attempt_count
+        try:
+            # Claims (paid -> completing) in this transaction, which holds the row lock, commits,
+            # then calls LTIaaS outside any transaction and records the outcome.
+            fulfilment.complete(reg, CAUSE, now=now)
+        except Exception:
+            db.session.rollback()
+            counts["errors"] += 1
+            log.exception("worker: registration %s: completion attempt failed unexpectedly", reg.id)
+            continue
+        if reg.attempt_count == attempts_before:  # another process claimed it first
+            continue
+        counts["attempted"] += 1
+        state = reg.state
+        if state == State.COMPLETED.value:
+            counts["completed"] += 1
+            log.info("worker: registration %s completed at LTIaaS (attempt %s)", reg.id, reg.attempt_count)
+        elif state == State.PAID.value:
+            counts["retrying"] += 1
+            log.info("worker: registration %s attempt %s failed (%s); next at %s", reg.id, reg.attempt_count,
+                     (reg.last_error or {}).get("message"), reg.next_attempt_at)
+        elif state == State.NEEDS_ATTENTION.value:
+            counts["needs_attention"] += 1
+            log.warning("worker: registration %s needs an operator: %s (%s)", reg.id, reg.attention,
+                        (reg.last_error or {}).get("message"))
+
+
+def abandon_expired(clock, counts: Counter) -> None:
+    """Never paid, and the LMS token has run out: abandoned (a late payment still revives it)."""
+    window = timedelta(minutes=current_app.config["SETTINGS"].registration_window_minutes)
+    cutoff = clock() - window
+    # A delayed payment method still processing keeps the registration pending until Stripe decides.
+    processing = exists().where(CheckoutSession.registration_pk == Registration.id,
+                                CheckoutSession.status == "complete",
+                                CheckoutSession.payment_status == "unpaid",
+                                CheckoutSession.failed_at.is_(None))
+    ids = db.session.scalars(select(Registration.id)
+                             .where(Registration.state == State.PENDING.value, Registration.created_at < cutoff,
+                                    ~processing)
+                             .order_by(Registration.id).limit(BATCH)).all()
+    db.session.commit()
+    for pk in ids:
+        reg = db.session.get(Registration, pk)
+        if transition(reg, State.ABANDONED, cause=CAUSE, expect={State.PENDING},
+                      where=(Registration.created_at < cutoff,),
+                      message="Not paid before the LMS registration token ran out; abandoned. Nothing was "
+                              "charged."):
+            counts["abandoned"] += 1
+            log.info("worker: registration %s abandoned (never paid)", reg.id)
+        db.session.commit()
+
+
+def run_once(now: datetime | None = None, *, reconcile: bool = False) -> dict:
+    """One pass of the worker, in the current app context; returns what it did, by kind."""
+    clock = _clock(now)
+    started = time.monotonic()
+    counts: Counter = Counter({k: 0 for k in COUNTS})
+    resolve_stale(clock, counts)
+    retry_due(clock, counts)
+    abandon_expired(clock, counts)
+    result = dict(counts)
+    if reconcile:
+        from .reconcile import reconcile as reconcile_with_stripe
+        try:
+            found = reconcile_with_stripe(current_app.config["SETTINGS"].reconcile_since_hours)
+        except payments.PaymentProviderError as exc:
+            db.session.rollback()
+            log.warning("worker: reconciliation with Stripe failed: %s", exc)
+            result["reconcile_failed"] = 1
+        else:
+            result.update({f"reconcile_{k}": v for k, v in found.items()})
+    log.info("worker pass: %s (%.2f s)", " ".join(f"{k}={v}" for k, v in result.items()),
+             time.monotonic() - started)
+    return result
+
+
+def run_forever(app: Flask, interval: float, reconcile_minutes: float, stop: threading.Event) -> None:
+    """Passes every `interval` seconds until `stop` is set; reconciles every `reconcile_minutes` (0: never).
+
+    A stop request lets the pass in progress finish (an LTIaaS call in flight is bounded by its
+    timeout), so that no attempt is cut short by a deploy.
+    """
+    log.info("worker started: every %s s, reconcile every %s min, stale after %s s", interval,
+             reconcile_minutes or "never", app.config["SETTINGS"].stale_after_seconds)
+    last_reconcile: float | None = None
+    while not stop.is_set():
+        tick = time.monotonic()
+        reconcile = reconcile_minutes > 0 and (last_reconcile is None
+                                               or tick - last_reconcile >= reconcile_minutes * 60)
+        if reconcile:
+            last_reconcile = tick
+        try:
+            with app.app_context():  # a fresh database session for every pass
+                run_once(reconcile=reconcile)
+        except Exception:  # e.g. the database is down: say so, and try again next pass
+            log.exception("worker pass failed; next pass in %s s", interval)
+        stop.wait(interval)
+    log.info("worker stopped")
