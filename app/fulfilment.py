@@ -14,6 +14,7 @@ from sqlalchemy import or_, select
 from . import ltiaas, payments
 from .db import db, insert_ignoring_duplicates, utcnow
 from .models import CheckoutSession, Registration, State
+from .money import format_amount
 from .registrations import record, transition
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def apply_checkout(view: payments.CheckoutView, cause: str) -> Outcome:
     if reg.payment_session_id is None:
         if transition(reg, State.PAID, cause=cause, where=(Registration.payment_session_id.is_(None),),
                       expect={State.PENDING, State.ABANDONED, State.NEEDS_ATTENTION},
-                      message=f"Paid {view.amount_total / 100:.2f} {(view.currency or '').upper()}.",
+                      message=f"Paid {format_amount(view.amount_total, view.currency)}.",
                       details=evidence, payment_session_id=view.id, payment_intent_id=view.payment_intent,
                       amount_paid=view.amount_total, currency_paid=view.currency,
                       payer_email=view.payer_email, paid_at=utcnow(), next_attempt_at=None):
@@ -175,7 +176,7 @@ def complete(reg: Registration, cause: str, now=None) -> None:
         # completion's reasons for attention; others (a second payment) stay.
         db.session.refresh(reg)
         remaining = ",".join(r for r in (reg.attention or "").split(",") if r and r not in _COMPLETION_ATTENTION)
-        if not transition(reg, State.COMPLETED, cause=cause, expect={State.COMPLETING, State.NEEDS_ATTENTION},
+        if not transition(reg, State.COMPLETED, cause=cause, expect={State.COMPLETING, State.PAID, State.NEEDS_ATTENTION},
                           message=f"Registered at LTIaaS as platform {result.platform_id}.",
                           details={"platform_id": result.platform_id}, platform_id=result.platform_id,
                           completion_html=result.html, completed_at=utcnow(), attempt_started_at=None,
@@ -187,7 +188,7 @@ def complete(reg: Registration, cause: str, now=None) -> None:
             record(reg, "attempt", cause=cause, details={"platform_id": result.platform_id},
                    message=f"LTIaaS registered platform {result.platform_id} after this attempt had been "
                            f"given up as stale (the registration is now {reg.state}); an operator must "
-                           "reconcile it.", attention="completion_late")
+                           "reconcile it.", attention="completion_late", platform_id=result.platform_id)
     db.session.commit()
 
 

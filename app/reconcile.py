@@ -77,6 +77,7 @@ def reconcile(since_hours: float = 48, page_size: int = 100) -> dict:
             counts["errors"] += 1
             log.exception("reconcile: session %s could not be handled", view.id)
         finally:
+            db.session.rollback()  # ends any read: the next page is fetched with no transaction open
             db.session.expunge_all()  # a long listing must not grow the session's identity map
     result = dict(counts)
     log.info("reconcile: %s", " ".join(f"{k}={v}" for k, v in result.items()))

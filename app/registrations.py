@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 
 from .db import db, insert_ignoring_duplicates, utcnow
 from .models import Registration, State, TimelineEntry
+from .money import format_amount
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,8 @@ log = logging.getLogger(__name__)
 TRANSITIONS: dict[State, set[State]] = {
     State.PENDING: {State.PAID, State.NEEDS_ATTENTION, State.ABANDONED},
     State.ABANDONED: {State.PAID, State.NEEDS_ATTENTION},
-    State.PAID: {State.COMPLETING, State.NEEDS_ATTENTION, State.REFUNDED},
+    # paid -> completed: a late success of an attempt given up as stale is still THE completion.
+    State.PAID: {State.COMPLETING, State.COMPLETED, State.NEEDS_ATTENTION, State.REFUNDED},
     State.COMPLETING: {State.COMPLETED, State.PAID, State.NEEDS_ATTENTION},
     State.NEEDS_ATTENTION: {State.PAID, State.COMPLETED, State.REFUNDED},
     State.COMPLETED: {State.REFUNDED},
@@ -112,6 +114,6 @@ def open_registration(registration_id: str, lms, price, cause: str) -> Registrat
     if created:
         db.session.add(TimelineEntry(registration_pk=reg.id, kind="state", to_state=State.PENDING.value,
                                      cause=cause, message=f"Registration opened by {lms.family or 'an LMS'} "
-                                     f"at {lms.url}; price {price.unit_amount} {price.currency.upper()}."))
+                                     f"at {lms.url}; price {format_amount(price.unit_amount, price.currency)}."))
         db.session.flush()
     return reg

@@ -51,6 +51,9 @@ def handle_event(event: dict, payload: str) -> str:
     if view is not None:
         outcome = apply_checkout(view, cause)
         result = outcome.note
+        if new and result == "already paid":  # another event for the same payment: logged, ignored
+            record(outcome.registration, "event", cause=cause, details={"session": session_id},
+                   message="Stripe confirmed the payment again; already recorded, ignored.")
     elif kind in CLOSING and session_id:
         outcome, result = None, _close_session(session_id, CLOSING[kind], cause, new)
     else:

@@ -79,11 +79,14 @@ def resolve_stale(clock, counts: Counter) -> None:
         db.session.commit()
 
 
-def retry_due(clock, counts: Counter) -> None:
-    """Complete every due paid registration, one at a time, each claimed by one worker only."""
+def retry_due(clock, counts: Counter, stop: threading.Event | None = None) -> None:
+    """Complete every due paid registration, one at a time, each claimed by one worker only.
+
+    A stop request is honoured between registrations, so that a deploy never cuts an attempt short.
+    """
     grace = timedelta(seconds=current_app.config["SETTINGS"].worker_grace_seconds)
     seen: list[int] = []
-    while len(seen) < BATCH:
+    while len(seen) < BATCH and not (stop is not None and stop.is_set()):
         now = clock()
         due = or_(Registration.next_attempt_at <= now,
                   and_(Registration.next_attempt_at.is_(None),
@@ -144,20 +147,21 @@ def abandon_expired(clock, counts: Counter) -> None:
         reg = db.session.get(Registration, pk)
         if transition(reg, State.ABANDONED, cause=CAUSE, expect={State.PENDING},
                       where=(Registration.created_at < cutoff,),
-                      message="Not paid before the LMS registration token ran out; abandoned. Nothing was "
-                              "charged."):
+                      message="No payment known before the LMS registration token ran out; abandoned "
+                              "(a late payment still revives it)."):
             counts["abandoned"] += 1
             log.info("worker: registration %s abandoned (never paid)", reg.id)
         db.session.commit()
 
 
-def run_once(now: datetime | None = None, *, reconcile: bool = False) -> dict:
+def run_once(now: datetime | None = None, *, reconcile: bool = False,
+             stop: threading.Event | None = None) -> dict:
     """One pass of the worker, in the current app context; returns what it did, by kind."""
     clock = _clock(now)
     started = time.monotonic()
     counts: Counter = Counter({k: 0 for k in COUNTS})
     resolve_stale(clock, counts)
-    retry_due(clock, counts)
+    retry_due(clock, counts, stop)
     abandon_expired(clock, counts)
     result = dict(counts)
     if reconcile:
@@ -192,7 +196,7 @@ def run_forever(app: Flask, interval: float, reconcile_minutes: float, stop: thr
             last_reconcile = tick
         try:
             with app.app_context():  # a fresh database session for every pass
-                run_once(reconcile=reconcile)
+                run_once(reconcile=reconcile, stop=stop)
         except Exception:  # e.g. the database is down: say so, and try again next pass
             log.exception("worker pass failed; next pass in %s s", interval)
         stop.wait(interval)

@@ -417,9 +417,11 @@ def test_late_repeated_and_out_of_order_events_never_move_a_state_backwards(clie
     assert reg.state == "completed" and states(reg) == ["pending", "paid", "completing", "completed"]
     assert reg.checkout_sessions[0].status == "complete" and reg.checkout_sessions[0].failed_at is None
     late_notes = [e for e in reg.timeline if e.kind == "event"]
-    assert [e.message for e in late_notes] == ["Late 'expired' for the session that paid; ignored.",
+    assert [e.message for e in late_notes] == ["Stripe confirmed the payment again; already recorded, ignored.",
+                                               "Late 'expired' for the session that paid; ignored.",
                                                "Late 'failed' for the session that paid; ignored."]
-    assert [e.cause for e in late_notes] == ["webhook evt_late_expired (checkout.session.expired)",
+    assert [e.cause for e in late_notes] == [f"webhook {first['id']} (checkout.session.completed)",
+                                             "webhook evt_late_expired (checkout.session.expired)",
                                              "webhook evt_late_failed (checkout.session.async_payment_failed)"]
     with client.application.app_context():
         row = db.session.get(StripeEvent, first["id"])

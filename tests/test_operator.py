@@ -660,3 +660,27 @@ def test_csrf_exempts_only_the_webhook_and_the_local_standins(app, tmp_path):
         csrf = each.extensions["csrf"]
         assert {bp.name for bp in csrf._exempt_blueprints} == expected
         assert csrf._exempt_views == set()
+
+
+def test_refund_of_a_paid_registration_holds_its_completion_first(app, ops, stripe_api, ltiaas_api):
+    """A worker must not register the platform while (or after) the money goes back."""
+    from app import worker
+    pk = paid_registration(ops, stripe_api, ltiaas_api, fail_completion=503)
+    assert load(app, pk).state == "paid"  # a retry is scheduled
+    stripe_api.sessions.clear()  # the refund fails at Stripe
+    post(ops, f"/operator/registrations/{pk}/refund")
+    reg = load(app, pk)
+    assert reg.state == "needs_attention" and reg.attention == "refunding"
+    calls = len(ltiaas_api.complete_calls)
+    with app.app_context():
+        worker.run_once(now=reg.created_at + timedelta(minutes=10))
+    assert len(ltiaas_api.complete_calls) == calls  # held: no completion behind the refund
+
+
+def test_refund_keeps_a_second_payment_in_view(app, ops):
+    pk = seed(app, state="needs_attention", attention="completion_refused,duplicate_payment",
+              payment_intent_id="pi_first", payment_session_id="cs_first")[0]
+    reg = load(app, pk)
+    assert "Needs attention" in ops.get(f"/operator/registrations/{pk}").text
+    from app.operator.actions import can_retry
+    assert can_retry(reg)  # the completion's reason is there, beside the second payment

@@ -145,7 +145,7 @@ def test_several_workers_at_once_never_do_the_same_attempt_twice(pg_app, stripe_
 def test_the_loop_reconciles_periodically_survives_failures_and_stops_when_asked(app, monkeypatch):
     calls: list[bool] = []
 
-    def fake_run_once(now=None, *, reconcile=False):
+    def fake_run_once(now=None, *, reconcile=False, stop=None):
         calls.append(reconcile)
         if len(calls) == 2:
             raise RuntimeError("database went away")

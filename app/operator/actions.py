@@ -19,7 +19,12 @@ from ..registrations import record, transition
 log = logging.getLogger(__name__)
 
 REFUNDABLE = {State.PAID, State.NEEDS_ATTENTION, State.COMPLETED}
-RETRYABLE_ATTENTION = {"completion_refused", "completion_uncertain", "completion_expired"}
+RETRYABLE_ATTENTION = {"completion_refused", "completion_uncertain", "completion_expired", "refunding"}
+
+
+def reasons(reg: Registration) -> set[str]:
+    """The reasons an operator must look, one registration may have several (comma-separated)."""
+    return {r for r in (reg.attention or "").split(",") if r}
 NOTE_MAX = 4000
 _FORM_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
@@ -39,7 +44,8 @@ def cause_of(email: str) -> str:
 def can_retry(reg: Registration) -> bool:
     if reg.payment_session_id is None:
         return False
-    return reg.state == State.PAID or (reg.state == State.NEEDS_ATTENTION and reg.attention in RETRYABLE_ATTENTION)
+    return reg.state == State.PAID or (reg.state == State.NEEDS_ATTENTION
+                                       and bool(reasons(reg) & RETRYABLE_ATTENTION))
 
 
 def refundable_payment(reg: Registration) -> str | None:
@@ -90,7 +96,9 @@ def retry_completion(reg: Registration, email: str) -> Result:
         reason = reg.attention
         if not transition(reg, State.PAID, cause=cause, expect={State.NEEDS_ATTENTION},
                           message=f"Retry of the completion requested (was: {reason}).",
-                          details={"attention": reason}, attention=None, next_attempt_at=None):
+                          details={"attention": reason}, next_attempt_at=None,
+                          # the completion's reasons are answered by the retry; a second payment's stay
+                          attention=",".join(sorted(reasons(reg) - RETRYABLE_ATTENTION)) or None):
             db.session.commit()
             return Result("info", f"Nothing to retry: the registration is now {reg.state}.")
     else:
@@ -122,11 +130,18 @@ def refund(reg: Registration, email: str) -> Result:
         return Result("error", f"Nothing to refund: the registration is {reg.state} and has no payment "
                                "that can be refunded here.")
     key = refund_key(reg, payment_intent)
-    db.session.commit()  # nothing is held while Stripe is asked
+    if reg.state == State.PAID:
+        # Hold the completion first: a worker must not register the platform while money goes back.
+        if not transition(reg, State.NEEDS_ATTENTION, cause=cause, expect={State.PAID},
+                          message="Refund started: the completion is held.", attention="refunding"):
+            db.session.commit()
+            return Result("info", f"The registration changed to {reg.state} meanwhile; look again before "
+                                  "refunding.")
+    metadata = {"registration_pk": str(reg.id), "registration_id": reg.registration_id}
+    db.session.commit()  # nothing is held while Stripe is asked (values read before the commit)
     try:
         # Same parameters on every click: Stripe replays the first refund for this key.
-        refunded = payments.gateway().refund(payment_intent, key, metadata={
-            "registration_pk": str(reg.id), "registration_id": reg.registration_id})
+        refunded = payments.gateway().refund(payment_intent, key, metadata=metadata)
     except payments.PaymentProviderError as exc:
         record(reg, "operator", cause=cause, message=f"Refund failed at Stripe: {exc} Nothing was changed.",
                details={"payment_intent": payment_intent, "idempotency_key": key})
@@ -143,7 +158,7 @@ def refund(reg: Registration, email: str) -> Result:
         return Result("error", f"Stripe refused the refund ({status}). Nothing was changed.")
     db.session.refresh(reg)
     # A second payment still waiting for its own refund keeps the registration in view.
-    attention = reg.attention if reg.attention == "duplicate_payment" else None
+    attention = "duplicate_payment" if "duplicate_payment" in reasons(reg) else None
     if transition(reg, State.REFUNDED, cause=cause, expect=REFUNDABLE, details=details,
                   message=f"Refunded {amount} ({refund_id}, {status}).",
                   refund_id=refund_id, refunded_at=utcnow(), attention=attention, next_attempt_at=None):
@@ -155,7 +170,7 @@ def refund(reg: Registration, email: str) -> Result:
     if reg.state == State.REFUNDED:
         db.session.commit()
         return Result("info", f"Already refunded ({reg.refund_id}).")
-    record(reg, "operator", cause=cause, details=details,
+    record(reg, "operator", cause=cause, details=details, attention="refund_unrecorded",
            message=f"Stripe refunded {amount} ({refund_id}) but the registration moved to {reg.state} "
                    "meanwhile; refund again to record it here (Stripe will not refund twice).")
     db.session.commit()

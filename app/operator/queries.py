@@ -38,6 +38,10 @@ ATTENTION_REASONS = {
     "no_payment": "Checkout completed without a payment (for example a 100 % discount). Not fulfilled.",
     "completion_late": "LTIaaS registered a platform after the attempt had been given up (see the timeline "
                        "for its id). Check it at LTIaaS, then refund or mark resolved.",
+    "refunding": "A refund was started and the completion is held. If the refund failed, refund again or "
+                 "retry the completion.",
+    "refund_unrecorded": "Stripe refunded the payment while the registration changed state. Refund again to "
+                         "record it (Stripe will not refund twice).",
 }
 
 # Columns a list row needs (the completion html and LMS details stay in the database).
@@ -129,13 +133,13 @@ def classify(q: str) -> list[Search]:
     if "@" in q and " " not in q:
         return [Search("payer_email", q.lower())]
     found = []
-    if q.isdigit() and int(q) <= _MAX_INT:
+    if q.isascii() and q.isdigit() and int(q) <= _MAX_INT:
         found.append(Search("id", q))
     if ltiaas.valid_id(q):
         found += [Search("registration_id", q), Search("platform_id", q)]
-    if not q.isdigit():
+    if not (q.isascii() and q.isdigit()):
         found.append(Search("lms_url", q.lower()))
-    if _WORD.match(q) and not q.isdigit():
+    if _WORD.match(q) and not (q.isascii() and q.isdigit()):
         found.append(Search("lms_family", q.lower()))
     return found
 
