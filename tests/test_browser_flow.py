@@ -28,25 +28,35 @@ def local_service(database_url):
         db.engine.dispose()
 
 
+def open_lms(browser, port, query=""):
+    """The LMS page on another site (localhost) with the registration frame opened: (context, page, frame)."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"http://localhost:{port}/_local/lms{query}")
+    page.click("#register")
+    return context, page, page.frame_locator("#registration")
+
+
+def open_checkout_popup(page, frame):
+    """Click Pay in the frame: Checkout opens in a top-level popup (it refuses frames)."""
+    with page.expect_popup() as popup_info:
+        frame.locator("#pay").click()
+    popup = popup_info.value
+    popup.wait_for_load_state()
+    return popup
+
+
 @pytest.mark.parametrize("lms", ["canvas", "moodle"])
 def test_admin_pays_in_popup_and_lms_receives_close(browser, local_service, lms, tmp_path):
     app, port = local_service
-    context = browser.new_context()
-    page = context.new_page()
-    page.goto(f"http://localhost:{port}/_local/lms?lms={lms}")
-    page.click("#register")
-
-    frame = page.frame_locator("#registration")
+    context, page, frame = open_lms(browser, port, f"?lms={lms}")
     frame.locator("#price").wait_for()
     assert "49.00 USD" in frame.locator("#price").inner_text()
     assert frame.locator("#lms-family").inner_text() == lms
     # No cookie was needed, and none could be stored in the cross-site frame.
     assert context.cookies(f"http://127.0.0.1:{port}") == []
 
-    with page.expect_popup() as popup_info:
-        frame.locator("#pay").click()
-    popup = popup_info.value
-    popup.wait_for_load_state()
+    popup = open_checkout_popup(page, frame)
     assert "/_local/stripe/checkout/" in popup.url  # a top-level window: Checkout refuses frames
     frame.locator("#status").filter(has_text="Complete the payment").wait_for()
 
@@ -68,25 +78,13 @@ def test_admin_pays_in_popup_and_lms_receives_close(browser, local_service, lms,
 
 def test_cancel_then_pay_again_in_the_same_frame(browser, local_service):
     _, port = local_service
-    context = browser.new_context()
-    page = context.new_page()
-    page.goto(f"http://localhost:{port}/_local/lms")
-    page.click("#register")
-    frame = page.frame_locator("#registration")
-
-    with page.expect_popup() as popup_info:
-        frame.locator("#pay").click()
-    popup = popup_info.value
-    popup.wait_for_load_state()
+    context, page, frame = open_lms(browser, port)
+    popup = open_checkout_popup(page, frame)
     popup.click("text=Back")
     popup.wait_for_url("**/cancel")
     frame.locator("#status").filter(has_text="cancelled").wait_for(timeout=10000)
     popup.wait_for_event("close", timeout=10000)  # the return page closes its own window
 
-    with page.expect_popup() as popup_info:
-        frame.locator("#pay").click()
-    popup = popup_info.value
-    popup.wait_for_load_state()
-    popup.click("#pay")
+    open_checkout_popup(page, frame).click("#pay")
     page.locator("#lms-status").filter(has_text="org.imsglobal.lti.close").wait_for(timeout=15000)
     context.close()
