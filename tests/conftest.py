@@ -125,3 +125,10 @@ def ltiaas_api(mocked):
 
 
 from .live import browser  # noqa: E402,F401  (a fixture for the browser tests)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Name the browser the browser tests ran in (Debian's chromium, not Playwright's own)."""
+    from .live import USED
+    for used in USED:
+        terminalreporter.write_line(f"browser tests ran in {used}")

@@ -9,6 +9,7 @@ from werkzeug.serving import make_server
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 REQUIRE_BROWSER = os.environ.get("REQUIRE_BROWSER") == "1"
+USED: list[str] = []  # the browser the tests ran in, for the run's summary
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync",
                  # Block third-party cookies, as Safari and Chrome Incognito do inside an LMS frame.
@@ -47,6 +48,6 @@ def browser():
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
                                              ignore_default_args=["--disable-popup-blocking"])
-        print(f"\nbrowser: chromium {browser.version} at {CHROMIUM}")
+        USED.append(f"chromium {browser.version} at {CHROMIUM}")
         yield browser
         browser.close()
