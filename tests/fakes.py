@@ -33,6 +33,7 @@ class Stripe:
         # idempotency key and replayed; a 429 or a request that never arrived is not.
         self.fail_next_create: list = []
         self.refunds: dict[str, dict] = {}
+        self.fail_next_refund: list[int] = []  # statuses; a 5xx is kept under its key, as Stripe does
         self.probe = None  # called with the call's name while the service waits on Stripe
         rsps.add_callback("GET", re.compile(STRIPE + r"/v1/prices/[^/?]+"), self._price)
         rsps.add_callback("POST", STRIPE + "/v1/checkout/sessions", self._create)
@@ -145,12 +146,18 @@ class Stripe:
         with self.lock:
             self.calls.append(("refund", key))
             if key in self.refunds:
-                return 200, {"Idempotent-Replayed": "true"}, json.dumps(self.refunds[key])
+                kept = self.refunds[key]
+                return (500 if "error" in kept else 200), {"Idempotent-Replayed": "true"}, json.dumps(kept)
+            if self.fail_next_refund:
+                status, headers, body = self._error(self.fail_next_refund.pop(0), "Stripe is having trouble",
+                                                    kind="api_error")
+                self.refunds[key] = json.loads(body)
+                return status, headers, body
             pi = form.get("payment_intent")
             session = next((s for s in self.sessions.values() if s["payment_intent"] == pi), None)
             if session is None:
                 return self._error(404, "No such payment_intent", "resource_missing")
-            if any(r["payment_intent"] == pi for r in self.refunds.values()):
+            if any(r.get("payment_intent") == pi for r in self.refunds.values()):
                 return self._error(400, "Charge has already been refunded.", "charge_already_refunded")
             refund = {"id": "re_" + secrets.token_hex(8), "object": "refund", "amount": session["amount_total"],
                       "currency": session["currency"], "payment_intent": pi, "status": "succeeded", "metadata": {}}

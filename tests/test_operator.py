@@ -684,3 +684,17 @@ def test_refund_keeps_a_second_payment_in_view(app, ops):
     assert "Needs attention" in ops.get(f"/operator/registrations/{pk}").text
     from app.operator.actions import can_retry
     assert can_retry(reg)  # the completion's reason is there, beside the second payment
+
+
+def test_refund_after_a_stripe_5xx_is_not_replayed_forever(app, ops, stripe_api, ltiaas_api):
+    """Stripe keeps a 5xx under its idempotency key for a day: the next click needs a new key."""
+    pk = paid_registration(ops, stripe_api, ltiaas_api)
+    stripe_api.fail_next_refund.append(500)
+    post(ops, f"/operator/registrations/{pk}/refund")
+    assert load(app, pk).state == "completed"
+    post(ops, f"/operator/registrations/{pk}/refund")
+    reg = load(app, pk)
+    assert reg.state == "refunded"
+    keys = [c[1] for c in stripe_api.calls if c[0] == "refund"]
+    assert len(keys) == 2 and keys[0] != keys[1]
+    assert len([r for r in stripe_api.refunds.values() if "id" in r]) == 1

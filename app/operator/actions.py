@@ -68,7 +68,12 @@ def can_refund(reg: Registration) -> bool:
 
 
 def refund_key(reg: Registration, payment_intent: str) -> str:
-    return f"paygate-refund-{reg.id}-{payment_intent}"
+    """One key per payment, so a second click replays the first refund; after an answer Stripe keeps
+    and would replay (a 5xx), the next try takes a new key (Stripe never refunds a payment twice)."""
+    replayed = sum(1 for e in db.session.scalars(select(TimelineEntry).where(
+        TimelineEntry.registration_pk == reg.id, TimelineEntry.kind == "operator"))
+        if isinstance(e.details, dict) and e.details.get("replayed") and e.details.get("payment_intent") == payment_intent)
+    return f"paygate-refund-{reg.id}-{payment_intent}" + (f"-{replayed}" if replayed else "")
 
 
 def valid_form_id(value: str | None) -> bool:
@@ -144,7 +149,7 @@ def refund(reg: Registration, email: str) -> Result:
         refunded = payments.gateway().refund(payment_intent, key, metadata=metadata)
     except payments.PaymentProviderError as exc:
         record(reg, "operator", cause=cause, message=f"Refund failed at Stripe: {exc} Nothing was changed.",
-               details={"payment_intent": payment_intent, "idempotency_key": key})
+               details={"payment_intent": payment_intent, "idempotency_key": key, "replayed": exc.replayed})
         db.session.commit()
         return Result("error", f"{exc} Nothing was changed; try again, or refund in the Stripe dashboard.")
     refund_id, status = refunded.get("id"), refunded.get("status")
