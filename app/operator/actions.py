@@ -209,12 +209,20 @@ def set_platform_active(reg: Registration, active: bool, email: str, form_id: st
     return Result("ok", f"Platform {platform_id} {verb}.")
 
 
+def _text_problem(text: str, empty: str, noun: str) -> Result | None:
+    """Why an operator's text (a note, a resolution) cannot go into the timeline, if it cannot."""
+    if not text:
+        return Result("error", empty)
+    if len(text) > NOTE_MAX:
+        return Result("error", f"The {noun} is too long (at most {NOTE_MAX} characters).")
+    return None
+
+
 def add_note(reg: Registration, text: str, email: str, form_id: str) -> Result:
     text = (text or "").strip()
-    if not text:
-        return Result("error", "The note is empty.")
-    if len(text) > NOTE_MAX:
-        return Result("error", f"The note is too long (at most {NOTE_MAX} characters).")
+    problem = _text_problem(text, "The note is empty.", "note")
+    if problem:
+        return problem
     if _already_done(reg, form_id):
         db.session.rollback()
         return Result("info", "This note was already added.")
@@ -233,10 +241,9 @@ def resolve_attention(reg: Registration, text: str, email: str, form_id: str) ->
     if reg.state == State.NEEDS_ATTENTION:
         db.session.rollback()
         return Result("error", "Retry the completion or refund the payment to resolve this registration.")
-    if not text:
-        return Result("error", "Say what was done (for the timeline).")
-    if len(text) > NOTE_MAX:
-        return Result("error", f"The text is too long (at most {NOTE_MAX} characters).")
+    problem = _text_problem(text, "Say what was done (for the timeline).", "text")
+    if problem:
+        return problem
     if _already_done(reg, form_id):
         db.session.rollback()
         return Result("info", "Already resolved.")

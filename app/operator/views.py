@@ -148,12 +148,20 @@ def refund(pk: int):
     return _back(pk, actions.refund(reg, current_user.email))
 
 
+def _form_id_or_400() -> str:
+    """The one-time id of the submitted form (a form sent twice acts once)."""
+    form_id = request.form.get("form_id")
+    if not actions.valid_form_id(form_id):
+        abort(400, description="Reload the page and try again.")
+    return form_id
+
+
 @bp.post("/registrations/<int:pk>/platform")
 def platform(pk: int):
     reg = _registration_or_404(pk)
     wanted = request.form.get("active")
-    form_id = request.form.get("form_id")
-    if wanted not in ("1", "0") or not actions.valid_form_id(form_id):
+    form_id = _form_id_or_400()
+    if wanted not in ("1", "0"):
         abort(400, description="Reload the page and try again.")
     return _back(pk, actions.set_platform_active(reg, wanted == "1", current_user.email, form_id))
 
@@ -161,18 +169,14 @@ def platform(pk: int):
 @bp.post("/registrations/<int:pk>/notes")
 def note(pk: int):
     reg = _registration_or_404(pk)
-    form_id = request.form.get("form_id")
-    if not actions.valid_form_id(form_id):
-        abort(400, description="Reload the page and try again.")
+    form_id = _form_id_or_400()
     return _back(pk, actions.add_note(reg, request.form.get("text", ""), current_user.email, form_id))
 
 
 @bp.post("/registrations/<int:pk>/resolve")
 def resolve(pk: int):
     reg = _registration_or_404(pk)
-    form_id = request.form.get("form_id")
-    if not actions.valid_form_id(form_id):
-        abort(400, description="Reload the page and try again.")
+    form_id = _form_id_or_400()
     return _back(pk, actions.resolve_attention(reg, request.form.get("text", ""), current_user.email, form_id))
 
 
