@@ -6,7 +6,8 @@ from sqlalchemy import select, update
 
 from . import payments
 from .db import db, insert_ignoring_duplicates, utcnow
-from .models import CheckoutSession, Registration, State
+from .models import CheckoutSession, Licence, Registration, State
+from .registrations import record
 
 # Stripe accepts an expiry 30 minutes to 24 hours after creation.
 STRIPE_MIN_EXPIRY = timedelta(minutes=30, seconds=30)
@@ -55,6 +56,8 @@ def open_checkout(reg: Registration, success_url: str, cancel_url: str) -> str:
     now = utcnow()
     if reg.state != State.PENDING:
         raise NotPayable(reg.state)
+    if db.session.scalars(select(Licence.id).where(Licence.registration_pk == reg.id)).first() is not None:
+        raise NotPayable("invoiced")  # the admin chose to pay by invoice: never a card payment too
     current = _current_session(reg)
     if current is not None and current.status == "complete" and current.failed_at is None:
         raise NotPayable("processing")  # a delayed payment is on its way: never a second charge
@@ -86,7 +89,8 @@ def open_checkout(reg: Registration, success_url: str, cancel_url: str) -> str:
     ref = reference(reg)
     request = dict(price_id=reg.price_id, reference=ref["client_reference_id"], metadata=ref["metadata"],
                    success_url=success_url, cancel_url=cancel_url, expires_at=expires_at,
-                   idempotency_key=f"paygate-checkout-{reg.id}-{reg.registration_id}-{generation}")
+                   idempotency_key=f"paygate-checkout-{reg.id}-{reg.registration_id}-{generation}",
+                   recurring=reg.price_interval is not None)
     reg_pk = reg.id
     db.session.commit()  # no transaction stays open while Stripe is called
     try:
@@ -109,3 +113,27 @@ def open_checkout(reg: Registration, success_url: str, cancel_url: str) -> str:
     })
     db.session.commit()
     return view.url
+
+
+def close_session(session_id: str, how: str, cause: str, note: bool = True):
+    """An expired or failed session: final for that session, and never for a paid registration.
+
+    Returns (registration or None, outcome). Flushes; the caller commits.
+    """
+    row = db.session.scalars(select(CheckoutSession).where(CheckoutSession.session_id == session_id)).first()
+    if row is None:
+        return None, "unknown session"
+    reg = row.registration
+    if reg.payment_session_id == session_id:
+        if note:
+            record(reg, "event", cause=cause, message=f"Late '{how}' for the session that paid; ignored.")
+        return reg, "ignored: already paid"
+    if how == "expired" and row.status != "complete":
+        row.status = "expired"
+    if how == "failed" and row.failed_at is None:
+        row.failed_at = utcnow()
+    if note:
+        record(reg, "event", cause=cause, details={"session": session_id},
+               message="The payment session expired unpaid." if how == "expired" else
+               "The delayed payment failed; nothing was charged.")
+    return reg, how

@@ -104,16 +104,22 @@ def worker_command(once: bool, interval: float | None, reconcile: bool | None) -
               help="How far back to list Checkout Sessions (default RECONCILE_SINCE_HOURS, 48).")
 @with_appcontext
 def reconcile_command(since_hours: float | None) -> None:
-    """Fulfil every paid Checkout Session that Stripe lists and this database does not know as paid."""
+    """Fulfil every paid Checkout Session Stripe lists and this database does not know as paid, re-read
+    every live licence (subscriptions, open invoices, recent payments), and tell LTIaaS what changed."""
     from flask import current_app
 
     from .payments import PaymentProviderError
-    from .reconcile import reconcile
+    from .access import sync_pending
+    from .reconcile import reconcile, reconcile_licences
 
+    settings = current_app.config["SETTINGS"]
     try:
-        counts = reconcile(since_hours or current_app.config["SETTINGS"].reconcile_since_hours)
+        counts = reconcile(since_hours or settings.reconcile_since_hours)
+        counts.update({f"licence_{k}": v for k, v in reconcile_licences(settings.licence_recheck_days).items()})
     except PaymentProviderError as exc:
         raise click.ClickException(str(exc)) from None
+    counts.update(sync_pending(cause="reconcile"))
+    counts["errors"] += counts.pop("licence_errors")
     click.echo(" ".join(f"{k}={v}" for k, v in counts.items()))
     if counts["errors"]:
         sys.exit(1)

@@ -25,9 +25,9 @@ class Settings(BaseSettings):
     ltiaas_url: str = ""
     ltiaas_api_key: str = ""
     ltiaas_platforms_path: str = "/admin/platforms"
-    # Complete Registration body; whatever is unset is left to the LTIaaS portal's defaults.
+    # Complete Registration body; whatever is unset is left to the LTIaaS portal's defaults, except
+    # autoActivate, which the licence decides (app/access.py).
     ltiaas_platform_name: str | None = None
-    ltiaas_auto_activate: bool | None = None
     ltiaas_messages: str | None = None
     # Every outgoing LTIaaS call is bounded; the webhook must answer Stripe promptly.
     ltiaas_timeout_seconds: float = 5.0
@@ -51,6 +51,22 @@ class Settings(BaseSettings):
     frame_ancestors: str = "*"
     # Where failed sign-in counts are kept; memory:// is per process, see the README.
     ratelimit_storage_uri: str = "memory://"
+
+    # Who the admin pays, and whom to ask (shown on the flow's pages).
+    vendor_name: str | None = None
+    support_contact: str | None = None
+
+    # Licences: an overdue invoice keeps its platform active this many days after its due date.
+    licence_grace_days: int = Field(default=14, ge=0, le=365)
+    # "Pay by invoice" beside the card payment, with this payment term in days (unset or 0: card only).
+    invoice_days_until_due: int | None = Field(default=None, ge=0, le=365)
+    # An invoiced platform is active from completion (immediate) or only once the invoice is paid.
+    invoice_access: Literal["immediate", "on_payment"] = "immediate"
+    # How far back reconciliation re-reads charges for refunds and disputes.
+    licence_recheck_days: float = Field(default=120, gt=0)
+
+    metrics_token: str | None = None
+    log_format: Literal["text", "json"] = "text"
 
     # The worker (`flask --app wsgi worker`): seconds between passes.
     worker_interval_seconds: float = Field(default=10.0, gt=0)
@@ -91,16 +107,19 @@ class Settings(BaseSettings):
             self.stripe_api_base = self.stripe_api_base or f"{base}/_local/stripe"
         return self
 
-    @property
-    def completion_body(self) -> dict:
-        body = {}
+    def completion_body(self, active: bool) -> dict:
+        """Complete Registration's body; `active` is what the licence says the platform's access is."""
+        body = {"autoActivate": active}
         if self.ltiaas_platform_name:
             body["platformName"] = self.ltiaas_platform_name
-        if self.ltiaas_auto_activate is not None:
-            body["autoActivate"] = self.ltiaas_auto_activate
         if self.ltiaas_messages:
             body["messages"] = json.loads(self.ltiaas_messages)
         return body
+
+    @property
+    def invoicing(self) -> bool:
+        """Whether the admin may choose to pay by invoice."""
+        return bool(self.invoice_days_until_due)
 
     @property
     def payment_method_types(self) -> list[str]:
@@ -157,6 +176,10 @@ def load_settings(overrides: dict | None = None) -> Settings:
     if settings.worker_stale_seconds and settings.worker_stale_seconds <= settings.ltiaas_timeout_seconds + 5:
         raise ConfigError("WORKER_STALE_SECONDS is malformed: must exceed LTIAAS_TIMEOUT_SECONDS + 5 "
                           "(an attempt still running must never be given up)")
+    # Checkout Sessions expire 5 minutes before the window ends and Stripe takes 30 min to 24 h.
+    if not 36 <= settings.registration_window_minutes <= 24 * 60 + 5:
+        raise ConfigError("REGISTRATION_WINDOW_MINUTES is malformed: must be between 36 and 1445, so that "
+                          "a Checkout Session can expire 30 minutes to 24 hours after it opens")
     if not settings.ltiaas_platforms_path.startswith("/"):
         raise ConfigError("LTIAAS_PLATFORMS_PATH is malformed: must start with /")
     return settings

@@ -11,7 +11,7 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import or_, select
 
-from . import ltiaas, payments
+from . import access, licences, ltiaas, payments, refunds
 from .db import db, insert_ignoring_duplicates, utcnow
 from .models import CheckoutSession, Registration, State
 from .money import format_amount
@@ -39,10 +39,16 @@ def _belongs(reg: Registration, view: payments.CheckoutView) -> list[str]:
         problems.append("client_reference_id")
     if view.metadata.get("registration_pk") != str(reg.id):
         problems.append("metadata.registration_pk")
-    if view.amount_total != reg.amount:
-        problems.append("amount")
-    if (view.currency or "").lower() != reg.currency.lower():
+    # Checkout may charge in one of the Price's other currencies (currency_options, adaptive pricing).
+    offered = {reg.currency.lower(): reg.amount, **(reg.price_options or {})}
+    currency = (view.currency or "").lower()
+    if currency not in offered:
         problems.append("currency")
+    elif view.amount_total != offered[currency]:
+        problems.append("amount")
+    if view.mode == "subscription" and (view.subscription_view is None
+                                         or view.subscription_view.metadata.get("registration_pk") != str(reg.id)):
+        problems.append("subscription")
     if view.price_ids and view.price_ids != [reg.price_id]:
         problems.append("price")
     return problems
@@ -114,13 +120,18 @@ def apply_checkout(view: payments.CheckoutView, cause: str) -> Outcome:
                    message=f"A payment that does not match what was sold ({', '.join(problems)}).")
         return Outcome(reg, False, "mismatch")
 
-    if reg.payment_session_id is None:
+    if view.subscription:
+        evidence["subscription"] = view.subscription
+    licence = licences.of(reg)
+    if reg.payment_session_id is None and (licence is None or licence.kind != "invoice"):  # never beside an invoice
         if transition(reg, State.PAID, cause=cause, where=(Registration.payment_session_id.is_(None),),
                       expect={State.PENDING, State.ABANDONED, State.NEEDS_ATTENTION},
-                      message=f"Paid {format_amount(view.amount_total, view.currency)}.",
+                      message=f"Paid {format_amount(view.amount_total, view.currency)}"
+                              + (f" for subscription {view.subscription}." if view.subscription else "."),
                       details=evidence, payment_session_id=view.id, payment_intent_id=view.payment_intent,
                       amount_paid=view.amount_total, currency_paid=view.currency,
                       payer_email=view.payer_email, paid_at=utcnow(), next_attempt_at=None):
+            licences.record_checkout(reg, view, cause)
             return Outcome(reg, True, "paid")
     if reg.payment_session_id == view.id:
         log.info("registration %s: repeated paid for %s (cause %s) ignored", reg.id, view.id, cause)
@@ -160,14 +171,16 @@ def complete(reg: Registration, cause: str, now=None) -> None:
         message="Completing the registration at LTIaaS.",
         attempt_count=Registration.attempt_count + 1, attempt_started_at=now,
     )
-    registration_id = reg.registration_id  # read now: after the commit it would open a transaction
+    # Read now: after the commit they would open a transaction. LTIaaS registers the platform with the
+    # access its licence gives it; the reconciler corrects it if the licence changes meanwhile.
+    registration_id, active = reg.registration_id, reg.access_wanted is not False
     db.session.commit()
     if not claimed:
         return
     settings = current_app.config["SETTINGS"]
     started = utcnow()
     try:
-        result = ltiaas.client().complete_registration(registration_id, settings.completion_body)
+        result = ltiaas.client().complete_registration(registration_id, settings.completion_body(active))
     except ltiaas.LtiaasError as exc:
         _record_failure(reg, exc, cause, attempt=now, now=now + (utcnow() - started))
     else:
@@ -181,15 +194,18 @@ def complete(reg: Registration, cause: str, now=None) -> None:
                           details={"platform_id": result.platform_id}, platform_id=result.platform_id,
                           completion_html=result.html, completed_at=utcnow(), attempt_started_at=None,
                           next_attempt_at=None, last_error=None, attempt_uncertain=False,
-                          attention=remaining or None,
-                          platform_active=settings.ltiaas_auto_activate):
+                          attention=remaining or None, platform_active=active):
             log.error("registration %s: LTIaaS completed as platform %s, but the registration is now %s",
                       reg.id, result.platform_id, reg.state)
             record(reg, "attempt", cause=cause, details={"platform_id": result.platform_id},
                    message=f"LTIaaS registered platform {result.platform_id} after this attempt had been "
                            f"given up as stale (the registration is now {reg.state}); an operator must "
                            "reconcile it.", attention="completion_late", platform_id=result.platform_id)
+        else:
+            refunds.settle_after_completion(reg, cause)
     db.session.commit()
+    if claimed and reg.platform_id:
+        access.sync(reg.id, cause)  # the licence may have changed while LTIaaS was asked
 
 
 def _record_failure(reg: Registration, exc: ltiaas.LtiaasError, cause: str, *, attempt, now) -> None:

@@ -2,15 +2,20 @@
 import enum
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, func
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, func, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .db import db, utcnow
 
 
+# A completed platform whose access at LTIaaS differs from what its licence says (or was never told).
+ACCESS_DIFFERS = ("platform_id IS NOT NULL AND access_wanted IS NOT NULL "
+                  "AND (platform_active IS NULL OR platform_active <> access_wanted)")
+
+
 class State(str, enum.Enum):
     PENDING = "pending"  # shown to the admin, not paid
-    PAID = "paid"  # Stripe says paid; completion not started, or a retry is scheduled
+    PAID = "paid"  # money secured (Stripe says paid, or an invoice was sent); not yet completed
     COMPLETING = "completing"  # one caller is talking to LTIaaS Complete right now
     COMPLETED = "completed"  # LTIaaS returned platformId and html
     NEEDS_ATTENTION = "needs_attention"  # paid, not registered: an operator must act
@@ -42,6 +47,9 @@ class Registration(db.Model):
     price_id: Mapped[str] = mapped_column(String(255))
     amount: Mapped[int] = mapped_column(Integer)
     currency: Mapped[str] = mapped_column(String(3))
+    # What the Price costs in its other currencies ({"eur": 4500}), and its period if recurring.
+    price_options: Mapped[dict | None] = mapped_column(JSON)
+    price_interval: Mapped[str | None] = mapped_column(String(20))  # "year", "2 month"...
     # Each new Checkout Session gets a new generation; its idempotency key and expiry are fixed with it.
     checkout_generation: Mapped[int] = mapped_column(Integer, default=0)
     checkout_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -69,6 +77,20 @@ class Registration(db.Model):
     refund_id: Mapped[str | None] = mapped_column(String(255))
     refunded_at: Mapped[datetime | None] = mapped_column(DateTime)
 
+    # Access at LTIaaS (app/access.py). `platform_active` above is what LTIaaS was last told;
+    # `access_wanted` what the licence and the override say it should be, with why.
+    access_wanted: Mapped[bool | None] = mapped_column(Boolean)
+    access_reason: Mapped[str | None] = mapped_column(String(200))
+    # An operator's override: True grants, False revokes, None follows the licence.
+    access_override: Mapped[bool | None] = mapped_column(Boolean)
+    # When the access may change by the clock alone (an invoice's due date plus the grace).
+    access_review_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # The reconciler's claim on the row while it tells LTIaaS, and its retries.
+    access_claimed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    access_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    access_next_at: Mapped[datetime | None] = mapped_column(DateTime)
+    access_error: Mapped[dict | None] = mapped_column(JSON)
+
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
@@ -78,6 +100,7 @@ class Registration(db.Model):
     timeline: Mapped[list["TimelineEntry"]] = relationship(
         back_populates="registration", order_by="TimelineEntry.id"
     )
+    licence: Mapped["Licence | None"] = relationship(back_populates="registration", uselist=False)
 
     __table_args__ = (
         Index("ix_registrations_created_at_id", "created_at", "id"),
@@ -90,6 +113,10 @@ class Registration(db.Model):
         Index("ix_registrations_payment_session_id", "payment_session_id"),
         Index("ix_registrations_payment_intent_id", "payment_intent_id"),
         Index("ix_registrations_next_attempt_at", "next_attempt_at"),
+        Index("ix_registrations_access_review_at", "access_review_at"),
+        # The reconciler's work list: platforms whose access differs from what LTIaaS was told.
+        Index("ix_registrations_access_differs", "id",
+              postgresql_where=text(ACCESS_DIFFERS), sqlite_where=text(ACCESS_DIFFERS)),
         # Operator search (migration 0002): payer e-mail whatever its case; LMS URL by prefix (LIKE 'x%').
         Index("ix_registrations_payer_email_lower", func.lower(payer_email)),
         Index("ix_registrations_lms_url_lower", func.lower(lms_url).label("lms_url_lower"),
@@ -99,6 +126,87 @@ class Registration(db.Model):
     @property
     def needs_attention(self) -> bool:
         return self.attention is not None
+
+
+class Licence(db.Model):
+    """What Stripe says of a registration's money: the facts that decide its platform's access."""
+
+    __tablename__ = "licences"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    registration_pk: Mapped[int] = mapped_column(ForeignKey("registrations.id"), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))  # payment, subscription, invoice
+    # Stripe's status of the licence's object: the PaymentIntent's, the subscription's or the invoice's.
+    status: Mapped[str | None] = mapped_column(String(40))
+    # A subscription billed by invoice: the subscription's status beside the invoice's.
+    subscription_status: Mapped[str | None] = mapped_column(String(40))
+    customer_id: Mapped[str | None] = mapped_column(String(255))
+    subscription_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    invoice_id: Mapped[str | None] = mapped_column(String(255), index=True)  # the newest invoice
+    period_end: Mapped[datetime | None] = mapped_column(DateTime)
+    due_at: Mapped[datetime | None] = mapped_column(DateTime)
+    first_paid_at: Mapped[datetime | None] = mapped_column(DateTime)
+    currency: Mapped[str | None] = mapped_column(String(3))
+
+    # Pay by invoice: who gets it, and what Stripe made of it.
+    billing_email: Mapped[str | None] = mapped_column(String(320))
+    organisation: Mapped[str | None] = mapped_column(String(200))
+    po_number: Mapped[str | None] = mapped_column(String(140))
+    invoice_form_id: Mapped[str | None] = mapped_column(String(64))
+    invoice_number: Mapped[str | None] = mapped_column(String(100))
+    hosted_invoice_url: Mapped[str | None] = mapped_column(Text)
+    amount_due: Mapped[int | None] = mapped_column(Integer)
+    amount_remaining: Mapped[int | None] = mapped_column(Integer)
+    invoice_sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # One caller at a time makes the invoice at Stripe; others wait for it (a stale claim is retaken).
+    invoicing_claimed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    invoicing_error: Mapped[str | None] = mapped_column(String(300))
+
+    # A dispute open on any of its payments, for operators.
+    dispute_open: Mapped[bool] = mapped_column(Boolean, default=False)
+    checked_at: Mapped[datetime | None] = mapped_column(DateTime)  # last read from Stripe
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+    registration: Mapped[Registration] = relationship(back_populates="licence")
+    payments: Mapped[list["LicencePayment"]] = relationship(
+        back_populates="licence", order_by="LicencePayment.id"
+    )
+
+    __table_args__ = (
+        Index("ix_licences_kind_status", "kind", "status"),
+        Index("ix_licences_due_at", "due_at"),
+    )
+
+
+class LicencePayment(db.Model):
+    """One Stripe payment (a PaymentIntent and its charge) made for a licence, with its refunds and dispute."""
+
+    __tablename__ = "licence_payments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    licence_pk: Mapped[int] = mapped_column(ForeignKey("licences.id"), index=True)
+    registration_pk: Mapped[int] = mapped_column(ForeignKey("registrations.id"), index=True)
+    payment_intent_id: Mapped[str] = mapped_column(String(255), unique=True)
+    charge_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    invoice_id: Mapped[str | None] = mapped_column(String(255))
+    amount: Mapped[int | None] = mapped_column(Integer)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    paid_at: Mapped[datetime | None] = mapped_column(DateTime)
+    amount_refunded: Mapped[int] = mapped_column(Integer, default=0)
+    refund_id: Mapped[str | None] = mapped_column(String(255))
+    refund_status: Mapped[str | None] = mapped_column(String(30))
+    dispute_id: Mapped[str | None] = mapped_column(String(255))
+    dispute_status: Mapped[str | None] = mapped_column(String(40))
+    dispute_due_by: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+    licence: Mapped[Licence] = relationship(back_populates="payments")
+
+    @property
+    def fully_refunded(self) -> bool:
+        return self.amount is not None and self.amount > 0 and self.amount_refunded >= self.amount
 
 
 class CheckoutSession(db.Model):

@@ -10,12 +10,14 @@ import logging
 import time
 from collections import Counter
 
-from sqlalchemy import select
+from datetime import timedelta
 
-from . import payments
-from .db import db
+from sqlalchemy import or_, select
+
+from . import licences, payments, refunds
+from .db import db, utcnow
 from .fulfilment import _registration_for, apply_checkout, complete
-from .models import CheckoutSession, State
+from .models import CheckoutSession, Licence, LicencePayment, State
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,8 @@ def reconcile(since_hours: float = 48, page_size: int = 100) -> dict:
             if _known(view, reg):
                 counts["known"] += 1
                 continue
-            outcome = apply_checkout(view, CAUSE)
+            db.session.commit()  # nothing is held while Stripe is asked for the subscription
+            outcome = apply_checkout(payments.gateway().with_subscription(view), CAUSE)
             db.session.commit()
             if outcome.note == "already paid":  # a webhook or return recorded it a moment ago
                 counts["known"] += 1
@@ -81,4 +84,47 @@ def reconcile(since_hours: float = 48, page_size: int = 100) -> dict:
             db.session.expunge_all()  # a long listing must not grow the session's identity map
     result = dict(counts)
     log.info("reconcile: %s", " ".join(f"{k}={v}" for k, v in result.items()))
+    return result
+
+
+# Licences: re-read every one whose access could be stale, so that a missed webhook corrects itself.
+LIVE_SUBSCRIPTION = ("incomplete", "trialing", "active", "past_due", "unpaid", "paused")
+
+
+def reconcile_licences(recheck_days: float = 120, batch: int = 100) -> dict:
+    """Re-read live subscriptions, open invoices and the recent payments (refunds, disputes) from Stripe.
+
+    Each one is applied as its webhook would be, and committed on its own; one failure does not
+    stop the others. Returns counts: licences, payments, changed, errors.
+    """
+    counts = Counter({k: 0 for k in ("licences", "payments", "changed", "errors")})
+    live = or_(Licence.status.in_(LIVE_SUBSCRIPTION) & (Licence.kind == "subscription"),
+               (Licence.kind == "invoice") & (Licence.status.in_(("draft", "open"))
+                                             | Licence.subscription_status.in_(LIVE_SUBSCRIPTION)))
+    since = utcnow() - timedelta(days=recheck_days)
+    work = [(licences.recheck, select(Licence.id).where(live), "licences"),
+            (refunds.recheck, select(LicencePayment.id).where(LicencePayment.paid_at >= since), "payments")]
+    for recheck, query, name in work:
+        after = 0
+        while True:  # keyset batches: a long list never holds a transaction or the identity map
+            ids = db.session.scalars(query.where(query.selected_columns[0] > after)
+                                     .order_by(query.selected_columns[0]).limit(batch)).all()
+            db.session.commit()
+            if not ids:
+                break
+            after = ids[-1]
+            for pk in ids:
+                counts[name] += 1
+                try:
+                    counts["changed"] += recheck(pk, CAUSE)
+                except payments.PaymentProviderError:
+                    raise  # Stripe cannot be asked: stop, the next run tries again
+                except Exception:
+                    db.session.rollback()
+                    counts["errors"] += 1
+                    log.exception("reconcile: %s %s could not be re-read", name, pk)
+                finally:
+                    db.session.expunge_all()
+    result = dict(counts)
+    log.info("reconcile licences: %s", " ".join(f"{k}={v}" for k, v in result.items()))
     return result

@@ -25,7 +25,8 @@ TRANSITIONS: dict[State, set[State]] = {
     State.COMPLETING: {State.COMPLETED, State.PAID, State.NEEDS_ATTENTION},
     State.NEEDS_ATTENTION: {State.PAID, State.COMPLETED, State.REFUNDED},
     State.COMPLETED: {State.REFUNDED},
-    State.REFUNDED: set(),
+    # A refund that fails after it was recorded is undone: the registration is what it was before.
+    State.REFUNDED: {State.COMPLETED, State.NEEDS_ATTENTION},
 }
 
 
@@ -107,13 +108,17 @@ def open_registration(registration_id: str, lms, price, cause: str) -> Registrat
         "lms_version": (lms.version or "")[:200] or None,
         "lms_details": {"supportedScopes": lms.supported_scopes, "supportedMessages": lms.supported_messages},
         "price_id": price.id, "amount": price.unit_amount, "currency": price.currency,
-        "checkout_generation": 0, "attempt_count": 0, "attempt_uncertain": False,
+        "price_options": price.currency_options or None,
+        "price_interval": (price.interval if price.interval_count == 1 else f"{price.interval_count} {price.interval}")
+        if price.recurring else None,
+        "checkout_generation": 0, "attempt_count": 0, "attempt_uncertain": False, "access_attempts": 0,
         "created_at": now, "updated_at": now,
     })
     reg = db.session.scalars(select(Registration).where(Registration.registration_id == registration_id)).one()
     if created:
         db.session.add(TimelineEntry(registration_pk=reg.id, kind="state", to_state=State.PENDING.value,
                                      cause=cause, message=f"Registration opened by {lms.family or 'an LMS'} "
-                                     f"at {lms.url}; price {format_amount(price.unit_amount, price.currency)}."))
+                                     f"at {lms.url}; price {format_amount(price.unit_amount, price.currency)}"
+                                     f"{' per ' + price.interval if price.recurring else ''}."))
         db.session.flush()
     return reg

@@ -1,14 +1,21 @@
-"""Stripe webhooks: verified on the raw body, recorded once by event id, fulfilled idempotently."""
+"""Stripe webhooks: a dispatcher. Verify on the raw body, record once by event id, route by type.
+
+Each event type goes to the domain module that owns its rule: checkout and fulfilment, licences
+(subscriptions, invoices), refunds and disputes. Those modules ask Stripe for the object's current
+state; they never trust the event's snapshot or its order. The event and its outcome are committed,
+then the sender is answered; what waits on LTIaaS (telling it a platform's new access) runs after
+the answer, driven by what was recorded, and the worker finishes it if this process cannot.
+"""
 import logging
 
 import stripe
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import update
 
-from . import payments
+from . import access, checkout, licences, payments, refunds
 from .db import db, insert_ignoring_duplicates, utcnow
 from .fulfilment import apply_checkout, complete
-from .models import CheckoutSession, StripeEvent
+from .models import Registration, StripeEvent
 from .registrations import record
 
 log = logging.getLogger(__name__)
@@ -16,6 +23,23 @@ bp = Blueprint("webhooks", __name__)
 
 CONFIRMING = {"checkout.session.completed", "checkout.session.async_payment_succeeded"}
 CLOSING = {"checkout.session.expired": "expired", "checkout.session.async_payment_failed": "failed"}
+# Every other type the contract lists, by the module that owns it: (object) -> (registration, outcome).
+ROUTES = {
+    "customer.subscription.updated": licences.on_subscription_event,
+    "customer.subscription.deleted": licences.on_subscription_event,
+    "invoice.paid": licences.on_invoice_event,
+    "invoice.payment_failed": licences.on_invoice_event,
+    "invoice.overdue": licences.on_invoice_event,
+    "invoice.voided": licences.on_invoice_event,
+    "invoice.marked_uncollectible": licences.on_invoice_event,
+    "charge.refunded": refunds.on_charge_event,
+    "refund.created": refunds.on_refund_event,
+    "refund.updated": refunds.on_refund_event,
+    "refund.failed": refunds.on_refund_event,
+    "charge.dispute.created": refunds.on_dispute_event,
+    "charge.dispute.updated": refunds.on_dispute_event,
+    "charge.dispute.closed": refunds.on_dispute_event,
+}
 
 
 @bp.post("/webhooks/stripe")
@@ -27,67 +51,61 @@ def stripe_webhook():
         log.warning("webhook refused: missing, bad or stale signature")
         return jsonify(error="invalid signature"), 400
     try:
-        result = handle_event(event, payload.decode("utf-8"))
+        result, after = handle_event(event, payload.decode("utf-8"))
     except payments.PaymentProviderError:
         db.session.rollback()
         return jsonify(error="payment provider unavailable; retry"), 503
-    return jsonify(received=True, result=result)
+    response = jsonify(received=True, result=result)
+    if after is not None:
+        app = current_app._get_current_object()
+        response.call_on_close(lambda: _after_answer(app, after))
+    return response
 
 
-def handle_event(event: dict, payload: str) -> str:
-    """Apply one verified event; the LTIaaS call, if any, runs after the commit."""
+def _after_answer(app, work) -> None:
+    """Work that waits on LTIaaS, after Stripe has its answer; the worker retries whatever fails here."""
+    with app.app_context():
+        try:
+            work()
+        except Exception:
+            db.session.rollback()
+            log.exception("after the webhook's answer: failed; the worker will finish it")
+
+
+def handle_event(event: dict, payload: str):
+    """Apply one verified event and commit; returns (outcome, work to do after the answer or None)."""
     event_id, kind = event["id"], event["type"]
     obj = (event.get("data") or {}).get("object") or {}
+    cause = f"webhook {event_id} ({kind})"
     session_id = obj.get("id") if obj.get("object") == "checkout.session" else None
-    # Stripe is asked again for the session: a late event never decides on stale data.
-    view = payments.gateway().retrieve_checkout_session(session_id) if kind in CONFIRMING and session_id else None
-
+    registration, after, result = None, None, "ignored"
+    if kind in CONFIRMING and session_id:
+        # Stripe is asked again for the session: a late event never decides on stale data.
+        view = payments.gateway().retrieve_checkout_session(session_id)
+        outcome = apply_checkout(view, cause)
+        registration, result = outcome.registration, outcome.note
+        if outcome.paid:
+            pk = outcome.registration.id
+            after = lambda: complete(db.session.get(Registration, pk), cause)  # noqa: E731
+    elif kind in CLOSING and session_id:
+        repeat = db.session.get(StripeEvent, event_id) is not None  # a repeat adds no timeline line
+        registration, result = checkout.close_session(session_id, CLOSING[kind], cause, note=not repeat)
+    elif kind in ROUTES:
+        registration, result = ROUTES[kind](obj, cause)
+        if registration is not None:
+            pk = registration.id
+            after = lambda: access.sync(pk, cause)  # noqa: E731
     new = insert_ignoring_duplicates(StripeEvent, {"event_id": event_id, "type": kind, "session_id": session_id,
                                                    "received_at": utcnow(), "deliveries": 1, "payload": payload})
-    if not new:
-        db.session.execute(update(StripeEvent).where(StripeEvent.event_id == event_id)
-                           .values(deliveries=StripeEvent.deliveries + 1))
-    cause = f"webhook {event_id} ({kind})"
-    if view is not None:
-        outcome = apply_checkout(view, cause)
-        result = outcome.note
-        if new and result == "already paid":  # another event for the same payment: logged, ignored
-            record(outcome.registration, "event", cause=cause, details={"session": session_id},
-                   message="Stripe confirmed the payment again; already recorded, ignored.")
-    elif kind in CLOSING and session_id:
-        outcome, result = None, _close_session(session_id, CLOSING[kind], cause, new)
-    else:
-        outcome, result = None, "ignored"
-    registration = outcome.registration if outcome else None
     if new:  # the first delivery's outcome is the one operators read
         db.session.execute(update(StripeEvent).where(StripeEvent.event_id == event_id).values(
-            outcome=result, registration_pk=registration.id if registration else StripeEvent.registration_pk))
+            outcome=result[:300], registration_pk=registration.id if registration else None))
+        if registration is not None and result == "already paid":
+            record(registration, "event", cause=cause, details={"session": session_id},
+                   message="Stripe confirmed the payment again; already recorded, ignored.")
     else:
+        db.session.execute(update(StripeEvent).where(StripeEvent.event_id == event_id)
+                           .values(deliveries=StripeEvent.deliveries + 1))
         log.info("webhook %s delivered again; outcome %s", event_id, result)
     db.session.commit()
-    if outcome is not None and outcome.paid:
-        complete(outcome.registration, cause)
-    return result
-
-
-def _close_session(session_id: str, how: str, cause: str, new: bool) -> str:
-    """An expired or failed session: final for that session, and never for a paid registration."""
-    row = db.session.scalars(db.select(CheckoutSession).where(CheckoutSession.session_id == session_id)).first()
-    if row is None:
-        return "unknown session"
-    reg = row.registration
-    if reg.payment_session_id == session_id:
-        if new:
-            record(reg, "event", cause=cause, message=f"Late '{how}' for the session that paid; ignored.")
-        return "ignored: already paid"
-    if how == "expired" and row.status != "complete":
-        row.status = "expired"
-    if how == "failed" and row.failed_at is None:
-        row.failed_at = utcnow()
-    if new:
-        record(reg, "event", cause=cause, details={"session": session_id},
-               message="The payment session expired unpaid." if how == "expired" else
-               "The delayed payment failed; nothing was charged.")
-    db.session.execute(update(StripeEvent).where(StripeEvent.session_id == session_id)
-                       .values(registration_pk=reg.id))
-    return how
+    return result, after

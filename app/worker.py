@@ -25,7 +25,7 @@ from datetime import datetime, timedelta, timezone
 from flask import Flask, current_app
 from sqlalchemy import and_, exists, func, or_, select, true
 
-from . import fulfilment, payments
+from . import access, fulfilment, invoicing, payments
 from .db import db, utcnow
 from .models import CheckoutSession, Registration, State
 from .registrations import transition
@@ -161,19 +161,26 @@ def run_once(now: datetime | None = None, *, reconcile: bool = False,
     started = time.monotonic()
     counts: Counter = Counter({k: 0 for k in COUNTS})
     resolve_stale(clock, counts)
+    counts["invoices"] = invoicing.resume_pending(clock())
     retry_due(clock, counts, stop)
     abandon_expired(clock, counts)
     result = dict(counts)
+    # Access: what the clock changed (a due date passed), then every platform LTIaaS must be told about.
+    result.update(access.sync_pending(clock(), CAUSE, stop))
     if reconcile:
         from .reconcile import reconcile as reconcile_with_stripe
+        from .reconcile import reconcile_licences
+        settings = current_app.config["SETTINGS"]
         try:
-            found = reconcile_with_stripe(current_app.config["SETTINGS"].reconcile_since_hours)
+            found = reconcile_with_stripe(settings.reconcile_since_hours)
+            found.update({f"licence_{k}": v for k, v in reconcile_licences(settings.licence_recheck_days).items()})
         except payments.PaymentProviderError as exc:
             db.session.rollback()
             log.warning("worker: reconciliation with Stripe failed: %s", exc)
             result["reconcile_failed"] = 1
         else:
             result.update({f"reconcile_{k}": v for k, v in found.items()})
+            result.update(access.sync_pending(clock(), CAUSE, stop))  # what reconciliation changed
     log.info("worker pass: %s (%.2f s)", " ".join(f"{k}={v}" for k, v in result.items()),
              time.monotonic() - started)
     return result

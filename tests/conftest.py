@@ -3,6 +3,7 @@ import os
 
 import pytest
 import responses
+from flask.testing import FlaskClient
 from flask_migrate import upgrade
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -67,8 +68,18 @@ def _empty(app) -> None:
         db.session.commit()
 
 
+class ServerLikeClient(FlaskClient):
+    """A test client that closes each response as a server does after sending it, so that the work a
+    view leaves for after its answer (response.call_on_close) runs before the test goes on."""
+
+    def open(self, *args, **kwargs):
+        kwargs.setdefault("buffered", True)
+        return super().open(*args, **kwargs)
+
+
 def make_app(database_url: str, **overrides):
     app = create_app({**BASE_CONFIG, "database_url": database_url, **overrides})
+    app.test_client_class = ServerLikeClient
     _empty(app)
     return app
 

@@ -160,7 +160,7 @@ def test_success_url_alone_proves_nothing(client, stripe_api, ltiaas_api):
 
 def test_completion_body_comes_from_configuration(database_url, stripe_api, ltiaas_api):
     from .conftest import make_app
-    app = make_app(database_url, ltiaas_platform_name="Acme Quiz", ltiaas_auto_activate=True,
+    app = make_app(database_url, ltiaas_platform_name="Acme Quiz",
                    ltiaas_messages='[{"type": "LtiResourceLinkRequest", "placements": ["course_navigation"]}]')
     client = app.test_client()
     _, token, _ = open_frame(client, ltiaas_api)
@@ -171,12 +171,14 @@ def test_completion_body_comes_from_configuration(database_url, stripe_api, ltia
         {"type": "LtiResourceLinkRequest", "placements": ["course_navigation"]}]}]
 
 
-def test_unset_completion_settings_leave_ltiaas_defaults(client, stripe_api, ltiaas_api):
+def test_unset_completion_settings_leave_ltiaas_defaults_but_the_licence_decides_activation(client, stripe_api,
+                                                                                             ltiaas_api):
     _, token, _ = open_frame(client, ltiaas_api)
     client.get(f"/flow/{token}/pay")
     stripe_api.pay(stripe_api.only_session()["id"])
     client.get(f"/flow/{token}/paid?session_id={stripe_api.only_session()['id']}")
-    assert ltiaas_api.complete_bodies == [{}]
+    # autoActivate is never left to the portal's default: the paid licence says active.
+    assert ltiaas_api.complete_bodies == [{"autoActivate": True}]
 
 
 def test_cancel_tells_the_frame_and_pay_again_reuses_the_session(client, stripe_api, ltiaas_api):

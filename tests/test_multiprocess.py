@@ -413,6 +413,16 @@ def test_three_worker_processes_share_due_completions_without_doing_any_twice(se
         assert requests.post(f"{servers[n % SERVERS].url}/webhooks/stripe", data=body, headers=headers,
                              timeout=30).status_code == 200
         registrations.append(registration_id)
+    # The webhook is answered first; its completion attempt runs right after the answer.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with db_app.app_context():
+            tried = db.session.scalar(select(func.count()).select_from(Registration).where(
+                Registration.registration_id.in_(registrations), Registration.state == "paid",
+                Registration.attempt_count == 1))
+        if tried == len(registrations):
+            break
+        time.sleep(0.05)
     assert not upstreams.ltiaas.complete_failures
     with db_app.app_context():
         db.session.execute(update(Registration).where(Registration.registration_id.in_(registrations))

@@ -11,7 +11,8 @@ import stripe
 from flask import Flask
 
 from app.config import Settings
-from app.standins import create_standins_blueprint, reset, send_event, stripe_api
+from app.standins import create_standins_blueprint, reset, send_event
+from app.standins.stripe import core
 
 BASE = "http://svc.test"
 STRIPE_BASE = BASE + "/_local/stripe"
@@ -47,7 +48,7 @@ class Network:
         self.hooks = []
         self.arrived = threading.Condition()
         rsps.add_callback("POST", BASE + "/webhooks/stripe", self._webhook)
-        for method in ("GET", "POST"):
+        for method in ("GET", "POST", "DELETE"):
             rsps.add_callback(method, re.compile(re.escape(BASE) + r"/_local/.*"), self._forward)
 
     def _forward(self, req):
@@ -136,6 +137,12 @@ def test_session_create_and_idempotent_replay(sc):
     ({"expires_at": int(time.time()) + 90000}, "expires_at"),
     ({"line_items": [{"price": "price_nope", "quantity": 1}]}, "line_items[0][price]"),
     ({"ui_mode": "hosted"}, "ui_mode"),
+    ({"line_items": [{"price": "price_local_yearly"}]}, "line_items[0][price]"),  # recurring in payment mode
+    ({"mode": "subscription"}, "line_items"),  # one-time in subscription mode
+    ({"line_items": [{"price": "price_local_archived"}]}, "line_items[0][price]"),
+    ({"mode": "subscription", "line_items": [{"price": "price_local_yearly"}],
+      "payment_intent_data": {"metadata": {"a": "b"}}}, "payment_intent_data"),
+    ({"locale": "xx"}, "locale"),
 ])
 def test_session_create_validates(sc, overrides, param):
     with pytest.raises(stripe.InvalidRequestError) as err:
@@ -216,7 +223,7 @@ def test_expire(sc, net, web):
 
 def test_session_expires_by_itself(sc, net):
     session = create_session(sc)
-    stripe_api._sessions[session.id]["session"]["expires_at"] = int(time.time()) - 1
+    core.STORES["checkout.session"][session.id]["expires_at"] = int(time.time()) - 1
     assert sc.v1.checkout.sessions.retrieve(session.id).status == "expired"
     assert net.events(1)[0].type == "checkout.session.expired"
 
@@ -265,7 +272,333 @@ def test_the_services_own_gateway_works_against_the_standin(net, web):
     assert (done.status, done.payment_status, done.price_ids, done.payer_email) == \
         ("complete", "paid", ["price_x"], "a@school.example")
     assert [v.id for v in gateway.list_checkout_sessions(int(time.time()) - 60, page_size=1)] == [view.id]
-    assert gateway.refund(done.payment_intent, "refund-1")["status"] == "succeeded"
+    assert gateway.refund(done.payment_intent, "refund-1").status == "succeeded"
+
+
+# --- Stripe: subscriptions, invoices, refunds, disputes, the dashboard -----------------------------------------
+
+DASHBOARD = "/_local/stripe/dashboard"
+
+
+def sent_types() -> list[str]:
+    """The types of the events the stand-in has sent, oldest first."""
+    return [e["type"] for e in core._events]
+
+
+def subscribe(sc, web, price="price_local_yearly", **form):
+    """A subscription bought through Checkout and paid on the hosted page: the completed session."""
+    session = create_session(sc, mode="subscription", line_items=[{"price": price, "quantity": 1}],
+                             subscription_data={"metadata": {"registration_id": "reg-1"}}, locale="fr",
+                             customer_email="it@school.example", payment_method_types=["card"])
+    assert pay(web, session.id, **form).status_code == 303
+    return sc.v1.checkout.sessions.retrieve(session.id)
+
+
+def open_invoice(sc, customer_id) -> str:
+    """A finalised invoice of the configured price, sent by e-mail: its id."""
+    draft = sc.v1.invoices.create(params={"customer": customer_id, "collection_method": "send_invoice",
+                                          "days_until_due": 30})
+    sc.v1.invoice_items.create(params={"customer": customer_id, "invoice": draft.id, "pricing": {"price": "price_x"}})
+    return sc.v1.invoices.finalize_invoice(draft.id).id
+
+
+def act(web, kind, object_id, action, **form):
+    """Press a dashboard button; it answers 303 back to the dashboard."""
+    r = web.post(f"{DASHBOARD}/{kind}/{object_id}/{action}", data=form)
+    assert r.status_code == 303 and r.headers["Location"].startswith(BASE + DASHBOARD + "?notice=")
+    return r
+
+
+def test_fixed_prices_and_currency_options(sc):
+    multi = sc.v1.prices.retrieve("price_local_multi", params={"expand": ["currency_options", "product"]})
+    options = multi.currency_options.to_dict()
+    assert {c: o["unit_amount"] for c, o in options.items()} == {"usd": 4900, "eur": 4500, "gbp": 3900}
+    assert multi.product.description == "Registers the tool in your LMS for one institution."
+    assert "currency_options" not in sc.v1.prices.retrieve("price_local_multi")
+    yearly = sc.v1.prices.retrieve("price_local_yearly", params={"expand": ["product"]})
+    assert (yearly.type, yearly.recurring.interval, yearly.unit_amount, yearly.product.name) == \
+        ("recurring", "year", 4900, "Tool licence (yearly)")
+    monthly = sc.v1.prices.retrieve("price_local_monthly")
+    assert (monthly.recurring.interval, monthly.unit_amount) == ("month", 900)
+    assert sc.v1.prices.retrieve("price_local_archived").active is False
+
+
+def test_the_configured_price_may_name_a_fixed_one(net):
+    app = Flask(__name__)
+    app.register_blueprint(create_standins_blueprint(make_settings(stripe_price_id="price_local_monthly")))
+    body = app.test_client().get("/_local/stripe/v1/prices/price_local_monthly",
+                                 headers={"Authorization": "Bearer sk_test_x"}).get_json()
+    assert (body["type"], body["unit_amount"]) == ("recurring", 900)
+
+
+def test_subscription_checkout_makes_a_subscription_paid_by_its_first_invoice(sc, net, web):
+    session = subscribe(sc, web)
+    assert (session.mode, session.status, session.payment_status, session.payment_intent, session.locale) == \
+        ("subscription", "complete", "paid", None, "fr")
+    assert session.customer.startswith("cus_") and session.invoice.startswith("in_")
+    sub = sc.v1.subscriptions.retrieve(session.subscription, params={"expand": ["latest_invoice.payments"]})
+    assert (sub.status, sub.collection_method, sub.customer) == ("active", "charge_automatically", session.customer)
+    assert sub.metadata.to_dict() == {"registration_id": "reg-1"} and "current_period_end" not in sub
+    (item,) = sub["items"].data
+    start, end = (datetime.fromtimestamp(t, timezone.utc) for t in (item.current_period_start, item.current_period_end))
+    assert end == start.replace(year=start.year + 1) and item.price.id == "price_local_yearly"
+    invoice = sub.latest_invoice
+    assert (invoice.id, invoice.status, invoice.amount_paid, invoice.amount_remaining) == \
+        (session.invoice, "paid", 4900, 0)
+    assert invoice.number and invoice.billing_reason == "subscription_create"
+    assert invoice.parent.subscription_details.subscription == sub.id
+    assert invoice.parent.subscription_details.metadata.to_dict() == {"registration_id": "reg-1"}
+    (payment,) = invoice.payments.data
+    assert (payment.object, payment.status, payment.payment.type) == ("invoice_payment", "paid", "payment_intent")
+    pi = sc.v1.payment_intents.retrieve(payment.payment.payment_intent, params={"expand": ["latest_charge"]})
+    assert (pi.status, pi.amount, pi.latest_charge.status, pi.latest_charge.paid) == ("succeeded", 4900, "succeeded",
+                                                                                      True)
+    assert "payments" not in sc.v1.invoices.retrieve(invoice.id)  # only when expanded
+    assert {"customer.subscription.created", "invoice.paid", "checkout.session.completed"} <= set(sent_types())
+    assert {e.type for e in net.events(len(core._events))} == set(sent_types())
+
+
+def test_a_delayed_subscription_payment_activates_it_when_it_arrives(sc, web):
+    session = subscribe(sc, web, price="price_local_monthly", method="delayed")
+    assert (session.payment_status, sc.v1.subscriptions.retrieve(session.subscription).status) == \
+        ("unpaid", "incomplete")
+    assert web.post(f"/_local/stripe/checkout/{session.id}/settle", data={"outcome": "succeeded"}).status_code == 303
+    assert sc.v1.subscriptions.retrieve(session.subscription).status == "active"
+    assert sc.v1.invoices.retrieve(session.invoice).status == "paid"
+    assert sent_types()[-3:] == ["invoice.paid", "customer.subscription.updated",
+                                 "checkout.session.async_payment_succeeded"]
+
+
+def test_currency_choice_on_the_hosted_page(sc, web):
+    session = create_session(sc, line_items=[{"price": "price_local_multi", "quantity": 1}])
+    html = web.get(f"/_local/stripe/checkout/{session.id}").get_data(as_text=True)
+    assert '<select id="currency"' in html and "45.00 EUR" in html and "39.00 GBP" in html
+    assert f'href="{BASE}/_local/stripe/dashboard"' in html
+    assert '<select id="currency"' not in web.get(f"/_local/stripe/checkout/{create_session(sc).id}").get_data(
+        as_text=True)
+    assert pay(web, session.id, currency="jpy").status_code == 400
+    pay(web, session.id, currency="eur")
+    paid = sc.v1.checkout.sessions.retrieve(session.id, params={"expand": ["line_items"]})
+    assert (paid.currency, paid.amount_total, paid.line_items.data[0].currency) == ("eur", 4500, "eur")
+    pi = sc.v1.payment_intents.retrieve(paid.payment_intent)
+    assert (pi.currency, pi.amount) == ("eur", 4500)
+
+
+def test_invoice_flow(sc, net):
+    customer = sc.v1.customers.create(params={
+        "email": "ap@school.example", "name": "School", "metadata": {"registration_id": "reg-9"},
+        "invoice_settings": {"custom_fields": [{"name": "PO number", "value": "PO-1"}]}})
+    assert sc.v1.customers.retrieve(customer.id).invoice_settings.custom_fields[0].value == "PO-1"
+    invoice = sc.v1.invoices.create(params={
+        "customer": customer.id, "collection_method": "send_invoice", "days_until_due": 14, "auto_advance": False,
+        "pending_invoice_items_behavior": "exclude", "metadata": {"registration_id": "reg-9"}})
+    assert (invoice.status, invoice.number, invoice.due_date, invoice.amount_due, invoice.hosted_invoice_url) == \
+        ("draft", None, None, 0, None)
+    assert invoice.custom_fields[0].to_dict() == {"name": "PO number", "value": "PO-1"}
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        sc.v1.invoice_items.create(params={"customer": customer.id, "invoice": invoice.id, "price": "price_x"})
+    assert err.value.code == "parameter_unknown"
+    item = sc.v1.invoice_items.create(params={"customer": customer.id, "invoice": invoice.id,
+                                              "pricing": {"price": "price_local_yearly"}})
+    assert (item.object, item.amount, item.invoice, item.pricing.price_details.price) == \
+        ("invoiceitem", 4900, invoice.id, "price_local_yearly")
+    assert sc.v1.invoices.retrieve(invoice.id).amount_due == 4900
+    with pytest.raises(stripe.InvalidRequestError):
+        sc.v1.invoices.send_invoice(invoice.id)  # a draft cannot be sent
+    final = sc.v1.invoices.finalize_invoice(invoice.id, params={"auto_advance": False})
+    assert final.status == "open" and final.number.endswith("-0001") and final.amount_remaining == 4900
+    assert abs(final.due_date - (time.time() + 14 * 86400)) < 60 and final.hosted_invoice_url.startswith(BASE)
+    with pytest.raises(stripe.InvalidRequestError):
+        sc.v1.invoices.finalize_invoice(invoice.id)
+    sc.v1.invoices.send_invoice(invoice.id)
+    paid = sc.v1.invoices.pay(invoice.id, params={"expand": ["payments"]})
+    assert (paid.status, paid.amount_paid, paid.amount_remaining) == ("paid", 4900, 0)
+    assert paid.status_transitions.paid_at and paid.payments.data[0].status == "paid"
+    pi = sc.v1.payment_intents.retrieve(paid.payments.data[0].payment.payment_intent)
+    assert sc.v1.charges.retrieve(pi.latest_charge).amount == 4900
+    with pytest.raises(stripe.InvalidRequestError):
+        sc.v1.invoices.void_invoice(invoice.id)
+
+    assert sc.v1.invoices.void_invoice(open_invoice(sc, customer.id)).status == "void"
+    written_off = sc.v1.invoices.mark_uncollectible(open_invoice(sc, customer.id))
+    assert (written_off.status, written_off.number.endswith("-0003")) == ("uncollectible", True)
+    out_of_band = sc.v1.invoices.pay(written_off.id, params={"paid_out_of_band": True, "expand": ["payments"]})
+    assert (out_of_band.status, out_of_band.amount_paid, out_of_band.payments.data) == ("paid", 4900, [])
+    assert sent_types() == ["invoice.finalized", "invoice.sent", "invoice.paid", "invoice.finalized",
+                            "invoice.voided", "invoice.finalized", "invoice.marked_uncollectible", "invoice.paid"]
+
+
+def test_invoiced_subscription_waits_for_its_first_invoice_to_be_finalised(sc, net):
+    customer = sc.v1.customers.create(params={"email": "ap@school.example"})
+    sub = sc.v1.subscriptions.create(params={
+        "customer": customer.id, "items": [{"price": "price_local_yearly", "quantity": 1}],
+        "collection_method": "send_invoice", "days_until_due": 30, "metadata": {"registration_id": "reg-3"}},
+        options={"idempotency_key": "sub-1"})
+    assert (sub.status, sub.collection_method, sub.days_until_due) == ("active", "send_invoice", 30)
+    invoice = sc.v1.invoices.retrieve(sub.latest_invoice)
+    assert (invoice.status, invoice.amount_due, invoice.parent.subscription_details.subscription) == \
+        ("draft", 4900, sub.id)
+    assert sc.v1.invoices.finalize_invoice(invoice.id).status == "open"
+    canceled = sc.v1.subscriptions.cancel(sub.id)
+    assert (canceled.status, bool(canceled.canceled_at)) == ("canceled", True)
+    assert sent_types() == ["customer.subscription.created", "invoice.finalized", "customer.subscription.deleted"]
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        sc.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": "price_x"}]})
+    assert err.value.param == "items[0][price]"  # a one-time price
+
+
+def test_unknown_ids_are_404_and_unknown_parameters_400(sc):
+    for call in (sc.v1.subscriptions.retrieve, sc.v1.invoices.retrieve, sc.v1.customers.retrieve,
+                 sc.v1.charges.retrieve, sc.v1.refunds.retrieve, sc.v1.disputes.retrieve,
+                 sc.v1.payment_intents.retrieve):
+        with pytest.raises(stripe.InvalidRequestError) as err:
+            call("xx_unknown")
+        assert (err.value.http_status, err.value.code) == (404, "resource_missing")
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        sc.v1.invoices.create(params={"customer": "cus_unknown"})
+    assert (err.value.http_status, err.value.code, err.value.param) == (400, "resource_missing", "customer")
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        sc.v1.coupons.retrieve("c")
+    assert err.value.http_status == 404
+
+
+def test_refund_full_partial_and_already_refunded(sc, web):
+    session = create_session(sc)
+    pay(web, session.id)
+    pi = sc.v1.payment_intents.retrieve(sc.v1.checkout.sessions.retrieve(session.id).payment_intent)
+    part = sc.v1.refunds.create(params={"charge": pi.latest_charge, "amount": 1000})
+    assert (part.amount, part.status, part.payment_intent) == (1000, "succeeded", pi.id)
+    charge = sc.v1.charges.retrieve(pi.latest_charge)
+    assert (charge.amount_refunded, charge.refunded) == (1000, False)
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        sc.v1.refunds.create(params={"payment_intent": pi.id, "amount": 4000})
+    assert err.value.code == "amount_too_large"
+    rest = sc.v1.refunds.create(params={"payment_intent": pi.id})
+    assert rest.amount == 3900 and sc.v1.refunds.retrieve(rest.id).status == "succeeded"
+    charge = sc.v1.charges.retrieve(pi.latest_charge)
+    assert (charge.amount_refunded, charge.refunded) == (4900, True)
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        sc.v1.refunds.create(params={"charge": charge.id})
+    assert err.value.code == "charge_already_refunded"
+    assert sent_types()[1:] == ["charge.refunded", "refund.created"] * 2
+
+
+def test_idempotent_customer_and_invoice_creation(sc):
+    params = {"email": "ap@school.example", "name": "School", "metadata": {"registration_id": "reg-1"}}
+    first = sc.v1.customers.create(params=params, options={"idempotency_key": "cus-1"})
+    again = sc.v1.customers.create(params=params, options={"idempotency_key": "cus-1"})
+    assert again.id == first.id and again.last_response.headers.get("Idempotent-Replayed") == "true"
+    with pytest.raises(stripe.IdempotencyError):
+        sc.v1.customers.create(params={**params, "name": "Other"}, options={"idempotency_key": "cus-1"})
+    invoice = {"customer": first.id, "collection_method": "send_invoice", "days_until_due": 30}
+    made = sc.v1.invoices.create(params=invoice, options={"idempotency_key": "in-1"})
+    assert sc.v1.invoices.create(params=invoice, options={"idempotency_key": "in-1"}).id == made.id
+    with pytest.raises(stripe.IdempotencyError):
+        sc.v1.invoices.create(params={**invoice, "days_until_due": 7}, options={"idempotency_key": "in-1"})
+    assert len(core.STORES["customer"]) == 1 and len(core.STORES["invoice"]) == 1
+
+
+def test_dashboard_payment_actions(sc, web):
+    session = create_session(sc, payment_intent_data={"metadata": {"registration_id": "<b>reg-1</b>"}})
+    pay(web, session.id)
+    pi = sc.v1.payment_intents.retrieve(sc.v1.checkout.sessions.retrieve(session.id).payment_intent)
+    charge = pi.latest_charge
+    html = web.get(DASHBOARD).get_data(as_text=True)
+    assert "&lt;b&gt;reg-1&lt;/b&gt;" in html and "<b>reg-1" not in html
+    for button in (f"refund-{charge}", f"refund-half-{charge}", f"refund-fail-{charge}", f"dispute-{charge}"):
+        assert f'id="{button}"' in html
+    act(web, "charge", charge, "refund-half")
+    act(web, "charge", charge, "refund-fail")
+    assert (sc.v1.charges.retrieve(charge).amount_refunded, sc.v1.refunds.list().data[0].status) == (0, "failed")
+    act(web, "charge", charge, "refund")
+    assert sc.v1.charges.retrieve(charge).refunded is True
+    assert "already been refunded" in act(web, "charge", charge, "refund").headers["Location"].replace("+", " ")
+    act(web, "charge", charge, "dispute")
+    (dispute,) = sc.v1.disputes.list(params={"payment_intent": pi.id}).data
+    assert (dispute.status, dispute.charge, sc.v1.charges.retrieve(charge).disputed) == ("needs_response", charge,
+                                                                                        True)
+    assert 6 * 86400 < dispute.evidence_details.due_by - time.time() <= 7 * 86400
+    assert f'id="dispute-won-{dispute.id}"' in web.get(DASHBOARD).get_data(as_text=True)
+    act(web, "dispute", dispute.id, "lost")
+    assert sc.v1.disputes.retrieve(dispute.id).status == "lost"
+    act(web, "dispute", dispute.id, "won")  # closed already: refused, nothing sent
+    assert sent_types()[1:] == ["charge.refunded", "refund.created", "refund.updated", "charge.refund.updated",
+                                "charge.refunded", "refund.created", "charge.dispute.created",
+                                "charge.dispute.closed"]
+    assert web.post(f"{DASHBOARD}/charge/{charge}/nothing").status_code == 404
+
+
+def test_dashboard_subscription_and_invoice_actions(sc, web):
+    session = subscribe(sc, web, price="price_local_monthly")
+    sub_id = session.subscription
+    html = web.get(DASHBOARD).get_data(as_text=True)
+    for button in [f"sub-{s}-{sub_id}" for s in ("past_due", "unpaid", "canceled", "active", "renewal-failed")] + \
+            [f"invoice-{a}-{session.invoice}" for a in ("paid", "overdue", "void", "uncollectible")]:
+        assert f'id="{button}"' in html
+    first_end = sc.v1.subscriptions.retrieve(sub_id)["items"].data[0].current_period_end
+    del core._events[:]
+
+    act(web, "subscription", sub_id, "renewal-failed")
+    sub = sc.v1.subscriptions.retrieve(sub_id, params={"expand": ["latest_invoice"]})
+    assert (sub.status, sub.latest_invoice.status, sub.latest_invoice.billing_reason) == \
+        ("past_due", "open", "subscription_cycle")
+    assert sub["items"].data[0].current_period_start == first_end
+    act(web, "subscription", sub_id, "active")  # pays the open renewal
+    assert sc.v1.invoices.retrieve(sub.latest_invoice.id).status == "paid"
+    act(web, "subscription", sub_id, "unpaid")
+    act(web, "subscription", sub_id, "active")  # nothing open: the next renewal, paid
+    sub = sc.v1.subscriptions.retrieve(sub_id)
+    assert sub.status == "active" and sub["items"].data[0].current_period_start > first_end
+    act(web, "subscription", sub_id, "canceled")
+    assert sent_types() == [
+        "invoice.finalized", "invoice.payment_failed", "customer.subscription.updated",   # renewal fails
+        "invoice.paid", "customer.subscription.updated",                                  # → active
+        "customer.subscription.updated",                                                  # → unpaid
+        "invoice.finalized", "invoice.paid", "customer.subscription.updated",             # → active
+        "customer.subscription.deleted"]
+    updates = [e for e in core._events if e["type"] == "customer.subscription.updated"]
+    assert [(e["data"]["previous_attributes"]["status"], e["data"]["object"]["status"]) for e in updates] == \
+        [("active", "past_due"), ("past_due", "active"), ("active", "unpaid"), ("unpaid", "active")]
+
+    customer = sc.v1.customers.create(params={"email": "ap@school.example"})
+    invoices = [open_invoice(sc, customer.id) for _ in range(3)]
+    del core._events[:]
+    act(web, "invoice", invoices[0], "overdue", days="3")
+    assert abs(sc.v1.invoices.retrieve(invoices[0]).due_date - (time.time() - 3 * 86400)) < 60
+    act(web, "invoice", invoices[0], "paid")
+    act(web, "invoice", invoices[1], "void")
+    act(web, "invoice", invoices[2], "uncollectible")
+    assert [sc.v1.invoices.retrieve(i).status for i in invoices] == ["paid", "void", "uncollectible"]
+    assert sent_types() == ["invoice.overdue", "invoice.paid", "invoice.voided", "invoice.marked_uncollectible"]
+
+    snapshot = web.get(DASHBOARD + ".json").get_json()
+    assert [i["id"] for i in snapshot["invoice"]][:3] == invoices[::-1]  # newest first
+    assert snapshot["subscription"][0]["status"] == "canceled" and snapshot["events"][-1]["object"] == invoices[2]
+
+
+def test_the_services_licence_calls_work_against_the_standin(net, web, sc):
+    from app.payments import Payments  # the module the service uses: catches drift between the two
+
+    gateway = Payments("sk_test_x", "whsec_x", STRIPE_BASE, max_network_retries=0)
+    price = gateway.get_price("price_local_multi")
+    assert price.currency_options == {"usd": 4900, "eur": 4500, "gbp": 3900}
+    session = subscribe(sc, web)
+    view = gateway.retrieve_checkout_session(session.id)
+    assert view.subscription_view.status == "active" and view.subscription_view.latest_invoice.payment_intents
+    payment = gateway.retrieve_payment(view.subscription_view.latest_invoice.payment_intents[0])
+    assert (payment.status, payment.amount_refunded, payment.disputed) == ("succeeded", 0, False)
+    act(web, "charge", payment.charge, "dispute")
+    (dispute,) = gateway.disputes_of(payment.payment_intent)
+    assert gateway.retrieve_dispute(dispute.id).status == "needs_response"
+    customer = gateway.create_customer(email="ap@school.example", name="School", po_number="PO-1", metadata={},
+                                       idempotency_key="c-1")
+    sub = gateway.create_invoiced_subscription(customer=customer, price_id="price_local_yearly", days_until_due=30,
+                                               metadata={"registration_id": "reg-2"}, idempotency_key="s-1")
+    invoice = gateway.finalize_invoice(sub.latest_invoice_id, "f-1")
+    assert (invoice.status, invoice.subscription, invoice.subscription_metadata) == \
+        ("open", sub.id, {"registration_id": "reg-2"})
+    assert gateway.send_invoice(invoice.id, "send-1").status == "open"
+    assert gateway.cancel_subscription(sub.id, "cancel-1").status == "canceled"
 
 
 # --- LTIaaS ---------------------------------------------------------------------------------------------------

@@ -158,9 +158,14 @@ def test_mismatched_amount_is_flagged_not_fulfilled(client, stripe_api, ltiaas_a
 
 
 def test_events_of_other_integrations_are_acknowledged_and_ignored(client, stripe_api):
-    event = {"id": "evt_other", "object": "event", "type": "invoice.paid", "data": {"object": {"object": "invoice"}}}
+    event = {"id": "evt_other", "object": "event", "type": "invoice.paid",
+             "data": {"object": {"id": "in_other", "object": "invoice"}}}
     response = deliver(client, stripe_api, event)
+    assert response.status_code == 200 and response.get_json()["result"] == "foreign invoice"
+    unknown = {"id": "evt_unknown", "object": "event", "type": "customer.tax_id.created", "data": {"object": {}}}
+    response = deliver(client, stripe_api, unknown)
     assert response.status_code == 200 and response.get_json()["result"] == "ignored"
+    assert [c for c in stripe_api.calls if c[0] != "price"] == []  # nobody at Stripe was asked about them
 
 
 def test_stripe_unreachable_during_webhook_asks_for_a_retry(client, stripe_api, ltiaas_api, checkout, mocked):

@@ -9,11 +9,11 @@ import re
 from flask import Blueprint, abort, current_app, g, jsonify, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from .. import ltiaas, payments
+from .. import invoicing, ltiaas, payments
 from ..checkout import NotPayable, open_checkout
 from ..db import db, utcnow
 from ..fulfilment import fulfil_checkout
-from ..models import CheckoutSession, Registration
+from ..models import CheckoutSession, Registration, State
 from ..money import format_amount
 from ..registrations import open_registration, record
 from .status import RESTART, frame_status
@@ -88,19 +88,66 @@ def pre_approval():
                              f"already finished. {RESTART}", 410)
             return _page("Registration service unavailable", "We could not reach the registration service. "
                          "Try again in a moment.", 502, retry_url=_retry_url(registration_id))
+        except payments.PriceNotSellable:
+            return _not_sellable()
         except payments.PaymentProviderError:
             return _page("Payment service unavailable", "We could not reach the payment service. Try again "
                          "in a moment.", 502, retry_url=_retry_url(registration_id))
-        if price.recurring or price.unit_amount <= 0:
-            log.error("STRIPE_PRICE_ID must be a one-time price with an amount")
-            return _page("Not available", "Registration is not available right now: the vendor's payment "
-                         "settings are incomplete. Please contact the vendor.", 503)
+        if not price.active or price.unit_amount <= 0:
+            log.error("STRIPE_PRICE_ID names a price that cannot be sold (archived, or without an amount)")
+            return _not_sellable()
         reg = open_registration(registration_id, lms, price, cause="pre-approval")
         db.session.commit()
-    return render_template("preapproval.html", reg=reg, price=format_amount(reg.amount, reg.currency),
-                           status=frame_status(reg),
-                           pay_url=url_for("flow.pay", token=reg.flow_token),
-                           status_url=url_for("flow.status", token=reg.flow_token))
+    return _preapproval_page(reg)
+
+
+def _not_sellable():
+    return _page("Not available", "Registration is not available right now: the vendor's payment settings "
+                 "are incomplete. Please contact the vendor.", 503)
+
+
+def _preapproval_page(reg: Registration, status: int = 200, invoice_error: str | None = None,
+                      invoice_field: str | None = None, answers=None):
+    settings = current_app.config["SETTINGS"]
+    price = format_amount(reg.amount, reg.currency)
+    offer_invoice = settings.invoicing and reg.state == State.PENDING.value and (
+        reg.licence is None or reg.licence.kind == "invoice" and reg.licence.invoice_sent_at is None)
+    return render_template(
+        "preapproval.html", reg=reg, price=price, period=period_words(reg.price_interval),
+        status=frame_status(reg), pay_url=url_for("flow.pay", token=reg.flow_token),
+        status_url=url_for("flow.status", token=reg.flow_token),
+        invoice_days=settings.invoice_days_until_due, offer_invoice=offer_invoice,
+        invoice_url=url_for("flow.invoice", token=reg.flow_token),
+        invoice_form_id=invoicing.new_form_id(reg) if offer_invoice else None,
+        invoice_error=invoice_error, invoice_field=invoice_field, answers=answers or {},
+        limits={"email": invoicing.EMAIL_MAX, "organisation": invoicing.ORGANISATION_MAX, "po": invoicing.PO_MAX},
+    ), status
+
+
+def period_words(interval: str | None) -> str:
+    """ "year" -> "per year", "3 month" -> "every 3 months", None -> "paid once"."""
+    if not interval:
+        return "paid once"
+    count, _, unit = interval.rpartition(" ")
+    return f"every {count} {unit}s" if count else f"per {unit}"
+
+
+@bp.post("/flow/<token>/invoice")
+def invoice(token: str):
+    """The admin chose to pay by invoice, in the frame (CSRF-exempt: see app/operator/auth.py)."""
+    reg = _registration(token)
+    answers = {k: (request.form.get(k) or "")[:200] for k in ("billing_email", "organisation", "po_number")}
+    try:
+        invoicing.request_invoice(reg, request.form)
+    except invoicing.InvoiceRefused as exc:
+        db.session.rollback()
+        return _preapproval_page(reg, 400, invoice_error=str(exc), invoice_field=exc.field, answers=answers)
+    except payments.PaymentProviderError:
+        db.session.rollback()
+        return _preapproval_page(reg, 503, answers=answers, invoice_error=(
+            "We could not reach the payment service to make your invoice. Send the form again in a moment: "
+            "nothing is made twice."))
+    return redirect(url_for("flow.pre_approval", registrationId=reg.registration_id), 303)
 
 
 @bp.get("/flow/<token>/status")
@@ -120,13 +167,20 @@ def pay(token: str):
         if exc.reason == "too_late":
             return _page("Registration timed out", f"This registration is too old to pay for safely. Close "
                          f"this window. {RESTART}", 409)
+        if exc.reason == "invoiced":
+            return _page("Paying by invoice", "An invoice was requested for this registration, so no card "
+                         "payment is taken. Close this window and return to your LMS window.", 409, close=True)
         if exc.reason == "processing":
             return _page("Payment processing", "Your payment is still being processed, so no second payment "
                          "is taken. Close this window and return to your LMS window.", 409, close=True)
         return _page("Already paid", "This registration needs no payment now. Close this window and return "
                      "to your LMS.", 409, close=True)
-    except payments.PaymentProviderError:
+    except payments.PaymentProviderError as exc:
         db.session.rollback()
+        if exc.http_status in (400, 403, 404):  # Stripe refuses what we sell: no retry will help
+            log.error("Stripe refused to open a Checkout Session (http %s): check STRIPE_PRICE_ID",
+                      exc.http_status)
+            return _not_sellable()
         return _page("Payment service busy", "We could not open the payment page. Try again: you will not "
                      "be charged twice.", 503, retry_url=url_for("flow.pay", token=token))
     return redirect(url, 303)

@@ -20,8 +20,24 @@ def can_open_checkout(reg: Registration) -> bool:
 
 
 def frame_status(reg: Registration) -> dict:
-    """{state, phase, message}: phase is pay (show the button), wait, done (run html) or stop."""
+    """{state, phase, message}: phase is pay (show the button), invoice (only the invoice form), wait,
+    done (run html) or stop."""
     state = State(reg.state)
+    licence = reg.licence
+    invoiced = licence is not None and licence.kind == "invoice"
+    if state is State.PENDING and invoiced:
+        if licence.invoicing_error and licence.invoicing_claimed_at is None:
+            return _status(reg, "invoice", "We could not make your invoice yet: the payment service did not answer. "
+                                       "Send the invoice form again: nothing is made twice.")
+        return _status(reg, "wait", f"Preparing the invoice for {licence.billing_email}…")
+    if state in (State.PAID, State.COMPLETING) and invoiced:
+        return _status(reg, "wait", f"Invoice sent to {licence.billing_email}. Finishing the registration in "
+                                    "your LMS…")
+    if state is State.COMPLETED and invoiced:
+        due = f", due {licence.due_at:%Y-%m-%d}" if licence.due_at else ""
+        return _status(reg, "done", f"Invoice {licence.invoice_number or ''} sent to {licence.billing_email}{due}, "
+                                    "and the tool is registered. This dialog closes by itself; if it does not, "
+                                    "close it.", html=reg.completion_html)
     if state is State.PENDING:
         session = _latest(reg)
         open_session = session is not None and session.status == "open" and session.failed_at is None \

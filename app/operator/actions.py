@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from .. import ltiaas, payments
+from .. import access, payments, refunds
 from ..db import db, utcnow
 from ..fulfilment import complete
 from ..models import CheckoutSession, Registration, State, TimelineEntry
@@ -56,6 +56,9 @@ def refundable_payment(reg: Registration) -> str | None:
     """
     if reg.payment_intent_id:
         return reg.payment_intent_id
+    current = access.current_payment(reg.licence) if reg.licence is not None else None
+    if current is not None:  # a subscription's or an invoice's payment
+        return current.payment_intent_id
     paid = [s.payment_intent_id for s in db.session.scalars(
         select(CheckoutSession).where(CheckoutSession.registration_pk == reg.id,
                                       CheckoutSession.payment_status == "paid",
@@ -125,6 +128,9 @@ def retry_completion(reg: Registration, email: str) -> Result:
 
 
 def refund(reg: Registration, email: str) -> Result:
+    """Refund the registration's payment in full. A registration's own payment takes the path a
+    dashboard refund takes (app/refunds.py: state, licence and access follow); a subscription is
+    cancelled too, so that the school is not billed again for a tool it no longer has."""
     cause = cause_of(email)
     if reg.state == State.REFUNDED:
         db.session.rollback()
@@ -143,70 +149,104 @@ def refund(reg: Registration, email: str) -> Result:
             return Result("info", f"The registration changed to {reg.state} meanwhile; look again before "
                                   "refunding.")
     metadata = {"registration_pk": str(reg.id), "registration_id": reg.registration_id}
+    row = refunds.find_payment(payment_intent)
+    licence = row.licence if row is not None else None
+    subscription_id = licence.subscription_id if licence is not None else None
     db.session.commit()  # nothing is held while Stripe is asked (values read before the commit)
     try:
-        # Same parameters on every click: Stripe replays the first refund for this key.
-        refunded = payments.gateway().refund(payment_intent, key, metadata=metadata)
+        if row is not None:
+            level, message = refunds.refund_licence_payment(reg, row, key, metadata, cause)
+        else:
+            level, message = _refund_unaccepted(reg, payment_intent, key, metadata, cause)
     except payments.PaymentProviderError as exc:
+        db.session.rollback()
         record(reg, "operator", cause=cause, message=f"Refund failed at Stripe: {exc} Nothing was changed.",
                details={"payment_intent": payment_intent, "idempotency_key": key, "replayed": exc.replayed})
         db.session.commit()
         return Result("error", f"{exc} Nothing was changed; try again, or refund in the Stripe dashboard.")
-    refund_id, status = refunded.get("id"), refunded.get("status")
-    amount = format_amount(refunded.get("amount"), refunded.get("currency"))
-    details = {"refund_id": refund_id, "status": status, "amount": refunded.get("amount"),
-               "currency": refunded.get("currency"), "payment_intent": payment_intent, "idempotency_key": key}
-    if status in ("failed", "canceled"):
-        record(reg, "operator", cause=cause, details=details,
-               message=f"Stripe refused the refund {refund_id} ({status}). Nothing was changed.")
+    if subscription_id and level != "error":
+        message += " " + _cancel_subscription(reg, subscription_id, cause)
+    access.sync(reg.id, cause)  # a refund in full ends the access: LTIaaS is told now
+    return Result(level, message)
+
+
+def _cancel_subscription(reg: Registration, subscription_id: str, cause: str) -> str:
+    try:
+        sub = payments.gateway().cancel_subscription(subscription_id, f"paygate-cancel-{reg.id}-{subscription_id}")
+    except payments.PaymentProviderError as exc:
+        record(reg, "operator", cause=cause, message=f"The subscription {subscription_id} could not be "
+               f"cancelled: {exc} Cancel it in the Stripe dashboard.", details={"subscription": subscription_id})
         db.session.commit()
-        return Result("error", f"Stripe refused the refund ({status}). Nothing was changed.")
+        return f"The subscription {subscription_id} could not be cancelled: cancel it in the Stripe dashboard."
+    record(reg, "operator", cause=cause, message=f"Subscription {subscription_id} cancelled ({sub.status}).",
+           details={"subscription": subscription_id, "status": sub.status})
+    db.session.commit()
+    return f"Subscription {subscription_id} cancelled."
+
+
+def _refund_unaccepted(reg: Registration, payment_intent: str, key: str, metadata: dict,
+                       cause: str) -> tuple[str, str]:
+    """A payment that was never accepted as this registration's (a mismatch): it has no licence."""
+    try:
+        refunded = payments.gateway().refund(payment_intent, key, metadata=metadata)
+    except payments.AlreadyRefunded:
+        refunded = None
+    details = {"payment_intent": payment_intent, "idempotency_key": key}
+    if refunded is not None:
+        details.update(refund_id=refunded.id, status=refunded.status, amount=refunded.amount,
+                       currency=refunded.currency)
+        if refunded.status in ("failed", "canceled"):
+            record(reg, "operator", cause=cause, details=details,
+                   message=f"Stripe refused the refund {refunded.id} ({refunded.status}). Nothing was changed.")
+            db.session.commit()
+            return "error", f"Stripe refused the refund ({refunded.status}). Nothing was changed."
+    refund_id = refunded.id if refunded is not None else None
+    amount = format_amount(refunded.amount, refunded.currency) if refunded is not None else "the payment"
     db.session.refresh(reg)
     # A second payment still waiting for its own refund keeps the registration in view.
     attention = "duplicate_payment" if "duplicate_payment" in reasons(reg) else None
     if transition(reg, State.REFUNDED, cause=cause, expect=REFUNDABLE, details=details,
-                  message=f"Refunded {amount} ({refund_id}, {status}).",
+                  message=f"Refunded {amount} ({refund_id or 'already refunded at Stripe'}).",
                   refund_id=refund_id, refunded_at=utcnow(), attention=attention, next_attempt_at=None):
         db.session.commit()
-        message = f"Refunded {amount} ({refund_id})."
-        if reg.platform_id and reg.platform_active is not False:
-            message += " The platform is still registered at LTIaaS: deactivate it if the school should lose access."
-        return Result("ok", message)
-    if reg.state == State.REFUNDED:
-        db.session.commit()
-        return Result("info", f"Already refunded ({reg.refund_id}).")
+        return "ok", f"Refunded {amount} ({refund_id or 'at Stripe'})."
     record(reg, "operator", cause=cause, details=details, attention="refund_unrecorded",
            message=f"Stripe refunded {amount} ({refund_id}) but the registration moved to {reg.state} "
                    "meanwhile; refund again to record it here (Stripe will not refund twice).")
     db.session.commit()
-    return Result("error", f"Stripe refunded {amount} ({refund_id}), but the registration changed to "
-                           f"{reg.state} meanwhile. Refund again to record it; no second refund is made.")
+    return "error", (f"Stripe refunded {amount} ({refund_id}), but the registration changed to {reg.state} "
+                     "meanwhile. Refund again to record it; no second refund is made.")
 
 
-def set_platform_active(reg: Registration, active: bool, email: str, form_id: str) -> Result:
+OVERRIDES = {"grant": True, "revoke": False, "licence": None}
+
+
+def override_access(reg: Registration, choice: str, note: str, email: str, form_id: str) -> Result:
+    """Grant or revoke the platform's access by hand, or give it back to the licence; then tell LTIaaS."""
     cause = cause_of(email)
-    verb = "activated" if active else "deactivated"
-    if not reg.platform_id:
-        db.session.rollback()
-        return Result("error", "This registration has no platform at LTIaaS yet.")
+    note = (note or "").strip()
+    if len(note) > NOTE_MAX:
+        return Result("error", f"The reason is too long (at most {NOTE_MAX} characters).")
+    if choice != "licence" and not note:
+        return Result("error", "Say why (for the timeline): an override holds until an operator removes it.")
     if _already_done(reg, form_id):
         db.session.rollback()
-        return Result("info", f"Already done: the platform was {verb}.")
-    platform_id = reg.platform_id
+        return Result("info", "Already done.")
+    if not access.set_override(reg, OVERRIDES[choice], cause, note, form_id):
+        db.session.rollback()
+        return Result("info", "Nothing to change: that is the override already.")
+    pk = reg.id
     db.session.commit()
-    try:
-        ltiaas.client().set_platform_active(platform_id, active)
-    except (ltiaas.LtiaasError, ValueError) as exc:
-        error = exc.as_dict() if isinstance(exc, ltiaas.LtiaasError) else {"message": str(exc)}
-        record(reg, "operator", cause=cause, details={"form": form_id, "active": active, "error": error},
-               message=f"Platform {platform_id} could not be {verb}: {exc}.")
-        db.session.commit()
-        return Result("error", f"LTIaaS did not {'activate' if active else 'deactivate'} the platform: {exc}. "
-                               "Nothing was changed; try again.")
-    record(reg, "operator", cause=cause, details={"form": form_id, "active": active},
-           message=f"Platform {platform_id} {verb} at LTIaaS.", platform_active=active)
-    db.session.commit()
-    return Result("ok", f"Platform {platform_id} {verb}.")
+    access.sync(pk, cause)
+    reg = db.session.get(Registration, pk)
+    word = {True: "active", False: "inactive", None: "not told yet"}[reg.platform_active]
+    if reg.platform_id is None:
+        return Result("ok", "Recorded; the platform gets this access when it is registered.")
+    if reg.access_wanted != reg.platform_active:
+        return Result("error", "Recorded, but LTIaaS did not take it yet "
+                               f"({(reg.access_error or {}).get('message', 'unknown error')}); it is retried "
+                               "automatically.")
+    return Result("ok", f"Done: the platform is {word} at LTIaaS ({reg.access_reason}).")
 
 
 def _text_problem(text: str, empty: str, noun: str) -> Result | None:

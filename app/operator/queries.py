@@ -9,12 +9,13 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import func, or_, select, tuple_
-from sqlalchemy.orm import load_only
+from sqlalchemy import func, or_, select, text, tuple_
+from sqlalchemy.orm import load_only, selectinload
 
 from .. import ltiaas, payments
-from ..db import db
-from ..models import CheckoutSession, Registration, State, StripeEvent, TimelineEntry
+from ..db import db, utcnow
+from ..models import (ACCESS_DIFFERS, CheckoutSession, Licence, LicencePayment, Registration, State,
+                      StripeEvent, TimelineEntry)
 from ..money import format_amount
 
 PAGE_SIZE = 50
@@ -42,6 +43,36 @@ ATTENTION_REASONS = {
                  "retry the completion.",
     "refund_unrecorded": "Stripe refunded the payment while the registration changed state. Refund again to "
                          "record it (Stripe will not refund twice).",
+    "refund_failed": "A refund failed after it was recorded: the money stayed with you and the access was "
+                     "restored. Tell the school, refund again, or mark resolved.",
+    "disputed": "The payer's bank opened a dispute: answer it in the Stripe dashboard before the evidence "
+                "deadline (see the licence). Lost: the access ends; won: this clears.",
+    "access_unsynced": "LTIaaS has not taken the platform's new access yet; it is retried automatically. "
+                       "Check LTIaaS if this lasts.",
+    "access_refused": "LTIaaS refused to change the platform's access (the platform may be gone there). "
+                      "Check it at LTIaaS.",
+}
+
+LAPSED = ("unpaid", "canceled", "incomplete_expired", "paused")
+# name -> (label, condition on registrations)
+ACCESS_FILTERS = {
+    "active": ("active at LTIaaS", lambda: Registration.platform_active.is_(True)),
+    "inactive": ("inactive at LTIaaS", lambda: Registration.platform_active.is_(False)),
+    "override": ("operator override", lambda: Registration.access_override.is_not(None)),
+    "unsynced": ("LTIaaS not yet told", lambda: text(ACCESS_DIFFERS)),
+}
+# name -> (label, condition on licences)
+LICENCE_FILTERS = {
+    "lapsed": ("subscription lapsed", lambda: or_(Licence.status.in_(LAPSED) & (Licence.kind == "subscription"),
+                                                  Licence.subscription_status.in_(LAPSED))),
+    "past_due": ("past due", lambda: or_(Licence.status == "past_due", Licence.subscription_status == "past_due")),
+    "disputed": ("disputed", lambda: Licence.dispute_open.is_(True)),
+    "refunded": ("refunded", lambda: Licence.id.in_(select(LicencePayment.licence_pk)
+                                                    .where(LicencePayment.amount_refunded > 0))),
+    "invoice_open": ("invoice open", lambda: (Licence.kind == "invoice") & (Licence.status == "open")),
+    "invoice_overdue": ("invoice overdue", lambda: (Licence.kind == "invoice") & (Licence.status == "open")
+                        & (Licence.due_at < utcnow())),
+    "invoice_paid": ("invoice paid", lambda: (Licence.kind == "invoice") & (Licence.status == "paid")),
 }
 
 # Columns a list row needs (the completion html and LMS details stay in the database).
@@ -51,7 +82,8 @@ LIST_COLUMNS = (
     Registration.currency, Registration.amount_paid, Registration.currency_paid, Registration.payer_email,
     Registration.payment_session_id, Registration.payment_intent_id, Registration.paid_at,
     Registration.platform_id, Registration.platform_active, Registration.completed_at,
-    Registration.refund_id, Registration.refunded_at, Registration.created_at,
+    Registration.refund_id, Registration.refunded_at, Registration.created_at, Registration.access_wanted,
+    Registration.access_override, Registration.access_reason,
 )
 
 _CURSOR = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?)~(\d{1,12})$")
@@ -74,7 +106,8 @@ class Search:
         return {"id": "registration number", "registration_id": "LTIaaS registration id",
                 "platform_id": "platform id", "checkout_session": "Checkout Session id",
                 "payment_intent": "payment intent id", "payer_email": "payer e-mail",
-                "lms_url": "LMS URL starting with", "lms_family": "LMS family"}[self.kind]
+                "lms_url": "LMS URL starting with", "lms_family": "LMS family",
+                "subscription": "subscription id", "invoice": "invoice id"}[self.kind]
 
 
 @dataclass(frozen=True)
@@ -85,6 +118,8 @@ class Filters:
     until: date | None = None  # created on or before this day (UTC)
     attention: bool = False
     q: str = ""
+    access: str | None = None  # active, inactive, override, unsynced
+    licence: str | None = None  # see LICENCE_FILTERS
 
     @classmethod
     def from_args(cls, args) -> "Filters":
@@ -97,14 +132,22 @@ class Filters:
             raise BadQuery("The 'from' date is after the 'to' date.")
         attention = (args.get("attention") or "") in ("1", "true", "on", "yes")
         q = (args.get("q") or "").strip()[:500]
-        return cls(state=state, family=family, since=since, until=until, attention=attention, q=q)
+        access = (args.get("access") or "").strip() or None
+        if access is not None and access not in ACCESS_FILTERS:
+            raise BadQuery(f"Unknown access filter {access!r}.")
+        licence = (args.get("licence") or "").strip() or None
+        if licence is not None and licence not in LICENCE_FILTERS:
+            raise BadQuery(f"Unknown licence filter {licence!r}.")
+        return cls(state=state, family=family, since=since, until=until, attention=attention, q=q,
+                   access=access, licence=licence)
 
     def to_args(self) -> dict:
         """The query-string form, for links (empty filters left out)."""
         args = {"state": self.state, "family": self.family,
                 "since": self.since.isoformat() if self.since else None,
                 "until": self.until.isoformat() if self.until else None,
-                "attention": "1" if self.attention else None, "q": self.q or None}
+                "attention": "1" if self.attention else None, "q": self.q or None,
+                "access": self.access, "licence": self.licence}
         return {k: v for k, v in args.items() if v}
 
     def searches(self) -> list[Search]:
@@ -130,6 +173,10 @@ def classify(q: str) -> list[Search]:
         return [Search("checkout_session", q)]
     if q.startswith("pi_"):
         return [Search("payment_intent", q)]
+    if q.startswith("sub_"):
+        return [Search("subscription", q)]
+    if q.startswith("in_"):
+        return [Search("invoice", q)]
     if "@" in q and " " not in q:
         return [Search("payer_email", q.lower())]
     found = []
@@ -168,6 +215,9 @@ def _search_condition(searches: list[Search]):
             conditions.append(own == s.value)
             if pks:
                 conditions.append(Registration.id.in_(pks))
+        elif s.kind in ("subscription", "invoice"):
+            column = Licence.subscription_id if s.kind == "subscription" else Licence.invoice_id
+            conditions.append(Registration.id.in_(select(Licence.registration_pk).where(column == s.value)))
         elif s.kind == "lms_family":
             conditions.append(Registration.lms_family == s.value)
         elif s.kind == "payer_email":
@@ -195,6 +245,10 @@ def conditions(filters: Filters) -> list:
                                                                 datetime.min.time()))
     if filters.attention:
         where.append(Registration.attention.is_not(None))
+    if filters.access:
+        where.append(ACCESS_FILTERS[filters.access][1]())
+    if filters.licence:
+        where.append(Registration.id.in_(select(Licence.registration_pk).where(LICENCE_FILTERS[filters.licence][1]())))
     if filters.q:
         condition = _search_condition(filters.searches())
         if condition is None:
@@ -233,7 +287,8 @@ def list_page(filters: Filters, after: str | None = None, before: str | None = N
     """One page, newest first. `after` pages towards older rows, `before` towards newer ones."""
     limit = max(1, min(limit, MAX_PAGE_SIZE))
     key = tuple_(Registration.created_at, Registration.id)
-    stmt = select(Registration).options(load_only(*LIST_COLUMNS)).where(*conditions(filters))
+    stmt = (select(Registration).options(load_only(*LIST_COLUMNS), selectinload(Registration.licence))
+            .where(*conditions(filters)))
     after_key, before_key = decode_cursor(after), decode_cursor(before)
     if before_key is not None:
         stmt = stmt.where(key > tuple_(*before_key)).order_by(Registration.created_at.asc(),
@@ -271,7 +326,8 @@ def iter_all(filters: Filters, batch: int = 1000):
 def attention_preview(limit: int = ATTENTION_PREVIEW) -> tuple[list[Registration], int]:
     """The newest registrations needing attention, and how many there are (counted up to a cap)."""
     rows = list(db.session.scalars(
-        select(Registration).options(load_only(*LIST_COLUMNS)).where(Registration.attention.is_not(None))
+        select(Registration).options(load_only(*LIST_COLUMNS), selectinload(Registration.licence))
+        .where(Registration.attention.is_not(None))
         .order_by(Registration.created_at.desc(), Registration.id.desc()).limit(limit)))
     capped = select(Registration.id).where(Registration.attention.is_not(None)).limit(ATTENTION_COUNT_CAP + 1)
     count = db.session.scalar(select(func.count()).select_from(capped.subquery()))
@@ -326,7 +382,9 @@ def summary(reg) -> dict:
         "state": reg.state,
         "attention": reg.attention,
         "lms": {"url": reg.lms_url, "family": reg.lms_family, "version": reg.lms_version},
-        "platform": {"id": reg.platform_id, "active": reg.platform_active},
+        "platform": {"id": reg.platform_id, "active": reg.platform_active, "override": reg.access_override,
+                     "access_wanted": reg.access_wanted, "access_reason": reg.access_reason},
+        "licence": licence_json(reg.licence),
         "price": {"amount": reg.amount, "currency": reg.currency,
                   "display": format_amount(reg.amount, reg.currency)},
         "payment": {
@@ -339,6 +397,31 @@ def summary(reg) -> dict:
         "stripe_dashboard": stripe_links(reg),
         "created_at": _iso(reg.created_at),
         "completed_at": _iso(reg.completed_at),
+    }
+
+
+def licence_json(licence: Licence | None) -> dict | None:
+    """The licence as operators' scripts see it (CONTRACT.md: kind, Stripe's status, ids, dates)."""
+    if licence is None:
+        return None
+    invoice = None
+    if licence.kind == "invoice":
+        invoice = {"organisation": licence.organisation, "billing_email": licence.billing_email,
+                   "po_number": licence.po_number, "number": licence.invoice_number,
+                   "amount_due": licence.amount_due, "amount_remaining": licence.amount_remaining,
+                   "currency": licence.currency, "hosted_invoice_url": licence.hosted_invoice_url,
+                   "sent_at": _iso(licence.invoice_sent_at)}
+    return {
+        "kind": licence.kind, "status": licence.status, "subscription_status": licence.subscription_status,
+        "customer_id": licence.customer_id, "subscription_id": licence.subscription_id,
+        "invoice_id": licence.invoice_id, "period_end": _iso(licence.period_end), "due_date": _iso(licence.due_at),
+        "disputed": licence.dispute_open, "invoice": invoice,
+        "payments": [{
+            "payment_intent_id": p.payment_intent_id, "charge_id": p.charge_id, "invoice_id": p.invoice_id,
+            "amount": p.amount, "currency": p.currency, "paid_at": _iso(p.paid_at),
+            "amount_refunded": p.amount_refunded, "refund_id": p.refund_id, "refund_status": p.refund_status,
+            "dispute_id": p.dispute_id, "dispute_status": p.dispute_status, "dispute_due_by": _iso(p.dispute_due_by),
+        } for p in licence.payments],
     }
 
 
@@ -373,15 +456,25 @@ def full(d: Detail) -> dict:
 CSV_COLUMNS = ("id", "created_at", "state", "attention", "lms_url", "lms_family", "lms_version",
                "platform_id", "platform_active", "amount_paid", "currency_paid", "payer_email",
                "checkout_session_id", "payment_intent_id", "paid_at", "completed_at", "refund_id",
-               "refunded_at", "price_amount", "price_currency", "registration_id")
+               "refunded_at", "price_amount", "price_currency", "registration_id", "access_override",
+               "licence_kind", "licence_status", "subscription_id", "period_end", "organisation",
+               "billing_email", "po_number", "invoice_id", "invoice_number", "invoice_status", "invoice_due_date",
+               "invoice_amount_due", "invoice_amount_remaining", "hosted_invoice_url")
 
 
 def csv_row(reg) -> list:
+    lic = reg.licence
+    invoiced = lic is not None and lic.kind == "invoice"
     values = [reg.id, _iso(reg.created_at), reg.state, reg.attention, reg.lms_url, reg.lms_family,
               reg.lms_version, reg.platform_id, reg.platform_active, reg.amount_paid, reg.currency_paid,
               reg.payer_email, reg.payment_session_id, reg.payment_intent_id, _iso(reg.paid_at),
               _iso(reg.completed_at), reg.refund_id, _iso(reg.refunded_at), reg.amount, reg.currency,
-              reg.registration_id]
+              reg.registration_id, reg.access_override,
+              lic.kind if lic else None, lic.status if lic else None, lic.subscription_id if lic else None,
+              _iso(lic.period_end) if lic else None]
+    values += ([lic.organisation, lic.billing_email, lic.po_number, lic.invoice_id, lic.invoice_number, lic.status,
+                _iso(lic.due_at), lic.amount_due, lic.amount_remaining, lic.hosted_invoice_url]
+               if invoiced else [None] * 10)
     return [_csv_safe(v) for v in values]
 
 

@@ -24,6 +24,8 @@ def _helpers():
         "states": [s.value for s in State],
         "attention_reasons": queries.ATTENTION_REASONS,
         "form_id": lambda: secrets.token_urlsafe(16),
+        "access_filters": queries.ACCESS_FILTERS,
+        "licence_filters": queries.LICENCE_FILTERS,
     }
 
 
@@ -156,14 +158,16 @@ def _form_id_or_400() -> str:
     return form_id
 
 
-@bp.post("/registrations/<int:pk>/platform")
-def platform(pk: int):
+@bp.post("/registrations/<int:pk>/access")
+def access_override(pk: int):
+    """Grant or revoke the platform's access by hand, or let the licence decide again."""
     reg = _registration_or_404(pk)
-    wanted = request.form.get("active")
     form_id = _form_id_or_400()
-    if wanted not in ("1", "0"):
+    choice = request.form.get("override")
+    if choice not in actions.OVERRIDES:
         abort(400, description="Reload the page and try again.")
-    return _back(pk, actions.set_platform_active(reg, wanted == "1", current_user.email, form_id))
+    return _back(pk, actions.override_access(reg, choice, request.form.get("text", ""), current_user.email,
+                                             form_id))
 
 
 @bp.post("/registrations/<int:pk>/notes")

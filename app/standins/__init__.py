@@ -1,8 +1,8 @@
 """Built-in local stand-ins for LTIaaS, Stripe and an LMS, mounted under /_local when APP_ENV=local."""
 from flask import Blueprint
 
-from . import lms, ltiaas_api, stripe_api
-from .stripe_api import send_event
+from . import lms, ltiaas_api, stripe
+from .stripe import send_event
 
 __all__ = ["create_standins_blueprint", "reset", "send_event"]
 
@@ -13,7 +13,7 @@ def create_standins_blueprint(settings) -> Blueprint:
         raise RuntimeError("the local stand-ins refuse to run with a live Stripe key")
     bp = Blueprint("standins", __name__, url_prefix="/_local")
     ltiaas_api.register(bp, settings)
-    stripe_api.register(bp, settings)
+    stripe.register(bp, settings)
     lms.register(bp, settings)
     bp.record_once(_exempt_from_csrf)
     return bp
@@ -29,4 +29,4 @@ def _exempt_from_csrf(state) -> None:
 def reset() -> None:
     """Forget every registration, platform, session, payment and event (tests call it)."""
     ltiaas_api.reset()
-    stripe_api.reset()
+    stripe.reset()

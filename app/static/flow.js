@@ -8,6 +8,7 @@
   var payArea = document.getElementById("pay-area");
   var payLink = document.getElementById("pay");
   var blocked = document.getElementById("blocked");
+  var invoiceOption = document.getElementById("invoice-option");
   var nonce = document.currentScript && document.currentScript.nonce;
   var ran = false;
   var timer = null;
@@ -45,6 +46,7 @@
     root.setAttribute("data-phase", status.phase);
     root.setAttribute("data-state", status.state);
     payArea.hidden = status.phase !== "pay";
+    if (invoiceOption) { invoiceOption.hidden = status.phase !== "pay" && status.phase !== "invoice"; }
     if (status.phase === "done" && status.html) { runCompletion(status.html); }
   }
 

@@ -1,0 +1,257 @@
+"""Access: what a platform's access at LTIaaS should be, and the one reconciler that tells LTIaaS.
+
+`decide` turns a licence's facts and an operator's override into the access the platform should
+have (invariant 8): the only place that rule lives. `refresh` stores that decision beside what
+LTIaaS was last told (`platform_active`), in the caller's transaction, with a timeline entry when it
+changes. `sync` is the reconciler: for a platform whose two values differ it claims the row (a
+conditional UPDATE: of several processes exactly one wins), commits, calls LTIaaS activate or
+deactivate outside any transaction, and records what LTIaaS now has. A failed call is retried with
+backoff by the worker until LTIaaS has it. No other code calls activate/deactivate.
+"""
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from flask import current_app
+from sqlalchemy import or_, select, text, update
+
+from . import ltiaas
+from .db import db, utcnow
+from .models import ACCESS_DIFFERS, Licence, LicencePayment, Registration
+from .registrations import record
+
+log = logging.getLogger(__name__)
+
+# Subscription statuses that keep access (Stripe's own retries decide how long past_due lasts).
+ACTIVE_SUBSCRIPTION = {"active", "trialing", "past_due"}
+RETRY_BASE = timedelta(seconds=5)
+RETRY_CAP = timedelta(minutes=5)
+# After this many failed calls an operator is told (it keeps retrying by itself meanwhile).
+ATTENTION_AFTER = 6
+# A permanent refusal (the platform is gone at LTIaaS) is tried again only this often.
+REFUSED_RETRY = timedelta(hours=1)
+BATCH = 500
+
+
+@dataclass(frozen=True)
+class Decision:
+    active: bool | None  # None: nothing decides it yet (no licence)
+    reason: str
+    review_at: datetime | None = None  # the clock alone may change it then
+
+
+def current_payment(licence: Licence) -> LicencePayment | None:
+    """The payment that pays for the licence now: the newest one."""
+    paid = [p for p in licence.payments if p.paid_at is not None] or list(licence.payments)
+    return max(paid, key=lambda p: (p.paid_at or p.created_at, p.id)) if paid else None
+
+
+def decide(licence: Licence | None, override: bool | None, now: datetime, settings) -> Decision:
+    """The access a platform should have; the whole rule (CONTRACT.md, "Licences")."""
+    if override is not None:
+        return Decision(override, "operator grants access" if override else "operator revokes access")
+    if licence is None:
+        return Decision(None, "no licence")
+    lost = [p for p in licence.payments if p.dispute_status == "lost"]
+    if lost:
+        return Decision(False, f"dispute {lost[-1].dispute_id} lost")
+    current = current_payment(licence)
+    if current is not None and current.fully_refunded:
+        return Decision(False, f"payment {current.payment_intent_id} refunded in full")
+    if licence.kind == "payment":
+        if licence.status == "succeeded":
+            return Decision(True, "paid")
+        return Decision(False, f"payment {licence.status or 'not confirmed'}")
+    if licence.kind == "subscription":
+        if licence.status in ACTIVE_SUBSCRIPTION:
+            return Decision(True, f"subscription {licence.status}")
+        return Decision(False, f"subscription {licence.status or 'unknown'}")
+    return _decide_invoice(licence, now, settings)
+
+
+def _decide_invoice(licence: Licence, now: datetime, settings) -> Decision:
+    sub_status = licence.subscription_status
+    if licence.subscription_id and sub_status and sub_status not in ACTIVE_SUBSCRIPTION:
+        return Decision(False, f"subscription {sub_status}")
+    name = f"invoice {licence.invoice_number or licence.invoice_id or ''}".strip()
+    if licence.status == "paid":
+        return Decision(True, f"{name} paid")
+    if licence.status in ("void", "uncollectible"):
+        return Decision(False, f"{name} {licence.status}")
+    if settings.invoice_access == "on_payment" and licence.first_paid_at is None:
+        return Decision(False, f"{name} not paid yet (access on payment)")
+    if licence.due_at is None:
+        return Decision(True, f"{name} being issued")
+    deadline = licence.due_at + timedelta(days=settings.licence_grace_days)
+    if now < deadline:
+        return Decision(True, f"{name} open, due {licence.due_at:%Y-%m-%d}", review_at=deadline)
+    return Decision(False, f"{name} unpaid {settings.licence_grace_days} days after its due date "
+                           f"{licence.due_at:%Y-%m-%d}")
+
+
+def refresh(reg: Registration, cause: str, now: datetime | None = None) -> bool:
+    """Store the access `reg` should have; a timeline entry when it changes. Flushes; True if changed."""
+    settings = current_app.config["SETTINGS"]
+    licence = db.session.scalars(select(Licence).where(Licence.registration_pk == reg.id)).first()
+    if licence is not None:
+        db.session.refresh(licence)  # its payments too: another transaction may have added one
+    decision = decide(licence, reg.access_override, now or utcnow(), settings)
+    values = {"access_wanted": decision.active, "access_reason": decision.reason[:200],
+              "access_review_at": decision.review_at}
+    if all(getattr(reg, k) == v for k, v in values.items()):
+        return False
+    if reg.access_wanted == decision.active:  # same access, other reason or review date: no news
+        db.session.execute(update(Registration).where(Registration.id == reg.id).values(**values)
+                           .execution_options(synchronize_session=False))
+        db.session.refresh(reg)
+        return False
+    word = {True: "active", False: "inactive", None: "undecided"}[decision.active]
+    told = {True: "active", False: "inactive", None: "not told yet"}[reg.platform_active]
+    record(reg, "access", cause=cause, details={"reason": decision.reason, "active": decision.active},
+           message=f"Access should be {word}: {decision.reason}"
+                   + (f" (LTIaaS has: {told})." if reg.platform_id else " (no platform yet)."),
+           access_attempts=0, access_next_at=None, access_error=None, **values)
+    return True
+
+
+def _backoff(attempts: int) -> timedelta:
+    return min(RETRY_BASE * (2 ** max(attempts - 1, 0)), RETRY_CAP)
+
+
+def _stale_bound() -> timedelta:
+    return timedelta(seconds=current_app.config["SETTINGS"].stale_after_seconds)
+
+
+def _without(attention: str | None, reasons: set[str]) -> str | None:
+    left = [r for r in (attention or "").split(",") if r and r not in reasons]
+    return ",".join(left) or None
+
+
+def sync(pk: int, cause: str, now: datetime | None = None) -> int:
+    """Tell LTIaaS the access registration `pk` should have, if it differs; returns calls made.
+
+    Commits. Loops while the access changed again during the call, a few times at most.
+    """
+    calls = 0
+    for _ in range(3):
+        outcome = _sync_once(pk, cause, now)
+        if outcome is None:
+            break
+        calls += 1
+        if outcome is False:
+            break
+    return calls
+
+
+def _sync_once(pk: int, cause: str, now: datetime | None) -> bool | None:
+    """One claim and one call: None when nothing was sent, else whether LTIaaS took it."""
+    claimed_at = now or utcnow()
+    claim = db.session.execute(
+        update(Registration)
+        .where(Registration.id == pk, text(ACCESS_DIFFERS),
+               or_(Registration.access_claimed_at.is_(None),
+                   Registration.access_claimed_at < claimed_at - _stale_bound()),
+               or_(Registration.access_next_at.is_(None), Registration.access_next_at <= claimed_at))
+        .values(access_claimed_at=claimed_at).execution_options(synchronize_session=False))
+    if claim.rowcount != 1:
+        db.session.commit()
+        return None
+    reg = db.session.get(Registration, pk)
+    db.session.refresh(reg)
+    platform_id, active, reason = reg.platform_id, reg.access_wanted, reg.access_reason
+    db.session.commit()  # the claim is visible; nothing is held while LTIaaS is asked
+    verb = "activate" if active else "deactivate"
+    mine = (Registration.access_claimed_at == claimed_at,)
+    try:
+        ltiaas.client().set_platform_active(platform_id, active)
+    except (ltiaas.LtiaasError, ValueError) as exc:
+        error = exc.as_dict() if isinstance(exc, ltiaas.LtiaasError) else {"message": str(exc), "retryable": False}
+        _record_failure(reg, verb, error, claimed_at, cause, mine)
+        return False
+    db.session.refresh(reg)
+    taken = db.session.execute(
+        update(Registration).where(Registration.id == pk, *mine)
+        .values(platform_active=active, access_claimed_at=None, access_attempts=0, access_next_at=None,
+                access_error=None, attention=_without(reg.attention, {"access_unsynced", "access_refused"}),
+                updated_at=utcnow())
+        .execution_options(synchronize_session=False)).rowcount == 1
+    db.session.refresh(reg)
+    record(reg, "access", cause=cause, details={"platform_id": platform_id, "active": active},
+           message=f"LTIaaS {verb}d platform {platform_id} ({reason})."
+                   + ("" if taken else " Another attempt had taken the claim over meanwhile."))
+    db.session.commit()
+    log.info("access: registration %s platform %s %sd at LTIaaS (%s)", pk, platform_id, verb, reason)
+    return True
+
+
+def _record_failure(reg: Registration, verb: str, error: dict, claimed_at: datetime, cause: str, mine) -> None:
+    attempts = reg.access_attempts + 1
+    retryable = error.get("retryable", False)
+    delay = _backoff(attempts) if retryable else REFUSED_RETRY
+    values = {"access_claimed_at": None, "access_attempts": attempts, "access_next_at": claimed_at + delay,
+              "access_error": error, "updated_at": utcnow()}
+    reason = None if retryable and attempts < ATTENTION_AFTER else ("access_unsynced" if retryable
+                                                                      else "access_refused")
+    taken = db.session.execute(update(Registration).where(Registration.id == reg.id, *mine).values(**values)
+                               .execution_options(synchronize_session=False)).rowcount == 1
+    db.session.refresh(reg)
+    log.warning("access: registration %s: LTIaaS did not %s platform %s: %s; retry in %s s", reg.id, verb,
+                reg.platform_id, error.get("message"), int(delay.total_seconds()))
+    # The first failure, and the one that calls an operator, are worth a line in the timeline.
+    if taken and (attempts == 1 or reason):
+        extra = {"attention": reason} if reason and reason not in (reg.attention or "").split(",") else {}
+        record(reg, "access", cause=cause, details=error, **extra,
+               message=f"LTIaaS did not {verb} platform {reg.platform_id}: {error.get('message')}. "
+                       f"Retrying in {int(delay.total_seconds())} s" + (" (an operator is told)." if reason else "."))
+    db.session.commit()
+
+
+def review_due(now: datetime, cause: str = "worker") -> int:
+    """Decide again every registration whose access may have changed by the clock (a due date)."""
+    ids = db.session.scalars(select(Registration.id).where(Registration.access_review_at <= now)
+                             .order_by(Registration.access_review_at).limit(BATCH)).all()
+    db.session.commit()
+    changed = 0
+    for pk in ids:
+        reg = db.session.get(Registration, pk)
+        changed += refresh(reg, cause, now)
+        db.session.commit()
+    return changed
+
+
+def pending(now: datetime, limit: int = BATCH) -> list[int]:
+    """Registrations whose platform's access differs from what LTIaaS was told, due for a call."""
+    ids = db.session.scalars(
+        select(Registration.id).where(
+            text(ACCESS_DIFFERS),
+            or_(Registration.access_next_at.is_(None), Registration.access_next_at <= now),
+            or_(Registration.access_claimed_at.is_(None), Registration.access_claimed_at < now - _stale_bound()))
+        .order_by(Registration.id).limit(limit)).all()
+    db.session.commit()
+    return list(ids)
+
+
+def sync_pending(now: datetime | None = None, cause: str = "worker", stop=None) -> dict:
+    """One reconciler pass: review what the clock changed, then tell LTIaaS every difference."""
+    now = now or utcnow()
+    counts = {"access_reviewed": review_due(now, cause), "access_told": 0, "access_failed": 0}
+    for pk in pending(now):
+        if stop is not None and stop.is_set():
+            break
+        outcome = _sync_once(pk, cause, now)
+        if outcome is True:
+            counts["access_told"] += 1
+        elif outcome is False:
+            counts["access_failed"] += 1
+    return counts
+
+
+def set_override(reg: Registration, override: bool | None, cause: str, note: str, form_id: str | None = None) -> bool:
+    """An operator grants or revokes access by hand, or gives it back to the licence. Flushes."""
+    if reg.access_override == override:
+        return False
+    word = {True: "grants access", False: "revokes access", None: "removes the override"}[override]
+    record(reg, "operator", cause=cause, details={"override": override, "note": note, "form": form_id},
+           message=f"Operator {word}" + (f": {note}" if note else "."), access_override=override)
+    refresh(reg, cause)
+    return True

@@ -1,0 +1,282 @@
+"""Pay by invoice: the school's finance office gets a Stripe invoice; the tool is registered now.
+
+`request_invoice` checks the admin's form (one sentence per refusal, nothing sent to Stripe), claims
+the registration's licence as kind "invoice" (one licence per registration: a card payment is then
+refused, and an open Checkout Session is expired), then `advance` makes, at Stripe, a Customer and
+either an Invoice with the Price as its item or a subscription billed by invoice, finalises the
+invoice and has Stripe send it. Every call has its own idempotency key derived from the registration,
+and each step's result is committed before the next call, so a double submit, a reload or a failure
+halfway resumes where it stopped (the admin's retry, or the worker) and never makes a second customer,
+invoice or subscription. Once the invoice is sent the registration is paid (its money is secured by
+the invoice) and completed at LTIaaS exactly once, as for a card.
+"""
+import logging
+import secrets
+import unicodedata
+from dataclasses import dataclass
+from datetime import timedelta
+
+from email_validator import EmailNotValidError, validate_email
+from flask import current_app
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy import or_, select, update
+
+from . import access, licences, payments
+from .checkout import reference
+from .db import db, utcnow
+from .fulfilment import complete, fulfil_checkout
+from .models import CheckoutSession, Licence, Registration, State
+from .money import format_amount
+from .registrations import record, transition
+
+log = logging.getLogger(__name__)
+
+CAUSE = "invoice"
+EMAIL_MAX, ORGANISATION_MAX, PO_MAX = 254, 120, 140  # PO: Stripe's custom field value limit
+_FORM_SALT = "paygate-invoice-form"
+
+
+class InvoiceRefused(Exception):
+    """The form cannot be accepted; the message is one sentence for the admin, `field` names where."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class InvoiceForm:
+    billing_email: str
+    organisation: str
+    po_number: str | None
+
+
+def _clean(value, field: str, label: str, maximum: int, required: bool) -> str | None:
+    text = value.strip() if isinstance(value, str) else ""
+    if not text:
+        if required:
+            raise InvoiceRefused(f"Enter {label}.", field)
+        return None
+    if len(text) > maximum:
+        raise InvoiceRefused(f"{label[0].upper()}{label[1:]} is too long: at most {maximum} characters.", field)
+    # Line breaks, control and invisible characters, and markup never reach Stripe, a page or a log.
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Co", "Cs", "Zl", "Zp") for c in text) or "<" in text \
+            or ">" in text:
+        raise InvoiceRefused(f"{label[0].upper()}{label[1:]} cannot contain line breaks, control characters "
+                             "or the signs < and >.", field)
+    return text
+
+
+def check_form(form) -> InvoiceForm:
+    """The admin's answers, or InvoiceRefused with the first problem."""
+    email = _clean(form.get("billing_email"), "billing_email", "the billing e-mail address", EMAIL_MAX, True)
+    try:
+        email = validate_email(email, check_deliverability=False).normalized
+    except EmailNotValidError:
+        raise InvoiceRefused("The billing e-mail address is not one an invoice can be sent to; check it.",
+                             "billing_email") from None
+    organisation = _clean(form.get("organisation"), "organisation", "the name of your school or organisation",
+                          ORGANISATION_MAX, True)
+    po_number = _clean(form.get("po_number"), "po_number", "the purchase-order number", PO_MAX, False)
+    return InvoiceForm(email, organisation, po_number)
+
+
+# The form's one-time id: signed (the frame has no cookies for a CSRF token), bound to the registration.
+
+def _serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=_FORM_SALT)
+
+
+def new_form_id(reg: Registration) -> str:
+    return _serializer().dumps({"r": reg.id, "n": secrets.token_urlsafe(12)})
+
+
+def form_nonce(reg: Registration, form_id: str | None) -> str:
+    """The nonce of a form id issued for this registration within its window, or InvoiceRefused."""
+    window = current_app.config["SETTINGS"].registration_window_minutes * 60
+    try:
+        data = _serializer().loads(form_id or "", max_age=window)
+    except BadSignature:
+        raise InvoiceRefused("This form has expired. Reload the page and send it again.") from None
+    if not isinstance(data, dict) or data.get("r") != reg.id or not isinstance(data.get("n"), str):
+        raise InvoiceRefused("This form has expired. Reload the page and send it again.")
+    return data["n"]
+
+
+# The request.
+
+def request_invoice(reg: Registration, form, cause: str = CAUSE) -> None:
+    """Accept the admin's invoice request and carry it as far as it goes; commits.
+
+    Raises InvoiceRefused (nothing was created) or payments.PaymentProviderError (what was created is
+    kept; the next try, or the worker, resumes).
+    """
+    settings = current_app.config["SETTINGS"]
+    if not settings.invoicing:
+        raise InvoiceRefused("Paying by invoice is not offered for this tool.")
+    nonce = form_nonce(reg, form.get("form_id"))
+    licence = licences.of(reg)
+    if licence is None:
+        answers = check_form(form)
+        if reg.state != State.PENDING:
+            raise InvoiceRefused("This registration needs no payment now.")
+        _refuse_if_card_payment_started(reg)
+        licence = licences.open_licence(reg, "invoice", billing_email=answers.billing_email,
+                                        organisation=answers.organisation, po_number=answers.po_number,
+                                        invoice_form_id=nonce)
+        if licence.invoice_form_id == nonce:  # this request made it (a concurrent twin finds it made)
+            record(reg, "licence", cause=cause, message=f"Pay by invoice requested for {answers.organisation} "
+                   f"({answers.billing_email}" + (f", PO {answers.po_number})." if answers.po_number else ")."),
+                   details={"billing_email": answers.billing_email, "organisation": answers.organisation,
+                            "po_number": answers.po_number}, payer_email=answers.billing_email)
+        db.session.commit()
+    elif licence.kind != "invoice":
+        raise InvoiceRefused("This registration is already paid by card.")
+    advance(reg.id, cause)
+
+
+def _refuse_if_card_payment_started(reg: Registration) -> None:
+    """A card payment in progress (a delayed one, or a session paid a moment ago) wins over an invoice."""
+    for row in reg.checkout_sessions:
+        if row.status == "complete" and row.failed_at is None:
+            raise InvoiceRefused("A card payment was already made for this registration.")
+
+
+def _expire_open_sessions(reg_pk: int, cause: str) -> None:
+    """Close any Checkout Session still open, so that the card cannot pay an invoiced registration."""
+    rows = db.session.scalars(select(CheckoutSession).where(CheckoutSession.registration_pk == reg_pk,
+                                                            CheckoutSession.status == "open")).all()
+    ids = [row.session_id for row in rows]
+    db.session.commit()
+    gateway = payments.gateway()
+    for session_id in ids:
+        try:
+            gateway.expire_checkout_session(session_id)
+        except payments.PaymentProviderError:
+            # Already complete (paid in the popup just now) or expired: Stripe's answer decides.
+            outcome = fulfil_checkout(session_id, cause)
+            if outcome.paid:
+                raise InvoiceRefused("A card payment was just made for this registration; no invoice is "
+                                     "needed.") from None
+        db.session.execute(update(CheckoutSession).where(CheckoutSession.session_id == session_id,
+                                                         CheckoutSession.status == "open")
+                           .values(status="expired", updated_at=utcnow()))
+        db.session.commit()
+
+
+def _claim(licence_pk: int, now) -> bool:
+    """One caller at a time talks to Stripe for an invoice; a claim older than the stale bound is retaken."""
+    stale = now - timedelta(seconds=current_app.config["SETTINGS"].stale_after_seconds)
+    claimed = db.session.execute(
+        update(Licence).where(Licence.id == licence_pk, Licence.invoice_sent_at.is_(None),
+                              or_(Licence.invoicing_claimed_at.is_(None), Licence.invoicing_claimed_at < stale))
+        .values(invoicing_claimed_at=now).execution_options(synchronize_session=False)).rowcount == 1
+    db.session.commit()
+    return claimed
+
+
+def advance(reg_pk: int, cause: str) -> None:
+    """Carry the registration's invoice through every step not done yet, then complete; commits."""
+    reg = db.session.get(Registration, reg_pk)
+    licence = licences.of(reg)
+    if licence is None or licence.kind != "invoice":
+        return
+    if licence.invoice_sent_at is None:
+        now = utcnow()
+        if not _claim(licence.id, now):
+            return  # another request or the worker is making it right now
+        try:
+            _expire_open_sessions(reg_pk, cause)
+            _make_and_send(reg_pk, licence.id)
+        except (payments.PaymentProviderError, InvoiceRefused) as exc:
+            db.session.rollback()
+            db.session.execute(update(Licence).where(Licence.id == licence.id)
+                               .values(invoicing_claimed_at=None, invoicing_error=str(exc)[:300]))
+            db.session.commit()
+            raise
+        reg = db.session.get(Registration, reg_pk)
+        licence = licences.of(reg)
+        _secured(reg, licence, cause)
+    reg = db.session.get(Registration, reg_pk)
+    if reg.state == State.PAID.value:
+        complete(reg, cause)
+
+
+def _make_and_send(reg_pk: int, licence_pk: int) -> None:
+    """The Stripe steps, each committed before the next; each key says which registration and step."""
+    settings = current_app.config["SETTINGS"]
+    gateway = payments.gateway()
+    reg = db.session.get(Registration, reg_pk)
+    ref = reference(reg)["metadata"]
+    key = f"paygate-invoice-{reg.id}-{reg.registration_id}-"
+    price_id, recurring = reg.price_id, reg.price_interval is not None
+    licence = db.session.get(Licence, licence_pk)
+    email, organisation, po_number = licence.billing_email, licence.organisation, licence.po_number
+    customer, invoice_id, status = licence.customer_id, licence.invoice_id, licence.status
+    db.session.commit()
+    days = settings.invoice_days_until_due
+
+    def save(**values):
+        db.session.execute(update(Licence).where(Licence.id == licence_pk).values(updated_at=utcnow(), **values))
+        db.session.commit()
+
+    if customer is None:
+        customer = gateway.create_customer(email=email, name=organisation, po_number=po_number, metadata=ref,
+                                           idempotency_key=key + "customer")
+        save(customer_id=customer)
+    if invoice_id is None and recurring:
+        sub = gateway.create_invoiced_subscription(customer=customer, price_id=price_id, days_until_due=days,
+                                                   metadata=ref, idempotency_key=key + "subscription")
+        invoice_id, status = sub.latest_invoice_id, "draft"
+        save(subscription_id=sub.id, subscription_status=sub.status, invoice_id=invoice_id, status=status)
+    elif invoice_id is None:
+        invoice = gateway.create_invoice(customer=customer, days_until_due=days, po_number=po_number, metadata=ref,
+                                         idempotency_key=key + "invoice")
+        invoice_id, status = invoice.id, invoice.status
+        save(invoice_id=invoice_id, status=status)
+    if status in (None, "draft"):
+        if not recurring:  # replayed if it was added before a failure: never a second item
+            gateway.add_invoice_item(customer=customer, invoice=invoice_id, price_id=price_id, metadata=ref,
+                                     idempotency_key=key + "item")
+        invoice = gateway.finalize_invoice(invoice_id, idempotency_key=key + "finalize")
+        _save_invoice(save, invoice)
+    invoice = gateway.send_invoice(invoice_id, idempotency_key=key + "send")
+    _save_invoice(save, invoice, invoice_sent_at=utcnow(), invoicing_claimed_at=None, invoicing_error=None)
+
+
+def _save_invoice(save, invoice: payments.InvoiceView, **more) -> None:
+    save(status=invoice.status, invoice_number=invoice.number, due_at=invoice.due_date,
+         hosted_invoice_url=invoice.hosted_invoice_url, amount_due=invoice.amount_due,
+         amount_remaining=invoice.amount_remaining, currency=invoice.currency, **more)
+
+
+def _secured(reg: Registration, licence: Licence, cause: str) -> None:
+    """The invoice is out: the registration may be completed; its access follows the licence."""
+    amount = format_amount(licence.amount_due, licence.currency)
+    due = f", due {licence.due_at:%Y-%m-%d}" if licence.due_at else ""
+    transition(reg, State.PAID, cause=cause, expect={State.PENDING, State.ABANDONED},
+               message=f"Invoice {licence.invoice_number or licence.invoice_id} for {amount} sent to "
+                       f"{licence.billing_email}{due}; registering now.",
+               details={"invoice": licence.invoice_id, "customer": licence.customer_id,
+                        "subscription": licence.subscription_id}, next_attempt_at=None)
+    access.refresh(reg, cause)
+    db.session.commit()
+
+
+def resume_pending(now, limit: int = 100) -> int:
+    """The worker: finish invoice requests a failure left halfway, while the LMS token lasts."""
+    window = timedelta(minutes=current_app.config["SETTINGS"].registration_window_minutes)
+    rows = db.session.execute(
+        select(Licence.registration_pk).join(Registration, Registration.id == Licence.registration_pk)
+        .where(Licence.kind == "invoice", Licence.invoice_sent_at.is_(None),
+               Registration.state == State.PENDING.value, Registration.created_at > now - window)
+        .order_by(Licence.id).limit(limit)).scalars().all()
+    db.session.commit()
+    done = 0
+    for reg_pk in rows:
+        try:
+            advance(reg_pk, "worker")
+            done += 1
+        except (payments.PaymentProviderError, InvoiceRefused) as exc:
+            log.warning("worker: invoice of registration %s not finished: %s", reg_pk, exc)
+    return done

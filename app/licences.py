@@ -1,0 +1,211 @@
+"""Licences: what Stripe says of a registration's money, kept current from Stripe's own objects.
+
+A licence is one per registration: a one-time payment, a subscription, or an invoice (with its
+subscription when the Price is recurring), with the payments made for it. Every update here comes
+from an object just read from Stripe (never from an event's snapshot), so late, repeated and
+out-of-order events converge on Stripe's truth. Each change of a licence leaves a timeline entry and
+decides the access again (app/access.py). Functions flush; their callers commit.
+"""
+import logging
+
+from sqlalchemy import or_, select
+
+from . import access, payments
+from .db import db, insert_ignoring_duplicates, utcnow
+from .models import Licence, LicencePayment, Registration
+from .registrations import record
+
+log = logging.getLogger(__name__)
+
+
+def of(reg: Registration) -> Licence | None:
+    return db.session.scalars(select(Licence).where(Licence.registration_pk == reg.id)).first()
+
+
+def open_licence(reg: Registration, kind: str, **values) -> Licence:
+    """The registration's licence, created with `kind` on first use (a unique row per registration)."""
+    now = utcnow()
+    insert_ignoring_duplicates(Licence, {"registration_pk": reg.id, "kind": kind, "dispute_open": False,
+                                         "created_at": now, "updated_at": now, **values})
+    licence = of(reg)
+    db.session.refresh(licence)
+    return licence
+
+
+def add_payment(licence: Licence, payment_intent: str, *, amount: int | None, currency: str | None,
+                paid_at=None, invoice_id: str | None = None) -> LicencePayment:
+    """A payment made for the licence, recorded once by its PaymentIntent id."""
+    now = utcnow()
+    insert_ignoring_duplicates(LicencePayment, {
+        "licence_pk": licence.id, "registration_pk": licence.registration_pk,
+        "payment_intent_id": payment_intent, "invoice_id": invoice_id, "amount": amount,
+        "currency": currency, "paid_at": paid_at or now, "amount_refunded": 0,
+        "created_at": now, "updated_at": now})
+    return db.session.scalars(select(LicencePayment)
+                              .where(LicencePayment.payment_intent_id == payment_intent)).one()
+
+
+def _update(reg: Registration, licence: Licence, cause: str, changes: dict, what: str) -> bool:
+    """Apply `changes` to the licence; a timeline entry names what changed. False when nothing did."""
+    changed = {k: v for k, v in changes.items() if getattr(licence, k) != v}
+    if not changed:
+        return False
+    for key, value in changed.items():
+        setattr(licence, key, value)
+    licence.updated_at = utcnow()
+    db.session.flush()
+    shown = {k: (v.isoformat(sep=" ") if hasattr(v, "isoformat") else v) for k, v in changed.items()}
+    record(reg, "licence", cause=cause, details=shown, message=f"Licence: {what}.")
+    return True
+
+
+# From a paid Checkout Session (card payment or the first payment of a subscription).
+
+def record_checkout(reg: Registration, view: payments.CheckoutView, cause: str) -> Licence:
+    """The licence a paid session starts; called in the transaction that records the payment."""
+    now = utcnow()
+    if view.subscription_view is not None:
+        sub = view.subscription_view
+        licence = open_licence(reg, "subscription", subscription_id=sub.id, customer_id=sub.customer,
+                               currency=view.currency)
+        apply_subscription(reg, licence, sub, cause)
+    else:
+        licence = open_licence(reg, "payment", status="succeeded", currency=view.currency, first_paid_at=now,
+                               customer_id=view.customer)
+        if view.payment_intent:
+            add_payment(licence, view.payment_intent, amount=view.amount_total, currency=view.currency)
+        record(reg, "licence", cause=cause, message="Licence: paid once.",
+               details={"kind": "payment", "payment_intent": view.payment_intent})
+    access.refresh(reg, cause)
+    return licence
+
+
+# Subscriptions and invoices.
+
+def apply_subscription(reg: Registration, licence: Licence, sub: payments.SubscriptionView, cause: str) -> bool:
+    """What Stripe says of the subscription now (status, period, newest invoice and its payments)."""
+    changes = {"customer_id": sub.customer or licence.customer_id}
+    if licence.kind == "subscription":
+        changes.update(status=sub.status, period_end=sub.period_end)
+    else:  # billed by invoice: the invoice decides, the subscription can still end it
+        changes.update(subscription_status=sub.status, period_end=sub.period_end)
+    changed = _update(reg, licence, cause, changes, f"subscription {sub.id} is {sub.status}"
+                      + (f", period ends {sub.period_end:%Y-%m-%d}" if sub.period_end else ""))
+    if sub.latest_invoice is not None:
+        changed |= apply_invoice(reg, licence, sub.latest_invoice, cause)
+    return changed
+
+
+def apply_invoice(reg: Registration, licence: Licence, invoice: payments.InvoiceView, cause: str) -> bool:
+    """An invoice of the licence as Stripe has it now; the newest one is the one that counts."""
+    changed = False
+    for payment_intent in invoice.payment_intents:
+        known = db.session.scalars(select(LicencePayment.id)
+                                   .where(LicencePayment.payment_intent_id == payment_intent)).first()
+        if known is None:
+            add_payment(licence, payment_intent, amount=invoice.amount_paid, currency=invoice.currency,
+                        paid_at=invoice.paid_at, invoice_id=invoice.id)
+            record(reg, "licence", cause=cause, details={"invoice": invoice.id, "payment_intent": payment_intent},
+                   message=f"Invoice {invoice.number or invoice.id} paid ({payment_intent}).")
+            changed = True
+    older = licence.invoice_id not in (None, invoice.id) and _is_older(licence, invoice)
+    if older:  # a late event about a previous period's invoice: its payments count, its status does not
+        return changed
+    changes = {"invoice_id": invoice.id, "invoice_number": invoice.number or licence.invoice_number,
+               "hosted_invoice_url": invoice.hosted_invoice_url or licence.hosted_invoice_url,
+               "amount_due": invoice.amount_due, "amount_remaining": invoice.amount_remaining,
+               "currency": invoice.currency or licence.currency}
+    if licence.kind == "invoice":
+        changes.update(status=invoice.status, due_at=invoice.due_date)
+    if invoice.status == "paid" and licence.first_paid_at is None:
+        changes["first_paid_at"] = invoice.paid_at or utcnow()
+    due = f", due {invoice.due_date:%Y-%m-%d}" if invoice.due_date else ""
+    changed |= _update(reg, licence, cause, changes, f"invoice {invoice.number or invoice.id} is {invoice.status}{due}")
+    return changed
+
+
+def _is_older(licence: Licence, invoice: payments.InvoiceView) -> bool:
+    """Whether `invoice` precedes the licence's current one (Stripe numbers invoices in order)."""
+    if licence.invoice_number and invoice.number:
+        return invoice.number < licence.invoice_number
+    return False
+
+
+def find_for_invoice(invoice: dict) -> Licence | None:
+    """The licence an invoice event is about, from the verified payload's ids (no Stripe call)."""
+    parent = (invoice.get("parent") or {}).get("subscription_details") or {}
+    subscription = payments._id_of(parent.get("subscription"))
+    conditions = [Licence.invoice_id == invoice.get("id")]
+    if subscription:
+        conditions.append(Licence.subscription_id == subscription)
+    found = db.session.scalars(select(Licence).where(or_(*conditions))).first()
+    return found or _by_reference(invoice.get("metadata") or parent.get("metadata") or {})
+
+
+def find_for_subscription(subscription: dict) -> Licence | None:
+    found = db.session.scalars(select(Licence).where(Licence.subscription_id == subscription.get("id"))).first()
+    return found or _by_reference(subscription.get("metadata") or {})
+
+
+def _by_reference(metadata: dict) -> Licence | None:
+    """A licence named by our reference in Stripe metadata (both ids must agree)."""
+    pk, registration_id = metadata.get("registration_pk"), metadata.get("registration_id")
+    if not (isinstance(pk, str) and pk.isdigit() and registration_id):
+        return None
+    reg = db.session.get(Registration, int(pk))
+    if reg is None or reg.registration_id != registration_id:
+        return None
+    return of(reg)
+
+
+def on_subscription_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
+    """customer.subscription.updated / .deleted: read the subscription now and apply it."""
+    licence = find_for_subscription(obj)
+    if licence is None or not payments.valid_id(obj.get("id"), "sub"):
+        return None, "foreign subscription"
+    reg_pk = licence.registration_pk
+    db.session.commit()  # nothing is held while Stripe is asked
+    sub = payments.gateway().retrieve_subscription(obj["id"])
+    reg, licence = db.session.get(Registration, reg_pk), db.session.get(Licence, licence.id)
+    if licence.subscription_id is None:
+        licence.subscription_id = sub.id
+    changed = apply_subscription(reg, licence, sub, cause)
+    access.refresh(reg, cause)
+    return reg, f"subscription {sub.status}" if changed else "no change"
+
+
+def on_invoice_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
+    """invoice.*: read the invoice (or its subscription) now and apply it."""
+    licence = find_for_invoice(obj)
+    if licence is None or not payments.valid_id(obj.get("id"), "in"):
+        return None, "foreign invoice"
+    reg_pk, subscription_id = licence.registration_pk, licence.subscription_id
+    db.session.commit()
+    gateway = payments.gateway()
+    invoice = gateway.retrieve_invoice(obj["id"])
+    sub = gateway.retrieve_subscription(subscription_id) if subscription_id else None
+    reg, licence = db.session.get(Registration, reg_pk), db.session.get(Licence, licence.id)
+    changed = apply_invoice(reg, licence, invoice, cause)
+    if sub is not None:
+        changed |= apply_subscription(reg, licence, sub, cause)
+    access.refresh(reg, cause)
+    return reg, f"invoice {invoice.status}" if changed else "no change"
+
+
+def recheck(licence_pk: int, cause: str) -> bool:
+    """Read a live licence's objects from Stripe again (reconciliation); commits. True if it changed."""
+    licence = db.session.get(Licence, licence_pk)
+    kind, subscription_id, invoice_id = licence.kind, licence.subscription_id, licence.invoice_id
+    db.session.commit()
+    gateway = payments.gateway()
+    sub = gateway.retrieve_subscription(subscription_id) if subscription_id else None
+    invoice = gateway.retrieve_invoice(invoice_id) if kind == "invoice" and invoice_id and sub is None else None
+    licence = db.session.get(Licence, licence_pk)
+    reg = db.session.get(Registration, licence.registration_pk)
+    changed = apply_subscription(reg, licence, sub, cause) if sub else False
+    if invoice is not None:
+        changed |= apply_invoice(reg, licence, invoice, cause)
+    licence.checked_at = utcnow()
+    access.refresh(reg, cause)
+    db.session.commit()
+    return changed

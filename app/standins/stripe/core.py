@@ -1,0 +1,359 @@
+"""The stand-in's shared machinery: stores, Stripe's error objects, form decoding, idempotency, rendering, events."""
+import calendar
+import copy
+import functools
+import hmac
+import itertools
+import json
+import logging
+import re
+import secrets
+import string
+import threading
+import time
+from datetime import datetime, timezone
+
+import requests
+import stripe
+from flask import Response, request
+
+log = logging.getLogger(__name__)
+
+DAY = 24 * 3600
+API = "/stripe/v1"  # under the blueprint's /_local
+
+_lock = threading.RLock()
+# One store per Stripe object type, each in creation order (the dashboard lists them newest first).
+STORES: dict[str, dict[str, dict]] = {kind: {} for kind in (
+    "checkout.session", "customer", "payment_intent", "charge", "refund", "dispute", "subscription", "invoice",
+    "invoiceitem")}
+_sessions = STORES["checkout.session"]
+_idempotency: dict[str, tuple] = {}      # key -> (fingerprint, status, body text)
+_events: list[dict] = []                 # every event sent, newest last, for tests and debugging
+_seq = itertools.count()
+_settings = None                         # of the newest blueprint, for send_event() callers without their own
+
+# Fields that hold an id and may be expanded into the object (expand[]=latest_invoice.payments ...).
+EXPANDABLE = {"customer": "customer", "latest_invoice": "invoice", "latest_charge": "charge", "charge": "charge",
+              "payment_intent": "payment_intent", "subscription": "subscription", "invoice": "invoice"}
+# Object type -> fn(body, obj, expand) adding what Stripe returns only when asked (invoice.payments ...).
+INCLUDES: dict = {}
+
+
+def reset() -> None:
+    """Forget every object, idempotency key and event."""
+    with _lock:
+        for store in (*STORES.values(), _idempotency):
+            store.clear()
+        _events.clear()
+
+
+def rand(n: int) -> str:
+    return "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(n))
+
+
+def now() -> int:
+    return int(time.time())
+
+
+class StripeFail(Exception):
+    """An API error, answered as Stripe's {"error": {...}} object."""
+
+    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None,
+                 kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.code, self.param, self.kind = status, message, code, param, kind
+
+    def response(self) -> Response:
+        error = {"type": self.kind, "message": self.message, "code": self.code}
+        if self.param:
+            error["param"] = self.param
+        return _raw(json.dumps({"error": error}, indent=2), self.status)
+
+
+def _raw(text: str, status: int = 200, replayed: bool = False) -> Response:
+    headers = {"Request-Id": "req_" + rand(14), "Stripe-Version": stripe.api_version}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(text, status, headers=headers, mimetype="application/json")
+
+
+def missing(kind: str, object_id: str, param: str | None = "id", status: int = 404) -> StripeFail:
+    return StripeFail(status, f"No such {kind}: '{object_id}'", "resource_missing", param)
+
+
+def state_error(message: str, param: str | None = None) -> StripeFail:
+    """An object is not in a state that allows the call."""
+    return StripeFail(400, message, None, param)
+
+
+def required(params: dict, name: str):
+    if params.get(name) in (None, ""):
+        raise StripeFail(400, f"Missing required param: {name}.", "parameter_missing", name)
+    return params[name]
+
+
+def decode_form(pairs) -> dict:
+    """Stripe's bracket notation (a[b][0][c]=v, a[]=v) back into nested dicts and lists."""
+    root: dict = {}
+    for key, value in pairs:
+        match = re.fullmatch(r"([^\[\]]+)((?:\[[^\[\]]*\])*)", key)
+        if not match:
+            raise StripeFail(400, f"Invalid parameter name: {key}", "parameter_unknown", key)
+        parts = [match.group(1)] + re.findall(r"\[([^\[\]]*)\]", match.group(2))
+        node = root
+        for depth, part in enumerate(parts):
+            if not isinstance(node, dict):
+                raise StripeFail(400, f"Invalid parameter: {key}", "parameter_invalid", key)
+            part = part or str(len(node))  # a[] appends
+            if depth == len(parts) - 1:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+    return _listify(root)
+
+
+def _listify(node, name: str = ""):
+    if not isinstance(node, dict):
+        return node
+    out = {k: _listify(v, k) for k, v in node.items()}
+    # metadata keys are the caller's own and may well be digits
+    if out and name != "metadata" and all(k.isdigit() for k in out):
+        return [out[k] for k in sorted(out, key=int)]
+    return out
+
+
+def to_int(value, param: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise StripeFail(400, f"Invalid integer: {value}", "parameter_invalid_integer", param) from None
+
+
+def to_bool(value, param: str) -> bool:
+    if value in (None, "", "false", False):
+        return False
+    if value in ("true", True):
+        return True
+    raise StripeFail(400, f"Invalid boolean: {value}", "parameter_invalid_boolean", param)
+
+
+def as_list(params: dict, name: str) -> list:
+    value = params.get(name) or []
+    if not isinstance(value, list):
+        raise StripeFail(400, "Invalid array", "parameter_invalid", name)
+    return value
+
+
+def expansions(params: dict) -> set:
+    value = params.get("expand", [])
+    return set(value if isinstance(value, list) else [value])
+
+
+def metadata(value, param: str = "metadata") -> dict:
+    if value in (None, ""):  # "" unsets, as in Stripe
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise StripeFail(400, "Invalid object", "parameter_invalid", param)
+    return value
+
+
+def custom_fields(value, param: str = "custom_fields") -> list | None:
+    """Invoice custom fields: at most 4, names up to 40 and values up to 140 characters."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, list) or len(value) > 4:
+        raise StripeFail(400, "Invalid array: at most 4 custom fields", "parameter_invalid", param)
+    for i, field in enumerate(value):
+        for name, most in (("name", 40), ("value", 140)):
+            text = field.get(name) if isinstance(field, dict) else None
+            if not text or len(text) > most:
+                raise StripeFail(400, f"{param}[{i}][{name}] must be 1 to {most} characters.", "parameter_invalid",
+                                 f"{param}[{i}][{name}]")
+    return [{"name": f["name"], "value": f["value"]} for f in value]
+
+
+def add_interval(ts: int, interval: str, count: int = 1) -> int:
+    """`ts` moved on by whole days, weeks, calendar months or years, as Stripe bills."""
+    if interval in ("day", "week"):
+        return ts + count * DAY * (7 if interval == "week" else 1)
+    moment = datetime.fromtimestamp(ts, timezone.utc)
+    months = moment.month - 1 + count * (12 if interval == "year" else 1)
+    year, month = moment.year + months // 12, months % 12 + 1
+    day = min(moment.day, calendar.monthrange(year, month)[1])  # 31 Jan + 1 month = 28/29 Feb
+    return int(moment.replace(year=year, month=month, day=day).timestamp())
+
+
+# --- objects --------------------------------------------------------------------------------------------------
+
+def create(kind: str, prefix: str, id_length: int = 24, **fields) -> dict:
+    """A new object of `kind` in its store, with the fields every Stripe object has."""
+    obj = {"id": prefix + rand(id_length), "object": kind, "created": now(), "livemode": False, "metadata": {},
+           **fields, "_seq": next(_seq)}
+    STORES[kind][obj["id"]] = obj
+    return obj
+
+
+def get(kind: str, object_id, param: str | None = None) -> dict:
+    """The stored object; unknown: 404 for the path's id, 400 naming `param` for a parameter."""
+    obj = STORES[kind].get(object_id) if isinstance(object_id, str) else None
+    if obj is None:
+        raise missing(kind, str(object_id), param or "id", 400 if param else 404)
+    return obj
+
+
+def newest(kind: str, test=lambda obj: True) -> list[dict]:
+    return sorted((o for o in STORES[kind].values() if test(o)), key=lambda o: (o["created"], o["_seq"]),
+                  reverse=True)
+
+
+def render(obj: dict, expand=()) -> dict:
+    """The object's JSON as the API answers it: private fields dropped, `expand` paths filled in."""
+    body = copy.deepcopy({k: v for k, v in obj.items() if not k.startswith("_")})
+    expand = set(expand)
+    include = INCLUDES.get(obj["object"])
+    if include:
+        include(body, obj, expand)
+    for field in {path.split(".", 1)[0] for path in expand}:
+        kind = EXPANDABLE.get(field)
+        if kind and isinstance(body.get(field), str) and body[field] in STORES[kind]:
+            deeper = {path.split(".", 1)[1] for path in expand if path.startswith(field + ".")}
+            body[field] = render(STORES[kind][body[field]], deeper)
+    return body
+
+
+def list_of(data: list, url: str) -> dict:
+    """A list object holding all of `data`."""
+    return {"object": "list", "data": data, "has_more": False, "url": url}
+
+
+def page(kind: str, objs: list[dict], params: dict, url: str) -> dict:
+    """One page of `objs` (newest first) after `starting_after`, `limit` long; `expand` paths name `data.<field>`."""
+    limit = to_int(params.get("limit", 10), "limit")
+    if not 1 <= limit <= 100:
+        raise StripeFail(400, "This value must be between 1 and 100.", "parameter_invalid_integer", "limit")
+    cursor = params.get("starting_after")
+    if cursor:
+        ids = [o["id"] for o in objs]
+        if cursor not in ids:
+            raise missing(kind, cursor, "starting_after", 400)
+        objs = objs[ids.index(cursor) + 1:]
+    inner = {path[len("data."):] for path in expansions(params) if path.startswith("data.")}
+    return {**list_of([render(o, inner) for o in objs[:limit]], url), "has_more": len(objs) > limit}
+
+
+def change(settings, obj: dict, event_type: str, **fields) -> dict:
+    """Set `fields` and send `event_type` with the old values of those that changed."""
+    previous = {k: copy.deepcopy(obj.get(k)) for k, v in fields.items() if obj.get(k) != v}
+    obj.update(fields)
+    return emit(settings, event_type, obj, previous)
+
+
+# --- the API views --------------------------------------------------------------------------------------------
+
+def api(settings):
+    """A decorator: auth, parameter decoding, one lock around the whole call, idempotent replays, error objects."""
+    expected = f"Bearer {settings.stripe_secret_key}".encode()
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def view(**kwargs):
+            try:
+                if not hmac.compare_digest(request.headers.get("Authorization", "").encode(), expected):
+                    raise StripeFail(401, "Invalid API Key provided.")
+                pairs = list((request.form if request.method == "POST" else request.args).items(multi=True))
+                params = decode_form(pairs)
+                key = request.headers.get("Idempotency-Key") if request.method == "POST" else None
+                with _lock:
+                    if key:
+                        if len(key) > 255:
+                            raise StripeFail(400, "Idempotency keys are at most 255 characters long.",
+                                             param="Idempotency-Key")
+                        fingerprint = (request.path, sorted(pairs))
+                        seen = _idempotency.get(key)
+                        if seen and seen[0] != fingerprint:
+                            raise StripeFail(400, "Keys for idempotent requests can only be used with the same "
+                                             "parameters they were first used with. Try using a key other than "
+                                             f"'{key}' if you meant to execute a different request.",
+                                             kind="idempotency_error")
+                        if seen:
+                            return _raw(seen[2], seen[1], replayed=True)
+                    text = json.dumps(fn(params, **kwargs), indent=2)
+                    if key:  # like Stripe, only requests that ran are remembered; failed validation is not
+                        _idempotency[key] = (fingerprint, 200, text)
+                    return _raw(text)
+            except StripeFail as exc:
+                return exc.response()
+        return view
+    return wrap
+
+
+def api_routes(bp, settings):
+    """`route(rule, *methods)` (GET by default): a decorator adding an `api` view at /stripe/v1{rule} to `bp`."""
+    wrap = api(settings)
+
+    def route(rule: str, *methods: str):
+        def add(fn):
+            endpoint = f"stripe_{fn.__module__.rsplit('.', 1)[-1]}_{fn.__name__}"
+            bp.add_url_rule(API + rule, endpoint, wrap(fn), methods=list(methods or ["GET"]))
+            return fn
+        return add
+    return route
+
+
+def add_retrieve(route, rule: str, kind: str) -> None:
+    """GET {rule} (ending in <object_id>): the stored `kind` object, with `expand`."""
+    def retrieve(params, object_id):
+        return render(get(kind, object_id), expansions(params))
+    retrieve.__name__ = f"retrieve_{kind.replace('.', '_')}"
+    route(rule)(retrieve)
+
+
+def money(amount: int, currency: str) -> str:
+    return f"{amount / 100:.2f} {currency.upper()}"
+
+
+def html(body: str, status: int = 200) -> Response:
+    """A stand-in page: like Stripe's own, never framed and never cached."""
+    return Response(body, status, mimetype="text/html", headers={
+        "X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'",
+        "Cache-Control": "no-store"})
+
+
+# --- events ---------------------------------------------------------------------------------------------------
+
+def emit(settings, event_type: str, obj: dict, previous: dict | None = None) -> dict:
+    """Send `event_type` with the object's current JSON; `previous` = the changed fields' old values."""
+    return send_event(event_type, render(obj), settings, previous)
+
+
+def send_event(event_type: str, obj: dict, settings=None, previous: dict | None = None) -> dict:
+    """Sign and POST an event to {public_url}/webhooks/stripe in a background thread; return the event."""
+    settings = settings or _settings
+    data = {"object": obj}
+    if previous:
+        data["previous_attributes"] = previous
+    event = {"id": "evt_" + rand(24), "object": "event", "api_version": stripe.api_version,
+             "created": now(), "type": event_type, "livemode": False, "pending_webhooks": 1,
+             "request": {"id": None, "idempotency_key": None}, "data": data}
+    payload = json.dumps(event, indent=2)
+    signature = stripe.WebhookSignature.generate_signature_header(payload, settings.stripe_webhook_secret)
+    url = settings.public_url.rstrip("/") + "/webhooks/stripe"
+    with _lock:
+        _events.append(event)
+    threading.Thread(target=_deliver, args=(url, payload, signature, event), daemon=True,
+                     name=f"stripe-standin-{event['id']}").start()
+    return event
+
+
+def _deliver(url: str, payload: str, signature: str, event: dict) -> None:
+    # Stripe answers nobody's redirects and waits at most a few seconds; so do we.
+    try:
+        response = requests.post(url, data=payload.encode("utf-8"), timeout=10, allow_redirects=False, headers={
+            "Content-Type": "application/json; charset=utf-8", "Stripe-Signature": signature,
+            "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)"})
+        if response.status_code >= 300:
+            log.warning("local Stripe: %s %s got HTTP %s from the webhook", event["type"], event["id"],
+                        response.status_code)
+    except requests.RequestException as exc:
+        log.warning("local Stripe: %s %s not delivered: %s", event["type"], event["id"], type(exc).__name__)

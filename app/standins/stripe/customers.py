@@ -1,0 +1,35 @@
+"""Customers: created by Checkout or by the caller, with the invoice settings invoices copy."""
+from . import core
+
+
+def create(email: str | None, name: str | None = None, meta: dict | None = None,
+           fields: list | None = None, description: str | None = None) -> dict:
+    """A new customer; its invoices are numbered {invoice_prefix}-0001, -0002, ..."""
+    return core.create("customer", "cus_", email=email, name=name, metadata=meta or {}, description=description,
+                       address=None, balance=0, currency=None, default_source=None, delinquent=False,
+                       invoice_prefix=core.rand(8).upper(), next_invoice_sequence=1, phone=None,
+                       preferred_locales=[], shipping=None, tax_exempt="none", test_clock=None,
+                       invoice_settings={"custom_fields": fields, "default_payment_method": None, "footer": None,
+                                         "rendering_options": None})
+
+
+def next_invoice_number(customer: dict) -> str:
+    number = f"{customer['invoice_prefix']}-{customer['next_invoice_sequence']:04d}"
+    customer["next_invoice_sequence"] += 1
+    return number
+
+
+def register(bp, settings) -> None:
+    """POST /v1/customers, GET /v1/customers/{id}."""
+    route = core.api_routes(bp, settings)
+
+    @route("/customers", "POST")
+    def create_customer(params):
+        settings_param = params.get("invoice_settings") or {}
+        if not isinstance(settings_param, dict):
+            raise core.StripeFail(400, "Invalid object", "parameter_invalid", "invoice_settings")
+        fields = core.custom_fields(settings_param.get("custom_fields"), "invoice_settings[custom_fields]")
+        return core.render(create(params.get("email"), params.get("name"), core.metadata(params.get("metadata")),
+                                  fields, params.get("description")))
+
+    core.add_retrieve(route, "/customers/<object_id>", "customer")
