@@ -234,15 +234,26 @@ def pending(now: datetime, limit: int = BATCH) -> list[int]:
 def sync_pending(now: datetime | None = None, cause: str = "worker", stop=None) -> dict:
     """One reconciler pass: review what the clock changed, then tell LTIaaS every difference."""
     now = now or utcnow()
-    counts = {"access_reviewed": review_due(now, cause), "access_told": 0, "access_failed": 0}
-    for pk in pending(now):
-        if stop is not None and stop.is_set():
+    counts = {"access_reviewed": 0, "access_told": 0, "access_failed": 0}
+    while True:  # batch after batch, until the clock has nothing more to say
+        reviewed = review_due(now, cause)
+        counts["access_reviewed"] += reviewed
+        if reviewed < BATCH:
             break
-        outcome = _sync_once(pk, cause, now)
-        if outcome is True:
-            counts["access_told"] += 1
-        elif outcome is False:
-            counts["access_failed"] += 1
+    seen: set[int] = set()
+    while not (stop is not None and stop.is_set()):
+        batch = [pk for pk in pending(now) if pk not in seen]  # a failed call waits for its backoff
+        if not batch:
+            break
+        for pk in batch:
+            if stop is not None and stop.is_set():
+                break
+            seen.add(pk)
+            outcome = _sync_once(pk, cause, now)
+            if outcome is True:
+                counts["access_told"] += 1
+            elif outcome is False:
+                counts["access_failed"] += 1
     return counts
 
 

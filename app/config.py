@@ -95,6 +95,8 @@ class Settings(BaseSettings):
         if self.app_env != "local":
             return self
         self.public_url = self.public_url or f"http://127.0.0.1:{LOCAL_PORT}"
+        if self.invoice_days_until_due is None:  # a newcomer sees both ways to pay (0 turns it off)
+            self.invoice_days_until_due = 30
         self.secret_key = self.secret_key or secrets.token_urlsafe(32)
         base = self.public_url.rstrip("/")
         if not self.ltiaas_url:

@@ -407,7 +407,8 @@ class Payments:
         return _refund_view(self._call("read the refund", self._client.v1.refunds.retrieve, refund_id).to_dict())
 
     def retrieve_dispute(self, dispute_id: str) -> DisputeView:
-        _check(dispute_id, "du")
+        if not valid_id(dispute_id, "dp"):  # older disputes were dp_, current ones du_
+            _check(dispute_id, "du")
         return _dispute_view(self._call("read the dispute", self._client.v1.disputes.retrieve,
                                         dispute_id).to_dict())
 

@@ -8,7 +8,7 @@ the registration with its evidence deadline; lost → inactive; won → the flag
 """
 import logging
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from . import access, payments
 from .db import db, utcnow
@@ -66,6 +66,11 @@ def apply_payment(row: LicencePayment, view: payments.PaymentView, cause: str,
         _dispute_changed(reg, row, cause)
     if row.fully_refunded and reg.state != State.REFUNDED.value:  # also after an answer that was lost
         _to_refunded(reg, row, cause)
+    elif row.fully_refunded and row.refund_id and reg.refund_id != row.refund_id:
+        # charge.refunded may come before refund.created: the refund's id is learnt afterwards.
+        db.session.execute(update(Registration).where(Registration.id == reg.id).values(refund_id=row.refund_id)
+                           .execution_options(synchronize_session=False))
+        db.session.refresh(reg)
     elif was_refunded and not row.fully_refunded:
         _refund_undone(reg, row, cause)
     licence = db.session.get(Licence, row.licence_pk)

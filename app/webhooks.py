@@ -55,6 +55,10 @@ def stripe_webhook():
     except payments.PaymentProviderError:
         db.session.rollback()
         return jsonify(error="payment provider unavailable; retry"), 503
+    except ValueError:  # an id that is not of its kind: nothing of ours, and never worth a retry
+        db.session.rollback()
+        log.warning("webhook %s (%s): an object id of the wrong shape; ignored", event.get("id"), event.get("type"))
+        return jsonify(received=True, result="malformed")
     response = jsonify(received=True, result=result)
     if after is not None:
         app = current_app._get_current_object()

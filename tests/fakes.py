@@ -1053,6 +1053,8 @@ class Ltiaas:
         self.complete_failures: list = []  # statuses, or exceptions to raise, for the next calls
         self.platforms: dict[str, dict] = {}
         self.platform_calls: list[tuple[str, str]] = []
+        self.activation_failures: list[int] = []  # statuses for the next activate/deactivate calls
+        self.activation_delay = 0.0
         self.probe = None  # called with the call's name while the service waits on LTIaaS
         rsps.add_callback("GET", re.compile(re.escape(self.base) + r"/api/registrations/[^/]+$"), self._get)
         rsps.add_callback("POST", re.compile(re.escape(self.base) + r"/api/registrations/[^/]+/complete$"),
@@ -1122,8 +1124,18 @@ class Ltiaas:
         if denied:
             return denied
         parts = urlparse(request.url).path.split("/")
-        self.platform_calls.append((parts[-1], parts[-2]))
+        with self.lock:
+            self.platform_calls.append((parts[-1], parts[-2]))
+            failure = self.activation_failures.pop(0) if self.activation_failures else None
+        if self.activation_delay:
+            time.sleep(self.activation_delay)
+        if failure:
+            return failure, {}, json.dumps({"status": failure, "error": "Failure", "details": {}})
         if parts[-2] not in self.platforms:
             return self._not_found()
         self.platforms[parts[-2]]["active"] = parts[-1] == "activate"
         return 200, {}, "{}"
+
+    def calls_for(self, platform_id: str) -> list[str]:
+        """activate/deactivate calls made for one platform, in order."""
+        return [action for action, pid in self.platform_calls if pid == platform_id]

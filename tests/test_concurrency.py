@@ -1,5 +1,6 @@
 """One payment delivered twenty times at once, on PostgreSQL: exactly one Complete call."""
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -103,3 +104,71 @@ def test_no_transaction_is_open_while_stripe_or_ltiaas_is_called(pg_app, stripe_
     probe_engine.dispose()
     assert {call for call, _ in seen} >= {"get", "price", "create", "retrieve", "complete"}
     assert [entry for entry in seen if entry[1]] == []
+
+
+# Access: exactly one LTIaaS call per real change of access, whatever arrives at once.
+
+@pytest.mark.parametrize("round_", range(3))
+def test_simultaneous_events_of_one_change_deactivate_once(pg_app, stripe_api, ltiaas_api, round_):
+    from app import access
+    from app.db import utcnow
+    stripe_api.set_price(recurring="year")
+    client = pg_app.test_client()
+    _, token, session_id = _paid_registration(client, stripe_api, ltiaas_api)
+    client.get(f"/flow/{token}/paid?session_id={session_id}")
+    with pg_app.app_context():
+        platform_id = db.session.scalars(select(Registration.platform_id)).one()
+    sub = stripe_api.set_subscription_status(stripe_api.sessions[session_id]["subscription"], "canceled")
+    ltiaas_api.activation_delay = 0.2  # widen the window in which a second caller could slip through
+    same = stripe_api.signed(stripe_api.object_event("customer.subscription.deleted", sub))
+    signed = [same if i % 2 else stripe_api.signed(stripe_api.object_event("customer.subscription.updated", sub))
+              for i in range(DELIVERIES - 2)]
+    barrier = threading.Barrier(DELIVERIES)
+
+    def deliver(i):
+        own = pg_app.test_client()
+        barrier.wait()
+        if i >= len(signed):  # the worker's reconciler, at the same moment
+            with pg_app.app_context():
+                access.sync_pending(utcnow())
+            return 200
+        body, headers = signed[i]
+        return own.post("/webhooks/stripe", data=body, headers=headers).status_code
+
+    with ThreadPoolExecutor(DELIVERIES) as pool:
+        codes = list(pool.map(deliver, range(DELIVERIES)))
+    assert all(code == 200 for code in codes), codes
+    assert ltiaas_api.calls_for(platform_id) == ["deactivate"]
+    with pg_app.app_context():
+        reg = db.session.scalars(select(Registration)).one()
+        assert reg.platform_active is False and reg.access_claimed_at is None
+        told = [e for e in reg.timeline if e.kind == "access" and e.message.startswith("LTIaaS deactivated")]
+        assert len(told) == 1
+
+
+def test_a_flip_and_back_while_ltiaas_is_told_ends_in_stripes_state(pg_app, stripe_api, ltiaas_api):
+    """A change that arrives while LTIaaS is being told is sent after it, never lost."""
+    stripe_api.set_price(recurring="year")
+    client = pg_app.test_client()
+    _, token, session_id = _paid_registration(client, stripe_api, ltiaas_api)
+    client.get(f"/flow/{token}/paid?session_id={session_id}")
+    sub_id = stripe_api.sessions[session_id]["subscription"]
+    with pg_app.app_context():
+        platform_id = db.session.scalars(select(Registration.platform_id)).one()
+    ltiaas_api.activation_delay = 0.5
+    unpaid = stripe_api.signed(stripe_api.object_event("customer.subscription.updated",
+                                                       stripe_api.set_subscription_status(sub_id, "unpaid")))
+    first = threading.Thread(target=lambda: pg_app.test_client().post("/webhooks/stripe", data=unpaid[0],
+                                                                      headers=unpaid[1]))
+    first.start()
+    time.sleep(0.2)  # the deactivate call is in flight
+    active = stripe_api.signed(stripe_api.object_event("customer.subscription.updated",
+                                                       stripe_api.set_subscription_status(sub_id, "active")))
+    assert client.post("/webhooks/stripe", data=active[0], headers=active[1]).status_code == 200
+    first.join()
+    from app import worker
+    with pg_app.app_context():
+        worker.run_once()
+        reg = db.session.scalars(select(Registration)).one()
+        assert reg.access_wanted is True and reg.platform_active is True
+    assert ltiaas_api.calls_for(platform_id) == ["deactivate", "activate"]
