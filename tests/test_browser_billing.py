@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from app import create_app
 from app.db import db
-from app.models import Licence, Registration
+from app.models import Licence, Registration, StripeEvent
 
 from .conftest import _empty
 from .live import free_port, serving
@@ -94,6 +94,22 @@ def eventually(check, what: str, timeout: float = 10.0):
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout} s: {what} (last: {value!r})")
         time.sleep(0.1)
+
+
+def unaccepted_events(app, port) -> dict:
+    """Events the Stripe stand-in sent that the service has not recorded (it answered them with an error)."""
+    sent = {event["id"]: event["type"] for event in stripe_snapshot(port)["events"]}
+    with app.app_context():
+        recorded = set(db.session.scalars(select(StripeEvent.event_id)))
+    return {event_id: kind for event_id, kind in sent.items() if event_id not in recorded}
+
+
+def assert_every_webhook_accepted(app, port):
+    """Each signed event the stand-in delivered was verified and recorded: none was answered 4xx/5xx."""
+    try:
+        eventually(lambda: not unaccepted_events(app, port), "every webhook accepted", timeout=5)
+    except AssertionError:
+        raise AssertionError(f"webhooks not accepted by the service: {unaccepted_events(app, port)}") from None
 
 
 def registration(app) -> Registration:
@@ -206,6 +222,7 @@ def test_yearly_subscription_then_access_follows_the_subscription(browser, start
     timeline = operator.locator("#timeline").inner_text()
     assert "LTIaaS deactivated platform" in timeline and "LTIaaS activated platform" in timeline
     operator.screenshot(path=str(tmp_path / "operator-subscription.png"), full_page=True)
+    assert_every_webhook_accepted(app, port)
 
     assert context.cookies(base) == []
     vendor.close()
@@ -295,6 +312,7 @@ def test_pay_by_invoice_in_the_frame_then_access_follows_the_invoice(browser, st
     eventually(access_is(app, port, True), "the platform active at LTIaaS once the invoice is paid")
     assert licence(app).status == "paid"
     dashboard.screenshot(path=str(tmp_path / "dashboard-invoice-paid.png"), full_page=True)
+    assert_every_webhook_accepted(app, port)
 
     assert context.cookies(base) == []
     vendor.close()

@@ -59,7 +59,9 @@ def test_a_yearly_price_sells_a_subscription_and_completes_once(client, stripe_a
     client.get(f"/flow/{token}/paid?session_id={session['id']}")
     deliver(client, stripe_api, stripe_api.event("checkout.session.completed", session["id"]))
     assert len(ltiaas_api.complete_calls) == 1 and ltiaas_api.complete_bodies[0]["autoActivate"] is True
-    reg = load(client, 1)
+    with client.application.app_context():
+        pk = db.session.scalars(select(Registration.id)).one()
+    reg = load(client, pk)
     assert reg.state == "completed" and reg.platform_active is True
     licence = reg.licence
     assert (licence.kind, licence.status, licence.subscription_id) == ("subscription", "active",
