@@ -54,10 +54,12 @@ def open_checkout(reg: Registration, success_url: str, cancel_url: str) -> str:
     """
     settings = current_app.config["SETTINGS"]
     now = utcnow()
+    invoiced = db.session.scalars(select(Licence.id).where(Licence.registration_pk == reg.id,
+                                                           Licence.kind == "invoice")).first()
+    if invoiced is not None:
+        raise NotPayable("invoiced")  # the admin chose to pay by invoice: never a card payment too
     if reg.state != State.PENDING:
         raise NotPayable(reg.state)
-    if db.session.scalars(select(Licence.id).where(Licence.registration_pk == reg.id)).first() is not None:
-        raise NotPayable("invoiced")  # the admin chose to pay by invoice: never a card payment too
     current = _current_session(reg)
     if current is not None and current.status == "complete" and current.failed_at is None:
         raise NotPayable("processing")  # a delayed payment is on its way: never a second charge

@@ -116,21 +116,31 @@ def request_invoice(reg: Registration, form, cause: str = CAUSE) -> None:
         raise InvoiceRefused("Paying by invoice is not offered for this tool.")
     nonce = form_nonce(reg, form.get("form_id"))
     licence = licences.of(reg)
-    if licence is None:
+    if licence is not None and licence.kind == "invoice" and licence.customer_id is None:
+        # Nothing was made at Stripe yet: corrected answers (a mistyped e-mail) still count.
+        answers = check_form(form)
+        licence.billing_email, licence.organisation, licence.po_number = (
+            answers.billing_email, answers.organisation, answers.po_number)
+        db.session.commit()
+    elif licence is None:
         answers = check_form(form)
         if reg.state != State.PENDING:
             raise InvoiceRefused("This registration needs no payment now.")
         _refuse_if_card_payment_started(reg)
-        licence = licences.open_licence(reg, "invoice", billing_email=answers.billing_email,
-                                        organisation=answers.organisation, po_number=answers.po_number,
-                                        invoice_form_id=nonce)
-        if licence.invoice_form_id == nonce:  # this request made it (a concurrent twin finds it made)
+        # Before the licence exists: a session paid a moment ago is then fulfilled as the card payment.
+        reg_pk = reg.id
+        _expire_open_sessions(reg_pk, cause)
+        reg = db.session.get(Registration, reg_pk)
+        licence, created = licences.open_licence(reg, "invoice", billing_email=answers.billing_email,
+                                                 organisation=answers.organisation, po_number=answers.po_number,
+                                                 invoice_form_id=nonce)
+        if created:  # of simultaneous submissions, the one that made it says so
             record(reg, "licence", cause=cause, message=f"Pay by invoice requested for {answers.organisation} "
                    f"({answers.billing_email}" + (f", PO {answers.po_number})." if answers.po_number else ")."),
                    details={"billing_email": answers.billing_email, "organisation": answers.organisation,
                             "po_number": answers.po_number}, payer_email=answers.billing_email)
         db.session.commit()
-    elif licence.kind != "invoice":
+    if licence.kind != "invoice":
         raise InvoiceRefused("This registration is already paid by card.")
     advance(reg.id, cause)
 
@@ -153,11 +163,13 @@ def _expire_open_sessions(reg_pk: int, cause: str) -> None:
         try:
             gateway.expire_checkout_session(session_id)
         except payments.PaymentProviderError:
-            # Already complete (paid in the popup just now) or expired: Stripe's answer decides.
+            # Already complete (paid in the popup just now) or expired? Stripe's answer decides.
             outcome = fulfil_checkout(session_id, cause)
-            if outcome.paid:
+            if outcome.paid or outcome.note == "processing":
                 raise InvoiceRefused("A card payment was just made for this registration; no invoice is "
                                      "needed.") from None
+            if outcome.note == "open":  # Stripe could not close it: a card could still pay it
+                raise
         db.session.execute(update(CheckoutSession).where(CheckoutSession.session_id == session_id,
                                                          CheckoutSession.status == "open")
                            .values(status="expired", updated_at=utcnow()))
@@ -186,12 +198,13 @@ def advance(reg_pk: int, cause: str) -> None:
         if not _claim(licence.id, now):
             return  # another request or the worker is making it right now
         try:
-            _expire_open_sessions(reg_pk, cause)
             _make_and_send(reg_pk, licence.id)
-        except (payments.PaymentProviderError, InvoiceRefused) as exc:
+        except payments.PaymentProviderError as exc:
             db.session.rollback()
-            db.session.execute(update(Licence).where(Licence.id == licence.id)
-                               .values(invoicing_claimed_at=None, invoicing_error=str(exc)[:300]))
+            # Stripe replays an answer it kept (a 5xx) for the same key: the next try takes new ones.
+            db.session.execute(update(Licence).where(Licence.id == licence.id).values(
+                invoicing_claimed_at=None, invoicing_error=str(exc)[:300],
+                invoicing_attempt=Licence.invoicing_attempt + (1 if exc.replayed else 0)))
             db.session.commit()
             raise
         reg = db.session.get(Registration, reg_pk)
@@ -203,14 +216,19 @@ def advance(reg_pk: int, cause: str) -> None:
 
 
 def _make_and_send(reg_pk: int, licence_pk: int) -> None:
-    """The Stripe steps, each committed before the next; each key says which registration and step."""
+    """The Stripe steps, each committed before the next; each key names the registration and step.
+
+    After a failure Stripe keeps under its key (a 5xx, `invoicing_attempt` > 0), the keys change, and
+    before making anything again Stripe is asked whether the failed call made it after all.
+    """
     settings = current_app.config["SETTINGS"]
     gateway = payments.gateway()
     reg = db.session.get(Registration, reg_pk)
     ref = reference(reg)["metadata"]
-    key = f"paygate-invoice-{reg.id}-{reg.registration_id}-"
-    price_id, recurring = reg.price_id, reg.price_interval is not None
     licence = db.session.get(Licence, licence_pk)
+    attempt = licence.invoicing_attempt
+    key = f"paygate-invoice-{reg.id}-{reg.registration_id}-" + (f"{attempt}-" if attempt else "")
+    price_id, recurring = reg.price_id, reg.price_interval is not None
     email, organisation, po_number = licence.billing_email, licence.organisation, licence.po_number
     customer, invoice_id, status = licence.customer_id, licence.invoice_id, licence.status
     db.session.commit()
@@ -221,21 +239,26 @@ def _make_and_send(reg_pk: int, licence_pk: int) -> None:
         db.session.commit()
 
     if customer is None:
-        customer = gateway.create_customer(email=email, name=organisation, po_number=po_number, metadata=ref,
-                                           idempotency_key=key + "customer")
+        customer = attempt and gateway.find_customer(email, ref) or gateway.create_customer(
+            email=email, name=organisation, po_number=po_number, metadata=ref, idempotency_key=key + "customer")
         save(customer_id=customer)
     if invoice_id is None and recurring:
-        sub = gateway.create_invoiced_subscription(customer=customer, price_id=price_id, days_until_due=days,
-                                                   metadata=ref, idempotency_key=key + "subscription")
+        sub = attempt and gateway.find_subscription(customer, ref) or gateway.create_invoiced_subscription(
+            customer=customer, price_id=price_id, days_until_due=days, metadata=ref,
+            idempotency_key=key + "subscription")
         invoice_id, status = sub.latest_invoice_id, "draft"
         save(subscription_id=sub.id, subscription_status=sub.status, invoice_id=invoice_id, status=status)
     elif invoice_id is None:
-        invoice = gateway.create_invoice(customer=customer, days_until_due=days, po_number=po_number, metadata=ref,
-                                         idempotency_key=key + "invoice")
+        invoice = attempt and gateway.find_invoice(customer, ref) or gateway.create_invoice(
+            customer=customer, days_until_due=days, po_number=po_number, metadata=ref,
+            idempotency_key=key + "invoice")
         invoice_id, status = invoice.id, invoice.status
         save(invoice_id=invoice_id, status=status)
+    if attempt and status in (None, "draft"):
+        status = gateway.retrieve_invoice(invoice_id).status  # the failed finalisation may have happened
     if status in (None, "draft"):
-        if not recurring:  # replayed if it was added before a failure: never a second item
+        if not recurring and not (attempt and gateway.retrieve_invoice(invoice_id).amount_due):
+            # Replayed if it was added before a failure: never a second item.
             gateway.add_invoice_item(customer=customer, invoice=invoice_id, price_id=price_id, metadata=ref,
                                      idempotency_key=key + "item")
         invoice = gateway.finalize_invoice(invoice_id, idempotency_key=key + "finalize")

@@ -22,14 +22,16 @@ def of(reg: Registration) -> Licence | None:
     return db.session.scalars(select(Licence).where(Licence.registration_pk == reg.id)).first()
 
 
-def open_licence(reg: Registration, kind: str, **values) -> Licence:
-    """The registration's licence, created with `kind` on first use (a unique row per registration)."""
+def open_licence(reg: Registration, kind: str, **values) -> tuple[Licence, bool]:
+    """The registration's licence, created with `kind` on first use (a unique row per registration);
+    and whether this call created it (of simultaneous callers, one)."""
     now = utcnow()
-    insert_ignoring_duplicates(Licence, {"registration_pk": reg.id, "kind": kind, "dispute_open": False,
-                                         "created_at": now, "updated_at": now, **values})
+    created = insert_ignoring_duplicates(Licence, {"registration_pk": reg.id, "kind": kind, "dispute_open": False,
+                                                   "invoicing_attempt": 0, "created_at": now, "updated_at": now,
+                                                   **values})
     licence = of(reg)
     db.session.refresh(licence)
-    return licence
+    return licence, created
 
 
 def add_payment(licence: Licence, payment_intent: str, *, amount: int | None, currency: str | None,
@@ -66,12 +68,12 @@ def record_checkout(reg: Registration, view: payments.CheckoutView, cause: str) 
     now = utcnow()
     if view.subscription_view is not None:
         sub = view.subscription_view
-        licence = open_licence(reg, "subscription", subscription_id=sub.id, customer_id=sub.customer,
-                               currency=view.currency)
+        licence, _ = open_licence(reg, "subscription", subscription_id=sub.id, customer_id=sub.customer,
+                                  currency=view.currency)
         apply_subscription(reg, licence, sub, cause)
     else:
-        licence = open_licence(reg, "payment", status="succeeded", currency=view.currency, first_paid_at=now,
-                               customer_id=view.customer)
+        licence, _ = open_licence(reg, "payment", status="succeeded", currency=view.currency, first_paid_at=now,
+                                  customer_id=view.customer)
         if view.payment_intent:
             add_payment(licence, view.payment_intent, amount=view.amount_total, currency=view.currency)
         record(reg, "licence", cause=cause, message="Licence: paid once.",

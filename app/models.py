@@ -161,6 +161,9 @@ class Licence(db.Model):
     # One caller at a time makes the invoice at Stripe; others wait for it (a stale claim is retaken).
     invoicing_claimed_at: Mapped[datetime | None] = mapped_column(DateTime)
     invoicing_error: Mapped[str | None] = mapped_column(String(300))
+    # Bumped after an answer Stripe keeps under its idempotency key (a 5xx): the next try takes new
+    # keys, and first looks at Stripe for what the failed call may have made.
+    invoicing_attempt: Mapped[int] = mapped_column(Integer, default=0)
 
     # A dispute open on any of its payments, for operators.
     dispute_open: Mapped[bool] = mapped_column(Boolean, default=False)

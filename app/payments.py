@@ -45,6 +45,12 @@ def _raise(exc):
     raise exc
 
 
+def _ours(obj, reference: dict) -> bool:
+    """Whether a Stripe object carries this registration's reference in its metadata."""
+    metadata = obj.to_dict().get("metadata") or {}
+    return all(metadata.get(k) == v for k, v in reference.items())
+
+
 def _check(value: str, prefix: str) -> None:
     if not valid_id(value, prefix):
         raise ValueError(f"not a Stripe {prefix}_ id")
@@ -452,6 +458,25 @@ class Payments:
                                  "collection_method": "send_invoice", "days_until_due": days_until_due,
                                  "metadata": metadata}, options={"idempotency_key": idempotency_key})
         return _subscription_view(sub.to_dict())
+
+    # After a failure Stripe keeps (a 5xx), what the failed call may have made, found by our reference.
+
+    def find_customer(self, email: str, reference: dict) -> str | None:
+        page = self._call("look for the customer", self._client.v1.customers.list,
+                          params={"email": email, "limit": 100})
+        return next((c.id for c in page.data if _ours(c, reference)), None)
+
+    def find_invoice(self, customer: str, reference: dict) -> InvoiceView | None:
+        page = self._call("look for the invoice", self._client.v1.invoices.list,
+                          params={"customer": customer, "limit": 100})
+        found = next((i for i in page.data if _ours(i, reference)), None)
+        return _invoice_view(found.to_dict()) if found is not None else None
+
+    def find_subscription(self, customer: str, reference: dict) -> SubscriptionView | None:
+        page = self._call("look for the subscription", self._client.v1.subscriptions.list,
+                          params={"customer": customer, "limit": 100})
+        found = next((s for s in page.data if _ours(s, reference)), None)
+        return _subscription_view(found.to_dict()) if found is not None else None
 
     def finalize_invoice(self, invoice_id: str, idempotency_key: str) -> InvoiceView:
         _check(invoice_id, "in")

@@ -1,5 +1,6 @@
 """Stateful fakes of Stripe and LTIaaS behind `responses`, speaking their wire formats."""
 import copy
+import functools
 import json
 import re
 import secrets
@@ -124,6 +125,13 @@ class Stripe:
         get("/v1/disputes", "retrieve_dispute", self._dispute_json)
         get("/v1/customers", "retrieve_customer", self._customer_json)
         rsps.add_callback("GET", re.compile(STRIPE + r"/v1/disputes(\?.*)?$"), self._list_disputes)
+        for path, op, store, render, keys in (
+                ("/v1/customers", "list_customers", "customers", self._customer_json, ("email",)),
+                ("/v1/invoices", "list_invoices", "invoices", self._invoice_json, ("customer", "status")),
+                ("/v1/subscriptions", "list_subscriptions", "subscriptions", self._subscription_json,
+                 ("customer",))):
+            rsps.add_callback("GET", re.compile(STRIPE + path + r"(\?.*)?$"),
+                              functools.partial(self._list_objects, op, store, render, keys))
 
         def write(method, path, op, handler):
             rsps.add_callback(method, re.compile(STRIPE + path + r"(\?.*)?$"),
@@ -461,6 +469,26 @@ class Stripe:
     def _dispute_json(self, dispute_id: str, expand=()) -> dict | None:
         dispute = self.disputes.get(dispute_id)
         return _plain(dispute) if dispute else None
+
+    def _list_objects(self, op: str, store: str, render, keys: tuple, request):
+        """A list endpoint filtered by equality on `keys` (customers by email, invoices by customer...)."""
+        self.probe and self.probe(op)
+        query = dict(_query(request))
+        with self.lock:
+            self.calls.append((op, request.url))
+            if not self._authorized(request):
+                return self._error(401, "Invalid API Key provided")
+            failed = self._injected(op)
+            if failed:
+                return failed
+            items = sorted(getattr(self, store).values(), key=lambda o: (o["created"], o["id"]), reverse=True)
+            for key in keys:
+                if query.get(key):
+                    items = [o for o in items if o.get(key) == query[key]]
+            limit = int(query.get("limit", 10))
+            data = [render(o["id"]) for o in items[:limit]]
+            return 200, {}, json.dumps({"object": "list", "data": data, "has_more": len(items) > limit,
+                                        "url": urlparse(request.url).path})
 
     def _list_disputes(self, request):
         self.probe and self.probe("list_disputes")

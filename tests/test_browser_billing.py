@@ -283,8 +283,10 @@ def test_pay_by_invoice_in_the_frame_then_access_follows_the_invoice(browser, st
     frame.locator("#billing_email").fill("finance@school.example")
     frame.locator("#organisation").fill("Springfield Elementary")
     frame.locator("#po_number").fill("PO-2024-117")
-    with page.expect_event("framenavigated", lambda f: "/pre-approval?registrationId=" in f.url):
+    with page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/invoice")) as posted, \
+            page.expect_event("framenavigated", lambda f: "/pre-approval?registrationId=" in f.url):
         frame.locator("#send-invoice").click()
+    assert posted.value.status == 303
     page.locator("#lms-status").filter(has_text="org.imsglobal.lti.close").wait_for(timeout=15000)
     assert page.locator("#lms-status").inner_text() == CLOSED
     assert page.locator("#registration").count() == 0

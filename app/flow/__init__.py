@@ -136,6 +136,8 @@ def period_words(interval: str | None) -> str:
 def invoice(token: str):
     """The admin chose to pay by invoice, in the frame (CSRF-exempt: see app/operator/auth.py)."""
     reg = _registration(token)
+    if not current_app.config["SETTINGS"].invoicing:
+        return _page("Not offered", "Paying by invoice is not offered for this tool.", 400)
     answers = {k: (request.form.get(k) or "")[:200] for k in ("billing_email", "organisation", "po_number")}
     try:
         invoicing.request_invoice(reg, request.form)

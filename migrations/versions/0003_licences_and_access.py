@@ -45,6 +45,7 @@ def upgrade():
     sa.Column('invoice_sent_at', sa.DateTime(), nullable=True),
     sa.Column('invoicing_claimed_at', sa.DateTime(), nullable=True),
     sa.Column('invoicing_error', sa.String(length=300), nullable=True),
+    sa.Column('invoicing_attempt', sa.Integer(), nullable=False, server_default='0'),
     sa.Column('dispute_open', sa.Boolean(), nullable=False),
     sa.Column('checked_at', sa.DateTime(), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),

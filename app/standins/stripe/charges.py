@@ -148,14 +148,4 @@ def register(bp, settings) -> None:
                                   core.metadata(params.get("metadata"))))
 
     for kind, path in (("refund", "/refunds"), ("dispute", "/disputes")):
-        route(path)(_list_view(kind, path))
-
-
-def _list_view(kind: str, path: str):
-    """GET /v1/{refunds,disputes}: newest first, of one charge or payment intent if asked."""
-    def view(params):
-        wanted = {k: params[k] for k in ("charge", "payment_intent") if params.get(k)}
-        found = core.newest(kind, lambda obj: all(obj[k] == v for k, v in wanted.items()))
-        return core.page(kind, found, params, "/v1" + path)
-    view.__name__ = f"list_{kind}"
-    return view
+        core.add_list(route, path, kind, ("charge", "payment_intent"))

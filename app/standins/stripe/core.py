@@ -309,6 +309,16 @@ def add_retrieve(route, rule: str, kind: str) -> None:
     route(rule)(retrieve)
 
 
+def add_list(route, path: str, kind: str, keys: tuple) -> None:
+    """GET /v1{path}: the stored `kind` objects, newest first, filtered by equality on `keys`."""
+    def view(params):
+        wanted = {k: params[k] for k in keys if params.get(k)}
+        found = newest(kind, lambda obj: all(obj.get(k) == v for k, v in wanted.items()))
+        return page(kind, found, params, "/v1" + path)
+    view.__name__ = f"list_{kind}"
+    route(path)(view)
+
+
 def money(amount: int, currency: str) -> str:
     return f"{amount / 100:.2f} {currency.upper()}"
 

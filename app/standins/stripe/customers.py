@@ -33,3 +33,4 @@ def register(bp, settings) -> None:
                                   fields, params.get("description")))
 
     core.add_retrieve(route, "/customers/<object_id>", "customer")
+    core.add_list(route, "/customers", "customer", ("email",))

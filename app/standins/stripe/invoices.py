@@ -239,6 +239,7 @@ def register(bp, settings) -> None:
     """Invoices and invoice items under /v1."""
     route = core.api_routes(bp, settings)
     core.add_retrieve(route, "/invoices/<object_id>", "invoice")
+    core.add_list(route, "/invoices", "invoice", ("customer", "status", "subscription"))
     core.add_retrieve(route, "/invoiceitems/<object_id>", "invoiceitem")
 
     @route("/invoices", "POST")

@@ -116,6 +116,7 @@ def register(bp, settings) -> None:
     """Subscriptions under /v1."""
     route = core.api_routes(bp, settings)
     core.add_retrieve(route, "/subscriptions/<object_id>", "subscription")
+    core.add_list(route, "/subscriptions", "subscription", ("customer", "status"))
 
     @route("/subscriptions", "POST")
     def create_subscription(params):
