@@ -22,6 +22,14 @@ def of(reg: Registration) -> Licence | None:
     return db.session.scalars(select(Licence).where(Licence.registration_pk == reg.id)).first()
 
 
+def locked(licence_pk: int) -> Licence:
+    """The licence row, locked for this transaction (PostgreSQL), read afresh. Every writer of a licence
+    or its payments takes this lock first, so that two events about one licence queue instead of
+    deadlocking on the licence row and a payment row taken in opposite orders."""
+    return db.session.scalars(select(Licence).where(Licence.id == licence_pk).with_for_update()
+                              .execution_options(populate_existing=True)).one()
+
+
 def open_licence(reg: Registration, kind: str, **values) -> tuple[Licence, bool]:
     """The registration's licence, created with `kind` on first use (a unique row per registration);
     and whether this call created it (of simultaneous callers, one)."""
@@ -168,7 +176,8 @@ def on_subscription_event(obj: dict, cause: str) -> tuple[Registration | None, s
     reg_pk = licence.registration_pk
     db.session.commit()  # nothing is held while Stripe is asked
     sub = payments.gateway().retrieve_subscription(obj["id"])
-    reg, licence = db.session.get(Registration, reg_pk), db.session.get(Licence, licence.id)
+    licence = locked(licence.id)
+    reg = db.session.get(Registration, reg_pk)
     if licence.subscription_id is None:
         licence.subscription_id = sub.id
     changed = apply_subscription(reg, licence, sub, cause)
@@ -186,7 +195,8 @@ def on_invoice_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
     gateway = payments.gateway()
     invoice = gateway.retrieve_invoice(obj["id"])
     sub = gateway.retrieve_subscription(subscription_id) if subscription_id else None
-    reg, licence = db.session.get(Registration, reg_pk), db.session.get(Licence, licence.id)
+    licence = locked(licence.id)
+    reg = db.session.get(Registration, reg_pk)
     changed = apply_invoice(reg, licence, invoice, cause)
     if sub is not None:
         changed |= apply_subscription(reg, licence, sub, cause)
@@ -202,7 +212,7 @@ def recheck(licence_pk: int, cause: str) -> bool:
     gateway = payments.gateway()
     sub = gateway.retrieve_subscription(subscription_id) if subscription_id else None
     invoice = gateway.retrieve_invoice(invoice_id) if kind == "invoice" and invoice_id and sub is None else None
-    licence = db.session.get(Licence, licence_pk)
+    licence = locked(licence_pk)
     reg = db.session.get(Registration, licence.registration_pk)
     changed = apply_subscription(reg, licence, sub, cause) if sub else False
     if invoice is not None:

@@ -10,7 +10,7 @@ import logging
 
 from sqlalchemy import select, update
 
-from . import access, payments
+from . import access, licences, payments
 from .db import db, utcnow
 from .models import Licence, LicencePayment, Registration, State
 from .money import format_amount
@@ -135,10 +135,12 @@ def _route(payment_intent: str | None, cause: str, fetch) -> tuple[Registration 
     row = find_payment(payment_intent)
     if row is None:
         return None, "foreign payment"
-    row_pk = row.id
+    row_pk, licence_pk = row.id, row.licence_pk
     db.session.commit()  # nothing is held while Stripe is asked
     view, refund, dispute = fetch()
+    licences.locked(licence_pk)  # every writer of a licence takes its lock first
     row = db.session.get(LicencePayment, row_pk)
+    db.session.refresh(row)
     before = (row.amount_refunded, row.refund_status, row.dispute_status)
     reg = apply_payment(row, view, cause, refund=refund, dispute=dispute)
     after = (row.amount_refunded, row.refund_status, row.dispute_status)
@@ -187,7 +189,7 @@ def on_dispute_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
 def recheck(row_pk: int, cause: str) -> bool:
     """Read a recent payment from Stripe again (reconciliation): refunds and disputes; commits."""
     row = db.session.get(LicencePayment, row_pk)
-    payment_intent, known_dispute = row.payment_intent_id, row.dispute_id
+    payment_intent, known_dispute, licence_pk = row.payment_intent_id, row.dispute_id, row.licence_pk
     before = (row.amount_refunded, row.refund_status, row.dispute_status)
     db.session.commit()
     gateway = payments.gateway()
@@ -196,7 +198,9 @@ def recheck(row_pk: int, cause: str) -> bool:
     if view.disputed or known_dispute:
         disputes = gateway.disputes_of(payment_intent)
         dispute = disputes[0] if disputes else None
+    licences.locked(licence_pk)
     row = db.session.get(LicencePayment, row_pk)
+    db.session.refresh(row)
     apply_payment(row, view, cause, dispute=dispute)
     changed = (row.amount_refunded, row.refund_status, row.dispute_status) != before
     db.session.commit()
@@ -211,7 +215,7 @@ def refund_licence_payment(reg: Registration, row: LicencePayment, key: str, met
 
     Returns (level, sentence). "Already refunded" at Stripe is read and recorded, not an error.
     """
-    row_pk, payment_intent = row.id, row.payment_intent_id
+    row_pk, payment_intent, row_licence = row.id, row.payment_intent_id, row.licence_pk
     db.session.commit()
     gateway = payments.gateway()
     refund = None
@@ -220,7 +224,9 @@ def refund_licence_payment(reg: Registration, row: LicencePayment, key: str, met
     except payments.AlreadyRefunded:
         log.info("refund of %s: Stripe says it was refunded already; reading it", payment_intent)
     view = gateway.retrieve_payment(payment_intent)
+    licences.locked(row_licence)
     row = db.session.get(LicencePayment, row_pk)
+    db.session.refresh(row)
     reg = apply_payment(row, view, cause, refund=refund)
     db.session.commit()
     amount = format_amount(row.amount_refunded, row.currency)
