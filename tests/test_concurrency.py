@@ -172,3 +172,33 @@ def test_a_flip_and_back_while_ltiaas_is_told_ends_in_stripes_state(pg_app, stri
         reg = db.session.scalars(select(Registration)).one()
         assert reg.access_wanted is True and reg.platform_active is True
     assert ltiaas_api.calls_for(platform_id) == ["deactivate", "activate"]
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_events_about_one_licence_at_once_queue_and_never_fail(pg_app, stripe_api, ltiaas_api, round_):
+    """invoice.paid and customer.subscription.updated of one renewal touch the same licence and payment
+    rows: they must queue on the licence's lock, not deadlock (a 5xx would leave Stripe retrying)."""
+    stripe_api.set_price(recurring="year")
+    client = pg_app.test_client()
+    _, token, session_id = _paid_registration(client, stripe_api, ltiaas_api)
+    client.get(f"/flow/{token}/paid?session_id={session_id}")
+    sub_id = stripe_api.sessions[session_id]["subscription"]
+    stripe_api.set_subscription_status(sub_id, "unpaid")
+    sub = stripe_api.renew_subscription(sub_id)
+    invoice = stripe_api.invoices[sub["latest_invoice"]]
+    events = [stripe_api.signed(stripe_api.object_event(kind, obj)) for kind, obj in
+              [("invoice.paid", invoice), ("customer.subscription.updated", sub)] * 4]
+    barrier = threading.Barrier(len(events))
+
+    def deliver(signed):
+        own = pg_app.test_client()
+        barrier.wait()
+        return own.post("/webhooks/stripe", data=signed[0], headers=signed[1]).status_code
+
+    with ThreadPoolExecutor(len(events)) as pool:
+        codes = list(pool.map(deliver, events))
+    assert codes == [200] * len(events)
+    with pg_app.app_context():
+        reg = db.session.scalars(select(Registration)).one()
+        assert len(reg.licence.payments) == 2 and reg.licence.status == "active"
+        assert reg.platform_active is True
