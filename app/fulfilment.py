@@ -142,15 +142,21 @@ def apply_checkout(view: payments.CheckoutView, cause: str) -> Outcome:
     return Outcome(reg, False, "duplicate payment")
 
 
-def fulfil_checkout(session_id: str, cause: str) -> Outcome:
-    """Ask Stripe about the session, record the payment, commit, then complete once."""
+def fulfil_checkout(session_id: str, cause: str, complete_now: bool = True) -> Outcome:
+    """Ask Stripe about the session, record the payment, commit, then complete once (or leave that to
+    the caller, who runs it after its answer)."""
     db.session.commit()  # no transaction stays open while Stripe is asked (the caller may have read)
     view = payments.gateway().retrieve_checkout_session(session_id)
     outcome = apply_checkout(view, cause)
     db.session.commit()
-    if outcome.paid:
+    if outcome.paid and complete_now:
         complete(outcome.registration, cause)
     return outcome
+
+
+def complete_later(pk: int, cause: str):
+    """`complete` of registration `pk`, as work for after an answer (a fresh session then)."""
+    return lambda: complete(db.session.get(Registration, pk), cause)
 
 
 def _backoff(attempts: int) -> timedelta:

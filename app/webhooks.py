@@ -9,13 +9,14 @@ the answer, driven by what was recorded, and the worker finishes it if this proc
 import logging
 
 import stripe
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 from sqlalchemy import update
 
 from . import access, checkout, licences, payments, refunds
+from .after_answer import after_answer
 from .db import db, insert_ignoring_duplicates, utcnow
-from .fulfilment import apply_checkout, complete
-from .models import Registration, StripeEvent
+from .fulfilment import apply_checkout, complete_later
+from .models import StripeEvent
 from .registrations import record
 
 log = logging.getLogger(__name__)
@@ -60,20 +61,7 @@ def stripe_webhook():
         log.warning("webhook %s (%s): an object id of the wrong shape; ignored", event.get("id"), event.get("type"))
         return jsonify(received=True, result="malformed")
     response = jsonify(received=True, result=result)
-    if after is not None:
-        app = current_app._get_current_object()
-        response.call_on_close(lambda: _after_answer(app, after))
-    return response
-
-
-def _after_answer(app, work) -> None:
-    """Work that waits on LTIaaS, after Stripe has its answer; the worker retries whatever fails here."""
-    with app.app_context():
-        try:
-            work()
-        except Exception:
-            db.session.rollback()
-            log.exception("after the webhook's answer: failed; the worker will finish it")
+    return after_answer(response, after) if after is not None else response
 
 
 def handle_event(event: dict, payload: str):
@@ -89,8 +77,7 @@ def handle_event(event: dict, payload: str):
         outcome = apply_checkout(view, cause)
         registration, result = outcome.registration, outcome.note
         if outcome.paid:
-            pk = outcome.registration.id
-            after = lambda: complete(db.session.get(Registration, pk), cause)  # noqa: E731
+            after = complete_later(outcome.registration.id, cause)
     elif kind in CLOSING and session_id:
         repeat = db.session.get(StripeEvent, event_id) is not None  # a repeat adds no timeline line
         registration, result = checkout.close_session(session_id, CLOSING[kind], cause, note=not repeat)

@@ -694,3 +694,44 @@ def test_every_ltiaas_call_is_bounded_by_default():
     settings = Settings(_env_file=None)
     assert 0 < settings.ltiaas_timeout_seconds <= 5
     assert settings.stale_after_seconds > settings.ltiaas_timeout_seconds + 3.05
+
+
+def test_the_webhook_is_answered_within_a_second_while_ltiaas_hangs_and_completes_once_after(
+        database_url, stripe_api, mocked):
+    """Acknowledge first (DESIGN.md invariant 9), measured over real HTTP: LTIaaS takes 3 s to complete,
+    the webhook's answer does not wait for it, and the registration completes once afterwards."""
+    import requests
+
+    from .live import free_port, serving
+    hanging = HangingLtiaas("slow-complete", BASE_CONFIG["ltiaas_api_key"])
+    mocked.add_passthru(hanging.url)
+    port = free_port()
+    mocked.add_passthru(f"http://127.0.0.1:{port}")
+    try:
+        app = make_app(database_url, ltiaas_url=hanging.url, ltiaas_timeout_seconds=5.0)
+        client = app.test_client()
+        assert client.get("/pre-approval?registrationId=slow-complete").status_code == 200
+        token = load(client).flow_token
+        client.get(f"/flow/{token}/pay")
+        session_id = stripe_api.only_session()["id"]
+        stripe_api.pay(session_id)
+        threading.Timer(3.0, hanging.release.set).start()  # LTIaaS answers after 3 s
+        body, headers = stripe_api.signed(stripe_api.event("checkout.session.completed", session_id))
+        with serving(app, port):
+            started = time.monotonic()
+            response = requests.post(f"http://127.0.0.1:{port}/webhooks/stripe", data=body, headers=headers,
+                                     timeout=10)
+            answered = time.monotonic() - started
+            assert response.status_code == 200 and response.json()["result"] == "paid"
+            while load(client).state != "completed" and time.monotonic() - started < 10:
+                time.sleep(0.05)
+            completed = time.monotonic() - started
+        print(f"\nwebhook answered in {answered:.2f} s; completed {completed:.2f} s after it was sent "
+              "(LTIaaS took 3 s)")
+        assert answered < 1.0
+        assert load(client).state == "completed" and hanging.calls == ["slow-complete"]
+        with app.app_context():
+            db.engine.dispose()
+    finally:
+        hanging.release.set()
+        hanging.close()

@@ -37,13 +37,13 @@ def pay_and_deliver(client, stripe_api, ltiaas_api):
 
 def test_a_payment_nobody_tried_to_complete_is_completed_after_the_grace_period(
         client, stripe_api, ltiaas_api, monkeypatch):
-    """The web process died between committing the payment and claiming the completion."""
-    from app import webhooks
+    """The web process died between committing the payment (and answering) and claiming the completion."""
+    from app import fulfilment
 
     def died(*args, **kwargs):
         raise Killed()
 
-    monkeypatch.setattr(webhooks, "complete", died)
+    monkeypatch.setattr(fulfilment, "complete", died)
     registration_id, token, _ = open_frame(client, ltiaas_api)
     client.get(f"/flow/{token}/pay")
     session_id = stripe_api.only_session()["id"]
@@ -164,9 +164,9 @@ def test_the_loop_reconciles_periodically_survives_failures_and_stops_when_asked
 
 
 def test_worker_and_reconcile_commands(client, stripe_api, ltiaas_api, monkeypatch):
-    from app import webhooks
+    from app import fulfilment
 
-    monkeypatch.setattr(webhooks, "complete", lambda *a, **k: None)  # nobody completes inline
+    monkeypatch.setattr(fulfilment, "complete", lambda *a, **k: None)  # nobody completes after the answer
     registration_id, token = pay_and_deliver(client, stripe_api, ltiaas_api)
     monkeypatch.undo()
     runner = client.application.test_cli_runner()

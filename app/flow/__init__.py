@@ -6,13 +6,15 @@ registration, and the frame learns every outcome by asking the server.
 import logging
 import re
 
-from flask import Blueprint, abort, current_app, g, jsonify, redirect, render_template, request, url_for
+from flask import (Blueprint, abort, current_app, g, jsonify, make_response, redirect, render_template, request,
+                   url_for)
 from sqlalchemy import select
 
 from .. import invoicing, ltiaas, payments
 from ..checkout import NotPayable, open_checkout
 from ..db import db, utcnow
-from ..fulfilment import fulfil_checkout
+from ..after_answer import after_answer
+from ..fulfilment import complete_later, fulfil_checkout
 from ..models import CheckoutSession, Registration, State
 from ..money import format_amount
 from ..registrations import open_registration, record
@@ -197,19 +199,21 @@ def paid(token: str):
         return _page("Payment not recognised", "This payment link is damaged. Return to your LMS window.", 400)
     owner = db.session.scalars(select(CheckoutSession.registration_pk)
                                .where(CheckoutSession.session_id == session_id)).first()
-    if owner is not None and owner != reg.id:
-        return _page("Payment not recognised", "This payment belongs to another registration.", 400)
+    if owner != reg.id:  # Stripe is asked only about sessions this registration opened
+        return _page("Payment not recognised", "This payment link does not belong to this registration. "
+                     "Return to your LMS window: a payment made there finishes the registration by itself.", 400)
     try:
-        outcome = fulfil_checkout(session_id, cause="success return")
+        outcome = fulfil_checkout(session_id, cause="success return", complete_now=False)
     except payments.PaymentProviderError:
         db.session.rollback()
         return _page("Payment being confirmed", "We could not confirm the payment with Stripe just now. If "
                      "you paid, the registration finishes by itself in your LMS window.", 503)
     if outcome.registration is None or outcome.registration.id != reg.id:
         return _page("Payment not recognised", "This payment does not belong to this registration.", 400)
-    if outcome.paid:
-        return _page("Payment received", "Thank you: your payment was received. Return to your LMS window; "
-                     "the registration finishes there. This window can be closed.", 200, close=True)
+    if outcome.paid:  # completed after this answer: the admin is not kept waiting on LTIaaS
+        page, code = _page("Payment received", "Thank you: your payment was received. Return to your LMS "
+                           "window; the registration finishes there. This window can be closed.", 200, close=True)
+        return after_answer(make_response(page, code), complete_later(reg.id, "success return"))
     if outcome.note == "processing":
         return _page("Payment processing", "Your payment is being processed. Return to your LMS window: "
                      "the registration finishes there once the payment is confirmed.", 200, close=True)

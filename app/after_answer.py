@@ -1,0 +1,30 @@
+"""Work that waits on LTIaaS runs after the sender has its answer (DESIGN.md, invariant 9).
+
+What is registered here runs once the response has been sent (the WSGI server closes it), in a fresh
+application context. It is driven by what the request committed, so if the process dies first the
+worker finds the same facts and does it (a paid registration nobody completed, a platform whose access
+differs from what LTIaaS was told).
+"""
+import logging
+
+from flask import Response, current_app
+
+from .db import db
+
+log = logging.getLogger(__name__)
+
+
+def after_answer(response: Response, work) -> Response:
+    """Run `work()` after `response` is sent; returns the response."""
+    app = current_app._get_current_object()
+
+    def run():
+        with app.app_context():
+            try:
+                work()
+            except Exception:
+                db.session.rollback()
+                log.exception("after the answer: failed; the worker will finish it")
+
+    response.call_on_close(run)
+    return response
