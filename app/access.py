@@ -52,10 +52,10 @@ def decide(licence: Licence | None, override: bool | None, now: datetime, settin
         return Decision(override, "operator grants access" if override else "operator revokes access")
     if licence is None:
         return Decision(None, "no licence")
-    lost = [p for p in licence.payments if p.dispute_status == "lost"]
-    if lost:
-        return Decision(False, f"dispute {lost[-1].dispute_id} lost")
+    # A refund or a lost dispute counts against the payment that pays for the current period.
     current = current_payment(licence)
+    if current is not None and current.dispute_status == "lost":
+        return Decision(False, f"dispute {current.dispute_id} lost")
     if current is not None and current.fully_refunded:
         return Decision(False, f"payment {current.payment_intent_id} refunded in full")
     if licence.kind == "payment":
@@ -144,14 +144,19 @@ def sync(pk: int, cause: str, now: datetime | None = None) -> int:
 
 
 def _sync_once(pk: int, cause: str, now: datetime | None) -> bool | None:
-    """One claim and one call: None when nothing was sent, else whether LTIaaS took it."""
-    claimed_at = now or utcnow()
+    """One claim and one call: None when nothing was sent, else whether LTIaaS took it.
+
+    `now` decides whether a retry is due (a worker's pass, or a test's later clock); the claim itself
+    is always stamped with the real time, so that it is never stale the moment it is taken.
+    """
+    claimed_at = utcnow()
+    due = now or claimed_at
     claim = db.session.execute(
         update(Registration)
         .where(Registration.id == pk, text(ACCESS_DIFFERS),
                or_(Registration.access_claimed_at.is_(None),
                    Registration.access_claimed_at < claimed_at - _stale_bound()),
-               or_(Registration.access_next_at.is_(None), Registration.access_next_at <= claimed_at))
+               or_(Registration.access_next_at.is_(None), Registration.access_next_at <= due))
         .values(access_claimed_at=claimed_at).execution_options(synchronize_session=False))
     if claim.rowcount != 1:
         db.session.commit()
@@ -166,7 +171,7 @@ def _sync_once(pk: int, cause: str, now: datetime | None) -> bool | None:
         ltiaas.client().set_platform_active(platform_id, active)
     except (ltiaas.LtiaasError, ValueError) as exc:
         error = exc.as_dict() if isinstance(exc, ltiaas.LtiaasError) else {"message": str(exc), "retryable": False}
-        _record_failure(reg, verb, error, claimed_at, cause, mine)
+        _record_failure(reg, active, error, claimed_at, due, cause, mine)
         return False
     db.session.refresh(reg)
     taken = db.session.execute(
@@ -184,12 +189,21 @@ def _sync_once(pk: int, cause: str, now: datetime | None) -> bool | None:
     return True
 
 
-def _record_failure(reg: Registration, verb: str, error: dict, claimed_at: datetime, cause: str, mine) -> None:
+def _record_failure(reg: Registration, active: bool, error: dict, claimed_at: datetime, due: datetime,
+                    cause: str, mine) -> None:
+    verb = "activate" if active else "deactivate"
     attempts = reg.access_attempts + 1
     retryable = error.get("retryable", False)
     delay = _backoff(attempts) if retryable else REFUSED_RETRY
-    values = {"access_claimed_at": None, "access_attempts": attempts, "access_next_at": claimed_at + delay,
+    db.session.refresh(reg)
+    values = {"access_claimed_at": None, "access_attempts": attempts, "access_next_at": due + delay,
               "access_error": error, "updated_at": utcnow()}
+    if error.get("uncertain"):
+        # The call may have taken effect (a 502 after the work was done): LTIaaS's state is unknown, so
+        # the platform differs from whatever it should be until a call succeeds.
+        values["platform_active"] = None
+    if reg.access_wanted != active:  # the licence changed meanwhile: the other way is not held back
+        values.update(access_next_at=None, access_attempts=0)
     reason = None if retryable and attempts < ATTENTION_AFTER else ("access_unsynced" if retryable
                                                                       else "access_refused")
     taken = db.session.execute(update(Registration).where(Registration.id == reg.id, *mine).values(**values)
@@ -197,6 +211,7 @@ def _record_failure(reg: Registration, verb: str, error: dict, claimed_at: datet
     db.session.refresh(reg)
     log.warning("access: registration %s: LTIaaS did not %s platform %s: %s; retry in %s s", reg.id, verb,
                 reg.platform_id, error.get("message"), int(delay.total_seconds()))
+    attempts = values["access_attempts"]
     # The first failure, and the one that calls an operator, are worth a line in the timeline.
     if taken and (attempts == 1 or reason):
         extra = {"attention": reason} if reason and reason not in (reg.attention or "").split(",") else {}

@@ -171,6 +171,9 @@ def complete(reg: Registration, cause: str, now=None) -> None:
     outcome is recorded against it.
     """
     now = now or utcnow()
+    # A payment refunded in full before its completion is not registered at all (a refund that came
+    # while an earlier attempt was failing, or while it ran).
+    refunds.settle_after_completion(reg, cause)
     claimed = transition(
         reg, State.COMPLETING, cause=cause, expect={State.PAID},
         where=(or_(Registration.next_attempt_at.is_(None), Registration.next_attempt_at <= now),),
@@ -242,3 +245,5 @@ def _record_failure(reg: Registration, exc: ltiaas.LtiaasError, cause: str, *, a
     if not taken:
         record(reg, "attempt", cause=cause, details=error,
                message=f"A late answer to an attempt already given up as stale: {exc}.")
+    else:
+        refunds.settle_after_completion(reg, cause)  # a refund recorded while this attempt ran

@@ -176,9 +176,14 @@ def _expire_open_sessions(reg_pk: int, cause: str) -> None:
         db.session.commit()
 
 
+# Six Stripe calls, each with an 8 s timeout and up to 3 tries, fit well inside this: a claim older than
+# it was left by a process that died.
+CLAIM_STALE = timedelta(minutes=10)
+
+
 def _claim(licence_pk: int, now) -> bool:
-    """One caller at a time talks to Stripe for an invoice; a claim older than the stale bound is retaken."""
-    stale = now - timedelta(seconds=current_app.config["SETTINGS"].stale_after_seconds)
+    """One caller at a time talks to Stripe for an invoice; a claim older than CLAIM_STALE is retaken."""
+    stale = now - CLAIM_STALE
     claimed = db.session.execute(
         update(Licence).where(Licence.id == licence_pk, Licence.invoice_sent_at.is_(None),
                               or_(Licence.invoicing_claimed_at.is_(None), Licence.invoicing_claimed_at < stale))
@@ -202,7 +207,9 @@ def advance(reg_pk: int, cause: str) -> None:
         except payments.PaymentProviderError as exc:
             db.session.rollback()
             # Stripe replays an answer it kept (a 5xx) for the same key: the next try takes new ones.
-            db.session.execute(update(Licence).where(Licence.id == licence.id).values(
+            # Only our own claim is released: a caller who took a stale claim over keeps it.
+            db.session.execute(update(Licence).where(Licence.id == licence.id,
+                                                     Licence.invoicing_claimed_at == now).values(
                 invoicing_claimed_at=None, invoicing_error=str(exc)[:300],
                 invoicing_attempt=Licence.invoicing_attempt + (1 if exc.replayed else 0)))
             db.session.commit()

@@ -30,6 +30,25 @@ def locked(licence_pk: int) -> Licence:
                               .execution_options(populate_existing=True)).one()
 
 
+def apply_fresh(licence_pk: int, fetch, apply, skipped):
+    """Read from Stripe with no transaction open, then apply under the licence's lock; flushes.
+
+    Reads are applied in the order they were started: a read that started before one already applied
+    (another event about the same licence, read a moment later) is not written over it, and `skipped`
+    is returned instead. So an older answer of Stripe never overwrites a newer one, and duplicate
+    events at the same moment queue on the lock without failing.
+    """
+    db.session.commit()
+    started = utcnow()
+    fetched = fetch()
+    licence = locked(licence_pk)
+    if licence.stripe_read_at is not None and licence.stripe_read_at > started:
+        log.info("licence %s: a newer read of Stripe was applied meanwhile; this one is dropped", licence_pk)
+        return skipped
+    licence.stripe_read_at = started
+    return apply(licence, fetched)
+
+
 def open_licence(reg: Registration, kind: str, **values) -> tuple[Licence, bool]:
     """The registration's licence, created with `kind` on first use (a unique row per registration);
     and whether this call created it (of simultaneous callers, one)."""
@@ -135,10 +154,15 @@ def apply_invoice(reg: Registration, licence: Licence, invoice: payments.Invoice
 
 
 def _is_older(licence: Licence, invoice: payments.InvoiceView) -> bool:
-    """Whether `invoice` precedes the licence's current one (Stripe numbers invoices in order)."""
-    if licence.invoice_number and invoice.number:
-        return invoice.number < licence.invoice_number
-    return False
+    """Whether `invoice` precedes the licence's current one (Stripe numbers a customer's invoices
+    PREFIX-0001, -0002, ... -10000: compared as numbers, not as text)."""
+    mine, theirs = _sequence(licence.invoice_number), _sequence(invoice.number)
+    return mine is not None and theirs is not None and theirs < mine
+
+
+def _sequence(number: str | None) -> int | None:
+    tail = (number or "").rpartition("-")[2]
+    return int(tail) if tail.isdigit() else None
 
 
 def find_for_invoice(invoice: dict) -> Licence | None:
@@ -173,51 +197,62 @@ def on_subscription_event(obj: dict, cause: str) -> tuple[Registration | None, s
     licence = find_for_subscription(obj)
     if licence is None or not payments.valid_id(obj.get("id"), "sub"):
         return None, "foreign subscription"
-    reg_pk = licence.registration_pk
-    db.session.commit()  # nothing is held while Stripe is asked
-    sub = payments.gateway().retrieve_subscription(obj["id"])
-    licence = locked(licence.id)
-    reg = db.session.get(Registration, reg_pk)
-    if licence.subscription_id is None:
-        licence.subscription_id = sub.id
-    changed = apply_subscription(reg, licence, sub, cause)
-    access.refresh(reg, cause)
-    return reg, f"subscription {sub.status}" if changed else "no change"
+
+    def apply(licence, sub):
+        reg = db.session.get(Registration, licence.registration_pk)
+        licence.subscription_id = licence.subscription_id or sub.id
+        changed = apply_subscription(reg, licence, sub, cause)
+        access.refresh(reg, cause)
+        return reg, f"subscription {sub.status}" if changed else "no change"
+    reg = licence.registration
+    return apply_fresh(licence.id, lambda: payments.gateway().retrieve_subscription(obj["id"]), apply,
+                       (reg, "no change (a newer read applied)"))
 
 
 def on_invoice_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
-    """invoice.*: read the invoice (or its subscription) now and apply it."""
+    """invoice.*: read the invoice (and its subscription) now and apply it."""
     licence = find_for_invoice(obj)
     if licence is None or not payments.valid_id(obj.get("id"), "in"):
         return None, "foreign invoice"
-    reg_pk, subscription_id = licence.registration_pk, licence.subscription_id
-    db.session.commit()
-    gateway = payments.gateway()
-    invoice = gateway.retrieve_invoice(obj["id"])
-    sub = gateway.retrieve_subscription(subscription_id) if subscription_id else None
-    licence = locked(licence.id)
-    reg = db.session.get(Registration, reg_pk)
-    changed = apply_invoice(reg, licence, invoice, cause)
-    if sub is not None:
-        changed |= apply_subscription(reg, licence, sub, cause)
-    access.refresh(reg, cause)
-    return reg, f"invoice {invoice.status}" if changed else "no change"
+    subscription_id = licence.subscription_id
+
+    def fetch():
+        gateway = payments.gateway()
+        return (gateway.retrieve_invoice(obj["id"]),
+                gateway.retrieve_subscription(subscription_id) if subscription_id else None)
+
+    def apply(licence, fetched):
+        invoice, sub = fetched
+        reg = db.session.get(Registration, licence.registration_pk)
+        changed = apply_invoice(reg, licence, invoice, cause)
+        if sub is not None:
+            changed |= apply_subscription(reg, licence, sub, cause)
+        access.refresh(reg, cause)
+        return reg, f"invoice {invoice.status}" if changed else "no change"
+    reg = licence.registration
+    return apply_fresh(licence.id, fetch, apply, (reg, "no change (a newer read applied)"))
 
 
 def recheck(licence_pk: int, cause: str) -> bool:
     """Read a live licence's objects from Stripe again (reconciliation); commits. True if it changed."""
     licence = db.session.get(Licence, licence_pk)
     kind, subscription_id, invoice_id = licence.kind, licence.subscription_id, licence.invoice_id
-    db.session.commit()
-    gateway = payments.gateway()
-    sub = gateway.retrieve_subscription(subscription_id) if subscription_id else None
-    invoice = gateway.retrieve_invoice(invoice_id) if kind == "invoice" and invoice_id and sub is None else None
-    licence = locked(licence_pk)
-    reg = db.session.get(Registration, licence.registration_pk)
-    changed = apply_subscription(reg, licence, sub, cause) if sub else False
-    if invoice is not None:
-        changed |= apply_invoice(reg, licence, invoice, cause)
-    licence.checked_at = utcnow()
-    access.refresh(reg, cause)
+
+    def fetch():
+        gateway = payments.gateway()
+        sub = gateway.retrieve_subscription(subscription_id) if subscription_id else None
+        invoice = gateway.retrieve_invoice(invoice_id) if kind == "invoice" and invoice_id and sub is None else None
+        return sub, invoice
+
+    def apply(licence, fetched):
+        sub, invoice = fetched
+        reg = db.session.get(Registration, licence.registration_pk)
+        changed = apply_subscription(reg, licence, sub, cause) if sub else False
+        if invoice is not None:
+            changed |= apply_invoice(reg, licence, invoice, cause)
+        licence.checked_at = utcnow()
+        access.refresh(reg, cause)
+        return changed
+    changed = apply_fresh(licence_pk, fetch, apply, False)
     db.session.commit()
     return changed

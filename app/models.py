@@ -168,6 +168,9 @@ class Licence(db.Model):
     # A dispute open on any of its payments, for operators.
     dispute_open: Mapped[bool] = mapped_column(Boolean, default=False)
     checked_at: Mapped[datetime | None] = mapped_column(DateTime)  # last read from Stripe
+    # When the read of Stripe last applied to it was started (app/licences.py: apply_fresh): an
+    # older read is never written over a newer one.
+    stripe_read_at: Mapped[datetime | None] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 

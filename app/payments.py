@@ -412,6 +412,12 @@ class Payments:
         _check(refund_id, "re")
         return _refund_view(self._call("read the refund", self._client.v1.refunds.retrieve, refund_id).to_dict())
 
+    def latest_refund(self, payment_intent: str) -> RefundView | None:
+        _check(payment_intent, "pi")
+        page = self._call("list the refunds", self._client.v1.refunds.list,
+                          params={"payment_intent": payment_intent, "limit": 1})
+        return _refund_view(page.data[0].to_dict()) if page.data else None
+
     def retrieve_dispute(self, dispute_id: str) -> DisputeView:
         if not valid_id(dispute_id, "dp"):  # older disputes were dp_, current ones du_
             _check(dispute_id, "du")

@@ -94,7 +94,8 @@ def _to_refunded(reg: Registration, row: LicencePayment, cause: str) -> None:
 
 
 def settle_after_completion(reg: Registration, cause: str) -> None:
-    """A refund recorded while LTIaaS was completing: the completed registration shows it now."""
+    """A refund recorded while the registration could not move (LTIaaS was completing it): it shows
+    refunded now, whatever the completion's outcome. Flushes."""
     licence = db.session.scalars(select(Licence).where(Licence.registration_pk == reg.id)).first()
     current = access.current_payment(licence) if licence is not None else None
     if current is not None and current.fully_refunded:
@@ -131,33 +132,42 @@ def _dispute_changed(reg: Registration, row: LicencePayment, cause: str) -> None
 
 # Webhook routes: find ours from the verified payload's ids, then ask Stripe.
 
+def _apply_fresh(row_pk: int, licence_pk: int, fetch, cause: str):
+    """Read from Stripe, then apply to the payment row under its licence's lock (app/licences.py)."""
+    def apply(_licence, fetched):
+        view, refund, dispute = fetched
+        row = db.session.get(LicencePayment, row_pk)
+        db.session.refresh(row)
+        before = (row.amount_refunded, row.refund_status, row.dispute_status)
+        reg = apply_payment(row, view, cause, refund=refund, dispute=dispute)
+        return reg, (row.amount_refunded, row.refund_status, row.dispute_status) != before
+    reg = db.session.get(Registration, db.session.get(LicencePayment, row_pk).registration_pk)
+    return licences.apply_fresh(licence_pk, fetch, apply, (reg, False))
+
+
 def _route(payment_intent: str | None, cause: str, fetch) -> tuple[Registration | None, str]:
     row = find_payment(payment_intent)
     if row is None:
         return None, "foreign payment"
-    row_pk, licence_pk = row.id, row.licence_pk
-    db.session.commit()  # nothing is held while Stripe is asked
-    view, refund, dispute = fetch()
-    licences.locked(licence_pk)  # every writer of a licence takes its lock first
-    row = db.session.get(LicencePayment, row_pk)
-    db.session.refresh(row)
-    before = (row.amount_refunded, row.refund_status, row.dispute_status)
-    reg = apply_payment(row, view, cause, refund=refund, dispute=dispute)
-    after = (row.amount_refunded, row.refund_status, row.dispute_status)
-    return reg, "recorded" if after != before else "no change"
+    reg, changed = _apply_fresh(row.id, row.licence_pk, fetch, cause)
+    return reg, "recorded" if changed else "no change"
+
+
+def _payment_and_refund(payment_intent: str, refund_id: str | None = None):
+    """The payment as Stripe has it now, and its newest refund (current API versions leave a charge's
+    refunds out of its events, so they are listed)."""
+    gateway = payments.gateway()
+    view = gateway.retrieve_payment(payment_intent)
+    if payments.valid_id(refund_id, "re") or payments.valid_id(refund_id, "pyr"):
+        return view, gateway.retrieve_refund(refund_id)
+    return view, gateway.latest_refund(payment_intent) if view.amount_refunded else None
 
 
 def on_charge_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
     """charge.refunded: the charge's refunds as Stripe has them now."""
     payment_intent = payments._id_of(obj.get("payment_intent"))
-    refunds = ((obj.get("refunds") or {}).get("data") or [])
-    refund_id = refunds[0].get("id") if refunds and isinstance(refunds[0], dict) else None
-
-    def fetch():
-        gateway = payments.gateway()
-        refund = gateway.retrieve_refund(refund_id) if payments.valid_id(refund_id, "re") else None
-        return gateway.retrieve_payment(payment_intent), refund, None
-    return _route(payment_intent if payments.valid_id(payment_intent, "pi") else None, cause, fetch)
+    return _route(payment_intent if payments.valid_id(payment_intent, "pi") else None, cause,
+                  lambda: (*_payment_and_refund(payment_intent), None))
 
 
 def on_refund_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
@@ -165,12 +175,8 @@ def on_refund_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
     payment_intent = payments._id_of(obj.get("payment_intent"))
     if not (payments.valid_id(obj.get("id"), "re") or payments.valid_id(obj.get("id"), "pyr")):
         return None, "not a refund"
-
-    def fetch():
-        gateway = payments.gateway()
-        refund = gateway.retrieve_refund(obj["id"])
-        return gateway.retrieve_payment(refund.payment_intent or payment_intent), refund, None
-    return _route(payment_intent if payments.valid_id(payment_intent, "pi") else None, cause, fetch)
+    return _route(payment_intent if payments.valid_id(payment_intent, "pi") else None, cause,
+                  lambda: (*_payment_and_refund(payment_intent, obj["id"]), None))
 
 
 def on_dispute_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
@@ -181,8 +187,7 @@ def on_dispute_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
 
     def fetch():
         gateway = payments.gateway()
-        dispute = gateway.retrieve_dispute(obj["id"])
-        return gateway.retrieve_payment(dispute.payment_intent or payment_intent), None, dispute
+        return gateway.retrieve_payment(payment_intent), None, gateway.retrieve_dispute(obj["id"])
     return _route(payment_intent if payments.valid_id(payment_intent, "pi") else None, cause, fetch)
 
 
@@ -190,19 +195,15 @@ def recheck(row_pk: int, cause: str) -> bool:
     """Read a recent payment from Stripe again (reconciliation): refunds and disputes; commits."""
     row = db.session.get(LicencePayment, row_pk)
     payment_intent, known_dispute, licence_pk = row.payment_intent_id, row.dispute_id, row.licence_pk
-    before = (row.amount_refunded, row.refund_status, row.dispute_status)
-    db.session.commit()
-    gateway = payments.gateway()
-    view = gateway.retrieve_payment(payment_intent)
-    dispute = None
-    if view.disputed or known_dispute:
-        disputes = gateway.disputes_of(payment_intent)
-        dispute = disputes[0] if disputes else None
-    licences.locked(licence_pk)
-    row = db.session.get(LicencePayment, row_pk)
-    db.session.refresh(row)
-    apply_payment(row, view, cause, dispute=dispute)
-    changed = (row.amount_refunded, row.refund_status, row.dispute_status) != before
+
+    def fetch():
+        view, refund = _payment_and_refund(payment_intent)
+        dispute = None
+        if view.disputed or known_dispute:
+            disputes = payments.gateway().disputes_of(payment_intent)
+            dispute = disputes[0] if disputes else None
+        return view, refund, dispute
+    _, changed = _apply_fresh(row_pk, licence_pk, fetch, cause)
     db.session.commit()
     return changed
 
@@ -214,8 +215,11 @@ def refund_licence_payment(reg: Registration, row: LicencePayment, key: str, met
     """Refund the payment at Stripe and record it as a dashboard refund would be; commits.
 
     Returns (level, sentence). "Already refunded" at Stripe is read and recorded, not an error.
+    Raises payments.PaymentProviderError only when Stripe refunded nothing.
     """
     row_pk, payment_intent, row_licence = row.id, row.payment_intent_id, row.licence_pk
+    if row.refund_status in ("failed", "canceled") and row.refund_id:
+        key += f"-after-{row.refund_id}"  # that refund failed: a new one, not its replay
     db.session.commit()
     gateway = payments.gateway()
     refund = None
@@ -223,17 +227,27 @@ def refund_licence_payment(reg: Registration, row: LicencePayment, key: str, met
         refund = gateway.refund(payment_intent, key, metadata=metadata)
     except payments.AlreadyRefunded:
         log.info("refund of %s: Stripe says it was refunded already; reading it", payment_intent)
-    view = gateway.retrieve_payment(payment_intent)
-    licences.locked(row_licence)
+    try:
+        reg, _ = _apply_fresh(row_pk, row_licence, lambda: (
+            *_payment_and_refund(payment_intent, refund.id if refund else None), None), cause)
+    except payments.PaymentProviderError:
+        db.session.rollback()
+        if refund is None:
+            raise
+        # The money went back; the record follows from the webhook or the next reconciliation.
+        record(reg, "operator", cause=cause, details={"refund_id": refund.id, "status": refund.status},
+               message=f"Stripe refunded ({refund.id}, {refund.status}); it could not be read back yet, so "
+                       "the record follows from Stripe's webhook or the next reconciliation.")
+        db.session.commit()
+        return "ok", f"Refunded at Stripe ({refund.id}); the record here follows in a moment."
     row = db.session.get(LicencePayment, row_pk)
-    db.session.refresh(row)
-    reg = apply_payment(row, view, cause, refund=refund)
+    amount, status, refund_id = format_amount(row.amount_refunded, row.currency), row.refund_status, row.refund_id
     db.session.commit()
-    amount = format_amount(row.amount_refunded, row.currency)
     if refund is None:
         return "info", f"Already refunded at Stripe ({amount}); recorded here."
-    if refund.status in ("failed", "canceled"):
-        return "error", f"Stripe did not refund: the refund {refund.id} is {refund.status}."
-    if refund.status == "pending":
-        return "ok", f"Refund of {amount} pending at Stripe ({refund.id}); the access is removed now."
-    return "ok", f"Refunded {amount} ({refund.id})."
+    if status in ("failed", "canceled"):
+        return "error", f"Stripe did not refund: the refund {refund_id} is {status}."
+    if status in ("pending", "requires_action"):
+        return "ok", f"Refund of {amount} {status.replace('_', ' ')} at Stripe ({refund_id}); the access is " \
+                     "removed now."
+    return "ok", f"Refunded {amount} ({refund_id})."

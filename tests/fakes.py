@@ -129,7 +129,8 @@ class Stripe:
                 ("/v1/customers", "list_customers", "customers", self._customer_json, ("email",)),
                 ("/v1/invoices", "list_invoices", "invoices", self._invoice_json, ("customer", "status")),
                 ("/v1/subscriptions", "list_subscriptions", "subscriptions", self._subscription_json,
-                 ("customer",))):
+                 ("customer",)),
+                ("/v1/refunds", "list_refunds", "refund_objects", self._refund_json, ("payment_intent", "charge"))):
             rsps.add_callback("GET", re.compile(STRIPE + path + r"(\?.*)?$"),
                               functools.partial(self._list_objects, op, store, render, keys))
 

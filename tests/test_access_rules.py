@@ -43,8 +43,10 @@ SUBSCRIPTION += [
         "subscription", "active", [payment(paid_days_ago=400, n=1), payment(refunded=4900, n=2)]), False),
     ("earlier period refunded, renewal paid", licence(
         "subscription", "active", [payment(refunded=4900, paid_days_ago=400, n=1), payment(n=2)]), True),
-    ("lost dispute on an earlier period", licence(
-        "subscription", "active", [payment(dispute="lost", paid_days_ago=400, n=1), payment(n=2)]), False),
+    ("lost dispute on the current period", licence(
+        "subscription", "active", [payment(paid_days_ago=400, n=1), payment(dispute="lost", n=2)]), False),
+    ("lost dispute on an earlier period, renewal paid", licence(
+        "subscription", "active", [payment(dispute="lost", paid_days_ago=400, n=1), payment(n=2)]), True),
 ]
 INVOICE = [
     ("open, before due", licence("invoice", "open", due_in_days=10), True),

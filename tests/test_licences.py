@@ -343,3 +343,85 @@ def test_the_api_carries_the_licence(app, client, stripe_api, ltiaas_api, yearly
     assert client.get("/operator/api/registrations?licence=nonsense").status_code == 400
     page = client.get("/operator/?access=active").text
     assert f'href="/operator/registrations/{pk}"' in page and "subscription: past_due" in page
+
+
+# Found in review: each of these failed before its fix.
+
+def test_an_uncertain_deactivate_leaves_ltiaas_unknown_and_is_told_again(client, stripe_api, ltiaas_api):
+    """A 502 may come after LTIaaS did the work: the service then does not know the platform's state,
+    so when the refund fails and access should be back, LTIaaS is told again."""
+    pk, session = paid(client, stripe_api, ltiaas_api)
+    platform_id = load(client, pk).platform_id
+    refund = stripe_api.refund_in_dashboard(session["payment_intent"], status="pending")
+    ltiaas_api.platforms[platform_id]["active"] = False  # the deactivation took effect ...
+    ltiaas_api.activation_failures = [502]  # ... but the proxy answered 502
+    send(client, stripe_api, "refund.created", refund)
+    reg = load(client, pk)
+    assert reg.platform_active is None and reg.access_wanted is False
+    send(client, stripe_api, "refund.updated", stripe_api.fail_refund(refund["id"]))
+    reg = load(client, pk)
+    assert reg.platform_active is True and ltiaas_api.platforms[platform_id]["active"] is True
+    assert ltiaas_api.calls_for(platform_id) == ["deactivate", "activate"]
+
+
+def test_a_read_of_stripe_overtaken_by_a_newer_one_is_not_written_over_it(app, client, stripe_api, ltiaas_api):
+    from app import licences, refunds
+    from app.models import LicencePayment
+    pk, session = paid(client, stripe_api, ltiaas_api)
+    with app.app_context():
+        row = db.session.scalars(select(LicencePayment)).one()
+        row_pk, licence_pk = row.id, row.licence_pk
+
+    def slow_fetch():  # reconciliation reads "nothing refunded" ...
+        stale = refunds._payment_and_refund(session["payment_intent"])
+        # ... and meanwhile a dashboard refund and its webhook are applied in full.
+        refund = stripe_api.refund_in_dashboard(session["payment_intent"])
+        send(client, stripe_api, "charge.refunded", stripe_api.charges[refund["charge"]])
+        return (*stale, None)
+
+    with app.app_context():
+        assert refunds._apply_fresh(row_pk, licence_pk, slow_fetch, "reconcile")[1] is False
+        db.session.commit()
+        assert licences  # the module that orders the reads
+    reg = load(client, pk)
+    assert reg.state == "refunded" and reg.platform_active is False and reg.attention is None
+    assert ltiaas_api.calls_for(reg.platform_id) == ["deactivate"]
+
+
+def test_refunding_again_after_a_refund_failed_makes_a_new_refund(app, client, stripe_api, ltiaas_api):
+    from .test_operator import add_operator, post, sign_in
+    pk, session = paid(client, stripe_api, ltiaas_api)
+    add_operator(app)
+    sign_in(client)
+    stripe_api.refund_status = "pending"
+    post(client, f"/operator/registrations/{pk}/refund")
+    first = load(client, pk).licence.payments[0].refund_id
+    send(client, stripe_api, "refund.updated", stripe_api.fail_refund(first))
+    assert load(client, pk).state == "completed"
+    stripe_api.refund_status = "succeeded"
+    response = post(client, f"/operator/registrations/{pk}/refund")
+    shown = client.get(response.headers["Location"]).text
+    reg = load(client, pk)
+    second = reg.licence.payments[0].refund_id
+    assert second != first and "Refunded 49.00 USD" in shown
+    assert reg.state == "refunded" and reg.platform_active is False
+
+
+def test_a_refund_while_the_completion_fails_is_never_registered(app, client, stripe_api, ltiaas_api):
+    from app import worker
+    _, token, _ = open_frame(client, ltiaas_api)
+    client.get(f"/flow/{token}/pay")
+    session_id = stripe_api.only_session()["id"]
+    stripe_api.pay(session_id)
+    ltiaas_api.complete_failures = [503]
+    client.get(f"/flow/{token}/paid?session_id={session_id}")  # the first attempt fails: a retry is due
+    with app.app_context():
+        pk = db.session.scalars(select(Registration.id)).one()
+    assert load(client, pk).state == "paid"
+    refund = stripe_api.refund_in_dashboard(stripe_api.sessions[session_id]["payment_intent"])
+    send(client, stripe_api, "charge.refunded", stripe_api.charges[refund["charge"]])
+    with app.app_context():
+        worker.run_once(now=utcnow() + timedelta(minutes=10))
+    reg = load(client, pk)
+    assert reg.state == "refunded" and reg.platform_id is None and len(ltiaas_api.complete_calls) == 1
+    assert status(client, token)["phase"] == "stop"

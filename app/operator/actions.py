@@ -171,8 +171,10 @@ def refund(reg: Registration, email: str) -> Result:
 
 
 def _cancel_subscription(reg: Registration, subscription_id: str, cause: str) -> str:
+    key = f"paygate-cancel-{reg.id}-{subscription_id}"
+    db.session.commit()  # nothing is held while Stripe is asked
     try:
-        sub = payments.gateway().cancel_subscription(subscription_id, f"paygate-cancel-{reg.id}-{subscription_id}")
+        sub = payments.gateway().cancel_subscription(subscription_id, key)
     except payments.PaymentProviderError as exc:
         record(reg, "operator", cause=cause, message=f"The subscription {subscription_id} could not be "
                f"cancelled: {exc} Cancel it in the Stripe dashboard.", details={"subscription": subscription_id})

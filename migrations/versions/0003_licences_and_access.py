@@ -48,6 +48,7 @@ def upgrade():
     sa.Column('invoicing_attempt', sa.Integer(), nullable=False, server_default='0'),
     sa.Column('dispute_open', sa.Boolean(), nullable=False),
     sa.Column('checked_at', sa.DateTime(), nullable=True),
+    sa.Column('stripe_read_at', sa.DateTime(), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('updated_at', sa.DateTime(), nullable=False),
     sa.ForeignKeyConstraint(['registration_pk'], ['registrations.id'], name=op.f('fk_licences_registration_pk_registrations')),
@@ -111,8 +112,8 @@ def _backfill():
     bind = op.get_bind()
     now = sa.func.current_timestamp()
     paid = bind.execute(sa.text(
-        "SELECT id, payment_intent_id, amount_paid, currency_paid, paid_at, state, refund_id, refunded_at "
-        "FROM registrations WHERE payment_intent_id IS NOT NULL")).fetchall()
+        "SELECT id, payment_intent_id, amount_paid, currency_paid, paid_at, state, refund_id, refunded_at, "
+        "platform_active FROM registrations WHERE payment_intent_id IS NOT NULL")).fetchall()
     licences = sa.table("licences", sa.column("id"), sa.column("registration_pk"), sa.column("kind"),
                         sa.column("status"), sa.column("currency"), sa.column("first_paid_at"),
                         sa.column("dispute_open"), sa.column("created_at"), sa.column("updated_at"))
@@ -121,8 +122,10 @@ def _backfill():
                         sa.column("paid_at"), sa.column("amount_refunded"), sa.column("refund_id"),
                         sa.column("refund_status"), sa.column("created_at"), sa.column("updated_at"))
     registrations = sa.table("registrations", sa.column("id"), sa.column("access_wanted"),
-                             sa.column("access_reason"))
-    for pk, intent, amount, currency, paid_at, state, refund_id, refunded_at in paid:
+                             sa.column("access_reason"), sa.column("access_override"))
+    timeline = sa.table("timeline_entries", sa.column("registration_pk"), sa.column("at"), sa.column("kind"),
+                        sa.column("cause"), sa.column("message"))
+    for pk, intent, amount, currency, paid_at, state, refund_id, refunded_at, told in paid:
         bind.execute(licences.insert().values(registration_pk=pk, kind="payment", status="succeeded",
                                               currency=currency, first_paid_at=paid_at, dispute_open=False,
                                               created_at=now, updated_at=now))
@@ -132,8 +135,18 @@ def _backfill():
             licence_pk=licence_pk, registration_pk=pk, payment_intent_id=intent, amount=amount, currency=currency,
             paid_at=paid_at, amount_refunded=(amount or 0) if refunded else 0, refund_id=refund_id,
             refund_status="succeeded" if refunded else None, created_at=now, updated_at=now))
+        # A platform an operator deactivated by hand (or left inactive by the portal's default) stays
+        # inactive: that choice becomes an override, which an operator can remove.
+        held = told is not None and not told and not refunded  # SQLite says 0, PostgreSQL False
         bind.execute(registrations.update().where(registrations.c.id == pk).values(
-            access_wanted=not refunded, access_reason="payment refunded in full" if refunded else "paid"))
+            access_wanted=False if held else not refunded, access_override=False if held else None,
+            access_reason="operator revokes access" if held else
+            "payment refunded in full" if refunded else "paid"))
+        if held:
+            bind.execute(timeline.insert().values(
+                registration_pk=pk, at=now, kind="operator", cause="migration 0003",
+                message="The platform was inactive at LTIaaS before licences existed: kept inactive as an "
+                        "operator override (remove it to let the licence decide)."))
 
 
 def downgrade():
