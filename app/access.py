@@ -9,15 +9,18 @@ deactivate outside any transaction, and records what LTIaaS now has. A failed ca
 backoff by the worker until LTIaaS has it. No other code calls activate/deactivate.
 """
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import or_, select, text, update
+from sqlalchemy import insert, or_, select, text, update
+from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from . import ltiaas
 from .db import db, utcnow
-from .models import ACCESS_DIFFERS, Licence, LicencePayment, Registration
+from .models import ACCESS_DIFFERS, Licence, LicencePayment, Registration, TimelineEntry
 from .registrations import record
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,11 @@ ATTENTION_AFTER = 6
 # A permanent refusal (the platform is gone at LTIaaS) is tried again only this often.
 REFUSED_RETRY = timedelta(hours=1)
 BATCH = 500
+# Claimed together and told concurrently: even if every call ran into LTIaaS's timeout, a batch ends
+# well inside the stale bound, so no claim is taken over while its call is still to come.
+CLAIM_BATCH = 16
+CALLS_AT_ONCE = 8
+SYNC_ATTENTION = {"access_unsynced", "access_refused"}
 
 
 @dataclass(frozen=True)
@@ -89,29 +97,41 @@ def _decide_invoice(licence: Licence, now: datetime, settings) -> Decision:
                            f"{licence.due_at:%Y-%m-%d}")
 
 
-def refresh(reg: Registration, cause: str, now: datetime | None = None) -> bool:
-    """Store the access `reg` should have; a timeline entry when it changes. Flushes; True if changed."""
+def refresh(reg: Registration, cause: str, now: datetime | None = None, loaded: bool = False) -> bool:
+    """Store the access `reg` should have; a timeline entry when it changes. Flushes; True if changed.
+
+    `loaded`: the caller read `reg` with its licence and payments in this transaction (the clock's
+    review, a batch at a time); otherwise they are read afresh here.
+    """
     settings = current_app.config["SETTINGS"]
-    licence = db.session.scalars(select(Licence).where(Licence.registration_pk == reg.id)).first()
-    if licence is not None:
-        db.session.refresh(licence)  # its payments too: another transaction may have added one
+    if loaded:
+        licence = reg.licence
+    else:
+        licence = db.session.scalars(select(Licence).where(Licence.registration_pk == reg.id)).first()
+        if licence is not None:
+            db.session.refresh(licence)  # its payments too: another transaction may have added one
     decision = decide(licence, reg.access_override, now or utcnow(), settings)
     values = {"access_wanted": decision.active, "access_reason": decision.reason[:200],
               "access_review_at": decision.review_at}
     if all(getattr(reg, k) == v for k, v in values.items()):
         return False
-    if reg.access_wanted == decision.active:  # same access, other reason or review date: no news
-        db.session.execute(update(Registration).where(Registration.id == reg.id).values(**values)
-                           .execution_options(synchronize_session=False))
-        db.session.refresh(reg)
-        return False
-    word = {True: "active", False: "inactive", None: "undecided"}[decision.active]
-    told = {True: "active", False: "inactive", None: "not told yet"}[reg.platform_active]
-    record(reg, "access", cause=cause, details={"reason": decision.reason, "active": decision.active},
-           message=f"Access should be {word}: {decision.reason}"
-                   + (f" (LTIaaS has: {told})." if reg.platform_id else " (no platform yet)."),
-           access_attempts=0, access_next_at=None, access_error=None, **values)
-    return True
+    changed = reg.access_wanted != decision.active
+    if changed:  # a new direction starts with a clean slate of retries
+        values.update(access_attempts=0, access_next_at=None, access_error=None)
+    # A plain UPDATE, and the object set to match: the clock's review decides hundreds at a time.
+    db.session.execute(update(Registration).where(Registration.id == reg.id).values(updated_at=utcnow(), **values)
+                       .execution_options(synchronize_session=False))
+    for key, value in values.items():
+        set_committed_value(reg, key, value)
+    if changed:  # same access, other reason or review date: no news for the timeline
+        word = {True: "active", False: "inactive", None: "undecided"}[decision.active]
+        told = {True: "active", False: "inactive", None: "not told yet"}[reg.platform_active]
+        db.session.add(TimelineEntry(
+            registration_pk=reg.id, kind="access", cause=cause[:300],
+            details={"reason": decision.reason, "active": decision.active},
+            message=f"Access should be {word}: {decision.reason}"
+                    + (f" (LTIaaS has: {told})." if reg.platform_id else " (no platform yet).")))
+    return changed
 
 
 def _backoff(attempts: int) -> timedelta:
@@ -143,50 +163,104 @@ def sync(pk: int, cause: str, now: datetime | None = None) -> int:
     return calls
 
 
-def _sync_once(pk: int, cause: str, now: datetime | None) -> bool | None:
-    """One claim and one call: None when nothing was sent, else whether LTIaaS took it.
+def _fast_commits() -> None:
+    """This transaction's commit need not wait for the disk (PostgreSQL): activate and deactivate are
+    idempotent, so a commit lost in a server crash only makes the reconciler send a call again."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(text("SET LOCAL synchronous_commit TO OFF"))
 
-    `now` decides whether a retry is due (a worker's pass, or a test's later clock); the claim itself
-    is always stamped with the real time, so that it is never stale the moment it is taken.
+
+def _claim(due: datetime, pk: int | None = None, limit: int = 1):
+    """Claim registration `pk` (or up to `limit` of those due) for telling LTIaaS; commits.
+
+    The claim is a conditional UPDATE (of several processes exactly one wins a row, on SQLite and
+    PostgreSQL alike), stamped with the real time so that it is never stale the moment it is taken;
+    `due` decides whether a retry's backoff has passed. Returns (claimed_at, rows claimed).
     """
     claimed_at = utcnow()
-    due = now or claimed_at
-    claim = db.session.execute(
-        update(Registration)
-        .where(Registration.id == pk, text(ACCESS_DIFFERS),
-               or_(Registration.access_claimed_at.is_(None),
-                   Registration.access_claimed_at < claimed_at - _stale_bound()),
-               or_(Registration.access_next_at.is_(None), Registration.access_next_at <= due))
-        .values(access_claimed_at=claimed_at).execution_options(synchronize_session=False))
-    if claim.rowcount != 1:
-        db.session.commit()
-        return None
-    reg = db.session.get(Registration, pk)
-    db.session.refresh(reg)
-    platform_id, active, reason = reg.platform_id, reg.access_wanted, reg.access_reason
-    db.session.commit()  # the claim is visible; nothing is held while LTIaaS is asked
-    verb = "activate" if active else "deactivate"
-    mine = (Registration.access_claimed_at == claimed_at,)
-    try:
-        ltiaas.client().set_platform_active(platform_id, active)
-    except (ltiaas.LtiaasError, ValueError) as exc:
-        error = exc.as_dict() if isinstance(exc, ltiaas.LtiaasError) else {"message": str(exc), "retryable": False}
-        _record_failure(reg, active, error, claimed_at, due, cause, mine)
-        return False
-    db.session.refresh(reg)
-    taken = db.session.execute(
-        update(Registration).where(Registration.id == pk, *mine)
-        .values(platform_active=active, access_claimed_at=None, access_attempts=0, access_next_at=None,
-                access_error=None, attention=_without(reg.attention, {"access_unsynced", "access_refused"}),
-                updated_at=utcnow())
-        .execution_options(synchronize_session=False)).rowcount == 1
-    db.session.refresh(reg)
-    record(reg, "access", cause=cause, details={"platform_id": platform_id, "active": active},
-           message=f"LTIaaS {verb}d platform {platform_id} ({reason})."
-                   + ("" if taken else " Another attempt had taken the claim over meanwhile."))
+    free = (text(ACCESS_DIFFERS),
+            or_(Registration.access_claimed_at.is_(None), Registration.access_claimed_at < claimed_at - _stale_bound()),
+            or_(Registration.access_next_at.is_(None), Registration.access_next_at <= due))
+    if pk is not None:
+        which = Registration.id == pk
+    else:  # on PostgreSQL other workers skip the rows this one is claiming instead of queueing on them
+        which = Registration.id.in_(select(Registration.id).where(*free).order_by(Registration.id).limit(limit)
+                                    .with_for_update(skip_locked=True))
+    _fast_commits()
+    rows = db.session.execute(
+        update(Registration).where(which, *free).values(access_claimed_at=claimed_at)
+        .returning(Registration.id, Registration.platform_id, Registration.access_wanted,
+                   Registration.access_reason, Registration.attention)
+        .execution_options(synchronize_session=False)).all()
     db.session.commit()
-    log.info("access: registration %s platform %s %sd at LTIaaS (%s)", pk, platform_id, verb, reason)
-    return True
+    return claimed_at, rows
+
+
+def _tell(claimed_at: datetime, due: datetime, rows, cause: str) -> tuple[int, int]:
+    """Call LTIaaS for claimed rows (concurrently when several) and record each outcome; (told, failed)."""
+    client = ltiaas.client()
+
+    def call(row) -> dict | None:
+        try:
+            client.set_platform_active(row.platform_id, row.access_wanted)
+        except ltiaas.LtiaasError as exc:
+            return exc.as_dict()
+        except ValueError as exc:
+            return {"message": str(exc), "retryable": False}
+        return None
+
+    if len(rows) > 1:
+        with ThreadPoolExecutor(min(CALLS_AT_ONCE, len(rows)), thread_name_prefix="access") as pool:
+            errors = list(pool.map(call, rows))
+    else:
+        errors = [call(row) for row in rows]
+    told = [row for row, error in zip(rows, errors) if error is None]
+    _record_told(told, claimed_at, cause)
+    for row, error in zip(rows, errors):
+        if error is not None:
+            _record_failure(db.session.get(Registration, row.id), row.access_wanted, error, claimed_at, due, cause,
+                            (Registration.access_claimed_at == claimed_at,))
+    return len(told), len(rows) - len(told)
+
+
+def _record_told(rows, claimed_at: datetime, cause: str) -> None:
+    """What LTIaaS now has, for rows whose call succeeded: one UPDATE per direction, one INSERT."""
+    if not rows:
+        return
+    _fast_commits()
+    now, taken = utcnow(), set()
+    for active in (True, False):
+        ids = [row.id for row in rows if bool(row.access_wanted) is active]
+        if ids:
+            taken.update(db.session.scalars(
+                update(Registration).where(Registration.id.in_(ids), Registration.access_claimed_at == claimed_at)
+                .values(platform_active=active, access_claimed_at=None, access_attempts=0, access_next_at=None,
+                        access_error=None, updated_at=now)
+                .returning(Registration.id).execution_options(synchronize_session=False)))
+    for row in rows:  # an operator was told LTIaaS lagged: that is over
+        if row.id in taken and row.attention and SYNC_ATTENTION & set(row.attention.split(",")):
+            db.session.execute(update(Registration).where(Registration.id == row.id)
+                               .values(attention=_without(row.attention, SYNC_ATTENTION)))
+    db.session.execute(insert(TimelineEntry), [{
+        "registration_pk": row.id, "at": now, "kind": "access", "cause": cause[:300],
+        "details": {"platform_id": row.platform_id, "active": row.access_wanted},
+        "message": f"LTIaaS {'activate' if row.access_wanted else 'deactivate'}d platform {row.platform_id} "
+                   f"({row.access_reason})." + ("" if row.id in taken else
+                                                 " Another attempt had taken the claim over meanwhile."),
+    } for row in rows])
+    db.session.commit()
+    for row in rows:
+        log.info("access: registration %s platform %s %sd at LTIaaS (%s)", row.id, row.platform_id,
+                 "activate" if row.access_wanted else "deactivate", row.access_reason)
+
+
+def _sync_once(pk: int, cause: str, now: datetime | None) -> bool | None:
+    """One claim and one call: None when nothing was sent, else whether LTIaaS took it."""
+    claimed_at, rows = _claim(now or utcnow(), pk=pk)
+    if not rows:
+        return None
+    told, _ = _tell(claimed_at, now or claimed_at, rows, cause)
+    return told == 1
 
 
 def _record_failure(reg: Registration, active: bool, error: dict, claimed_at: datetime, due: datetime,
@@ -221,29 +295,16 @@ def _record_failure(reg: Registration, active: bool, error: dict, claimed_at: da
     db.session.commit()
 
 
-def review_due(now: datetime, cause: str = "worker") -> int:
-    """Decide again every registration whose access may have changed by the clock (a due date)."""
-    ids = db.session.scalars(select(Registration.id).where(Registration.access_review_at <= now)
-                             .order_by(Registration.access_review_at).limit(BATCH)).all()
+def review_due(now: datetime, cause: str = "worker") -> tuple[int, int]:
+    """Decide again every registration whose access may have changed by the clock (a due date), a
+    batch at a time; returns (rows read, accesses changed). Commits once per batch."""
+    regs = db.session.scalars(select(Registration).where(Registration.access_review_at <= now)
+                              .options(selectinload(Registration.licence).selectinload(Licence.payments))
+                              .order_by(Registration.access_review_at).limit(BATCH)).all()
+    changed = sum(refresh(reg, cause, now, loaded=True) for reg in regs)
     db.session.commit()
-    changed = 0
-    for pk in ids:
-        reg = db.session.get(Registration, pk)
-        changed += refresh(reg, cause, now)
-        db.session.commit()
-    return changed
-
-
-def pending(now: datetime, limit: int = BATCH) -> list[int]:
-    """Registrations whose platform's access differs from what LTIaaS was told, due for a call."""
-    ids = db.session.scalars(
-        select(Registration.id).where(
-            text(ACCESS_DIFFERS),
-            or_(Registration.access_next_at.is_(None), Registration.access_next_at <= now),
-            or_(Registration.access_claimed_at.is_(None), Registration.access_claimed_at < now - _stale_bound()))
-        .order_by(Registration.id).limit(limit)).all()
-    db.session.commit()
-    return list(ids)
+    db.session.expunge_all()
+    return len(regs), changed
 
 
 def sync_pending(now: datetime | None = None, cause: str = "worker", stop=None) -> dict:
@@ -251,24 +312,17 @@ def sync_pending(now: datetime | None = None, cause: str = "worker", stop=None) 
     now = now or utcnow()
     counts = {"access_reviewed": 0, "access_told": 0, "access_failed": 0}
     while True:  # batch after batch, until the clock has nothing more to say
-        reviewed = review_due(now, cause)
-        counts["access_reviewed"] += reviewed
-        if reviewed < BATCH:
+        read, changed = review_due(now, cause)
+        counts["access_reviewed"] += changed
+        if read < BATCH:
             break
-    seen: set[int] = set()
-    while not (stop is not None and stop.is_set()):
-        batch = [pk for pk in pending(now) if pk not in seen]  # a failed call waits for its backoff
-        if not batch:
+    while not (stop is not None and stop.is_set()):  # a failed call waits for its backoff: no loop
+        claimed_at, rows = _claim(now, limit=CLAIM_BATCH)
+        if not rows:
             break
-        for pk in batch:
-            if stop is not None and stop.is_set():
-                break
-            seen.add(pk)
-            outcome = _sync_once(pk, cause, now)
-            if outcome is True:
-                counts["access_told"] += 1
-            elif outcome is False:
-                counts["access_failed"] += 1
+        told, failed = _tell(claimed_at, now, rows, cause)
+        counts["access_told"] += told
+        counts["access_failed"] += failed
     return counts
 
 
