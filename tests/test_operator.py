@@ -716,3 +716,15 @@ def test_refund_after_a_stripe_5xx_is_not_replayed_forever(app, ops, stripe_api,
     keys = [c[1] for c in stripe_api.calls if c[0] == "refund"]
     assert len(keys) == 2 and keys[0] != keys[1]
     assert len([r for r in stripe_api.refunds.values() if "id" in r]) == 1
+
+
+@pytest.mark.parametrize("path", [
+    "/operator/registrations/99999999999", "/operator/api/registrations/2147483648",
+    "/operator/?q=a%00b", "/operator/api/registrations?q=%00", "/operator/registrations.csv?q=%00",
+    "/operator/api/registrations?family=%00", "/operator/?until=9999-12-31", "/operator/api/registrations?since=0001-01-01",
+    "/operator/api/registrations?limit=99999999999999999999", "/operator/?after=9999-12-31T23:59:59~1",
+    "/operator/registrations/99999999999/refund"])
+def test_operator_parameters_out_of_range_get_a_sentence_not_a_5xx(ops, path):
+    response = ops.get(path)
+    assert response.status_code < 500, response.text
+    assert response.status_code in (200, 400, 404)

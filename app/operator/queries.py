@@ -6,6 +6,7 @@ indexed ids, the LMS family and the lower-cased payer e-mail, and prefix matches
 LMS URL (all indexed, see migrations 0001 and 0002).
 """
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -88,6 +89,7 @@ LIST_COLUMNS = (
 
 _CURSOR = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?)~(\d{1,12})$")
 _MAX_INT = 2**31 - 1
+FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2999, 12, 31)
 _WORD = re.compile(r"^[A-Za-z][A-Za-z0-9]{1,99}$")
 
 
@@ -126,6 +128,9 @@ class Filters:
         state = (args.get("state") or "").strip() or None
         if state is not None and state not in {s.value for s in State}:
             raise BadQuery(f"Unknown state {state!r}.")
+        for name in ("q", "family", "state", "access", "licence"):
+            if any(unicodedata.category(c) == "Cc" for c in args.get(name) or ""):
+                raise BadQuery("Searches and filters cannot contain control characters.")
         family = (args.get("family") or "").strip()[:100] or None
         since, until = _day(args.get("since"), "from"), _day(args.get("until"), "to")
         if since and until and since > until:
@@ -159,9 +164,12 @@ def _day(value: str | None, name: str) -> date | None:
     if not value:
         return None
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise BadQuery(f"The '{name}' date must look like 2026-01-31.") from None
+    if not FIRST_DAY <= day <= LAST_DAY:  # a day that timestamps and the database can hold
+        raise BadQuery(f"The '{name}' date must lie between {FIRST_DAY} and {LAST_DAY}.")
+    return day
 
 
 def classify(q: str) -> list[Search]:
@@ -342,7 +350,14 @@ class Detail:
     events: list[StripeEvent]
 
 
+def valid_pk(pk: int) -> bool:
+    """Whether `pk` can be a registration's number (PostgreSQL refuses integers past 2^31-1)."""
+    return 0 < pk <= _MAX_INT
+
+
 def detail(pk: int) -> Detail | None:
+    if not valid_pk(pk):
+        return None
     reg = db.session.get(Registration, pk)
     if reg is None:
         return None

@@ -34,7 +34,7 @@ def _fmt_time(value: datetime | None) -> str:
 
 
 def _registration_or_404(pk: int):
-    reg = db.session.get(Registration, pk)
+    reg = db.session.get(Registration, pk) if queries.valid_pk(pk) else None
     if reg is None:
         abort(404, description="No such registration.")
     return reg
