@@ -718,6 +718,7 @@ def test_the_webhook_is_answered_within_a_second_while_ltiaas_hangs_and_complete
         threading.Timer(3.0, hanging.release.set).start()  # LTIaaS answers after 3 s
         body, headers = stripe_api.signed(stripe_api.event("checkout.session.completed", session_id))
         with serving(app, port):
+            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10)  # the server is up and warm
             started = time.monotonic()
             response = requests.post(f"http://127.0.0.1:{port}/webhooks/stripe", data=body, headers=headers,
                                      timeout=10)
