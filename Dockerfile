@@ -3,7 +3,7 @@ WORKDIR /srv/paygate
 COPY pyproject.toml ./
 COPY app ./app
 COPY migrations ./migrations
-COPY wsgi.py ./
+COPY wsgi.py gunicorn.conf.py ./
 RUN pip install --no-cache-dir .
 RUN useradd --system paygate && mkdir -p instance && chown paygate instance
 USER paygate

@@ -1,5 +1,4 @@
 """The payment-gated LTI registration service."""
-import logging
 import os
 import secrets
 
@@ -8,7 +7,7 @@ from flask_migrate import Migrate
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import redaction
+from . import logs
 from .config import load_settings
 from .db import db
 
@@ -37,12 +36,14 @@ def create_app(test_config: dict | None = None) -> Flask:
     if settings.trusted_proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies,
                                 x_host=settings.trusted_proxies)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    redaction.install()
+    # The format (LOG_FORMAT), redaction, the request id of every request and log line: app/logs.py.
+    logs.setup(app, settings.log_format, settings.trusted_proxies)
 
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations"),
                      render_as_batch=True, compare_type=True)
+    from . import metrics  # GET /metrics; its request hooks come first, so latency covers the others
+    metrics.init_app(app)
 
     from . import cli, flow, health, webhooks
     app.register_blueprint(health.bp)

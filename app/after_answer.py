@@ -7,9 +7,10 @@ differs from what LTIaaS was told).
 """
 import logging
 
-from flask import Response, current_app
+from flask import Response, current_app, g
 
 from .db import db
+from .logs import current_request_id
 
 log = logging.getLogger(__name__)
 
@@ -17,9 +18,12 @@ log = logging.getLogger(__name__)
 def after_answer(response: Response, work) -> Response:
     """Run `work()` after `response` is sent; returns the response."""
     app = current_app._get_current_object()
+    request_id = current_request_id()  # its log lines and LTIaaS calls carry the request's id
 
     def run():
         with app.app_context():
+            if request_id:
+                g.request_id = request_id
             try:
                 work()
             except Exception:

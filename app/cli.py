@@ -86,6 +86,9 @@ def worker_command(once: bool, interval: float | None, reconcile: bool | None) -
             raise click.ClickException(f"worker pass failed: {type(exc).__name__}") from None
         return
     settings = current_app.config["SETTINGS"]
+    if settings.worker_metrics_port:
+        from .metrics import serve_worker_metrics
+        serve_worker_metrics(settings.worker_metrics_port, settings.metrics_token)
     stop = threading.Event()
 
     def _stop(signum, _frame):

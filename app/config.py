@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     # Minutes between the worker's reconciliations with Stripe (0: never), and how far back they look.
     worker_reconcile_minutes: float = Field(default=10.0, ge=0)
     reconcile_since_hours: float = Field(default=48.0, gt=0)
+    # The worker command serves its own metrics (its passes, its LTIaaS and Stripe calls) on this port,
+    # with the same METRICS_TOKEN rule as GET /metrics; unset: not served.
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
     @field_validator("ltiaas_messages")
     @classmethod

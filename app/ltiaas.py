@@ -1,4 +1,5 @@
 """The LTIaaS API: the one module that talks to it (registrations and platforms)."""
+import functools
 import logging
 import re
 from dataclasses import dataclass
@@ -6,6 +7,9 @@ from urllib.parse import quote
 
 import requests
 from flask import current_app
+
+from . import metrics
+from .logs import current_request_id
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,15 @@ def valid_id(value: str | None) -> bool:
     return bool(value) and _ID.match(value) is not None
 
 
+def _measured(call):
+    """Counts and times each call by its operation, a fixed name (paygate_ltiaas_calls_total, app/metrics.py)."""
+    @functools.wraps(call)
+    def measured(self, method: str, url: str, *, operation: str, **kwargs):
+        with metrics.outbound("ltiaas", operation):
+            return call(self, method, url, **kwargs)
+    return measured
+
+
 class Ltiaas:
     def __init__(self, base_url: str, api_key: str, platforms_path: str, timeout: float):
         self.base_url = base_url.rstrip("/")
@@ -63,7 +76,11 @@ class Ltiaas:
                 raise ValueError("not an LTIaaS id")
         return self.base_url + parts[0] + "".join("/" + quote(p, safe="") for p in parts[1:])
 
+    @_measured
     def _call(self, method: str, url: str, **kwargs) -> requests.Response:
+        request_id = current_request_id()  # the request (or after-answer work) this call is made for
+        if request_id:
+            kwargs["headers"] = {**(kwargs.get("headers") or {}), "X-Request-ID": request_id}
         # A connect timeout means nothing was sent; a read timeout or a reset may have reached LTIaaS.
         try:
             response = self._http.request(method, url, timeout=(min(3.05, self.timeout), self.timeout),
@@ -102,7 +119,8 @@ class Ltiaas:
 
     def get_registration(self, registration_id: str) -> LmsDetails:
         """GET /api/registrations/{id}: which LMS is registering."""
-        body = self._call("GET", self._url("/api/registrations", registration_id)).json()
+        body = self._call("GET", self._url("/api/registrations", registration_id),
+                          operation="get_registration").json()
         if not isinstance(body, dict) or not isinstance(body.get("url"), str):
             raise LtiaasError("LTIaaS sent an unexpected registration body")
         return LmsDetails(
@@ -113,7 +131,8 @@ class Ltiaas:
 
     def complete_registration(self, registration_id: str, body: dict) -> Completion:
         """POST /api/registrations/{id}/complete: can succeed once per id, ever."""
-        response = self._call("POST", self._url("/api/registrations", registration_id, "complete"), json=body)
+        response = self._call("POST", self._url("/api/registrations", registration_id, "complete"), json=body,
+                              operation="complete_registration")
         try:
             data = response.json()
             completion = Completion(platform_id=str(data["platformId"]), html=str(data["html"]))
@@ -124,11 +143,12 @@ class Ltiaas:
         return completion
 
     def get_platform(self, platform_id: str) -> dict:
-        return self._call("GET", self._url(self.platforms_path, platform_id)).json()
+        return self._call("GET", self._url(self.platforms_path, platform_id), operation="get_platform").json()
 
     def set_platform_active(self, platform_id: str, active: bool) -> None:
         """POST {platforms}/{id}/activate or /deactivate (no body)."""
-        self._call("POST", self._url(self.platforms_path, platform_id, "activate" if active else "deactivate"))
+        self._call("POST", self._url(self.platforms_path, platform_id, "activate" if active else "deactivate"),
+                   operation="set_platform_active")
 
 
 def client() -> Ltiaas:

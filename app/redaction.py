@@ -1,14 +1,18 @@
-"""Keeps secrets that travel in URLs out of access logs (the dev server's and gunicorn's)."""
+"""Keeps secrets that travel in URLs out of logs: access lines (the dev server's and gunicorn's), the
+service's own messages, and exception texts and stacks (a traceback may quote a URL)."""
 import logging
 import re
 
 # The LMS registration token passes through /lti/register; a registrationId or a flow token opens
-# a registration's flow.
+# a registration's flow (so does the id in LTIaaS's /api/registrations/<id>; the operator pages'
+# /operator/api/registrations/<n> is our own row number, not a secret).
 _PATTERNS = (
     (re.compile(r"((?:registration_token|registrationtoken)=)[^&\s\"']+", re.IGNORECASE), r"\1[redacted]"),
     (re.compile(r"(registrationId=[A-Za-z0-9._~-]{4})[A-Za-z0-9._~%-]+"), r"\1…"),
+    (re.compile(r"((?<!/operator)/api/registrations/[A-Za-z0-9._~-]{4})[A-Za-z0-9._~%-]+"), r"\1…"),
     (re.compile(r"(/flow/[A-Za-z0-9_-]{6})[A-Za-z0-9_-]+"), r"\1…"),
 )
+_FORMATTER = logging.Formatter()
 
 
 def redact(text: str) -> str:
@@ -18,11 +22,20 @@ def redact(text: str) -> str:
 
 
 class RedactSecrets(logging.Filter):
+    """Redacts a record's message, and its exception text and stack, whatever formats it afterwards
+    (a standard Formatter uses the exception text cached on the record)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         cleaned = redact(message)
         if cleaned != message:
             record.msg, record.args = cleaned, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = _FORMATTER.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
 
 

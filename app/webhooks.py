@@ -10,9 +10,9 @@ import logging
 
 import stripe
 from flask import Blueprint, jsonify, request
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 
-from . import access, checkout, licences, payments, refunds
+from . import access, checkout, licences, metrics, payments, refunds
 from .after_answer import after_answer
 from .db import db, insert_ignoring_duplicates, utcnow
 from .fulfilment import apply_checkout, complete_later
@@ -43,6 +43,11 @@ ROUTES = {
 }
 
 
+_EVENTS = StripeEvent.__table__
+_DELIVERED_AGAIN = (update(_EVENTS).where(_EVENTS.c.event_id == bindparam("delivered"))
+                    .values(deliveries=_EVENTS.c.deliveries + 1))
+
+
 @bp.post("/webhooks/stripe")
 def stripe_webhook():
     payload = request.get_data()
@@ -50,16 +55,23 @@ def stripe_webhook():
         event = payments.gateway().construct_event(payload, request.headers.get("Stripe-Signature"))
     except (ValueError, stripe.SignatureVerificationError):
         log.warning("webhook refused: missing, bad or stale signature")
+        metrics.webhook_event(None, "refused_signature")
         return jsonify(error="invalid signature"), 400
     try:
         result, after = handle_event(event, payload.decode("utf-8"))
     except payments.PaymentProviderError:
         db.session.rollback()
+        metrics.webhook_event(event.get("type"), "unavailable")
         return jsonify(error="payment provider unavailable; retry"), 503
     except ValueError:  # an id that is not of its kind: nothing of ours, and never worth a retry
         db.session.rollback()
         log.warning("webhook %s (%s): an object id of the wrong shape; ignored", event.get("id"), event.get("type"))
+        metrics.webhook_event(event.get("type"), "malformed")
         return jsonify(received=True, result="malformed")
+    except Exception:
+        metrics.webhook_event(event.get("type"), "error")
+        raise
+    metrics.webhook_event(event.get("type"), result)
     response = jsonify(received=True, result=result)
     return after_answer(response, after) if after is not None else response
 
@@ -86,17 +98,16 @@ def handle_event(event: dict, payload: str):
         if registration is not None:
             pk = registration.id
             after = lambda: access.sync(pk, cause)  # noqa: E731
-    new = insert_ignoring_duplicates(StripeEvent, {"event_id": event_id, "type": kind, "session_id": session_id,
-                                                   "received_at": utcnow(), "deliveries": 1, "payload": payload})
-    if new:  # the first delivery's outcome is the one operators read
-        db.session.execute(update(StripeEvent).where(StripeEvent.event_id == event_id).values(
-            outcome=result[:300], registration_pk=registration.id if registration else None))
+    # The first delivery's outcome is the one operators read: it is inserted with the event.
+    new = insert_ignoring_duplicates(StripeEvent, {
+        "event_id": event_id, "type": kind, "session_id": session_id, "received_at": utcnow(), "deliveries": 1,
+        "payload": payload, "outcome": result[:300], "registration_pk": registration.id if registration else None})
+    if new:
         if registration is not None and result == "already paid":
             record(registration, "event", cause=cause, details={"session": session_id},
                    message="Stripe confirmed the payment again; already recorded, ignored.")
     else:
-        db.session.execute(update(StripeEvent).where(StripeEvent.event_id == event_id)
-                           .values(deliveries=StripeEvent.deliveries + 1))
+        db.session.execute(_DELIVERED_AGAIN, {"delivered": event_id})
         log.info("webhook %s delivered again; outcome %s", event_id, result)
     db.session.commit()
     return result, after

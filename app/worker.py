@@ -25,7 +25,7 @@ from datetime import datetime, timedelta, timezone
 from flask import Flask, current_app
 from sqlalchemy import and_, exists, func, or_, select, true
 
-from . import access, fulfilment, invoicing, payments
+from . import access, fulfilment, invoicing, metrics, payments
 from .db import db, utcnow
 from .models import CheckoutSession, Registration, State
 from .registrations import transition
@@ -46,16 +46,25 @@ def _clock(now: datetime | None):
     return lambda: fixed
 
 
-def _stale_condition(cutoff: datetime):
+def stale_condition(cutoff: datetime):
+    """An attempt in "completing" that started before `cutoff` (also read by app/metrics.py)."""
     return or_(Registration.attempt_started_at < cutoff,
                and_(Registration.attempt_started_at.is_(None), Registration.updated_at < cutoff))
+
+
+def due_condition(now: datetime, grace: timedelta):
+    """A paid registration whose completion is due: its retry time has come, or nobody tried it for the
+    grace period (also read by app/metrics.py)."""
+    return or_(Registration.next_attempt_at <= now,
+               and_(Registration.next_attempt_at.is_(None),
+                    func.coalesce(Registration.paid_at, Registration.updated_at) <= now - grace))
 
 
 def resolve_stale(clock, counts: Counter) -> None:
     """Attempts in flight longer than the bound: back to paid, outcome unknown, retry now."""
     bound = timedelta(seconds=current_app.config["SETTINGS"].stale_after_seconds)
     now = clock()
-    stale = _stale_condition(now - bound)
+    stale = stale_condition(now - bound)
     ids = db.session.scalars(select(Registration.id).where(Registration.state == State.COMPLETING.value, stale)
                              .order_by(Registration.id).limit(BATCH)).all()
     db.session.commit()
@@ -88,9 +97,7 @@ def retry_due(clock, counts: Counter, stop: threading.Event | None = None) -> No
     seen: list[int] = []
     while len(seen) < BATCH and not (stop is not None and stop.is_set()):
         now = clock()
-        due = or_(Registration.next_attempt_at <= now,
-                  and_(Registration.next_attempt_at.is_(None),
-                       func.coalesce(Registration.paid_at, Registration.updated_at) <= now - grace))
+        due = due_condition(now, grace)
         query = (select(Registration)
                  .where(Registration.state == State.PAID.value, due,
                         Registration.id.not_in(seen) if seen else true())
@@ -181,8 +188,9 @@ def run_once(now: datetime | None = None, *, reconcile: bool = False,
         else:
             result.update({f"reconcile_{k}": v for k, v in found.items()})
             result.update(access.sync_pending(clock(), CAUSE, stop))  # what reconciliation changed
-    log.info("worker pass: %s (%.2f s)", " ".join(f"{k}={v}" for k, v in result.items()),
-             time.monotonic() - started)
+    elapsed = time.monotonic() - started
+    metrics.worker_pass(elapsed)
+    log.info("worker pass: %s (%.2f s)", " ".join(f"{k}={v}" for k, v in result.items()), elapsed)
     return result
 
 
@@ -205,6 +213,7 @@ def run_forever(app: Flask, interval: float, reconcile_minutes: float, stop: thr
             with app.app_context():  # a fresh database session for every pass
                 run_once(reconcile=reconcile, stop=stop)
         except Exception:  # e.g. the database is down: say so, and try again next pass
+            metrics.worker_pass_failed()
             log.exception("worker pass failed; next pass in %s s", interval)
         stop.wait(interval)
     log.info("worker stopped")

@@ -94,7 +94,8 @@ def fill(db, rows: int, refill: bool) -> None:
         return
     print(f"filling {rows:,} registrations (had {have:,}) ...", flush=True)
     started = time.perf_counter()
-    db.session.execute(text("TRUNCATE timeline_entries, stripe_events, checkout_sessions, registrations, operators "
+    db.session.execute(text("TRUNCATE timeline_entries, stripe_events, checkout_sessions, licence_payments, licences, "
+                            "registrations, operators "
                             "RESTART IDENTITY"))
     db.session.commit()
     for start in range(1, rows + 1, BATCH):
