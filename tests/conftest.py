@@ -58,6 +58,25 @@ def postgres_or_skip() -> str:
     return PG_URL
 
 
+def own_database(suffix: str):
+    """A PostgreSQL database of this run's own (other runs may empty the shared one meanwhile),
+    migrated; dropped after. A generator for module fixtures: yields its URL."""
+    base = make_url(postgres_or_skip())
+    url = base.set(database=f"{base.database}_{suffix}_{os.getpid()}")
+    admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}"'))
+        conn.execute(text(f'CREATE DATABASE "{url.database}"'))
+    rendered = url.render_as_string(hide_password=False)
+    app = make_app(rendered)  # runs the migrations
+    with app.app_context():
+        db.engine.dispose()
+    yield rendered
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
+    admin.dispose()
+
+
 def _empty(app) -> None:
     with app.app_context():
         if app.config["SQLALCHEMY_DATABASE_URI"] not in _migrated:

@@ -14,8 +14,7 @@ import pytest
 import requests
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import select
 
 from app import metrics
 from app.db import db, utcnow
@@ -287,22 +286,9 @@ def test_worker_passes_are_timed_and_served_on_the_worker_port(mclient):
 
 @pytest.fixture(scope="module")
 def gunicorn_database():
-    from .conftest import postgres_or_skip
+    from .conftest import own_database
 
-    base = make_url(postgres_or_skip())
-    url = base.set(database=f"{base.database}_metrics_{os.getpid()}")
-    admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}"'))
-        conn.execute(text(f'CREATE DATABASE "{url.database}"'))
-    rendered = url.render_as_string(hide_password=False)
-    app = make_app(rendered)  # runs the migrations
-    with app.app_context():
-        db.engine.dispose()
-    yield rendered
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
-    admin.dispose()
+    yield from own_database("metrics")
 
 
 def _per_process(directory: str, route: str) -> dict[str, float]:

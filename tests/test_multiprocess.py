@@ -31,13 +31,12 @@ from types import SimpleNamespace
 import pytest
 import requests
 from requests.structures import CaseInsensitiveDict
-from sqlalchemy import create_engine, func, select, text, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, select, update
 
 from app.db import db, utcnow
 from app.models import Registration, StripeEvent
 
-from .conftest import BASE_CONFIG, make_app
+from .conftest import BASE_CONFIG
 from .fakes import STRIPE, Ltiaas, Stripe
 
 pytestmark = pytest.mark.postgres
@@ -202,22 +201,9 @@ class Server:
 @pytest.fixture(scope="module")
 def mp_database():
     """A database of this run's own (other runs may empty the shared one meanwhile), migrated, dropped after."""
-    from .conftest import postgres_or_skip
+    from .conftest import own_database
 
-    base = make_url(postgres_or_skip())
-    url = base.set(database=f"{base.database}_mp_{os.getpid()}")
-    admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}"'))
-        conn.execute(text(f'CREATE DATABASE "{url.database}"'))
-    rendered = url.render_as_string(hide_password=False)
-    app = make_app(rendered)  # runs the migrations
-    with app.app_context():
-        db.engine.dispose()
-    yield rendered
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
-    admin.dispose()
+    yield from own_database("mp")
 
 
 @pytest.fixture(scope="module")
