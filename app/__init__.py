@@ -14,9 +14,29 @@ from .db import db
 migrate = Migrate()
 
 
+class _Flask(Flask):
+    """Flask, deciding once per view or hook, not on every request, that it is no coroutine function
+    (Flask asks `ensure_sync` for each of a request's hooks and its view: a dozen a status poll)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._sync_functions: dict = {}
+
+    def ensure_sync(self, func):
+        try:
+            return self._sync_functions[func]
+        except KeyError:
+            sync = super().ensure_sync(func)
+            if sync is func:
+                self._sync_functions[func] = func
+            return sync
+        except TypeError:  # not hashable
+            return super().ensure_sync(func)
+
+
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the application; `test_config` overrides settings (lower-case Settings field names)."""
-    app = Flask(__name__, instance_relative_config=True)
+    app = _Flask(__name__, instance_relative_config=True)
     settings = load_settings(test_config)
     os.makedirs(app.instance_path, exist_ok=True)
     database_url = settings.database_url or f"sqlite:///{os.path.join(app.instance_path, 'paygate.sqlite')}"
@@ -68,22 +88,28 @@ def _register_security_headers(app: Flask) -> None:
 
     @app.after_request
     def _headers(response):
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        # Each header only where the view (or a blueprint's hook) has not set it: one pass over the
+        # response's few headers (Werkzeug's setdefault raises and catches a KeyError per missing one).
+        headers = response.headers
+        present = {name.lower() for name, _ in headers}
+        if "x-content-type-options" not in present:
+            headers.add("X-Content-Type-Options", "nosniff")
+        if "referrer-policy" not in present:
+            headers.add("Referrer-Policy", "no-referrer")
         if request.path.startswith("/_local/"):
             return response  # the stand-ins imitate other parties and set their own headers
         # Only the registration flow may be framed (by any LMS host); everything else refuses frames.
-        frameable = getattr(g, "frameable", False)
+        context = g._get_current_object()
+        frameable = getattr(context, "frameable", False)
         ancestors = app.config["SETTINGS"].frame_ancestors if frameable else "'none'"
-        if not frameable:
-            response.headers.setdefault("X-Frame-Options", "DENY")
+        if not frameable and "x-frame-options" not in present:
+            headers.add("X-Frame-Options", "DENY")
         # strict-dynamic lets our nonced script insert the completion script LTIaaS returns.
-        response.headers.setdefault(
-            "Content-Security-Policy",
-            f"default-src 'self'; script-src 'nonce-{g.get('csp_nonce', '')}' 'strict-dynamic'; "
-            f"style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors {ancestors}; "
-            "base-uri 'none'; form-action 'self'",
-        )
+        if "content-security-policy" not in present:
+            headers.add("Content-Security-Policy",
+                        "default-src 'self'; script-src 'nonce-" + getattr(context, "csp_nonce", "")
+                        + "' 'strict-dynamic'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                        "frame-ancestors " + ancestors + "; base-uri 'none'; form-action 'self'")
         return response
 
 

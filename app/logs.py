@@ -177,6 +177,11 @@ def setup(app: Flask, log_format: str = "text", trusted_proxies: int = 0) -> Non
     elif not root.handlers:  # as logging.basicConfig: an application that configured logging keeps it
         root.addHandler(stream_handler(log_format=log_format))
         root.setLevel(logging.INFO)
+    # The stripe library writes two INFO lines per API call (request and response URLs); our own lines
+    # and metrics say what each call was for and how it went. Kept if someone set its level already.
+    stripe_logger = logging.getLogger("stripe")
+    if stripe_logger.level == logging.NOTSET:
+        stripe_logger.setLevel(logging.WARNING)
     for name in ACCESS_LOGGERS:  # before redaction: it reads the access line as the server wrote it
         target = logging.getLogger(name)
         if not any(isinstance(f, QuietStatusPolls) for f in target.filters):

@@ -18,7 +18,7 @@ from ..fulfilment import complete_later, fulfil_checkout
 from ..models import CheckoutSession, Registration, State
 from ..money import format_amount
 from ..registrations import open_registration, record
-from .status import RESTART, frame_status
+from .status import RESTART, FlowView, flow_view, frame_status
 
 log = logging.getLogger(__name__)
 bp = Blueprint("flow", __name__)
@@ -26,13 +26,11 @@ bp = Blueprint("flow", __name__)
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{20,64}$")
 
 
-@bp.before_request
-def _frameable():
-    g.frameable = True
-
-
 @bp.after_request
-def _no_store(response):
+def _frame_headers(response):
+    # Runs before the app's security headers (app/__init__.py), which read g.frameable: one hook
+    # instead of a before- and an after-request hook on every poll.
+    g.frameable = True
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -73,7 +71,7 @@ def pre_approval():
     if not ltiaas.valid_id(registration_id):
         return _page("Registration link not valid", f"This registration link is incomplete or damaged. "
                      f"{RESTART}", 400)
-    reg = db.session.scalars(select(Registration).where(Registration.registration_id == registration_id)).first()
+    reg = flow_view(registration_id=registration_id)  # a repeat visit: one read of what the page shows
     if reg is None:
         db.session.commit()  # no transaction stays open while LTIaaS and Stripe are asked
         try:
@@ -108,7 +106,7 @@ def _not_sellable():
                  "are incomplete. Please contact the vendor.", 503)
 
 
-def _preapproval_page(reg: Registration, status: int = 200, invoice_error: str | None = None,
+def _preapproval_page(reg: Registration | FlowView, status: int = 200, invoice_error: str | None = None,
                       invoice_field: str | None = None, answers=None):
     settings = current_app.config["SETTINGS"]
     price = format_amount(reg.amount, reg.currency)
@@ -119,7 +117,7 @@ def _preapproval_page(reg: Registration, status: int = 200, invoice_error: str |
         status=frame_status(reg), pay_url=url_for("flow.pay", token=reg.flow_token),
         status_url=url_for("flow.status", token=reg.flow_token),
         invoice_days=settings.invoice_days_until_due, offer_invoice=offer_invoice,
-        invoice_url=url_for("flow.invoice", token=reg.flow_token),
+        invoice_url=url_for("flow.invoice", token=reg.flow_token) if offer_invoice else None,
         invoice_form_id=invoicing.new_form_id(reg) if offer_invoice else None,
         invoice_error=invoice_error, invoice_field=invoice_field, answers=answers or {},
         limits={"email": invoicing.EMAIL_MAX, "organisation": invoicing.ORGANISATION_MAX, "po": invoicing.PO_MAX},
@@ -157,7 +155,10 @@ def invoice(token: str):
 @bp.get("/flow/<token>/status")
 def status(token: str):
     """Polled by the frame: what to show, and the completion html once it exists."""
-    return jsonify(frame_status(_registration(token)))
+    view = flow_view(token=token) if _TOKEN.match(token) else None
+    if view is None:
+        abort(404, description=f"This registration link is not known. {RESTART}")
+    return jsonify(frame_status(view))
 
 
 @bp.get("/flow/<token>/pay")

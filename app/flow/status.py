@@ -1,25 +1,120 @@
-"""What the registration frame shows: one sentence per situation, derived from the server's state."""
-from datetime import timedelta
+"""What the registration frame shows: one sentence per situation, derived from the server's state.
+
+The frame's hot paths (the status poll, a repeat visit of the pre-approval page) read what they show
+with `flow_view`: one indexed Core SELECT of only the columns they need, the registration with its
+latest Checkout Session and its licence, instead of loading ORM objects and their relationships.
+`frame_status` takes that view or a Registration alike.
+"""
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from flask import current_app
+from sqlalchemy import bindparam, func, select
 
 from ..checkout import COMPLETION_MARGIN, STRIPE_MIN_EXPIRY
-from ..db import utcnow
-from ..models import CheckoutSession, Registration, State
+from ..db import autocommit_reads, utcnow
+from ..models import CheckoutSession, Licence, Registration, State
 
 RESTART = "Start the registration again from your LMS."
 
 
-def _latest(reg: Registration) -> CheckoutSession | None:
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    """The columns of a Checkout Session that the frame's message depends on."""
+    status: str
+    payment_status: str
+    expires_at: datetime | None
+    failed_at: datetime | None
+    canceled_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class LicenceView:
+    """A licence as the frame reads it: its kind, and for an invoice what the frame says of it."""
+    kind: str
+    invoicing_error: str | None = None
+    invoicing_claimed_at: datetime | None = None
+    billing_email: str | None = None
+    due_at: datetime | None = None
+    invoice_number: str | None = None
+    invoice_sent_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FlowView:
+    """A registration as the frame reads it: what `frame_status` uses and, read by its registration id
+    for the pre-approval page, what preapproval.html shows (those fields are None in a status poll's)."""
+    state: str
+    created_at: datetime
+    completion_html: str | None
+    licence: LicenceView | None
+    latest_session: SessionView | None
+    registration_id: str | None = None
+    id: int | None = None
+    flow_token: str | None = None
+    lms_url: str | None = None
+    lms_family: str | None = None
+    lms_version: str | None = None
+    amount: int | None = None
+    currency: str | None = None
+    price_interval: str | None = None
+
+
+_R, _S, _L = Registration.__table__, CheckoutSession.__table__, Licence.__table__
+_LATEST = select(func.max(_S.c.id)).where(_S.c.registration_pk == _R.c.id).correlate(_R).scalar_subquery()
+# Column order is the views' field order; a session's status and a licence's kind are never NULL, so
+# a NULL there means there is none. Only an invoice's licence says more (a second, rarer read).
+_STATUS_COLUMNS = (
+    _R.c.state, _R.c.created_at, _R.c.completion_html,
+    *(_S.c[name].label(f"s_{name}") for name in ("status", "payment_status", "expires_at", "failed_at",
+                                                    "canceled_at")),
+    _L.c.kind.label("l_kind"),
+)
+_PAGE_COLUMNS = (_R.c.id, _R.c.flow_token, _R.c.lms_url, _R.c.lms_family, _R.c.lms_version, _R.c.amount,
+                 _R.c.currency, _R.c.price_interval)
+_INVOICE_COLUMNS = (_L.c.invoicing_error, _L.c.invoicing_claimed_at, _L.c.billing_email, _L.c.due_at,
+                    _L.c.invoice_number, _L.c.invoice_sent_at)
+_JOINED = _R.outerjoin(_S, _S.c.id == _LATEST).outerjoin(_L, _L.c.registration_pk == _R.c.id)
+_BY_TOKEN = _R.c.flow_token == bindparam("key")
+_BY_REGISTRATION_ID = _R.c.registration_id == bindparam("key")
+_STATUS = select(*_STATUS_COLUMNS).select_from(_JOINED).where(_BY_TOKEN)
+_PAGE = select(*_STATUS_COLUMNS, *_PAGE_COLUMNS).select_from(_JOINED).where(_BY_REGISTRATION_ID)
+_INVOICE = {key: select(*_INVOICE_COLUMNS).select_from(_L.join(_R, _R.c.id == _L.c.registration_pk)).where(where)
+            for key, where in (("token", _BY_TOKEN), ("registration_id", _BY_REGISTRATION_ID))}
+
+
+def flow_view(*, token: str | None = None, registration_id: str | None = None) -> FlowView | None:
+    """What the status poll needs of the registration with this flow token, or what the pre-approval
+    page needs of the one with this LTIaaS registration id; None if there is none."""
+    by, key = ("token", token) if token is not None else ("registration_id", registration_id)
+    # Not the ORM session (nothing here is an ORM object), and in autocommit: a read needs no BEGIN and
+    # ROLLBACK round trips. An invoice's second read may see a later commit than the first; the frame
+    # shows it at its next poll either way.
+    with autocommit_reads().connect() as connection:
+        row = connection.execute(_STATUS if token is not None else _PAGE, {"key": key}).first()
+        if row is None:
+            return None
+        kind = row[8]
+        if kind == "invoice":
+            licence = LicenceView(kind, *connection.execute(_INVOICE[by], {"key": key}).one())
+        else:
+            licence = LicenceView(kind) if kind is not None else None
+    session = SessionView(*row[3:8]) if row[3] is not None else None
+    return FlowView(*row[:3], licence, session, registration_id, *row[9:])
+
+
+def _latest(reg) -> CheckoutSession | SessionView | None:
+    if isinstance(reg, FlowView):
+        return reg.latest_session
     return reg.checkout_sessions[-1] if reg.checkout_sessions else None
 
 
-def can_open_checkout(reg: Registration) -> bool:
+def can_open_checkout(reg: Registration | FlowView) -> bool:
     window = timedelta(minutes=current_app.config["SETTINGS"].registration_window_minutes)
     return reg.created_at + window - COMPLETION_MARGIN >= utcnow() + STRIPE_MIN_EXPIRY
 
 
-def frame_status(reg: Registration) -> dict:
+def frame_status(reg: Registration | FlowView) -> dict:
     """{state, phase, message}: phase is pay (show the button), invoice (only the invoice form), wait,
     done (run html) or stop."""
     state = State(reg.state)
@@ -84,7 +179,7 @@ def frame_status(reg: Registration) -> dict:
                                 f"{RESTART}")
 
 
-def _status(reg: Registration, phase: str, message: str, html: str | None = None) -> dict:
+def _status(reg: Registration | FlowView, phase: str, message: str, html: str | None = None) -> dict:
     body = {"state": reg.state, "phase": phase, "message": message}
     if html is not None:
         body["html"] = html

@@ -21,6 +21,11 @@ def _require_operator():
     return None
 
 
+@bp.context_processor
+def _operator():
+    return {"current_user": current_user}  # resolved only where a template uses it
+
+
 @bp.after_request
 def _private(response):
     response.headers["Cache-Control"] = "no-store"

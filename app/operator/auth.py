@@ -5,6 +5,7 @@ import secrets
 import time
 
 from flask import Flask, jsonify, redirect, request, session, url_for
+from flask.sessions import SecureCookieSessionInterface
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager, UserMixin, login_user, logout_user
@@ -133,15 +134,58 @@ def failed_sign_in(response) -> bool:
     return response.status_code == 401
 
 
+# Paths that never use a session: the LMS admin's flow (in the frame, where cookies are third-party
+# anyway) and Stripe's webhooks.
+SESSIONLESS_PREFIXES = ("/flow/", "/pre-approval", "/lti/register", "/webhooks/")
+
+
+class Sessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions (operators sign in with them), except on SESSIONLESS_PREFIXES:
+    there the session is Flask's empty read-only one, so no cookie is read, signed or set, and no
+    `Vary: Cookie` is added (those answers never depend on a cookie)."""
+
+    def open_session(self, app: Flask, request):
+        if request.path.startswith(SESSIONLESS_PREFIXES):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
+
+
+def _hooks_on_operator_pages_only(app: Flask, *extensions) -> None:
+    """Run these extensions' request hooks for the operator blueprint's requests only, not on every
+    request of the service (the frame's status poll, Stripe's webhooks), where they have nothing to do:
+    - the limiter guards the sign-in form alone: its limits are the sign-in view's own (checked by the
+      view's decorator, deducted by the after-request hook), never application-wide or default limits;
+    - Flask-Login's after-request hook sets or clears a remember-me cookie, which only signing in or
+      out on the operator pages can ask for."""
+    for hooks in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs):
+        theirs = [f for f in hooks.get(None, [])
+                  if any(getattr(f, "__self__", None) is e or e in getattr(f, "args", ()) for e in extensions)]
+        for hook in theirs:
+            hooks[None].remove(hook)
+        hooks.setdefault("operator", []).extend(theirs)
+
+
 def init_app(app: Flask) -> None:
     """Flask-Login, CSRF (every form but the webhook and the local stand-ins), the sign-in limiter."""
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["SETTINGS"].ratelimit_storage_uri)
     app.config.setdefault("RATELIMIT_KEY_PREFIX", "paygate")
+    app.session_interface = Sessions()
     limiter.init_app(app)
-    login_manager.init_app(app)
+    # No template outside the operator pages uses current_user: the operator blueprint provides it
+    # (app/operator/__init__.py), so that other pages do not load a user to render.
+    login_manager.init_app(app, add_context_processor=False)
     login_manager.session_protection = "basic"
+    _hooks_on_operator_pages_only(app, limiter, login_manager)
     csrf = CSRFProtect()
+    # Flask-WTF's own check looks up the view's exemptions before the method; asked here only for the
+    # methods it protects, so that a GET (a status poll, a page) costs one comparison.
+    app.config["WTF_CSRF_CHECK_DEFAULT"] = False
     csrf.init_app(app)
+
+    @app.before_request
+    def _csrf_protect():
+        if request.method in app.config["WTF_CSRF_METHODS"] and app.config["WTF_CSRF_ENABLED"]:
+            csrf.protect(apply_exemptions=True)
     for name in ("webhooks", "standins"):  # Stripe and the stand-ins' Stripe-style calls carry no token of ours
         if name in app.blueprints:
             csrf.exempt(app.blueprints[name])
