@@ -1,6 +1,6 @@
 FROM python:3.11-slim
 WORKDIR /srv/paygate
-COPY pyproject.toml ./
+COPY pyproject.toml setup.py ./
 COPY app ./app
 COPY migrations ./migrations
 COPY wsgi.py gunicorn.conf.py ./

@@ -3,15 +3,29 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: install run test check
+.PHONY: install run test check catalogs messages
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed catalogs
+
+# The admin's languages: each app/translations/<lang>/LC_MESSAGES/messages.po compiled to the .mo that
+# Flask-Babel reads, again whenever the .po changes (pip install compiles them too, through setup.py).
+CATALOGS := $(patsubst %.po,%.mo,$(wildcard app/translations/*/LC_MESSAGES/messages.po))
+catalogs: $(CATALOGS)
+app/translations/%/LC_MESSAGES/messages.mo: app/translations/%/LC_MESSAGES/messages.po $(VENV)/.installed
+	$(BIN)/pybabel compile -l $* -i $< -o $@
+
+# After changing a sentence: the template from the sources, then every catalog brought up to date
+# (translate what is new or marked fuzzy, then `make catalogs`). README "Languages".
+messages: $(VENV)/.installed
+	$(BIN)/pybabel extract -F babel.cfg -o app/translations/messages.pot --no-location --sort-output \
+		--project=paygate --copyright-holder=paygate .
+	$(BIN)/pybabel update -i app/translations/messages.pot -d app/translations --no-location --width=100
 
 # SQLite under instance/, built-in LTIaaS, Stripe and LMS stand-ins; open http://localhost:5000/_local/lms
 run: install

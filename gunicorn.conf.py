@@ -31,6 +31,22 @@ def on_starting(server):
     for name in glob.glob(os.path.join(path, "*.db")):
         os.remove(name)
     server.log.info("Prometheus multiprocess directory: %s", path)
+    _warn_if_rates_are_per_process(server)
+
+
+def _warn_if_rates_are_per_process(server):
+    """memory:// with several workers makes every rate limit that many times looser: said at start
+    (a warning, not a refusal: RATELIMIT_STORAGE_URI is not one of the contract's settings)."""
+    try:
+        from app.config import Settings
+        from app.throttling import unshared_store
+
+        settings = Settings()
+    except Exception:  # noqa: BLE001 - a bad setting: each worker's start-up names it
+        return
+    problem = unshared_store(settings.ratelimit_storage_uri, settings.app_env, server.cfg.workers)
+    if problem:
+        server.log.warning(problem)
 
 
 def child_exit(server, worker):

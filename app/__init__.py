@@ -3,13 +3,15 @@ import os
 import secrets
 
 from flask import Flask, g, jsonify, render_template, request
+from flask.globals import request_ctx
 from flask_migrate import Migrate
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import logs
+from . import guard, logs
 from .config import load_settings
 from .db import db
+from .i18n import gettext
 
 migrate = Migrate()
 
@@ -53,6 +55,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         SESSION_COOKIE_SAMESITE="Lax",
         TESTING=settings.app_env == "test",
     )
+    # Hosts not served answered 400 before Flask, SCRIPT_NAME folded into the path: app/guard.py. Inside
+    # ProxyFix, so that a trusted proxy's X-Forwarded-Host is checked as the Host it becomes.
+    app.wsgi_app = guard.HostGuard(app.wsgi_app, settings.public_url, settings.app_env, settings.trusted_proxies)
     if settings.trusted_proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies,
                                 x_host=settings.trusted_proxies)
@@ -62,18 +67,25 @@ def create_app(test_config: dict | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations"),
                      render_as_batch=True, compare_type=True)
+    from . import i18n, identity  # the admin's language (Accept-Language), the vendor and support contact
+    i18n.init_app(app)
+    identity.init_app(app)
     from . import metrics  # GET /metrics; its request hooks come first, so latency covers the others
     metrics.init_app(app)
+    guard.init_app(app)  # bounded bodies (64 KB, the webhook 1 MB), refused before they are read
 
-    from . import cli, flow, health, webhooks
+    from . import cli, flow, health, openapi, webhooks
     app.register_blueprint(health.bp)
+    app.register_blueprint(openapi.bp)  # GET /openapi.json
     app.register_blueprint(flow.bp)
     app.register_blueprint(webhooks.bp)
     cli.register(app)
     if settings.uses_standins:  # never in production: APP_ENV=local only
         from .standins import create_standins_blueprint
         app.register_blueprint(create_standins_blueprint(settings))
-    from . import operator  # sign-in (Flask-Login), CSRF on every form but webhook and stand-ins, limiter
+    from . import throttling  # rates per address, remembered dead ids, the bound on LTIaaS lookups
+    throttling.init_app(app)
+    from . import operator  # sign-in (Flask-Login), CSRF on every form but webhook and stand-ins
     operator.init_app(app)
 
     _register_security_headers(app)
@@ -86,6 +98,12 @@ def _register_security_headers(app: Flask) -> None:
     def _nonce():
         g.csp_nonce = secrets.token_urlsafe(16)
 
+    hsts = app.config["SETTINGS"].public_url.startswith("https://")  # browsers keep to https for two years
+
+    from .identity import logo_origin
+    logo = logo_origin(app.jinja_env.globals.get("vendor_logo_url"))  # VENDOR_LOGO_URL's origin may serve images
+    img_src = "img-src 'self' data:" + (" " + logo if logo else "") + "; "
+
     @app.after_request
     def _headers(response):
         # Each header only where the view (or a blueprint's hook) has not set it: one pass over the
@@ -96,6 +114,8 @@ def _register_security_headers(app: Flask) -> None:
             headers.add("X-Content-Type-Options", "nosniff")
         if "referrer-policy" not in present:
             headers.add("Referrer-Policy", "no-referrer")
+        if hsts and "strict-transport-security" not in present:
+            headers.add("Strict-Transport-Security", guard.HSTS)
         if request.path.startswith("/_local/"):
             return response  # the stand-ins imitate other parties and set their own headers
         # Only the registration flow may be framed (by any LMS host); everything else refuses frames.
@@ -108,8 +128,8 @@ def _register_security_headers(app: Flask) -> None:
         if "content-security-policy" not in present:
             headers.add("Content-Security-Policy",
                         "default-src 'self'; script-src 'nonce-" + getattr(context, "csp_nonce", "")
-                        + "' 'strict-dynamic'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-                        "frame-ancestors " + ancestors + "; base-uri 'none'; form-action 'self'")
+                        + "' 'strict-dynamic'; style-src 'self' 'unsafe-inline'; " + img_src
+                        + "frame-ancestors " + ancestors + "; base-uri 'none'; form-action 'self'")
         return response
 
 
@@ -121,15 +141,27 @@ def wants_json() -> bool:
 def _register_error_pages(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
+        if exc.code == 413:  # Werkzeug's own (a chunked body cut off) too: one sentence with the limit
+            exc = guard.too_large()
+        if request_ctx.url_adapter is None:  # a request Flask could not bind: no template can build a URL
+            status, headers, body = guard.fixed_response(exc.code, exc.name, exc.description or exc.name,
+                                                         wants_json(), False)
+            return app.response_class(body, status=exc.code,
+                                      headers=[h for h in headers if h[0] != "Content-Length"])
+        # In the admin's language: ours come translated, Werkzeug's own have catalog entries (app/i18n.py).
+        title, message = gettext(exc.name), gettext(exc.description) if exc.description else ""
         if wants_json():
-            return jsonify(error=exc.name, message=exc.description), exc.code
-        return render_template("message.html", title=exc.name, message=exc.description), exc.code
+            return jsonify(error=exc.name, message=message), exc.code
+        return render_template("message.html", title=title, message=message,
+                               show_support=exc.code >= 500), exc.code
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         app.logger.exception("unexpected error on %s %s", request.method, request.path)
         db.session.rollback()
-        message = "Something went wrong on our side. Nothing was charged twice; please try again in a moment."
+        message = gettext("Something went wrong on our side. Nothing was charged twice; please try again in a "
+                          "moment.")
         if wants_json():
             return jsonify(error="Internal Server Error", message=message), 500
-        return render_template("message.html", title="Something went wrong", message=message), 500
+        return render_template("message.html", title=gettext("Something went wrong"), message=message,
+                               show_support=True), 500

@@ -44,13 +44,14 @@ def _current_session(reg: Registration) -> CheckoutSession | None:
     ).first()
 
 
-def open_checkout(reg: Registration, success_url: str, cancel_url: str) -> str:
+def open_checkout(reg: Registration, success_url: str, cancel_url: str, locale: str | None = None) -> str:
     """The URL of the registration's open Checkout Session, creating one if none is usable.
 
     Generation g has one idempotency key and one expiry, so a double click, a reload or a retry
     after a network failure or a rate limit replays the same request and Stripe answers with the
     same session. After an answer Stripe would replay (a 5xx), the next try opens generation g+1.
-    Commits; the Stripe call happens outside any transaction.
+    Commits; the Stripe call happens outside any transaction. `locale` (Checkout's language) is fixed
+    with the generation, like the key: a retry in another language replays the first request.
     """
     settings = current_app.config["SETTINGS"]
     now = utcnow()
@@ -77,7 +78,8 @@ def open_checkout(reg: Registration, success_url: str, cancel_url: str) -> str:
         db.session.execute(
             update(Registration)
             .where(Registration.id == reg.id, Registration.checkout_generation == reg.checkout_generation)
-            .values(checkout_generation=reg.checkout_generation + 1, checkout_expires_at=expires_at)
+            .values(checkout_generation=reg.checkout_generation + 1, checkout_expires_at=expires_at,
+                    checkout_locale=locale)
             .execution_options(synchronize_session=False)
         )
         db.session.commit()
@@ -92,7 +94,7 @@ def open_checkout(reg: Registration, success_url: str, cancel_url: str) -> str:
     request = dict(price_id=reg.price_id, reference=ref["client_reference_id"], metadata=ref["metadata"],
                    success_url=success_url, cancel_url=cancel_url, expires_at=expires_at,
                    idempotency_key=f"paygate-checkout-{reg.id}-{reg.registration_id}-{generation}",
-                   recurring=reg.price_interval is not None)
+                   recurring=reg.price_interval is not None, locale=reg.checkout_locale)
     reg_pk = reg.id
     db.session.commit()  # no transaction stays open while Stripe is called
     try:

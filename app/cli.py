@@ -1,11 +1,11 @@
-"""Command-line entry points: `flask --app wsgi operator ...`, `worker` and `reconcile`."""
+"""Command-line entry points: `flask --app wsgi operator ...`, `worker`, `reconcile` and `prune`."""
 import logging
 import sys
 
 import click
 from flask import Flask
 from flask.cli import AppGroup, with_appcontext
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from .db import db
 
@@ -17,7 +17,7 @@ operator_cli = AppGroup("operator", help="Operator accounts.")
 @click.option("--password-stdin", is_flag=True, required=True, help="Read the password from standard input.")
 def create_operator(email: str, password_stdin: bool) -> None:
     """Create an operator, or reset the password of an existing one."""
-    from .models import Operator
+    from .models import Operator, OperatorSession
     from .operators import hash_password
 
     email = email.strip().lower()
@@ -32,6 +32,7 @@ def create_operator(email: str, password_stdin: bool) -> None:
         verb = "created"
     else:
         operator.password_hash = hash_password(password)
+        db.session.execute(delete(OperatorSession).where(OperatorSession.operator_id == operator.id))
         verb = "password reset for"
     db.session.commit()
     click.echo(f"operator {verb} {email}")
@@ -128,7 +129,26 @@ def reconcile_command(since_hours: float | None) -> None:
         sys.exit(1)
 
 
+@click.command("prune")
+@click.option("--days", type=click.IntRange(min=7), default=None,
+              help="Delete what is older than this (default RETENTION_DAYS, 90).")
+@with_appcontext
+def prune_command(days: int | None) -> None:
+    """Delete other integrations' Stripe events and abandoned registrations without money, once old."""
+    from flask import current_app
+
+    from .retention import prune
+
+    days = days or current_app.config["SETTINGS"].retention_days
+    if not days:
+        click.echo("RETENTION_DAYS=0: nothing is pruned")
+        return
+    counts = prune(days=days)
+    click.echo(f"events={counts['events']} registrations={counts['registrations']} (older than {days} days)")
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(operator_cli)
     app.cli.add_command(worker_command)
     app.cli.add_command(reconcile_command)
+    app.cli.add_command(prune_command)

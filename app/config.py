@@ -9,6 +9,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 LOCAL_PORT = 5000
+# SECRET_KEY signs operator sessions and form ids: a short one can be guessed offline from one cookie.
+SECRET_KEY_MIN = 32
 
 
 class ConfigError(Exception):
@@ -31,6 +33,9 @@ class Settings(BaseSettings):
     ltiaas_messages: str | None = None
     # Every outgoing LTIaaS call is bounded; the webhook must answer Stripe promptly.
     ltiaas_timeout_seconds: float = 5.0
+    # LTIaaS lookups of new registration ids in flight at once per process; more are answered "busy"
+    # at once, so that a slow LTIaaS holds at most this many of a process's threads (app/throttling.py).
+    ltiaas_lookup_concurrency: int = Field(default=2, ge=1, le=64)
 
     stripe_secret_key: str = ""
     stripe_webhook_secret: str = ""
@@ -49,12 +54,13 @@ class Settings(BaseSettings):
     registration_window_minutes: int = 60
     # Who may frame the registration flow pages: the LMS hosts are not known in advance.
     frame_ancestors: str = "*"
-    # Where failed sign-in counts are kept; memory:// is per process, see the README.
+    # Where rate counts (sign-in failures, the flow's upstream work) are kept; memory:// is per process.
     ratelimit_storage_uri: str = "memory://"
 
-    # Who the admin pays, and whom to ask (shown on the flow's pages).
+    # Who the admin pays, and whom to ask (shown on the flow's pages; app/identity.py).
     vendor_name: str | None = None
-    support_contact: str | None = None
+    support_contact: str | None = None  # an e-mail address or an https URL
+    vendor_logo_url: str | None = None  # an https URL of an image, allowed by the pages' CSP
 
     # Licences: an overdue invoice keeps its platform active this many days after its due date.
     licence_grace_days: int = Field(default=14, ge=0, le=365)
@@ -82,6 +88,17 @@ class Settings(BaseSettings):
     # The worker command serves its own metrics (its passes, its LTIaaS and Stripe calls) on this port,
     # with the same METRICS_TOKEN rule as GET /metrics; unset: not served.
     worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # Days after which `flask prune` (and the worker, hourly) deletes other integrations' Stripe events
+    # and abandoned registrations without money on them (app/retention.py); 0: never.
+    retention_days: int = Field(default=90, ge=0, le=36500)
+
+    @field_validator("retention_days")
+    @classmethod
+    def _outlives_stripe_retries(cls, value):
+        # Stripe redelivers an event for up to 3 days: its id must be remembered longer than that.
+        if 0 < value < 7:
+            raise ValueError("must be 0 (never prune) or at least 7 days")
+        return value
 
     @field_validator("ltiaas_messages")
     @classmethod
@@ -171,6 +188,9 @@ def load_settings(overrides: dict | None = None) -> Settings:
             raise ConfigError(f"{field.upper()} is required")
         if prefixes and not value.startswith(prefixes):
             raise ConfigError(f"{field.upper()} is malformed: must start with {' or '.join(prefixes)}")
+    if settings.app_env == "production" and len(settings.secret_key) < SECRET_KEY_MIN:
+        raise ConfigError(f"SECRET_KEY is malformed: must be at least {SECRET_KEY_MIN} characters (make one with "
+                          "python -c 'import secrets; print(secrets.token_urlsafe(32))')")
     if settings.database_url:
         try:
             make_url(settings.database_url)
@@ -187,4 +207,15 @@ def load_settings(overrides: dict | None = None) -> Settings:
                           "a Checkout Session can expire 30 minutes to 24 hours after it opens")
     if not settings.ltiaas_platforms_path.startswith("/"):
         raise ConfigError("LTIAAS_PLATFORMS_PATH is malformed: must start with /")
+    from .identity import parse_logo, parse_support
+    try:
+        parse_support(settings.support_contact)
+    except ValueError as exc:
+        raise ConfigError(f"SUPPORT_CONTACT is malformed: {exc}") from None
+    try:
+        parse_logo(settings.vendor_logo_url, allow_http=settings.app_env != "production")
+    except ValueError as exc:
+        raise ConfigError(f"VENDOR_LOGO_URL is malformed: {exc}") from None
+    if settings.vendor_name is not None:
+        settings.vendor_name = " ".join(settings.vendor_name.split())[:120] or None
     return settings

@@ -31,6 +31,9 @@ class _SQLAlchemy(SQLAlchemy):
         """`pool_pre_ping` on PostgreSQL (psycopg): the same guarantee as SQLAlchemy's round trip
         ("SELECT 1" before every checkout), at a fraction of its cost on the hot paths; see
         `check_liveness_on_checkout`. Elsewhere (SQLite) SQLAlchemy's own pre-ping, unchanged."""
+        # Every engine of the service (web, worker, migrations) keeps statement parameters out of its
+        # error messages: they carry flow tokens, registration ids and e-mails into logs and tracebacks.
+        options = {**options, "hide_parameters": True}
         check = bool(options.get("pool_pre_ping")) and make_url(options["url"]).get_driver_name() == "psycopg"
         if check:
             options = {**options, "pool_pre_ping": False}

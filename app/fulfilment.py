@@ -130,7 +130,8 @@ def apply_checkout(view: payments.CheckoutView, cause: str) -> Outcome:
                               + (f" for subscription {view.subscription}." if view.subscription else "."),
                       details=evidence, payment_session_id=view.id, payment_intent_id=view.payment_intent,
                       amount_paid=view.amount_total, currency_paid=view.currency,
-                      payer_email=view.payer_email, paid_at=utcnow(), next_attempt_at=None):
+                      payer_email=view.payer_email, payer_name=view.payer_name, paid_at=utcnow(),
+                      next_attempt_at=None):
             licences.record_checkout(reg, view, cause)
             return Outcome(reg, True, "paid")
     if reg.payment_session_id == view.id:

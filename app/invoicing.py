@@ -26,6 +26,7 @@ from .checkout import reference
 from .db import db, utcnow
 from .fulfilment import complete, fulfil_checkout
 from .models import CheckoutSession, Licence, Registration, State
+from .i18n import N_, gettext as _
 from .money import format_amount
 from .registrations import record, transition
 
@@ -51,33 +52,49 @@ class InvoiceForm:
     po_number: str | None
 
 
-def _clean(value, field: str, label: str, maximum: int, required: bool) -> str | None:
+# Each field's refusals, whole sentences for the catalogs (app/translations), in the admin's language.
+_REFUSALS = {
+    "billing_email": (N_("Enter the billing e-mail address."),
+                      N_("The billing e-mail address is too long: at most %(maximum)d characters."),
+                      N_("The billing e-mail address cannot contain line breaks, control characters or the signs "
+                         "< and >.")),
+    "organisation": (N_("Enter the name of your school or organisation."),
+                     N_("The name of your school or organisation is too long: at most %(maximum)d characters."),
+                     N_("The name of your school or organisation cannot contain line breaks, control characters "
+                        "or the signs < and >.")),
+    "po_number": (N_("Enter the purchase-order number."),
+                  N_("The purchase-order number is too long: at most %(maximum)d characters."),
+                  N_("The purchase-order number cannot contain line breaks, control characters or the signs "
+                     "< and >.")),
+}
+
+
+def _clean(value, field: str, maximum: int, required: bool) -> str | None:
+    missing, too_long, forbidden = _REFUSALS[field]
     text = value.strip() if isinstance(value, str) else ""
     if not text:
         if required:
-            raise InvoiceRefused(f"Enter {label}.", field)
+            raise InvoiceRefused(_(missing), field)
         return None
     if len(text) > maximum:
-        raise InvoiceRefused(f"{label[0].upper()}{label[1:]} is too long: at most {maximum} characters.", field)
+        raise InvoiceRefused(_(too_long, maximum=maximum), field)
     # Line breaks, control and invisible characters, and markup never reach Stripe, a page or a log.
     if any(unicodedata.category(c) in ("Cc", "Cf", "Co", "Cs", "Zl", "Zp") for c in text) or "<" in text \
             or ">" in text:
-        raise InvoiceRefused(f"{label[0].upper()}{label[1:]} cannot contain line breaks, control characters "
-                             "or the signs < and >.", field)
+        raise InvoiceRefused(_(forbidden), field)
     return text
 
 
 def check_form(form) -> InvoiceForm:
     """The admin's answers, or InvoiceRefused with the first problem."""
-    email = _clean(form.get("billing_email"), "billing_email", "the billing e-mail address", EMAIL_MAX, True)
+    email = _clean(form.get("billing_email"), "billing_email", EMAIL_MAX, True)
     try:
         email = validate_email(email, check_deliverability=False).normalized
     except EmailNotValidError:
-        raise InvoiceRefused("The billing e-mail address is not one an invoice can be sent to; check it.",
+        raise InvoiceRefused(_("The billing e-mail address is not one an invoice can be sent to; check it."),
                              "billing_email") from None
-    organisation = _clean(form.get("organisation"), "organisation", "the name of your school or organisation",
-                          ORGANISATION_MAX, True)
-    po_number = _clean(form.get("po_number"), "po_number", "the purchase-order number", PO_MAX, False)
+    organisation = _clean(form.get("organisation"), "organisation", ORGANISATION_MAX, True)
+    po_number = _clean(form.get("po_number"), "po_number", PO_MAX, False)
     return InvoiceForm(email, organisation, po_number)
 
 
@@ -97,9 +114,9 @@ def form_nonce(reg: Registration, form_id: str | None) -> str:
     try:
         data = _serializer().loads(form_id or "", max_age=window)
     except BadSignature:
-        raise InvoiceRefused("This form has expired. Reload the page and send it again.") from None
+        raise InvoiceRefused(_("This form has expired. Reload the page and send it again.")) from None
     if not isinstance(data, dict) or data.get("r") != reg.id or not isinstance(data.get("n"), str):
-        raise InvoiceRefused("This form has expired. Reload the page and send it again.")
+        raise InvoiceRefused(_("This form has expired. Reload the page and send it again."))
     return data["n"]
 
 
@@ -113,7 +130,7 @@ def request_invoice(reg: Registration, form, cause: str = CAUSE) -> None:
     """
     settings = current_app.config["SETTINGS"]
     if not settings.invoicing:
-        raise InvoiceRefused("Paying by invoice is not offered for this tool.")
+        raise InvoiceRefused(_("Paying by invoice is not offered for this tool."))
     nonce = form_nonce(reg, form.get("form_id"))
     licence = licences.of(reg)
     if licence is not None and licence.kind == "invoice" and licence.customer_id is None:
@@ -125,7 +142,7 @@ def request_invoice(reg: Registration, form, cause: str = CAUSE) -> None:
     elif licence is None:
         answers = check_form(form)
         if reg.state != State.PENDING:
-            raise InvoiceRefused("This registration needs no payment now.")
+            raise InvoiceRefused(_("This registration needs no payment now."))
         _refuse_if_card_payment_started(reg)
         # Before the licence exists: a session paid a moment ago is then fulfilled as the card payment.
         reg_pk = reg.id
@@ -141,7 +158,7 @@ def request_invoice(reg: Registration, form, cause: str = CAUSE) -> None:
                             "po_number": answers.po_number}, payer_email=answers.billing_email)
         db.session.commit()
     if licence.kind != "invoice":
-        raise InvoiceRefused("This registration is already paid by card.")
+        raise InvoiceRefused(_("This registration is already paid by card."))
     advance(reg.id, cause)
 
 
@@ -149,7 +166,7 @@ def _refuse_if_card_payment_started(reg: Registration) -> None:
     """A card payment in progress (a delayed one, or a session paid a moment ago) wins over an invoice."""
     for row in reg.checkout_sessions:
         if row.status == "complete" and row.failed_at is None:
-            raise InvoiceRefused("A card payment was already made for this registration.")
+            raise InvoiceRefused(_("A card payment was already made for this registration."))
 
 
 def _expire_open_sessions(reg_pk: int, cause: str) -> None:
@@ -166,8 +183,8 @@ def _expire_open_sessions(reg_pk: int, cause: str) -> None:
             # Already complete (paid in the popup just now) or expired? Stripe's answer decides.
             outcome = fulfil_checkout(session_id, cause)
             if outcome.paid or outcome.note == "processing":
-                raise InvoiceRefused("A card payment was just made for this registration; no invoice is "
-                                     "needed.") from None
+                raise InvoiceRefused(_("A card payment was just made for this registration; no invoice is "
+                                       "needed.")) from None
             if outcome.note == "open":  # Stripe could not close it: a card could still pay it
                 raise
         db.session.execute(update(CheckoutSession).where(CheckoutSession.session_id == session_id,

@@ -3,10 +3,13 @@ import functools
 import logging
 import re
 from dataclasses import dataclass
+from typing import Annotated
 from urllib.parse import quote
 
 import requests
 from flask import current_app
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, StringConstraints,
+                      ValidationError)
 
 from . import metrics
 from .logs import current_request_id
@@ -31,6 +34,84 @@ class LtiaasError(Exception):
     def as_dict(self) -> dict:
         return {"message": str(self), "status": self.status, "details": self.details,
                 "retryable": self.retryable, "uncertain": self.uncertain}
+
+
+class UnexpectedAnswer(LtiaasError):
+    """LTIaaS answered 2xx with a body that does not fit its documented shape (a number for a string, a
+    NUL, a missing field, no JSON). The message names the fields, never their values."""
+
+
+# What LTIaaS documents it answers (shared/reference/ltiaas-and-lms-facts.md), checked before anything
+# is stored: the database refuses NULs and numbers in text columns, on every retry alike.
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("contains a NUL character")
+    return value
+
+
+_Text = Annotated[StrictStr, StringConstraints(max_length=2000), AfterValidator(_no_nul)]
+_Url = Annotated[StrictStr, StringConstraints(max_length=500, pattern=r"^https?://[^\s\x00-\x1f\x7f]+$")]
+_Id = Annotated[StrictStr, StringConstraints(pattern=r"^[A-Za-z0-9._~-]{1,128}$")]
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)  # LTIaaS may add fields
+
+
+class _SupportedMessage(_Answer):
+    type: _Text
+    placements: list[_Text] | None = Field(None, max_length=200)
+
+
+class _RegistrationAnswer(_Answer):
+    """GET /api/registrations/{id}: {url, familyCode, version, supportedScopes, supportedMessages}."""
+    url: _Url
+    family: _Text | None = Field(None, alias="familyCode")
+    version: _Text | None = None
+    supported_scopes: list[_Text] = Field(default_factory=list, alias="supportedScopes", max_length=200)
+    supported_messages: list[_SupportedMessage] = Field(default_factory=list, alias="supportedMessages",
+                                                        max_length=200)
+
+
+class _CompletionAnswer(_Answer):
+    """POST /api/registrations/{id}/complete: {platformId, html}."""
+    platform_id: _Id | StrictInt = Field(alias="platformId")
+    html: Annotated[StrictStr, StringConstraints(min_length=1, max_length=100_000), AfterValidator(_no_nul)]
+
+
+def _validated(model: type[_Answer], response: requests.Response, what: str, **flags) -> _Answer:
+    """The response's JSON body as `model`, or UnexpectedAnswer naming what did not fit (no values)."""
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
+                             for e in exc.errors(include_input=False, include_url=False)[:3])
+        raise UnexpectedAnswer(f"LTIaaS answered unexpectedly to {what} ({problems})", **flags) from None
+
+
+def _error_details(body) -> tuple[str | None, dict]:
+    """LTIaaS's error envelope `{status, error, details}`, reduced to what is safe to store and show
+    (the message goes into the timeline and the operator pages, the details into JSON columns)."""
+    if not isinstance(body, dict):
+        return None, {}
+    error = body.get("error")
+    error = error if isinstance(error, str) and error.isprintable() and len(error) <= 100 else None
+    details = body.get("details")
+    return error, _printable(details) if isinstance(details, dict) else {}
+
+
+def _printable(value, depth: int = 0):
+    """`value` (parsed JSON) with control characters dropped from its strings, and bounded in size."""
+    if isinstance(value, str):
+        return "".join(c for c in value[:500] if c.isprintable())
+    if isinstance(value, dict) and depth < 4:
+        return {_printable(str(k), depth + 1): _printable(v, depth + 1) for k, v in list(value.items())[:20]}
+    if isinstance(value, list) and depth < 4:
+        return [_printable(v, depth + 1) for v in value[:20]]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return None
 
 
 @dataclass(frozen=True)
@@ -104,13 +185,12 @@ class Ltiaas:
                 body = response.json()
             except ValueError:
                 body = {}
-            details = body.get("details") if isinstance(body, dict) else None
-            error = body.get("error") if isinstance(body, dict) else None
+            error, details = _error_details(body)
             retryable = response.status_code in (408, 425, 429) or response.status_code >= 500
             raise LtiaasError(
                 f"LTIaaS answered {response.status_code}" + (f" {error}" if error else ""),
                 status=response.status_code,
-                details=details if isinstance(details, dict) else {},
+                details=details,
                 retryable=retryable,
                 # A 500 may come after the work was done, a 502/504 from a proxy that gave up waiting.
                 uncertain=response.status_code in (500, 502, 504),
@@ -119,31 +199,34 @@ class Ltiaas:
 
     def get_registration(self, registration_id: str) -> LmsDetails:
         """GET /api/registrations/{id}: which LMS is registering."""
-        body = self._call("GET", self._url("/api/registrations", registration_id),
-                          operation="get_registration").json()
-        if not isinstance(body, dict) or not isinstance(body.get("url"), str):
-            raise LtiaasError("LTIaaS sent an unexpected registration body")
+        response = self._call("GET", self._url("/api/registrations", registration_id), operation="get_registration")
+        # Retryable: LTIaaS may answer properly next time, and nothing was changed there.
+        body = _validated(_RegistrationAnswer, response, "the registration lookup", retryable=True)
         return LmsDetails(
-            url=body["url"], family=body.get("familyCode"), version=body.get("version"),
-            supported_scopes=list(body.get("supportedScopes") or []),
-            supported_messages=list(body.get("supportedMessages") or []),
+            url=body.url, family=body.family, version=body.version, supported_scopes=body.supported_scopes,
+            supported_messages=[m.model_dump(exclude_none=True) for m in body.supported_messages],
         )
 
     def complete_registration(self, registration_id: str, body: dict) -> Completion:
         """POST /api/registrations/{id}/complete: can succeed once per id, ever."""
         response = self._call("POST", self._url("/api/registrations", registration_id, "complete"), json=body,
                               operation="complete_registration")
-        try:
-            data = response.json()
-            completion = Completion(platform_id=str(data["platformId"]), html=str(data["html"]))
-        except (ValueError, KeyError, TypeError):
-            raise LtiaasError("LTIaaS sent an unexpected completion body", uncertain=True) from None
+        # Uncertain: LTIaaS may have registered the platform all the same.
+        body = _validated(_CompletionAnswer, response, "the completion", uncertain=True)
+        completion = Completion(platform_id=str(body.platform_id), html=body.html)
         if not valid_id(completion.platform_id):
-            raise LtiaasError("LTIaaS sent an implausible platformId", uncertain=True)
+            raise UnexpectedAnswer("LTIaaS sent an implausible platformId", uncertain=True)
         return completion
 
     def get_platform(self, platform_id: str) -> dict:
-        return self._call("GET", self._url(self.platforms_path, platform_id), operation="get_platform").json()
+        response = self._call("GET", self._url(self.platforms_path, platform_id), operation="get_platform")
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise UnexpectedAnswer("LTIaaS answered unexpectedly to the platform lookup (not a JSON object)")
+        return body
 
     def set_platform_active(self, platform_id: str, active: bool) -> None:
         """POST {platforms}/{id}/activate or /deactivate (no body)."""

@@ -106,6 +106,12 @@ def _answered(response: Response) -> Response:
     return response
 
 
+def request_refused(method: str, status: int) -> None:
+    """A request answered before the application (app/guard.py: a host not served): no route."""
+    method = method if method in _METHODS else "other"
+    _safely(lambda: HTTP_REQUESTS.labels(UNMATCHED, method, str(status)).inc())
+
+
 # ---------------------------------------------------------------------------------------------
 # Stripe webhooks
 

@@ -50,9 +50,14 @@ class Registration(db.Model):
     # What the Price costs in its other currencies ({"eur": 4500}), and its period if recurring.
     price_options: Mapped[dict | None] = mapped_column(JSON)
     price_interval: Mapped[str | None] = mapped_column(String(20))  # "year", "2 month"...
+    # The Stripe Product of the Price, as the admin was shown it (app/identity.py).
+    product_name: Mapped[str | None] = mapped_column(String(250))
+    product_description: Mapped[str | None] = mapped_column(String(1000))
     # Each new Checkout Session gets a new generation; its idempotency key and expiry are fixed with it.
     checkout_generation: Mapped[int] = mapped_column(Integer, default=0)
     checkout_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # Checkout's language (its `locale`), fixed with the generation: a retry replays the same request.
+    checkout_locale: Mapped[str | None] = mapped_column(String(10))
 
     # Evidence of payment, committed before LTIaaS is called.
     payment_session_id: Mapped[str | None] = mapped_column(String(255))
@@ -60,6 +65,8 @@ class Registration(db.Model):
     amount_paid: Mapped[int | None] = mapped_column(Integer)
     currency_paid: Mapped[str | None] = mapped_column(String(3))
     payer_email: Mapped[str | None] = mapped_column(String(320))
+    # The billing name Checkout collected (customer_details.name): operators tell schools apart by it.
+    payer_name: Mapped[str | None] = mapped_column(String(200))
     paid_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     platform_id: Mapped[str | None] = mapped_column(String(200))
@@ -282,3 +289,15 @@ class Operator(db.Model):
     password_hash: Mapped[str] = mapped_column(String(300))
     api_token_hash: Mapped[str | None] = mapped_column(String(128), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class OperatorSession(db.Model):
+    """A signed-in operator session: its cookie names it, and it lives only while this row does
+    (signing out deletes it, so a cookie captured before is refused afterwards)."""
+    __tablename__ = "operator_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the cookie's session id
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)

@@ -183,6 +183,7 @@ class CheckoutView:
     customer: str | None = None
     # Subscription mode: the subscription as Stripe has it now (read with the session).
     subscription_view: "SubscriptionView | None" = None
+    payer_name: str | None = None  # the billing name the payer gave Checkout
 
 
 def valid_session_id(value: str | None) -> bool:
@@ -220,6 +221,7 @@ def _view(session) -> CheckoutView:
         url=data.get("url"), expires_at=_from_epoch(data.get("expires_at")), created=data.get("created"),
         price_ids=[(item.get("price") or {}).get("id") for item in line_items if item.get("price")],
         mode=data.get("mode"), subscription=_id_of(data.get("subscription")), customer=_id_of(data.get("customer")),
+        payer_name=(details.get("name") or "").strip()[:200] or None if isinstance(details.get("name"), str) else None,
     )
 
 
@@ -337,9 +339,16 @@ class Payments:
             self._prices[price_id] = (time.monotonic(), price)
         return price
 
+    def cached_price(self, price_id: str) -> Price | None:
+        """The Price as last read (however long ago), without asking Stripe; None if never read."""
+        with self._lock:
+            cached = self._prices.get(price_id)
+        return cached[1] if cached else None
+
     def create_checkout_session(self, *, price_id: str, reference: str, metadata: dict,
                                 success_url: str, cancel_url: str, expires_at: datetime,
-                                idempotency_key: str, recurring: bool = False) -> CheckoutView:
+                                idempotency_key: str, recurring: bool = False,
+                                locale: str | None = None) -> CheckoutView:
         params = {
             "mode": "subscription" if recurring else "payment",
             "ui_mode": "hosted_page",
@@ -354,6 +363,8 @@ class Payments:
         }
         if self._payment_method_types:
             params["payment_method_types"] = self._payment_method_types
+        if locale:  # Checkout speaks the admin's language (the pages' one)
+            params["locale"] = locale
         session = self._call("start the checkout", self._client.v1.checkout.sessions.create,
                              params=params, options={"idempotency_key": idempotency_key})
         return _view(session)
@@ -533,6 +544,12 @@ class Payments:
         building it (a fifth of a webhook's CPU)."""
         stripe.WebhookSignature.verify_header(payload, signature, self._webhook_secret,
                                               stripe.Webhook.DEFAULT_TOLERANCE)
+        # Stripe's check refuses a signature older than the tolerance, not one dated after it: a `t=`
+        # further ahead than the same tolerance is no delivery of now (a clock far off, or one kept
+        # for replaying later), and is refused alike.
+        if _signed_at(signature) > time.time() + stripe.Webhook.DEFAULT_TOLERANCE:
+            raise stripe.SignatureVerificationError("the signature's timestamp is in the future", signature,
+                                                    payload)
         event = json.loads(payload)
         if not isinstance(event, dict):
             raise ValueError("a webhook body is a JSON object")
@@ -542,6 +559,11 @@ class Payments:
         """A link into the Stripe dashboard, test or live as the key says."""
         base = "https://dashboard.stripe.com" + ("" if self.live else "/test")
         return f"{base}/{kind}/{object_id}"
+
+
+def _signed_at(signature: str) -> int:
+    """The `t=` of a Stripe-Signature header that verified (read as Stripe's library reads it)."""
+    return int(next(part.split("=", 2)[1] for part in signature.split(",") if part.split("=", 2)[0] == "t"))
 
 
 def gateway() -> Payments:

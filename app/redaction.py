@@ -1,5 +1,6 @@
 """Keeps secrets that travel in URLs out of logs: access lines (the dev server's and gunicorn's), the
-service's own messages, and exception texts and stacks (a traceback may quote a URL)."""
+service's own messages, and exception texts and stacks (a traceback may quote a URL). Database errors
+lose the values they quote (every engine also hides its statement parameters: app/db.py)."""
 import logging
 import re
 
@@ -12,12 +13,26 @@ _PATTERNS = (
     (re.compile(r"((?<!/operator)/api/registrations/[A-Za-z0-9._~-]{4})[A-Za-z0-9._~%-]+"), r"\1…"),
     (re.compile(r"(/flow/[A-Za-z0-9_-]{6})[A-Za-z0-9_-]+"), r"\1…"),
 )
+# PostgreSQL quotes the offending values in its errors (a unique violation's key is a flow token or a
+# registration id; a failing row is all of them), and SQLAlchemy lists a statement's parameters where an
+# engine does not hide them. Each pattern runs only where its marker occurs: most lines have none.
+_DATABASE_PATTERNS = (
+    ("Key (", re.compile(r"(Key \([^=\n]*\)=\()[^\n]*?(\) (?:already exists|is not present|is still referenced))"),
+     r"\1[redacted]\2"),
+    ("Key (", re.compile(r"(Key \([^=\n]*\)=\()(?!\[redacted\])[^\n]*"), r"\1[redacted])"),
+    ("Failing row", re.compile(r"(Failing row contains \()[^\n]*"), r"\1[redacted])."),
+    ("invalid input", re.compile(r"(invalid input (?:syntax|value) for [^:\n]*: )[^\n]*"), r"\1[redacted]"),
+    ("[parameters: ", re.compile(r"(\[parameters: )[^\n]*"), r"\1[redacted]]"),
+)
 _FORMATTER = logging.Formatter()
 
 
 def redact(text: str) -> str:
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
+    for marker, pattern, replacement in _DATABASE_PATTERNS:
+        if marker in text:
+            text = pattern.sub(replacement, text)
     return text
 
 

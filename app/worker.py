@@ -9,7 +9,8 @@ One pass (`run_once`):
   2. retry due completions: paid registrations whose retry is due, or that nobody has tried for a
      grace period (the webhook's or the return's own attempt goes first);
   3. abandon registrations that were never paid and whose LMS token has run out;
-  4. optionally reconcile with Stripe (see app/reconcile.py).
+  4. optionally reconcile with Stripe (see app/reconcile.py);
+  5. hourly, when looping: delete what retention allows (app/retention.py), never anything with money.
 
 Several workers and web processes may run at once against one PostgreSQL. Exactly-once rests on
 the conditional updates of app/registrations.py (the move into "completing" is won by one caller);
@@ -25,7 +26,7 @@ from datetime import datetime, timedelta, timezone
 from flask import Flask, current_app
 from sqlalchemy import and_, exists, func, or_, select, true
 
-from . import access, fulfilment, invoicing, metrics, payments
+from . import access, fulfilment, invoicing, metrics, payments, retention
 from .db import db, utcnow
 from .models import CheckoutSession, Registration, State
 from .registrations import transition
@@ -161,7 +162,7 @@ def abandon_expired(clock, counts: Counter) -> None:
         db.session.commit()
 
 
-def run_once(now: datetime | None = None, *, reconcile: bool = False,
+def run_once(now: datetime | None = None, *, reconcile: bool = False, prune: bool = False,
              stop: threading.Event | None = None) -> dict:
     """One pass of the worker, in the current app context; returns what it did, by kind."""
     clock = _clock(now)
@@ -188,6 +189,13 @@ def run_once(now: datetime | None = None, *, reconcile: bool = False,
         else:
             result.update({f"reconcile_{k}": v for k, v in found.items()})
             result.update(access.sync_pending(clock(), CAUSE, stop))  # what reconciliation changed
+    if prune:
+        try:
+            result.update({f"pruned_{k}": v for k, v in retention.prune(clock()).items()})
+        except Exception:  # the pass's real work is done; pruning is tried again next time
+            db.session.rollback()
+            log.exception("worker: pruning failed")
+            result["prune_failed"] = 1
     elapsed = time.monotonic() - started
     metrics.worker_pass(elapsed)
     log.info("worker pass: %s (%.2f s)", " ".join(f"{k}={v}" for k, v in result.items()), elapsed)
@@ -203,15 +211,19 @@ def run_forever(app: Flask, interval: float, reconcile_minutes: float, stop: thr
     log.info("worker started: every %s s, reconcile every %s min, stale after %s s", interval,
              reconcile_minutes or "never", app.config["SETTINGS"].stale_after_seconds)
     last_reconcile: float | None = None
+    last_prune: float | None = None
     while not stop.is_set():
         tick = time.monotonic()
         reconcile = reconcile_minutes > 0 and (last_reconcile is None
                                                or tick - last_reconcile >= reconcile_minutes * 60)
         if reconcile:
             last_reconcile = tick
+        prune = last_prune is None or tick - last_prune >= retention.PRUNE_EVERY_SECONDS
+        if prune:
+            last_prune = tick
         try:
             with app.app_context():  # a fresh database session for every pass
-                run_once(reconcile=reconcile, stop=stop)
+                run_once(reconcile=reconcile, prune=prune, stop=stop)
         except Exception:  # e.g. the database is down: say so, and try again next pass
             metrics.worker_pass_failed()
             log.exception("worker pass failed; next pass in %s s", interval)

@@ -68,6 +68,8 @@ WEBHOOK_SECRET = "whsec_bench_hot_paths"
 PRICE_ID = "price_bench_yearly"
 PENDING, PAID = 5_000, 45_000  # registrations 1..PENDING pending, then PAID completed ones
 WARM_UP = 200  # requests per endpoint and app before the rounds
+PRODUCT = ("Tool licence (yearly)", "Registers the tool in your LMS for one institution.")  # the Price's Product
+SUPPORT = "support@vendor.example"
 TARGETS = {"status": 1.5, "preapproval": 1.3, "webhook": 1.5}
 
 
@@ -84,20 +86,25 @@ FLOOR_PAGE = """<!doctype html>
 </head>
 <body>
 <main class="card">
-<section id="flow" data-status-url="{{ url_for('status', token=r.flow_token) }}" data-phase="pay">
+<section id="flow" data-status-url="{{ url_for('status', token=r.flow_token) }}" data-phase="pay"
+  data-opened-text="Complete the payment in the payment window. This window updates by itself."
+  data-blocked-text="Your browser blocked the payment window. Open the payment page with the link below, then come back to this window."
+  data-reopen-text="Reopen the payment window"
+  data-unknown-text="This registration link is not known. Start the registration again from your LMS.">
   <h1>Register this tool in your LMS</h1>
   <dl class="facts">
-    <dt>LMS</dt><dd id="lms-url">{{ r.lms_url }}</dd>
-    <dt>Family</dt><dd id="lms-family">{{ r.lms_family or "unknown" }}</dd>
-    <dt>Version</dt><dd id="lms-version">{{ r.lms_version or "unknown" }}</dd>
+    <dt>Vendor</dt><dd id="vendor">{{ r.product_name }}</dd>
+    <dt>Product</dt><dd id="product"><span id="product-name">{{ r.product_name }}</span><br><span id="product-description" class="hint">{{ r.product_description }}</span></dd>
+    <dt>LMS</dt><dd id="lms" data-family="{{ r.lms_family }}"><span id="lms-name">Canvas ({{ r.lms_version }})</span><br><span id="lms-url" class="hint">{{ r.lms_url }}</span></dd>
     <dt>Price</dt><dd id="price">{{ price }} per year</dd>
+    <dt>Support</dt><dd id="support"><a id="support-link" href="mailto:{{ support }}">{{ support }}</a></dd>
   </dl>
   <p id="status" role="status" aria-live="polite">{{ message }}</p>
-  <p id="pay-area" >
-    <a class="button" id="pay" href="{{ url_for('pay', token=r.flow_token) }}" target="_blank" rel="opener">Pay {{ price }} per year by card</a>
-  </p>
-  <p id="blocked" class="hint" hidden>Your browser blocked the payment window.
-    <a href="{{ url_for('pay', token=r.flow_token) }}" target="_blank" rel="opener">Open the payment page</a>, then come back to this window.</p>
+  <form id="pay-area" action="{{ url_for('pay', token=r.flow_token) }}" method="get" target="_blank" rel="noopener" >
+    <button type="submit" class="button" id="pay">Pay {{ price }} per year by card</button>
+  </form>
+  <p id="blocked" class="notice" hidden>Your browser blocked the payment window.
+    <a id="blocked-link" href="{{ url_for('pay', token=r.flow_token) }}" target="_blank" rel="noopener">Open the payment page</a>, then come back to this window.</p>
   <noscript><p class="hint">After paying, reload this page to finish the registration.</p></noscript>
 </section>
 </main>
@@ -129,7 +136,7 @@ def floor_app():
     regs = Table("registrations", meta, Column("id", Integer, primary_key=True), Column("registration_id", String),
                  Column("flow_token", String), Column("state", String), Column("lms_url", String),
                  Column("lms_family", String), Column("lms_version", String), Column("amount", Integer),
-                 Column("currency", String))
+                 Column("currency", String), Column("product_name", String), Column("product_description", String))
     events = Table("stripe_events", meta, Column("event_id", String, primary_key=True), Column("type", String),
                    Column("session_id", String), Column("received_at", DateTime), Column("deliveries", Integer),
                    Column("outcome", String), Column("payload", Text))
@@ -139,7 +146,8 @@ def floor_app():
                                             max_network_retries=0, http_client=stripe.RequestsClient(timeout=8))
     by_token = select(regs.c.state).where(regs.c.flow_token == bindparam("token"))
     by_id = select(regs.c.flow_token, regs.c.state, regs.c.lms_url, regs.c.lms_family, regs.c.lms_version,
-                   regs.c.amount, regs.c.currency).where(regs.c.registration_id == bindparam("rid"))
+                   regs.c.amount, regs.c.currency, regs.c.product_name, regs.c.product_description
+                   ).where(regs.c.registration_id == bindparam("rid"))
 
     @app.get("/healthz")
     def healthz():
@@ -164,7 +172,7 @@ def floor_app():
         if r is None:
             abort(404)
         price = f"{r.amount / 100:,.2f} {r.currency.upper()}"
-        return render_template("page.html", r=r, price=price, message=FLOOR_MESSAGE,
+        return render_template("page.html", r=r, price=price, message=FLOOR_MESSAGE, support=SUPPORT,
                                nonce=secrets.token_urlsafe(16))
 
     @app.post("/webhooks/stripe")
@@ -194,13 +202,14 @@ def floor_app():
 
 SEED = f"""
 INSERT INTO registrations (id, registration_id, flow_token, state, lms_url, lms_family, lms_version,
-    lms_details, price_id, amount, currency, price_interval, checkout_generation, checkout_expires_at,
-    payment_session_id, payment_intent_id, amount_paid, currency_paid, payer_email, paid_at,
+    lms_details, price_id, amount, currency, price_interval, product_name, product_description,
+    checkout_generation, checkout_expires_at, payment_session_id, payment_intent_id, amount_paid, currency_paid, payer_email, paid_at,
     platform_id, completion_html, completed_at, platform_active, attempt_count, attempt_uncertain,
     access_wanted, access_reason, access_attempts, created_at, updated_at)
 SELECT i, 'reg-bench-' || i, 'tok_' || md5(i::text), CASE WHEN i <= {PENDING} THEN 'pending' ELSE 'completed' END,
     'https://school' || i || '.instructure.com', 'canvas', 'cloud ' || (i % 7),
-    '{{"product_family_code": "canvas"}}', '{PRICE_ID}', 4900, 'usd', 'year', 1, now() + interval '50 minutes',
+    '{{"product_family_code": "canvas"}}', '{PRICE_ID}', 4900, 'usd', 'year', '{PRODUCT[0]}', '{PRODUCT[1]}', 1,
+    now() + interval '50 minutes',
     CASE WHEN i > {PENDING} THEN 'cs_bench_paid_' || i END,
     CASE WHEN i > {PENDING} THEN 'pi_bench_' || i END,
     CASE WHEN i > {PENDING} THEN 4900 END, CASE WHEN i > {PENDING} THEN 'usd' END,
@@ -546,8 +555,9 @@ class Endpoint:
 
 
 def endpoints(args) -> list[Endpoint]:
-    json_accept = {"Accept": "application/json"}
-    html_accept = {"Accept": "text/html,application/xhtml+xml"}
+    # What a browser's frame sends (its language too: the service chooses the page's from it).
+    json_accept = {"Accept": "application/json", "Accept-Language": "en-US,en;q=0.9"}
+    html_accept = {"Accept": "text/html,application/xhtml+xml", "Accept-Language": "en-US,en;q=0.9"}
     repeat_ids = [f"evt_bench_repeat_{i:06d}" for i in range(args.requests)]  # recorded in the warm-up
 
     def status(tag, n):
@@ -653,8 +663,8 @@ def main() -> None:
     service_env = {
         **base_env, "APP_ENV": "production", "DATABASE_URL": url_text, "LTIAAS_URL": fake.url,
         "LTIAAS_API_KEY": "ltiaas-bench-key", "STRIPE_SECRET_KEY": "sk_test_bench", "STRIPE_API_BASE": fake.url,
-        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "STRIPE_PRICE_ID": PRICE_ID, "SECRET_KEY": "bench-secret-key",
-        "PUBLIC_URL": "http://127.0.0.1", "RATELIMIT_STORAGE_URI": "memory://",
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "STRIPE_PRICE_ID": PRICE_ID, "SECRET_KEY": "bench-secret-key-of-at-least-32-characters",
+        "PUBLIC_URL": "http://127.0.0.1", "RATELIMIT_STORAGE_URI": "memory://", "SUPPORT_CONTACT": SUPPORT,
     }
     floor_env = {**base_env, "FLOOR_DATABASE_URL": url_text, "FLOOR_WEBHOOK_SECRET": WEBHOOK_SECRET,
                  "FLOOR_STRIPE_API_BASE": fake.url}

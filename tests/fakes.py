@@ -61,6 +61,12 @@ def _plain(obj: dict) -> dict:
     return copy.deepcopy({k: v for k, v in obj.items() if not k.startswith("_")})
 
 
+# Checkout's `locale` values (Stripe's documented list).
+CHECKOUT_LOCALES = {"auto", "bg", "cs", "da", "de", "el", "en", "en-GB", "es", "es-419", "et", "fi", "fil", "fr",
+                    "fr-CA", "hr", "hu", "id", "it", "ja", "ko", "lt", "lv", "ms", "mt", "nb", "nl", "pl", "pt",
+                    "pt-BR", "ro", "ru", "sk", "sl", "sv", "th", "tr", "vi", "zh", "zh-HK", "zh-TW"}
+
+
 class Stripe:
     """Stripe's API for the calls the service makes, with state, idempotency and failure injection.
 
@@ -258,6 +264,8 @@ class Stripe:
                 return self._error(400, "The `expires_at` timestamp must be between 30 minutes and 24 hours "
                                         "after Checkout Session creation.", "parameter_invalid_integer")
             mode = form.get("mode")
+            if form.get("locale") is not None and form["locale"] not in CHECKOUT_LOCALES:
+                return self._error(400, "Invalid locale", "parameter_invalid_string", param="locale")
             if form.get("line_items[0][price]") == self.price["id"]:
                 recurring = self.price["type"] == "recurring"
                 if mode == "payment" and recurring:
@@ -284,7 +292,7 @@ class Stripe:
                 "expires_at": int(form["expires_at"]), "success_url": form.get("success_url"),
                 "cancel_url": form.get("cancel_url"), "url": f"https://checkout.stripe.test/c/pay/{session_id}",
                 "customer": form.get("customer"), "subscription": None, "invoice": None,
-                "_price": form.get("line_items[0][price]"), "_form": form,
+                "locale": form.get("locale"), "_price": form.get("line_items[0][price]"), "_form": form,
             }
             self.sessions[session_id] = session
             body = self._public(session)

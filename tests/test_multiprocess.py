@@ -46,7 +46,7 @@ ROUNDS = int(os.environ.get("MULTIPROCESS_ROUNDS", "20"))
 SERVERS = 3
 WEBHOOKS = 50
 RETURNS = 50
-PUBLIC_URL = "http://paygate.test"  # only builds Checkout's return URLs, which nobody follows here
+PUBLIC_URL = "http://127.0.0.1"  # the host the servers are asked on (any port); builds Checkout's return URLs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,7 +143,7 @@ def _environment(database_url: str, upstreams: Upstreams, public_url: str, **ext
     env.update(APP_ENV="production", DATABASE_URL=database_url, LTIAAS_URL=upstreams.url,
                LTIAAS_API_KEY=c["ltiaas_api_key"], STRIPE_SECRET_KEY=c["stripe_secret_key"],
                STRIPE_WEBHOOK_SECRET=c["stripe_webhook_secret"], STRIPE_PRICE_ID=c["stripe_price_id"],
-               STRIPE_API_BASE=upstreams.url, PUBLIC_URL=public_url, SECRET_KEY="multiprocess-secret",
+               STRIPE_API_BASE=upstreams.url, PUBLIC_URL=public_url, SECRET_KEY="multiprocess-secret-at-least-32-characters",
                PYTHONUNBUFFERED="1", **extra)
     return env
 

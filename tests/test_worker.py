@@ -145,7 +145,7 @@ def test_several_workers_at_once_never_do_the_same_attempt_twice(pg_app, stripe_
 def test_the_loop_reconciles_periodically_survives_failures_and_stops_when_asked(app, monkeypatch):
     calls: list[bool] = []
 
-    def fake_run_once(now=None, *, reconcile=False, stop=None):
+    def fake_run_once(now=None, *, reconcile=False, prune=False, stop=None):
         calls.append(reconcile)
         if len(calls) == 2:
             raise RuntimeError("database went away")
@@ -155,11 +155,13 @@ def test_the_loop_reconciles_periodically_survives_failures_and_stops_when_asked
     stop = threading.Event()
     loop = threading.Thread(target=worker.run_forever, args=(app, 0.01, 10, stop))
     loop.start()
-    while len(calls) < 5:
+    deadline = time.monotonic() + 10
+    while len(calls) < 5 and loop.is_alive() and time.monotonic() < deadline:
         time.sleep(0.01)
     stop.set()
     loop.join(5)
     assert not loop.is_alive()
+    assert len(calls) >= 5  # the loop went on after a failing pass
     assert calls[0] is True and not any(calls[1:])  # reconciled on the first pass, not again within 10 min
 
 

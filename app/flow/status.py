@@ -13,9 +13,15 @@ from sqlalchemy import bindparam, func, select
 
 from ..checkout import COMPLETION_MARGIN, STRIPE_MIN_EXPIRY
 from ..db import autocommit_reads, utcnow
+from ..i18n import N_, format_day, gettext as _
 from ..models import CheckoutSession, Licence, Registration, State
 
-RESTART = "Start the registration again from your LMS."
+RESTART = N_("Start the registration again from your LMS.")
+
+
+def restart() -> str:
+    """The sentence that ends every dead end, in the admin's language."""
+    return _(RESTART)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +64,8 @@ class FlowView:
     amount: int | None = None
     currency: str | None = None
     price_interval: str | None = None
+    product_name: str | None = None
+    product_description: str | None = None
 
 
 _R, _S, _L = Registration.__table__, CheckoutSession.__table__, Licence.__table__
@@ -71,7 +79,7 @@ _STATUS_COLUMNS = (
     _L.c.kind.label("l_kind"),
 )
 _PAGE_COLUMNS = (_R.c.id, _R.c.flow_token, _R.c.lms_url, _R.c.lms_family, _R.c.lms_version, _R.c.amount,
-                 _R.c.currency, _R.c.price_interval)
+                 _R.c.currency, _R.c.price_interval, _R.c.product_name, _R.c.product_description)
 _INVOICE_COLUMNS = (_L.c.invoicing_error, _L.c.invoicing_claimed_at, _L.c.billing_email, _L.c.due_at,
                     _L.c.invoice_number, _L.c.invoice_sent_at)
 _JOINED = _R.outerjoin(_S, _S.c.id == _LATEST).outerjoin(_L, _L.c.registration_pk == _R.c.id)
@@ -122,61 +130,67 @@ def frame_status(reg: Registration | FlowView) -> dict:
     invoiced = licence is not None and licence.kind == "invoice"
     if state is State.PENDING and invoiced:
         if licence.invoicing_error and licence.invoicing_claimed_at is None:
-            return _status(reg, "invoice", "We could not make your invoice yet: the payment service did not answer. "
-                                       "Send the invoice form again: nothing is made twice.")
-        return _status(reg, "wait", f"Preparing the invoice for {licence.billing_email}…")
+            return _status(reg, "invoice", _("We could not make your invoice yet: the payment service did not "
+                                             "answer. Send the invoice form again: nothing is made twice."))
+        return _status(reg, "wait", _("Preparing the invoice for %(email)s…", email=licence.billing_email))
     if state in (State.PAID, State.COMPLETING) and invoiced:
-        return _status(reg, "wait", f"Invoice sent to {licence.billing_email}. Finishing the registration in "
-                                    "your LMS…")
+        return _status(reg, "wait", _("Invoice sent to %(email)s. Finishing the registration in your LMS…",
+                                      email=licence.billing_email))
     if state is State.COMPLETED and invoiced:
-        due = f", due {licence.due_at:%Y-%m-%d}" if licence.due_at else ""
-        return _status(reg, "done", f"Invoice {licence.invoice_number or ''} sent to {licence.billing_email}{due}, "
-                                    "and the tool is registered. This dialog closes by itself; if it does not, "
-                                    "close it.", html=reg.completion_html)
+        if licence.due_at:
+            message = _("Invoice %(number)s sent to %(email)s, due %(due)s, and the tool is registered. This "
+                        "dialog closes by itself; if it does not, close it.", number=licence.invoice_number or "",
+                        email=licence.billing_email, due=format_day(licence.due_at))
+        else:
+            message = _("Invoice %(number)s sent to %(email)s, and the tool is registered. This dialog closes by "
+                        "itself; if it does not, close it.", number=licence.invoice_number or "",
+                        email=licence.billing_email)
+        return _status(reg, "done", message, html=reg.completion_html)
     if state is State.PENDING:
         session = _latest(reg)
         open_session = session is not None and session.status == "open" and session.failed_at is None \
             and session.expires_at is not None and session.expires_at > utcnow()
         if session is not None and session.failed_at is None and session.status == "complete" \
                 and session.payment_status == "unpaid":
-            return _status(reg, "wait", "Your payment is being processed by your bank. This window finishes "
-                                        "the registration by itself once the payment is confirmed.")
+            return _status(reg, "wait", _("Your payment is being processed by your bank. This window finishes "
+                                          "the registration by itself once the payment is confirmed."))
         if not open_session and not can_open_checkout(reg):
             if session is not None and session.status == "open" and session.failed_at is None:
                 # Stripe has not said "expired" yet: a payment may still be on its way to us.
-                return _status(reg, "wait", "This registration has timed out. If you paid, your payment is "
-                                            "safe: the registration finishes here or you are refunded. If "
-                                            f"you did not pay, nothing was charged. {RESTART}")
-            return _status(reg, "stop", f"This registration has timed out before it was paid, and nothing "
-                                        f"was charged. {RESTART}")
+                return _status(reg, "wait", _("This registration has timed out. If you paid, your payment is "
+                                              "safe: the registration finishes here or you are refunded. If "
+                                              "you did not pay, nothing was charged.") + " " + restart())
+            return _status(reg, "stop", _("This registration has timed out before it was paid, and nothing "
+                                          "was charged.") + " " + restart())
         if session is None:
-            return _status(reg, "pay", "Pay to finish registering this tool in your LMS. The payment opens "
-                                       "in a new window; keep this one open.")
+            return _status(reg, "pay", _("Pay to finish registering this tool in your LMS. The payment opens "
+                                         "in a new window; keep this one open."))
         if session.failed_at is not None:
-            return _status(reg, "pay", "The payment did not go through, and nothing was charged. "
-                                       "Press Pay to try again, perhaps with another payment method.")
+            return _status(reg, "pay", _("The payment did not go through, and nothing was charged. "
+                                         "Press Pay to try again, perhaps with another payment method."))
         if not open_session:
-            return _status(reg, "pay", "The payment window expired before a payment was made, and nothing "
-                                       "was charged. Press Pay to start again.")
+            return _status(reg, "pay", _("The payment window expired before a payment was made, and nothing "
+                                         "was charged. Press Pay to start again."))
         if session.canceled_at is not None:
-            return _status(reg, "pay", "The payment was cancelled, and nothing was charged. Press Pay to "
-                                       "try again.")
-        return _status(reg, "pay", "Complete the payment in the payment window. This window updates by "
-                                   "itself; if you closed the payment window, press Pay to reopen it.")
+            return _status(reg, "pay", _("The payment was cancelled, and nothing was charged. Press Pay to "
+                                         "try again."))
+        return _status(reg, "pay", _("Complete the payment in the payment window. This window updates by "
+                                     "itself; if you closed the payment window, press Pay to reopen it."))
     if state in (State.PAID, State.COMPLETING):
-        return _status(reg, "wait", "Payment received. Finishing the registration in your LMS…")
+        return _status(reg, "wait", _("Payment received. Finishing the registration in your LMS…"))
     if state is State.COMPLETED:
-        return _status(reg, "done", "Payment received and the tool is registered. This dialog closes by "
-                                    "itself; if it does not, close it.", html=reg.completion_html)
+        return _status(reg, "done", _("Payment received and the tool is registered. This dialog closes by "
+                                      "itself; if it does not, close it."), html=reg.completion_html)
     if state is State.NEEDS_ATTENTION:
-        return _status(reg, "wait", "Your payment is recorded and safe, but the registration could not be "
-                                    "finished automatically. The vendor's support team sees it and will "
-                                    "finish it or refund you; this window updates by itself if it is "
-                                    "finished while open.")
+        return _status(reg, "wait", _("Your payment is recorded and safe, but the registration could not be "
+                                      "finished automatically. The vendor's support team sees it and will "
+                                      "finish it or refund you; this window updates by itself if it is "
+                                      "finished while open."))
     if state is State.REFUNDED:
-        return _status(reg, "stop", f"This registration was cancelled and its payment refunded. {RESTART}")
-    return _status(reg, "stop", f"This registration expired before it was paid, and nothing was charged. "
-                                f"{RESTART}")
+        return _status(reg, "stop", _("This registration was cancelled and its payment refunded.") + " "
+                       + restart())
+    return _status(reg, "stop", _("This registration expired before it was paid, and nothing was charged.") + " "
+                   + restart())
 
 
 def _status(reg: Registration | FlowView, phase: str, message: str, html: str | None = None) -> dict:

@@ -5,11 +5,12 @@ record the outcome, commit. Every state change goes through `registrations.trans
 """
 import logging
 import re
+import unicodedata
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from .. import access, payments, refunds
+from .. import access, ltiaas, payments, refunds
 from ..db import db, utcnow
 from ..fulfilment import complete
 from ..models import CheckoutSession, Registration, State, TimelineEntry
@@ -227,8 +228,9 @@ def override_access(reg: Registration, choice: str, note: str, email: str, form_
     """Grant or revoke the platform's access by hand, or give it back to the licence; then tell LTIaaS."""
     cause = cause_of(email)
     note = (note or "").strip()
-    if len(note) > NOTE_MAX:
-        return Result("error", f"The reason is too long (at most {NOTE_MAX} characters).")
+    problem = _text_problem(note, None, "reason")
+    if problem:
+        return problem
     if choice != "licence" and not note:
         return Result("error", "Say why (for the timeline): an override holds until an operator removes it.")
     if _already_done(reg, form_id):
@@ -251,12 +253,75 @@ def override_access(reg: Registration, choice: str, note: str, email: str, form_
     return Result("ok", f"Done: the platform is {word} at LTIaaS ({reg.access_reason}).")
 
 
-def _text_problem(text: str, empty: str, noun: str) -> Result | None:
-    """Why an operator's text (a note, a resolution) cannot go into the timeline, if it cannot."""
+def check_access(reg: Registration, email: str) -> Result:
+    """Read from LTIaaS whether the platform is active, where that is not known here (`platform_active`
+    NULL: never told, or the last call's outcome unknown), and record it. If it differs from what the
+    licence says, LTIaaS is told at once (the reconciler, as for any difference)."""
+    cause = cause_of(email)
+    if reg.platform_id is None:
+        db.session.rollback()
+        return Result("info", "No platform yet: there is nothing to check at LTIaaS.")
+    if reg.platform_active is not None:
+        db.session.rollback()
+        return Result("info", f"Already known: LTIaaS has the platform "
+                              f"{'active' if reg.platform_active else 'inactive'}.")
+    pk, platform_id = reg.id, reg.platform_id
+    db.session.commit()  # nothing is held while LTIaaS is asked
+    try:
+        found = ltiaas.client().get_platform(platform_id).get("active")
+        if not isinstance(found, bool):
+            raise ltiaas.LtiaasError("LTIaaS answered without the platform's active flag")
+    except (ltiaas.LtiaasError, ValueError) as exc:
+        reg = db.session.get(Registration, pk)
+        record(reg, "access", cause=cause, details={"platform_id": platform_id, "error": str(exc)},
+               message=f"Checked platform {platform_id} at LTIaaS: no answer ({exc}). Nothing was changed.")
+        db.session.commit()
+        return Result("error", f"LTIaaS did not say ({exc}). Nothing was changed; try again later.")
+    reg = db.session.get(Registration, pk)
+    values = {"platform_active": found, "access_attempts": 0, "access_next_at": None, "access_error": None,
+              "updated_at": utcnow()}
+    if found == reg.access_wanted and reg.attention:  # LTIaaS has what it should: no longer unsynced
+        values["attention"] = ",".join(r for r in reg.attention.split(",")
+                                      if r and r not in access.SYNC_ATTENTION) or None
+    # Not while the reconciler is telling LTIaaS (its claim): what it records then is newer than this.
+    taken = db.session.execute(
+        update(Registration).where(Registration.id == pk, Registration.platform_active.is_(None),
+                                   Registration.access_claimed_at.is_(None))
+        .values(**values).execution_options(synchronize_session=False)).rowcount == 1
+    if not taken:
+        db.session.rollback()
+        return Result("info", "The platform's access changed meanwhile (LTIaaS is being told); look again.")
+    db.session.refresh(reg)
+    word = "active" if found else "inactive"
+    differs = reg.access_wanted is not None and reg.access_wanted != found
+    record(reg, "access", cause=cause, details={"platform_id": platform_id, "active": found},
+           message=f"Checked at LTIaaS: platform {platform_id} is {word} there"
+                   + (f"; the licence says {'active' if reg.access_wanted else 'inactive'}, so LTIaaS is told."
+                      if differs else "."))
+    db.session.commit()
+    if not differs:
+        return Result("ok", f"LTIaaS has platform {platform_id} {word}"
+                            + (", as the licence says." if reg.access_wanted is not None else "."))
+    access.sync(pk, cause)
+    reg = db.session.get(Registration, pk)
+    db.session.refresh(reg)
+    if reg.platform_active == reg.access_wanted:
+        return Result("ok", f"LTIaaS had platform {platform_id} {word}; it was told the licence's access and "
+                            f"now has it {'active' if reg.platform_active else 'inactive'}.")
+    return Result("error", f"LTIaaS has platform {platform_id} {word}, not what the licence says; telling it "
+                           f"failed ({(reg.access_error or {}).get('message', 'unknown error')}) and is retried "
+                           "automatically.")
+
+
+def _text_problem(text: str, empty: str | None, noun: str) -> Result | None:
+    """Why an operator's text (a note, a resolution, a reason) cannot go into the timeline, if it cannot."""
     if not text:
-        return Result("error", empty)
+        return Result("error", empty) if empty else None
     if len(text) > NOTE_MAX:
         return Result("error", f"The {noun} is too long (at most {NOTE_MAX} characters).")
+    # Line breaks and tabs are text; other control characters are not (and PostgreSQL refuses a NUL).
+    if any(unicodedata.category(c) == "Cc" and c not in "\n\r\t" for c in text):
+        return Result("error", f"The {noun} cannot contain control characters.")
     return None
 
 

@@ -1,30 +1,29 @@
-"""Who is an operator: sign-in sessions (Flask-Login), API tokens, CSRF and sign-in throttling."""
+"""Who is an operator: sign-in sessions (Flask-Login, each kept on the server), API tokens and CSRF.
+
+Failed sign-ins are throttled in the sign-in view (app/throttling.py decides the rates)."""
 import hashlib
 import hmac
 import secrets
-import time
+from datetime import timedelta
 
 from flask import Flask, jsonify, redirect, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from flask_login import LoginManager, UserMixin, login_user, logout_user
 from flask_wtf.csrf import CSRFProtect
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
-from ..db import db
-from ..models import Operator
+from ..db import db, utcnow
+from ..models import Operator, OperatorSession
 from ..operators import check_password, hash_password
 
 API_PREFIX = "/operator/api/"
 TOKEN_PREFIX = "pgo_"
 # A signed-in session ends after this long, whatever the browser does with its cookie.
 SESSION_MAX_AGE_SECONDS = 12 * 3600
-# Failed sign-ins, counted per client address and per e-mail address (successes are not counted).
-SIGN_IN_LIMITS = "5 per minute;20 per hour"
+# The key of the session's server-side id in the signed cookie.
+SESSION_ID = "operator_session"
 
 login_manager = LoginManager()
-limiter = Limiter(key_func=get_remote_address, default_limits=[])
 # Verifying against this when the e-mail is unknown keeps both answers equally slow.
 _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
 
@@ -62,11 +61,15 @@ def _load_from_session(user_id: str):
     pk, _, stamp = (user_id or "").partition(".")
     if not pk.isdigit():
         return None
-    operator = db.session.get(Operator, int(pk))
-    if operator is None or not hmac.compare_digest(password_stamp(operator), stamp):
+    session_id = session.get(SESSION_ID)
+    if not isinstance(session_id, str):
         return None
-    signed_in_at = session.get("operator_signed_in_at")
-    if not isinstance(signed_in_at, (int, float)) or time.time() - signed_in_at > SESSION_MAX_AGE_SECONDS:
+    # The session must still exist on the server: signing out deleted it, whatever the cookie says.
+    operator = db.session.scalars(
+        select(Operator).join(OperatorSession, OperatorSession.operator_id == Operator.id)
+        .where(Operator.id == int(pk), OperatorSession.token_hash == token_hash(session_id),
+               OperatorSession.expires_at > utcnow())).first()
+    if operator is None or not hmac.compare_digest(password_stamp(operator), stamp):
         return None
     return SignedIn(operator, "session")
 
@@ -107,7 +110,9 @@ def safe_next(target: str | None) -> str | None:
 
 def authenticate(email: str, password: str) -> Operator | None:
     email = (email or "").strip().lower()
-    operator = db.session.scalars(select(Operator).where(Operator.email == email)).first() if email else None
+    # No operator's address has a control character (and PostgreSQL refuses a NUL in a query at all).
+    known = email and email.isprintable()
+    operator = db.session.scalars(select(Operator).where(Operator.email == email)).first() if known else None
     if operator is None:
         check_password(_DUMMY_HASH, password or "")
         return None
@@ -115,23 +120,27 @@ def authenticate(email: str, password: str) -> Operator | None:
 
 
 def sign_in(operator: Operator) -> None:
+    """A new server-side session for the operator, named by a random id in the signed cookie."""
     session.clear()  # nothing from before the sign-in survives it
-    session["operator_signed_in_at"] = time.time()
+    session_id = secrets.token_urlsafe(32)
+    now = utcnow()
+    db.session.execute(delete(OperatorSession).where(OperatorSession.operator_id == operator.id,
+                                                     OperatorSession.expires_at <= now))
+    db.session.add(OperatorSession(operator_id=operator.id, token_hash=token_hash(session_id), created_at=now,
+                                   expires_at=now + timedelta(seconds=SESSION_MAX_AGE_SECONDS)))
+    db.session.commit()
+    session[SESSION_ID] = session_id
     login_user(SignedIn(operator, "session"))
 
 
 def sign_out() -> None:
+    """End the session on the server too: its cookie, wherever a copy of it is, is refused from now on."""
+    session_id = session.get(SESSION_ID)
+    if isinstance(session_id, str):
+        db.session.execute(delete(OperatorSession).where(OperatorSession.token_hash == token_hash(session_id)))
+        db.session.commit()
     logout_user()
     session.clear()
-
-
-def email_key() -> str:
-    """Rate-limit key of a sign-in attempt's e-mail address."""
-    return "email:" + (request.form.get("email") or "").strip().lower()[:320]
-
-
-def failed_sign_in(response) -> bool:
-    return response.status_code == 401
 
 
 # Paths that never use a session: the LMS admin's flow (in the frame, where cookies are third-party
@@ -153,10 +162,9 @@ class Sessions(SecureCookieSessionInterface):
 def _hooks_on_operator_pages_only(app: Flask, *extensions) -> None:
     """Run these extensions' request hooks for the operator blueprint's requests only, not on every
     request of the service (the frame's status poll, Stripe's webhooks), where they have nothing to do:
-    - the limiter guards the sign-in form alone: its limits are the sign-in view's own (checked by the
-      view's decorator, deducted by the after-request hook), never application-wide or default limits;
-    - Flask-Login's after-request hook sets or clears a remember-me cookie, which only signing in or
-      out on the operator pages can ask for."""
+    Flask-Login's after-request hook sets or clears a remember-me cookie, which only signing in or
+    out on the operator pages can ask for. (Rates are counted inside the views that cause work, by
+    app/throttling.py: no rate-limit hook runs on any request.)"""
     for hooks in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs):
         theirs = [f for f in hooks.get(None, [])
                   if any(getattr(f, "__self__", None) is e or e in getattr(f, "args", ()) for e in extensions)]
@@ -166,16 +174,13 @@ def _hooks_on_operator_pages_only(app: Flask, *extensions) -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Flask-Login, CSRF (every form but the webhook and the local stand-ins), the sign-in limiter."""
-    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["SETTINGS"].ratelimit_storage_uri)
-    app.config.setdefault("RATELIMIT_KEY_PREFIX", "paygate")
+    """Flask-Login and CSRF (every form but the webhook and the local stand-ins)."""
     app.session_interface = Sessions()
-    limiter.init_app(app)
     # No template outside the operator pages uses current_user: the operator blueprint provides it
     # (app/operator/__init__.py), so that other pages do not load a user to render.
     login_manager.init_app(app, add_context_processor=False)
     login_manager.session_protection = "basic"
-    _hooks_on_operator_pages_only(app, limiter, login_manager)
+    _hooks_on_operator_pages_only(app, login_manager)
     csrf = CSRFProtect()
     # Flask-WTF's own check looks up the view's exemptions before the method; asked here only for the
     # methods it protects, so that a GET (a status poll, a page) costs one comparison.

@@ -81,6 +81,7 @@ LIST_COLUMNS = (
     Registration.id, Registration.registration_id, Registration.state, Registration.attention,
     Registration.lms_url, Registration.lms_family, Registration.lms_version, Registration.amount,
     Registration.currency, Registration.amount_paid, Registration.currency_paid, Registration.payer_email,
+    Registration.payer_name,
     Registration.payment_session_id, Registration.payment_intent_id, Registration.paid_at,
     Registration.platform_id, Registration.platform_active, Registration.completed_at,
     Registration.refund_id, Registration.refunded_at, Registration.created_at, Registration.access_wanted,
@@ -405,7 +406,8 @@ def summary(reg) -> dict:
         "payment": {
             "amount": reg.amount_paid, "currency": reg.currency_paid,
             "display": format_amount(reg.amount_paid, reg.currency_paid) if paid else None,
-            "payer_email": reg.payer_email, "checkout_session_id": reg.payment_session_id,
+            "payer_email": reg.payer_email, "payer_name": reg.payer_name,
+            "checkout_session_id": reg.payment_session_id,
             "payment_intent_id": reg.payment_intent_id, "paid_at": _iso(reg.paid_at),
             "refund_id": reg.refund_id, "refunded_at": _iso(reg.refunded_at),
         },
@@ -493,10 +495,21 @@ def csv_row(reg) -> list:
     return [_csv_safe(v) for v in values]
 
 
+# A cell a spreadsheet may read as a formula (OWASP "CSV Injection"): one starting with = + - @, their
+# full-width and small forms (＝ ＋ － ＠ ﹦ ﹢ ﹣ ﹫, folded by NFKC), the minus sign −, or anything a
+# spreadsheet skips before looking (tab, CR, LF, any space, control and format characters).
+_FORMULA_STARTS = frozenset("=+-@\u2212")
+
+
 def _csv_safe(value):
     """Text from outside (LMS names, e-mails) must not run as a formula in a spreadsheet."""
     if value is None:
         return ""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+    if isinstance(value, str) and value and _may_start_a_formula(value[0]):
         return "'" + value
     return value
+
+
+def _may_start_a_formula(first: str) -> bool:
+    return (unicodedata.normalize("NFKC", first)[:1] in _FORMULA_STARTS or first.isspace()
+            or unicodedata.category(first) in ("Cc", "Cf", "Zl", "Zp", "Zs"))

@@ -8,7 +8,7 @@ from flask import (Response, abort, flash, jsonify, redirect, render_template, r
                    url_for)
 from flask_login import current_user
 
-from .. import payments
+from .. import payments, throttling
 from ..db import db, utcnow
 from ..models import Registration, State
 from ..money import format_amount
@@ -48,22 +48,28 @@ def _back(pk: int, result: actions.Result):
 # Sign-in
 
 @bp.route("/sign-in", methods=["GET", "POST"])
-@auth.limiter.limit(auth.SIGN_IN_LIMITS, methods=["POST"], deduct_when=auth.failed_sign_in,
-                    error_message="Too many failed sign-ins. Wait a few minutes, then try again.")
-@auth.limiter.limit(auth.SIGN_IN_LIMITS, key_func=auth.email_key, methods=["POST"],
-                    deduct_when=auth.failed_sign_in,
-                    error_message="Too many failed sign-ins for this account. Wait a few minutes, then try again.")
 def sign_in():
     next_url = auth.safe_next(request.values.get("next"))
     if request.method == "GET":
         if current_user.is_authenticated:
             return redirect(next_url or url_for("operator.registrations"))
         return render_template("operator/sign_in.html", email="", next_url=next_url)
-    email = (request.form.get("email") or "").strip().lower()
+    email = (request.form.get("email") or "").strip().lower()[:320]
+    # Counted before the password is checked, so that parallel guesses cannot pass the rate.
+    try:
+        attempt = throttling.sign_in_attempt(email)
+    except throttling.StoreUnavailable:
+        return render_template("operator/sign_in.html", email=email, next_url=next_url,
+                               error="Signing in is unavailable for a moment. Try again shortly."), 503
+    if attempt is None:
+        page = render_template("operator/sign_in.html", email=email, next_url=next_url,
+                               error="Too many failed sign-ins from your address. Wait a few minutes, then try again.")
+        return page, 429, {"Retry-After": str(throttling.RETRY_AFTER_SECONDS)}
     operator = auth.authenticate(email, request.form.get("password") or "")
     if operator is None:
         return render_template("operator/sign_in.html", email=email, next_url=next_url,
                                error="Wrong e-mail or password."), 401
+    attempt.succeeded()
     auth.sign_in(operator)
     return redirect(next_url or url_for("operator.registrations"), 303)
 
@@ -168,6 +174,13 @@ def access_override(pk: int):
         abort(400, description="Reload the page and try again.")
     return _back(pk, actions.override_access(reg, choice, request.form.get("text", ""), current_user.email,
                                              form_id))
+
+
+@bp.post("/registrations/<int:pk>/check-access")
+def check_access(pk: int):
+    """Read from LTIaaS whether the platform is active, where that is not known here."""
+    reg = _registration_or_404(pk)
+    return _back(pk, actions.check_access(reg, current_user.email))
 
 
 @bp.post("/registrations/<int:pk>/notes")

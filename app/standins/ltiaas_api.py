@@ -48,8 +48,26 @@ def _envelope(status: int, error: str, message: str) -> Response:
     return _json({"status": status, "error": error, "details": {"message": message}}, status)
 
 
+def family_of(lms: str | None) -> str:
+    """The familyCode LTIaaS reports for the LMS stand-in's `lms` choice."""
+    return {"moodle": "moodle", "brightspace": "desire2learn"}.get(lms or "", "canvas")
+
+
+def refuse_completion(registration_id: str) -> None:
+    """Make Complete of this registration fail as when the LMS refuses it (the local LMS stand-in's
+    "needs attention" registration): LTIaaS answers 400 with externalError."""
+    with _lock:
+        if registration_id in _registrations:
+            _registrations[registration_id]["refuse"] = True
+
+
 def _lms(query: dict) -> dict:
-    """The fake LMS behind a registration: Canvas unless the query asks for Moodle."""
+    """The fake LMS behind a registration: Canvas unless the query asks for Moodle or Brightspace."""
+    if query.get("lms") == "brightspace":
+        url = "https://brightspace.school.example"
+        return {"url": url, "familyCode": "desire2learn", "version": "20.25.1",
+                "auth": f"{url}/d2l/lti/authenticate", "token": "https://auth.brightspace.com/core/connect/token",
+                "jwks": "https://brightspace.school.example/d2l/.well-known/jwks"}
     if query.get("lms") == "moodle":
         oidc = urlsplit(query.get("openid_configuration", ""))
         url = f"{oidc.scheme}://{oidc.netloc}" if oidc.scheme in ("http", "https") and oidc.netloc \
@@ -138,6 +156,10 @@ def register(bp, settings) -> None:
         body = _completion_body()
         if body is None:
             return _envelope(400, "Bad Request", "INVALID_PARAMETERS")
+        if _registrations[registration_id].get("refuse"):
+            log.info("local LTIaaS: registration %s: the LMS refused the completion (as asked)", registration_id)
+            return _json({"status": 400, "error": "Bad Request",
+                          "details": {"message": "REGISTRATION_FAILED", "externalError": True}}, 400)
         lms = _registrations.pop(registration_id)["lms"]  # an id completes once, ever
         platform_id = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(19))
         _platforms[platform_id] = {

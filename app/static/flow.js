@@ -1,4 +1,5 @@
 // The registration frame: opens Checkout in a popup and learns every outcome from the server.
+// Sentences the script says itself come from data-* attributes of #flow (translated with the page).
 (function () {
   "use strict";
   var root = document.getElementById("flow");
@@ -6,22 +7,98 @@
   var statusUrl = root.getAttribute("data-status-url");
   var statusText = document.getElementById("status");
   var payArea = document.getElementById("pay-area");
-  var payLink = document.getElementById("pay");
+  var payButton = document.getElementById("pay");
   var blocked = document.getElementById("blocked");
+  var blockedLink = document.getElementById("blocked-link");
   var invoiceOption = document.getElementById("invoice-option");
   var nonce = document.currentScript && document.currentScript.nonce;
+  var payUrl = payArea && payArea.getAttribute("action");
+  var payLabel = payButton && payButton.textContent;
   var ran = false;
   var timer = null;
+  var popup = null;        // the payment window while it is open
+  var watcher = null;      // notices the payment window closing
+  var phase = root.getAttribute("data-phase");
+  var serverText = statusText.textContent;  // the server's last sentence
+  var local = null;        // {text, base}: a sentence of ours, kept while the server's stays `base`
 
-  // window.open must run synchronously in the click, or popup blockers stop it.
-  payLink.addEventListener("click", function (event) {
-    var popup = window.open(payLink.href, "paygate-checkout", "popup,width=520,height=760");
-    if (!popup) { blocked.hidden = false; return; }  // the plain link opens a tab instead
-    event.preventDefault();
-    blocked.hidden = true;
-    statusText.textContent = "Complete the payment in the payment window. This window updates by itself.";
-    poll(1000);
-  });
+  function text(name, fallback) {
+    return root.getAttribute("data-" + name + "-text") || fallback;
+  }
+
+  // The live region is written only when its sentence changes: a screen reader announces every write.
+  function say(sentence) {
+    if (statusText.textContent !== sentence) { statusText.textContent = sentence; }
+  }
+
+  function setHidden(element, hidden) {
+    if (element && element.hidden !== hidden) { element.hidden = hidden; }
+  }
+
+  function render() {
+    say(local && phase === "pay" && serverText === local.base ? local.text : serverText);
+  }
+
+  function saySoon(sentence) {  // until the server says something new
+    local = { text: sentence, base: serverText };
+    render();
+  }
+
+  function labelButton() {
+    if (!payButton) { return; }
+    var label = popup ? text("reopen", "Reopen the payment window") : payLabel;
+    if (payButton.textContent !== label) { payButton.textContent = label; }
+  }
+
+  function watchPopup() {
+    clearInterval(watcher);
+    watcher = setInterval(function () {
+      var closed = true;
+      try { closed = !popup || popup.closed; } catch (e) { closed = true; }
+      if (closed) {
+        popup = null;
+        clearInterval(watcher);
+        labelButton();
+      }
+    }, 500);
+  }
+
+  // window.open must run synchronously in the click (Enter and Space on the button are clicks too),
+  // or popup blockers stop it.
+  if (payArea && payButton) {
+    payArea.addEventListener("submit", function (event) {
+      event.preventDefault();  // the form is the fallback without script: a new tab
+      if (popup && !popup.closed) {
+        try { popup.focus(); } catch (e) { /* another browser's window: nothing to do */ }
+        return;
+      }
+      var opened = window.open(payUrl, "paygate-checkout", "popup,width=520,height=760");
+      if (!opened) {
+        popup = null;
+        setHidden(blocked, false);
+        saySoon(text("blocked", "Your browser blocked the payment window. Open the payment page with the " +
+                               "link below, then come back to this window."));
+        if (blockedLink) { blockedLink.focus(); }
+        labelButton();
+        return;
+      }
+      // noopener, keeping the handle: Checkout (another site) must never reach this frame through
+      // window.opener. The popup needs nothing of ours: the frame learns the outcome from the server.
+      try { opened.opener = null; } catch (e) { /* not ours to change: nothing of ours to sever */ }
+      popup = opened;
+      setHidden(blocked, true);
+      saySoon(text("opened", "Complete the payment in the payment window. This window updates by itself."));
+      labelButton();
+      watchPopup();
+      poll(1000);
+    });
+  }
+  if (blockedLink) {
+    blockedLink.addEventListener("click", function () {
+      saySoon(text("opened", "Complete the payment in the payment window. This window updates by itself."));
+      poll(1000);
+    });
+  }
 
   // The LTIaaS html must run in THIS document (the frame or tab the LMS opened), never in the popup.
   function runCompletion(html) {
@@ -42,12 +119,16 @@
   }
 
   function show(status) {
-    statusText.textContent = status.message;
-    root.setAttribute("data-phase", status.phase);
-    root.setAttribute("data-state", status.state);
-    payArea.hidden = status.phase !== "pay";
-    if (invoiceOption) { invoiceOption.hidden = status.phase !== "pay" && status.phase !== "invoice"; }
-    if (status.phase === "done" && status.html) { runCompletion(status.html); }
+    serverText = status.message;
+    phase = status.phase;
+    if (phase !== "pay") { local = null; }
+    render();
+    if (root.getAttribute("data-phase") !== status.phase) { root.setAttribute("data-phase", status.phase); }
+    if (root.getAttribute("data-state") !== status.state) { root.setAttribute("data-state", status.state); }
+    setHidden(payArea, phase !== "pay");
+    if (phase !== "pay") { setHidden(blocked, true); }
+    setHidden(invoiceOption, phase !== "pay" && phase !== "invoice");
+    if (phase === "done" && status.html) { runCompletion(status.html); }
   }
 
   function poll(delay) {
@@ -58,7 +139,11 @@
   function check() {
     fetch(statusUrl, { cache: "no-store", credentials: "omit", headers: { "Accept": "application/json" } })
       .then(function (response) {
-        if (response.status === 404) { statusText.textContent = "This registration link is not known. Start the registration again from your LMS."; return null; }
+        if (response.status === 404) {
+          local = null;
+          say(text("unknown", "This registration link is not known. Start the registration again from your LMS."));
+          return null;
+        }
         if (!response.ok) { throw new Error("status " + response.status); }
         return response.json();
       })

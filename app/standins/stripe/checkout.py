@@ -26,6 +26,9 @@ button{margin:.5rem .5rem 0 0;padding:.5rem 1rem}</style></head><body>
 <p class="banner"><strong>Local Stripe stand-in — no real payment</strong>
   · <a id="dashboard" href="{{ dashboard }}" target="_blank" rel="noopener">Dashboard</a></p>
 <h1>{{ product }}</h1>
+{% if description %}<p id="description">{{ description }}</p>{% endif %}
+<p>Checkout language (<code>locale</code>): <code id="locale">{{ s.locale or "auto" }}</code>
+  (real Checkout speaks it; this stand-in stays in English)</p>
 <p id="amount">{{ amount }}{% if interval %} / {{ interval }}{% endif %}</p>
 <p>Session <code>{{ s.id }}</code>: <span id="status">{{ s.status }}</span>,
   <span id="payment-status">{{ s.payment_status }}</span></p>
@@ -33,6 +36,7 @@ button{margin:.5rem .5rem 0 0;padding:.5rem 1rem}</style></head><body>
 <form method="post" action="{{ page }}/pay">
   <p><label>Email <input type="email" id="email" name="email" value="{{ s.customer_email or 'admin@school.example' }}"
      required></label></p>
+  <p><label>Name on card <input id="name" name="name" value="Alex Admin" maxlength="150"></label></p>
   {% if totals|length > 1 %}
   <p><label>Currency <select id="currency" name="currency">
     {% for currency, total in totals.items() %}
@@ -183,7 +187,7 @@ def _list(settings, params: dict) -> dict:
     return core.page("checkout.session", records, params, "/v1/checkout/sessions")
 
 
-def pay(settings, record: dict, email: str, currency: str, delayed: bool) -> None:
+def pay(settings, record: dict, email: str, currency: str, delayed: bool, name: str | None = None) -> None:
     """The admin pays: a customer, then a PaymentIntent (payment mode) or a subscription and its first invoice."""
     if currency != record["currency"]:  # a price's currency_options: the buyer chose another currency
         record.update(currency=currency, amount_subtotal=record["_totals"][currency],
@@ -204,7 +208,7 @@ def pay(settings, record: dict, email: str, currency: str, delayed: bool) -> Non
         pi = core.get("payment_intent", invoice["_payments"][-1]["payment"]["payment_intent"])
         record.update(subscription=sub["id"], invoice=invoice["id"])
     record.update(status="complete", payment_status="unpaid" if delayed else "paid", customer=customer["id"],
-                  _pi=pi["id"], customer_details={"address": None, "email": email, "name": None, "phone": None,
+                  _pi=pi["id"], customer_details={"address": None, "email": email, "name": name or None, "phone": None,
                                                   "tax_exempt": "none", "tax_ids": []})
     core.emit(settings, "checkout.session.completed", record)
 
@@ -255,6 +259,7 @@ def register(bp, settings) -> None:
         text = render_template_string(
             CHECKOUT_PAGE, s=record, page=f"{base}/_local/stripe/checkout/{session_id}", money=core.money,
             dashboard=f"{base}/_local/stripe/dashboard", product=prices.product_name(price),
+            description=prices.PRODUCTS[price["product"]].get("description"),
             amount=core.money(record["amount_total"], record["currency"]), totals=record["_totals"],
             interval=(price["recurring"] or {}).get("interval"), pending=bool(pi and pi["status"] == "processing"))
         return core.html(text, status)
@@ -276,7 +281,7 @@ def register(bp, settings) -> None:
             currency = request.form.get("currency") or record["currency"]
             if record["status"] != "open" or "@" not in email or currency not in record["_totals"]:
                 return page(session_id, 400)
-            pay(settings, record, email, currency, delayed)
+            pay(settings, record, email, currency, delayed, request.form.get("name", "").strip()[:150])
             target = (record["success_url"] or "").replace("{CHECKOUT_SESSION_ID}", session_id)
         log.info("local Stripe: %s paid (%s)", session_id, "delayed" if delayed else "card")
         return redirect(target, 303) if target else core.html("<p>Paid. You may close this window.</p>")

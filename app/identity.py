@@ -1,0 +1,151 @@
+"""Whom the admin pays and for what: the vendor (VENDOR_NAME, else the Stripe Product's name), the
+product's name and description and the price with its period, and where to reach the vendor
+(SUPPORT_CONTACT), for every page of the flow.
+
+The product is what the registration was shown and priced at: its name and description are stored on
+the registration when it is opened (from the Price read with its Product expanded), beside the
+amount. A page that belongs to no registration (a damaged link, LTIaaS down) names the product of the
+Price last read from Stripe by this process, else that of the newest registration; it never calls
+Stripe itself.
+"""
+import re
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
+
+from email_validator import EmailNotValidError, validate_email
+from flask import Flask, current_app
+from sqlalchemy import select
+
+from . import i18n
+
+
+@dataclass(frozen=True, slots=True)
+class Support:
+    """SUPPORT_CONTACT as a link: an e-mail address (mailto:) or an https URL."""
+    href: str
+    text: str
+    email: bool
+
+
+_CONTROL = re.compile(r"[\x00-\x20\x7f<>\"'`]")
+
+
+def parse_support(value: str | None) -> Support | None:
+    """None when unset; ValueError when it is neither an e-mail address nor an https URL."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    if value.lower().startswith("mailto:"):
+        value = value[len("mailto:"):]
+    if value.lower().startswith("https://"):
+        parts = urlsplit(value)
+        if not parts.hostname or _CONTROL.search(value):
+            raise ValueError("must be an e-mail address or an https:// URL")
+        return Support(href=value, text=value, email=False)
+    if "://" in value or ":" in value.split("@")[0]:
+        raise ValueError("must be an e-mail address or an https:// URL")
+    try:
+        email = validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError:
+        raise ValueError("must be an e-mail address or an https:// URL") from None
+    return Support(href="mailto:" + quote(email, safe="@.+-_"), text=email, email=True)
+
+
+def parse_logo(value: str | None, allow_http: bool = False) -> str | None:
+    """VENDOR_LOGO_URL: an https URL (http too in a local run), or None."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    schemes = ("https://", "http://") if allow_http else ("https://",)
+    if not value.lower().startswith(schemes) or not urlsplit(value).hostname or _CONTROL.search(value):
+        raise ValueError("must be an https:// URL of an image")
+    return value
+
+
+def logo_origin(url: str | None) -> str | None:
+    """The origin the page's CSP img-src must allow for the logo."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    vendor: str | None
+    product: str | None
+    description: str | None
+    price: str | None  # "49.00 USD per year", in the request's language
+
+
+# LTIaaS's familyCode -> the LMS's name as admins know it.
+LMS_NAMES = {"canvas": "Canvas", "moodle": "Moodle", "desire2learn": "Brightspace", "d2l": "Brightspace",
+             "brightspace": "Brightspace", "sakai": "Sakai", "blackboard": "Blackboard Learn",
+             "schoology": "Schoology", "openedx": "Open edX", "ilias": "ILIAS", "itslearning": "itslearning"}
+_BUILD = re.compile(r"\s*\(.*\)\s*$")  # Moodle's "4.4.1+ (Build: 20240705)"
+
+
+def lms_name(reg) -> str:
+    """ "Canvas (cloud)", "Moodle 4.4.1+", "Brightspace 20.24": the LMS as the admin knows it."""
+    family = (reg.lms_family or "").strip()
+    name = LMS_NAMES.get(family.lower(), family)
+    version = _BUILD.sub("", (reg.lms_version or "").strip())[:40]
+    if not name:
+        return i18n.gettext("An LMS that did not give its name")
+    if version.lower() == "cloud":
+        return i18n.gettext("%(lms)s (cloud)", lms=name)
+    return f"{name} {version}" if version else name
+
+
+def init_app(app: Flask) -> None:
+    settings = app.config["SETTINGS"]
+    app.jinja_env.globals.update(support=parse_support(settings.support_contact),
+                                 vendor_logo_url=parse_logo(settings.vendor_logo_url, settings.app_env != "production"),
+                                 page_identity=without_registration)
+
+
+def of(reg) -> Identity:
+    """The identity a registration's pages show (a Registration or a FlowView)."""
+    product, description = getattr(reg, "product_name", None), getattr(reg, "product_description", None)
+    if product is None:  # opened before products were stored
+        product, description = _last_read_product()
+    return Identity(vendor=current_app.config["SETTINGS"].vendor_name or product, product=product,
+                    description=description, price=i18n.price_line(reg.amount, reg.currency, reg.price_interval))
+
+
+def without_registration() -> Identity:
+    """For a page that belongs to no registration: what is known without asking Stripe."""
+    settings = current_app.config["SETTINGS"]
+    price = _cached_price()
+    if price is not None:
+        interval = (price.interval if price.interval_count == 1 else f"{price.interval_count} {price.interval}") \
+            if price.recurring else None
+        return Identity(vendor=settings.vendor_name or price.product_name, product=price.product_name,
+                        description=price.product_description,
+                        price=i18n.price_line(price.unit_amount, price.currency, interval) if price.unit_amount else None)
+    product = _newest_product()
+    return Identity(vendor=settings.vendor_name or product, product=product, description=None, price=None)
+
+
+def _cached_price():
+    from . import payments
+    try:
+        return payments.gateway().cached_price(current_app.config["SETTINGS"].stripe_price_id)
+    except Exception:  # never let a page about another failure fail on this
+        return None
+
+
+def _last_read_product() -> tuple[str | None, str | None]:
+    price = _cached_price()
+    return (price.product_name, price.product_description) if price is not None else (None, None)
+
+
+def _newest_product() -> str | None:
+    from .db import db
+    from .models import Registration
+    try:
+        return db.session.scalars(select(Registration.product_name).where(Registration.product_name.is_not(None))
+                                  .order_by(Registration.id.desc()).limit(1)).first()
+    except Exception:  # the database is what failed: the page is shown without the product
+        db.session.rollback()
+        return None
