@@ -159,18 +159,14 @@ class Sessions(SecureCookieSessionInterface):
         return super().open_session(app, request)
 
 
-def _hooks_on_operator_pages_only(app: Flask, *extensions) -> None:
-    """Run these extensions' request hooks for the operator blueprint's requests only, not on every
-    request of the service (the frame's status poll, Stripe's webhooks), where they have nothing to do:
-    Flask-Login's after-request hook sets or clears a remember-me cookie, which only signing in or
-    out on the operator pages can ask for. (Rates are counted inside the views that cause work, by
-    app/throttling.py: no rate-limit hook runs on any request.)"""
-    for hooks in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs):
-        theirs = [f for f in hooks.get(None, [])
-                  if any(getattr(f, "__self__", None) is e or e in getattr(f, "args", ()) for e in extensions)]
-        for hook in theirs:
-            hooks[None].remove(hook)
-        hooks.setdefault("operator", []).extend(theirs)
+def _remember_me_on_operator_pages_only(app: Flask) -> None:
+    """Flask-Login's after-request hook sets or clears a remember-me cookie, which only signing in or out
+    on the operator pages can ask for: run it for the operator blueprint's requests only, not on every
+    request of the service (the frame's status poll, Stripe's webhooks). (Rates are counted inside the
+    views that cause work, by app/throttling.py: no rate-limit hook runs on any request.)"""
+    hook = login_manager._update_remember_cookie  # what LoginManager.init_app registered
+    app.after_request_funcs[None].remove(hook)
+    app.after_request_funcs.setdefault("operator", []).append(hook)
 
 
 def init_app(app: Flask) -> None:
@@ -180,7 +176,7 @@ def init_app(app: Flask) -> None:
     # (app/operator/__init__.py), so that other pages do not load a user to render.
     login_manager.init_app(app, add_context_processor=False)
     login_manager.session_protection = "basic"
-    _hooks_on_operator_pages_only(app, login_manager)
+    _remember_me_on_operator_pages_only(app)
     csrf = CSRFProtect()
     # Flask-WTF's own check looks up the view's exemptions before the method; asked here only for the
     # methods it protects, so that a GET (a status poll, a page) costs one comparison.
