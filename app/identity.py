@@ -118,11 +118,9 @@ def without_registration() -> Identity:
     settings = current_app.config["SETTINGS"]
     price = _cached_price()
     if price is not None:
-        interval = (price.interval if price.interval_count == 1 else f"{price.interval_count} {price.interval}") \
-            if price.recurring else None
         return Identity(vendor=settings.vendor_name or price.product_name, product=price.product_name,
                         description=price.product_description,
-                        price=i18n.price_line(price.unit_amount, price.currency, interval) if price.unit_amount else None)
+                        price=i18n.price_line(price.unit_amount, price.currency, price.period) if price.unit_amount else None)
     product = _newest_product()
     return Identity(vendor=settings.vendor_name or product, product=product, description=None, price=None)
 

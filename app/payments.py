@@ -88,6 +88,13 @@ class Price:
     currency_options: dict = field(default_factory=dict)
     product_description: str | None = None
 
+    @property
+    def period(self) -> str | None:
+        """How often it is charged, as registrations store it: "year", "3 month"; None if paid once."""
+        if not self.recurring:
+            return None
+        return self.interval if self.interval_count == 1 else f"{self.interval_count} {self.interval}"
+
     def amount_in(self, currency: str | None) -> int | None:
         """What this Price costs in `currency` (its own, or one of its currency options)."""
         currency = (currency or "").lower()

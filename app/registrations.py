@@ -111,8 +111,7 @@ def open_registration(registration_id: str, lms, price, cause: str) -> Registrat
         "price_options": price.currency_options or None,
         "product_name": (price.product_name or "")[:250] or None,
         "product_description": (price.product_description or "")[:1000] or None,
-        "price_interval": (price.interval if price.interval_count == 1 else f"{price.interval_count} {price.interval}")
-        if price.recurring else None,
+        "price_interval": price.period,
         "checkout_generation": 0, "attempt_count": 0, "attempt_uncertain": False, "access_attempts": 0,
         "created_at": now, "updated_at": now,
     })
