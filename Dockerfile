@@ -1,7 +1,7 @@
 FROM python:3.11-slim
 WORKDIR /srv/paygate
 COPY pyproject.toml setup.py ./
-COPY app ./app
+COPY paygate ./paygate
 COPY migrations ./migrations
 COPY wsgi.py gunicorn.conf.py ./
 RUN pip install --no-cache-dir .

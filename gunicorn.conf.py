@@ -1,6 +1,6 @@
 """gunicorn reads this file from its working directory by default, even when flags are given on the command
 line (command-line settings win; these hooks still run). It prepares Prometheus's multiprocess mode, so that
-`GET /metrics` shows the same totals whichever worker process answers (app/metrics.py):
+`GET /metrics` shows the same totals whichever worker process answers (paygate/core/telemetry.py):
 
 * PROMETHEUS_MULTIPROC_DIR names the directory where every worker process writes its metric values. Unset,
   a fresh empty one is made (and removed when gunicorn exits). It is set here, in the master, before any
@@ -38,8 +38,8 @@ def _warn_if_rates_are_per_process(server):
     """memory:// with several workers makes every rate limit that many times looser: said at start
     (a warning, not a refusal: RATELIMIT_STORAGE_URI is not one of the contract's settings)."""
     try:
-        from app.config import Settings
-        from app.throttling import unshared_store
+        from paygate.core.config import Settings
+        from paygate.web.throttling import unshared_store
 
         settings = Settings()
     except Exception:  # noqa: BLE001 - a bad setting: each worker's start-up names it

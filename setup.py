@@ -1,5 +1,5 @@
 """Everything is in pyproject.toml; this adds one build step: the message catalogs
-(app/translations/*/LC_MESSAGES/messages.po) are compiled to the .mo files Flask-Babel reads, on every
+(paygate/translations/*/LC_MESSAGES/messages.po) are compiled to the .mo files Flask-Babel reads, on every
 `pip install` (wheel, sdist or editable), so that a fresh clone serves every language without a
 manual step. The .mo files are not committed."""
 import os
@@ -14,7 +14,7 @@ def compile_catalogs() -> None:
     from babel.messages.mofile import write_mo
     from babel.messages.pofile import read_po
 
-    root = os.path.join(HERE, "app", "translations")
+    root = os.path.join(HERE, "paygate", "translations")
     for lang in sorted(os.listdir(root)) if os.path.isdir(root) else ():
         po = os.path.join(root, lang, "LC_MESSAGES", "messages.po")
         if not os.path.exists(po):

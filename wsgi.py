@@ -1,8 +1,8 @@
 """WSGI entry point: `gunicorn wsgi:app`, `flask --app wsgi ...`."""
 import sys
 
-from app import create_app
-from app.config import ConfigError
+from paygate.application import create_app
+from paygate.core.config import ConfigError
 
 try:
     app = create_app()

@@ -24,9 +24,9 @@ import cProfile
 import http.server
 import io
 import json
-import pstats
 import logging
 import os
+import pstats
 import re
 import statistics
 import subprocess
@@ -34,7 +34,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from datetime import timedelta
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -234,8 +233,8 @@ def vacuum_analyze(db) -> None:
 
 def check_decide_agrees(db, app, now, step: int, sample: int = 400) -> int:
     """The stored access of a sample of rows (every kind, and every changed one) is what decide says."""
-    from app import access
-    from app.models import Licence, Registration
+    from paygate.core.models import Licence, Registration
+    from paygate.licensing import access
 
     settings = app.config["SETTINGS"]
     ids = db.session.scalars(select(Registration.id).where(text(f"id % {max(1, 100_000 // sample)} = 7 "
@@ -255,9 +254,9 @@ def check_decide_agrees(db, app, now, step: int, sample: int = 400) -> int:
 
 
 def pass_queries(now, limit):
-    """The pass's two queries, built as app/access.py review_due() and pending() build them."""
-    from app import access
-    from app.models import ACCESS_DIFFERS, Registration
+    """The pass's two queries, built as paygate/licensing/access.py review_due() and pending() build them."""
+    from paygate.core.models import ACCESS_DIFFERS, Registration
+    from paygate.licensing import access
 
     review = (select(Registration.id).where(Registration.access_review_at <= now)
               .order_by(Registration.access_review_at).limit(limit))
@@ -370,9 +369,10 @@ def main() -> None:
     recreate_database(url_text)
     from flask_migrate import upgrade
 
-    from app import access, create_app
-    from app.db import db, utcnow
-    from app.models import ACCESS_DIFFERS, Registration
+    from paygate.application import create_app
+    from paygate.core.db import db, utcnow
+    from paygate.core.models import ACCESS_DIFFERS, Registration
+    from paygate.licensing import access
 
     app = create_app({**BASE_CONFIG, "database_url": url_text, "ltiaas_url": server.url})
     if not args.show_log:  # the worker's lines are still formatted and written, to /dev/null

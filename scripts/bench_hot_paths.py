@@ -43,11 +43,11 @@ median of the rounds' ratios. A full run takes about two minutes on two cores; o
 machine makes both apps slower, the service (which runs more code) a little more.
 """
 import argparse
+import contextlib
 import hashlib
 import hmac
 import http.client
 import http.server
-import contextlib
 import io
 import json
 import os
@@ -124,8 +124,7 @@ def floor_app():
     import jinja2
     import stripe
     from flask import Flask, abort, jsonify, render_template, request
-    from sqlalchemy import (Column, DateTime, Integer, MetaData, String, Table, Text, bindparam, create_engine,
-                            select)
+    from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, bindparam, create_engine, select
     from sqlalchemy.dialects.postgresql import insert
 
     app = Flask(__name__)
@@ -256,7 +255,7 @@ def prepare_database(url: str) -> None:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    from app import create_app
+    from paygate.application import create_app
 
     parsed = make_url(url)
     if "hotpath" not in (parsed.database or ""):
@@ -276,7 +275,7 @@ def prepare_database(url: str) -> None:
     try:
         with app.app_context(), contextlib.redirect_stderr(migration_log):
             upgrade()
-            from app.db import db
+            from paygate.core.db import db
             db.engine.dispose()
     except Exception:
         sys.stderr.write(migration_log.getvalue())
@@ -641,7 +640,7 @@ def main() -> None:
     parser.add_argument("--no-extras", dest="extras", action="store_false",
                         help="only the three rows with targets")
     parser.add_argument("--service-dir", default=REPO,
-                        help="the service's code (wsgi.py, app/): e.g. `git archive` of an earlier commit, to "
+                        help="the service's code (wsgi.py, paygate/): e.g. `git archive` of an earlier commit, to "
                              "compare; the schema must be this checkout's")
     parser.add_argument("--service-app", default="wsgi:app",
                         help="gunicorn's app for the service (a variant of it; on --pythonpath)")

@@ -6,7 +6,7 @@ not a test).
 
 Fills the database as scripts/bench_operator_list.py does (INSERT ... SELECT generate_series; reused when it
 already holds --rows registrations), gives 0.1 % of the completed platforms an access that differs from what
-LTIaaS was told, then times `app.metrics.database_facts` (registrations by state, needing attention, the
+LTIaaS was told, then times `paygate.ops.metrics_page.database_facts` (registrations by state, needing attention, the
 worker's backlog, the oldest paid registration not completed) and the whole `GET /metrics` answer through the
 test client. Prints the median and the slowest of --runs runs, after one warm-up run.
 """
@@ -18,9 +18,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from sqlalchemy import text  # noqa: E402
-
 from bench_operator_list import CONFIG, ensure_database, fill, timed  # noqa: E402
+from sqlalchemy import text  # noqa: E402
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/paygate_metrics_bench"
 TOKEN = "bench-metrics-token"
@@ -40,11 +39,10 @@ def main() -> None:
     ensure_database(args.url)
     from flask_migrate import upgrade
 
-    from app import create_app
-    from app.db import db
-    from app import metrics
-    from app.db import utcnow
-    from app.metrics import database_facts, database_queries
+    from paygate.application import create_app
+    from paygate.core.db import db, utcnow
+    from paygate.ops import metrics_page
+    from paygate.ops.metrics_page import database_facts, database_queries
 
     app = create_app({**CONFIG, "database_url": args.url, "metrics_token": TOKEN})
     with app.app_context():
@@ -76,11 +74,11 @@ def main() -> None:
         for name, sql in database_queries(settings, now).items():
             median, worst, _ = timed(lambda: (db.session.execute(sql).all(), db.session.rollback()), args.runs)
             print(f"  {name:<15} median {median:6.1f} ms, slowest {worst:6.1f} ms")
-        metrics.FINAL_COUNTS_TTL = 0.0
+        metrics_page.FINAL_COUNTS_TTL = 0.0
         median, worst, facts = timed(lambda: database_facts(settings), args.runs)
         print(f"database read of a scrape that also counts the final states (once a minute): "
               f"median {median:.1f} ms, slowest {worst:.1f} ms")
-        metrics.FINAL_COUNTS_TTL = 60.0
+        metrics_page.FINAL_COUNTS_TTL = 60.0
         median, worst, facts = timed(lambda: database_facts(settings), args.runs)
         print(f"database read of every other scrape: median {median:.1f} ms, slowest {worst:.1f} ms")
         print(f"  {facts}")

@@ -134,11 +134,11 @@ def main() -> None:
     ensure_database(args.url)
     from flask_migrate import upgrade
 
-    from app import create_app
-    from app.db import db
-    from app.models import Operator, Registration
-    from app.operator import queries
-    from app.operators import hash_password
+    from paygate.application import create_app
+    from paygate.core.db import db
+    from paygate.core.models import Operator, Registration
+    from paygate.web.operator import queries
+    from paygate.web.operator.passwords import hash_password
 
     app = create_app({**CONFIG, "database_url": args.url})
     with app.app_context():
@@ -231,8 +231,8 @@ def explain(db, filters, after) -> None:
     from sqlalchemy import select, tuple_
     from sqlalchemy.dialects import postgresql
 
-    from app.models import Registration
-    from app.operator import queries
+    from paygate.core.models import Registration
+    from paygate.web.operator import queries
 
     key = queries.decode_cursor(after)
     stmt = select(Registration.id).where(*queries.conditions(filters))

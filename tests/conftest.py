@@ -8,8 +8,8 @@ from flask_migrate import upgrade
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from app import create_app
-from app.db import db
+from paygate.application import create_app
+from paygate.core.db import db
 
 from .fakes import Ltiaas, Stripe
 

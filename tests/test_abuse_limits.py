@@ -1,5 +1,5 @@
 """Bounded upstream work: what floods of the flow's routes cost LTIaaS and Stripe, what a slow LTIaaS
-holds, and what people see meanwhile (app/throttling.py). Run with `-s` to see the numbers."""
+holds, and what people see meanwhile (paygate/web/throttling.py). Run with `-s` to see the numbers."""
 import logging
 import secrets
 import threading
@@ -14,8 +14,8 @@ import redis
 import requests
 from limits import parse_many
 
-from app import throttling
-from app.config import ConfigError
+from paygate.core.config import ConfigError
+from paygate.web import throttling
 
 from .conftest import make_app, own_database
 from .test_flow import open_frame
@@ -163,7 +163,7 @@ def test_a_flood_of_invoice_forms_is_refused_in_the_frame(database_url, stripe_a
 # start-up
 
 def test_rates_kept_per_process_are_warned_about_at_start(database_url, caplog, monkeypatch, tmp_path):
-    with caplog.at_level(logging.WARNING, logger="app.throttling"):
+    with caplog.at_level(logging.WARNING, logger="paygate.web.throttling"):
         make_app(database_url, app_env="production", ratelimit_storage_uri="memory://", secret_key="s" * 40)
     assert "RATELIMIT_STORAGE_URI is memory:// outside APP_ENV=local" in caplog.text
     with pytest.raises(ConfigError, match="RATELIMIT_STORAGE_URI is malformed") as refused:

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from app.access import decide
+from paygate.licensing.access import decide
 
 NOW = datetime(2026, 11, 27, 12, 0, 0)
 SETTINGS = SimpleNamespace(licence_grace_days=14, invoice_access="immediate")

@@ -1,13 +1,9 @@
-"""Bounded bodies: 64 KB everywhere, 1 MB for the webhook (app/guard.py). A declared Content-Length
+"""Bounded bodies: 64 KB everywhere, 1 MB for the webhook (paygate/web/guard.py). A declared Content-Length
 above the limit is refused 413 before a byte is read; a chunked body is cut off at the limit while it is
 read. JSON for the webhook, a page for people; nothing is recorded. Under gunicorn, a 5 MB webhook
 leaves the worker's peak memory where it was."""
 import io
-import json
-import os
 import re
-import subprocess
-import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -15,11 +11,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from app import guard
-from app.db import db
-from app.models import StripeEvent
+from paygate.core.db import db
+from paygate.core.models import StripeEvent
+from paygate.web import guard
 
-from .conftest import BASE_CONFIG, make_app
+from .conftest import make_app
 from .test_flow import open_frame
 
 MB = 1024 * 1024

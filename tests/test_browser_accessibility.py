@@ -9,15 +9,14 @@ SQLite) serves the whole module; each page is set up once.
 import collections
 import json
 import re
-from datetime import timedelta
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 from sqlalchemy import select, update
 
-from app import create_app
-from app.db import db, utcnow
-from app.models import Registration
+from paygate.application import create_app
+from paygate.core.db import db, utcnow
+from paygate.core.models import Registration
 
 from .conftest import _empty
 from .live import free_port, serving
@@ -63,7 +62,7 @@ def service(tmp_path_factory):
     app = create_app({"app_env": "local", "database_url": f"sqlite:///{path}",
                       "public_url": f"http://127.0.0.1:{port}", "secret_key": "a11y-test"})
     _empty(app)
-    from app.standins import reset
+    from paygate.standins import reset
     reset()
     add_operator(app)
     with serving(app, port):

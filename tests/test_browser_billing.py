@@ -15,9 +15,9 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from app import create_app
-from app.db import db
-from app.models import Licence, Registration, StripeEvent
+from paygate.application import create_app
+from paygate.core.db import db
+from paygate.core.models import Licence, Registration, StripeEvent
 
 from .conftest import _empty
 from .live import free_port, serving
@@ -57,7 +57,7 @@ def start_service(database_url):
         app = create_app({"app_env": "local", "database_url": database_url,
                           "public_url": f"http://127.0.0.1:{port}", "secret_key": "browser-test", **settings})
         _empty(app)
-        from app.standins import reset
+        from paygate.standins import reset
         reset()
         stack.enter_context(serving(app, port))
         apps.append(app)

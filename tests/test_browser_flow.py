@@ -5,8 +5,8 @@ third-party and blocked; the popup blocker is on. The service runs with its buil
 """
 import pytest
 
-from app import create_app
-from app.db import db
+from paygate.application import create_app
+from paygate.core.db import db
 
 from .conftest import _empty
 from .live import free_port, serving
@@ -20,7 +20,7 @@ def local_service(database_url):
     app = create_app({"app_env": "local", "database_url": database_url,
                       "public_url": f"http://127.0.0.1:{port}", "secret_key": "browser-test"})
     _empty(app)
-    from app.standins import reset
+    from paygate.standins import reset
     reset()
     with serving(app, port):
         yield app, port
@@ -70,7 +70,7 @@ def test_admin_pays_in_popup_and_lms_receives_close(browser, local_service, lms,
     page.screenshot(path=str(tmp_path / f"lms-{lms}-closed.png"))
 
     with app.app_context():
-        from app.models import Registration
+        from paygate.core.models import Registration
         reg = db.session.scalars(db.select(Registration)).one()
         assert reg.state == "completed" and reg.platform_id and reg.payer_email
     context.close()
@@ -108,7 +108,7 @@ def test_payment_to_close_median(browser, local_service, capsys):
         assert page.locator("#registration").count() == 0
         context.close()
     with app.app_context():
-        from app.models import Registration
+        from paygate.core.models import Registration
         states = db.session.scalars(db.select(Registration.state)).all()
     assert states == ["completed"] * 5  # each paid registration completed, none twice or left behind
     with capsys.disabled():

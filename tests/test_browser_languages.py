@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from app import create_app
-from app.db import db
+from paygate.application import create_app
+from paygate.core.db import db
 
 from .conftest import _empty
 from .live import free_port, serving
@@ -29,7 +29,7 @@ def service(tmp_path):
                           "public_url": f"http://127.0.0.1:{port}", "secret_key": "browser-test",
                           "vendor_name": VENDOR, "support_contact": SUPPORT, **settings})
         _empty(app)
-        from app.standins import reset
+        from paygate.standins import reset
         reset()
         server = serving(app, port)
         server.__enter__()
@@ -52,7 +52,7 @@ def open_lms(browser, port, locale=None, lms="canvas"):
 
 
 def checkout_locales() -> list:
-    from app.standins.stripe import core
+    from paygate.standins.stripe import core
     return [record["locale"] for record in core.STORES["checkout.session"].values()]
 
 

@@ -6,8 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import select
 
-from app.db import db
-from app.models import Registration, TimelineEntry
+from paygate.core.db import db
+from paygate.core.models import Registration, TimelineEntry
 
 from .test_flow import open_frame, status
 
@@ -110,8 +110,8 @@ def test_no_transaction_is_open_while_stripe_or_ltiaas_is_called(pg_app, stripe_
 
 @pytest.mark.parametrize("round_", range(3))
 def test_simultaneous_events_of_one_change_deactivate_once(pg_app, stripe_api, ltiaas_api, round_):
-    from app import access
-    from app.db import utcnow
+    from paygate.core.db import utcnow
+    from paygate.licensing import access
     stripe_api.set_price(recurring="year")
     client = pg_app.test_client()
     _, token, session_id = _paid_registration(client, stripe_api, ltiaas_api)
@@ -166,7 +166,7 @@ def test_a_flip_and_back_while_ltiaas_is_told_ends_in_stripes_state(pg_app, stri
                                                        stripe_api.set_subscription_status(sub_id, "active")))
     assert client.post("/webhooks/stripe", data=active[0], headers=active[1]).status_code == 200
     first.join()
-    from app import worker
+    from paygate.ops import worker
     with pg_app.app_context():
         worker.run_once()
         reg = db.session.scalars(select(Registration)).one()

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from app.config import ConfigError, load_settings
-from app.redaction import RedactSecrets
+from paygate.core.config import ConfigError, load_settings
+from paygate.core.redaction import RedactSecrets
 
 from .conftest import BASE_CONFIG
 
@@ -43,7 +43,7 @@ def test_local_run_needs_no_settings():
 
 
 def test_standins_refuse_a_live_key():
-    from app.standins import create_standins_blueprint
+    from paygate.standins import create_standins_blueprint
     settings = load_settings({"app_env": "local", "stripe_secret_key": "sk_live_real", "stripe_webhook_secret":
                               "whsec_x", "stripe_price_id": "price_x", "stripe_api_base": "http://x/_local/stripe"})
     with pytest.raises(RuntimeError, match="live Stripe key"):
@@ -59,7 +59,7 @@ def test_access_log_lines_lose_registration_tokens():
 
 
 def test_registration_ids_and_flow_tokens_are_shortened_in_logs():
-    from app.redaction import redact
+    from paygate.core.redaction import redact
     line = redact("GET /pre-approval?registrationId=AbCdEfGhIjKlMnOp HTTP/1.1 /flow/AAAAAAbbbbbbccccccddddddeeee/status")
     assert "AbCdEfGhIjKlMnOp" not in line and "registrationId=AbCd…" in line
     assert "bbbbbbcccccc" not in line and "/flow/AAAAAA…/status" in line

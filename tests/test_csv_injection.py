@@ -5,7 +5,7 @@ import csv
 import io
 
 from .test_flow import open_frame
-from .test_operator import ops, operator, seed  # noqa: F401  (fixtures)
+from .test_operator import operator, ops, seed  # noqa: F401  (fixtures)
 
 FORMULA = 'HYPERLINK("http://evil.example","x")'
 LEADERS = ["=", "+", "-", "@", "\t", "\r", "\n", " ", "\uff1d", "\uff0b", "\uff0d", "\uff20", "\ufe66", "\u2212",

@@ -17,10 +17,11 @@ import responses
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 
-from app import create_app, worker
-from app.db import db
-from app.models import CheckoutSession, Registration, StripeEvent, TimelineEntry
-from app.reconcile import reconcile
+from paygate.application import create_app
+from paygate.core.db import db
+from paygate.core.models import CheckoutSession, Registration, StripeEvent, TimelineEntry
+from paygate.ops import worker
+from paygate.sales.reconcile import reconcile
 
 from .conftest import BASE_CONFIG, make_app
 from .fakes import CLOSE_HTML
@@ -239,7 +240,7 @@ def test_permanent_refusal_needs_an_operator_and_keeps_the_payment(
 @pytest.mark.parametrize("reached_ltiaas", [True, False], ids=["after-ltiaas-completed", "before-the-call"])
 def test_a_process_killed_mid_completion_is_resolved_by_the_worker(
         client, stripe_api, ltiaas_api, paid, monkeypatch, reached_ltiaas):
-    from app import ltiaas
+    from paygate.gateways import ltiaas
 
     registration_id, token, session_id = paid
     original = ltiaas.Ltiaas.complete_registration
@@ -291,7 +292,7 @@ def test_a_process_killed_mid_completion_is_resolved_by_the_worker(
 def test_a_late_answer_after_the_attempt_was_given_up_is_still_the_completion(client, stripe_api, ltiaas_api,
                                                                              paid, monkeypatch):
     """An attempt that outlives the stale bound: its success wins over the retry's "unknown id"."""
-    from app import ltiaas
+    from paygate.gateways import ltiaas
 
     registration_id, token, session_id = paid
     original = ltiaas.Ltiaas.complete_registration
@@ -690,7 +691,7 @@ def test_the_webhook_is_answered_promptly_when_ltiaas_hangs(database_url, stripe
 
 
 def test_every_ltiaas_call_is_bounded_by_default():
-    from app.config import Settings
+    from paygate.core.config import Settings
     settings = Settings(_env_file=None)
     assert 0 < settings.ltiaas_timeout_seconds <= 5
     assert settings.stale_after_seconds > settings.ltiaas_timeout_seconds + 3.05

@@ -3,8 +3,8 @@ import re
 
 from sqlalchemy import select
 
-from app.db import db
-from app.models import Registration
+from paygate.core.db import db
+from paygate.core.models import Registration
 
 from .fakes import CLOSE_HTML
 

@@ -1,4 +1,4 @@
-"""No input gets a 5xx: every route of the published description (app/openapi.json, GET /openapi.json)
+"""No input gets a 5xx: every route of the published description (paygate/web/openapi.json, GET /openapi.json)
 fuzzed in-process by schemathesis on Hypothesis, data that fits the description and data that does not,
 as an anonymous caller and as a signed-in operator (session cookie, CSRF token, API bearer token).
 
@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from app.db import db
-from app.models import Operator
-from app.openapi import PATH as DESCRIPTION
-from app.operator.auth import new_api_token
+from paygate.core.db import db
+from paygate.core.models import Operator
+from paygate.web.openapi import PATH as DESCRIPTION
+from paygate.web.operator.auth import new_api_token
 
 from .conftest import make_app
 from .test_flow import open_frame

@@ -3,9 +3,9 @@ nothing a request says (Host, X-Forwarded-*, SCRIPT_NAME) reaches a URL sent out
 PUBLIC_URL alone. Also HSTS with an https PUBLIC_URL, and the SECRET_KEY length in production."""
 import pytest
 
-from app import create_app
-from app.config import ConfigError, load_settings
-from app.db import db
+from paygate.application import create_app
+from paygate.core.config import ConfigError, load_settings
+from paygate.core.db import db
 
 from .conftest import BASE_CONFIG, make_app
 from .test_flow import open_frame
@@ -96,14 +96,14 @@ def test_a_script_name_does_not_move_the_urls_sent_to_stripe(client, stripe_api,
 
 
 def test_absolute_urls_ignore_the_request_even_inside_flask(app):
-    from app.flow import _absolute
+    from paygate.web.flow import _absolute
     with app.test_request_context("/flow/t/pay", base_url="https://evil.example:8443/evil"):
         assert _absolute("flow.paid", token="t") == "http://paygate.test/flow/t/paid"
 
 
 def test_the_error_page_cannot_fail_on_a_request_flask_cannot_bind(app):
     """Were a host to reach Flask unchecked (the guard removed), the 400 still is a page, not a 500."""
-    app.wsgi_app = app.wsgi_app.wsgi_app  # without app/guard.py's HostGuard
+    app.wsgi_app = app.wsgi_app.wsgi_app  # without paygate/web/guard.py's HostGuard
     response = app.test_client().get("/pre-approval?registrationId=x", headers={"Host": f"{LONG_LABEL}.example"})
     assert response.status_code == 400 and "<h1>Bad Request</h1>" in response.text
 

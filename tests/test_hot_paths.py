@@ -12,10 +12,10 @@ import pytest
 import stripe
 from sqlalchemy import select, text
 
-from app.db import db, utcnow
-from app.flow.status import flow_view, frame_status
-from app.models import CheckoutSession, Licence, Registration
-from app.operator import auth
+from paygate.core.db import db, utcnow
+from paygate.core.models import CheckoutSession, Licence, Registration
+from paygate.web.flow.status import flow_view, frame_status
+from paygate.web.operator import auth
 
 from .test_flow import open_frame
 
@@ -118,7 +118,7 @@ def test_the_frame_and_webhooks_never_touch_a_session_cookie(client, stripe_api,
 
 
 def test_no_rate_hook_anywhere_and_remember_me_hooks_on_operator_pages_only(app):
-    """Rates are counted inside the views that cause upstream work (app/throttling.py), never by a hook."""
+    """Rates are counted inside the views that cause upstream work (paygate/web/throttling.py), never by a hook."""
     def owners(hooks):
         return {getattr(getattr(f, "__self__", None), "__class__", None) for f in hooks} | {
             type(a) for f in hooks for a in getattr(f, "args", ())}
@@ -144,7 +144,7 @@ def test_a_webhook_is_parsed_as_stripes_library_does(app, stripe_api):
     body, headers = stripe_api.signed(event)
     secret = app.config["SETTINGS"].stripe_webhook_secret
     with app.app_context():
-        from app import payments
+        from paygate.gateways import payments
         parsed = payments.gateway().construct_event(body, headers["Stripe-Signature"])
     assert parsed == stripe.Webhook.construct_event(body, headers["Stripe-Signature"], secret).to_dict()
     assert parsed == json.loads(body)
@@ -173,7 +173,7 @@ def test_a_connection_the_server_closed_is_never_handed_out(pg_app, monkeypatch)
             assert conn.execute(text("SELECT pg_backend_pid()")).scalar() != backend
         assert len(pings) == 1
 
-        monkeypatch.setattr(sys.modules["app.db"], "PING_AFTER_IDLE_SECONDS", 0)
+        monkeypatch.setattr(sys.modules["paygate.core.db"], "PING_AFTER_IDLE_SECONDS", 0)
         with engine.connect() as conn:  # idle past the bound: pinged whatever its socket says
             conn.execute(text("SELECT 1"))
         assert len(pings) == 2

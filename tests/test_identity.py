@@ -8,10 +8,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from app.config import ConfigError, load_settings
-from app.db import db, utcnow
-from app.identity import lms_name, parse_support
-from app.models import CheckoutSession, Registration
+from paygate.core.config import ConfigError, load_settings, parse_support
+from paygate.core.db import db, utcnow
+from paygate.core.models import CheckoutSession, Registration
+from paygate.web.identity import lms_name
 
 from .conftest import BASE_CONFIG, make_app
 from .test_flow import open_frame

@@ -14,8 +14,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from app.db import db, utcnow
-from app.models import Licence, Registration
+from paygate.core.db import db, utcnow
+from paygate.core.models import Licence, Registration
 
 from .conftest import make_app
 from .fakes import CLOSE_HTML
@@ -259,7 +259,7 @@ def test_access_on_payment_waits_for_the_invoice_to_be_paid(make, database_url, 
 
 def test_unpaid_past_the_grace_the_worker_deactivates_and_a_late_payment_reactivates(inv_app, inv_client,
                                                                                    stripe_api, ltiaas_api):
-    from app import worker
+    from paygate.ops import worker
     invoiced(inv_client, ltiaas_api)
     reg = registration(inv_app)
     due, platform_id = reg.licence.due_at, reg.platform_id
@@ -317,7 +317,7 @@ def test_the_same_form_twice_and_a_reloaded_form_make_one_invoice(inv_app, inv_c
 @pytest.mark.parametrize("step", ["invoice_create", "invoice_finalize", "invoice_send"])
 def test_a_stripe_failure_halfway_is_said_once_and_resumes_without_duplicates(inv_app, inv_client, stripe_api,
                                                                              ltiaas_api, step, resume):
-    from app import worker
+    from paygate.ops import worker
     registration_id, token, page = open_frame(inv_client, ltiaas_api)
     stripe_api.fail_next[step] = [500]
     answer = ask_invoice(inv_client, token, page.text)

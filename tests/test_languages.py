@@ -13,15 +13,15 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from sqlalchemy import select
 
-from app import i18n
-from app.db import db
-from app.models import CheckoutSession
+from paygate.core import languages
+from paygate.core.db import db
+from paygate.core.models import CheckoutSession
 
 from .conftest import make_app
 from .test_identity import dd, text_of
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRANSLATIONS = os.path.join(REPO, "app", "translations")
+TRANSLATIONS = os.path.join(REPO, "paygate", "translations")
 SPANISH, FRENCH = "es-ES,es;q=0.9,en;q=0.5", "fr-CA,fr;q=0.9"
 
 
@@ -168,30 +168,30 @@ def test_amounts_and_dates_are_written_for_the_locale(app):
                              ("fr", ["49,00 USD", "1\u202f234,50 EUR", "4\u202f900 JPY", "tous les 3 mois",
                                      "31 janvier 2025"])):
         with app.test_request_context("/", headers={"Accept-Language": header} if header else {}):
-            got = [i18n.money(4900, "usd"), i18n.money(123450, "eur"), i18n.money(4900, "jpy"),
-                   i18n.period("3 month"), i18n.format_day(datetime(2025, 1, 31, 23, 0))]
+            got = [languages.money(4900, "usd"), languages.money(123450, "eur"), languages.money(4900, "jpy"),
+                   languages.period("3 month"), languages.format_day(datetime(2025, 1, 31, 23, 0))]
             assert got == expected, header
 
 
 def test_the_choice_of_language_is_cached_and_bounded(app):
-    i18n._CHOICES.clear()
+    languages._CHOICES.clear()
     with app.test_request_context("/", headers={"Accept-Language": "fr-CH, fr;q=0.9"}):
-        assert i18n.language() == "fr" and i18n._CHOICES["fr-CH, fr;q=0.9"] == "fr"
+        assert languages.language() == "fr" and languages._CHOICES["fr-CH, fr;q=0.9"] == "fr"
     long_header = "x-" + "a" * 300
     with app.test_request_context("/", headers={"Accept-Language": long_header}):
-        assert i18n.language() == "en" and long_header not in i18n._CHOICES
-    assert i18n.language() == "en"  # outside a request
+        assert languages.language() == "en" and long_header not in languages._CHOICES
+    assert languages.language() == "en"  # outside a request
 
 
 def test_adding_a_language_is_adding_a_catalog(tmp_path):
     folder = tmp_path / "de" / "LC_MESSAGES"
     folder.mkdir(parents=True)
     (folder / "messages.po").write_text('msgid ""\nmsgstr ""\n"Language: de\\n"\n\nmsgid "Price"\nmsgstr "Preis"\n')
-    assert i18n.compiled_languages(str(tmp_path)) == ("en",)  # not compiled yet: not offered (and logged)
+    assert languages.compiled_languages(str(tmp_path)) == ("en",)  # not compiled yet: not offered (and logged)
     subprocess.run([os.path.join(os.path.dirname(sys.executable), "pybabel"), "compile", "-d", str(tmp_path)],
                    check=True, capture_output=True)
-    assert i18n.compiled_languages(str(tmp_path)) == ("en", "de")
-    assert i18n.CHECKOUT_LOCALES >= {"de", "es", "fr", "en"} and "eo" not in i18n.CHECKOUT_LOCALES
+    assert languages.compiled_languages(str(tmp_path)) == ("en", "de")
+    assert languages.CHECKOUT_LOCALES >= {"de", "es", "fr", "en"} and "eo" not in languages.CHECKOUT_LOCALES
 
 
 def _catalogs():
@@ -249,17 +249,17 @@ def test_pages_compiled_in_a_language_say_what_the_catalog_says_at_render_time(c
     they are identical to the same templates translated call by call."""
     from flask import render_template
 
-    from app.flow import _preapproval_page
-    from app.flow.status import flow_view
+    from paygate.web.flow import _preapproval_page
+    from paygate.web.flow.status import flow_view
     registration_id, _, _ = frame(client, ltiaas_api, header)
     app = client.application
     with app.test_request_context("/", headers={"Accept-Language": header} if header else {}):
         app.preprocess_request()
         view = flow_view(registration_id=registration_id)
         folded, _ = _preapproval_page(view)
-        pages = [i18n.render_page("message.html", title="T", message="M", show_support=True, retry_url="/x")]
+        pages = [languages.render_page("message.html", title="T", message="M", show_support=True, retry_url="/x")]
         monkeypatch.setattr(i18n, "render_page", render_template)  # the app's environment: gettext per call
         runtime, _ = _preapproval_page(view)
-        pages.append(i18n.render_page("message.html", title="T", message="M", show_support=True, retry_url="/x"))
+        pages.append(languages.render_page("message.html", title="T", message="M", show_support=True, retry_url="/x"))
     assert folded == runtime and pages[0] == pages[1]
     assert "{{" not in folded and "%(" not in folded

@@ -6,10 +6,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from app.db import db, utcnow
-from app.models import Licence, Registration, StripeEvent
+from paygate.core.db import db, utcnow
+from paygate.core.models import Registration, StripeEvent
 
-from .conftest import make_app
 from .test_flow import open_frame, status
 from .test_webhooks import deliver
 
@@ -223,8 +222,8 @@ def test_objects_of_other_integrations_are_acknowledged_and_change_nothing(clien
 
 
 def test_reconcile_corrects_a_missed_webhook(app, client, stripe_api, ltiaas_api, yearly):
-    from app.access import sync_pending
-    from app.reconcile import reconcile_licences
+    from paygate.licensing.access import sync_pending
+    from paygate.sales.reconcile import reconcile_licences
     pk, session = paid(client, stripe_api, ltiaas_api)
     stripe_api.set_subscription_status(session["subscription"], "unpaid")  # its webhook never arrives
     with app.app_context():
@@ -237,7 +236,7 @@ def test_reconcile_corrects_a_missed_webhook(app, client, stripe_api, ltiaas_api
 
 
 def test_reconcile_finds_a_refund_and_a_dispute_made_while_webhooks_were_down(app, client, stripe_api, ltiaas_api):
-    from app.reconcile import reconcile_licences
+    from paygate.sales.reconcile import reconcile_licences
     pk, session = paid(client, stripe_api, ltiaas_api)
     stripe_api.open_dispute(session["payment_intent"])
     with app.app_context():
@@ -246,7 +245,7 @@ def test_reconcile_finds_a_refund_and_a_dispute_made_while_webhooks_were_down(ap
 
 
 def test_ltiaas_down_during_a_change_converges_by_itself(app, client, stripe_api, ltiaas_api, yearly):
-    from app import worker
+    from paygate.ops import worker
     pk, session = paid(client, stripe_api, ltiaas_api)
     ltiaas_api.activation_failures = [503, 503]
     send(client, stripe_api, "customer.subscription.updated",
@@ -264,8 +263,8 @@ def test_ltiaas_down_during_a_change_converges_by_itself(app, client, stripe_api
 
 
 def test_ltiaas_down_for_long_reaches_an_operator_and_then_clears(app, client, stripe_api, ltiaas_api, yearly):
-    from app import worker
-    from app.access import ATTENTION_AFTER
+    from paygate.licensing.access import ATTENTION_AFTER
+    from paygate.ops import worker
     pk, session = paid(client, stripe_api, ltiaas_api)
     ltiaas_api.activation_failures = [503] * ATTENTION_AFTER
     send(client, stripe_api, "customer.subscription.updated",
@@ -317,8 +316,8 @@ def test_a_price_stripe_will_not_sell_tells_the_admin_to_contact_the_vendor(clie
 
 @pytest.mark.parametrize("minutes", [20, 35, 24 * 60 + 30])
 def test_a_registration_window_stripe_cannot_honour_is_refused_at_start(minutes):
-    from app import create_app
-    from app.config import ConfigError
+    from paygate.application import create_app
+    from paygate.core.config import ConfigError
 
     from .conftest import BASE_CONFIG
     with pytest.raises(ConfigError, match="REGISTRATION_WINDOW_MINUTES"):
@@ -365,8 +364,8 @@ def test_an_uncertain_deactivate_leaves_ltiaas_unknown_and_is_told_again(client,
 
 
 def test_a_read_of_stripe_overtaken_by_a_newer_one_is_not_written_over_it(app, client, stripe_api, ltiaas_api):
-    from app import licences, refunds
-    from app.models import LicencePayment
+    from paygate.core.models import LicencePayment
+    from paygate.licensing import licences, refunds
     pk, session = paid(client, stripe_api, ltiaas_api)
     with app.app_context():
         row = db.session.scalars(select(LicencePayment)).one()
@@ -408,7 +407,7 @@ def test_refunding_again_after_a_refund_failed_makes_a_new_refund(app, client, s
 
 
 def test_a_refund_while_the_completion_fails_is_never_registered(app, client, stripe_api, ltiaas_api):
-    from app import worker
+    from paygate.ops import worker
     _, token, _ = open_frame(client, ltiaas_api)
     client.get(f"/flow/{token}/pay")
     session_id = stripe_api.only_session()["id"]

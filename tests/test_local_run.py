@@ -1,4 +1,4 @@
-"""A newcomer's first hour: `make run`'s process (`python -m app.local`) on a chosen PORT, its
+"""A newcomer's first hour: `make run`'s process (`python -m paygate.application.local`) on a chosen PORT, its
 SECRET_KEY kept in instance/ so that sign-ins survive a restart, the status poll's access line at
 DEBUG, a clean stop; and the LMS stand-in's Brightspace tab and its timed-out and needs-attention
 registrations, in a browser."""
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from app import create_app, local
-from app.db import db
+from paygate.application import create_app, local
+from paygate.core.db import db
 
 from .conftest import _empty
 from .live import free_port, serving
@@ -129,7 +129,7 @@ def local_service(tmp_path):
     app = create_app({"app_env": "local", "database_url": f"sqlite:///{tmp_path / 'standin.sqlite'}",
                       "public_url": f"http://127.0.0.1:{port}", "secret_key": "local-run-test-" + "k" * 20})
     _empty(app)
-    from app.standins import reset
+    from paygate.standins import reset
     reset()
     with serving(app, port):
         yield app, port
@@ -183,7 +183,7 @@ def test_the_stand_in_reaches_the_timed_out_and_needs_attention_screens(browser,
     popup.click("#pay")
     frame.locator('#flow[data-state="needs_attention"]').wait_for(timeout=15000)
     assert frame.locator("#pay-area").is_hidden()
-    from app.models import Registration
+    from paygate.core.models import Registration
     with app.app_context():
         states = dict(db.session.execute(db.select(Registration.state, Registration.attention)).all())
     assert states == {"pending": None, "needs_attention": "completion_refused"}

@@ -15,8 +15,9 @@ import pytest
 from flask import Flask
 from werkzeug.serving import make_server
 
-from app import logs, ltiaas
-from app.db import db
+from paygate.core import logs
+from paygate.core.db import db
+from paygate.gateways import ltiaas
 
 from .conftest import make_app
 from .test_flow import open_frame, status
@@ -87,11 +88,11 @@ def test_the_id_is_on_every_log_line_of_its_request(client, caplog):
     caplog.set_level(logging.INFO)
     refused = client.post("/webhooks/stripe", data=b"{}", headers={"Stripe-Signature": "t=1,v1=forged"})
     assert refused.status_code == 400
-    lines = [r for r in caplog.records if r.name.startswith("app")]
+    lines = [r for r in caplog.records if r.name.startswith("paygate")]
     assert any("webhook refused" in r.getMessage() for r in lines)
     assert {r.request_id for r in lines} == {_rid(refused)}
     caplog.clear()
-    logging.getLogger("app.test").warning("outside any request")
+    logging.getLogger("paygate.test").warning("outside any request")
     assert caplog.records[-1].request_id == "-"
 
 
@@ -112,7 +113,7 @@ def test_the_id_is_sent_to_ltiaas_with_every_call_made_for_the_request(client, s
     assert completes, "the completion ran after the answer"
     # Work done after the answer carries the id of the request that queued it.
     assert {c.request.headers["X-Request-ID"] for c in completes} == {_rid(paid)}
-    after = [r for r in caplog.records if r.name.startswith("app")]
+    after = [r for r in caplog.records if r.name.startswith("paygate")]
     assert after and {r.request_id for r in after} == {_rid(paid)}
 
     # Outside any request (the worker, a command): no id is made up.
@@ -158,17 +159,17 @@ def test_json_lines_have_the_fields_and_tracebacks_keep_no_secret(database_url, 
     stream = captured("json")
     client = app.test_client()
     healthy = client.get("/healthz")
-    logging.getLogger("app.test").info("a line about /flow/%s/status", TOKEN)
+    logging.getLogger("paygate.test").info("a line about /flow/%s/status", TOKEN)
     failed = client.get(f"/flow/{TOKEN}/explode")
     assert failed.status_code == 500
 
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert lines and all({"time", "level", "logger", "message", "request_id"} <= set(line) for line in lines)
     assert all(re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", line["time"]) for line in lines)
-    outside = next(line for line in lines if line["logger"] == "app.test")
+    outside = next(line for line in lines if line["logger"] == "paygate.test")
     assert outside["request_id"] == "-" and outside["level"] == "INFO"
     error = next(line for line in lines if "exception" in line)
-    assert error["level"] == "ERROR" and error["logger"] == "app" and error["request_id"] == _rid(failed)
+    assert error["level"] == "ERROR" and error["logger"] == "paygate" and error["request_id"] == _rid(failed)
     assert error["request_id"] != _rid(healthy)
     assert error["message"].startswith("unexpected error on GET /flow/AbCdEf…/explode")
     assert "Traceback (most recent call last)" in error["exception"] and "RuntimeError" in error["exception"]
@@ -186,13 +187,13 @@ def test_text_lines_carry_the_request_id_and_redact_tracebacks(database_url, cap
     stream = captured("text")
     failed = app.test_client().get(f"/flow/{TOKEN}/explode")
     text = stream.getvalue()
-    assert re.search(r"^\S+ \S+ ERROR app \[" + _rid(failed) + r"\]: unexpected error on GET /flow/AbCdEf…/explode",
+    assert re.search(r"^\S+ \S+ ERROR paygate \[" + _rid(failed) + r"\]: unexpected error on GET /flow/AbCdEf…/explode",
                      text, re.MULTILINE)
     assert "Traceback" in text and TOKEN not in text and "secret-jwt" not in text
 
 
 def test_ltiaas_registration_ids_in_urls_are_shortened_but_operator_row_numbers_are_not():
-    from app.redaction import redact
+    from paygate.core.redaction import redact
     line = redact("GET https://x.ltiaas.com/api/registrations/RegIdSecretPart123/complete; "
                   "GET /operator/api/registrations/123456")
     assert "IdSecretPart" not in line and "/api/registrations/RegI…/complete" in line

@@ -13,13 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from app.db import db
-from app.models import Registration
+from paygate.core.db import db
+from paygate.core.models import Registration
 
 from .conftest import BASE_CONFIG
 from .fakes import CLOSE_HTML
-from .test_flow import open_frame
-from .test_operator import ops, operator, paid_registration  # noqa: F401  (fixtures)
+from .test_operator import operator, ops, paid_registration  # noqa: F401  (fixtures)
 
 GOOD = {"url": "https://moodle.school.example", "familyCode": "moodle", "version": "4.4.1+ (Build: 20240705)",
         "supportedScopes": ["openid"], "supportedMessages": [{"type": "LtiResourceLinkRequest"}]}

@@ -16,9 +16,10 @@ from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
-from app import metrics
-from app.db import db, utcnow
-from app.models import Registration, State
+from paygate.core import telemetry
+from paygate.core.db import db, utcnow
+from paygate.core.models import Registration, State
+from paygate.ops import metrics_page
 
 from .conftest import make_app
 from .test_flow import open_frame, status
@@ -30,7 +31,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture
 def metrics_app(database_url, monkeypatch):
-    monkeypatch.setattr(metrics, "FINAL_COUNTS_TTL", 0.0)  # every scrape counts every state
+    monkeypatch.setattr(metrics_page, "FINAL_COUNTS_TTL", 0.0)  # every scrape counts every state
     app = make_app(database_url, metrics_token=TOKEN)
     yield app
     with app.app_context():
@@ -147,7 +148,7 @@ def test_failed_ltiaas_and_stripe_calls_are_counted_by_outcome(mclient, stripe_a
     stripe_api.pay(session_id)
     deliver(mclient, stripe_api, stripe_api.event("checkout.session.completed", session_id))  # Complete: 503
     with mclient.application.app_context():
-        from app import fulfilment
+        from paygate.sales import fulfilment
         reg = db.session.scalars(select(Registration)).one()
         reg.next_attempt_at = utcnow() - timedelta(seconds=1)
         db.session.commit()
@@ -158,14 +159,14 @@ def test_failed_ltiaas_and_stripe_calls_are_counted_by_outcome(mclient, stripe_a
     assert moved(before, after, "paygate_ltiaas_calls_total", operation="complete_registration",
                  outcome="timeout") == 1
     assert value(after, "paygate_registrations", state="paid") == 1
-    assert metrics.call_outcome(metrics.stripe.APIConnectionError("down")) == "connection_error"
-    assert metrics.call_outcome(metrics.stripe.RateLimitError("slow down", http_status=429)) == "rate_limited"
-    assert metrics.call_outcome(metrics.stripe.APIError("oops", http_status=500)) == "http_5xx"
+    assert telemetry.call_outcome(telemetry.stripe.APIConnectionError("down")) == "connection_error"
+    assert telemetry.call_outcome(telemetry.stripe.RateLimitError("slow down", http_status=429)) == "rate_limited"
+    assert telemetry.call_outcome(telemetry.stripe.APIError("oops", http_status=500)) == "http_5xx"
 
 
 def test_every_stripe_call_has_a_fixed_operation_name():
-    source = Path(metrics.__file__).with_name("payments.py").read_text()
-    from app.payments import OPERATIONS
+    source = Path(telemetry.__file__).parent.parent.joinpath("gateways", "payments", "client.py").read_text()
+    from paygate.gateways.payments import OPERATIONS
     assert set(re.findall(r'_call\("([^"]+)"', source)) <= set(OPERATIONS)
     assert all(re.fullmatch(r"[a-z_]+\.[a-z_]+", op) for op in OPERATIONS.values())
 
@@ -196,7 +197,7 @@ def test_no_token_id_or_path_becomes_a_label(mclient, stripe_api, ltiaas_api):
         assert re.fullmatch(r"[A-Za-z0-9_./<>:(), -]+", label), label
     routes = {v for family in text_string_to_metric_families(response.text) for s in family.samples
               for k, v in s.labels.items() if k == "route"}
-    assert {"/flow/<token>/status", "/flow/<token>/paid", "/pre-approval", metrics.UNMATCHED} <= routes
+    assert {"/flow/<token>/status", "/flow/<token>/paid", "/pre-approval", telemetry.UNMATCHED} <= routes
     assert "other" in {s.labels.get("method") for family in text_string_to_metric_families(response.text)
                        for s in family.samples}
 
@@ -245,7 +246,7 @@ def test_a_scrape_without_the_database_still_answers(mclient, monkeypatch):
 
     def down(*args, **kwargs):
         raise OperationalError("SELECT", {}, Exception("database down"))
-    monkeypatch.setattr(metrics, "database_facts", down)
+    monkeypatch.setattr(metrics_page, "database_facts", down)
     samples = scrape(mclient)
     assert value(samples, "paygate_database_up") == 0
     assert ("paygate_registrations", frozenset({("state", "paid")})) not in samples
@@ -255,7 +256,7 @@ def test_a_scrape_without_the_database_still_answers(mclient, monkeypatch):
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_worker_passes_are_timed_and_served_on_the_worker_port(mclient):
-    from app import worker
+    from paygate.ops import worker
     before = scrape(mclient)
     with mclient.application.app_context():
         worker.run_once()
@@ -264,7 +265,7 @@ def test_worker_passes_are_timed_and_served_on_the_worker_port(mclient):
     assert time.time() - 60 < value(after, "paygate_worker_last_pass_timestamp_seconds") <= time.time()
     assert value(after, "paygate_worker_last_pass_duration_seconds") >= 0
 
-    server = metrics.serve_worker_metrics(0, TOKEN, host="127.0.0.1")
+    server = metrics_page.serve_worker_metrics(0, TOKEN, host="127.0.0.1")
     try:
         url = f"http://127.0.0.1:{server.server_port}"
         assert requests.get(url + "/metrics", timeout=5).status_code == 401
@@ -278,7 +279,7 @@ def test_worker_passes_are_timed_and_served_on_the_worker_port(mclient):
     finally:
         server.shutdown()
         server.server_close()
-    assert metrics.serve_worker_metrics(0, None) is None  # no token: nothing served
+    assert metrics_page.serve_worker_metrics(0, None) is None  # no token: nothing served
 
 
 # ---------------------------------------------------------------------------------------------

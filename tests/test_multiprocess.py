@@ -33,8 +33,8 @@ import requests
 from requests.structures import CaseInsensitiveDict
 from sqlalchemy import func, select, update
 
-from app.db import db, utcnow
-from app.models import Registration, StripeEvent
+from paygate.core.db import db, utcnow
+from paygate.core.models import Registration, StripeEvent
 
 from .conftest import BASE_CONFIG
 from .fakes import STRIPE, Ltiaas, Stripe
@@ -230,7 +230,7 @@ def servers(mp_database, upstreams):
 @pytest.fixture
 def db_app(mp_database):
     """An app on the multiprocess database, for reading and arranging rows directly."""
-    from app import create_app
+    from paygate.application import create_app
     app = create_app({**BASE_CONFIG, "database_url": mp_database})
     yield app
     with app.app_context():

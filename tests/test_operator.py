@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from app.db import db
-from app.models import CheckoutSession, Operator, OperatorSession, Registration, TimelineEntry
-from app.operators import hash_password
+from paygate.core.db import db
+from paygate.core.models import CheckoutSession, Operator, OperatorSession, Registration, TimelineEntry
+from paygate.web.operator.passwords import hash_password
 
 from .conftest import make_app
 from .test_flow import open_frame
@@ -614,7 +614,7 @@ def test_operator_override_revokes_grants_and_gives_access_back_to_the_licence(a
 
 
 def test_platform_call_failure_is_retried_until_ltiaas_has_it(app, ops, stripe_api, ltiaas_api):
-    from app import worker
+    from paygate.ops import worker
     pk = paid_registration(ops, stripe_api, ltiaas_api)
     platform = dict(ltiaas_api.platforms)
     ltiaas_api.platforms.clear()  # LTIaaS answers 404
@@ -674,19 +674,19 @@ def test_duplicate_payment_can_be_marked_resolved(app, ops):
 
 
 def test_csrf_exempts_only_the_webhook_and_the_local_standins(app, tmp_path):
-    from app import create_app
+    from paygate.application import create_app
     local = create_app({"app_env": "local", "database_url": f"sqlite:///{tmp_path / 'local.sqlite'}",
                         "public_url": "http://127.0.0.1:5999", "secret_key": "local"})
     for each, expected in ((app, {"webhooks"}), (local, {"webhooks", "standins"})):
         csrf = each.extensions["csrf"]
         assert {bp.name for bp in csrf._exempt_blueprints} == expected
         # and the invoice form of the frame, which has no cookie (it is protected by its signed form id)
-        assert csrf._exempt_views == {"app.flow.invoice"}
+        assert csrf._exempt_views == {"paygate.web.flow.invoice"}
 
 
 def test_refund_of_a_paid_registration_holds_its_completion_first(app, ops, stripe_api, ltiaas_api):
     """A worker must not register the platform while (or after) the money goes back."""
-    from app import worker
+    from paygate.ops import worker
     pk = paid_registration(ops, stripe_api, ltiaas_api, fail_completion=503)
     assert load(app, pk).state == "paid"  # a retry is scheduled
     stripe_api.sessions.clear()  # the refund fails at Stripe
@@ -704,7 +704,7 @@ def test_refund_keeps_a_second_payment_in_view(app, ops):
               payment_intent_id="pi_first", payment_session_id="cs_first")[0]
     reg = load(app, pk)
     assert "Needs attention" in ops.get(f"/operator/registrations/{pk}").text
-    from app.operator.actions import can_retry
+    from paygate.web.operator.actions import can_retry
     assert can_retry(reg)  # the completion's reason is there, beside the second payment
 
 

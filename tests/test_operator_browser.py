@@ -4,8 +4,8 @@ patches `requests` for the whole process, the server thread included."""
 import pytest
 from sqlalchemy import select
 
-from app.db import db
-from app.models import Registration
+from paygate.core.db import db
+from paygate.core.models import Registration
 
 from .conftest import make_app
 from .live import free_port, serving

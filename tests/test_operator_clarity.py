@@ -7,13 +7,13 @@ import re
 from datetime import datetime
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import update
 
-from app.db import db
-from app.models import Licence, Registration
+from paygate.core.db import db
+from paygate.core.models import Licence, Registration
 
 from .conftest import BASE_CONFIG
-from .test_operator import EMAIL, entries, load, ops, operator, paid_registration, seed  # noqa: F401 (fixtures)
+from .test_operator import EMAIL, entries, load, operator, ops, paid_registration, seed  # noqa: F401 (fixtures)
 
 PLATFORM_GET = re.compile(re.escape(BASE_CONFIG["ltiaas_url"]) + r"/(admin|api)/platforms/([^/]+)$")
 

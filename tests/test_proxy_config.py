@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app import guard
+from paygate.web import guard
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "deploy" / "nginx.conf"

@@ -7,13 +7,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from app import worker
-from app.db import db, utcnow
-from app.models import (CheckoutSession, Licence, LicencePayment, Registration, StripeEvent, TimelineEntry)
+from paygate.core.db import db, utcnow
+from paygate.core.models import CheckoutSession, Licence, LicencePayment, Registration, StripeEvent, TimelineEntry
+from paygate.ops import worker
 
 from .conftest import make_app
 from .test_flow import open_frame
-from .test_operator import ops, operator, paid_registration  # noqa: F401  (fixtures)
+from .test_operator import operator, ops, paid_registration  # noqa: F401  (fixtures)
 from .test_webhooks import deliver
 
 OLD = timedelta(days=91)

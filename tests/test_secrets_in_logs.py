@@ -9,9 +9,10 @@ import threading
 import pytest
 from sqlalchemy import select
 
-from app import logs, worker
-from app.db import db, utcnow
-from app.models import Registration
+from paygate.core import logs
+from paygate.core.db import db, utcnow
+from paygate.core.models import Registration
+from paygate.ops import worker
 
 from .conftest import make_app
 from .test_flow import open_frame

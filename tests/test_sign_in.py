@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from app import throttling
-from app.operator import auth
+from paygate.web import throttling
+from paygate.web.operator import auth
 
 from .conftest import make_app
 from .live import serving

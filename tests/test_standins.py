@@ -10,9 +10,9 @@ import responses
 import stripe
 from flask import Flask
 
-from app.config import Settings
-from app.standins import create_standins_blueprint, reset, send_event
-from app.standins.stripe import core
+from paygate.core.config import Settings
+from paygate.standins import create_standins_blueprint, reset, send_event
+from paygate.standins.stripe import core
 
 BASE = "http://svc.test"
 STRIPE_BASE = BASE + "/_local/stripe"
@@ -255,7 +255,7 @@ def test_send_event_is_signed_for_the_endpoint(net):
 
 
 def test_the_services_own_gateway_works_against_the_standin(net, web):
-    from app.payments import Payments  # the module the service uses: catches drift between the two
+    from paygate.gateways.payments import Payments  # the module the service uses: catches drift between the two
 
     gateway = Payments("sk_test_x", "whsec_x", STRIPE_BASE, max_network_retries=0)
     assert gateway.get_price("price_x").unit_amount == 4900
@@ -282,7 +282,7 @@ DASHBOARD = "/_local/stripe/dashboard"
 
 def sent_types() -> list[str]:
     """The types of the events the stand-in has sent, oldest first."""
-    return [e["type"] for e in core._events]
+    return [e["type"] for e in core.events]
 
 
 def subscribe(sc, web, price="price_local_yearly", **form):
@@ -355,7 +355,7 @@ def test_subscription_checkout_makes_a_subscription_paid_by_its_first_invoice(sc
                                                                                       True)
     assert "payments" not in sc.v1.invoices.retrieve(invoice.id)  # only when expanded
     assert {"customer.subscription.created", "invoice.paid", "checkout.session.completed"} <= set(sent_types())
-    assert {e.type for e in net.events(len(core._events))} == set(sent_types())
+    assert {e.type for e in net.events(len(core.events))} == set(sent_types())
 
 
 def test_a_delayed_subscription_payment_activates_it_when_it_arrives(sc, web):
@@ -536,7 +536,7 @@ def test_dashboard_subscription_and_invoice_actions(sc, web):
             [f"invoice-{a}-{session.invoice}" for a in ("paid", "overdue", "void", "uncollectible")]:
         assert f'id="{button}"' in html
     first_end = sc.v1.subscriptions.retrieve(sub_id)["items"].data[0].current_period_end
-    del core._events[:]
+    del core.events[:]
 
     act(web, "subscription", sub_id, "renewal-failed")
     sub = sc.v1.subscriptions.retrieve(sub_id, params={"expand": ["latest_invoice"]})
@@ -556,13 +556,13 @@ def test_dashboard_subscription_and_invoice_actions(sc, web):
         "customer.subscription.updated",                                                  # → unpaid
         "invoice.finalized", "invoice.paid", "customer.subscription.updated",             # → active
         "customer.subscription.deleted"]
-    updates = [e for e in core._events if e["type"] == "customer.subscription.updated"]
+    updates = [e for e in core.events if e["type"] == "customer.subscription.updated"]
     assert [(e["data"]["previous_attributes"]["status"], e["data"]["object"]["status"]) for e in updates] == \
         [("active", "past_due"), ("past_due", "active"), ("active", "unpaid"), ("unpaid", "active")]
 
     customer = sc.v1.customers.create(params={"email": "ap@school.example"})
     invoices = [open_invoice(sc, customer.id) for _ in range(3)]
-    del core._events[:]
+    del core.events[:]
     act(web, "invoice", invoices[0], "overdue", days="3")
     assert abs(sc.v1.invoices.retrieve(invoices[0]).due_date - (time.time() - 3 * 86400)) < 60
     act(web, "invoice", invoices[0], "paid")
@@ -577,7 +577,7 @@ def test_dashboard_subscription_and_invoice_actions(sc, web):
 
 
 def test_the_services_licence_calls_work_against_the_standin(net, web, sc):
-    from app.payments import Payments  # the module the service uses: catches drift between the two
+    from paygate.gateways.payments import Payments  # the module the service uses: catches drift between the two
 
     gateway = Payments("sk_test_x", "whsec_x", STRIPE_BASE, max_network_retries=0)
     price = gateway.get_price("price_local_multi")
@@ -659,7 +659,7 @@ def test_ltiaas_moodle_and_unknown_ids(web):
 
 
 def test_the_services_own_ltiaas_client_works_against_the_standin(net, web):
-    from app.ltiaas import Ltiaas
+    from paygate.gateways.ltiaas import Ltiaas
 
     client = Ltiaas(LTIAAS, "k", "/admin/platforms", timeout=2)
     rid = start_registration(web)

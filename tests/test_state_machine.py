@@ -2,11 +2,11 @@
 import pytest
 from sqlalchemy import select
 
-from app.db import db
-from app.ltiaas import LmsDetails
-from app.models import Registration, State, TimelineEntry
-from app.payments import Price
-from app.registrations import TRANSITIONS, TransitionError, open_registration, transition
+from paygate.core.db import db
+from paygate.core.models import Registration, State, TimelineEntry
+from paygate.core.registrations import TRANSITIONS, TransitionError, open_registration, transition
+from paygate.gateways.ltiaas import LmsDetails
+from paygate.gateways.payments import Price
 
 LMS = LmsDetails(url="https://canvas.instructure.com", family="canvas", version="cloud",
                  supported_scopes=[], supported_messages=[])

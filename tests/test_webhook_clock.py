@@ -6,8 +6,8 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from app.db import db
-from app.models import StripeEvent
+from paygate.core.db import db
+from paygate.core.models import StripeEvent
 
 from .test_flow import status
 from .test_webhooks import checkout, deliver  # noqa: F401  (a fixture)

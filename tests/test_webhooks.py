@@ -5,8 +5,8 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from app.db import db
-from app.models import Registration, StripeEvent, TimelineEntry
+from paygate.core.db import db
+from paygate.core.models import Registration, StripeEvent
 
 from .test_flow import open_frame, status
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from app import worker
-from app.config import ConfigError, load_settings
-from app.db import db, utcnow
-from app.models import Registration, State
+from paygate.core.config import ConfigError, load_settings
+from paygate.core.db import db, utcnow
+from paygate.core.models import Registration, State
+from paygate.ops import worker
 
 from .conftest import BASE_CONFIG
 from .test_faults import FINISHING, Killed, load, run_worker
@@ -38,7 +38,7 @@ def pay_and_deliver(client, stripe_api, ltiaas_api):
 def test_a_payment_nobody_tried_to_complete_is_completed_after_the_grace_period(
         client, stripe_api, ltiaas_api, monkeypatch):
     """The web process died between committing the payment (and answering) and claiming the completion."""
-    from app import fulfilment
+    from paygate.sales import fulfilment
 
     def died(*args, **kwargs):
         raise Killed()
@@ -166,7 +166,7 @@ def test_the_loop_reconciles_periodically_survives_failures_and_stops_when_asked
 
 
 def test_worker_and_reconcile_commands(client, stripe_api, ltiaas_api, monkeypatch):
-    from app import fulfilment
+    from paygate.sales import fulfilment
 
     monkeypatch.setattr(fulfilment, "complete", lambda *a, **k: None)  # nobody completes after the answer
     registration_id, token = pay_and_deliver(client, stripe_api, ltiaas_api)

@@ -8,12 +8,15 @@ from flask_migrate import Migrate
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import guard, logs
-from .config import load_settings
-from .db import db
-from .i18n import gettext
+from paygate.core import logs
+from paygate.core.config import load_settings
+from paygate.core.db import db
+from paygate.core.languages import gettext
+from paygate.web import guard
 
 migrate = Migrate()
+# The checkout: migrations/ sits beside the package.
+_REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class _Flask(Flask):
@@ -38,7 +41,7 @@ class _Flask(Flask):
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the application; `test_config` overrides settings (lower-case Settings field names)."""
-    app = _Flask(__name__, instance_relative_config=True)
+    app = _Flask("paygate", instance_relative_config=True)
     settings = load_settings(test_config)
     os.makedirs(app.instance_path, exist_ok=True)
     database_url = settings.database_url or f"sqlite:///{os.path.join(app.instance_path, 'paygate.sqlite')}"
@@ -55,37 +58,39 @@ def create_app(test_config: dict | None = None) -> Flask:
         SESSION_COOKIE_SAMESITE="Lax",
         TESTING=settings.app_env == "test",
     )
-    # Hosts not served answered 400 before Flask, SCRIPT_NAME folded into the path: app/guard.py. Inside
+    # Hosts not served answered 400 before Flask, SCRIPT_NAME folded into the path: paygate/web/guard.py. Inside
     # ProxyFix, so that a trusted proxy's X-Forwarded-Host is checked as the Host it becomes.
     app.wsgi_app = guard.HostGuard(app.wsgi_app, settings.public_url, settings.app_env, settings.trusted_proxies)
     if settings.trusted_proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies,
                                 x_host=settings.trusted_proxies)
-    # The format (LOG_FORMAT), redaction, the request id of every request and log line: app/logs.py.
+    # The format (LOG_FORMAT), redaction, the request id of every request and log line: paygate/core/logs.py.
     logs.setup(app, settings.log_format, settings.trusted_proxies)
 
     db.init_app(app)
-    migrate.init_app(app, db, directory=os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations"),
+    migrate.init_app(app, db, directory=os.path.join(_REPOSITORY, "migrations"),
                      render_as_batch=True, compare_type=True)
-    from . import i18n, identity  # the admin's language (Accept-Language), the vendor and support contact
-    i18n.init_app(app)
+    from paygate.core import languages
+    from paygate.web import identity  # the admin's language (Accept-Language), the vendor and support contact
+    languages.init_app(app)
     identity.init_app(app)
-    from . import metrics  # GET /metrics; its request hooks come first, so latency covers the others
-    metrics.init_app(app)
+    from paygate.ops import metrics_page  # GET /metrics; its request hooks come first, so latency covers the others
+    metrics_page.init_app(app)
     guard.init_app(app)  # bounded bodies (64 KB, the webhook 1 MB), refused before they are read
 
-    from . import cli, flow, health, openapi, webhooks
+    from paygate.application import cli
+    from paygate.web import flow, health, openapi, webhooks
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)  # GET /openapi.json
     app.register_blueprint(flow.bp)
     app.register_blueprint(webhooks.bp)
     cli.register(app)
     if settings.uses_standins:  # never in production: APP_ENV=local only
-        from .standins import create_standins_blueprint
+        from paygate.standins import create_standins_blueprint
         app.register_blueprint(create_standins_blueprint(settings))
-    from . import throttling  # rates per address, remembered dead ids, the bound on LTIaaS lookups
+    from paygate.web import throttling  # rates per address, remembered dead ids, the bound on LTIaaS lookups
     throttling.init_app(app)
-    from . import operator  # sign-in (Flask-Login), CSRF on every form but webhook and stand-ins
+    from paygate.web import operator  # sign-in (Flask-Login), CSRF on every form but webhook and stand-ins
     operator.init_app(app)
 
     _register_security_headers(app)
@@ -100,7 +105,7 @@ def _register_security_headers(app: Flask) -> None:
 
     hsts = app.config["SETTINGS"].public_url.startswith("https://")  # browsers keep to https for two years
 
-    from .identity import logo_origin
+    from paygate.web.identity import logo_origin
     logo = logo_origin(app.jinja_env.globals.get("vendor_logo_url"))  # VENDOR_LOGO_URL's origin may serve images
     img_src = "img-src 'self' data:" + (" " + logo if logo else "") + "; "
 
@@ -148,7 +153,7 @@ def _register_error_pages(app: Flask) -> None:
                                                          wants_json(), False)
             return app.response_class(body, status=exc.code,
                                       headers=[h for h in headers if h[0] != "Content-Length"])
-        # In the admin's language: ours come translated, Werkzeug's own have catalog entries (app/i18n.py).
+        # In the admin's language: ours come translated, Werkzeug's own have catalog entries (paygate/core/languages.py).
         title, message = gettext(exc.name), gettext(exc.description) if exc.description else ""
         if wants_json():
             return jsonify(error=exc.name, message=message), exc.code

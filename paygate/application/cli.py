@@ -7,7 +7,7 @@ from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import delete, select
 
-from .db import db
+from paygate.core.db import db
 
 operator_cli = AppGroup("operator", help="Operator accounts.")
 
@@ -17,8 +17,8 @@ operator_cli = AppGroup("operator", help="Operator accounts.")
 @click.option("--password-stdin", is_flag=True, required=True, help="Read the password from standard input.")
 def create_operator(email: str, password_stdin: bool) -> None:
     """Create an operator, or reset the password of an existing one."""
-    from .models import Operator, OperatorSession
-    from .operators import hash_password
+    from paygate.core.models import Operator, OperatorSession
+    from paygate.web.operator.passwords import hash_password
 
     email = email.strip().lower()
     if "@" not in email or len(email) > 320:
@@ -43,8 +43,8 @@ def create_operator(email: str, password_stdin: bool) -> None:
 @click.option("--revoke", is_flag=True, help="Remove the operator's API token instead of making a new one.")
 def operator_token(email: str, revoke: bool) -> None:
     """Print a new API token for an operator (shown once; replaces the previous one)."""
-    from .models import Operator
-    from .operator.auth import new_api_token
+    from paygate.core.models import Operator
+    from paygate.web.operator.auth import new_api_token
 
     operator = db.session.scalars(select(Operator).where(Operator.email == email.strip().lower())).first()
     if operator is None:
@@ -77,7 +77,7 @@ def worker_command(once: bool, interval: float | None, reconcile: bool | None) -
 
     from flask import current_app
 
-    from . import worker
+    from paygate.ops import worker
 
     if once:
         try:
@@ -88,12 +88,12 @@ def worker_command(once: bool, interval: float | None, reconcile: bool | None) -
         return
     settings = current_app.config["SETTINGS"]
     if settings.worker_metrics_port:
-        from .metrics import serve_worker_metrics
+        from paygate.ops.metrics_page import serve_worker_metrics
         serve_worker_metrics(settings.worker_metrics_port, settings.metrics_token)
     stop = threading.Event()
 
     def _stop(signum, _frame):
-        logging.getLogger("app.worker").info("worker: %s received, stopping after the current pass",
+        logging.getLogger("paygate.ops.worker").info("worker: %s received, stopping after the current pass",
                                              signal.Signals(signum).name)
         stop.set()
 
@@ -112,9 +112,9 @@ def reconcile_command(since_hours: float | None) -> None:
     every live licence (subscriptions, open invoices, recent payments), and tell LTIaaS what changed."""
     from flask import current_app
 
-    from .payments import PaymentProviderError
-    from .access import sync_pending
-    from .reconcile import reconcile, reconcile_licences
+    from paygate.gateways.payments import PaymentProviderError
+    from paygate.licensing.access import sync_pending
+    from paygate.sales.reconcile import reconcile, reconcile_licences
 
     settings = current_app.config["SETTINGS"]
     try:
@@ -137,7 +137,7 @@ def prune_command(days: int | None) -> None:
     """Delete other integrations' Stripe events and abandoned registrations without money, once old."""
     from flask import current_app
 
-    from .retention import prune
+    from paygate.ops.retention import prune
 
     days = days or current_app.config["SETTINGS"].retention_days
     if not days:

@@ -15,8 +15,8 @@ from dotenv import dotenv_values
 from flask import Flask
 from werkzeug.serving import run_simple
 
-from . import create_app
-from .config import LOCAL_PORT
+from paygate.application import create_app
+from paygate.core.config import LOCAL_PORT
 
 log = logging.getLogger(__name__)
 SECRET_KEY_FILE = "local-secret-key"
@@ -84,7 +84,7 @@ def main() -> None:
               f"  Stop with Ctrl+C.\n", flush=True)
     # The worker retries failed completions; in production it is its own process (`flask worker`).
     stop = threading.Event()
-    from .worker import run_forever
+    from paygate.ops.worker import run_forever
     threading.Thread(target=run_forever, args=(app, settings.worker_interval_seconds,
                                                 settings.worker_reconcile_minutes, stop),
                      name="worker", daemon=True).start()

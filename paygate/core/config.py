@@ -1,8 +1,12 @@
 """Settings, read from the environment and a `.env` file in the working directory."""
 import json
+import re
 import secrets
+from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import quote, urlsplit
 
+from email_validator import EmailNotValidError, validate_email
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
@@ -28,13 +32,13 @@ class Settings(BaseSettings):
     ltiaas_api_key: str = ""
     ltiaas_platforms_path: str = "/admin/platforms"
     # Complete Registration body; whatever is unset is left to the LTIaaS portal's defaults, except
-    # autoActivate, which the licence decides (app/access.py).
+    # autoActivate, which the licence decides (paygate/licensing/access.py).
     ltiaas_platform_name: str | None = None
     ltiaas_messages: str | None = None
     # Every outgoing LTIaaS call is bounded; the webhook must answer Stripe promptly.
     ltiaas_timeout_seconds: float = 5.0
     # LTIaaS lookups of new registration ids in flight at once per process; more are answered "busy"
-    # at once, so that a slow LTIaaS holds at most this many of a process's threads (app/throttling.py).
+    # at once, so that a slow LTIaaS holds at most this many of a process's threads (paygate/web/throttling.py).
     ltiaas_lookup_concurrency: int = Field(default=2, ge=1, le=64)
 
     stripe_secret_key: str = ""
@@ -57,7 +61,7 @@ class Settings(BaseSettings):
     # Where rate counts (sign-in failures, the flow's upstream work) are kept; memory:// is per process.
     ratelimit_storage_uri: str = "memory://"
 
-    # Who the admin pays, and whom to ask (shown on the flow's pages; app/identity.py).
+    # Who the admin pays, and whom to ask (shown on the flow's pages; paygate/web/identity.py).
     vendor_name: str | None = None
     support_contact: str | None = None  # an e-mail address or an https URL
     vendor_logo_url: str | None = None  # an https URL of an image, allowed by the pages' CSP
@@ -89,7 +93,7 @@ class Settings(BaseSettings):
     # with the same METRICS_TOKEN rule as GET /metrics; unset: not served.
     worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
     # Days after which `flask prune` (and the worker, hourly) deletes other integrations' Stripe events
-    # and abandoned registrations without money on them (app/retention.py); 0: never.
+    # and abandoned registrations without money on them (paygate/ops/retention.py); 0: never.
     retention_days: int = Field(default=90, ge=0, le=36500)
 
     @field_validator("retention_days")
@@ -207,7 +211,6 @@ def load_settings(overrides: dict | None = None) -> Settings:
                           "a Checkout Session can expire 30 minutes to 24 hours after it opens")
     if not settings.ltiaas_platforms_path.startswith("/"):
         raise ConfigError("LTIAAS_PLATFORMS_PATH is malformed: must start with /")
-    from .identity import parse_logo, parse_support
     try:
         parse_support(settings.support_contact)
     except ValueError as exc:
@@ -219,3 +222,48 @@ def load_settings(overrides: dict | None = None) -> Settings:
     if settings.vendor_name is not None:
         settings.vendor_name = " ".join(settings.vendor_name.split())[:120] or None
     return settings
+
+
+# SUPPORT_CONTACT and VENDOR_LOGO_URL, checked at start-up and read by the pages (paygate/web/identity.py).
+
+@dataclass(frozen=True, slots=True)
+class Support:
+    """SUPPORT_CONTACT as a link: an e-mail address (mailto:) or an https URL."""
+    href: str
+    text: str
+    email: bool
+
+
+_CONTROL = re.compile(r"[\x00-\x20\x7f<>\"'`]")
+
+
+def parse_support(value: str | None) -> Support | None:
+    """None when unset; ValueError when it is neither an e-mail address nor an https URL."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    if value.lower().startswith("mailto:"):
+        value = value[len("mailto:"):]
+    if value.lower().startswith("https://"):
+        parts = urlsplit(value)
+        if not parts.hostname or _CONTROL.search(value):
+            raise ValueError("must be an e-mail address or an https:// URL")
+        return Support(href=value, text=value, email=False)
+    if "://" in value or ":" in value.split("@")[0]:
+        raise ValueError("must be an e-mail address or an https:// URL")
+    try:
+        email = validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError:
+        raise ValueError("must be an e-mail address or an https:// URL") from None
+    return Support(href="mailto:" + quote(email, safe="@.+-_"), text=email, email=True)
+
+
+def parse_logo(value: str | None, allow_http: bool = False) -> str | None:
+    """VENDOR_LOGO_URL: an https URL (http too in a local run), or None."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    schemes = ("https://", "http://") if allow_http else ("https://",)
+    if not value.lower().startswith(schemes) or not urlsplit(value).hostname or _CONTROL.search(value):
+        raise ValueError("must be an https:// URL of an image")
+    return value

@@ -1,5 +1,5 @@
 """The admin's language: chosen from Accept-Language, sentences from the message catalogs in
-app/translations (gettext, through Flask-Babel), amounts and dates formatted for the locale.
+paygate/translations (gettext, through Flask-Babel), amounts and dates formatted for the locale.
 
 The frame has no cookies, so the language is never remembered: every request (the status poll too,
 whose fetch sends the browser's Accept-Language) chooses it again from its header. That choice is
@@ -7,7 +7,7 @@ cached by header value, the catalogs are loaded once per process, and a formatte
 amount, currency and language, so that the frame's hot paths stay cheap.
 
 Adding a language is adding a catalog (README "Languages"): the languages offered are English plus
-every catalog compiled under app/translations.
+every catalog compiled under paygate/translations.
 """
 import logging
 import os
@@ -28,12 +28,12 @@ from markupsafe import Markup
 from werkzeug.datastructures import LanguageAccept
 from werkzeug.http import parse_accept_header
 
-from .money import ZERO_DECIMAL
+from paygate.core.money import ZERO_DECIMAL
 
 log = logging.getLogger(__name__)
 
 DEFAULT = "en"
-TRANSLATIONS_DIR = os.path.join(os.path.dirname(__file__), "translations")
+TRANSLATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "translations")
 # The locales Stripe Checkout speaks (its `locale` parameter); a language of ours Checkout lacks opens
 # Checkout with `auto` (the browser's language).
 CHECKOUT_LOCALES = frozenset((
@@ -55,8 +55,8 @@ def compiled_languages(directory: str = TRANSLATIONS_DIR) -> tuple[str, ...]:
         if os.path.exists(os.path.join(folder, "messages.mo")):
             found.append(name)
         elif os.path.exists(os.path.join(folder, "messages.po")):
-            log.warning("the %s catalog is not compiled (app/translations/%s/LC_MESSAGES/messages.mo is missing): "
-                        "pages are not served in it; run `make install` or `pybabel compile -d app/translations`",
+            log.warning("the %s catalog is not compiled (paygate/translations/%s/LC_MESSAGES/messages.mo is missing): "
+                        "pages are not served in it; run `make install` or `pybabel compile -d paygate/translations`",
                         name, name)
     return (DEFAULT, *(name for name in found if name != DEFAULT))
 

@@ -3,11 +3,11 @@
 * Every request has a request id (`g.request_id`): the `X-Request-ID` it came with when it passed a
   trusted proxy (`TRUSTED_PROXIES` > 0) and is well formed, else a new one. It is returned in the
   response's `X-Request-ID`, put on every log record made while it is handled (a LogRecord factory:
-  `record.request_id`, "-" outside a request), and sent on to LTIaaS (app/ltiaas.py). Work run after
-  the answer (app/after_answer.py) carries the id of the request that queued it.
+  `record.request_id`, "-" outside a request), and sent on to LTIaaS (paygate/gateways/ltiaas.py). Work run after
+  the answer (paygate/web/after_answer.py) carries the id of the request that queued it.
 * `LOG_FORMAT=text`: `time LEVEL logger [request id]: message`; `json`: one JSON object per line
   (time, level, logger, message, request_id, and exception/stack when there is one).
-* Redaction (app/redaction.py) covers the message, the exception text and the stack alike, in both
+* Redaction (paygate/core/redaction.py) covers the message, the exception text and the stack alike, in both
   formats, so a registration token or a flow token never reaches a log, even inside a traceback.
 * The frame's status poll (every 1.5 s per open frame) is logged by the dev server and by gunicorn's
   access log at DEBUG instead of INFO; other access lines are kept as they are.
@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 
 from flask import Flask, g, has_app_context, request
 
-from . import redaction
+from paygate.core import redaction
 
 HEADER = "X-Request-ID"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"

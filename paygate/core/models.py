@@ -5,8 +5,7 @@ from datetime import datetime
 from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, func, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from .db import db, utcnow
-
+from paygate.core.db import db, utcnow
 
 # A completed platform whose access at LTIaaS differs from what its licence says (or was never told).
 ACCESS_DIFFERS = ("platform_id IS NOT NULL AND access_wanted IS NOT NULL "
@@ -50,7 +49,7 @@ class Registration(db.Model):
     # What the Price costs in its other currencies ({"eur": 4500}), and its period if recurring.
     price_options: Mapped[dict | None] = mapped_column(JSON)
     price_interval: Mapped[str | None] = mapped_column(String(20))  # "year", "2 month"...
-    # The Stripe Product of the Price, as the admin was shown it (app/identity.py).
+    # The Stripe Product of the Price, as the admin was shown it (paygate/web/identity.py).
     product_name: Mapped[str | None] = mapped_column(String(250))
     product_description: Mapped[str | None] = mapped_column(String(1000))
     # Each new Checkout Session gets a new generation; its idempotency key and expiry are fixed with it.
@@ -84,7 +83,7 @@ class Registration(db.Model):
     refund_id: Mapped[str | None] = mapped_column(String(255))
     refunded_at: Mapped[datetime | None] = mapped_column(DateTime)
 
-    # Access at LTIaaS (app/access.py). `platform_active` above is what LTIaaS was last told;
+    # Access at LTIaaS (paygate/licensing/access.py). `platform_active` above is what LTIaaS was last told;
     # `access_wanted` what the licence and the override say it should be, with why.
     access_wanted: Mapped[bool | None] = mapped_column(Boolean)
     access_reason: Mapped[str | None] = mapped_column(String(200))
@@ -175,7 +174,7 @@ class Licence(db.Model):
     # A dispute open on any of its payments, for operators.
     dispute_open: Mapped[bool] = mapped_column(Boolean, default=False)
     checked_at: Mapped[datetime | None] = mapped_column(DateTime)  # last read from Stripe
-    # When the read of Stripe last applied to it was started (app/licences.py: apply_fresh): an
+    # When the read of Stripe last applied to it was started (paygate/licensing/licences.py: apply_fresh): an
     # older read is never written over a newer one.
     stripe_read_at: Mapped[datetime | None] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -1,6 +1,6 @@
 """Keeps secrets that travel in URLs out of logs: access lines (the dev server's and gunicorn's), the
 service's own messages, and exception texts and stacks (a traceback may quote a URL). Database errors
-lose the values they quote (every engine also hides its statement parameters: app/db.py)."""
+lose the values they quote (every engine also hides its statement parameters: paygate/core/db.py)."""
 import logging
 import re
 

@@ -9,9 +9,9 @@ import secrets
 
 from sqlalchemy import select, update
 
-from .db import db, insert_ignoring_duplicates, utcnow
-from .models import Registration, State, TimelineEntry
-from .money import format_amount
+from paygate.core.db import db, insert_ignoring_duplicates, utcnow
+from paygate.core.models import Registration, State, TimelineEntry
+from paygate.core.money import format_amount
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,19 @@ from urllib.parse import quote
 
 import requests
 from flask import current_app
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, StringConstraints,
-                      ValidationError)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    ValidationError,
+)
 
-from . import metrics
-from .logs import current_request_id
+from paygate.core import telemetry
+from paygate.core.logs import current_request_id
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +143,10 @@ def valid_id(value: str | None) -> bool:
 
 
 def _measured(call):
-    """Counts and times each call by its operation, a fixed name (paygate_ltiaas_calls_total, app/metrics.py)."""
+    """Counts and times each call by its operation, a fixed name (paygate_ltiaas_calls_total, paygate/core/telemetry.py)."""
     @functools.wraps(call)
     def measured(self, method: str, url: str, *, operation: str, **kwargs):
-        with metrics.outbound("ltiaas", operation):
+        with telemetry.outbound("ltiaas", operation):
             return call(self, method, url, **kwargs)
     return measured
 

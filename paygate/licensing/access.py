@@ -18,10 +18,10 @@ from sqlalchemy import insert, or_, select, text, update
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from . import ltiaas
-from .db import db, utcnow
-from .models import ACCESS_DIFFERS, Licence, LicencePayment, Registration, TimelineEntry
-from .registrations import record
+from paygate.core.db import db, utcnow
+from paygate.core.models import ACCESS_DIFFERS, Licence, LicencePayment, Registration, TimelineEntry
+from paygate.core.registrations import record
+from paygate.gateways import ltiaas
 
 log = logging.getLogger(__name__)
 

@@ -4,16 +4,17 @@ A licence is one per registration: a one-time payment, a subscription, or an inv
 subscription when the Price is recurring), with the payments made for it. Every update here comes
 from an object just read from Stripe (never from an event's snapshot), so late, repeated and
 out-of-order events converge on Stripe's truth. Each change of a licence leaves a timeline entry and
-decides the access again (app/access.py). Functions flush; their callers commit.
+decides the access again (paygate/licensing/access.py). Functions flush; their callers commit.
 """
 import logging
 
 from sqlalchemy import or_, select
 
-from . import access, payments
-from .db import db, insert_ignoring_duplicates, utcnow
-from .models import Licence, LicencePayment, Registration
-from .registrations import record
+from paygate.core.db import db, insert_ignoring_duplicates, utcnow
+from paygate.core.models import Licence, LicencePayment, Registration
+from paygate.core.registrations import record
+from paygate.gateways import payments
+from paygate.licensing import access
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ def _sequence(number: str | None) -> int | None:
 def find_for_invoice(invoice: dict) -> Licence | None:
     """The licence an invoice event is about, from the verified payload's ids (no Stripe call)."""
     parent = (invoice.get("parent") or {}).get("subscription_details") or {}
-    subscription = payments._id_of(parent.get("subscription"))
+    subscription = payments.id_of(parent.get("subscription"))
     conditions = [Licence.invoice_id == invoice.get("id")]
     if subscription:
         conditions.append(Licence.subscription_id == subscription)

@@ -10,11 +10,12 @@ import logging
 
 from sqlalchemy import select, update
 
-from . import access, licences, payments
-from .db import db, utcnow
-from .models import Licence, LicencePayment, Registration, State
-from .money import format_amount
-from .registrations import record, transition
+from paygate.core.db import db, utcnow
+from paygate.core.models import Licence, LicencePayment, Registration, State
+from paygate.core.money import format_amount
+from paygate.core.registrations import record, transition
+from paygate.gateways import payments
+from paygate.licensing import access, licences
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def _dispute_changed(reg: Registration, row: LicencePayment, cause: str) -> None
 # Webhook routes: find ours from the verified payload's ids, then ask Stripe.
 
 def _apply_fresh(row_pk: int, licence_pk: int, fetch, cause: str):
-    """Read from Stripe, then apply to the payment row under its licence's lock (app/licences.py)."""
+    """Read from Stripe, then apply to the payment row under its licence's lock (paygate/licensing/licences.py)."""
     def apply(_licence, fetched):
         view, refund, dispute = fetched
         row = db.session.get(LicencePayment, row_pk)
@@ -165,14 +166,14 @@ def _payment_and_refund(payment_intent: str, refund_id: str | None = None):
 
 def on_charge_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
     """charge.refunded: the charge's refunds as Stripe has them now."""
-    payment_intent = payments._id_of(obj.get("payment_intent"))
+    payment_intent = payments.id_of(obj.get("payment_intent"))
     return _route(payment_intent if payments.valid_id(payment_intent, "pi") else None, cause,
                   lambda: (*_payment_and_refund(payment_intent), None))
 
 
 def on_refund_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
     """refund.created / refund.updated / refund.failed: the refund and its payment now."""
-    payment_intent = payments._id_of(obj.get("payment_intent"))
+    payment_intent = payments.id_of(obj.get("payment_intent"))
     if not (payments.valid_id(obj.get("id"), "re") or payments.valid_id(obj.get("id"), "pyr")):
         return None, "not a refund"
     return _route(payment_intent if payments.valid_id(payment_intent, "pi") else None, cause,
@@ -181,7 +182,7 @@ def on_refund_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
 
 def on_dispute_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
     """charge.dispute.*: the dispute and its payment now."""
-    payment_intent = payments._id_of(obj.get("payment_intent"))
+    payment_intent = payments.id_of(obj.get("payment_intent"))
     if not payments.valid_id(obj.get("id"), "du") and not payments.valid_id(obj.get("id"), "dp"):
         return None, "not a dispute"
 

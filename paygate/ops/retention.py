@@ -17,8 +17,16 @@ from datetime import datetime, timedelta
 from flask import current_app
 from sqlalchemy import and_, delete, exists, not_, or_, select
 
-from .db import db, utcnow
-from .models import CheckoutSession, Licence, LicencePayment, Registration, State, StripeEvent, TimelineEntry
+from paygate.core.db import db, utcnow
+from paygate.core.models import (
+    CheckoutSession,
+    Licence,
+    LicencePayment,
+    Registration,
+    State,
+    StripeEvent,
+    TimelineEntry,
+)
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ One pass (`run_once`):
   2. retry due completions: paid registrations whose retry is due, or that nobody has tried for a
      grace period (the webhook's or the return's own attempt goes first);
   3. abandon registrations that were never paid and whose LMS token has run out;
-  4. optionally reconcile with Stripe (see app/reconcile.py);
-  5. hourly, when looping: delete what retention allows (app/retention.py), never anything with money.
+  4. optionally reconcile with Stripe (see paygate/sales/reconcile.py);
+  5. hourly, when looping: delete what retention allows (paygate/ops/retention.py), never anything with money.
 
 Several workers and web processes may run at once against one PostgreSQL. Exactly-once rests on
-the conditional updates of app/registrations.py (the move into "completing" is won by one caller);
+the conditional updates of paygate/core/registrations.py (the move into "completing" is won by one caller);
 on PostgreSQL the worker also takes its next registration with FOR UPDATE SKIP LOCKED, so that
 workers spread the work instead of queueing on one row. No transaction spans a call to LTIaaS.
 """
@@ -26,10 +26,14 @@ from datetime import datetime, timedelta, timezone
 from flask import Flask, current_app
 from sqlalchemy import and_, exists, func, or_, select, true
 
-from . import access, fulfilment, invoicing, metrics, payments, retention
-from .db import db, utcnow
-from .models import CheckoutSession, Registration, State
-from .registrations import transition
+from paygate.core import telemetry
+from paygate.core.db import db, utcnow
+from paygate.core.models import CheckoutSession, Registration, State
+from paygate.core.registrations import transition
+from paygate.gateways import payments
+from paygate.licensing import access
+from paygate.ops import retention
+from paygate.sales import fulfilment, invoicing
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +52,14 @@ def _clock(now: datetime | None):
 
 
 def stale_condition(cutoff: datetime):
-    """An attempt in "completing" that started before `cutoff` (also read by app/metrics.py)."""
+    """An attempt in "completing" that started before `cutoff` (also read by paygate/core/telemetry.py)."""
     return or_(Registration.attempt_started_at < cutoff,
                and_(Registration.attempt_started_at.is_(None), Registration.updated_at < cutoff))
 
 
 def due_condition(now: datetime, grace: timedelta):
     """A paid registration whose completion is due: its retry time has come, or nobody tried it for the
-    grace period (also read by app/metrics.py)."""
+    grace period (also read by paygate/core/telemetry.py)."""
     return or_(Registration.next_attempt_at <= now,
                and_(Registration.next_attempt_at.is_(None),
                     func.coalesce(Registration.paid_at, Registration.updated_at) <= now - grace))
@@ -176,8 +180,8 @@ def run_once(now: datetime | None = None, *, reconcile: bool = False, prune: boo
     # Access: what the clock changed (a due date passed), then every platform LTIaaS must be told about.
     result.update(access.sync_pending(clock(), CAUSE, stop))
     if reconcile:
-        from .reconcile import reconcile as reconcile_with_stripe
-        from .reconcile import reconcile_licences
+        from paygate.sales.reconcile import reconcile as reconcile_with_stripe
+        from paygate.sales.reconcile import reconcile_licences
         settings = current_app.config["SETTINGS"]
         try:
             found = reconcile_with_stripe(settings.reconcile_since_hours)
@@ -197,7 +201,7 @@ def run_once(now: datetime | None = None, *, reconcile: bool = False, prune: boo
             log.exception("worker: pruning failed")
             result["prune_failed"] = 1
     elapsed = time.monotonic() - started
-    metrics.worker_pass(elapsed)
+    telemetry.worker_pass(elapsed)
     log.info("worker pass: %s (%.2f s)", " ".join(f"{k}={v}" for k, v in result.items()), elapsed)
     return result
 
@@ -225,7 +229,7 @@ def run_forever(app: Flask, interval: float, reconcile_minutes: float, stop: thr
             with app.app_context():  # a fresh database session for every pass
                 run_once(reconcile=reconcile, prune=prune, stop=stop)
         except Exception:  # e.g. the database is down: say so, and try again next pass
-            metrics.worker_pass_failed()
+            telemetry.worker_pass_failed()
             log.exception("worker pass failed; next pass in %s s", interval)
         stop.wait(interval)
     log.info("worker stopped")

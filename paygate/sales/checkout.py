@@ -4,10 +4,10 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import select, update
 
-from . import payments
-from .db import db, insert_ignoring_duplicates, utcnow
-from .models import CheckoutSession, Licence, Registration, State
-from .registrations import record
+from paygate.core.db import db, insert_ignoring_duplicates, utcnow
+from paygate.core.models import CheckoutSession, Licence, Registration, State
+from paygate.core.registrations import record
+from paygate.gateways import payments
 
 # Stripe accepts an expiry 30 minutes to 24 hours after creation.
 STRIPE_MIN_EXPIRY = timedelta(minutes=30, seconds=30)

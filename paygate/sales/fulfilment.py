@@ -11,11 +11,12 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import or_, select
 
-from . import access, licences, ltiaas, payments, refunds
-from .db import db, insert_ignoring_duplicates, utcnow
-from .models import CheckoutSession, Registration, State
-from .money import format_amount
-from .registrations import record, transition
+from paygate.core.db import db, insert_ignoring_duplicates, utcnow
+from paygate.core.models import CheckoutSession, Registration, State
+from paygate.core.money import format_amount
+from paygate.core.registrations import record, transition
+from paygate.gateways import ltiaas, payments
+from paygate.licensing import access, licences, refunds
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def _belongs(reg: Registration, view: payments.CheckoutView) -> list[str]:
     return problems
 
 
-def _registration_for(view: payments.CheckoutView) -> Registration | None:
+def registration_for(view: payments.CheckoutView) -> Registration | None:
     row = db.session.scalars(select(CheckoutSession).where(CheckoutSession.session_id == view.id)).first()
     if row is not None:
         return db.session.get(Registration, row.registration_pk)
@@ -89,7 +90,7 @@ def _remember_session(reg: Registration, view: payments.CheckoutView) -> Checkou
 
 def apply_checkout(view: payments.CheckoutView, cause: str) -> Outcome:
     """Record what Stripe says of a session, in the caller's transaction (flushes, no commit)."""
-    reg = _registration_for(view)
+    reg = registration_for(view)
     if reg is None:
         log.warning("Checkout Session %s belongs to no registration here (cause %s); ignored", view.id, cause)
         return Outcome(None, False, "unknown session")

@@ -21,14 +21,16 @@ from flask import current_app
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import or_, select, update
 
-from . import access, licences, payments
-from .checkout import reference
-from .db import db, utcnow
-from .fulfilment import complete, fulfil_checkout
-from .models import CheckoutSession, Licence, Registration, State
-from .i18n import N_, gettext as _
-from .money import format_amount
-from .registrations import record, transition
+from paygate.core.db import db, utcnow
+from paygate.core.languages import N_
+from paygate.core.languages import gettext as _
+from paygate.core.models import CheckoutSession, Licence, Registration, State
+from paygate.core.money import format_amount
+from paygate.core.registrations import record, transition
+from paygate.gateways import payments
+from paygate.licensing import access, licences
+from paygate.sales.checkout import reference
+from paygate.sales.fulfilment import complete, fulfil_checkout
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ class InvoiceForm:
     po_number: str | None
 
 
-# Each field's refusals, whole sentences for the catalogs (app/translations), in the admin's language.
+# Each field's refusals, whole sentences for the catalogs (paygate/translations), in the admin's language.
 _REFUSALS = {
     "billing_email": (N_("Enter the billing e-mail address."),
                       N_("The billing e-mail address is too long: at most %(maximum)d characters."),

@@ -9,15 +9,15 @@ Running it again changes nothing: known sessions are skipped before anything is 
 import logging
 import time
 from collections import Counter
-
 from datetime import timedelta
 
 from sqlalchemy import or_, select
 
-from . import licences, payments, refunds
-from .db import db, utcnow
-from .fulfilment import _registration_for, apply_checkout, complete
-from .models import CheckoutSession, Licence, LicencePayment, State
+from paygate.core.db import db, utcnow
+from paygate.core.models import CheckoutSession, Licence, LicencePayment, State
+from paygate.gateways import payments
+from paygate.licensing import licences, refunds
+from paygate.sales.fulfilment import apply_checkout, complete, registration_for
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def reconcile(since_hours: float = 48, page_size: int = 100) -> dict:
             continue
         counts["paid"] += 1
         try:
-            reg = _registration_for(view)
+            reg = registration_for(view)
             if reg is None:
                 counts["foreign"] += 1
                 continue

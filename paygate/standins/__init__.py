@@ -1,8 +1,8 @@
 """Built-in local stand-ins for LTIaaS, Stripe and an LMS, mounted under /_local when APP_ENV=local."""
 from flask import Blueprint
 
-from . import lms, ltiaas_api, stripe
-from .stripe import send_event
+from paygate.standins import lms, ltiaas_api, stripe
+from paygate.standins.stripe import send_event
 
 __all__ = ["create_standins_blueprint", "reset", "send_event"]
 

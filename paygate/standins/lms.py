@@ -8,9 +8,9 @@ import requests
 from flask import Response, abort, current_app, jsonify, redirect, render_template_string, request
 from sqlalchemy import select, update
 
-from ..db import db
-from ..models import Registration
-from . import ltiaas_api
+from paygate.core.db import db
+from paygate.core.models import Registration
+from paygate.standins import ltiaas_api
 
 LMS_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">

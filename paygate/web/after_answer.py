@@ -9,8 +9,8 @@ import logging
 
 from flask import Response, current_app, g
 
-from .db import db
-from .logs import current_request_id
+from paygate.core.db import db
+from paygate.core.logs import current_request_id
 
 log = logging.getLogger(__name__)
 

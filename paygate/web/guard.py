@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from flask import Flask, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from . import logs
+from paygate.core import logs
 
 MAX_BODY_BYTES = 64 * 1024
 WEBHOOK_PATH = "/webhooks/stripe"
@@ -126,10 +126,10 @@ class HostGuard:
         return self.wsgi_app(environ, start_response)
 
     def _refuse(self, environ, start_response, sentence: str):
-        from . import metrics
+        from paygate.core import telemetry
         status, headers, body = fixed_response(400, "Bad Request", sentence, wants_json(environ), self.hsts)
         headers.append((logs.HEADER, logs.incoming_request_id(environ.get("HTTP_X_REQUEST_ID"), self.trusted)))
-        metrics.request_refused(environ.get("REQUEST_METHOD") or "", 400)
+        telemetry.request_refused(environ.get("REQUEST_METHOD") or "", 400)
         start_response(status, headers)
         return [body]
 

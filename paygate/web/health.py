@@ -3,7 +3,7 @@ from flask import Blueprint, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from .db import db
+from paygate.core.db import db
 
 bp = Blueprint("health", __name__)
 

@@ -10,56 +10,13 @@ Stripe itself.
 """
 import re
 from dataclasses import dataclass
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
-from email_validator import EmailNotValidError, validate_email
 from flask import Flask, current_app
 from sqlalchemy import select
 
-from . import i18n
-
-
-@dataclass(frozen=True, slots=True)
-class Support:
-    """SUPPORT_CONTACT as a link: an e-mail address (mailto:) or an https URL."""
-    href: str
-    text: str
-    email: bool
-
-
-_CONTROL = re.compile(r"[\x00-\x20\x7f<>\"'`]")
-
-
-def parse_support(value: str | None) -> Support | None:
-    """None when unset; ValueError when it is neither an e-mail address nor an https URL."""
-    value = (value or "").strip()
-    if not value:
-        return None
-    if value.lower().startswith("mailto:"):
-        value = value[len("mailto:"):]
-    if value.lower().startswith("https://"):
-        parts = urlsplit(value)
-        if not parts.hostname or _CONTROL.search(value):
-            raise ValueError("must be an e-mail address or an https:// URL")
-        return Support(href=value, text=value, email=False)
-    if "://" in value or ":" in value.split("@")[0]:
-        raise ValueError("must be an e-mail address or an https:// URL")
-    try:
-        email = validate_email(value, check_deliverability=False).normalized
-    except EmailNotValidError:
-        raise ValueError("must be an e-mail address or an https:// URL") from None
-    return Support(href="mailto:" + quote(email, safe="@.+-_"), text=email, email=True)
-
-
-def parse_logo(value: str | None, allow_http: bool = False) -> str | None:
-    """VENDOR_LOGO_URL: an https URL (http too in a local run), or None."""
-    value = (value or "").strip()
-    if not value:
-        return None
-    schemes = ("https://", "http://") if allow_http else ("https://",)
-    if not value.lower().startswith(schemes) or not urlsplit(value).hostname or _CONTROL.search(value):
-        raise ValueError("must be an https:// URL of an image")
-    return value
+from paygate.core import languages
+from paygate.core.config import parse_logo, parse_support
 
 
 def logo_origin(url: str | None) -> str | None:
@@ -91,9 +48,9 @@ def lms_name(reg) -> str:
     name = LMS_NAMES.get(family.lower(), family)
     version = _BUILD.sub("", (reg.lms_version or "").strip())[:40]
     if not name:
-        return i18n.gettext("An LMS that did not give its name")
+        return languages.gettext("An LMS that did not give its name")
     if version.lower() == "cloud":
-        return i18n.gettext("%(lms)s (cloud)", lms=name)
+        return languages.gettext("%(lms)s (cloud)", lms=name)
     return f"{name} {version}" if version else name
 
 
@@ -110,7 +67,7 @@ def of(reg) -> Identity:
     if product is None:  # opened before products were stored
         product, description = _last_read_product()
     return Identity(vendor=current_app.config["SETTINGS"].vendor_name or product, product=product,
-                    description=description, price=i18n.price_line(reg.amount, reg.currency, reg.price_interval))
+                    description=description, price=languages.price_line(reg.amount, reg.currency, reg.price_interval))
 
 
 def without_registration() -> Identity:
@@ -120,13 +77,13 @@ def without_registration() -> Identity:
     if price is not None:
         return Identity(vendor=settings.vendor_name or price.product_name, product=price.product_name,
                         description=price.product_description,
-                        price=i18n.price_line(price.unit_amount, price.currency, price.period) if price.unit_amount else None)
+                        price=languages.price_line(price.unit_amount, price.currency, price.period) if price.unit_amount else None)
     product = _newest_product()
     return Identity(vendor=settings.vendor_name or product, product=product, description=None, price=None)
 
 
 def _cached_price():
-    from . import payments
+    from paygate.gateways import payments
     try:
         return payments.gateway().cached_price(current_app.config["SETTINGS"].stripe_price_id)
     except Exception:  # never let a page about another failure fail on this
@@ -139,8 +96,8 @@ def _last_read_product() -> tuple[str | None, str | None]:
 
 
 def _newest_product() -> str | None:
-    from .db import db
-    from .models import Registration
+    from paygate.core.db import db
+    from paygate.core.models import Registration
     try:
         return db.session.scalars(select(Registration.product_name).where(Registration.product_name.is_not(None))
                                   .order_by(Registration.id.desc()).limit(1)).first()

@@ -18,7 +18,7 @@ from limits.errors import ConfigurationError
 from limits.storage import Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
-from .config import ConfigError
+from paygate.core.config import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,15 @@ import stripe
 from flask import Blueprint, jsonify, request
 from sqlalchemy import bindparam, update
 
-from . import access, checkout, licences, metrics, payments, refunds
-from .after_answer import after_answer
-from .db import db, insert_ignoring_duplicates, utcnow
-from .fulfilment import apply_checkout, complete_later
-from .models import StripeEvent
-from .registrations import record
+from paygate.core import telemetry
+from paygate.core.db import db, insert_ignoring_duplicates, utcnow
+from paygate.core.models import StripeEvent
+from paygate.core.registrations import record
+from paygate.gateways import payments
+from paygate.licensing import access, licences, refunds
+from paygate.sales import checkout
+from paygate.sales.fulfilment import apply_checkout, complete_later
+from paygate.web.after_answer import after_answer
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__)
@@ -43,6 +46,15 @@ ROUTES = {
 }
 
 
+KNOWN_TYPES = frozenset(CONFIRMING) | frozenset(CLOSING) | frozenset(ROUTES)
+
+
+def _type_label(event) -> str:
+    """The event's type as a metric label: a type this service handles, or "other" (labels stay few)."""
+    kind = event.get("type")
+    return kind if kind in KNOWN_TYPES else "other"
+
+
 _EVENTS = StripeEvent.__table__
 _DELIVERED_AGAIN = (update(_EVENTS).where(_EVENTS.c.event_id == bindparam("delivered"))
                     .values(deliveries=_EVENTS.c.deliveries + 1))
@@ -55,23 +67,23 @@ def stripe_webhook():
         event = payments.gateway().construct_event(payload, request.headers.get("Stripe-Signature"))
     except (ValueError, stripe.SignatureVerificationError):
         log.warning("webhook refused: missing, bad or stale signature")
-        metrics.webhook_event(None, "refused_signature")
+        telemetry.webhook_event("unverified", "refused_signature")
         return jsonify(error="invalid signature"), 400
     try:
         result, after = handle_event(event, payload.decode("utf-8"))
     except payments.PaymentProviderError:
         db.session.rollback()
-        metrics.webhook_event(event.get("type"), "unavailable")
+        telemetry.webhook_event(_type_label(event), "unavailable")
         return jsonify(error="payment provider unavailable; retry"), 503
     except ValueError:  # an id that is not of its kind: nothing of ours, and never worth a retry
         db.session.rollback()
         log.warning("webhook %s (%s): an object id of the wrong shape; ignored", event.get("id"), event.get("type"))
-        metrics.webhook_event(event.get("type"), "malformed")
+        telemetry.webhook_event(_type_label(event), "malformed")
         return jsonify(received=True, result="malformed")
     except Exception:
-        metrics.webhook_event(event.get("type"), "error")
+        telemetry.webhook_event(_type_label(event), "error")
         raise
-    metrics.webhook_event(event.get("type"), result)
+    telemetry.webhook_event(_type_label(event), result)
     response = jsonify(received=True, result=result)
     return after_answer(response, after) if after is not None else response
 

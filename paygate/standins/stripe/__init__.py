@@ -6,15 +6,15 @@ One module per resource group; `core` holds the stores, the API plumbing and eve
 """
 from flask import request
 
-from . import charges, checkout, core, customers, dashboard, invoices, prices, subscriptions
-from .core import reset, send_event
+from paygate.standins.stripe import charges, checkout, core, customers, dashboard, invoices, prices, subscriptions
+from paygate.standins.stripe.core import reset, send_event
 
 __all__ = ["register", "reset", "send_event"]
 
 
 def register(bp, settings) -> None:
     """Add the Stripe routes (/_local/stripe/...) to `bp`."""
-    core._settings = settings
+    core.current_settings = settings
     for module in (prices, checkout, customers, invoices, subscriptions, charges, dashboard):
         module.register(bp, settings)
     route = core.api_routes(bp, settings)

@@ -1,5 +1,5 @@
 """Payments: PaymentIntents and their charges, refunds and disputes."""
-from . import core
+from paygate.standins.stripe import core
 
 CARD = {"type": "card", "card": {"brand": "visa", "country": "US", "exp_month": 12, "exp_year": 2034,
                                  "funding": "credit", "last4": "4242", "network": "visa"}}

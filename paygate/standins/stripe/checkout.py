@@ -5,7 +5,7 @@ import time
 
 from flask import redirect, render_template_string, request
 
-from . import charges, core, customers, invoices, prices, subscriptions
+from paygate.standins.stripe import charges, core, customers, invoices, prices, subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -266,14 +266,14 @@ def register(bp, settings) -> None:
 
     @bp.get("/stripe/checkout/<session_id>")
     def stripe_checkout_page(session_id):
-        with core._lock:
+        with core.lock:
             return page(session_id)
 
     @bp.post("/stripe/checkout/<session_id>/pay")
     def stripe_checkout_pay(session_id):
         email = request.form.get("email", "").strip()
         delayed = request.form.get("method") == "delayed"
-        with core._lock:
+        with core.lock:
             record = core.STORES["checkout.session"].get(session_id)
             if record is None:
                 return page(session_id)
@@ -289,7 +289,7 @@ def register(bp, settings) -> None:
     @bp.post("/stripe/checkout/<session_id>/settle")
     def stripe_checkout_settle(session_id):
         outcome = request.form.get("outcome")
-        with core._lock:
+        with core.lock:
             record = core.STORES["checkout.session"].get(session_id)
             pi = record and core.STORES["payment_intent"].get(record["_pi"])
             if not pi or pi["status"] != "processing" or outcome not in ("succeeded", "failed"):

@@ -22,16 +22,16 @@ log = logging.getLogger(__name__)
 DAY = 24 * 3600
 API = "/stripe/v1"  # under the blueprint's /_local
 
-_lock = threading.RLock()
+lock = threading.RLock()
 # One store per Stripe object type, each in creation order (the dashboard lists them newest first).
 STORES: dict[str, dict[str, dict]] = {kind: {} for kind in (
     "checkout.session", "customer", "payment_intent", "charge", "refund", "dispute", "subscription", "invoice",
     "invoiceitem")}
 _sessions = STORES["checkout.session"]
 _idempotency: dict[str, tuple] = {}      # key -> (fingerprint, status, body text)
-_events: list[dict] = []                 # every event sent, newest last, for tests and debugging
+events: list[dict] = []                 # every event sent, newest last, for tests and debugging
 _seq = itertools.count()
-_settings = None                         # of the newest blueprint, for send_event() callers without their own
+current_settings = None                     # of the newest blueprint, for send_event() callers without their own
 
 # Fields that hold an id and may be expanded into the object (expand[]=latest_invoice.payments ...).
 EXPANDABLE = {"customer": "customer", "latest_invoice": "invoice", "latest_charge": "charge", "charge": "charge",
@@ -42,10 +42,10 @@ INCLUDES: dict = {}
 
 def reset() -> None:
     """Forget every object, idempotency key and event."""
-    with _lock:
+    with lock:
         for store in (*STORES.values(), _idempotency):
             store.clear()
-        _events.clear()
+        events.clear()
 
 
 def rand(n: int) -> str:
@@ -264,7 +264,7 @@ def api(settings):
                 pairs = list((request.form if request.method == "POST" else request.args).items(multi=True))
                 params = decode_form(pairs)
                 key = request.headers.get("Idempotency-Key") if request.method == "POST" else None
-                with _lock:
+                with lock:
                     if key:
                         if len(key) > 255:
                             raise StripeFail(400, "Idempotency keys are at most 255 characters long.",
@@ -339,7 +339,7 @@ def emit(settings, event_type: str, obj: dict, previous: dict | None = None) -> 
 
 def send_event(event_type: str, obj: dict, settings=None, previous: dict | None = None) -> dict:
     """Sign and POST an event to {public_url}/webhooks/stripe in a background thread; return the event."""
-    settings = settings or _settings
+    settings = settings or current_settings
     data = {"object": obj}
     if previous:
         data["previous_attributes"] = previous
@@ -349,8 +349,8 @@ def send_event(event_type: str, obj: dict, settings=None, previous: dict | None 
     payload = json.dumps(event, indent=2)
     signature = stripe.WebhookSignature.generate_signature_header(payload, settings.stripe_webhook_secret)
     url = settings.public_url.rstrip("/") + "/webhooks/stripe"
-    with _lock:
-        _events.append(event)
+    with lock:
+        events.append(event)
     threading.Thread(target=_deliver, args=(url, payload, signature, event), daemon=True,
                      name=f"stripe-standin-{event['id']}").start()
     return event

@@ -1,5 +1,5 @@
 """Customers: created by Checkout or by the caller, with the invoice settings invoices copy."""
-from . import core
+from paygate.standins.stripe import core
 
 
 def create(email: str | None, name: str | None = None, meta: dict | None = None,

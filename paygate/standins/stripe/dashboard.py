@@ -4,7 +4,7 @@ from urllib.parse import urlencode
 
 from flask import jsonify, redirect, render_template_string, request
 
-from . import charges, core, invoices, prices, subscriptions
+from paygate.standins.stripe import charges, core, invoices, prices, subscriptions
 
 # Each button's id is {prefix}{action}-{object id}: refund-ch_..., dispute-won-du_..., sub-past_due-sub_...
 PREFIX = {"charge": "", "dispute": "dispute-", "subscription": "sub-", "invoice": "invoice-"}
@@ -133,7 +133,7 @@ def snapshot() -> dict:
     stores = {kind: [core.render(obj, {"payments"} if kind == "invoice" else ()) for obj in core.newest(kind)]
               for kind in core.STORES}
     events = [{"id": e["id"], "type": e["type"], "created": e["created"], "object": e["data"]["object"].get("id")}
-              for e in core._events]
+              for e in core.events]
     return {**stores, "events": events}
 
 
@@ -143,7 +143,7 @@ def register(bp, settings) -> None:
 
     @bp.get("/stripe/dashboard")
     def stripe_dashboard():
-        with core._lock:
+        with core.lock:
             text = render_template_string(
                 PAGE, base=base, prefix=PREFIX, statuses=SUB_STATUSES, notice=request.args.get("notice"),
                 charges=core.newest("charge"), subscriptions=core.newest("subscription"),
@@ -155,7 +155,7 @@ def register(bp, settings) -> None:
 
     @bp.get("/stripe/dashboard.json")
     def stripe_dashboard_json():
-        with core._lock:
+        with core.lock:
             return jsonify(snapshot())
 
     @bp.post("/stripe/dashboard/<kind>/<object_id>/<action>")
@@ -164,7 +164,7 @@ def register(bp, settings) -> None:
         if act is None:
             return core.html("<p>No such dashboard action.</p>", 404)
         try:
-            with core._lock:
+            with core.lock:
                 act(settings, core.get(kind, object_id), request.form)
             notice = f"{action}: done for {object_id}."
         except core.StripeFail as exc:

@@ -1,7 +1,7 @@
 """Invoices and invoice items: drafts, lines, finalising, sending, paying, voiding, writing off."""
 import copy
 
-from . import charges, core, customers, prices
+from paygate.standins.stripe import charges, core, customers, prices
 
 DEFAULT_DAYS_UNTIL_DUE = 30  # Stripe's default payment terms (Billing settings)
 RETRY_DAYS = 3               # when a failed automatic payment is tried again

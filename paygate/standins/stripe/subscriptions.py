@@ -1,5 +1,5 @@
 """Subscriptions: one recurring price, billed every interval by charge or by invoice, and their lifecycle."""
-from . import core, invoices, prices
+from paygate.standins.stripe import core, invoices, prices
 
 
 def start(settings, customer: dict, price: dict, quantity: int = 1, currency: str | None = None,

@@ -9,15 +9,18 @@ import re
 from flask import Blueprint, abort, current_app, g, jsonify, make_response, redirect, request, url_for
 from sqlalchemy import select
 
-from .. import i18n, identity, invoicing, ltiaas, payments, throttling
-from ..checkout import NotPayable, open_checkout
-from ..db import db, utcnow
-from ..after_answer import after_answer
-from ..fulfilment import complete_later, fulfil_checkout
-from ..models import CheckoutSession, Registration, State
-from ..i18n import gettext as _
-from ..registrations import open_registration, record
-from .status import FlowView, flow_view, frame_status, restart
+from paygate.core import languages
+from paygate.core.db import db, utcnow
+from paygate.core.languages import gettext as _
+from paygate.core.models import CheckoutSession, Registration, State
+from paygate.core.registrations import open_registration, record
+from paygate.gateways import ltiaas, payments
+from paygate.sales import invoicing
+from paygate.sales.checkout import NotPayable, open_checkout
+from paygate.sales.fulfilment import complete_later, fulfil_checkout
+from paygate.web import identity, throttling
+from paygate.web.after_answer import after_answer
+from paygate.web.flow.status import FlowView, flow_view, frame_status, restart
 
 log = logging.getLogger(__name__)
 bp = Blueprint("flow", __name__)
@@ -27,7 +30,7 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_-]{20,64}$")
 
 @bp.after_request
 def _frame_headers(response):
-    # Runs before the app's security headers (app/__init__.py), which read g.frameable: one hook
+    # Runs before the app's security headers (paygate/application/__init__.py), which read g.frameable: one hook
     # instead of a before- and an after-request hook on every poll.
     g.frameable = True
     response.headers["Cache-Control"] = "no-store"
@@ -38,7 +41,7 @@ def _page(title: str, message: str, status: int, reg=None, **context):
     """A page of one message, in the admin's language (title and message come translated), naming the
     vendor and the product; an error page (4xx, 5xx) says how to reach the vendor."""
     context.setdefault("show_support", status >= 400)
-    return i18n.render_page("message.html", title=title, message=message,
+    return languages.render_page("message.html", title=title, message=message,
                            identity=identity.of(reg) if reg is not None else identity.without_registration(),
                            **context), status
 
@@ -165,9 +168,9 @@ def _preapproval_page(reg: Registration | FlowView, status: int = 200, invoice_e
     settings = current_app.config["SETTINGS"]
     offer_invoice = settings.invoicing and reg.state == State.PENDING.value and (
         reg.licence is None or reg.licence.kind == "invoice" and reg.licence.invoice_sent_at is None)
-    return i18n.render_page(
+    return languages.render_page(
         "preapproval.html", reg=reg, identity=identity.of(reg), lms_name=identity.lms_name(reg),
-        pay_label=i18n.pay_label(reg.amount, reg.currency, reg.price_interval),
+        pay_label=languages.pay_label(reg.amount, reg.currency, reg.price_interval),
         status=frame_status(reg), pay_url=url_for("flow.pay", token=reg.flow_token),
         status_url=url_for("flow.status", token=reg.flow_token),
         invoice_days=settings.invoice_days_until_due, offer_invoice=offer_invoice,
@@ -180,7 +183,7 @@ def _preapproval_page(reg: Registration | FlowView, status: int = 200, invoice_e
 
 @bp.post("/flow/<token>/invoice")
 def invoice(token: str):
-    """The admin chose to pay by invoice, in the frame (CSRF-exempt: see app/operator/auth.py)."""
+    """The admin chose to pay by invoice, in the frame (CSRF-exempt: see paygate/web/operator/auth.py)."""
     reg = _registration(token)
     if not current_app.config["SETTINGS"].invoicing:
         return _page(_("Not offered"), _("Paying by invoice is not offered for this tool."), 400, reg)
@@ -219,7 +222,7 @@ def pay(token: str):
         return _too_many(url_for("flow.pay", token=token), reg)
     try:
         url = open_checkout(reg, success_url=_absolute("flow.paid", token=token) + "?session_id={CHECKOUT_SESSION_ID}",
-                            cancel_url=_absolute("flow.cancelled", token=token), locale=i18n.checkout_locale())
+                            cancel_url=_absolute("flow.cancelled", token=token), locale=languages.checkout_locale())
     except NotPayable as exc:
         if exc.reason == "too_late":
             return _page(_("Registration timed out"), _("This registration is too old to pay for safely. Close "

@@ -11,10 +11,11 @@ from datetime import datetime, timedelta
 from flask import current_app
 from sqlalchemy import bindparam, func, select
 
-from ..checkout import COMPLETION_MARGIN, STRIPE_MIN_EXPIRY
-from ..db import autocommit_reads, utcnow
-from ..i18n import N_, format_day, gettext as _
-from ..models import CheckoutSession, Licence, Registration, State
+from paygate.core.db import autocommit_reads, utcnow
+from paygate.core.languages import N_, format_day
+from paygate.core.languages import gettext as _
+from paygate.core.models import CheckoutSession, Licence, Registration, State
+from paygate.sales.checkout import COMPLETION_MARGIN, STRIPE_MIN_EXPIRY
 
 RESTART = N_("Start the registration again from your LMS.")
 

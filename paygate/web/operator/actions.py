@@ -10,12 +10,13 @@ from dataclasses import dataclass
 
 from sqlalchemy import select, update
 
-from .. import access, ltiaas, payments, refunds
-from ..db import db, utcnow
-from ..fulfilment import complete
-from ..models import CheckoutSession, Registration, State, TimelineEntry
-from ..money import format_amount
-from ..registrations import record, transition
+from paygate.core.db import db, utcnow
+from paygate.core.models import CheckoutSession, Registration, State, TimelineEntry
+from paygate.core.money import format_amount
+from paygate.core.registrations import record, transition
+from paygate.gateways import ltiaas, payments
+from paygate.licensing import access, refunds
+from paygate.sales.fulfilment import complete
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def retry_completion(reg: Registration, email: str) -> Result:
 
 def refund(reg: Registration, email: str) -> Result:
     """Refund the registration's payment in full. A registration's own payment takes the path a
-    dashboard refund takes (app/refunds.py: state, licence and access follow); a subscription is
+    dashboard refund takes (paygate/licensing/refunds.py: state, licence and access follow); a subscription is
     cancelled too, so that the school is not billed again for a tool it no longer has."""
     cause = cause_of(email)
     if reg.state == State.REFUNDED:

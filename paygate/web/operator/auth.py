@@ -1,6 +1,6 @@
 """Who is an operator: sign-in sessions (Flask-Login, each kept on the server), API tokens and CSRF.
 
-Failed sign-ins are throttled in the sign-in view (app/throttling.py decides the rates)."""
+Failed sign-ins are throttled in the sign-in view (paygate/web/throttling.py decides the rates)."""
 import hashlib
 import hmac
 import secrets
@@ -12,9 +12,9 @@ from flask_login import LoginManager, UserMixin, login_user, logout_user
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import delete, select
 
-from ..db import db, utcnow
-from ..models import Operator, OperatorSession
-from ..operators import check_password, hash_password
+from paygate.core.db import db, utcnow
+from paygate.core.models import Operator, OperatorSession
+from paygate.web.operator.passwords import check_password, hash_password
 
 API_PREFIX = "/operator/api/"
 TOKEN_PREFIX = "pgo_"
@@ -163,7 +163,7 @@ def _remember_me_on_operator_pages_only(app: Flask) -> None:
     """Flask-Login's after-request hook sets or clears a remember-me cookie, which only signing in or out
     on the operator pages can ask for: run it for the operator blueprint's requests only, not on every
     request of the service (the frame's status poll, Stripe's webhooks). (Rates are counted inside the
-    views that cause work, by app/throttling.py: no rate-limit hook runs on any request.)"""
+    views that cause work, by paygate/web/throttling.py: no rate-limit hook runs on any request.)"""
     hook = login_manager._update_remember_cookie  # what LoginManager.init_app registered
     app.after_request_funcs[None].remove(hook)
     app.after_request_funcs.setdefault("operator", []).append(hook)
@@ -173,7 +173,7 @@ def init_app(app: Flask) -> None:
     """Flask-Login and CSRF (every form but the webhook and the local stand-ins)."""
     app.session_interface = Sessions()
     # No template outside the operator pages uses current_user: the operator blueprint provides it
-    # (app/operator/__init__.py), so that other pages do not load a user to render.
+    # (paygate/web/operator/__init__.py), so that other pages do not load a user to render.
     login_manager.init_app(app, add_context_processor=False)
     login_manager.session_protection = "basic"
     _remember_me_on_operator_pages_only(app)
@@ -191,5 +191,5 @@ def init_app(app: Flask) -> None:
         if name in app.blueprints:
             csrf.exempt(app.blueprints[name])
     # The invoice form runs in the LMS frame, where no cookie (so no CSRF cookie) exists: the flow
-    # token in its URL and its signed one-time form id protect it instead (app/invoicing.py).
-    csrf.exempt("app.flow.invoice")
+    # token in its URL and its signed one-time form id protect it instead (paygate/sales/invoicing.py).
+    csrf.exempt("paygate.web.flow.invoice")

@@ -13,11 +13,19 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import func, or_, select, text, tuple_
 from sqlalchemy.orm import load_only, selectinload
 
-from .. import ltiaas, payments
-from ..db import db, utcnow
-from ..models import (ACCESS_DIFFERS, CheckoutSession, Licence, LicencePayment, Registration, State,
-                      StripeEvent, TimelineEntry)
-from ..money import format_amount
+from paygate.core.db import db, utcnow
+from paygate.core.models import (
+    ACCESS_DIFFERS,
+    CheckoutSession,
+    Licence,
+    LicencePayment,
+    Registration,
+    State,
+    StripeEvent,
+    TimelineEntry,
+)
+from paygate.core.money import format_amount
+from paygate.gateways import ltiaas, payments
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200

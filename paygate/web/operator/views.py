@@ -1,18 +1,57 @@
-"""Routes of the operator blueprint: read arguments, check access (see __init__), act, answer."""
+"""The operator blueprint: its access hooks and routes (read arguments, check access, act, answer)."""
 import csv
 import io
 import secrets
 from datetime import datetime
 
-from flask import (Response, abort, flash, jsonify, redirect, render_template, request, stream_with_context,
-                   url_for)
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 from flask_login import current_user
 
-from .. import payments, throttling
-from ..db import db, utcnow
-from ..models import Registration, State
-from ..money import format_amount
-from . import actions, auth, bp, queries
+from paygate.core.db import db, utcnow
+from paygate.core.models import Registration, State
+from paygate.core.money import format_amount
+from paygate.gateways import payments
+from paygate.web import throttling
+from paygate.web.operator import actions, auth, queries
+
+bp = Blueprint("operator", __name__, url_prefix="/operator")
+PUBLIC_ENDPOINTS = {"operator.sign_in"}
+
+
+@bp.before_request
+def _require_operator():
+    g.frameable = False  # operator pages are never framed
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    if not current_user.is_authenticated:
+        return auth.login_manager.unauthorized()
+    return None
+
+
+@bp.context_processor
+def _operator():
+    return {"current_user": current_user}  # resolved only where a template uses it
+
+
+@bp.after_request
+def _private(response):
+    response.headers["Cache-Control"] = "no-store"
+    # Forms post with a same-origin Referer, which CSRF protection requires over https.
+    response.headers["Referrer-Policy"] = "same-origin"
+    return response
+
 
 
 @bp.context_processor

@@ -1,0 +1,1 @@
+"""The core: database, models, the registration state machine, money, settings, logs, languages, telemetry."""

@@ -1,0 +1,283 @@
+"""What Stripe's objects mean here: plain views of sessions, payments, subscriptions, invoices, refunds and
+disputes, the Price, id checks and errors. Read from Stripe's JSON by paygate/gateways/payments/client.py."""
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+log = logging.getLogger(__name__)
+
+_SESSION_ID = re.compile(r"^cs_[A-Za-z0-9_]{1,250}$")
+# Stripe ids by prefix: checked before an id from an event or a form enters a URL.
+_ID = re.compile(r"^(sub|in|ch|re|pyr|du|dp|pi|cus)_[A-Za-z0-9_]{1,250}$")
+PRICE_TTL_SECONDS = 300
+
+
+# The `operation` label of paygate_stripe_calls_total for each call (fixed names; unlisted: "other").
+OPERATIONS = {
+    "read the price": "price.retrieve", "start the checkout": "checkout_session.create",
+    "confirm the payment": "checkout_session.retrieve", "list checkouts": "checkout_session.list",
+    "expire the checkout": "checkout_session.expire", "refund the payment": "refund.create",
+    "read the payment": "payment_intent.retrieve", "read the subscription": "subscription.retrieve",
+    "read the invoice": "invoice.retrieve", "read the charge": "charge.retrieve", "read the refund": "refund.retrieve",
+    "list the refunds": "refund.list", "read the dispute": "dispute.retrieve", "list the disputes": "dispute.list",
+    "create the customer": "customer.create", "create the invoice": "invoice.create",
+    "add the price to the invoice": "invoice_item.create", "create the subscription": "subscription.create",
+    "look for the customer": "customer.list", "look for the invoice": "invoice.list",
+    "look for the subscription": "subscription.list", "finalise the invoice": "invoice.finalize",
+    "send the invoice": "invoice.send", "cancel the subscription": "subscription.cancel",
+}
+
+PO_FIELD = "PO number"  # the invoice custom field (Stripe: name <= 40, value <= 140 characters)
+
+
+class PaymentProviderError(Exception):
+    """Stripe could not be asked (network, rate limit, 5xx) or refused; the message is safe to show.
+
+    `replayed` when retrying with the same idempotency key would only replay this answer: Stripe
+    keeps the result of a request that reached its API, a 5xx or a refusal included.
+    """
+
+    def __init__(self, message: str, *, http_status: int | None = None):
+        super().__init__(message)
+        self.http_status = http_status
+        self.replayed = http_status is not None and http_status not in (409, 429)
+
+
+class AlreadyRefunded(PaymentProviderError):
+    """Stripe refused a refund because the charge is refunded already (e.g. in the dashboard)."""
+
+
+class PriceNotSellable(Exception):
+    """STRIPE_PRICE_ID names a Price that cannot be sold (archived, unknown, refused by Stripe)."""
+
+
+def raise_(exc):
+    raise exc
+
+
+def ours(obj, reference: dict) -> bool:
+    """Whether a Stripe object carries this registration's reference in its metadata."""
+    metadata = obj.to_dict().get("metadata") or {}
+    return all(metadata.get(k) == v for k, v in reference.items())
+
+
+def check_id(value: str, prefix: str) -> None:
+    if not valid_id(value, prefix):
+        raise ValueError(f"not a Stripe {prefix}_ id")
+
+
+@dataclass(frozen=True)
+class Price:
+    id: str
+    unit_amount: int
+    currency: str
+    recurring: bool
+    product_name: str | None = None
+    interval: str | None = None  # day, week, month, year (recurring Prices)
+    interval_count: int = 1
+    active: bool = True
+    # Other currencies the Price may be charged in: {"eur": 4500}
+    currency_options: dict = field(default_factory=dict)
+    product_description: str | None = None
+
+    @property
+    def period(self) -> str | None:
+        """How often it is charged, as registrations store it: "year", "3 month"; None if paid once."""
+        if not self.recurring:
+            return None
+        return self.interval if self.interval_count == 1 else f"{self.interval_count} {self.interval}"
+
+    def amount_in(self, currency: str | None) -> int | None:
+        """What this Price costs in `currency` (its own, or one of its currency options)."""
+        currency = (currency or "").lower()
+        if currency == self.currency:
+            return self.unit_amount
+        return self.currency_options.get(currency)
+
+
+@dataclass(frozen=True)
+class PaymentView:
+    """A PaymentIntent with its latest charge: what was paid, refunded and disputed."""
+    payment_intent: str
+    status: str | None
+    charge: str | None
+    amount: int | None
+    currency: str | None
+    amount_refunded: int
+    disputed: bool
+    created: datetime | None
+
+
+@dataclass(frozen=True)
+class SubscriptionView:
+    id: str
+    status: str | None
+    customer: str | None
+    metadata: dict
+    period_end: datetime | None
+    collection_method: str | None
+    latest_invoice: "InvoiceView | None"
+    latest_invoice_id: str | None
+
+
+@dataclass(frozen=True)
+class InvoiceView:
+    id: str
+    status: str | None
+    number: str | None
+    customer: str | None
+    subscription: str | None
+    metadata: dict
+    subscription_metadata: dict
+    due_date: datetime | None
+    amount_due: int | None
+    amount_paid: int | None
+    amount_remaining: int | None
+    currency: str | None
+    hosted_invoice_url: str | None
+    paid_at: datetime | None
+    payment_intents: list[str] = field(default_factory=list)  # of its paid payments
+
+
+@dataclass(frozen=True)
+class RefundView:
+    id: str
+    status: str | None
+    amount: int | None
+    currency: str | None
+    charge: str | None
+    payment_intent: str | None
+    failure_reason: str | None
+
+
+@dataclass(frozen=True)
+class DisputeView:
+    id: str
+    status: str | None
+    amount: int | None
+    charge: str | None
+    payment_intent: str | None
+    reason: str | None
+    due_by: datetime | None
+
+
+@dataclass(frozen=True)
+class CheckoutView:
+    """What we read of a Checkout Session."""
+    id: str
+    status: str | None
+    payment_status: str | None
+    client_reference_id: str | None
+    metadata: dict
+    amount_total: int | None
+    currency: str | None
+    payment_intent: str | None
+    payer_email: str | None
+    url: str | None
+    expires_at: datetime | None
+    created: int | None
+    price_ids: list[str] = field(default_factory=list)
+    mode: str | None = None
+    subscription: str | None = None
+    customer: str | None = None
+    # Subscription mode: the subscription as Stripe has it now (read with the session).
+    subscription_view: "SubscriptionView | None" = None
+    payer_name: str | None = None  # the billing name the payer gave Checkout
+
+
+def valid_session_id(value: str | None) -> bool:
+    return bool(value) and _SESSION_ID.match(value) is not None
+
+
+def valid_id(value, prefix: str) -> bool:
+    """Whether `value` is a Stripe id of this kind (e.g. "sub"), safe to put into a URL."""
+    return isinstance(value, str) and value.startswith(prefix + "_") and _ID.match(value) is not None
+
+
+def id_of(value) -> str | None:
+    """An expandable field's id, whether Stripe sent the id or the object."""
+    if isinstance(value, dict):
+        return value.get("id")
+    return value if isinstance(value, str) else None
+
+
+def from_epoch(value) -> datetime | None:
+    return datetime.fromtimestamp(value, timezone.utc).replace(tzinfo=None) if value else None
+
+
+def checkout_view(session) -> CheckoutView:
+    data = session.to_dict() if hasattr(session, "to_dict") else dict(session)
+    pi = data.get("payment_intent")
+    if isinstance(pi, dict):
+        pi = pi.get("id")
+    details = data.get("customer_details") or {}
+    line_items = (data.get("line_items") or {}).get("data") or []
+    return CheckoutView(
+        id=data["id"], status=data.get("status"), payment_status=data.get("payment_status"),
+        client_reference_id=data.get("client_reference_id"), metadata=dict(data.get("metadata") or {}),
+        amount_total=data.get("amount_total"), currency=(data.get("currency") or "").lower() or None,
+        payment_intent=pi, payer_email=details.get("email") or data.get("customer_email"),
+        url=data.get("url"), expires_at=from_epoch(data.get("expires_at")), created=data.get("created"),
+        price_ids=[(item.get("price") or {}).get("id") for item in line_items if item.get("price")],
+        mode=data.get("mode"), subscription=id_of(data.get("subscription")), customer=id_of(data.get("customer")),
+        payer_name=(details.get("name") or "").strip()[:200] or None if isinstance(details.get("name"), str) else None,
+    )
+
+
+def invoice_view(data: dict) -> InvoiceView:
+    parent = data.get("parent") or {}
+    details = parent.get("subscription_details") or {}
+    payments = (data.get("payments") or {}).get("data") or []
+    intents = [id_of((p.get("payment") or {}).get("payment_intent")) for p in payments
+               if p.get("status") == "paid"]
+    return InvoiceView(
+        id=data["id"], status=data.get("status"), number=data.get("number"), customer=id_of(data.get("customer")),
+        subscription=id_of(details.get("subscription")), metadata=dict(data.get("metadata") or {}),
+        subscription_metadata=dict(details.get("metadata") or {}), due_date=from_epoch(data.get("due_date")),
+        amount_due=data.get("amount_due"), amount_paid=data.get("amount_paid"),
+        amount_remaining=data.get("amount_remaining"), currency=(data.get("currency") or "").lower() or None,
+        hosted_invoice_url=data.get("hosted_invoice_url"),
+        paid_at=from_epoch((data.get("status_transitions") or {}).get("paid_at")),
+        payment_intents=[pi for pi in intents if pi],
+    )
+
+
+def subscription_view(data: dict) -> SubscriptionView:
+    items = (data.get("items") or {}).get("data") or []
+    ends = [item.get("current_period_end") for item in items if item.get("current_period_end")]
+    latest = data.get("latest_invoice")
+    return SubscriptionView(
+        id=data["id"], status=data.get("status"), customer=id_of(data.get("customer")),
+        metadata=dict(data.get("metadata") or {}), period_end=from_epoch(max(ends)) if ends else None,
+        collection_method=data.get("collection_method"),
+        latest_invoice=invoice_view(latest) if isinstance(latest, dict) else None,
+        latest_invoice_id=id_of(latest),
+    )
+
+
+def payment_view(data: dict) -> PaymentView:
+    charge = data.get("latest_charge")
+    charge = charge if isinstance(charge, dict) else {"id": charge}
+    return PaymentView(
+        payment_intent=data["id"], status=data.get("status"), charge=charge.get("id"),
+        amount=charge.get("amount", data.get("amount")),
+        currency=(charge.get("currency") or data.get("currency") or "").lower() or None,
+        amount_refunded=charge.get("amount_refunded") or 0, disputed=bool(charge.get("disputed")),
+        created=from_epoch(data.get("created")),
+    )
+
+
+def refund_view(data: dict) -> RefundView:
+    return RefundView(id=data["id"], status=data.get("status"), amount=data.get("amount"),
+                      currency=(data.get("currency") or "").lower() or None, charge=id_of(data.get("charge")),
+                      payment_intent=id_of(data.get("payment_intent")), failure_reason=data.get("failure_reason"))
+
+
+def dispute_view(data: dict) -> DisputeView:
+    return DisputeView(id=data["id"], status=data.get("status"), amount=data.get("amount"),
+                       charge=id_of(data.get("charge")), payment_intent=id_of(data.get("payment_intent")),
+                       reason=data.get("reason"),
+                       due_by=from_epoch((data.get("evidence_details") or {}).get("due_by")))
+
+

@@ -1,0 +1,1 @@
+"""Operations: the worker, data retention, the metrics page."""

@@ -1,0 +1,1 @@
+"""Selling: Checkout Sessions, fulfilment of paid registrations, pay by invoice, reconciliation with Stripe."""
