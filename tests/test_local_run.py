@@ -82,7 +82,7 @@ def test_the_local_run_on_its_port_keeps_sign_ins_across_a_restart_and_polls_qui
 
     log = tmp_path / "run.log"
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "app.local"], cwd=ROOT, env=env, stdout=out,
+        process = subprocess.Popen([sys.executable, "-m", "paygate.application.local"], cwd=ROOT, env=env, stdout=out,
                                    stderr=subprocess.STDOUT)
     try:
         _wait_until_up(base, process, log)
@@ -108,7 +108,7 @@ def test_the_local_run_on_its_port_keeps_sign_ins_across_a_restart_and_polls_qui
     assert "/status" not in first_run  # ...but the frame's poll only at DEBUG
 
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "app.local"], cwd=ROOT, env=env, stdout=out,
+        process = subprocess.Popen([sys.executable, "-m", "paygate.application.local"], cwd=ROOT, env=env, stdout=out,
                                    stderr=subprocess.STDOUT)
     try:
         _wait_until_up(base, process, log)
