@@ -1,6 +1,6 @@
 """gunicorn reads this file from its working directory by default, even when flags are given on the command
 line (command-line settings win; these hooks still run). It prepares Prometheus's multiprocess mode, so that
-`GET /metrics` shows the same totals whichever worker process answers (paygate/core/telemetry.py):
+`GET /metrics` (paygate/ops/metrics_page.py) shows the same totals whichever worker process answers:
 
 * PROMETHEUS_MULTIPROC_DIR names the directory where every worker process writes its metric values. Unset,
   a fresh empty one is made (and removed when gunicorn exits). It is set here, in the master, before any
@@ -36,7 +36,8 @@ def on_starting(server):
 
 def _warn_if_rates_are_per_process(server):
     """memory:// with several workers makes every rate limit that many times looser: said at start
-    (a warning, not a refusal: RATELIMIT_STORAGE_URI is not one of the contract's settings)."""
+    (a warning, not a refusal: RATELIMIT_STORAGE_URI is optional, and a deployment that sets only the
+    required settings must still start)."""
     try:
         from paygate.core.config import Settings
         from paygate.web.throttling import unshared_store

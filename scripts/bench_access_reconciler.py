@@ -9,12 +9,12 @@ migrates it through the app (`flask_migrate.upgrade()`), and fills it by INSERT 
 generate_series with --rows completed registrations, each with a licence (60 % payment succeeded,
 30 % subscription active/past_due, 10 % invoice paid/open due in the future) and one licence
 payment, its platform active at LTIaaS and its access wanted. Then --changes of them (1 %) need a
-change: half have their payment refunded in full (access_wanted recomputed by app.access.refresh,
+change: half have their payment refunded in full (access_wanted recomputed by paygate.licensing.access.refresh,
 as the webhook would), half have an open invoice whose due date + grace has passed (only the
 reconciler's clock review finds those). A fake LTIaaS on 127.0.0.1 answers activate/deactivate
 with 200 at once.
 
-It times ONE `app.access.sync_pending(now)` (what the worker runs each pass), then, if differences
+It times ONE `paygate.licensing.access.sync_pending(now)` (what the worker runs each pass), then, if differences
 are left (access.BATCH caps a pass), further passes until none is, and prints the numbers, whether
 anything still differs, whether any registration that needed no change was touched, and the two
 queries of a pass alone (EXPLAIN ANALYZE execution time, with work waiting and when idle).

@@ -49,8 +49,8 @@ class UnexpectedAnswer(LtiaasError):
     NUL, a missing field, no JSON). The message names the fields, never their values."""
 
 
-# What LTIaaS documents it answers (shared/reference/ltiaas-and-lms-facts.md), checked before anything
-# is stored: the database refuses NULs and numbers in text columns, on every retry alike.
+# What LTIaaS's API documentation says it answers, checked before anything is stored (docs/architecture.md,
+# invariant 7): the database refuses NULs and numbers in text columns, on every retry alike.
 
 def _no_nul(value: str) -> str:
     if "\x00" in value:

@@ -52,14 +52,14 @@ def _clock(now: datetime | None):
 
 
 def stale_condition(cutoff: datetime):
-    """An attempt in "completing" that started before `cutoff` (also read by paygate/core/telemetry.py)."""
+    """An attempt in "completing" that started before `cutoff` (also read by paygate/ops/metrics_page.py)."""
     return or_(Registration.attempt_started_at < cutoff,
                and_(Registration.attempt_started_at.is_(None), Registration.updated_at < cutoff))
 
 
 def due_condition(now: datetime, grace: timedelta):
     """A paid registration whose completion is due: its retry time has come, or nobody tried it for the
-    grace period (also read by paygate/core/telemetry.py)."""
+    grace period (also read by paygate/ops/metrics_page.py)."""
     return or_(Registration.next_attempt_at <= now,
                and_(Registration.next_attempt_at.is_(None),
                     func.coalesce(Registration.paid_at, Registration.updated_at) <= now - grace))

@@ -27,7 +27,8 @@ bp = Blueprint("webhooks", __name__)
 
 CONFIRMING = {"checkout.session.completed", "checkout.session.async_payment_succeeded"}
 CLOSING = {"checkout.session.expired": "expired", "checkout.session.async_payment_failed": "failed"}
-# Every other type the contract lists, by the module that owns it: (object) -> (registration, outcome).
+# Every other type this service handles (README "Stripe"), by the module that owns it:
+# (object) -> (registration, outcome).
 ROUTES = {
     "customer.subscription.updated": licences.on_subscription_event,
     "customer.subscription.deleted": licences.on_subscription_event,

@@ -173,7 +173,7 @@ def init_app(app: Flask) -> None:
     """Flask-Login and CSRF (every form but the webhook and the local stand-ins)."""
     app.session_interface = Sessions()
     # No template outside the operator pages uses current_user: the operator blueprint provides it
-    # (paygate/web/operator/__init__.py), so that other pages do not load a user to render.
+    # (paygate/web/operator/views.py), so that other pages do not load a user to render.
     login_manager.init_app(app, add_context_processor=False)
     login_manager.session_protection = "basic"
     _remember_me_on_operator_pages_only(app)
