@@ -37,9 +37,9 @@ from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import requests  # noqa: E402
-from sqlalchemy import create_engine, event, or_, select, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+import requests
+from sqlalchemy import create_engine, event, or_, select, text
+from sqlalchemy.engine import make_url
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/paygate_bench_access"
 # As tests/conftest.py BASE_CONFIG (app_env "test"); ltiaas_url is the fake's, set below.
@@ -495,7 +495,7 @@ def main() -> None:
                          "OR access_wanted IS DISTINCT FROM true OR access_claimed_at IS NOT NULL "
                          "OR access_attempts <> 0)", step=step)
         touched_licences = scalar(f"SELECT count(*) FROM licences WHERE updated_at <> TIMESTAMP '{UNTOUCHED}'")
-        timeline_foreign = scalar(f"SELECT count(*) FROM timeline_entries WHERE NOT (registration_pk % :step = 0)",
+        timeline_foreign = scalar("SELECT count(*) FROM timeline_entries WHERE NOT (registration_pk % :step = 0)",
                                   step=step)
         timeline_after = scalar("SELECT count(*) FROM timeline_entries")
         changed_platforms = set(db.session.scalars(select(Registration.platform_id)

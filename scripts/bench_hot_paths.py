@@ -119,7 +119,7 @@ FLOOR_MESSAGE = ("Complete the payment in the payment window. This window update
 def floor_app():
     """The least each endpoint must do, on the same Flask, SQLAlchemy, psycopg and PostgreSQL."""
     import secrets
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
     import jinja2
     import stripe
@@ -189,7 +189,7 @@ def floor_app():
         with engine.begin() as conn:
             conn.execute(insert(events).values(
                 event_id=event["id"], type=event["type"], session_id=session_id, deliveries=1, outcome="ignored",
-                received_at=datetime.now(timezone.utc).replace(tzinfo=None), payload=payload,
+                received_at=datetime.now(UTC).replace(tzinfo=None), payload=payload,
             ).on_conflict_do_nothing())
         return jsonify(received=True, result="ignored")
 

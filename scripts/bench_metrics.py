@@ -18,8 +18,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_operator_list import CONFIG, ensure_database, fill, timed  # noqa: E402
-from sqlalchemy import text  # noqa: E402
+from bench_operator_list import CONFIG, ensure_database, fill, timed
+from sqlalchemy import text
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/paygate_metrics_bench"
 TOKEN = "bench-metrics-token"

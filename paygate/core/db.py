@@ -1,7 +1,7 @@
 """The database handle, shared by every module; the request commits, write functions flush."""
 import select
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData, event, exc
@@ -97,7 +97,7 @@ def autocommit_reads():
 
 def utcnow() -> datetime:
     """Naive UTC: SQLite drops time zones, so every timestamp is stored and compared naive."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 _INSERTS: dict = {}  # (table, dialect, columns) -> the statement, built once

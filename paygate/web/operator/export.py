@@ -3,7 +3,6 @@ import unicodedata
 
 from paygate.web.operator.as_json import iso
 
-
 CSV_COLUMNS = ("id", "created_at", "state", "attention", "lms_url", "lms_family", "lms_version",
                "platform_id", "platform_active", "amount_paid", "currency_paid", "payer_email",
                "checkout_session_id", "payment_intent_id", "paid_at", "completed_at", "refund_id",
