@@ -81,7 +81,7 @@ def _quiet(dbapi_connection) -> bool:
         poller = select.poll()
         poller.register(dbapi_connection.pgconn.socket, select.POLLIN | select.POLLPRI)
         return not poller.poll(0)
-    except Exception:  # the connection is closed already
+    except Exception:  # noqa: BLE001 - however it fails (driver, socket), the connection is closed already
         return False
 
 
@@ -118,6 +118,6 @@ def insert_ignoring_duplicates(model, values: dict) -> bool:
         else:
             from sqlalchemy.dialects.sqlite import insert
         # RETURNING, not rowcount: psycopg reports no row count for this statement.
-        key = list(model.__table__.primary_key.columns)[0]
+        key = next(iter(model.__table__.primary_key.columns))
         stmt = _INSERTS[cache_key] = insert(model.__table__).on_conflict_do_nothing().returning(key)
     return db.session.execute(stmt, values).first() is not None

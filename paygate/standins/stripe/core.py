@@ -100,7 +100,7 @@ def decode_form(pairs) -> dict:
         match = re.fullmatch(r"([^\[\]]+)((?:\[[^\[\]]*\])*)", key)
         if not match:
             raise StripeFail(400, f"Invalid parameter name: {key}", "parameter_unknown", key)
-        parts = [match.group(1)] + re.findall(r"\[([^\[\]]*)\]", match.group(2))
+        parts = [match.group(1), *re.findall(r"\[([^\[\]]*)\]", match.group(2))]
         node = root
         for depth, part in enumerate(parts):
             if not isinstance(node, dict):

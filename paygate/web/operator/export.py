@@ -29,8 +29,8 @@ def csv_row(reg) -> list:
 
 
 # A cell a spreadsheet may read as a formula (OWASP "CSV Injection"): one starting with = + - @, their
-# full-width and small forms (＝ ＋ － ＠ ﹦ ﹢ ﹣ ﹫, folded by NFKC), the minus sign −, or anything a
-# spreadsheet skips before looking (tab, CR, LF, any space, control and format characters).
+# full-width and small forms (＝ ＋ － ＠ ﹦ ﹢ ﹣ ﹫, folded by NFKC), the minus sign −,  # noqa: RUF003 - on purpose
+# or anything a spreadsheet skips before looking (tab, CR, LF, any space, control and format characters).
 _FORMULA_STARTS = frozenset("=+-@\u2212")
 
 

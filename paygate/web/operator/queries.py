@@ -237,10 +237,8 @@ def _search_condition(searches: list[Search]):
             conditions.append(func.lower(Registration.payer_email) == s.value)
         elif s.kind == "lms_url":
             lowered = func.lower(Registration.lms_url)
-            if "://" in s.value:
-                prefixes = [s.value]
-            else:  # "canvas.school.edu" finds https://canvas.school.edu/...
-                prefixes = [s.value, "https://" + s.value, "http://" + s.value]
+            # "canvas.school.edu" finds https://canvas.school.edu/...
+            prefixes = [s.value] if "://" in s.value else [s.value, "https://" + s.value, "http://" + s.value]
             conditions += [lowered.like(_like_prefix(p), escape="\\") for p in prefixes]
     return or_(*conditions) if conditions else None
 
