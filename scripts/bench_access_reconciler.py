@@ -70,7 +70,8 @@ SELECT i, k, t,
          WHEN k < 60 THEN 'succeeded' WHEN k < 85 THEN 'active' WHEN k < 90 THEN 'past_due'
          WHEN k < 95 OR (i % :step = 0) THEN 'paid' ELSE 'open' END AS status,
     CASE WHEN i % :step = 0 AND (i / :step) % 2 = 1 THEN CAST(:now AS timestamp) - interval '30 days'
-         WHEN k >= 95 AND i % :step <> 0 THEN date_trunc('second', CAST(:now AS timestamp)) + (1 + i % 60) * interval '1 day'
+         WHEN k >= 95 AND i % :step <> 0 THEN date_trunc('second', CAST(:now AS timestamp))
+              + (1 + i % 60) * interval '1 day'
     END AS due_at
 FROM (SELECT i, ((hashint4(i::int)::bigint % 100) + 100) % 100 AS k,
              timestamp '2023-01-01' + i * interval '5 minutes' AS t
@@ -376,7 +377,7 @@ def main() -> None:
 
     app = create_app({**BASE_CONFIG, "database_url": url_text, "ltiaas_url": server.url})
     if not args.show_log:  # the worker's lines are still formatted and written, to /dev/null
-        devnull = open(os.devnull, "w")
+        devnull = open(os.devnull, "w")  # noqa: SIM115 - open while the process logs, to its end
         for handler in logging.getLogger().handlers:
             if isinstance(handler, logging.StreamHandler):
                 handler.setStream(devnull)

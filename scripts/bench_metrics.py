@@ -72,7 +72,7 @@ def main() -> None:
         print(f"\n{total:,} registrations")
         now = utcnow()
         for name, sql in database_queries(settings, now).items():
-            median, worst, _ = timed(lambda: (db.session.execute(sql).all(), db.session.rollback()), args.runs)
+            median, worst, _ = timed(lambda sql=sql: (db.session.execute(sql).all(), db.session.rollback()), args.runs)
             print(f"  {name:<15} median {median:6.1f} ms, slowest {worst:6.1f} ms")
         metrics_page.FINAL_COUNTS_TTL = 0.0
         median, worst, facts = timed(lambda: database_facts(settings), args.runs)

@@ -188,7 +188,7 @@ def main() -> None:
         for name, filters_args, after in cases:
             filters = queries.Filters.from_args(filters_args)
 
-            def run():
+            def run(filters=filters, after=after):
                 page = queries.list_page(filters, after=after)
                 db.session.rollback()
                 return page
@@ -198,7 +198,7 @@ def main() -> None:
             if args.explain:
                 explain(db, filters, after)
 
-        median, worst, (rows, count) = timed(lambda: queries.attention_preview(), args.runs)
+        median, worst, (rows, _count) = timed(lambda: queries.attention_preview(), args.runs)
         print(f"{'attention section (20 rows + capped count)':<44} {len(rows):>5} {median:>10.1f} {worst:>8.1f}")
 
         # The same through HTTP, rendered, as an operator's browser gets it.
@@ -215,7 +215,7 @@ def main() -> None:
                        ("HTTP GET /operator/?family=sakai&state=paid", "/operator/?family=sakai&state=paid"),
                        ("HTTP GET /operator/api/registrations", "/operator/api/registrations"),
                        ("HTTP GET /operator/registrations/<id>", f"/operator/registrations/{paid.id}")]:
-        def get():
+        def get(path=path):
             response = client.get(path)
             assert response.status_code == 200, response.status_code
             return response
