@@ -49,7 +49,7 @@ class UnexpectedAnswer(LtiaasError):
     NUL, a missing field, no JSON). The message names the fields, never their values."""
 
 
-# What LTIaaS documents it answers (shared/reference/ltiaas-and-lms-facts.md), checked before anything
+# What LTIaaS documents it answers, checked before anything
 # is stored: the database refuses NULs and numbers in text columns, on every retry alike.
 
 def _no_nul(value: str) -> str:

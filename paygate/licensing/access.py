@@ -1,7 +1,7 @@
 """Access: what a platform's access at LTIaaS should be, and the one reconciler that tells LTIaaS.
 
 `decide` turns a licence's facts and an operator's override into the access the platform should
-have (invariant 8): the only place that rule lives. `refresh` stores that decision beside what
+have: the only place that rule lives. `refresh` stores that decision beside what
 LTIaaS was last told (`platform_active`), in the caller's transaction, with a timeline entry when it
 changes. `sync` is the reconciler: for a platform whose two values differ it claims the row (a
 conditional UPDATE: of several processes exactly one wins), commits, calls LTIaaS activate or
@@ -55,7 +55,7 @@ def current_payment(licence: Licence) -> LicencePayment | None:
 
 
 def decide(licence: Licence | None, override: bool | None, now: datetime, settings) -> Decision:
-    """The access a platform should have; the whole rule (CONTRACT.md, "Licences")."""
+    """The access a platform should have: the whole rule."""
     if override is not None:
         return Decision(override, "operator grants access" if override else "operator revokes access")
     if licence is None:

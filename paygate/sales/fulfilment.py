@@ -1,8 +1,8 @@
 """Fulfilment: from "Stripe says paid" to "LTIaaS says completed", safe to run many times at once.
 
 `fulfil_checkout` is the one entry for the webhook, the success return and reconciliation. It asks
-Stripe, records the payment and commits (invariant 1), then `complete` calls LTIaaS once, from
-whichever caller wins the move into "completing" (invariant 2), outside any transaction (invariant 3).
+Stripe, records the payment and commits first, then `complete` calls LTIaaS once, from whichever
+caller wins the move into "completing", outside any transaction.
 """
 import logging
 from dataclasses import dataclass

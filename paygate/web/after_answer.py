@@ -1,4 +1,4 @@
-"""Work that waits on LTIaaS runs after the sender has its answer (DESIGN.md, invariant 9).
+"""Work that waits on LTIaaS runs after the sender has its answer, so no answer waits on LTIaaS.
 
 What is registered here runs once the response has been sent (the WSGI server closes it), in a fresh
 application context. It is driven by what the request committed, so if the process dies first the

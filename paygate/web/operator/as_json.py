@@ -50,7 +50,7 @@ def summary(reg) -> dict:
 
 
 def licence_json(licence: Licence | None) -> dict | None:
-    """The licence as operators' scripts see it (CONTRACT.md: kind, Stripe's status, ids, dates)."""
+    """The licence as operators' scripts see it: kind, Stripe's status, ids, dates."""
     if licence is None:
         return None
     invoice = None
