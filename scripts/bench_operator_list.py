@@ -95,7 +95,7 @@ def fill(db, rows: int, refill: bool) -> None:
     print(f"filling {rows:,} registrations (had {have:,}) ...", flush=True)
     started = time.perf_counter()
     db.session.execute(text("TRUNCATE timeline_entries, stripe_events, checkout_sessions, licence_payments, licences, "
-                            "registrations, operators "
+                            "registrations, operator_sessions, operators "
                             "RESTART IDENTITY"))
     db.session.commit()
     for start in range(1, rows + 1, BATCH):
