@@ -37,9 +37,9 @@ from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import requests  # noqa: E402
-from sqlalchemy import create_engine, event, or_, select, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+import requests
+from sqlalchemy import create_engine, event, or_, select, text
+from sqlalchemy.engine import make_url
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/paygate_bench_access"
 # As tests/conftest.py BASE_CONFIG (app_env "test"); ltiaas_url is the fake's, set below.
@@ -70,7 +70,8 @@ SELECT i, k, t,
          WHEN k < 60 THEN 'succeeded' WHEN k < 85 THEN 'active' WHEN k < 90 THEN 'past_due'
          WHEN k < 95 OR (i % :step = 0) THEN 'paid' ELSE 'open' END AS status,
     CASE WHEN i % :step = 0 AND (i / :step) % 2 = 1 THEN CAST(:now AS timestamp) - interval '30 days'
-         WHEN k >= 95 AND i % :step <> 0 THEN date_trunc('second', CAST(:now AS timestamp)) + (1 + i % 60) * interval '1 day'
+         WHEN k >= 95 AND i % :step <> 0 THEN date_trunc('second', CAST(:now AS timestamp))
+              + (1 + i % 60) * interval '1 day'
     END AS due_at
 FROM (SELECT i, ((hashint4(i::int)::bigint % 100) + 100) % 100 AS k,
              timestamp '2023-01-01' + i * interval '5 minutes' AS t
@@ -376,7 +377,7 @@ def main() -> None:
 
     app = create_app({**BASE_CONFIG, "database_url": url_text, "ltiaas_url": server.url})
     if not args.show_log:  # the worker's lines are still formatted and written, to /dev/null
-        devnull = open(os.devnull, "w")
+        devnull = open(os.devnull, "w")  # noqa: SIM115 - open while the process logs, to its end
         for handler in logging.getLogger().handlers:
             if isinstance(handler, logging.StreamHandler):
                 handler.setStream(devnull)
@@ -495,7 +496,7 @@ def main() -> None:
                          "OR access_wanted IS DISTINCT FROM true OR access_claimed_at IS NOT NULL "
                          "OR access_attempts <> 0)", step=step)
         touched_licences = scalar(f"SELECT count(*) FROM licences WHERE updated_at <> TIMESTAMP '{UNTOUCHED}'")
-        timeline_foreign = scalar(f"SELECT count(*) FROM timeline_entries WHERE NOT (registration_pk % :step = 0)",
+        timeline_foreign = scalar("SELECT count(*) FROM timeline_entries WHERE NOT (registration_pk % :step = 0)",
                                   step=step)
         timeline_after = scalar("SELECT count(*) FROM timeline_entries")
         changed_platforms = set(db.session.scalars(select(Registration.platform_id)

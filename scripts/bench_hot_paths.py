@@ -111,7 +111,7 @@ FLOOR_PAGE = """<!doctype html>
 <script nonce="{{ nonce }}" src="{{ url_for('static', filename='flow.js') }}"></script>
 </body>
 </html>
-"""
+"""  # noqa: E501 - a page's markup, kept as written
 FLOOR_MESSAGE = ("Complete the payment in the payment window. This window updates by itself; if you closed "
                  "the payment window, press Pay to reopen it.")
 
@@ -119,7 +119,7 @@ FLOOR_MESSAGE = ("Complete the payment in the payment window. This window update
 def floor_app():
     """The least each endpoint must do, on the same Flask, SQLAlchemy, psycopg and PostgreSQL."""
     import secrets
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
     import jinja2
     import stripe
@@ -141,7 +141,8 @@ def floor_app():
                    Column("outcome", String), Column("payload", Text))
     stripe_client = None
     if os.environ.get("FLOOR_STRIPE_API_BASE"):
-        stripe_client = stripe.StripeClient("sk_test_floor", base_addresses={"api": os.environ["FLOOR_STRIPE_API_BASE"]},
+        stripe_client = stripe.StripeClient("sk_test_floor",
+                                            base_addresses={"api": os.environ["FLOOR_STRIPE_API_BASE"]},
                                             max_network_retries=0, http_client=stripe.RequestsClient(timeout=8))
     by_token = select(regs.c.state).where(regs.c.flow_token == bindparam("token"))
     by_id = select(regs.c.flow_token, regs.c.state, regs.c.lms_url, regs.c.lms_family, regs.c.lms_version,
@@ -189,7 +190,7 @@ def floor_app():
         with engine.begin() as conn:
             conn.execute(insert(events).values(
                 event_id=event["id"], type=event["type"], session_id=session_id, deliveries=1, outcome="ignored",
-                received_at=datetime.now(timezone.utc).replace(tzinfo=None), payload=payload,
+                received_at=datetime.now(UTC).replace(tzinfo=None), payload=payload,
             ).on_conflict_do_nothing())
         return jsonify(received=True, result="ignored")
 
@@ -202,7 +203,8 @@ def floor_app():
 SEED = f"""
 INSERT INTO registrations (id, registration_id, flow_token, state, lms_url, lms_family, lms_version,
     lms_details, price_id, amount, currency, price_interval, product_name, product_description,
-    checkout_generation, checkout_expires_at, payment_session_id, payment_intent_id, amount_paid, currency_paid, payer_email, paid_at,
+    checkout_generation, checkout_expires_at, payment_session_id, payment_intent_id, amount_paid, currency_paid,
+    payer_email, paid_at,
     platform_id, completion_html, completed_at, platform_active, attempt_count, attempt_uncertain,
     access_wanted, access_reason, access_attempts, created_at, updated_at)
 SELECT i, 'reg-bench-' || i, 'tok_' || md5(i::text), CASE WHEN i <= {PENDING} THEN 'pending' ELSE 'completed' END,
@@ -215,7 +217,8 @@ SELECT i, 'reg-bench-' || i, 'tok_' || md5(i::text), CASE WHEN i <= {PENDING} TH
     CASE WHEN i > {PENDING} THEN 'admin' || i || '@school.example' END,
     CASE WHEN i > {PENDING} THEN now() END,
     CASE WHEN i > {PENDING} THEN 'platform-' || i END,
-    CASE WHEN i > {PENDING} THEN '<script>window.parent.postMessage({{subject:"org.imsglobal.lti.close"}}, "*")</script>' END,
+    CASE WHEN i > {PENDING} THEN
+        '<script>window.parent.postMessage({{subject:"org.imsglobal.lti.close"}}, "*")</script>' END,
     CASE WHEN i > {PENDING} THEN now() END,
     CASE WHEN i > {PENDING} THEN true END, CASE WHEN i > {PENDING} THEN 1 ELSE 0 END, false,
     CASE WHEN i > {PENDING} THEN true END, CASE WHEN i > {PENDING} THEN 'paid' END, 0,
@@ -406,7 +409,7 @@ class Server:
     def __init__(self, name: str, target: str, env: dict, args, logdir: str, path: list[str]):
         self.name = name
         self.port = free_port()
-        self.log = open(os.path.join(logdir, f"{name}.log"), "w")
+        self.log = open(os.path.join(logdir, f"{name}.log"), "w")  # noqa: SIM115 - gunicorn writes it; stop() closes it
         cmd = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", "--worker-class", "gthread",
                "--workers", str(args.workers), "--threads", str(args.threads), "--timeout", "30",
                "--keep-alive", "30",  # the clients' connections outlive the other app's turns
@@ -534,7 +537,7 @@ def load(port: int, reqs: list, clients: int, conns: list | None = None) -> list
                 if response.will_close:
                     conn.close()
                     conn = conns[i] = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        except Exception as exc:  # a lost connection: the run is not measured on fewer requests
+        except Exception as exc:  # noqa: BLE001 - a lost connection: the run is not measured on fewer requests
             errors.append(f"client {i}: {type(exc).__name__}: {exc}")
         if not keep:
             conn.close()
@@ -560,8 +563,9 @@ def endpoints(args) -> list[Endpoint]:
     repeat_ids = [f"evt_bench_repeat_{i:06d}" for i in range(args.requests)]  # recorded in the warm-up
 
     def status(tag, n):
-        return [("GET", f"/flow/tok_{hashlib.md5(str(1 + i % PENDING).encode()).hexdigest()}/status", None,
-                 json_accept) for i in range(n)]
+        # The seeded flow tokens: 'tok_' || md5(i::text) (SEED).
+        tokens = (hashlib.md5(str(1 + i % PENDING).encode(), usedforsecurity=False).hexdigest() for i in range(n))
+        return [("GET", f"/flow/tok_{token}/status", None, json_accept) for token in tokens]
 
     def preapproval(tag, n):
         return [("GET", f"/pre-approval?registrationId=reg-bench-{1 + (i * 7) % PENDING}", None, html_accept)
@@ -662,7 +666,8 @@ def main() -> None:
     service_env = {
         **base_env, "APP_ENV": "production", "DATABASE_URL": url_text, "LTIAAS_URL": fake.url,
         "LTIAAS_API_KEY": "ltiaas-bench-key", "STRIPE_SECRET_KEY": "sk_test_bench", "STRIPE_API_BASE": fake.url,
-        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "STRIPE_PRICE_ID": PRICE_ID, "SECRET_KEY": "bench-secret-key-of-at-least-32-characters",
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "STRIPE_PRICE_ID": PRICE_ID,
+        "SECRET_KEY": "bench-secret-key-of-at-least-32-characters",
         "PUBLIC_URL": "http://127.0.0.1", "RATELIMIT_STORAGE_URI": "memory://", "SUPPORT_CONTACT": SUPPORT,
     }
     floor_env = {**base_env, "FLOOR_DATABASE_URL": url_text, "FLOOR_WEBHOOK_SECRET": WEBHOOK_SECRET,
@@ -702,13 +707,14 @@ def main() -> None:
 
     checkout_rounds = WARM_UP + args.rounds * count(rows[-1]) if args.extras else 0  # per app
     print(f"hot paths: server CPU ms per request (gunicorn gthread --workers {args.workers} --threads "
-          f"{args.threads}, {args.requests} requests per round (fewer for webhooks) from {args.clients} keep-alive clients, "
+          f"{args.threads}, {args.requests} requests per round (fewer for webhooks) from {args.clients} keep-alive "
+          "clients, "
           f"PostgreSQL {url.database}); median of {args.rounds} interleaved rounds")
     print(f"{'endpoint':52} {'service':>8} {'floor':>8} {'ratio':>6} {'target':>7}  ratio per round")
     missed = []
     for e in rows:
         service, floor = results[(e.key, "service")], results[(e.key, "floor")]
-        per_round = [a / b for a, b in zip(service, floor)]
+        per_round = [a / b for a, b in zip(service, floor, strict=True)]
         ratio = statistics.median(per_round)
         target = f"{e.target:.1f}x" if e.target else "-"
         verdict = "" if e.target is None else ("ok" if ratio <= e.target else "ABOVE")
@@ -717,7 +723,8 @@ def main() -> None:
         print(f"{e.label:52} {statistics.median(service):8.3f} {statistics.median(floor):8.3f} "
               f"{ratio:5.2f}x {target:>7} {verdict:5} " + " ".join(f"{x:.2f}" for x in per_round))
     print("requests/s (median): " + "; ".join(
-        f"{e.key} {statistics.median(rates[(e.key, 'service')]):.0f} vs {statistics.median(rates[(e.key, 'floor')]):.0f}"
+        f"{e.key} {statistics.median(rates[(e.key, 'service')]):.0f} "
+        f"vs {statistics.median(rates[(e.key, 'floor')]):.0f}"
         for e in rows))
     calls = {"service": fake.stripe_calls.get("sk_test_bench", 0), "floor": fake.stripe_calls.get("sk_test_floor", 0)}
     print(f"upstream calls: Stripe {calls['service']} from the service, {calls['floor']} from the floor "

@@ -18,8 +18,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_operator_list import CONFIG, ensure_database, fill, timed  # noqa: E402
-from sqlalchemy import text  # noqa: E402
+from bench_operator_list import CONFIG, ensure_database, fill, timed
+from sqlalchemy import text
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/paygate_metrics_bench"
 TOKEN = "bench-metrics-token"
@@ -72,7 +72,7 @@ def main() -> None:
         print(f"\n{total:,} registrations")
         now = utcnow()
         for name, sql in database_queries(settings, now).items():
-            median, worst, _ = timed(lambda: (db.session.execute(sql).all(), db.session.rollback()), args.runs)
+            median, worst, _ = timed(lambda sql=sql: (db.session.execute(sql).all(), db.session.rollback()), args.runs)
             print(f"  {name:<15} median {median:6.1f} ms, slowest {worst:6.1f} ms")
         metrics_page.FINAL_COUNTS_TTL = 0.0
         median, worst, facts = timed(lambda: database_facts(settings), args.runs)

@@ -18,8 +18,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/paygate_bench"
 BATCH = 100_000
@@ -95,7 +95,7 @@ def fill(db, rows: int, refill: bool) -> None:
     print(f"filling {rows:,} registrations (had {have:,}) ...", flush=True)
     started = time.perf_counter()
     db.session.execute(text("TRUNCATE timeline_entries, stripe_events, checkout_sessions, licence_payments, licences, "
-                            "registrations, operators "
+                            "registrations, operator_sessions, operators "
                             "RESTART IDENTITY"))
     db.session.commit()
     for start in range(1, rows + 1, BATCH):
@@ -188,7 +188,7 @@ def main() -> None:
         for name, filters_args, after in cases:
             filters = queries.Filters.from_args(filters_args)
 
-            def run():
+            def run(filters=filters, after=after):
                 page = queries.list_page(filters, after=after)
                 db.session.rollback()
                 return page
@@ -198,7 +198,7 @@ def main() -> None:
             if args.explain:
                 explain(db, filters, after)
 
-        median, worst, (rows, count) = timed(lambda: queries.attention_preview(), args.runs)
+        median, worst, (rows, _count) = timed(lambda: queries.attention_preview(), args.runs)
         print(f"{'attention section (20 rows + capped count)':<44} {len(rows):>5} {median:>10.1f} {worst:>8.1f}")
 
         # The same through HTTP, rendered, as an operator's browser gets it.
@@ -215,7 +215,7 @@ def main() -> None:
                        ("HTTP GET /operator/?family=sakai&state=paid", "/operator/?family=sakai&state=paid"),
                        ("HTTP GET /operator/api/registrations", "/operator/api/registrations"),
                        ("HTTP GET /operator/registrations/<id>", f"/operator/registrations/{paid.id}")]:
-        def get():
+        def get(path=path):
             response = client.get(path)
             assert response.status_code == 200, response.status_code
             return response

@@ -149,11 +149,12 @@ def _register_error_pages(app: Flask) -> None:
         if exc.code == 413:  # Werkzeug's own (a chunked body cut off) too: one sentence with the limit
             exc = guard.too_large()
         if request_ctx.url_adapter is None:  # a request Flask could not bind: no template can build a URL
-            status, headers, body = guard.fixed_response(exc.code, exc.name, exc.description or exc.name,
-                                                         wants_json(), False)
+            _status, headers, body = guard.fixed_response(exc.code, exc.name, exc.description or exc.name,
+                                                          wants_json(), False)
             return app.response_class(body, status=exc.code,
                                       headers=[h for h in headers if h[0] != "Content-Length"])
-        # In the admin's language: ours come translated, Werkzeug's own have catalog entries (paygate/core/languages.py).
+        # In the admin's language: ours come translated, Werkzeug's own have catalog entries
+        # (paygate/core/languages.py).
         title, message = gettext(exc.name), gettext(exc.description) if exc.description else ""
         if wants_json():
             return jsonify(error=exc.name, message=message), exc.code

@@ -19,7 +19,7 @@ from paygate.application import create_app
 from paygate.core.config import LOCAL_PORT
 
 log = logging.getLogger(__name__)
-SECRET_KEY_FILE = "local-secret-key"
+SECRET_KEY_FILE = "local-secret-key"  # noqa: S105 - the name of the file that keeps the key
 
 
 def configured(name: str) -> str | None:

@@ -127,7 +127,7 @@ class Settings(BaseSettings):
             self.ltiaas_url = f"{base}/_local/ltiaas"
             self.ltiaas_api_key = self.ltiaas_api_key or "local-standin-api-key"
         if not self.stripe_secret_key:
-            self.stripe_secret_key = "sk_test_local_standin"
+            self.stripe_secret_key = "sk_test_local_standin"  # noqa: S105 - the local stand-in's, not Stripe's
             self.stripe_webhook_secret = self.stripe_webhook_secret or "whsec_local_standin"
             self.stripe_price_id = self.stripe_price_id or "price_local_registration"
             self.stripe_api_base = self.stripe_api_base or f"{base}/_local/stripe"

@@ -1,7 +1,7 @@
 """The database handle, shared by every module; the request commits, write functions flush."""
 import select
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData, event, exc
@@ -81,7 +81,7 @@ def _quiet(dbapi_connection) -> bool:
         poller = select.poll()
         poller.register(dbapi_connection.pgconn.socket, select.POLLIN | select.POLLPRI)
         return not poller.poll(0)
-    except Exception:  # the connection is closed already
+    except Exception:  # noqa: BLE001 - however it fails (driver, socket), the connection is closed already
         return False
 
 
@@ -97,7 +97,7 @@ def autocommit_reads():
 
 def utcnow() -> datetime:
     """Naive UTC: SQLite drops time zones, so every timestamp is stored and compared naive."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 _INSERTS: dict = {}  # (table, dialect, columns) -> the statement, built once
@@ -118,6 +118,6 @@ def insert_ignoring_duplicates(model, values: dict) -> bool:
         else:
             from sqlalchemy.dialects.sqlite import insert
         # RETURNING, not rowcount: psycopg reports no row count for this statement.
-        key = list(model.__table__.primary_key.columns)[0]
+        key = next(iter(model.__table__.primary_key.columns))
         stmt = _INSERTS[cache_key] = insert(model.__table__).on_conflict_do_nothing().returning(key)
     return db.session.execute(stmt, values).first() is not None

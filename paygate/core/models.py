@@ -12,7 +12,7 @@ ACCESS_DIFFERS = ("platform_id IS NOT NULL AND access_wanted IS NOT NULL "
                   "AND (platform_active IS NULL OR platform_active <> access_wanted)")
 
 
-class State(str, enum.Enum):
+class State(str, enum.Enum):  # noqa: UP042 - a StrEnum would change str(State.PAID) in logs and errors
     PENDING = "pending"  # shown to the admin, not paid
     PAID = "paid"  # money secured (Stripe says paid, or an invoice was sent); not yet completed
     COMPLETING = "completing"  # one caller is talking to LTIaaS Complete right now

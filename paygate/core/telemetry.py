@@ -70,7 +70,7 @@ def _safely(fn, *args) -> None:
     """Metrics never break what they measure."""
     try:
         fn(*args)
-    except Exception:  # noqa: BLE001 - e.g. the multiprocess directory is gone
+    except Exception:  # e.g. the multiprocess directory is gone (logged, so not blind)
         log.debug("metrics: could not record", exc_info=True)
 
 

@@ -143,7 +143,8 @@ def valid_id(value: str | None) -> bool:
 
 
 def _measured(call):
-    """Counts and times each call by its operation, a fixed name (paygate_ltiaas_calls_total, paygate/core/telemetry.py)."""
+    """Counts and times each call by its operation, a fixed name (paygate_ltiaas_calls_total,
+    paygate/core/telemetry.py)."""
     @functools.wraps(call)
     def measured(self, method: str, url: str, *, operation: str, **kwargs):
         with telemetry.outbound("ltiaas", operation):

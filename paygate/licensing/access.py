@@ -214,9 +214,9 @@ def _tell(claimed_at: datetime, due: datetime, rows, cause: str) -> tuple[int, i
             errors = list(pool.map(call, rows))
     else:
         errors = [call(row) for row in rows]
-    told = [row for row, error in zip(rows, errors) if error is None]
+    told = [row for row, error in zip(rows, errors, strict=True) if error is None]
     _record_told(told, claimed_at, cause)
-    for row, error in zip(rows, errors):
+    for row, error in zip(rows, errors, strict=True):
         if error is not None:
             _record_failure(db.session.get(Registration, row.id), row.access_wanted, error, claimed_at, due, cause,
                             (Registration.access_claimed_at == claimed_at,))

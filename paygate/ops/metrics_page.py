@@ -186,7 +186,7 @@ def init_app(app: Flask) -> None:
 # ---------------------------------------------------------------------------------------------
 # The worker command's own endpoint: its passes and the calls it makes are in its process only.
 
-def serve_worker_metrics(port: int, token: str | None, host: str = "0.0.0.0"):
+def serve_worker_metrics(port: int, token: str | None, host: str = "0.0.0.0"):  # noqa: S104 - scraped from outside
     """Serve this process's metrics at http://host:port/metrics with the same bearer rule, in a daemon
     thread; returns the server (its `shutdown()` stops it), or None without a token."""
     from socketserver import ThreadingMixIn
@@ -199,13 +199,13 @@ def serve_worker_metrics(port: int, token: str | None, host: str = "0.0.0.0"):
     def app(environ, start_response):
         private = list(_PRIVATE.items())
         if environ.get("PATH_INFO") != "/metrics" or environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
-            start_response("404 Not Found", [("Content-Type", "application/json")] + private)
+            start_response("404 Not Found", [("Content-Type", "application/json"), *private])
             return [b'{"error": "Not Found"}']
         if not token_ok(environ.get("HTTP_AUTHORIZATION"), token):
             start_response("401 Unauthorized", [("Content-Type", "application/json"),
-                                                ("WWW-Authenticate", 'Bearer realm="metrics"')] + private)
+                                                ("WWW-Authenticate", 'Bearer realm="metrics"'), *private])
             return [b'{"error": "Unauthorized"}']
-        start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)] + private)
+        start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), *private])
         return [exposition(with_database=False)]
 
     class Quiet(WSGIRequestHandler):

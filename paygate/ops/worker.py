@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from flask import Flask, current_app
 from sqlalchemy import and_, exists, func, or_, select, true
@@ -47,7 +47,7 @@ def _clock(now: datetime | None):
     """The pass's clock: a fixed time when given (tests), the real time at each step otherwise."""
     if now is None:
         return utcnow
-    fixed = now.astimezone(timezone.utc).replace(tzinfo=None) if now.tzinfo else now
+    fixed = now.astimezone(UTC).replace(tzinfo=None) if now.tzinfo else now
     return lambda: fixed
 
 
@@ -171,7 +171,7 @@ def run_once(now: datetime | None = None, *, reconcile: bool = False, prune: boo
     """One pass of the worker, in the current app context; returns what it did, by kind."""
     clock = _clock(now)
     started = time.monotonic()
-    counts: Counter = Counter({k: 0 for k in COUNTS})
+    counts: Counter = Counter(dict.fromkeys(COUNTS, 0))
     resolve_stale(clock, counts)
     counts["invoices"] = invoicing.resume_pending(clock())
     retry_due(clock, counts, stop)

@@ -91,10 +91,10 @@ def open_checkout(reg: Registration, success_url: str, cancel_url: str, locale: 
         raise NotPayable("too_late")  # Stripe would refuse this generation's expiry by now
     generation, expires_at = reg.checkout_generation, reg.checkout_expires_at
     ref = reference(reg)
-    request = dict(price_id=reg.price_id, reference=ref["client_reference_id"], metadata=ref["metadata"],
-                   success_url=success_url, cancel_url=cancel_url, expires_at=expires_at,
-                   idempotency_key=f"paygate-checkout-{reg.id}-{reg.registration_id}-{generation}",
-                   recurring=reg.price_interval is not None, locale=reg.checkout_locale)
+    request = {"price_id": reg.price_id, "reference": ref["client_reference_id"], "metadata": ref["metadata"],
+               "success_url": success_url, "cancel_url": cancel_url, "expires_at": expires_at,
+               "idempotency_key": f"paygate-checkout-{reg.id}-{reg.registration_id}-{generation}",
+               "recurring": reg.price_interval is not None, "locale": reg.checkout_locale}
     reg_pk = reg.id
     db.session.commit()  # no transaction stays open while Stripe is called
     try:

@@ -95,7 +95,7 @@ def apply_checkout(view: payments.CheckoutView, cause: str) -> Outcome:
     if reg is None:
         log.warning("Checkout Session %s belongs to no registration here (cause %s); ignored", view.id, cause)
         return Outcome(None, False, "unknown session")
-    row = _remember_session(reg, view)
+    _remember_session(reg, view)
     paid = view.status == "complete" and view.payment_status == "paid"
     if not paid:
         if view.status == "complete" and view.payment_status == "unpaid":
@@ -125,17 +125,17 @@ def apply_checkout(view: payments.CheckoutView, cause: str) -> Outcome:
     if view.subscription:
         evidence["subscription"] = view.subscription
     licence = licences.of(reg)
-    if reg.payment_session_id is None and (licence is None or licence.kind != "invoice"):  # never beside an invoice
-        if transition(reg, State.PAID, cause=cause, where=(Registration.payment_session_id.is_(None),),
-                      expect={State.PENDING, State.ABANDONED, State.NEEDS_ATTENTION},
-                      message=f"Paid {format_amount(view.amount_total, view.currency)}"
-                              + (f" for subscription {view.subscription}." if view.subscription else "."),
-                      details=evidence, payment_session_id=view.id, payment_intent_id=view.payment_intent,
-                      amount_paid=view.amount_total, currency_paid=view.currency,
-                      payer_email=view.payer_email, payer_name=view.payer_name, paid_at=utcnow(),
-                      next_attempt_at=None):
-            licences.record_checkout(reg, view, cause)
-            return Outcome(reg, True, "paid")
+    if (reg.payment_session_id is None and (licence is None or licence.kind != "invoice")  # never beside an invoice
+            and transition(reg, State.PAID, cause=cause, where=(Registration.payment_session_id.is_(None),),
+                           expect={State.PENDING, State.ABANDONED, State.NEEDS_ATTENTION},
+                           message=f"Paid {format_amount(view.amount_total, view.currency)}"
+                                   + (f" for subscription {view.subscription}." if view.subscription else "."),
+                           details=evidence, payment_session_id=view.id, payment_intent_id=view.payment_intent,
+                           amount_paid=view.amount_total, currency_paid=view.currency,
+                           payer_email=view.payer_email, payer_name=view.payer_name, paid_at=utcnow(),
+                           next_attempt_at=None)):
+        licences.record_checkout(reg, view, cause)
+        return Outcome(reg, True, "paid")
     if reg.payment_session_id == view.id:
         log.info("registration %s: repeated paid for %s (cause %s) ignored", reg.id, view.id, cause)
         return Outcome(reg, True, "already paid")
@@ -201,7 +201,8 @@ def complete(reg: Registration, cause: str, now=None) -> None:
         # completion's reasons for attention; others (a second payment) stay.
         db.session.refresh(reg)
         remaining = ",".join(r for r in (reg.attention or "").split(",") if r and r not in _COMPLETION_ATTENTION)
-        if not transition(reg, State.COMPLETED, cause=cause, expect={State.COMPLETING, State.PAID, State.NEEDS_ATTENTION},
+        if not transition(reg, State.COMPLETED, cause=cause,
+                          expect={State.COMPLETING, State.PAID, State.NEEDS_ATTENTION},
                           message=f"Registered at LTIaaS as platform {result.platform_id}.",
                           details={"platform_id": result.platform_id}, platform_id=result.platform_id,
                           completion_html=result.html, completed_at=utcnow(), attempt_started_at=None,

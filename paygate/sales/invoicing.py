@@ -265,17 +265,17 @@ def _make_and_send(reg_pk: int, licence_pk: int) -> None:
         db.session.commit()
 
     if customer is None:
-        customer = attempt and gateway.find_customer(email, ref) or gateway.create_customer(
+        customer = (attempt and gateway.find_customer(email, ref)) or gateway.create_customer(
             email=email, name=organisation, po_number=po_number, metadata=ref, idempotency_key=key + "customer")
         save(customer_id=customer)
     if invoice_id is None and recurring:
-        sub = attempt and gateway.find_subscription(customer, ref) or gateway.create_invoiced_subscription(
+        sub = (attempt and gateway.find_subscription(customer, ref)) or gateway.create_invoiced_subscription(
             customer=customer, price_id=price_id, days_until_due=days, metadata=ref,
             idempotency_key=key + "subscription")
         invoice_id, status = sub.latest_invoice_id, "draft"
         save(subscription_id=sub.id, subscription_status=sub.status, invoice_id=invoice_id, status=status)
     elif invoice_id is None:
-        invoice = attempt and gateway.find_invoice(customer, ref) or gateway.create_invoice(
+        invoice = (attempt and gateway.find_invoice(customer, ref)) or gateway.create_invoice(
             customer=customer, days_until_due=days, po_number=po_number, metadata=ref,
             idempotency_key=key + "invoice")
         invoice_id, status = invoice.id, invoice.status

@@ -43,8 +43,8 @@ def reconcile(since_hours: float = 48, page_size: int = 100) -> dict:
     Raises payments.PaymentProviderError when Stripe cannot be listed (nothing half-done: every
     session handled so far is committed).
     """
-    counts = Counter({k: 0 for k in ("listed", "paid", "known", "fulfilled", "completed", "flagged",
-                                     "foreign", "errors")})
+    counts = Counter(dict.fromkeys(("listed", "paid", "known", "fulfilled", "completed", "flagged", "foreign",
+                                    "errors"), 0))
     created_gte = int(time.time() - since_hours * 3600)
     for view in payments.gateway().list_checkout_sessions(created_gte=created_gte, page_size=page_size):
         counts["listed"] += 1
@@ -97,7 +97,7 @@ def reconcile_licences(recheck_days: float = 120, batch: int = 100) -> dict:
     Each one is applied as its webhook would be, and committed on its own; one failure does not
     stop the others. Returns counts: licences, payments, changed, errors.
     """
-    counts = Counter({k: 0 for k in ("licences", "payments", "changed", "errors")})
+    counts = Counter(dict.fromkeys(("licences", "payments", "changed", "errors"), 0))
     live = or_(Licence.status.in_(LIVE_SUBSCRIPTION) & (Licence.kind == "subscription"),
                (Licence.kind == "invoice") & (Licence.status.in_(("draft", "open"))
                                              | Licence.subscription_status.in_(LIVE_SUBSCRIPTION)))

@@ -65,12 +65,12 @@ def host_name(host: str | None) -> str | None:
         return None
     if host.startswith("["):
         name, bracket, port = host[1:].partition("]")
-        if not bracket or port and not port.startswith(":"):
+        if not bracket or (port and not port.startswith(":")):
             return None
         port = port[1:]
     else:
         name, _, port = host.partition(":")
-    if not name or port and not (port.isascii() and port.isdigit() and len(port) <= 5):
+    if not name or (port and not (port.isascii() and port.isdigit() and len(port) <= 5)):
         return None
     return name.lower()
 
@@ -79,8 +79,8 @@ def wants_json(environ: dict) -> bool:
     """Machines get JSON: the webhook, the operators' API, metrics, the frame's poll (as app.wants_json)."""
     path = environ.get("PATH_INFO") or ""
     return (path.startswith(("/webhooks/", "/operator/api/", "/metrics")) or path.endswith("/status")
-            or "application/json" in (environ.get("HTTP_ACCEPT") or "")
-            and "text/html" not in (environ.get("HTTP_ACCEPT") or ""))
+            or ("application/json" in (environ.get("HTTP_ACCEPT") or "")
+                and "text/html" not in (environ.get("HTTP_ACCEPT") or "")))
 
 
 def fixed_response(status: int, title: str, sentence: str, as_json: bool, hsts: bool) -> tuple[str, list, bytes]:

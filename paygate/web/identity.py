@@ -75,9 +75,9 @@ def without_registration() -> Identity:
     settings = current_app.config["SETTINGS"]
     price = _cached_price()
     if price is not None:
+        line = languages.price_line(price.unit_amount, price.currency, price.period) if price.unit_amount else None
         return Identity(vendor=settings.vendor_name or price.product_name, product=price.product_name,
-                        description=price.product_description,
-                        price=languages.price_line(price.unit_amount, price.currency, price.period) if price.unit_amount else None)
+                        description=price.product_description, price=line)
     product = _newest_product()
     return Identity(vendor=settings.vendor_name or product, product=product, description=None, price=None)
 
@@ -86,7 +86,7 @@ def _cached_price():
     from paygate.gateways import payments
     try:
         return payments.gateway().cached_price(current_app.config["SETTINGS"].stripe_price_id)
-    except Exception:  # never let a page about another failure fail on this
+    except Exception:  # noqa: BLE001 - never let a page about another failure fail on this
         return None
 
 
@@ -101,6 +101,6 @@ def _newest_product() -> str | None:
     try:
         return db.session.scalars(select(Registration.product_name).where(Registration.product_name.is_not(None))
                                   .order_by(Registration.id.desc()).limit(1)).first()
-    except Exception:  # the database is what failed: the page is shown without the product
+    except Exception:  # noqa: BLE001 - the database is what failed: the page is shown without the product
         db.session.rollback()
         return None

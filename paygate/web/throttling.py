@@ -10,7 +10,7 @@ import hashlib
 import ipaddress
 import logging
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from flask import Flask, current_app, request
 from limits import RateLimitItem, parse_many
@@ -152,10 +152,8 @@ class SignInAttempt:
 
     def succeeded(self) -> None:
         """The password was right: successes are not counted."""
-        try:
+        with suppress(self._throttle.storage.base_exceptions):  # else it stays counted as a failure: harmless
             _give_back(self._throttle, self._taken)
-        except self._throttle.storage.base_exceptions:
-            pass  # the attempt stays counted as a failure: harmless
 
 
 def sign_in_attempt(email: str) -> SignInAttempt | None:
@@ -193,10 +191,8 @@ def known_dead(registration_id: str) -> bool:
 def remember_dead(registration_id: str) -> None:
     """LTIaaS does not know this id (or it is finished): answer repeats without asking it."""
     throttle = _throttle()
-    try:
+    with suppress(throttle.storage.base_exceptions):  # else the next repeat asks LTIaaS again: correct, only dearer
         throttle.storage.incr(_dead_key(throttle, registration_id), DEAD_ID_SECONDS)
-    except throttle.storage.base_exceptions:
-        pass  # the next repeat asks LTIaaS again: correct, only dearer
 
 
 @contextmanager

@@ -4,7 +4,7 @@ import logging
 import threading
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import stripe
 from flask import current_app
@@ -119,7 +119,7 @@ class Payments:
             ("subscription_data" if recurring else "payment_intent_data"): {"metadata": metadata},
             "success_url": success_url,
             "cancel_url": cancel_url,
-            "expires_at": int(expires_at.replace(tzinfo=timezone.utc).timestamp()),
+            "expires_at": int(expires_at.replace(tzinfo=UTC).timestamp()),
         }
         if self._payment_method_types:
             params["payment_method_types"] = self._payment_method_types

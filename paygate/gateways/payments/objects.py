@@ -3,7 +3,7 @@ disputes, the Price, id checks and errors. Read from Stripe's JSON by paygate/ga
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ def id_of(value) -> str | None:
 
 
 def from_epoch(value) -> datetime | None:
-    return datetime.fromtimestamp(value, timezone.utc).replace(tzinfo=None) if value else None
+    return datetime.fromtimestamp(value, UTC).replace(tzinfo=None) if value else None
 
 
 def checkout_view(session) -> CheckoutView:

@@ -11,7 +11,7 @@ import secrets
 import string
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import requests
 import stripe
@@ -100,7 +100,7 @@ def decode_form(pairs) -> dict:
         match = re.fullmatch(r"([^\[\]]+)((?:\[[^\[\]]*\])*)", key)
         if not match:
             raise StripeFail(400, f"Invalid parameter name: {key}", "parameter_unknown", key)
-        parts = [match.group(1)] + re.findall(r"\[([^\[\]]*)\]", match.group(2))
+        parts = [match.group(1), *re.findall(r"\[([^\[\]]*)\]", match.group(2))]
         node = root
         for depth, part in enumerate(parts):
             if not isinstance(node, dict):
@@ -177,7 +177,7 @@ def add_interval(ts: int, interval: str, count: int = 1) -> int:
     """`ts` moved on by whole days, weeks, calendar months or years, as Stripe bills."""
     if interval in ("day", "week"):
         return ts + count * DAY * (7 if interval == "week" else 1)
-    moment = datetime.fromtimestamp(ts, timezone.utc)
+    moment = datetime.fromtimestamp(ts, UTC)
     months = moment.month - 1 + count * (12 if interval == "year" else 1)
     year, month = moment.year + months // 12, months % 12 + 1
     day = min(moment.day, calendar.monthrange(year, month)[1])  # 31 Jan + 1 month = 28/29 Feb

@@ -1,5 +1,5 @@
 """A small dashboard: what the stand-in holds, and buttons for what Stripe or the customer would do next."""
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from flask import jsonify, redirect, render_template_string, request
@@ -125,7 +125,7 @@ def plan(sub: dict) -> str:
 
 
 def when(ts: int | None) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if ts else ""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC") if ts else ""
 
 
 def snapshot() -> dict:

@@ -167,7 +167,7 @@ def _preapproval_page(reg: Registration | FlowView, status: int = 200, invoice_e
                       invoice_field: str | None = None, answers=None):
     settings = current_app.config["SETTINGS"]
     offer_invoice = settings.invoicing and reg.state == State.PENDING.value and (
-        reg.licence is None or reg.licence.kind == "invoice" and reg.licence.invoice_sent_at is None)
+        reg.licence is None or (reg.licence.kind == "invoice" and reg.licence.invoice_sent_at is None))
     return languages.render_page(
         "preapproval.html", reg=reg, identity=identity.of(reg), lms_name=identity.lms_name(reg),
         pay_label=languages.pay_label(reg.amount, reg.currency, reg.price_interval),

@@ -1,7 +1,7 @@
 """Operator pages and API under /operator: review registrations, payments and platforms, and act on them.
 
-Views are thin: reading is in `queries`, acting in `actions`, sign-in in `auth`; the blueprint and its
-routes are in `views`.
+Views are thin: reading the list is in `queries`, one registration in `detail`, its JSON shape in `as_json`,
+the CSV rows in `export`, acting in `actions`, sign-in in `auth`; the blueprint and its routes are in `views`.
 """
 from flask import Flask
 

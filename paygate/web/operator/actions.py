@@ -77,7 +77,8 @@ def refund_key(reg: Registration, payment_intent: str) -> str:
     and would replay (a 5xx), the next try takes a new key (Stripe never refunds a payment twice)."""
     replayed = sum(1 for e in db.session.scalars(select(TimelineEntry).where(
         TimelineEntry.registration_pk == reg.id, TimelineEntry.kind == "operator"))
-        if isinstance(e.details, dict) and e.details.get("replayed") and e.details.get("payment_intent") == payment_intent)
+        if isinstance(e.details, dict) and e.details.get("replayed")
+        and e.details.get("payment_intent") == payment_intent)
     return f"paygate-refund-{reg.id}-{payment_intent}" + (f"-{replayed}" if replayed else "")
 
 
@@ -143,13 +144,13 @@ def refund(reg: Registration, email: str) -> Result:
         return Result("error", f"Nothing to refund: the registration is {reg.state} and has no payment "
                                "that can be refunded here.")
     key = refund_key(reg, payment_intent)
-    if reg.state == State.PAID:
-        # Hold the completion first: a worker must not register the platform while money goes back.
-        if not transition(reg, State.NEEDS_ATTENTION, cause=cause, expect={State.PAID},
-                          message="Refund started: the completion is held.", attention="refunding"):
-            db.session.commit()
-            return Result("info", f"The registration changed to {reg.state} meanwhile; look again before "
-                                  "refunding.")
+    # Hold the completion first: a worker must not register the platform while money goes back.
+    if reg.state == State.PAID and not transition(reg, State.NEEDS_ATTENTION, cause=cause, expect={State.PAID},
+                                                  message="Refund started: the completion is held.",
+                                                  attention="refunding"):
+        db.session.commit()
+        return Result("info", f"The registration changed to {reg.state} meanwhile; look again before "
+                              "refunding.")
     metadata = {"registration_pk": str(reg.id), "registration_id": reg.registration_id}
     row = refunds.find_payment(payment_intent)
     licence = row.licence if row is not None else None

@@ -17,7 +17,7 @@ from paygate.core.models import Operator, OperatorSession
 from paygate.web.operator.passwords import check_password, hash_password
 
 API_PREFIX = "/operator/api/"
-TOKEN_PREFIX = "pgo_"
+TOKEN_PREFIX = "pgo_"  # noqa: S105 - what every operator API token starts with, not a token
 # A signed-in session ends after this long, whatever the browser does with its cookie.
 SESSION_MAX_AGE_SECONDS = 12 * 3600
 # The key of the session's server-side id in the signed cookie.

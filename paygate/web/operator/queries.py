@@ -1,9 +1,10 @@
-"""Reading registrations for operators: filters, search, keyset pages, export rows, detail.
+"""Reading the registrations list for operators: filters, search, keyset pages, the attention preview.
 
 Every list query is ORDER BY created_at DESC, id DESC with a keyset cursor on that pair, so any page
 costs about as much as the first one; nothing counts all rows. Searches are exact matches on
 indexed ids, the LMS family and the lower-cased payer e-mail, and prefix matches on the lower-cased
-LMS URL (all indexed, see migrations 0001 and 0002).
+LMS URL (all indexed, see migrations 0001 and 0002). One registration's detail is in `detail`, the
+JSON shape in `as_json`, the CSV rows in `export`.
 """
 import re
 import unicodedata
@@ -14,18 +15,8 @@ from sqlalchemy import func, or_, select, text, tuple_
 from sqlalchemy.orm import load_only, selectinload
 
 from paygate.core.db import db, utcnow
-from paygate.core.models import (
-    ACCESS_DIFFERS,
-    CheckoutSession,
-    Licence,
-    LicencePayment,
-    Registration,
-    State,
-    StripeEvent,
-    TimelineEntry,
-)
-from paygate.core.money import format_amount
-from paygate.gateways import ltiaas, payments
+from paygate.core.models import ACCESS_DIFFERS, CheckoutSession, Licence, LicencePayment, Registration, State
+from paygate.gateways import ltiaas
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
@@ -100,6 +91,11 @@ _CURSOR = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?)~(\d{1,12}
 _MAX_INT = 2**31 - 1
 FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2999, 12, 31)
 _WORD = re.compile(r"^[A-Za-z][A-Za-z0-9]{1,99}$")
+
+
+def valid_pk(pk: int) -> bool:
+    """Whether `pk` can be a registration's number (PostgreSQL refuses integers past 2^31-1)."""
+    return 0 < pk <= _MAX_INT
 
 
 class BadQuery(ValueError):
@@ -241,10 +237,8 @@ def _search_condition(searches: list[Search]):
             conditions.append(func.lower(Registration.payer_email) == s.value)
         elif s.kind == "lms_url":
             lowered = func.lower(Registration.lms_url)
-            if "://" in s.value:
-                prefixes = [s.value]
-            else:  # "canvas.school.edu" finds https://canvas.school.edu/...
-                prefixes = [s.value, "https://" + s.value, "http://" + s.value]
+            # "canvas.school.edu" finds https://canvas.school.edu/...
+            prefixes = [s.value] if "://" in s.value else [s.value, "https://" + s.value, "http://" + s.value]
             conditions += [lowered.like(_like_prefix(p), escape="\\") for p in prefixes]
     return or_(*conditions) if conditions else None
 
@@ -349,175 +343,3 @@ def attention_preview(limit: int = ATTENTION_PREVIEW) -> tuple[list[Registration
     capped = select(Registration.id).where(Registration.attention.is_not(None)).limit(ATTENTION_COUNT_CAP + 1)
     count = db.session.scalar(select(func.count()).select_from(capped.subquery()))
     return rows, count
-
-
-@dataclass
-class Detail:
-    registration: Registration
-    timeline: list[TimelineEntry]
-    sessions: list[CheckoutSession]
-    events: list[StripeEvent]
-
-
-def valid_pk(pk: int) -> bool:
-    """Whether `pk` can be a registration's number (PostgreSQL refuses integers past 2^31-1)."""
-    return 0 < pk <= _MAX_INT
-
-
-def detail(pk: int) -> Detail | None:
-    if not valid_pk(pk):
-        return None
-    reg = db.session.get(Registration, pk)
-    if reg is None:
-        return None
-    timeline = list(db.session.scalars(select(TimelineEntry).where(TimelineEntry.registration_pk == pk)
-                                       .order_by(TimelineEntry.at, TimelineEntry.id)))
-    sessions = list(db.session.scalars(select(CheckoutSession).where(CheckoutSession.registration_pk == pk)
-                                       .order_by(CheckoutSession.id)))
-    events = list(db.session.scalars(
-        select(StripeEvent).options(load_only(StripeEvent.event_id, StripeEvent.type, StripeEvent.session_id,
-                                              StripeEvent.received_at, StripeEvent.deliveries,
-                                              StripeEvent.outcome, StripeEvent.registration_pk))
-        .where(StripeEvent.registration_pk == pk).order_by(StripeEvent.received_at, StripeEvent.event_id)))
-    return Detail(reg, timeline, sessions, events)
-
-
-# What a registration looks like outside: JSON API and CSV.
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() + "Z" if value else None
-
-
-def stripe_links(reg) -> dict:
-    gateway = payments.gateway()
-    links = {}
-    if reg.payment_session_id:
-        links["checkout_session"] = gateway.dashboard_url("checkout/sessions", reg.payment_session_id)
-    if reg.payment_intent_id:
-        links["payment_intent"] = gateway.dashboard_url("payments", reg.payment_intent_id)
-    return links
-
-
-def summary(reg) -> dict:
-    paid = reg.amount_paid is not None
-    return {
-        "id": reg.id,
-        "registration_id": reg.registration_id,
-        "state": reg.state,
-        "attention": reg.attention,
-        "lms": {"url": reg.lms_url, "family": reg.lms_family, "version": reg.lms_version},
-        "platform": {"id": reg.platform_id, "active": reg.platform_active, "override": reg.access_override,
-                     "access_wanted": reg.access_wanted, "access_reason": reg.access_reason},
-        "licence": licence_json(reg.licence),
-        "price": {"amount": reg.amount, "currency": reg.currency,
-                  "display": format_amount(reg.amount, reg.currency)},
-        "payment": {
-            "amount": reg.amount_paid, "currency": reg.currency_paid,
-            "display": format_amount(reg.amount_paid, reg.currency_paid) if paid else None,
-            "payer_email": reg.payer_email, "payer_name": reg.payer_name,
-            "checkout_session_id": reg.payment_session_id,
-            "payment_intent_id": reg.payment_intent_id, "paid_at": _iso(reg.paid_at),
-            "refund_id": reg.refund_id, "refunded_at": _iso(reg.refunded_at),
-        },
-        "stripe_dashboard": stripe_links(reg),
-        "created_at": _iso(reg.created_at),
-        "completed_at": _iso(reg.completed_at),
-    }
-
-
-def licence_json(licence: Licence | None) -> dict | None:
-    """The licence as operators' scripts see it (README "Operators", JSON API: kind, Stripe's status, ids, dates)."""
-    if licence is None:
-        return None
-    invoice = None
-    if licence.kind == "invoice":
-        invoice = {"organisation": licence.organisation, "billing_email": licence.billing_email,
-                   "po_number": licence.po_number, "number": licence.invoice_number,
-                   "amount_due": licence.amount_due, "amount_remaining": licence.amount_remaining,
-                   "currency": licence.currency, "hosted_invoice_url": licence.hosted_invoice_url,
-                   "sent_at": _iso(licence.invoice_sent_at)}
-    return {
-        "kind": licence.kind, "status": licence.status, "subscription_status": licence.subscription_status,
-        "customer_id": licence.customer_id, "subscription_id": licence.subscription_id,
-        "invoice_id": licence.invoice_id, "period_end": _iso(licence.period_end), "due_date": _iso(licence.due_at),
-        "disputed": licence.dispute_open, "invoice": invoice,
-        "payments": [{
-            "payment_intent_id": p.payment_intent_id, "charge_id": p.charge_id, "invoice_id": p.invoice_id,
-            "amount": p.amount, "currency": p.currency, "paid_at": _iso(p.paid_at),
-            "amount_refunded": p.amount_refunded, "refund_id": p.refund_id, "refund_status": p.refund_status,
-            "dispute_id": p.dispute_id, "dispute_status": p.dispute_status, "dispute_due_by": _iso(p.dispute_due_by),
-        } for p in licence.payments],
-    }
-
-
-def full(d: Detail) -> dict:
-    reg = d.registration
-    data = summary(reg)
-    data.update({
-        "lms": {**data["lms"], "details": reg.lms_details},
-        "attempts": {"count": reg.attempt_count, "uncertain": reg.attempt_uncertain,
-                     "started_at": _iso(reg.attempt_started_at), "next_at": _iso(reg.next_attempt_at),
-                     "last_error": reg.last_error},
-        "updated_at": _iso(reg.updated_at),
-        "checkout_sessions": [{
-            "id": s.session_id, "generation": s.generation, "status": s.status,
-            "payment_status": s.payment_status, "amount_total": s.amount_total, "currency": s.currency,
-            "payment_intent_id": s.payment_intent_id, "payer_email": s.payer_email,
-            "created_at": _iso(s.created_at), "expires_at": _iso(s.expires_at),
-            "canceled_at": _iso(s.canceled_at), "failed_at": _iso(s.failed_at),
-        } for s in d.sessions],
-        "stripe_events": [{
-            "id": e.event_id, "type": e.type, "session_id": e.session_id, "received_at": _iso(e.received_at),
-            "deliveries": e.deliveries, "outcome": e.outcome,
-        } for e in d.events],
-        "timeline": [{
-            "at": _iso(t.at), "kind": t.kind, "from_state": t.from_state, "to_state": t.to_state,
-            "cause": t.cause, "message": t.message, "details": t.details,
-        } for t in d.timeline],
-    })
-    return data
-
-
-CSV_COLUMNS = ("id", "created_at", "state", "attention", "lms_url", "lms_family", "lms_version",
-               "platform_id", "platform_active", "amount_paid", "currency_paid", "payer_email",
-               "checkout_session_id", "payment_intent_id", "paid_at", "completed_at", "refund_id",
-               "refunded_at", "price_amount", "price_currency", "registration_id", "access_override",
-               "licence_kind", "licence_status", "subscription_id", "period_end", "organisation",
-               "billing_email", "po_number", "invoice_id", "invoice_number", "invoice_status", "invoice_due_date",
-               "invoice_amount_due", "invoice_amount_remaining", "hosted_invoice_url")
-
-
-def csv_row(reg) -> list:
-    lic = reg.licence
-    invoiced = lic is not None and lic.kind == "invoice"
-    values = [reg.id, _iso(reg.created_at), reg.state, reg.attention, reg.lms_url, reg.lms_family,
-              reg.lms_version, reg.platform_id, reg.platform_active, reg.amount_paid, reg.currency_paid,
-              reg.payer_email, reg.payment_session_id, reg.payment_intent_id, _iso(reg.paid_at),
-              _iso(reg.completed_at), reg.refund_id, _iso(reg.refunded_at), reg.amount, reg.currency,
-              reg.registration_id, reg.access_override,
-              lic.kind if lic else None, lic.status if lic else None, lic.subscription_id if lic else None,
-              _iso(lic.period_end) if lic else None]
-    values += ([lic.organisation, lic.billing_email, lic.po_number, lic.invoice_id, lic.invoice_number, lic.status,
-                _iso(lic.due_at), lic.amount_due, lic.amount_remaining, lic.hosted_invoice_url]
-               if invoiced else [None] * 10)
-    return [_csv_safe(v) for v in values]
-
-
-# A cell a spreadsheet may read as a formula (OWASP "CSV Injection"): one starting with = + - @, their
-# full-width and small forms (＝ ＋ － ＠ ﹦ ﹢ ﹣ ﹫, folded by NFKC), the minus sign −, or anything a
-# spreadsheet skips before looking (tab, CR, LF, any space, control and format characters).
-_FORMULA_STARTS = frozenset("=+-@\u2212")
-
-
-def _csv_safe(value):
-    """Text from outside (LMS names, e-mails) must not run as a formula in a spreadsheet."""
-    if value is None:
-        return ""
-    if isinstance(value, str) and value and _may_start_a_formula(value[0]):
-        return "'" + value
-    return value
-
-
-def _may_start_a_formula(first: str) -> bool:
-    return (unicodedata.normalize("NFKC", first)[:1] in _FORMULA_STARTS or first.isspace()
-            or unicodedata.category(first) in ("Cc", "Cf", "Zl", "Zp", "Zs"))

@@ -24,7 +24,8 @@ from paygate.core.models import Registration, State
 from paygate.core.money import format_amount
 from paygate.gateways import payments
 from paygate.web import throttling
-from paygate.web.operator import actions, auth, queries
+from paygate.web.operator import actions, as_json, auth, export, queries
+from paygate.web.operator import detail as registration_detail
 
 bp = Blueprint("operator", __name__, url_prefix="/operator")
 PUBLIC_ENDPOINTS = {"operator.sign_in"}
@@ -153,9 +154,9 @@ def export_csv():
     def rows():
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(queries.CSV_COLUMNS)
+        writer.writerow(export.CSV_COLUMNS)
         for reg in queries.iter_all(filters):
-            writer.writerow(queries.csv_row(reg))
+            writer.writerow(export.csv_row(reg))
             if buffer.tell() > 64 * 1024:
                 yield buffer.getvalue()
                 buffer.seek(0)
@@ -169,7 +170,7 @@ def export_csv():
 
 @bp.get("/registrations/<int:pk>")
 def detail(pk: int):
-    found = queries.detail(pk)
+    found = registration_detail.detail(pk)
     if found is None:
         abort(404, description="No such registration.")
     reg = found.registration
@@ -249,7 +250,7 @@ def api_registrations():
         abort(400, description=str(exc) if isinstance(exc, queries.BadQuery) else "limit must be a number")
     args = filters.to_args()
     return jsonify(
-        items=[queries.summary(reg) for reg in page.items],
+        items=[as_json.summary(reg) for reg in page.items],
         search=[{"kind": s.kind, "value": s.value} for s in page.searches],
         next=url_for("operator.api_registrations", after=page.older, limit=limit, **args) if page.older else None,
         previous=url_for("operator.api_registrations", before=page.newer, limit=limit, **args)
@@ -259,7 +260,7 @@ def api_registrations():
 
 @bp.get("/api/registrations/<int:pk>")
 def api_registration(pk: int):
-    found = queries.detail(pk)
+    found = registration_detail.detail(pk)
     if found is None:
         abort(404, description="No such registration.")
-    return jsonify(queries.full(found))
+    return jsonify(as_json.full(found))
