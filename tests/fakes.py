@@ -1,4 +1,4 @@
-"""Stateful fakes of Stripe and LTIaaS behind `responses`, speaking their wire formats."""
+"""Fakes behind `responses`: LTIaaS is the local stand-in; Stripe is still a wire-format fake of its own."""
 import copy
 import functools
 import json
@@ -14,6 +14,7 @@ from flask import Blueprint, Flask
 
 from paygate.standins import ltiaas_api
 from paygate.standins.ltiaas_api import CLOSE_HTML
+from paygate.standins.stripe import checkout
 
 STRIPE = "https://api.stripe.com"
 __all__ = ["CLOSE_HTML", "STRIPE", "Ltiaas", "Stripe"]
@@ -65,10 +66,8 @@ def _plain(obj: dict) -> dict:
     return copy.deepcopy({k: v for k, v in obj.items() if not k.startswith("_")})
 
 
-# Checkout's `locale` values (Stripe's documented list).
-CHECKOUT_LOCALES = {"auto", "bg", "cs", "da", "de", "el", "en", "en-GB", "es", "es-419", "et", "fi", "fil", "fr",
-                    "fr-CA", "hr", "hu", "id", "it", "ja", "ko", "lt", "lv", "ms", "mt", "nb", "nl", "pl", "pt",
-                    "pt-BR", "ro", "ru", "sk", "sl", "sv", "th", "tr", "vi", "zh", "zh-HK", "zh-TW"}
+# Checkout's `locale` values (Stripe's documented list), as the stand-in knows them.
+CHECKOUT_LOCALES = set(checkout.LOCALES)
 
 
 class Stripe:
