@@ -1,4 +1,4 @@
-"""Stateful fakes of Stripe and LTIaaS behind `responses`, speaking their wire formats."""
+"""Fakes behind `responses`: LTIaaS is the local stand-in; Stripe is still a wire-format fake of its own."""
 import copy
 import functools
 import json
@@ -10,9 +10,14 @@ from urllib.parse import parse_qsl, unquote, urlparse
 
 import responses
 import stripe
+from flask import Blueprint, Flask
+
+from paygate.standins import ltiaas_api
+from paygate.standins.ltiaas_api import CLOSE_HTML
+from paygate.standins.stripe import checkout
 
 STRIPE = "https://api.stripe.com"
-CLOSE_HTML = "<script>(window.opener || window.parent).postMessage({subject:'org.imsglobal.lti.close'}, '*');</script>"
+__all__ = ["CLOSE_HTML", "STRIPE", "Ltiaas", "Stripe"]
 
 
 _INTERVAL_DAYS = {"year": 365, "month": 30, "week": 7, "day": 1}
@@ -61,10 +66,8 @@ def _plain(obj: dict) -> dict:
     return copy.deepcopy({k: v for k, v in obj.items() if not k.startswith("_")})
 
 
-# Checkout's `locale` values (Stripe's documented list).
-CHECKOUT_LOCALES = {"auto", "bg", "cs", "da", "de", "el", "en", "en-GB", "es", "es-419", "et", "fi", "fil", "fr",
-                    "fr-CA", "hr", "hu", "id", "it", "ja", "ko", "lt", "lv", "ms", "mt", "nb", "nl", "pl", "pt",
-                    "pt-BR", "ro", "ru", "sk", "sl", "sv", "th", "tr", "vi", "zh", "zh-HK", "zh-TW"}
+# Checkout's `locale` values (Stripe's documented list), as the stand-in knows them.
+CHECKOUT_LOCALES = set(checkout.LOCALES)
 
 
 class Stripe:
@@ -1078,101 +1081,59 @@ class Stripe:
 
 
 class Ltiaas:
+    """LTIaaS for the tests: the local stand-in (paygate.standins.ltiaas_api) behind `responses`, with a state of
+    its own. Its attributes (registrations, platforms, complete_calls, complete_failures, get_failure, delays,
+    probe ...) are that state's; `add` and `calls_for` are its methods."""
+
+    _STATE = ("registrations", "platforms", "complete_calls", "complete_bodies", "platform_calls", "get_failure",
+              "complete_failures", "complete_delay", "activation_failures", "activation_delay", "probe", "add",
+              "calls_for", "lock")
+
     def __init__(self, rsps: responses.RequestsMock, config: dict):
-        self.base = config["ltiaas_url"]
-        self.key = config["ltiaas_api_key"]
-        self.lock = threading.Lock()
-        self.registrations: dict[str, dict] = {}
-        self.complete_calls: list[str] = []
-        self.complete_bodies: list[dict] = []
-        self.complete_delay = 0.0
-        self.get_failure: int | None = None  # an HTTP status for every registration lookup
-        self.complete_failures: list = []  # statuses, or exceptions to raise, for the next calls
-        self.platforms: dict[str, dict] = {}
-        self.platform_calls: list[tuple[str, str]] = []
-        self.activation_failures: list[int] = []  # statuses for the next activate/deactivate calls
-        self.activation_delay = 0.0
-        self.probe = None  # called with the call's name while the service waits on LTIaaS
-        rsps.add_callback("GET", re.compile(re.escape(self.base) + r"/api/registrations/[^/]+$"), self._get)
-        rsps.add_callback("POST", re.compile(re.escape(self.base) + r"/api/registrations/[^/]+/complete$"),
-                          self._complete)
-        rsps.add_callback("POST", re.compile(re.escape(self.base) + r"/(admin|api)/platforms/[^/]+/(activate|deactivate)$"),
-                          self._activation)
+        state = ltiaas_api.State(config["ltiaas_api_key"])
+        object.__setattr__(self, "state", state)
+        object.__setattr__(self, "base", config["ltiaas_url"])
+        app = Flask(__name__)
+        app.testing = True  # a scripted exception reaches the caller, as a dropped connection would
+        bp = Blueprint("ltiaas", __name__)
+        ltiaas_api.register(bp, state, config["public_url"])
+        app.register_blueprint(bp)
+        object.__setattr__(self, "client", app.test_client())
+        base = re.escape(self.base)
+        rsps.add_callback("GET", re.compile(base + r"/api/registrations/[^/]+$"), self._forward)
+        rsps.add_callback("POST", re.compile(base + r"/api/registrations/[^/]+/complete$"), self._forward)
+        rsps.add_callback("POST", re.compile(base + r"/(admin|api)/platforms/[^/]+/(activate|deactivate)$"),
+                          self._forward)
 
-    def add(self, registration_id: str | None = None, family: str = "canvas",
-            url: str = "https://canvas.instructure.com", version: str = "cloud") -> str:
-        registration_id = registration_id or secrets.token_urlsafe(12)
-        self.registrations[registration_id] = {
-            "url": url, "familyCode": family, "version": version,
-            "supportedScopes": ["openid", "https://purl.imsglobal.org/spec/lti-ags/scope/score"],
-            "supportedMessages": [{"type": "LtiResourceLinkRequest"},
-                                  {"type": "LtiDeepLinkingRequest", "placements": ["ContentArea"]}],
-        }
-        return registration_id
+    def __getattr__(self, name):
+        if name in Ltiaas._STATE:
+            return getattr(self.state, name)
+        raise AttributeError(name)
 
-    def _unauthorized(self, request):
-        if request.headers.get("Authorization") != f"Bearer {self.key}":
-            return 401, {}, json.dumps({"status": 401, "error": "Unauthorized", "details": {
-                "message": "INVALID_LTIK_AUTH_AUTHORIZATION_HEADER", "description": "Invalid API key"}})
-        return None
+    def __setattr__(self, name, value):
+        if name in Ltiaas._STATE:
+            setattr(self.state, name, value)
+        else:
+            object.__setattr__(self, name, value)
 
-    @staticmethod
-    def _not_found():
-        return 404, {}, json.dumps({"status": 404, "error": "Not Found",
-                                    "details": {"message": "REGISTRATION_NOT_FOUND"}})
+    @property
+    def key(self) -> str:
+        """The API key LTIaaS accepts (set another to make it refuse ours)."""
+        return self.state.api_key
 
-    def _get(self, request):
-        self.probe and self.probe("get")
-        denied = self._unauthorized(request)
-        if denied:
-            return denied
-        if self.get_failure:
-            return self.get_failure, {}, json.dumps({"status": self.get_failure, "error": "Failure", "details": {}})
-        registration_id = urlparse(request.url).path.rsplit("/", 1)[1]
-        found = self.registrations.get(registration_id)
-        return (200, {}, json.dumps(found)) if found else self._not_found()
+    @key.setter
+    def key(self, value: str) -> None:
+        self.state.api_key = value
 
-    def _complete(self, request):
-        self.probe and self.probe("complete")
-        denied = self._unauthorized(request)
-        if denied:
-            return denied
-        registration_id = urlparse(request.url).path.split("/")[-2]
-        with self.lock:
-            self.complete_calls.append(registration_id)
-            self.complete_bodies.append(json.loads(request.body or b"{}"))
-            failure = self.complete_failures.pop(0) if self.complete_failures else None
-        if self.complete_delay:
-            time.sleep(self.complete_delay)
-        if isinstance(failure, BaseException):
-            raise failure
-        if isinstance(failure, int):
-            return failure, {}, json.dumps({"status": failure, "error": "Failure", "details": {}})
-        with self.lock:
-            if self.registrations.pop(registration_id, None) is None:
-                return self._not_found()
-            platform_id = "P" + secrets.token_hex(9)
-            self.platforms[platform_id] = {"id": platform_id, "active": True}
-        return 200, {}, json.dumps({"platformId": platform_id, "html": CLOSE_HTML})
+    def _forward(self, request):
+        return forward(self.client, "/ltiaas" + urlparse(request.url).path[len(urlparse(self.base).path):], request)
 
-    def _activation(self, request):
-        self.probe and self.probe("activation")
-        denied = self._unauthorized(request)
-        if denied:
-            return denied
-        parts = urlparse(request.url).path.split("/")
-        with self.lock:
-            self.platform_calls.append((parts[-1], parts[-2]))
-            failure = self.activation_failures.pop(0) if self.activation_failures else None
-        if self.activation_delay:
-            time.sleep(self.activation_delay)
-        if failure:
-            return failure, {}, json.dumps({"status": failure, "error": "Failure", "details": {}})
-        if parts[-2] not in self.platforms:
-            return self._not_found()
-        self.platforms[parts[-2]]["active"] = parts[-1] == "activate"
-        return 200, {}, "{}"
 
-    def calls_for(self, platform_id: str) -> list[str]:
-        """activate/deactivate calls made for one platform, in order."""
-        return [action for action, pid in self.platform_calls if pid == platform_id]
+def forward(client, path: str, request) -> tuple[int, dict, bytes]:
+    """Answer a `responses` request with a stand-in's answer to it at `path` (query kept)."""
+    query = urlparse(request.url).query
+    headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
+    answer = client.open(path + ("?" + query if query else ""), method=request.method, headers=headers,
+                         data=request.body or b"")
+    kept = {k: v for k, v in answer.headers.items() if k.lower() not in ("content-length", "content-type")}
+    return answer.status_code, kept, answer.get_data()

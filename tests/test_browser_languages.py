@@ -51,9 +51,8 @@ def open_lms(browser, port, locale=None, lms="canvas"):
     return context, page, page.frame_locator("#registration")
 
 
-def checkout_locales() -> list:
-    from paygate.standins.stripe import core
-    return [record["locale"] for record in core.STORES["checkout.session"].values()]
+def checkout_locales(app) -> list:
+    return [record["locale"] for record in app.extensions["standins"].stripe.stores["checkout.session"].values()]
 
 
 def test_the_pre_approval_page_names_vendor_product_and_support(browser, service):
@@ -126,7 +125,7 @@ def test_the_flow_in_the_admins_language_with_checkout_in_it_too(browser, servic
 
     popup = open_checkout_popup(page, frame)
     assert popup.locator("#locale").inner_text() == lang  # the stand-in shows what Checkout was given
-    assert checkout_locales() == [lang]  # and what Stripe's API received
+    assert checkout_locales(app) == [lang]  # and what Stripe's API received
     # The frame's poll (a fetch: the browser's Accept-Language, no cookie) answers in the page's language.
     frame.locator("#status").filter(has_text=expect["waiting"]).wait_for(timeout=10000)
 
@@ -140,11 +139,11 @@ def test_the_flow_in_the_admins_language_with_checkout_in_it_too(browser, servic
 
 
 def test_a_language_the_service_lacks_is_served_in_english(browser, service):
-    _, port = service()
+    app, port = service()
     context, page, frame = open_lms(browser, port, locale="de-DE")
     frame.locator("#price").wait_for()
     assert frame.locator("html").get_attribute("lang") == "en"
     assert re.match(r"Pay to finish", frame.locator("#status").inner_text())
     open_checkout_popup(page, frame)
-    assert checkout_locales() == ["en"]  # the pages' language, so that Checkout says the same
+    assert checkout_locales(app) == ["en"]  # the pages' language, so that Checkout says the same
     context.close()

@@ -11,8 +11,8 @@ import stripe
 from flask import Flask
 
 from paygate.core.config import Settings
-from paygate.standins import create_standins_blueprint, reset, send_event
-from paygate.standins.stripe import core
+from paygate.standins import create_standins_blueprint
+from paygate.standins.stripe import send_event
 
 BASE = "http://svc.test"
 STRIPE_BASE = BASE + "/_local/stripe"
@@ -26,13 +26,21 @@ def make_settings(**overrides) -> Settings:
                        "stripe_api_base": STRIPE_BASE, "ltiaas_url": LTIAAS, **overrides})
 
 
+_current: dict = {}
+
+
+def state():
+    """The Stripe stand-in's state in the test's app."""
+    return _current["app"].extensions["standins"].stripe
+
+
 @pytest.fixture
 def app():
-    reset()
     app = Flask(__name__)
     app.register_blueprint(create_standins_blueprint(make_settings()))
+    _current["app"] = app
     yield app
-    reset()
+    _current.clear()
 
 
 @pytest.fixture
@@ -223,7 +231,7 @@ def test_expire(sc, net, web):
 
 def test_session_expires_by_itself(sc, net):
     session = create_session(sc)
-    core.STORES["checkout.session"][session.id]["expires_at"] = int(time.time()) - 1
+    state().stores["checkout.session"][session.id]["expires_at"] = int(time.time()) - 1
     assert sc.v1.checkout.sessions.retrieve(session.id).status == "expired"
     assert net.events(1)[0].type == "checkout.session.expired"
 
@@ -247,7 +255,7 @@ def test_refund_once(sc, web):
 
 
 def test_send_event_is_signed_for_the_endpoint(net):
-    sent = send_event("checkout.session.completed", {"id": "cs_test_1", "object": "checkout.session"})
+    sent = send_event("checkout.session.completed", {"id": "cs_test_1", "object": "checkout.session"}, state())
     (event,) = net.events(1)
     assert event.id == sent["id"] and event.data.object.id == "cs_test_1" and not event.livemode
     with pytest.raises(stripe.SignatureVerificationError):
@@ -282,7 +290,7 @@ DASHBOARD = "/_local/stripe/dashboard"
 
 def sent_types() -> list[str]:
     """The types of the events the stand-in has sent, oldest first."""
-    return [e["type"] for e in core.events]
+    return [e["type"] for e in state().events]
 
 
 def subscribe(sc, web, price="price_local_yearly", **form):
@@ -355,7 +363,7 @@ def test_subscription_checkout_makes_a_subscription_paid_by_its_first_invoice(sc
                                                                                       True)
     assert "payments" not in sc.v1.invoices.retrieve(invoice.id)  # only when expanded
     assert {"customer.subscription.created", "invoice.paid", "checkout.session.completed"} <= set(sent_types())
-    assert {e.type for e in net.events(len(core.events))} == set(sent_types())
+    assert {e.type for e in net.events(len(state().events))} == set(sent_types())
 
 
 def test_a_delayed_subscription_payment_activates_it_when_it_arrives(sc, web):
@@ -495,7 +503,7 @@ def test_idempotent_customer_and_invoice_creation(sc):
     assert sc.v1.invoices.create(params=invoice, options={"idempotency_key": "in-1"}).id == made.id
     with pytest.raises(stripe.IdempotencyError):
         sc.v1.invoices.create(params={**invoice, "days_until_due": 7}, options={"idempotency_key": "in-1"})
-    assert len(core.STORES["customer"]) == 1 and len(core.STORES["invoice"]) == 1
+    assert len(state().stores["customer"]) == 1 and len(state().stores["invoice"]) == 1
 
 
 def test_dashboard_payment_actions(sc, web):
@@ -536,7 +544,7 @@ def test_dashboard_subscription_and_invoice_actions(sc, web):
             [f"invoice-{a}-{session.invoice}" for a in ("paid", "overdue", "void", "uncollectible")]:
         assert f'id="{button}"' in html
     first_end = sc.v1.subscriptions.retrieve(sub_id)["items"].data[0].current_period_end
-    del core.events[:]
+    del state().events[:]
 
     act(web, "subscription", sub_id, "renewal-failed")
     sub = sc.v1.subscriptions.retrieve(sub_id, params={"expand": ["latest_invoice"]})
@@ -556,13 +564,13 @@ def test_dashboard_subscription_and_invoice_actions(sc, web):
         "customer.subscription.updated",                                                  # → unpaid
         "invoice.finalized", "invoice.paid", "customer.subscription.updated",             # → active
         "customer.subscription.deleted"]
-    updates = [e for e in core.events if e["type"] == "customer.subscription.updated"]
+    updates = [e for e in state().events if e["type"] == "customer.subscription.updated"]
     assert [(e["data"]["previous_attributes"]["status"], e["data"]["object"]["status"]) for e in updates] == \
         [("active", "past_due"), ("past_due", "active"), ("active", "unpaid"), ("unpaid", "active")]
 
     customer = sc.v1.customers.create(params={"email": "ap@school.example"})
     invoices = [open_invoice(sc, customer.id) for _ in range(3)]
-    del core.events[:]
+    del state().events[:]
     act(web, "invoice", invoices[0], "overdue", days="3")
     assert abs(sc.v1.invoices.retrieve(invoices[0]).due_date - (time.time() - 3 * 86400)) < 60
     act(web, "invoice", invoices[0], "paid")
@@ -680,3 +688,43 @@ def test_lms_page_points_at_the_service(web):
     assert 'id="lms-status">Waiting for the tool…' in html and 'id="lms-log"' in html
     assert '"lms": "moodle"' in web.get("/_local/lms?lms=moodle").get_data(as_text=True)
     assert '"lms"' not in html
+
+
+# --- the local run keeps the stand-ins' state across restarts ---------------------------------------------------
+
+def test_a_restart_of_the_local_app_keeps_the_standins_state(tmp_path):
+    from paygate.application import create_app
+
+    def start():
+        app = create_app({"app_env": "local", "database_url": f"sqlite:///{tmp_path / 'local.sqlite'}",
+                          "secret_key": "local-restart-test-" + "k" * 20}, standins_state_dir=str(tmp_path))
+        settings = app.config["SETTINGS"]
+        return app.test_client(), {"Authorization": f"Bearer {settings.stripe_secret_key}"}, settings
+
+    web, auth, settings = start()
+    created = web.post("/_local/stripe/v1/checkout/sessions", headers={**auth, "Idempotency-Key": "k1"}, data={
+        "mode": "payment", "line_items[0][price]": settings.stripe_price_id, "expires_at": int(time.time()) + 3600})
+    assert created.status_code == 200, created.text
+    session_id = created.get_json()["id"]
+    started = web.get("/_local/ltiaas/lti/register", query_string={"registration_token": "t0k"})
+    registration_id = parse_qs(urlsplit(started.headers["Location"]).query)["registrationId"][0]
+    assert sorted(p.name for p in tmp_path.glob("standin-*.json")) == ["standin-ltiaas.json", "standin-stripe.json"]
+
+    web, auth, settings = start()  # as after a restart: a new app from the same instance folder
+    again = web.get(f"/_local/stripe/v1/checkout/sessions/{session_id}", headers=auth)
+    assert again.status_code == 200 and again.get_json()["status"] == "open"
+    replayed = web.post("/_local/stripe/v1/checkout/sessions", headers={**auth, "Idempotency-Key": "k1"}, data={
+        "mode": "payment", "line_items[0][price]": settings.stripe_price_id, "expires_at": "1"})
+    assert replayed.status_code == 400  # the key is remembered too: other parameters are refused
+    lookup = web.get(f"/_local/ltiaas/api/registrations/{registration_id}",
+                     headers={"Authorization": f"Bearer {settings.ltiaas_api_key}"})
+    assert lookup.status_code == 200 and lookup.get_json()["familyCode"] == "canvas"
+
+
+def test_without_a_state_folder_the_standins_keep_nothing_on_disk(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
+    app.register_blueprint(create_standins_blueprint(make_settings()))
+    web = app.test_client()
+    web.get("/_local/ltiaas/lti/register", query_string={"registration_token": "t0k"})
+    assert list(tmp_path.rglob("*.json")) == []

@@ -39,8 +39,9 @@ class _Flask(Flask):
             return super().ensure_sync(func)
 
 
-def create_app(test_config: dict | None = None) -> Flask:
-    """Build the application; `test_config` overrides settings (lower-case Settings field names)."""
+def create_app(test_config: dict | None = None, standins_state_dir: str | None = None) -> Flask:
+    """Build the application; `test_config` overrides settings (lower-case Settings field names). The local
+    stand-ins (APP_ENV=local) keep their state in `standins_state_dir` across restarts, or in memory without it."""
     app = _Flask("paygate", instance_relative_config=True)
     settings = load_settings(test_config)
     os.makedirs(app.instance_path, exist_ok=True)
@@ -87,7 +88,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     cli.register(app)
     if settings.uses_standins:  # never in production: APP_ENV=local only
         from paygate.standins import create_standins_blueprint
-        app.register_blueprint(create_standins_blueprint(settings))
+        app.register_blueprint(create_standins_blueprint(settings, standins_state_dir))
     from paygate.web import throttling  # rates per address, remembered dead ids, the bound on LTIaaS lookups
     throttling.init_app(app)
     from paygate.web import operator  # sign-in (Flask-Login), CSRF on every form but webhook and stand-ins

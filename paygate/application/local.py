@@ -59,8 +59,13 @@ def local_overrides() -> dict:
         if configured("PUBLIC_URL") is None:
             overrides["public_url"] = f"http://127.0.0.1:{int(port)}"
     if configured("SECRET_KEY") is None:
-        overrides["secret_key"] = local_secret_key(Flask(__package__, instance_relative_config=True).instance_path)
+        overrides["secret_key"] = local_secret_key(instance_path())
     return overrides
+
+
+def instance_path() -> str:
+    """instance/ of the local run: its SECRET_KEY, SQLite database and the stand-ins' state."""
+    return Flask(__package__, instance_relative_config=True).instance_path
 
 
 def _stop_like_ctrl_c(signum, frame):
@@ -70,7 +75,7 @@ def _stop_like_ctrl_c(signum, frame):
 
 def main() -> None:
     overrides = local_overrides()
-    app = create_app(overrides)
+    app = create_app(overrides, standins_state_dir=instance_path())  # a restart keeps the stand-ins' payments
     settings = app.config["SETTINGS"]
     url = urlparse(settings.public_url)
     port = int(configured("PORT") or url.port or LOCAL_PORT)

@@ -108,7 +108,7 @@ IMITATES = {"canvas": ("Canvas: Apps → LTI Registration → Dynamic Registrati
             "brightspace": ("Brightspace: Manage Extensibility → LTI Advantage → Register Tool", "tab")}
 
 
-def register(bp, settings) -> None:
+def register(bp, settings, ltiaas: ltiaas_api.State) -> None:
     """Add the LMS routes (/_local/lms...) to `bp`."""
     # Every URL comes from PUBLIC_URL: browser tests open this page on another site than the service.
     base = settings.public_url.rstrip("/")
@@ -138,7 +138,7 @@ def register(bp, settings) -> None:
             abort(502, description="The LTIaaS stand-in did not start a registration.")
         if scenario == "needs_attention":
             # The admin pays as usual; LTIaaS then refuses Complete (the LMS said no): paid, not registered.
-            ltiaas_api.refuse_completion(registration_id)
+            ltiaas.refuse_completion(registration_id)
         else:
             # The service opens the registration (its first visit), which is then made older than the
             # LMS token's hour: the page says it timed out and nothing was charged.

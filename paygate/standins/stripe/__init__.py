@@ -2,22 +2,21 @@
 
 The real `stripe` library talks to it (STRIPE_API_BASE={PUBLIC_URL}/_local/stripe): form-encoded requests with
 bracket keys, JSON objects with "object" fields, Stripe's error objects, idempotency keys and signed webhooks.
-One module per resource group; `core` holds the stores, the API plumbing and event delivery.
+One module per resource group; `core` holds the state (`core.State`), the API plumbing and event delivery.
 """
 from flask import request
 
 from paygate.standins.stripe import charges, checkout, core, customers, dashboard, invoices, prices, subscriptions
-from paygate.standins.stripe.core import reset, send_event
+from paygate.standins.stripe.core import State, send_event
 
-__all__ = ["register", "reset", "send_event"]
+__all__ = ["State", "register", "send_event"]
 
 
-def register(bp, settings) -> None:
-    """Add the Stripe routes (/_local/stripe/...) to `bp`."""
-    core.current_settings = settings
+def register(bp, st: State) -> None:
+    """Add the Stripe routes (/_local/stripe/...) serving `st` to `bp`."""
     for module in (prices, checkout, customers, invoices, subscriptions, charges, dashboard):
-        module.register(bp, settings)
-    route = core.api_routes(bp, settings)
+        module.register(bp, st)
+    route = core.api_routes(bp, st)
 
     @route("/<path:rest>", "GET", "POST", "DELETE")
     def unknown(params, rest):

@@ -11,30 +11,30 @@ EVIDENCE_DAYS = 7
 OPEN_DISPUTES = ("warning_needs_response", "warning_under_review", "needs_response", "under_review")
 
 
-def create_payment(amount: int, currency: str, customer: str | None, email: str | None, meta: dict,
+def create_payment(st, amount: int, currency: str, customer: str | None, email: str | None, meta: dict,
                    description: str | None = None, outcome: str = "succeeded", invoice: str | None = None) -> dict:
     """A PaymentIntent and its charge; `outcome` succeeded, failed, or processing (a bank debit under way)."""
     method = BANK if outcome == "processing" else CARD
     common = {"amount": amount, "currency": currency, "customer": customer, "description": description,
               "metadata": dict(meta), "receipt_email": email, "payment_method": "pm_" + core.rand(24)}
-    pi = core.create("payment_intent", "pi_", **common, amount_capturable=0, amount_received=0,
+    pi = core.create(st, "payment_intent", "pi_", **common, amount_capturable=0, amount_received=0,
                      capture_method="automatic_async", confirmation_method="automatic", last_payment_error=None,
                      payment_method_types=[method["type"]], status="processing", _invoice=invoice)
     pi["client_secret"] = f"{pi['id']}_secret_{core.rand(24)}"
-    charge = core.create("charge", "ch_", **common, amount_captured=0, amount_refunded=0, balance_transaction=None,
+    charge = core.create(st, "charge", "ch_", **common, amount_captured=0, amount_refunded=0, balance_transaction=None,
                          billing_details={"address": None, "email": email, "name": None, "phone": None},
                          captured=False, disputed=False, failure_code=None, failure_message=None, outcome=None,
                          paid=False, payment_intent=pi["id"], payment_method_details=method, receipt_url=None,
                          refunded=False, status="pending")
     pi["latest_charge"] = charge["id"]
     if outcome != "processing":
-        settle(pi, outcome == "succeeded")
+        settle(st, pi, outcome == "succeeded")
     return pi
 
 
-def settle(pi: dict, succeeded: bool) -> None:
+def settle(st, pi: dict, succeeded: bool) -> None:
     """The payment's outcome arrives: its PaymentIntent and charge succeed or fail."""
-    charge = core.get("charge", pi["latest_charge"])
+    charge = core.get(st, "charge", pi["latest_charge"])
     if succeeded:
         pi.update(status="succeeded", amount_received=pi["amount"])
         charge.update(status="succeeded", paid=True, captured=True, amount_captured=charge["amount"],
@@ -49,7 +49,7 @@ def settle(pi: dict, succeeded: bool) -> None:
                                "type": "issuer_declined"})
 
 
-def refund(settings, charge: dict, amount: int | None = None, reason: str | None = None,
+def refund(st, charge: dict, amount: int | None = None, reason: str | None = None,
            meta: dict | None = None) -> dict:
     """Refund `amount` (all that is left by default) of a successful charge; charge.refunded, refund.created."""
     if charge["status"] != "succeeded":
@@ -64,35 +64,36 @@ def refund(settings, charge: dict, amount: int | None = None, reason: str | None
                                    f"charge ({left}).", "amount_too_large", "amount")
     charge["amount_refunded"] += amount
     charge["refunded"] = charge["amount_refunded"] == charge["amount"]
-    created = core.create("refund", "re_", amount=amount, balance_transaction=None, charge=charge["id"],
+    created = core.create(st, "refund", "re_", amount=amount, balance_transaction=None, charge=charge["id"],
                           currency=charge["currency"], description=None, failure_reason=None,
                           metadata=meta or {}, payment_intent=charge["payment_intent"], reason=reason,
                           receipt_number=None, status="succeeded")
-    core.emit(settings, "charge.refunded", charge)
-    core.emit(settings, "refund.created", created)
+    core.emit(st, "charge.refunded", charge)
+    core.emit(st, "refund.created", created)
     return created
 
 
-def fail_newest_refund(settings, charge: dict) -> dict:
+def fail_newest_refund(st, charge: dict) -> dict:
     """The charge's newest refund fails: the money stays with the merchant, so the charge is less refunded."""
-    refunds = core.newest("refund", lambda r: r["charge"] == charge["id"] and r["status"] in ("pending", "succeeded"))
+    refunds = core.newest(st, "refund",
+                          lambda r: r["charge"] == charge["id"] and r["status"] in ("pending", "succeeded"))
     if not refunds:
         raise core.state_error(f"Charge {charge['id']} has no refund that could fail.")
     failed = refunds[0]
     charge["amount_refunded"] -= failed["amount"]
     charge["refunded"] = False
-    core.change(settings, failed, "refund.updated", status="failed", failure_reason="expired_or_canceled_card")
-    core.emit(settings, "charge.refund.updated", failed)
+    core.change(st, failed, "refund.updated", status="failed", failure_reason="expired_or_canceled_card")
+    core.emit(st, "charge.refund.updated", failed)
     return failed
 
 
-def open_dispute(settings, charge: dict, reason: str = "fraudulent") -> dict:
+def open_dispute(st, charge: dict, reason: str = "fraudulent") -> dict:
     """The cardholder disputes the charge: evidence due in a week; charge.dispute.created."""
     if charge["status"] != "succeeded" or charge["disputed"]:
         raise core.state_error(f"Charge {charge['id']} cannot be disputed (status {charge['status']}, "
                                f"disputed {charge['disputed']}).")
     charge["disputed"] = True
-    dispute = core.create("dispute", "du_", amount=charge["amount"], balance_transactions=[], charge=charge["id"],
+    dispute = core.create(st, "dispute", "du_", amount=charge["amount"], balance_transactions=[], charge=charge["id"],
                           currency=charge["currency"], is_charge_refundable=True, network_reason_code=None,
                           payment_intent=charge["payment_intent"], reason=reason, status="needs_response",
                           evidence={"customer_email_address": None, "product_description": None,
@@ -101,51 +102,51 @@ def open_dispute(settings, charge: dict, reason: str = "fraudulent") -> dict:
                                             "past_due": False, "submission_count": 0},
                           payment_method_details={"type": "card", "card": {"brand": "visa",
                                                                            "network_reason_code": None}})
-    core.emit(settings, "charge.dispute.created", dispute)
+    core.emit(st, "charge.dispute.created", dispute)
     return dispute
 
 
-def close_dispute(settings, dispute: dict, won: bool) -> dict:
+def close_dispute(st, dispute: dict, won: bool) -> dict:
     """The card network decides; charge.dispute.closed."""
     if dispute["status"] not in OPEN_DISPUTES:
         raise core.state_error(f"Dispute {dispute['id']} is already closed ({dispute['status']}).")
-    core.change(settings, dispute, "charge.dispute.closed", status="won" if won else "lost")
+    core.change(st, dispute, "charge.dispute.closed", status="won" if won else "lost")
     return dispute
 
 
-def _refund_target(params: dict) -> dict:
+def _refund_target(st, params: dict) -> dict:
     """The charge a refund request names, by `charge` or by `payment_intent`."""
     pi_id, charge_id = params.get("payment_intent"), params.get("charge")
     if not (pi_id or charge_id):
         raise core.StripeFail(400, "Missing required param: charge or payment_intent.", "parameter_missing",
                               "payment_intent")
     if charge_id:
-        charge = core.get("charge", charge_id, "charge")
+        charge = core.get(st, "charge", charge_id, "charge")
         if pi_id and charge["payment_intent"] != pi_id:
             raise core.StripeFail(400, f"Charge {charge_id} does not belong to PaymentIntent {pi_id}.",
                                   "parameter_invalid", "payment_intent")
         return charge
-    pi = core.get("payment_intent", pi_id, "payment_intent")
+    pi = core.get(st, "payment_intent", pi_id, "payment_intent")
     if pi["status"] != "succeeded":
         raise core.StripeFail(400, f"PaymentIntent {pi_id} has no successful charge to refund (status "
                                    f"{pi['status']}).", "charge_not_refundable", "payment_intent")
-    return core.get("charge", pi["latest_charge"])
+    return core.get(st, "charge", pi["latest_charge"])
 
 
-def register(bp, settings) -> None:
+def register(bp, st) -> None:
     """Payment intents, charges, refunds and disputes under /v1."""
-    route = core.api_routes(bp, settings)
+    route = core.api_routes(bp, st)
 
     for kind, rule in (("payment_intent", "/payment_intents"), ("charge", "/charges"), ("refund", "/refunds"),
                        ("dispute", "/disputes")):
-        core.add_retrieve(route, rule + "/<object_id>", kind)
+        core.add_retrieve(st, route, rule + "/<object_id>", kind)
 
     @route("/refunds", "POST")
     def refund_create(params):
-        target = _refund_target(params)
+        target = _refund_target(st, params)
         amount = core.to_int(params["amount"], "amount") if params.get("amount") not in (None, "") else None
-        return core.render(refund(settings, target, amount, params.get("reason"),
+        return core.render(st, refund(st, target, amount, params.get("reason"),
                                   core.metadata(params.get("metadata"))))
 
     for kind, path in (("refund", "/refunds"), ("dispute", "/disputes")):
-        core.add_list(route, path, kind, ("charge", "payment_intent"))
+        core.add_list(st, route, path, kind, ("charge", "payment_intent"))

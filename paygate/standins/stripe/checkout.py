@@ -67,21 +67,21 @@ def _include_line_items(body: dict, record: dict, expand: set) -> None:
 core.INCLUDES["checkout.session"] = _include_line_items
 
 
-def find(session_id: str, settings) -> dict:
+def find(session_id: str, st) -> dict:
     """The session, expired first if its time is up."""
-    record = core.get("checkout.session", session_id)
-    refresh(record, settings)
+    record = core.get(st, "checkout.session", session_id)
+    refresh(record, st)
     return record
 
 
-def refresh(record: dict, settings) -> None:
+def refresh(record: dict, st) -> None:
     """Expire an open session whose time is up, as Stripe does on its own."""
     if record["status"] == "open" and time.time() >= record["expires_at"]:
         record["status"] = "expired"
-        core.emit(settings, "checkout.session.expired", record)
+        core.emit(st, "checkout.session.expired", record)
 
 
-def _line_items(settings, params: dict, mode: str) -> list[tuple[dict, int]]:
+def _line_items(st, params: dict, mode: str) -> list[tuple[dict, int]]:
     """(price, quantity) of each line item, checked against the mode."""
     items = params["line_items"]
     if not isinstance(items, list):
@@ -91,7 +91,7 @@ def _line_items(settings, params: dict, mode: str) -> list[tuple[dict, int]]:
         param = f"line_items[{i}][price]"
         if not isinstance(item, dict) or "price" not in item:
             raise core.StripeFail(400, f"Missing required param: {param}.", "parameter_missing", param)
-        price = prices.usable(settings, item["price"], param)
+        price = prices.usable(st, item["price"], param)
         if mode == "payment" and price["type"] == "recurring":
             raise core.StripeFail(400, "You specified `payment` mode but passed a recurring price. Either switch to "
                                        "`subscription` mode or use only one-time prices.", "parameter_invalid", param)
@@ -124,7 +124,7 @@ def _mode_data(params: dict, mode: str) -> tuple[dict, dict]:
     return found["payment_intent_data"], found["subscription_data"]
 
 
-def _create(settings, params: dict) -> dict:
+def _create(st, params: dict) -> dict:
     for name in ("mode", "line_items"):
         core.required(params, name)
     mode = params["mode"]
@@ -148,7 +148,7 @@ def _create(settings, params: dict) -> dict:
     if expires_at > ts + MAX_EXPIRY + CLOCK_SLACK:
         raise core.StripeFail(400, "The `expires_at` timestamp must be less than 24 hours from Checkout Session "
                                    "creation.", "parameter_invalid_integer", "expires_at")
-    chosen = _line_items(settings, params, mode)
+    chosen = _line_items(st, params, mode)
     pi_metadata, sub_metadata = _mode_data(params, mode)
     # The currencies every line item can be paid in, each with the session's total in it.
     shared = [c for c in prices.currencies(chosen[0][0]) if all(c in prices.currencies(p) for p, _ in chosen)]
@@ -157,7 +157,7 @@ def _create(settings, params: dict) -> dict:
     success_url = params.get("success_url")
     if success_url and "%7BCHECKOUT_SESSION_ID%7D" in success_url.upper():
         log.warning("local Stripe: success_url has {CHECKOUT_SESSION_ID} URL-encoded; Stripe will not fill it in")
-    record = core.create(
+    record = core.create(st,
         "checkout.session", "cs_test_", 58, amount_subtotal=totals[currency], amount_total=totals[currency],
         cancel_url=params.get("cancel_url"), client_reference_id=params.get("client_reference_id"),
         currency=currency, customer=None, customer_details=None, customer_email=params.get("customer_email"),
@@ -167,12 +167,12 @@ def _create(settings, params: dict) -> dict:
         _line_items=[_line_item(p, q, currency) for p, q in chosen], _chosen=chosen, _totals=totals,
         _pi_metadata=pi_metadata, _sub_metadata=sub_metadata, _pi=None)
     if ui_mode == "hosted_page":
-        record["url"] = f"{settings.public_url.rstrip('/')}/_local/stripe/checkout/{record['id']}"
+        record["url"] = f"{st.settings.public_url.rstrip('/')}/_local/stripe/checkout/{record['id']}"
     return record
 
 
-def _list(settings, params: dict) -> dict:
-    records = core.newest("checkout.session")
+def _list(st, params: dict) -> dict:
+    records = core.newest(st, "checkout.session")
     created = params.get("created")
     bounds = created if isinstance(created, dict) else ({"gte": created, "lte": created} if created else {})
     tests = {"gt": int.__gt__, "gte": int.__ge__, "lt": int.__lt__, "lte": int.__le__}
@@ -183,78 +183,78 @@ def _list(settings, params: dict) -> dict:
         bound = core.to_int(limit_value, f"created[{op}]")
         records = [r for r in records if tests[op](r["created"], bound)]
     for record in records:
-        refresh(record, settings)
-    return core.page("checkout.session", records, params, "/v1/checkout/sessions")
+        refresh(record, st)
+    return core.page(st, "checkout.session", records, params, "/v1/checkout/sessions")
 
 
-def pay(settings, record: dict, email: str, currency: str, delayed: bool, name: str | None = None) -> None:
+def pay(st, record: dict, email: str, currency: str, delayed: bool, name: str | None = None) -> None:
     """The admin pays: a customer, then a PaymentIntent (payment mode) or a subscription and its first invoice."""
     if currency != record["currency"]:  # a price's currency_options: the buyer chose another currency
         record.update(currency=currency, amount_subtotal=record["_totals"][currency],
                       amount_total=record["_totals"][currency],
                       _line_items=[_line_item(p, q, currency) for p, q in record["_chosen"]])
-    customer = customers.create(email)
+    customer = customers.create(st, email)
     outcome = "processing" if delayed else "succeeded"
     if record["mode"] == "payment":
         names = ", ".join(prices.product_name(p) for p, _ in record["_chosen"])
-        pi = charges.create_payment(record["amount_total"], currency, customer["id"], email, record["_pi_metadata"],
+        pi = charges.create_payment(st, record["amount_total"], currency, customer["id"], email, record["_pi_metadata"],
                                     names, outcome)
         record["payment_intent"] = pi["id"]
     else:
         price, quantity = record["_chosen"][0]
-        sub = subscriptions.start(settings, customer, price, quantity, currency, record["_sub_metadata"],
+        sub = subscriptions.start(st, customer, price, quantity, currency, record["_sub_metadata"],
                                   outcome=outcome)
-        invoice = core.get("invoice", sub["latest_invoice"])
-        pi = core.get("payment_intent", invoice["_payments"][-1]["payment"]["payment_intent"])
+        invoice = core.get(st, "invoice", sub["latest_invoice"])
+        pi = core.get(st, "payment_intent", invoice["_payments"][-1]["payment"]["payment_intent"])
         record.update(subscription=sub["id"], invoice=invoice["id"])
     record.update(status="complete", payment_status="unpaid" if delayed else "paid", customer=customer["id"],
                   _pi=pi["id"], customer_details={"address": None, "email": email, "name": name or None, "phone": None,
                                                   "tax_exempt": "none", "tax_ids": []})
-    core.emit(settings, "checkout.session.completed", record)
+    core.emit(st, "checkout.session.completed", record)
 
 
-def settle(settings, record: dict, succeeded: bool) -> None:
+def settle(st, record: dict, succeeded: bool) -> None:
     """A pending bank transfer arrives or fails; the session's async event follows its invoice's events."""
-    pi = core.get("payment_intent", record["_pi"])
-    charges.settle(pi, succeeded)
-    invoices.payment_settled(settings, pi)
+    pi = core.get(st, "payment_intent", record["_pi"])
+    charges.settle(st, pi, succeeded)
+    invoices.payment_settled(st, pi)
     if succeeded:
         record["payment_status"] = "paid"
-    core.emit(settings, f"checkout.session.async_payment_{'succeeded' if succeeded else 'failed'}", record)
+    core.emit(st, f"checkout.session.async_payment_{'succeeded' if succeeded else 'failed'}", record)
 
 
-def register(bp, settings) -> None:
+def register(bp, st) -> None:
     """Checkout Sessions under /v1, and the hosted page at /stripe/checkout/{id}."""
-    route = core.api_routes(bp, settings)
-    base = settings.public_url.rstrip("/")
+    route = core.api_routes(bp, st)
+    base = st.settings.public_url.rstrip("/")
 
     @route("/checkout/sessions", "POST")
     def session_create(params):
-        return core.render(_create(settings, params), core.expansions(params))
+        return core.render(st, _create(st, params), core.expansions(params))
 
     @route("/checkout/sessions/<session_id>")
     def session_get(params, session_id):
-        return core.render(find(session_id, settings), core.expansions(params))
+        return core.render(st, find(session_id, st), core.expansions(params))
 
     @route("/checkout/sessions")
     def session_list(params):
-        return _list(settings, params)
+        return _list(st, params)
 
     @route("/checkout/sessions/<session_id>/expire", "POST")
     def session_expire(params, session_id):
-        record = find(session_id, settings)
+        record = find(session_id, st)
         if record["status"] != "open":
             raise core.StripeFail(400, 'Only Checkout Sessions with a status in ["open"] can be expired.')
         record["status"] = "expired"
-        core.emit(settings, "checkout.session.expired", record)
-        return core.render(record)
+        core.emit(st, "checkout.session.expired", record)
+        return core.render(st, record)
 
     def page(session_id, status=200):
-        record = core.STORES["checkout.session"].get(session_id)
+        record = st.stores["checkout.session"].get(session_id)
         if record is None:
             return core.html("<h1>No such Checkout Session</h1>", 404)
-        refresh(record, settings)
-        pi = core.STORES["payment_intent"].get(record["_pi"])
+        refresh(record, st)
+        pi = st.stores["payment_intent"].get(record["_pi"])
         price = record["_chosen"][0][0]
         text = render_template_string(
             CHECKOUT_PAGE, s=record, page=f"{base}/_local/stripe/checkout/{session_id}", money=core.money,
@@ -266,22 +266,23 @@ def register(bp, settings) -> None:
 
     @bp.get("/stripe/checkout/<session_id>")
     def stripe_checkout_page(session_id):
-        with core.lock:
+        with st.lock:
             return page(session_id)
 
     @bp.post("/stripe/checkout/<session_id>/pay")
     def stripe_checkout_pay(session_id):
         email = request.form.get("email", "").strip()
         delayed = request.form.get("method") == "delayed"
-        with core.lock:
-            record = core.STORES["checkout.session"].get(session_id)
+        with st.lock:
+            record = st.stores["checkout.session"].get(session_id)
             if record is None:
                 return page(session_id)
-            refresh(record, settings)
+            refresh(record, st)
             currency = request.form.get("currency") or record["currency"]
             if record["status"] != "open" or "@" not in email or currency not in record["_totals"]:
                 return page(session_id, 400)
-            pay(settings, record, email, currency, delayed, request.form.get("name", "").strip()[:150])
+            pay(st, record, email, currency, delayed, request.form.get("name", "").strip()[:150])
+            st.changed()
             target = (record["success_url"] or "").replace("{CHECKOUT_SESSION_ID}", session_id)
         log.info("local Stripe: %s paid (%s)", session_id, "delayed" if delayed else "card")
         return redirect(target, 303) if target else core.html("<p>Paid. You may close this window.</p>")
@@ -289,10 +290,11 @@ def register(bp, settings) -> None:
     @bp.post("/stripe/checkout/<session_id>/settle")
     def stripe_checkout_settle(session_id):
         outcome = request.form.get("outcome")
-        with core.lock:
-            record = core.STORES["checkout.session"].get(session_id)
-            pi = record and core.STORES["payment_intent"].get(record["_pi"])
+        with st.lock:
+            record = st.stores["checkout.session"].get(session_id)
+            pi = record and st.stores["payment_intent"].get(record["_pi"])
             if not pi or pi["status"] != "processing" or outcome not in ("succeeded", "failed"):
                 return core.html("<p>No pending bank transfer to settle here.</p>", 400)
-            settle(settings, record, outcome == "succeeded")
+            settle(st, record, outcome == "succeeded")
+            st.changed()
         return redirect(f"{base}/_local/stripe/checkout/{session_id}", 303)

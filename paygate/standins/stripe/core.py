@@ -3,7 +3,6 @@ import calendar
 import copy
 import functools
 import hmac
-import itertools
 import json
 import logging
 import re
@@ -22,17 +21,8 @@ log = logging.getLogger(__name__)
 DAY = 24 * 3600
 API = "/stripe/v1"  # under the blueprint's /_local
 
-lock = threading.RLock()
-# One store per Stripe object type, each in creation order (the dashboard lists them newest first).
-STORES: dict[str, dict[str, dict]] = {kind: {} for kind in (
-    "checkout.session", "customer", "payment_intent", "charge", "refund", "dispute", "subscription", "invoice",
-    "invoiceitem")}
-_sessions = STORES["checkout.session"]
-_idempotency: dict[str, tuple] = {}      # key -> (fingerprint, status, body text)
-events: list[dict] = []                 # every event sent, newest last, for tests and debugging
-_seq = itertools.count()
-current_settings = None                     # of the newest blueprint, for send_event() callers without their own
-
+KINDS = ("checkout.session", "customer", "payment_intent", "charge", "refund", "dispute", "subscription", "invoice",
+         "invoiceitem")
 # Fields that hold an id and may be expanded into the object (expand[]=latest_invoice.payments ...).
 EXPANDABLE = {"customer": "customer", "latest_invoice": "invoice", "latest_charge": "charge", "charge": "charge",
               "payment_intent": "payment_intent", "subscription": "subscription", "invoice": "invoice"}
@@ -40,12 +30,54 @@ EXPANDABLE = {"customer": "customer", "latest_invoice": "invoice", "latest_charg
 INCLUDES: dict = {}
 
 
-def reset() -> None:
-    """Forget every object, idempotency key and event."""
-    with lock:
-        for store in (*STORES.values(), _idempotency):
-            store.clear()
-        events.clear()
+class State:
+    """Everything one Stripe stand-in holds: one store per object type (each in creation order; the dashboard
+    lists them newest first), the idempotency keys seen, and the events sent, newest last.
+
+    `deliver(event, payload, signature)` sends an event (by default: POSTed to {public_url}/webhooks/stripe in a
+    background thread); `on_change(state)` is called, lock held, after each call that may have changed something.
+    """
+
+    def __init__(self, settings, deliver=None):
+        self.settings = settings
+        self.lock = threading.RLock()
+        self.stores: dict[str, dict[str, dict]] = {kind: {} for kind in KINDS}
+        self.idempotency: dict[str, list] = {}  # key -> [fingerprint, status, body text]
+        self.events: list[dict] = []
+        self.seq = 0
+        self.deliver = deliver or _post_event
+        self.on_change = None
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self)
+
+    def reset(self) -> None:
+        """Forget every object, idempotency key and event."""
+        with self.lock:
+            for store in (*self.stores.values(), self.idempotency):
+                store.clear()
+            self.events.clear()
+            self.changed()
+
+    def dump(self) -> dict:
+        """What survives a restart (JSON)."""
+        with self.lock:
+            return {"stores": self.stores, "idempotency": self.idempotency, "events": self.events, "seq": self.seq}
+
+    def load(self, saved: dict) -> None:
+        with self.lock:
+            for kind, store in self.stores.items():
+                store.clear()
+                store.update((saved.get("stores") or {}).get(kind) or {})
+            self.idempotency.clear()
+            self.idempotency.update(saved.get("idempotency") or {})
+            self.events[:] = saved.get("events") or []
+            self.seq = int(saved.get("seq") or 0)
 
 
 def rand(n: int) -> str:
@@ -186,28 +218,28 @@ def add_interval(ts: int, interval: str, count: int = 1) -> int:
 
 # --- objects --------------------------------------------------------------------------------------------------
 
-def create(kind: str, prefix: str, id_length: int = 24, **fields) -> dict:
+def create(st, kind: str, prefix: str, id_length: int = 24, **fields) -> dict:
     """A new object of `kind` in its store, with the fields every Stripe object has."""
     obj = {"id": prefix + rand(id_length), "object": kind, "created": now(), "livemode": False, "metadata": {},
-           **fields, "_seq": next(_seq)}
-    STORES[kind][obj["id"]] = obj
+           **fields, "_seq": st.next_seq()}
+    st.stores[kind][obj["id"]] = obj
     return obj
 
 
-def get(kind: str, object_id, param: str | None = None) -> dict:
+def get(st, kind: str, object_id, param: str | None = None) -> dict:
     """The stored object; unknown: 404 for the path's id, 400 naming `param` for a parameter."""
-    obj = STORES[kind].get(object_id) if isinstance(object_id, str) else None
+    obj = st.stores[kind].get(object_id) if isinstance(object_id, str) else None
     if obj is None:
         raise missing(kind, str(object_id), param or "id", 400 if param else 404)
     return obj
 
 
-def newest(kind: str, test=lambda obj: True) -> list[dict]:
-    return sorted((o for o in STORES[kind].values() if test(o)), key=lambda o: (o["created"], o["_seq"]),
+def newest(st, kind: str, test=lambda obj: True) -> list[dict]:
+    return sorted((o for o in st.stores[kind].values() if test(o)), key=lambda o: (o["created"], o["_seq"]),
                   reverse=True)
 
 
-def render(obj: dict, expand=()) -> dict:
+def render(st, obj: dict, expand=()) -> dict:
     """The object's JSON as the API answers it: private fields dropped, `expand` paths filled in."""
     body = copy.deepcopy({k: v for k, v in obj.items() if not k.startswith("_")})
     expand = set(expand)
@@ -216,9 +248,9 @@ def render(obj: dict, expand=()) -> dict:
         include(body, obj, expand)
     for field in {path.split(".", 1)[0] for path in expand}:
         kind = EXPANDABLE.get(field)
-        if kind and isinstance(body.get(field), str) and body[field] in STORES[kind]:
+        if kind and isinstance(body.get(field), str) and body[field] in st.stores[kind]:
             deeper = {path.split(".", 1)[1] for path in expand if path.startswith(field + ".")}
-            body[field] = render(STORES[kind][body[field]], deeper)
+            body[field] = render(st, st.stores[kind][body[field]], deeper)
     return body
 
 
@@ -227,7 +259,7 @@ def list_of(data: list, url: str) -> dict:
     return {"object": "list", "data": data, "has_more": False, "url": url}
 
 
-def page(kind: str, objs: list[dict], params: dict, url: str) -> dict:
+def page(st, kind: str, objs: list[dict], params: dict, url: str) -> dict:
     """One page of `objs` (newest first) after `starting_after`, `limit` long; `expand` paths name `data.<field>`."""
     limit = to_int(params.get("limit", 10), "limit")
     if not 1 <= limit <= 100:
@@ -239,38 +271,37 @@ def page(kind: str, objs: list[dict], params: dict, url: str) -> dict:
             raise missing(kind, cursor, "starting_after", 400)
         objs = objs[ids.index(cursor) + 1:]
     inner = {path[len("data."):] for path in expansions(params) if path.startswith("data.")}
-    return {**list_of([render(o, inner) for o in objs[:limit]], url), "has_more": len(objs) > limit}
+    return {**list_of([render(st, o, inner) for o in objs[:limit]], url), "has_more": len(objs) > limit}
 
 
-def change(settings, obj: dict, event_type: str, **fields) -> dict:
+def change(st, obj: dict, event_type: str, **fields) -> dict:
     """Set `fields` and send `event_type` with the old values of those that changed."""
     previous = {k: copy.deepcopy(obj.get(k)) for k, v in fields.items() if obj.get(k) != v}
     obj.update(fields)
-    return emit(settings, event_type, obj, previous)
+    return emit(st, event_type, obj, previous)
 
 
 # --- the API views --------------------------------------------------------------------------------------------
 
-def api(settings):
+def api(st):
     """A decorator: auth, parameter decoding, one lock around the whole call, idempotent replays, error objects."""
-    expected = f"Bearer {settings.stripe_secret_key}".encode()
-
     def wrap(fn):
         @functools.wraps(fn)
         def view(**kwargs):
             try:
+                expected = f"Bearer {st.settings.stripe_secret_key}".encode()
                 if not hmac.compare_digest(request.headers.get("Authorization", "").encode(), expected):
                     raise StripeFail(401, "Invalid API Key provided.")
                 pairs = list((request.form if request.method == "POST" else request.args).items(multi=True))
                 params = decode_form(pairs)
                 key = request.headers.get("Idempotency-Key") if request.method == "POST" else None
-                with lock:
+                with st.lock:
                     if key:
                         if len(key) > 255:
                             raise StripeFail(400, "Idempotency keys are at most 255 characters long.",
                                              param="Idempotency-Key")
-                        fingerprint = (request.path, sorted(pairs))
-                        seen = _idempotency.get(key)
+                        fingerprint = json.dumps([request.path, sorted(pairs)])
+                        seen = st.idempotency.get(key)
                         if seen and seen[0] != fingerprint:
                             raise StripeFail(400, "Keys for idempotent requests can only be used with the same "
                                              "parameters they were first used with. Try using a key other than "
@@ -278,9 +309,13 @@ def api(settings):
                                              kind="idempotency_error")
                         if seen:
                             return _raw(seen[2], seen[1], replayed=True)
-                    text = json.dumps(fn(params, **kwargs), indent=2)
-                    if key:  # like Stripe, only requests that ran are remembered; failed validation is not
-                        _idempotency[key] = (fingerprint, 200, text)
+                    try:
+                        text = json.dumps(fn(params, **kwargs), indent=2)
+                        if key:  # like Stripe, only requests that ran are remembered; failed validation is not
+                            st.idempotency[key] = [fingerprint, 200, text]
+                    finally:
+                        if request.method != "GET":
+                            st.changed()
                     return _raw(text)
             except StripeFail as exc:
                 return exc.response()
@@ -288,9 +323,9 @@ def api(settings):
     return wrap
 
 
-def api_routes(bp, settings):
+def api_routes(bp, st):
     """`route(rule, *methods)` (GET by default): a decorator adding an `api` view at /stripe/v1{rule} to `bp`."""
-    wrap = api(settings)
+    wrap = api(st)
 
     def route(rule: str, *methods: str):
         def add(fn):
@@ -301,20 +336,20 @@ def api_routes(bp, settings):
     return route
 
 
-def add_retrieve(route, rule: str, kind: str) -> None:
+def add_retrieve(st, route, rule: str, kind: str) -> None:
     """GET {rule} (ending in <object_id>): the stored `kind` object, with `expand`."""
     def retrieve(params, object_id):
-        return render(get(kind, object_id), expansions(params))
+        return render(st, get(st, kind, object_id), expansions(params))
     retrieve.__name__ = f"retrieve_{kind.replace('.', '_')}"
     route(rule)(retrieve)
 
 
-def add_list(route, path: str, kind: str, keys: tuple) -> None:
+def add_list(st, route, path: str, kind: str, keys: tuple) -> None:
     """GET /v1{path}: the stored `kind` objects, newest first, filtered by equality on `keys`."""
     def view(params):
         wanted = {k: params[k] for k in keys if params.get(k)}
-        found = newest(kind, lambda obj: all(obj.get(k) == v for k, v in wanted.items()))
-        return page(kind, found, params, "/v1" + path)
+        found = newest(st, kind, lambda obj: all(obj.get(k) == v for k, v in wanted.items()))
+        return page(st, kind, found, params, "/v1" + path)
     view.__name__ = f"list_{kind}"
     route(path)(view)
 
@@ -332,14 +367,13 @@ def html(body: str, status: int = 200) -> Response:
 
 # --- events ---------------------------------------------------------------------------------------------------
 
-def emit(settings, event_type: str, obj: dict, previous: dict | None = None) -> dict:
+def emit(st, event_type: str, obj: dict, previous: dict | None = None) -> dict:
     """Send `event_type` with the object's current JSON; `previous` = the changed fields' old values."""
-    return send_event(event_type, render(obj), settings, previous)
+    return send_event(event_type, render(st, obj), st, previous)
 
 
-def send_event(event_type: str, obj: dict, settings=None, previous: dict | None = None) -> dict:
-    """Sign and POST an event to {public_url}/webhooks/stripe in a background thread; return the event."""
-    settings = settings or current_settings
+def send_event(event_type: str, obj: dict, st: State, previous: dict | None = None) -> dict:
+    """Sign an event for {public_url}/webhooks/stripe, keep it in `st.events`, hand it to `st.deliver`."""
     data = {"object": obj}
     if previous:
         data["previous_attributes"] = previous
@@ -347,13 +381,18 @@ def send_event(event_type: str, obj: dict, settings=None, previous: dict | None 
              "created": now(), "type": event_type, "livemode": False, "pending_webhooks": 1,
              "request": {"id": None, "idempotency_key": None}, "data": data}
     payload = json.dumps(event, indent=2)
-    signature = stripe.WebhookSignature.generate_signature_header(payload, settings.stripe_webhook_secret)
-    url = settings.public_url.rstrip("/") + "/webhooks/stripe"
-    with lock:
-        events.append(event)
+    signature = stripe.WebhookSignature.generate_signature_header(payload, st.settings.stripe_webhook_secret)
+    with st.lock:
+        st.events.append(event)
+    st.deliver(st, event, payload, signature)
+    return event
+
+
+def _post_event(st, event: dict, payload: str, signature: str) -> None:
+    """POST the event to the service's webhook in a background thread, as Stripe does (not waiting on it)."""
+    url = st.settings.public_url.rstrip("/") + "/webhooks/stripe"
     threading.Thread(target=_deliver, args=(url, payload, signature, event), daemon=True,
                      name=f"stripe-standin-{event['id']}").start()
-    return event
 
 
 def _deliver(url: str, payload: str, signature: str, event: dict) -> None:

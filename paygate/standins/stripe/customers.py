@@ -1,11 +1,11 @@
-"""Customers: created by Checkout or by the caller, with the invoice settings invoices copy."""
+"""Customers: created by Checkout or by the caller, with the invoice st invoices copy."""
 from paygate.standins.stripe import core
 
 
-def create(email: str | None, name: str | None = None, meta: dict | None = None,
+def create(st, email: str | None, name: str | None = None, meta: dict | None = None,
            fields: list | None = None, description: str | None = None) -> dict:
     """A new customer; its invoices are numbered {invoice_prefix}-0001, -0002, ..."""
-    return core.create("customer", "cus_", email=email, name=name, metadata=meta or {}, description=description,
+    return core.create(st, "customer", "cus_", email=email, name=name, metadata=meta or {}, description=description,
                        address=None, balance=0, currency=None, default_source=None, delinquent=False,
                        invoice_prefix=core.rand(8).upper(), next_invoice_sequence=1, phone=None,
                        preferred_locales=[], shipping=None, tax_exempt="none", test_clock=None,
@@ -19,9 +19,9 @@ def next_invoice_number(customer: dict) -> str:
     return number
 
 
-def register(bp, settings) -> None:
+def register(bp, st) -> None:
     """POST /v1/customers, GET /v1/customers/{id}."""
-    route = core.api_routes(bp, settings)
+    route = core.api_routes(bp, st)
 
     @route("/customers", "POST")
     def create_customer(params):
@@ -29,8 +29,9 @@ def register(bp, settings) -> None:
         if not isinstance(settings_param, dict):
             raise core.StripeFail(400, "Invalid object", "parameter_invalid", "invoice_settings")
         fields = core.custom_fields(settings_param.get("custom_fields"), "invoice_settings[custom_fields]")
-        return core.render(create(params.get("email"), params.get("name"), core.metadata(params.get("metadata")),
-                                  fields, params.get("description")))
+        customer = create(st, params.get("email"), params.get("name"), core.metadata(params.get("metadata")),
+                          fields, params.get("description"))
+        return core.render(st, customer)
 
-    core.add_retrieve(route, "/customers/<object_id>", "customer")
-    core.add_list(route, "/customers", "customer", ("email",))
+    core.add_retrieve(st, route, "/customers/<object_id>", "customer")
+    core.add_list(st, route, "/customers", "customer", ("email",))

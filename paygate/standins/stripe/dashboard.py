@@ -19,11 +19,11 @@ def _days(form) -> int:
 
 
 def _set_status(status: str):
-    return lambda settings, sub, form: subscriptions.set_status(settings, sub, status)
+    return lambda st, sub, form: subscriptions.set_status(st, sub, status)
 
 
-def _refund_half(settings, charge, form):
-    return charges.refund(settings, charge, max(1, (charge["amount"] - charge["amount_refunded"]) // 2))
+def _refund_half(st, charge, form):
+    return charges.refund(st, charge, max(1, (charge["amount"] - charge["amount_refunded"]) // 2))
 
 
 ACTIONS = {
@@ -106,13 +106,13 @@ button{margin:.1rem}#notice{background:#e7f1ff;padding:.5rem 1rem}</style></head
 </body></html>"""
 
 
-def registration(obj: dict) -> str:
+def registration(st, obj: dict) -> str:
     """The registration an object pays for: its metadata, its subscription's, or its invoice's."""
     if obj["object"] == "charge":
-        pi = core.STORES["payment_intent"].get(obj["payment_intent"]) or {}
-        invoice = core.STORES["invoice"].get(pi.get("_invoice"))
+        pi = st.stores["payment_intent"].get(obj["payment_intent"]) or {}
+        invoice = st.stores["invoice"].get(pi.get("_invoice"))
         return obj["metadata"].get("registration_id") or (pi.get("metadata") or {}).get("registration_id") or \
-            (registration(invoice) if invoice else "")
+            (registration(st, invoice) if invoice else "")
     details = ((obj.get("parent") or {}).get("subscription_details") or {}).get("metadata") or {}
     return obj["metadata"].get("registration_id") or details.get("registration_id") or ""
 
@@ -128,35 +128,35 @@ def when(ts: int | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC") if ts else ""
 
 
-def snapshot() -> dict:
+def snapshot(st) -> dict:
     """Every store's objects, newest first, and the events sent, for tests and curious people."""
-    stores = {kind: [core.render(obj, {"payments"} if kind == "invoice" else ()) for obj in core.newest(kind)]
-              for kind in core.STORES}
+    stores = {kind: [core.render(st, obj, {"payments"} if kind == "invoice" else ()) for obj in core.newest(st, kind)]
+              for kind in st.stores}
     events = [{"id": e["id"], "type": e["type"], "created": e["created"], "object": e["data"]["object"].get("id")}
-              for e in core.events]
+              for e in st.events]
     return {**stores, "events": events}
 
 
-def register(bp, settings) -> None:
+def register(bp, st) -> None:
     """GET /stripe/dashboard (HTML), /stripe/dashboard.json, and its POST actions."""
-    base = f"{settings.public_url.rstrip('/')}/_local/stripe/dashboard"
+    base = f"{st.settings.public_url.rstrip('/')}/_local/stripe/dashboard"
 
     @bp.get("/stripe/dashboard")
     def stripe_dashboard():
-        with core.lock:
+        with st.lock:
             text = render_template_string(
                 PAGE, base=base, prefix=PREFIX, statuses=SUB_STATUSES, notice=request.args.get("notice"),
-                charges=core.newest("charge"), subscriptions=core.newest("subscription"),
-                invoices=core.newest("invoice"), registration=registration, when=when, plan=plan,
-                money=core.money,
-                refunds=lambda c: core.newest("refund", lambda r: r["charge"] == c["id"]),
-                disputes=lambda c: core.newest("dispute", lambda d: d["charge"] == c["id"]))
+                charges=core.newest(st, "charge"), subscriptions=core.newest(st, "subscription"),
+                invoices=core.newest(st, "invoice"), registration=lambda obj: registration(st, obj), when=when,
+                plan=plan, money=core.money,
+                refunds=lambda c: core.newest(st, "refund", lambda r: r["charge"] == c["id"]),
+                disputes=lambda c: core.newest(st, "dispute", lambda d: d["charge"] == c["id"]))
         return core.html(text)
 
     @bp.get("/stripe/dashboard.json")
     def stripe_dashboard_json():
-        with core.lock:
-            return jsonify(snapshot())
+        with st.lock:
+            return jsonify(snapshot(st))
 
     @bp.post("/stripe/dashboard/<kind>/<object_id>/<action>")
     def stripe_dashboard_action(kind, object_id, action):
@@ -164,8 +164,9 @@ def register(bp, settings) -> None:
         if act is None:
             return core.html("<p>No such dashboard action.</p>", 404)
         try:
-            with core.lock:
-                act(settings, core.get(kind, object_id), request.form)
+            with st.lock:
+                act(st, core.get(st, kind, object_id), request.form)
+                st.changed()
             notice = f"{action}: done for {object_id}."
         except core.StripeFail as exc:
             notice = f"{action} refused for {object_id}: {exc.message}"

@@ -3,13 +3,13 @@ import copy
 
 from paygate.standins.stripe import charges, core, customers, prices
 
-DEFAULT_DAYS_UNTIL_DUE = 30  # Stripe's default payment terms (Billing settings)
+DEFAULT_DAYS_UNTIL_DUE = 30  # Stripe's default payment terms (Billing st)
 RETRY_DAYS = 3               # when a failed automatic payment is tried again
 PAYABLE = ("open", "uncollectible")
 COLLECTION_METHODS = ("charge_automatically", "send_invoice")
 
 
-def create(customer: dict, *, collection_method: str = "charge_automatically", days_until_due: int | None = None,
+def create(st, customer: dict, *, collection_method: str = "charge_automatically", days_until_due: int | None = None,
            currency: str = "usd", meta: dict | None = None, fields: list | None = None,
            subscription: dict | None = None, billing_reason: str = "manual", auto_advance: bool = False,
            description: str | None = None, due_date: int | None = None) -> dict:
@@ -17,7 +17,7 @@ def create(customer: dict, *, collection_method: str = "charge_automatically", d
     parent = subscription and {"type": "subscription_details", "quote_details": None, "subscription_details": {
         "subscription": subscription["id"], "metadata": dict(subscription["metadata"])}}
     ts = core.now()
-    invoice = core.create(
+    invoice = core.create(st,
         "invoice", "in_", account_country="US", account_name="Local Stripe stand-in", amount_due=0,
         amount_overpaid=0, amount_paid=0, amount_remaining=0, amount_shipping=0, attempt_count=0, attempted=False,
         auto_advance=auto_advance, billing_reason=billing_reason, collection_method=collection_method,
@@ -52,50 +52,50 @@ def unit_amount(price: dict, currency: str) -> int:
     return prices.amount(price, currency)
 
 
-def _subscription_of(invoice: dict) -> dict | None:
+def _subscription_of(st, invoice: dict) -> dict | None:
     details = (invoice["parent"] or {}).get("subscription_details") or {}
-    return core.STORES["subscription"].get(details.get("subscription"))
+    return st.stores["subscription"].get(details.get("subscription"))
 
 
-def finalize(settings, invoice: dict) -> None:
+def finalize(st, invoice: dict) -> None:
     """Draft → open: numbered, due, payable at its hosted URL; an invoice of nothing is paid at once."""
     if invoice["status"] != "draft":
         raise core.state_error("This invoice is already finalized, you can't re-finalize a non-draft invoice.")
     ts = core.now()
-    url = f"{settings.public_url.rstrip('/')}/_local/stripe/dashboard#{invoice['id']}"
-    invoice.update(status="open", number=customers.next_invoice_number(core.get("customer", invoice["customer"])),
+    url = f"{st.settings.public_url.rstrip('/')}/_local/stripe/dashboard#{invoice['id']}"
+    invoice.update(status="open", number=customers.next_invoice_number(core.get(st, "customer", invoice["customer"])),
                    effective_at=ts, hosted_invoice_url=url, invoice_pdf=url, amount_remaining=invoice["amount_due"])
     invoice["status_transitions"]["finalized_at"] = ts
     if invoice["collection_method"] == "send_invoice" and invoice["due_date"] is None:
         invoice["due_date"] = ts + (invoice["_days_until_due"] or DEFAULT_DAYS_UNTIL_DUE) * core.DAY
-    core.emit(settings, "invoice.finalized", invoice)
+    core.emit(st, "invoice.finalized", invoice)
     if invoice["amount_due"] == 0:
-        mark_paid(settings, invoice)
+        mark_paid(st, invoice)
 
 
-def send(settings, invoice: dict) -> None:
+def send(st, invoice: dict) -> None:
     """E-mail an open invoice to the customer (remembered, nothing else changes); invoice.sent."""
     if invoice["collection_method"] != "send_invoice":
         raise core.state_error("You can only manually send an invoice if its collection method is 'send_invoice'.")
     if invoice["status"] != "open":
         raise core.state_error(f"You can only send an open invoice; this one is {invoice['status']}.")
     invoice["_sent"] += 1
-    core.emit(settings, "invoice.sent", invoice)
+    core.emit(st, "invoice.sent", invoice)
 
 
-def pay(settings, invoice: dict, out_of_band: bool = False, outcome: str = "succeeded") -> None:
+def pay(st, invoice: dict, out_of_band: bool = False, outcome: str = "succeeded") -> None:
     """Collect what is due: outside Stripe, or by card (a PaymentIntent, charge and invoice payment)."""
     if invoice["status"] == "draft":  # Stripe finalises a draft before it tries to collect it
-        finalize(settings, invoice)
+        finalize(st, invoice)
     if invoice["status"] == "paid":
         raise core.state_error("Invoice is already paid.")
     if invoice["status"] not in PAYABLE:
         raise core.state_error(f"You cannot pay an invoice with status {invoice['status']}.")
     if out_of_band:
-        mark_paid(settings, invoice)
+        mark_paid(st, invoice)
         return
-    customer = core.get("customer", invoice["customer"])
-    pi = charges.create_payment(invoice["amount_remaining"], invoice["currency"], customer["id"], customer["email"],
+    customer = core.get(st, "customer", invoice["customer"])
+    pi = charges.create_payment(st, invoice["amount_remaining"], invoice["currency"], customer["id"], customer["email"],
                                 {}, f"Invoice {invoice['number']}", outcome, invoice["id"])
     invoice["_payments"].append({
         "id": "inpay_" + core.rand(24), "object": "invoice_payment", "amount_paid": None,
@@ -104,23 +104,23 @@ def pay(settings, invoice: dict, out_of_band: bool = False, outcome: str = "succ
         "payment": {"type": "payment_intent", "payment_intent": pi["id"]}, "status": "open",
         "status_transitions": {"canceled_at": None, "paid_at": None}})
     invoice.update(attempted=True, attempt_count=invoice["attempt_count"] + 1)
-    payment_settled(settings, pi)
+    payment_settled(st, pi)
 
 
-def payment_settled(settings, pi: dict) -> None:
+def payment_settled(st, pi: dict) -> None:
     """An invoice's PaymentIntent has an outcome: the invoice is paid, or its payment failed."""
-    invoice = core.STORES["invoice"].get(pi.get("_invoice"))
+    invoice = st.stores["invoice"].get(pi.get("_invoice"))
     if invoice is None:
         return
     if pi["status"] == "succeeded":
-        mark_paid(settings, invoice, pi)
+        mark_paid(st, invoice, pi)
     elif pi["status"] == "requires_payment_method":
         if invoice["collection_method"] == "charge_automatically":
             invoice["next_payment_attempt"] = core.now() + RETRY_DAYS * core.DAY
-        core.emit(settings, "invoice.payment_failed", invoice)
+        core.emit(st, "invoice.payment_failed", invoice)
 
 
-def mark_paid(settings, invoice: dict, pi: dict | None = None) -> None:
+def mark_paid(st, invoice: dict, pi: dict | None = None) -> None:
     """Paid in full (by `pi`, or outside Stripe); invoice.paid, and a subscription it was holding back is active."""
     ts = core.now()
     invoice.update(status="paid", amount_paid=invoice["amount_paid"] + invoice["amount_remaining"],
@@ -130,38 +130,38 @@ def mark_paid(settings, invoice: dict, pi: dict | None = None) -> None:
         if pi and payment["payment"]["payment_intent"] == pi["id"]:
             payment.update(status="paid", amount_paid=pi["amount"])
             payment["status_transitions"]["paid_at"] = ts
-    core.emit(settings, "invoice.paid", invoice)
-    subscription = _subscription_of(invoice)
+    core.emit(st, "invoice.paid", invoice)
+    subscription = _subscription_of(st, invoice)
     if subscription and subscription["latest_invoice"] == invoice["id"] and \
             subscription["status"] in ("incomplete", "past_due", "unpaid"):
-        core.change(settings, subscription, "customer.subscription.updated", status="active")
+        core.change(st, subscription, "customer.subscription.updated", status="active")
 
 
-def _close(settings, invoice: dict, status: str, allowed: tuple, event: str, stamp: str) -> None:
+def _close(st, invoice: dict, status: str, allowed: tuple, event: str, stamp: str) -> None:
     if invoice["status"] not in allowed:
         raise core.state_error(f"You can only do this to an invoice that is {' or '.join(allowed)}; this one is "
                                f"{invoice['status']}.")
     invoice["status"] = status
     invoice["status_transitions"][stamp] = core.now()
-    core.emit(settings, event, invoice)
+    core.emit(st, event, invoice)
 
 
-def void(settings, invoice: dict) -> None:
+def void(st, invoice: dict) -> None:
     """Cancel an open or uncollectible invoice; invoice.voided."""
-    _close(settings, invoice, "void", PAYABLE, "invoice.voided", "voided_at")
+    _close(st, invoice, "void", PAYABLE, "invoice.voided", "voided_at")
 
 
-def mark_uncollectible(settings, invoice: dict) -> None:
+def mark_uncollectible(st, invoice: dict) -> None:
     """Write off an open invoice (it stays payable); invoice.marked_uncollectible."""
-    _close(settings, invoice, "uncollectible", ("open",), "invoice.marked_uncollectible", "marked_uncollectible_at")
+    _close(st, invoice, "uncollectible", ("open",), "invoice.marked_uncollectible", "marked_uncollectible_at")
 
 
-def overdue(settings, invoice: dict, days: int = 1) -> None:
+def overdue(st, invoice: dict, days: int = 1) -> None:
     """Pretend `days` have passed since an open invoice fell due; invoice.overdue."""
     if invoice["status"] != "open":
         raise core.state_error(f"Only an open invoice can be overdue; this one is {invoice['status']}.")
     invoice["due_date"] = core.now() - days * core.DAY
-    core.emit(settings, "invoice.overdue", invoice)
+    core.emit(st, "invoice.overdue", invoice)
 
 
 def _include_payments(body: dict, invoice: dict, expand: set) -> None:
@@ -172,8 +172,8 @@ def _include_payments(body: dict, invoice: dict, expand: set) -> None:
 core.INCLUDES["invoice"] = _include_payments
 
 
-def _create_item(settings, params: dict) -> dict:
-    customer = core.get("customer", core.required(params, "customer"), "customer")
+def _create_item(st, params: dict) -> dict:
+    customer = core.get(st, "customer", core.required(params, "customer"), "customer")
     if "price" in params:  # gone since API 2025-03-31: a common mistake, refused as Stripe does
         raise core.StripeFail(400, "Received unknown parameter: price. Did you mean pricing[price]?",
                               "parameter_unknown", "price")
@@ -181,16 +181,16 @@ def _create_item(settings, params: dict) -> dict:
     price_id = pricing.get("price") if isinstance(pricing, dict) else None
     if not price_id:
         raise core.StripeFail(400, "Missing required param: pricing[price].", "parameter_missing", "pricing[price]")
-    price = prices.usable(settings, price_id, "pricing[price]")
+    price = prices.usable(st, price_id, "pricing[price]")
     quantity = core.to_int(params.get("quantity", 1), "quantity")
-    invoice = core.get("invoice", params["invoice"], "invoice") if params.get("invoice") else None
+    invoice = core.get(st, "invoice", params["invoice"], "invoice") if params.get("invoice") else None
     if invoice and (invoice["status"] != "draft" or invoice["customer"] != customer["id"]):
         raise core.StripeFail(400, f"You can only add invoice items to draft invoices of customer {customer['id']}.",
                               "invoice_not_editable", "invoice")
     currency = invoice["currency"] if invoice else params.get("currency") or price["currency"]
     unit = unit_amount(price, currency)
     ts = core.now()
-    item = core.create(
+    item = core.create(st,
         "invoiceitem", "ii_", amount=unit * quantity, currency=currency, customer=customer["id"], date=ts,
         description=params.get("description") or prices.product_name(price), discountable=True, discounts=[],
         invoice=invoice and invoice["id"], metadata=core.metadata(params.get("metadata")), parent=None,
@@ -211,8 +211,8 @@ def attach(invoice: dict, item: dict) -> None:
         item["description"])
 
 
-def _create_invoice(params: dict) -> dict:
-    customer = core.get("customer", core.required(params, "customer"), "customer")
+def _create_invoice(st, params: dict) -> dict:
+    customer = core.get(st, "customer", core.required(params, "customer"), "customer")
     method = params.get("collection_method") or "charge_automatically"
     if method not in COLLECTION_METHODS:
         raise core.StripeFail(400, f"Invalid collection_method: must be one of {', '.join(COLLECTION_METHODS)}",
@@ -223,46 +223,46 @@ def _create_invoice(params: dict) -> dict:
         raise core.StripeFail(400, "days_until_due and due_date apply only to collection_method=send_invoice.",
                               "parameter_invalid", "days_until_due" if days else "due_date")
     behaviour = params.get("pending_invoice_items_behavior") or "exclude"
-    invoice = create(customer, collection_method=method, days_until_due=days, due_date=due,
+    invoice = create(st, customer, collection_method=method, days_until_due=days, due_date=due,
                      currency=params.get("currency") or "usd", meta=core.metadata(params.get("metadata")),
                      fields=core.custom_fields(params.get("custom_fields")),
                      auto_advance=core.to_bool(params.get("auto_advance"), "auto_advance"),
                      description=params.get("description"))
     if behaviour == "include":
-        for item in core.newest("invoiceitem", lambda i: i["customer"] == customer["id"] and i["invoice"] is None
+        for item in core.newest(st, "invoiceitem", lambda i: i["customer"] == customer["id"] and i["invoice"] is None
                                 and i["currency"] == invoice["currency"])[::-1]:
             attach(invoice, item)
     return invoice
 
 
-def register(bp, settings) -> None:
+def register(bp, st) -> None:
     """Invoices and invoice items under /v1."""
-    route = core.api_routes(bp, settings)
-    core.add_retrieve(route, "/invoices/<object_id>", "invoice")
-    core.add_list(route, "/invoices", "invoice", ("customer", "status", "subscription"))
-    core.add_retrieve(route, "/invoiceitems/<object_id>", "invoiceitem")
+    route = core.api_routes(bp, st)
+    core.add_retrieve(st, route, "/invoices/<object_id>", "invoice")
+    core.add_list(st, route, "/invoices", "invoice", ("customer", "status", "subscription"))
+    core.add_retrieve(st, route, "/invoiceitems/<object_id>", "invoiceitem")
 
     @route("/invoices", "POST")
     def create_invoice(params):
-        return core.render(_create_invoice(params), core.expansions(params))
+        return core.render(st, _create_invoice(st, params), core.expansions(params))
 
     @route("/invoiceitems", "POST")
     def create_item(params):
-        return core.render(_create_item(settings, params))
+        return core.render(st, _create_item(st, params))
 
     def out_of_band(params):
         return {"out_of_band": core.to_bool(params.get("paid_out_of_band"), "paid_out_of_band")}
 
     for name, action, options in (("finalize", finalize, None), ("send", send, None), ("pay", pay, out_of_band),
                                   ("void", void, None), ("mark_uncollectible", mark_uncollectible, None)):
-        route(f"/invoices/<object_id>/{name}", "POST")(_action_view(settings, name, action, options))
+        route(f"/invoices/<object_id>/{name}", "POST")(_action_view(st, name, action, options))
 
 
-def _action_view(settings, name: str, action, options=None):
+def _action_view(st, name: str, action, options=None):
     """POST /v1/invoices/{id}/{name}: `action` on the invoice, with keyword `options(params)`."""
     def view(params, object_id):
-        invoice = core.get("invoice", object_id)
-        action(settings, invoice, **(options(params) if options else {}))
-        return core.render(invoice, core.expansions(params))
+        invoice = core.get(st, "invoice", object_id)
+        action(st, invoice, **(options(params) if options else {}))
+        return core.render(st, invoice, core.expansions(params))
     view.__name__ = f"invoice_{name}"
     return view

@@ -28,17 +28,17 @@ FIXED = {"price_local_yearly": _price("prod_local_yearly", interval="year"),
          "price_local_archived": _price("prod_local", active=False)}
 
 
-def find(settings, price_id, param: str | None = None) -> dict:
+def find(st, price_id, param: str | None = None) -> dict:
     """The price (unexpanded, private fields included); unknown: 404, or 400 naming `param`."""
-    spec = FIXED.get(price_id) or (DEFAULT if price_id == settings.stripe_price_id else None)
+    spec = FIXED.get(price_id) or (DEFAULT if price_id == st.settings.stripe_price_id else None)
     if spec is None:
         raise core.missing("price", str(price_id), param or "id", 400 if param else 404)
     return {"id": price_id, **spec}
 
 
-def usable(settings, price_id, param: str, recurring: bool | None = None) -> dict:
+def usable(st, price_id, param: str, recurring: bool | None = None) -> dict:
     """A price a new purchase may use: active, and recurring or one-time if asked."""
-    price = find(settings, price_id, param)
+    price = find(st, price_id, param)
     if not price["active"]:
         raise core.StripeFail(400, "The price specified is inactive. This field only accepts active prices.",
                               "price_inactive", param)
@@ -74,10 +74,10 @@ def product_name(price: dict) -> str:
     return PRODUCTS[price["product"]]["name"]
 
 
-def register(bp, settings) -> None:
+def register(bp, st) -> None:
     """GET /v1/prices/{id}."""
-    route = core.api_routes(bp, settings)
+    route = core.api_routes(bp, st)
 
     @route("/prices/<price_id>")
     def retrieve(params, price_id):
-        return public(find(settings, price_id), core.expansions(params))
+        return public(find(st, price_id), core.expansions(params))

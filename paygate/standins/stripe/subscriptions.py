@@ -2,7 +2,7 @@
 from paygate.standins.stripe import core, invoices, prices
 
 
-def start(settings, customer: dict, price: dict, quantity: int = 1, currency: str | None = None,
+def start(st, customer: dict, price: dict, quantity: int = 1, currency: str | None = None,
           meta: dict | None = None, collection_method: str = "charge_automatically",
           days_until_due: int | None = None, outcome: str = "succeeded") -> dict:
     """A new subscription and its first invoice (paid by card, or by a bank debit still `processing`)."""
@@ -11,7 +11,7 @@ def start(settings, customer: dict, price: dict, quantity: int = 1, currency: st
     # customer.subscription.created says incomplete, then customer.subscription.updated says active).
     ts = core.now()
     by_invoice = collection_method == "send_invoice"
-    sub = core.create(
+    sub = core.create(st,
         "subscription", "sub_", application=None, billing_cycle_anchor=ts, cancel_at=None,
         cancel_at_period_end=False, canceled_at=None, collection_method=collection_method,
         cancellation_details={"comment": None, "feedback": None, "reason": None},
@@ -25,10 +25,10 @@ def start(settings, customer: dict, price: dict, quantity: int = 1, currency: st
             "metadata": {}, "price": prices.public(price), "quantity": quantity, "subscription": sub["id"],
             "tax_rates": []}
     sub["items"] = core.list_of([item], f"/v1/subscription_items?subscription={sub['id']}")
-    invoice = _bill(sub, "subscription_create")
-    core.emit(settings, "customer.subscription.created", sub)
+    invoice = _bill(st, sub, "subscription_create")
+    core.emit(st, "customer.subscription.created", sub)
     if not by_invoice:
-        invoices.pay(settings, invoice, outcome=outcome)
+        invoices.pay(st, invoice, outcome=outcome)
     return sub
 
 
@@ -36,10 +36,10 @@ def _item(sub: dict) -> dict:
     return sub["items"]["data"][0]
 
 
-def _bill(sub: dict, reason: str) -> dict:
+def _bill(st, sub: dict, reason: str) -> dict:
     """A draft invoice for the item's current period; it becomes the subscription's latest invoice."""
     item = _item(sub)
-    invoice = invoices.create(core.get("customer", sub["customer"]), collection_method=sub["collection_method"],
+    invoice = invoices.create(st, core.get(st, "customer", sub["customer"]), collection_method=sub["collection_method"],
                               days_until_due=sub["days_until_due"], currency=sub["currency"], subscription=sub,
                               billing_reason=reason, auto_advance=True)
     period = {"start": item["current_period_start"], "end": item["current_period_end"]}
@@ -53,54 +53,54 @@ def _bill(sub: dict, reason: str) -> dict:
     return invoice
 
 
-def renew(settings, sub: dict, outcome: str = "succeeded") -> dict:
+def renew(st, sub: dict, outcome: str = "succeeded") -> dict:
     """The next period starts and is billed: paid by card, or the payment fails (then past_due)."""
     item = _item(sub)
     item["current_period_start"] = item["current_period_end"]
     item["current_period_end"] = core.add_interval(item["current_period_start"], sub["_price"]["recurring"]["interval"])
-    invoice = _bill(sub, "subscription_cycle")
-    invoices.pay(settings, invoice, outcome=outcome)
+    invoice = _bill(st, sub, "subscription_cycle")
+    invoices.pay(st, invoice, outcome=outcome)
     if outcome == "failed":
-        core.change(settings, sub, "customer.subscription.updated", status="past_due")
+        core.change(st, sub, "customer.subscription.updated", status="past_due")
     return invoice
 
 
-def set_status(settings, sub: dict, status: str) -> None:
+def set_status(st, sub: dict, status: str) -> None:
     """past_due or unpaid (as Stripe's retries decide), canceled, or active again (by paying what is open)."""
     if status == "canceled":
-        cancel(settings, sub)
+        cancel(st, sub)
     elif status == sub["status"] != "active":
         raise core.state_error(f"Subscription {sub['id']} is {status} already.")
     elif status != "active":
-        core.change(settings, sub, "customer.subscription.updated", status=status)
+        core.change(st, sub, "customer.subscription.updated", status=status)
     else:
-        latest = core.STORES["invoice"].get(sub["latest_invoice"])
+        latest = st.stores["invoice"].get(sub["latest_invoice"])
         if latest and latest["status"] in invoices.PAYABLE:
-            invoices.pay(settings, latest)
+            invoices.pay(st, latest)
         else:
-            renew(settings, sub)
+            renew(st, sub)
         if sub["status"] != "active":
-            core.change(settings, sub, "customer.subscription.updated", status="active", canceled_at=None,
+            core.change(st, sub, "customer.subscription.updated", status="active", canceled_at=None,
                         ended_at=None)
 
 
-def cancel(settings, sub: dict) -> None:
+def cancel(st, sub: dict) -> None:
     """Cancel now; customer.subscription.deleted."""
     if sub["status"] in ("canceled", "incomplete_expired"):
         raise core.state_error(f"Subscription {sub['id']} is already {sub['status']}.")
     ts = core.now()
     sub.update(status="canceled", canceled_at=ts, ended_at=ts)
     sub["cancellation_details"]["reason"] = "cancellation_requested"
-    core.emit(settings, "customer.subscription.deleted", sub)
+    core.emit(st, "customer.subscription.deleted", sub)
 
 
-def _create(settings, params: dict) -> dict:
-    customer = core.get("customer", core.required(params, "customer"), "customer")
+def _create(st, params: dict) -> dict:
+    customer = core.get(st, "customer", core.required(params, "customer"), "customer")
     items = core.as_list(params, "items")
     if len(items) != 1 or not isinstance(items[0], dict) or not items[0].get("price"):
         raise core.StripeFail(400, "The local stand-in subscribes to exactly one price: items[0][price].",
                               "parameter_missing", "items[0][price]")
-    price = prices.usable(settings, items[0]["price"], "items[0][price]", recurring=True)
+    price = prices.usable(st, items[0]["price"], "items[0][price]", recurring=True)
     method = params.get("collection_method") or "charge_automatically"
     if method not in invoices.COLLECTION_METHODS:
         raise core.StripeFail(400, "Invalid collection_method", "parameter_invalid_string", "collection_method")
@@ -108,22 +108,22 @@ def _create(settings, params: dict) -> dict:
     currency = params.get("currency") or price["currency"]
     if currency not in prices.currencies(price):
         raise core.StripeFail(400, f"The price has no amount in {currency}.", "parameter_invalid", "currency")
-    return start(settings, customer, price, core.to_int(items[0].get("quantity", 1), "items[0][quantity]"),
+    return start(st, customer, price, core.to_int(items[0].get("quantity", 1), "items[0][quantity]"),
                  currency, core.metadata(params.get("metadata")), method, days)
 
 
-def register(bp, settings) -> None:
+def register(bp, st) -> None:
     """Subscriptions under /v1."""
-    route = core.api_routes(bp, settings)
-    core.add_retrieve(route, "/subscriptions/<object_id>", "subscription")
-    core.add_list(route, "/subscriptions", "subscription", ("customer", "status"))
+    route = core.api_routes(bp, st)
+    core.add_retrieve(st, route, "/subscriptions/<object_id>", "subscription")
+    core.add_list(st, route, "/subscriptions", "subscription", ("customer", "status"))
 
     @route("/subscriptions", "POST")
     def create_subscription(params):
-        return core.render(_create(settings, params), core.expansions(params))
+        return core.render(st, _create(st, params), core.expansions(params))
 
     @route("/subscriptions/<object_id>", "DELETE")
     def cancel_subscription(params, object_id):
-        sub = core.get("subscription", object_id)
-        cancel(settings, sub)
-        return core.render(sub, core.expansions(params))
+        sub = core.get(st, "subscription", object_id)
+        cancel(st, sub)
+        return core.render(st, sub, core.expansions(params))
