@@ -273,7 +273,7 @@ def test_a_session_whose_object_at_stripe_belongs_elsewhere_is_foreign(pending, 
 @pytest.mark.parametrize("kind", ["checkout.session.completed", "checkout.session.async_payment_succeeded",
                                   "checkout.session.expired"])
 def test_a_session_id_stripe_does_not_know_is_foreign_not_retried(pending, stripe_api, kind):
-    app, client, registration_id, token, _ = pending
+    app, client, registration_id, _, _ = pending
     before = seen(app, registration_id)
     response = deliver(client, stripe_api, stripe_api.object_event(kind, {
         "id": "cs_test_unknown_to_stripe", "object": "checkout.session", "status": "complete",
@@ -290,7 +290,7 @@ def test_a_session_id_stripe_does_not_know_is_foreign_not_retried(pending, strip
 def test_someone_elses_lost_dispute_never_ends_a_registrations_access(make, stripe_api, ltiaas_api):
     app = make()
     client = app.test_client()
-    a, session_a = paid_by_card(client, stripe_api, ltiaas_api)
+    _, session_a = paid_by_card(client, stripe_api, ltiaas_api)
     b, session_b = paid_by_card(client, stripe_api, ltiaas_api)
     before = seen(app, b)
     dispute = stripe_api.open_dispute(session_a["payment_intent"])
@@ -309,7 +309,7 @@ def test_someone_elses_lost_dispute_never_ends_a_registrations_access(make, stri
 def test_someone_elses_refund_is_never_written_on_a_registrations_payment(make, stripe_api, ltiaas_api):
     app = make()
     client = app.test_client()
-    a, session_a = paid_by_card(client, stripe_api, ltiaas_api)
+    _, session_a = paid_by_card(client, stripe_api, ltiaas_api)
     b, session_b = paid_by_card(client, stripe_api, ltiaas_api)
     before = seen(app, b)
     refund = stripe_api.refund_in_dashboard(session_a["payment_intent"], status="pending")

@@ -20,7 +20,7 @@ from paygate.core.models import Registration, StripeEvent
 
 from .live import serving
 
-SECRET_MARK = "sk_live_do_not_log_me"  # planted in payloads: no log line may carry it
+SECRET_MARK = "sk_live_do_not_log_me"  # noqa: S105 - planted in payloads: no log line may carry it
 
 
 def open_frame(client, ltiaas_api):
@@ -219,7 +219,7 @@ def test_the_longest_event_id_allowed_is_still_processed(app, client, stripe_api
 
 
 def test_nesting_up_to_the_bound_is_accepted(app, client, stripe_api, ltiaas_api, paid_not_told):
-    registration_id, event = paid_not_told
+    _, event = paid_not_told
     event["data"]["object"]["metadata"]["deep"] = "x"
     payload = json.dumps(event).replace('"deep": "x"', '"deep": ' + nested(50), 1)
     response = post(client, stripe_api, payload.encode())
@@ -272,7 +272,7 @@ def test_a_broken_chunked_body_is_a_4xx_in_one_sentence(app, stripe_api, framing
 
 
 def test_a_well_framed_chunked_event_is_delivered(app, stripe_api, ltiaas_api, paid_not_told):
-    registration_id, event = paid_not_told
+    _, event = paid_not_told
     payload = json.dumps(event).encode()
     framed = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (payload[:100], payload[100:])) + b"0\r\n\r\n"
     with serving(app) as port:
