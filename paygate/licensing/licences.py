@@ -166,26 +166,32 @@ def _sequence(number: str | None) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
+def _mapping(value) -> dict:
+    """A field of an event's snapshot that should be an object: itself, or empty when it is anything else."""
+    return value if isinstance(value, dict) else {}
+
+
 def find_for_invoice(invoice: dict) -> Licence | None:
-    """The licence an invoice event is about, from the verified payload's ids (no Stripe call)."""
-    parent = (invoice.get("parent") or {}).get("subscription_details") or {}
+    """The licence an invoice event is about, from the verified payload's ids (no Stripe call): a hint only,
+    Stripe's own invoice is checked before it is applied."""
+    parent = _mapping(_mapping(invoice.get("parent")).get("subscription_details"))
     subscription = payments.id_of(parent.get("subscription"))
     conditions = [Licence.invoice_id == invoice.get("id")]
-    if subscription:
+    if payments.valid_id(subscription, "sub"):
         conditions.append(Licence.subscription_id == subscription)
     found = db.session.scalars(select(Licence).where(or_(*conditions))).first()
-    return found or _by_reference(invoice.get("metadata") or parent.get("metadata") or {})
+    return found or _by_reference(_mapping(invoice.get("metadata")) or _mapping(parent.get("metadata")))
 
 
 def find_for_subscription(subscription: dict) -> Licence | None:
     found = db.session.scalars(select(Licence).where(Licence.subscription_id == subscription.get("id"))).first()
-    return found or _by_reference(subscription.get("metadata") or {})
+    return found or _by_reference(_mapping(subscription.get("metadata")))
 
 
 def _by_reference(metadata: dict) -> Licence | None:
     """A licence named by our reference in Stripe metadata (both ids must agree)."""
     pk, registration_id = metadata.get("registration_pk"), metadata.get("registration_id")
-    if not (isinstance(pk, str) and pk.isdigit() and registration_id):
+    if not (isinstance(pk, str) and pk.isascii() and pk.isdigit() and len(pk) <= 9 and registration_id):
         return None
     reg = db.session.get(Registration, int(pk))
     if reg is None or reg.registration_id != registration_id:

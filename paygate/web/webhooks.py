@@ -47,12 +47,41 @@ ROUTES = {
 
 
 KNOWN_TYPES = frozenset(CONFIRMING) | frozenset(CLOSING) | frozenset(ROUTES)
+# The envelope's strings go into columns (stripe_events.event_id, .type), log lines and the timeline's cause.
+MAX_ID, MAX_TYPE = 255, 100
 
 
 def _type_label(event) -> str:
     """The event's type as a metric label: a type this service handles, or "other" (labels stay few)."""
     kind = event.get("type")
-    return kind if kind in KNOWN_TYPES else "other"
+    return kind if isinstance(kind, str) and kind in KNOWN_TYPES else "other"
+
+
+def _short_text(value, limit: int) -> bool:
+    """A non-empty printable string of at most `limit` characters (no control character, NUL or lone surrogate)."""
+    return isinstance(value, str) and 0 < len(value) <= limit and value.isprintable()
+
+
+def envelope_problem(event: dict) -> str | None:
+    """What is wrong with a verified event's envelope, in fixed words (never its content); None if nothing."""
+    if not _short_text(event.get("id"), MAX_ID):
+        return f"the event's id is not a printable string of at most {MAX_ID} characters"
+    if not _short_text(event.get("type"), MAX_TYPE):
+        return f"the event's type is not a printable string of at most {MAX_TYPE} characters"
+    data = event.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+        return "the event's data.object is not an object"
+    object_id = data["object"].get("id")  # a type this service does not handle may leave it out
+    if (object_id is not None or event["type"] in KNOWN_TYPES) and not _short_text(object_id, MAX_ID):
+        return f"the event's data.object.id is not a printable string of at most {MAX_ID} characters"
+    return None
+
+
+def _malformed(event: dict | None, problem: str):
+    """A signed body that is no usable event: acknowledged (a retry would bring the same bytes), logged once."""
+    log.warning("webhook malformed, ignored: %s", problem)
+    telemetry.webhook_event(_type_label(event) if event is not None else "other", "malformed")
+    return jsonify(received=True, result="malformed")
 
 
 _EVENTS = StripeEvent.__table__
@@ -65,10 +94,15 @@ def stripe_webhook():
     payload = request.get_data()
     try:
         event = payments.gateway().construct_event(payload, request.headers.get("Stripe-Signature"))
+    except payments.MalformedEvent as exc:
+        return _malformed(None, f"the signed body {exc}")
     except (ValueError, stripe.SignatureVerificationError):
         log.warning("webhook refused: missing, bad or stale signature")
         telemetry.webhook_event("unverified", "refused_signature")
         return jsonify(error="invalid signature"), 400
+    problem = envelope_problem(event)
+    if problem is not None:
+        return _malformed(event, problem)
     try:
         result, after = handle_event(event, payload.decode("utf-8"))
     except payments.PaymentProviderError:
@@ -89,10 +123,11 @@ def stripe_webhook():
 
 
 def handle_event(event: dict, payload: str):
-    """Apply one verified event and commit; returns (outcome, work to do after the answer or None)."""
+    """Apply one verified event of a sound envelope (`envelope_problem`) and commit; returns (outcome, work to
+    do after the answer or None)."""
     event_id, kind = event["id"], event["type"]
-    obj = (event.get("data") or {}).get("object") or {}
-    cause = f"webhook {event_id} ({kind})"
+    obj = event["data"]["object"]
+    cause = f"webhook {event_id} ({kind})"[:300]  # the timeline's cause column
     session_id = obj.get("id") if obj.get("object") == "checkout.session" else None
     registration, after, result = None, None, "ignored"
     if kind in CONFIRMING and session_id:
