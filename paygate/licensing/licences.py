@@ -3,7 +3,8 @@
 A licence is one per registration: a one-time payment, a subscription, or an invoice (with its
 subscription when the Price is recurring), with the payments made for it. Every update here comes
 from an object just read from Stripe (never from an event's snapshot), so late, repeated and
-out-of-order events converge on Stripe's truth. Each change of a licence leaves a timeline entry and
+out-of-order events converge on Stripe's truth; an event's snapshot only says which licence to look at,
+and what Stripe gives back is applied only if it is that licence's (`invoice_belongs`, `subscription_belongs`). Each change of a licence leaves a timeline entry and
 decides the access again (paygate/licensing/access.py). Functions flush; their callers commit.
 """
 import logging
@@ -31,18 +32,23 @@ def locked(licence_pk: int) -> Licence:
                               .execution_options(populate_existing=True)).one()
 
 
-def apply_fresh(licence_pk: int, fetch, apply, skipped):
+def apply_fresh(licence_pk: int, fetch, apply, skipped, belongs=None, foreign=None):
     """Read from Stripe with no transaction open, then apply under the licence's lock; flushes.
 
     Reads are applied in the order they were started: a read that started before one already applied
     (another event about the same licence, read a moment later) is not written over it, and `skipped`
     is returned instead. So an older answer of Stripe never overwrites a newer one, and duplicate
-    events at the same moment queue on the lock without failing.
+    events at the same moment queue on the lock without failing. What was read is applied only if
+    `belongs(licence, fetched)` (when given) says it is this licence's; otherwise nothing changes and
+    `foreign` is returned.
     """
     db.session.commit()
     started = utcnow()
     fetched = fetch()
     licence = locked(licence_pk)
+    if belongs is not None and not belongs(licence, fetched):
+        log.warning("licence %s: what Stripe gave back is not this licence's; nothing applied", licence_pk)
+        return foreign
     if licence.stripe_read_at is not None and licence.stripe_read_at > started:
         log.info("licence %s: a newer read of Stripe was applied meanwhile; this one is dropped", licence_pk)
         return skipped
@@ -199,11 +205,64 @@ def _by_reference(metadata: dict) -> Licence | None:
     return of(reg)
 
 
+# What an event names is a hint: the object Stripe gives back is applied only when it is the licence's.
+
+def _names(metadata: dict, reg: Registration) -> bool:
+    """Whether Stripe metadata carries this registration's reference (both ids)."""
+    return metadata.get("registration_pk") == str(reg.id) and metadata.get("registration_id") == reg.registration_id
+
+
+def _ours_before_stored(licence: Licence, customer: str | None, *metadata: dict) -> bool:
+    """An object of an invoiced licence that Stripe made before its id was stored here (a crash between the
+    two): our customer, and our reference in the object's own metadata as Stripe has it."""
+    return (licence.kind == "invoice" and licence.customer_id is not None and customer == licence.customer_id
+            and any(_names(m, licence.registration) for m in metadata))
+
+
+def invoice_belongs(licence: Licence, invoice: payments.InvoiceView | None) -> bool:
+    """Whether an invoice read from Stripe is this licence's: the invoice stored here, or one of the
+    subscription stored here; never another customer's."""
+    if invoice is None:
+        return False
+    if licence.customer_id and invoice.customer and invoice.customer != licence.customer_id:
+        return False
+    if invoice.id == licence.invoice_id:
+        return True
+    if licence.subscription_id:
+        return invoice.subscription == licence.subscription_id
+    return licence.invoice_id is None and _ours_before_stored(licence, invoice.customer, invoice.metadata,
+                                                              invoice.subscription_metadata)
+
+
+def subscription_belongs(licence: Licence, sub: payments.SubscriptionView | None) -> bool:
+    """Whether a subscription read from Stripe is this licence's: the one stored here."""
+    if sub is None:
+        return False
+    if licence.customer_id and sub.customer and sub.customer != licence.customer_id:
+        return False
+    if licence.subscription_id:
+        return sub.id == licence.subscription_id
+    return _ours_before_stored(licence, sub.customer, sub.metadata)
+
+
+def read_unless_missing(read, object_id: str, stored: tuple):
+    """`read(object_id)`, or None when Stripe has no such object and it is none of the `stored` ids (someone
+    else's: final). A 404 for an object stored here is a fault (another account's key, a moment of
+    inconsistency) and raises: a retry can outlive it."""
+    try:
+        return read(object_id)
+    except payments.ObjectMissing:
+        if object_id in stored:
+            raise
+        return None
+
+
 def on_subscription_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
-    """customer.subscription.updated / .deleted: read the subscription now and apply it."""
+    """customer.subscription.updated / .deleted: read the subscription now and apply it if it is ours."""
     licence = find_for_subscription(obj)
     if licence is None or not payments.valid_id(obj.get("id"), "sub"):
         return None, "foreign subscription"
+    stored = (licence.subscription_id,)
 
     def apply(licence, sub):
         reg = db.session.get(Registration, licence.registration_pk)
@@ -212,21 +271,25 @@ def on_subscription_event(obj: dict, cause: str) -> tuple[Registration | None, s
         access.refresh(reg, cause)
         return reg, f"subscription {sub.status}" if changed else "no change"
     reg = licence.registration
-    return apply_fresh(licence.id, lambda: payments.gateway().retrieve_subscription(obj["id"]), apply,
-                       (reg, "no change (a newer read applied)"))
+    return apply_fresh(licence.id, lambda: read_unless_missing(payments.gateway().retrieve_subscription, obj["id"],
+                                                               stored),
+                       apply, (reg, "no change (a newer read applied)"), subscription_belongs,
+                       (None, "foreign subscription"))
 
 
 def on_invoice_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
-    """invoice.*: read the invoice (and its subscription) now and apply it."""
+    """invoice.*: read the invoice (and its subscription) now and apply it if it is ours."""
     licence = find_for_invoice(obj)
     if licence is None or not payments.valid_id(obj.get("id"), "in"):
         return None, "foreign invoice"
-    subscription_id = licence.subscription_id
+    subscription_id, stored = licence.subscription_id, (licence.invoice_id,)
 
     def fetch():
         gateway = payments.gateway()
-        return (gateway.retrieve_invoice(obj["id"]),
-                gateway.retrieve_subscription(subscription_id) if subscription_id else None)
+        invoice = read_unless_missing(gateway.retrieve_invoice, obj["id"], stored)
+        if invoice is None:
+            return None, None
+        return invoice, gateway.retrieve_subscription(subscription_id) if subscription_id else None
 
     def apply(licence, fetched):
         invoice, sub = fetched
@@ -237,7 +300,8 @@ def on_invoice_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
         access.refresh(reg, cause)
         return reg, f"invoice {invoice.status}" if changed else "no change"
     reg = licence.registration
-    return apply_fresh(licence.id, fetch, apply, (reg, "no change (a newer read applied)"))
+    return apply_fresh(licence.id, fetch, apply, (reg, "no change (a newer read applied)"),
+                       lambda licence, fetched: invoice_belongs(licence, fetched[0]), (None, "foreign invoice"))
 
 
 def recheck(licence_pk: int, cause: str) -> bool:

@@ -1,10 +1,14 @@
 """Stripe webhooks: a dispatcher. Verify on the raw body, record once by event id, route by type.
 
-Each event type goes to the domain module that owns its rule: checkout and fulfilment, licences
-(subscriptions, invoices), refunds and disputes. Those modules ask Stripe for the object's current
-state; they never trust the event's snapshot or its order. The event and its outcome are committed,
-then the sender is answered; what waits on LTIaaS (telling it a platform's new access) runs after
-the answer, driven by what was recorded, and the worker finishes it if this process cannot.
+A signed event is still checked before use: its envelope (`envelope_problem`: id and type short printable
+strings, data.object an object with a string id; the body a JSON object of bounded depth) or it is
+acknowledged "malformed" and changes nothing. Each event type goes to the domain module that owns its rule:
+checkout and fulfilment, licences (subscriptions, invoices), refunds and disputes. Those modules ask Stripe
+for the object's current state and apply it only where it belongs (the ids stored here, or the reference
+Stripe's own object carries); they never trust the event's snapshot or its order, and an object that is not
+ours, or that Stripe does not know (a 404 for an id not stored here is final), is "foreign". The event and
+its outcome are committed, then the sender is answered; what waits on LTIaaS (telling it a platform's new
+access) runs after the answer, driven by what was recorded, and the worker finishes it if this process cannot.
 """
 import logging
 
@@ -132,10 +136,10 @@ def handle_event(event: dict, payload: str):
     registration, after, result = None, None, "ignored"
     if kind in CONFIRMING and session_id:
         # Stripe is asked again for the session: a late event never decides on stale data.
-        view = payments.gateway().retrieve_checkout_session(session_id)
-        outcome = apply_checkout(view, cause)
-        registration, result = outcome.registration, outcome.note
-        if outcome.paid:
+        view = checkout.read_session(session_id)
+        outcome = apply_checkout(view, cause) if view is not None else None
+        registration, result = (outcome.registration, outcome.note) if outcome else (None, "unknown session")
+        if outcome and outcome.paid:
             after = complete_later(outcome.registration.id, cause)
     elif kind in CLOSING and session_id:
         repeat = db.session.get(StripeEvent, event_id) is not None  # a repeat adds no timeline line

@@ -10,6 +10,7 @@ from paygate.gateways.payments.objects import (
     DisputeView,
     InvoiceView,
     MalformedEvent,
+    ObjectMissing,
     PaymentProviderError,
     PaymentView,
     Price,
@@ -23,6 +24,6 @@ from paygate.gateways.payments.objects import (
 
 __all__ = [
     "OPERATIONS", "PO_FIELD", "AlreadyRefunded", "CheckoutView", "DisputeView", "InvoiceView", "MalformedEvent",
-    "PaymentProviderError", "PaymentView", "Payments", "Price", "PriceNotSellable", "RefundView", "SubscriptionView",
-    "gateway", "id_of", "valid_id", "valid_session_id",
+    "ObjectMissing", "PaymentProviderError", "PaymentView", "Payments", "Price", "PriceNotSellable", "RefundView",
+    "SubscriptionView", "gateway", "id_of", "valid_id", "valid_session_id",
 ]

@@ -17,6 +17,7 @@ from paygate.gateways.payments.objects import (
     CheckoutView,
     DisputeView,
     InvoiceView,
+    ObjectMissing,
     PaymentProviderError,
     PaymentView,
     Price,
@@ -65,6 +66,10 @@ class Payments:
             # The message names the failure, never the key (Stripe's own texts may quote parts of it).
             log.warning("Stripe %s failed: %s (http %s, request %s)", what, type(exc).__name__,
                         exc.http_status, exc.request_id)
+            if isinstance(exc, stripe.InvalidRequestError) and (exc.http_status == 404
+                                                                 or exc.code == "resource_missing"):
+                raise ObjectMissing(f"The payment provider has no such object: it could not {what}.",
+                                    http_status=exc.http_status) from None
             raise PaymentProviderError(f"The payment provider could not {what}.",
                                        http_status=exc.http_status) from None
 
