@@ -328,3 +328,46 @@ def test_the_registrations_own_dispute_still_counts(make, stripe_api, ltiaas_api
     dispute = stripe_api.open_dispute(session_b["payment_intent"])
     assert send(client, stripe_api, "charge.dispute.created", dispute) == "recorded"
     assert seen(app, b)["attention"] == "disputed"
+
+
+@pytest.mark.parametrize("customer", ["ours", "another"])
+def test_an_invoice_made_before_its_id_was_stored_counts_only_with_our_customer_and_reference(make, stripe_api,
+                                                                                            ltiaas_api, customer):
+    """A crash between Stripe making the invoice and this service storing its id: Stripe's own invoice, of the
+    licence's customer and carrying the registration's reference, is the licence's; of another customer, not."""
+    app = make(invoice_access="on_payment")
+    client = app.test_client()
+    b = invoiced(client, ltiaas_api)
+    ref = reference(app, b)
+    with app.app_context():
+        licence = db.session.scalars(select(Registration).where(Registration.registration_id == b)).one().licence
+        invoice_id, licence.invoice_id = licence.invoice_id, None
+        db.session.commit()
+    before = seen(app, b)
+    if customer == "another":
+        invoice_id = elsewhere_invoice(app, stripe_api, metadata=ref)["id"]
+    result = send(client, stripe_api, "invoice.paid", stripe_api.pay_invoice(invoice_id))
+    after = seen(app, b)
+    if customer == "ours":
+        assert result.startswith("invoice paid")
+        assert after["licence"]["invoice_id"] == invoice_id and after["platform_active"] is True
+    else:
+        assert webhook_outcome(result) == "foreign", result
+        assert after == before and ltiaas_api.platform_calls == []
+
+
+def test_a_strangers_session_with_a_reference_past_any_number_is_foreign(make, stripe_api, ltiaas_api):
+    """Stripe's own session of another integration, whose metadata holds no registration number of ours."""
+    app = make()
+    client = app.test_client()
+    registration_id, token, _ = open_frame(client, ltiaas_api)
+    assert client.get(f"/flow/{token}/pay").status_code == 303
+    ours = stripe_api.only_session()
+    stripe_api.sessions["cs_test_stranger"] = {**ours, "id": "cs_test_stranger", "client_reference_id": None,
+                                               "metadata": {"registration_pk": "99999999999999999999"}}
+    stripe_api.pay("cs_test_stranger")
+    before = seen(app, registration_id)
+    result = send(client, stripe_api, "checkout.session.completed",
+                  {"id": "cs_test_stranger", "object": "checkout.session"})
+    assert webhook_outcome(result) == "foreign", result
+    assert seen(app, registration_id) == before
