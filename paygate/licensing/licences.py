@@ -4,8 +4,9 @@ A licence is one per registration: a one-time payment, a subscription, or an inv
 subscription when the Price is recurring), with the payments made for it. Every update here comes
 from an object just read from Stripe (never from an event's snapshot), so late, repeated and
 out-of-order events converge on Stripe's truth; an event's snapshot only says which licence to look at,
-and what Stripe gives back is applied only if it is that licence's (`invoice_belongs`, `subscription_belongs`). Each change of a licence leaves a timeline entry and
-decides the access again (paygate/licensing/access.py). Functions flush; their callers commit.
+and what Stripe gives back is applied only if it is that licence's (`invoice_belongs`, `subscription_belongs`).
+Each change of a licence leaves a timeline entry and decides the access again (paygate/licensing/access.py).
+Functions flush; their callers commit.
 """
 import logging
 
