@@ -13,6 +13,7 @@ from datetime import timedelta
 
 import pytest
 import schemathesis
+import stripe
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
@@ -136,4 +137,102 @@ def test_no_input_gets_a_5xx(fuzzed, stripe_api, ltiaas_api):
     print(f"\nfuzz: {requests} requests in {elapsed:.1f} s, by status class {dict(sorted(statuses.items()))}, "
           f"{len(server_errors)} 5xx")
     assert requests >= 10 * len(operations)
+    assert not server_errors, "\n".join(server_errors[:40])
+
+
+# Signed webhook events: the signature says who sent an event, not that it is well formed. Envelopes of any
+# shape, now and then with a registration's real ids (so that the handlers go deep), never get a 5xx.
+
+_SCALARS = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False, allow_infinity=False)
+            | st.text(max_size=12) | st.sampled_from(HOSTILE))
+_JSON = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                          max_size=3), max_leaves=8)
+_KINDS = ["checkout.session.completed", "checkout.session.async_payment_succeeded", "checkout.session.expired",
+          "checkout.session.async_payment_failed", "customer.subscription.updated", "customer.subscription.deleted",
+          "invoice.paid", "invoice.payment_failed", "invoice.overdue", "invoice.voided", "invoice.marked_uncollectible",
+          "charge.refunded", "refund.created", "refund.updated", "refund.failed", "charge.dispute.created",
+          "charge.dispute.updated", "charge.dispute.closed", "customer.created"]
+_PREFIXES = ["cs_test_", "in_", "sub_", "pi_", "re_", "pyr_", "du_", "dp_", "ch_", "cus_", "evt_", ""]
+
+
+def _stripe_ids(real: dict):
+    made = st.builds(lambda prefix, tail: prefix + tail, st.sampled_from(_PREFIXES),
+                     st.text(alphabet="abcXYZ019_", min_size=1, max_size=12))
+    return st.sampled_from([real["session"], real["pi"]]) | made | st.sampled_from(sorted(real.values()))
+
+
+_ODD_PARTS = [None] * 6 + ["id", "type", "data", "object", "object id", "fields", "body"]
+
+
+@st.composite
+def _envelopes(draw, real: dict):
+    """A signed event's body shaped like Stripe's (about a registration's real ids now and then, so that the
+    handlers go deep), with at most one part of it of any shape."""
+    odd = draw(st.sampled_from(_ODD_PARTS))
+    ids = _stripe_ids(real)
+    anything = _JSON | st.sampled_from(HOSTILE) | st.text(max_size=300)
+    reference = st.fixed_dictionaries({"registration_pk": st.sampled_from([real["pk"], "0", "99999999999999999999"]),
+                                       "registration_id": st.sampled_from([real["registration_id"], "x"])})
+    fields = _JSON if odd == "fields" else ids
+    obj = draw(st.fixed_dictionaries({"id": anything if odd == "object id" else ids}, optional={
+        "object": st.sampled_from(["checkout.session", "invoice", "subscription", "charge", "refund", "dispute"]),
+        "metadata": _JSON if odd == "fields" else reference,
+        "parent": _JSON if odd == "fields" else st.fixed_dictionaries({"subscription_details": st.fixed_dictionaries(
+            {"subscription": fields, "metadata": reference})}),
+        "payment_intent": fields, "customer": fields, "subscription": fields,
+        "status": st.sampled_from(["paid", "void", "expired", "canceled", "lost", "complete"]),
+        "client_reference_id": st.sampled_from([real["registration_id"], "x"])}))
+    event = {"id": draw(anything if odd == "id" else st.builds(lambda t: "evt_" + t, st.text("abc019_", max_size=20))),
+             "object": "event", "type": draw(anything if odd == "type" else st.sampled_from(_KINDS)),
+             "data": draw(anything) if odd == "data" else {"object": draw(_JSON) if odd == "object" else obj}}
+    if isinstance(event["type"], str) and event["type"].startswith("checkout.session.") and isinstance(obj, dict):
+        obj["object"] = "checkout.session"
+    if odd in ("id", "type", "data") and draw(st.booleans()):
+        del event[odd]
+    body = json.dumps(event).encode()
+    if odd == "body":
+        wrap = draw(st.sampled_from(["deep", "list", "cut"]))
+        if wrap == "deep":
+            depth = draw(st.integers(60, 6000))
+            body = b"[" * depth + body + b"]" * depth
+        elif wrap == "list":
+            body = b"[" + body + b"]"
+        else:
+            body = body[:draw(st.integers(0, max(len(body) - 1, 0)))]
+    return body
+
+
+def test_no_signed_webhook_envelope_gets_a_5xx(fuzzed, stripe_api, ltiaas_api):
+    app = fuzzed
+    client = app.test_client()
+    registration_id, token, _ = open_frame(client, ltiaas_api)
+    assert client.get(f"/flow/{token}/pay").status_code == 303
+    session = stripe_api.only_session()
+    stripe_api.pay(session["id"])  # paid at Stripe: a well-formed event about it would make it paid
+    with app.app_context():
+        pk = db.session.execute(db.text("SELECT max(id) FROM registrations")).scalar_one()
+    real = {"session": session["id"], "pi": stripe_api.sessions[session["id"]]["payment_intent"],
+            "registration_id": registration_id, "pk": str(pk)}
+    sent, server_errors, statuses, results = 0, [], Counter(), Counter()
+
+    @settings(max_examples=EXAMPLES * 8, deadline=timedelta(seconds=5), derandomize=not RANDOM, database=None,
+              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    @given(body=_envelopes(real))
+    def call(body):
+        nonlocal sent
+        header = stripe.WebhookSignature.generate_signature_header(body.decode(), "whsec_test_secret")
+        response = client.post("/webhooks/stripe", data=body, environ_base={"REMOTE_ADDR": f"10.9.{sent // 250 % 250}."
+                                                                                          f"{sent % 250 + 1}"},
+                               headers={"Stripe-Signature": header, "Content-Type": "application/json"})
+        sent += 1
+        statuses[response.status_code] += 1
+        if response.status_code == 200:
+            results[response.get_json()["result"]] += 1
+        if response.status_code >= 500 or response.status_code == 400:
+            server_errors.append(f"{body[:300]!r} -> {response.status_code} {response.text[:200]}")
+
+    call()
+    print(f"\nwebhook fuzz: {sent} signed events, by status {dict(sorted(statuses.items()))}, "
+          f"{len(server_errors)} 5xx or 400; results {dict(results.most_common())}")
+    assert sent >= EXAMPLES * 4
     assert not server_errors, "\n".join(server_errors[:40])

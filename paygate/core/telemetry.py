@@ -110,8 +110,9 @@ _RESULTS = {
     "paid": "paid", "already paid": "already_paid", "ignored: already paid": "already_paid",
     "recorded": "recorded", "expired": "recorded", "failed": "recorded", "processing": "processing",
     "mismatch": "needs_attention", "no payment": "needs_attention", "duplicate payment": "needs_attention",
-    "unknown session": "foreign", "foreign subscription": "foreign", "foreign invoice": "foreign",
-    "foreign payment": "foreign", "not a refund": "malformed", "not a dispute": "malformed",
+    "unknown session": "foreign", "foreign session": "foreign", "foreign subscription": "foreign",
+    "foreign invoice": "foreign", "foreign payment": "foreign", "foreign refund": "foreign",
+    "foreign dispute": "foreign", "not a refund": "malformed", "not a dispute": "malformed",
     "ignored": "ignored", "malformed": "malformed",
 }
 

@@ -3,8 +3,10 @@
 A licence is one per registration: a one-time payment, a subscription, or an invoice (with its
 subscription when the Price is recurring), with the payments made for it. Every update here comes
 from an object just read from Stripe (never from an event's snapshot), so late, repeated and
-out-of-order events converge on Stripe's truth. Each change of a licence leaves a timeline entry and
-decides the access again (paygate/licensing/access.py). Functions flush; their callers commit.
+out-of-order events converge on Stripe's truth; an event's snapshot only says which licence to look at,
+and what Stripe gives back is applied only if it is that licence's (`invoice_belongs`, `subscription_belongs`).
+Each change of a licence leaves a timeline entry and decides the access again (paygate/licensing/access.py).
+Functions flush; their callers commit.
 """
 import logging
 
@@ -31,18 +33,23 @@ def locked(licence_pk: int) -> Licence:
                               .execution_options(populate_existing=True)).one()
 
 
-def apply_fresh(licence_pk: int, fetch, apply, skipped):
+def apply_fresh(licence_pk: int, fetch, apply, skipped, belongs=None, foreign=None):
     """Read from Stripe with no transaction open, then apply under the licence's lock; flushes.
 
     Reads are applied in the order they were started: a read that started before one already applied
     (another event about the same licence, read a moment later) is not written over it, and `skipped`
     is returned instead. So an older answer of Stripe never overwrites a newer one, and duplicate
-    events at the same moment queue on the lock without failing.
+    events at the same moment queue on the lock without failing. What was read is applied only if
+    `belongs(licence, fetched)` (when given) says it is this licence's; otherwise nothing changes and
+    `foreign` is returned.
     """
     db.session.commit()
     started = utcnow()
     fetched = fetch()
     licence = locked(licence_pk)
+    if belongs is not None and not belongs(licence, fetched):
+        log.warning("licence %s: what Stripe gave back is not this licence's; nothing applied", licence_pk)
+        return foreign
     if licence.stripe_read_at is not None and licence.stripe_read_at > started:
         log.info("licence %s: a newer read of Stripe was applied meanwhile; this one is dropped", licence_pk)
         return skipped
@@ -166,26 +173,32 @@ def _sequence(number: str | None) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
+def _mapping(value) -> dict:
+    """A field of an event's snapshot that should be an object: itself, or empty when it is anything else."""
+    return value if isinstance(value, dict) else {}
+
+
 def find_for_invoice(invoice: dict) -> Licence | None:
-    """The licence an invoice event is about, from the verified payload's ids (no Stripe call)."""
-    parent = (invoice.get("parent") or {}).get("subscription_details") or {}
+    """The licence an invoice event is about, from the verified payload's ids (no Stripe call): a hint only,
+    Stripe's own invoice is checked before it is applied."""
+    parent = _mapping(_mapping(invoice.get("parent")).get("subscription_details"))
     subscription = payments.id_of(parent.get("subscription"))
     conditions = [Licence.invoice_id == invoice.get("id")]
-    if subscription:
+    if payments.valid_id(subscription, "sub"):
         conditions.append(Licence.subscription_id == subscription)
     found = db.session.scalars(select(Licence).where(or_(*conditions))).first()
-    return found or _by_reference(invoice.get("metadata") or parent.get("metadata") or {})
+    return found or _by_reference(_mapping(invoice.get("metadata")) or _mapping(parent.get("metadata")))
 
 
 def find_for_subscription(subscription: dict) -> Licence | None:
     found = db.session.scalars(select(Licence).where(Licence.subscription_id == subscription.get("id"))).first()
-    return found or _by_reference(subscription.get("metadata") or {})
+    return found or _by_reference(_mapping(subscription.get("metadata")))
 
 
 def _by_reference(metadata: dict) -> Licence | None:
     """A licence named by our reference in Stripe metadata (both ids must agree)."""
     pk, registration_id = metadata.get("registration_pk"), metadata.get("registration_id")
-    if not (isinstance(pk, str) and pk.isdigit() and registration_id):
+    if not (isinstance(pk, str) and pk.isascii() and pk.isdigit() and len(pk) <= 9 and registration_id):
         return None
     reg = db.session.get(Registration, int(pk))
     if reg is None or reg.registration_id != registration_id:
@@ -193,11 +206,64 @@ def _by_reference(metadata: dict) -> Licence | None:
     return of(reg)
 
 
+# What an event names is a hint: the object Stripe gives back is applied only when it is the licence's.
+
+def _names(metadata: dict, reg: Registration) -> bool:
+    """Whether Stripe metadata carries this registration's reference (both ids)."""
+    return metadata.get("registration_pk") == str(reg.id) and metadata.get("registration_id") == reg.registration_id
+
+
+def _ours_before_stored(licence: Licence, customer: str | None, *metadata: dict) -> bool:
+    """An object of an invoiced licence that Stripe made before its id was stored here (a crash between the
+    two): our customer, and our reference in the object's own metadata as Stripe has it."""
+    return (licence.kind == "invoice" and licence.customer_id is not None and customer == licence.customer_id
+            and any(_names(m, licence.registration) for m in metadata))
+
+
+def invoice_belongs(licence: Licence, invoice: payments.InvoiceView | None) -> bool:
+    """Whether an invoice read from Stripe is this licence's: the invoice stored here, or one of the
+    subscription stored here; never another customer's."""
+    if invoice is None:
+        return False
+    if licence.customer_id and invoice.customer and invoice.customer != licence.customer_id:
+        return False
+    if invoice.id == licence.invoice_id:
+        return True
+    if licence.subscription_id:
+        return invoice.subscription == licence.subscription_id
+    return licence.invoice_id is None and _ours_before_stored(licence, invoice.customer, invoice.metadata,
+                                                              invoice.subscription_metadata)
+
+
+def subscription_belongs(licence: Licence, sub: payments.SubscriptionView | None) -> bool:
+    """Whether a subscription read from Stripe is this licence's: the one stored here."""
+    if sub is None:
+        return False
+    if licence.customer_id and sub.customer and sub.customer != licence.customer_id:
+        return False
+    if licence.subscription_id:
+        return sub.id == licence.subscription_id
+    return _ours_before_stored(licence, sub.customer, sub.metadata)
+
+
+def read_unless_missing(read, object_id: str, stored: tuple):
+    """`read(object_id)`, or None when Stripe has no such object and it is none of the `stored` ids (someone
+    else's: final). A 404 for an object stored here is a fault (another account's key, a moment of
+    inconsistency) and raises: a retry can outlive it."""
+    try:
+        return read(object_id)
+    except payments.ObjectMissing:
+        if object_id in stored:
+            raise
+        return None
+
+
 def on_subscription_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
-    """customer.subscription.updated / .deleted: read the subscription now and apply it."""
+    """customer.subscription.updated / .deleted: read the subscription now and apply it if it is ours."""
     licence = find_for_subscription(obj)
     if licence is None or not payments.valid_id(obj.get("id"), "sub"):
         return None, "foreign subscription"
+    stored = (licence.subscription_id,)
 
     def apply(licence, sub):
         reg = db.session.get(Registration, licence.registration_pk)
@@ -206,21 +272,25 @@ def on_subscription_event(obj: dict, cause: str) -> tuple[Registration | None, s
         access.refresh(reg, cause)
         return reg, f"subscription {sub.status}" if changed else "no change"
     reg = licence.registration
-    return apply_fresh(licence.id, lambda: payments.gateway().retrieve_subscription(obj["id"]), apply,
-                       (reg, "no change (a newer read applied)"))
+    return apply_fresh(licence.id, lambda: read_unless_missing(payments.gateway().retrieve_subscription, obj["id"],
+                                                               stored),
+                       apply, (reg, "no change (a newer read applied)"), subscription_belongs,
+                       (None, "foreign subscription"))
 
 
 def on_invoice_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
-    """invoice.*: read the invoice (and its subscription) now and apply it."""
+    """invoice.*: read the invoice (and its subscription) now and apply it if it is ours."""
     licence = find_for_invoice(obj)
     if licence is None or not payments.valid_id(obj.get("id"), "in"):
         return None, "foreign invoice"
-    subscription_id = licence.subscription_id
+    subscription_id, stored = licence.subscription_id, (licence.invoice_id,)
 
     def fetch():
         gateway = payments.gateway()
-        return (gateway.retrieve_invoice(obj["id"]),
-                gateway.retrieve_subscription(subscription_id) if subscription_id else None)
+        invoice = read_unless_missing(gateway.retrieve_invoice, obj["id"], stored)
+        if invoice is None:
+            return None, None
+        return invoice, gateway.retrieve_subscription(subscription_id) if subscription_id else None
 
     def apply(licence, fetched):
         invoice, sub = fetched
@@ -231,7 +301,8 @@ def on_invoice_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
         access.refresh(reg, cause)
         return reg, f"invoice {invoice.status}" if changed else "no change"
     reg = licence.registration
-    return apply_fresh(licence.id, fetch, apply, (reg, "no change (a newer read applied)"))
+    return apply_fresh(licence.id, fetch, apply, (reg, "no change (a newer read applied)"),
+                       lambda licence, fetched: invoice_belongs(licence, fetched[0]), (None, "foreign invoice"))
 
 
 def recheck(licence_pk: int, cause: str) -> bool:

@@ -131,10 +131,24 @@ def _dispute_changed(reg: Registration, row: LicencePayment, cause: str) -> None
                message=f"Dispute {row.dispute_id} closed: {status}.")
 
 
-# Webhook routes: find ours from the verified payload's ids, then ask Stripe.
+# Webhook routes: find ours from the verified payload's ids, then ask Stripe; apply only what is that payment's.
+
+def _of_payment(found, view: payments.PaymentView) -> bool:
+    """Whether a refund or dispute read from Stripe is of this payment (its PaymentIntent, or its charge)."""
+    if found.payment_intent is not None:
+        return found.payment_intent == view.payment_intent
+    return found.charge is not None and found.charge == view.charge
+
+
+def _belongs(row: LicencePayment, fetched) -> bool:
+    view, refund, dispute = fetched
+    return (view.payment_intent == row.payment_intent_id and (refund is None or _of_payment(refund, view))
+            and (dispute is None or _of_payment(dispute, view)))
+
 
 def _apply_fresh(row_pk: int, licence_pk: int, fetch, cause: str):
-    """Read from Stripe, then apply to the payment row under its licence's lock (paygate/licensing/licences.py)."""
+    """Read from Stripe, then apply to the payment row under its licence's lock (paygate/licensing/licences.py),
+    if what was read is that payment's; (None, False) when it is not."""
     def apply(_licence, fetched):
         view, refund, dispute = fetched
         row = db.session.get(LicencePayment, row_pk)
@@ -142,15 +156,22 @@ def _apply_fresh(row_pk: int, licence_pk: int, fetch, cause: str):
         before = (row.amount_refunded, row.refund_status, row.dispute_status)
         reg = apply_payment(row, view, cause, refund=refund, dispute=dispute)
         return reg, (row.amount_refunded, row.refund_status, row.dispute_status) != before
+
+    def belongs(_licence, fetched):
+        return fetched is not None and _belongs(db.session.get(LicencePayment, row_pk), fetched)
     reg = db.session.get(Registration, db.session.get(LicencePayment, row_pk).registration_pk)
-    return licences.apply_fresh(licence_pk, fetch, apply, (reg, False))
+    return licences.apply_fresh(licence_pk, fetch, apply, (reg, False), belongs, (None, False))
 
 
-def _route(payment_intent: str | None, cause: str, fetch) -> tuple[Registration | None, str]:
+def _route(payment_intent: str | None, cause: str, fetch, foreign: str = "foreign payment"):
+    """The event's payment, if it is one of ours; `fetch(row)` reads it (and its refund or dispute) from Stripe."""
     row = find_payment(payment_intent)
     if row is None:
         return None, "foreign payment"
-    reg, changed = _apply_fresh(row.id, row.licence_pk, fetch, cause)
+    stored = (row.refund_id, row.dispute_id)
+    reg, changed = _apply_fresh(row.id, row.licence_pk, lambda: fetch(stored), cause)
+    if reg is None:
+        return None, foreign
     return reg, "recorded" if changed else "no change"
 
 
@@ -168,7 +189,7 @@ def on_charge_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
     """charge.refunded: the charge's refunds as Stripe has them now."""
     payment_intent = payments.id_of(obj.get("payment_intent"))
     return _route(payment_intent if payments.valid_id(payment_intent, "pi") else None, cause,
-                  lambda: (*_payment_and_refund(payment_intent), None))
+                  lambda _stored: (*_payment_and_refund(payment_intent), None))
 
 
 def on_refund_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
@@ -176,8 +197,14 @@ def on_refund_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
     payment_intent = payments.id_of(obj.get("payment_intent"))
     if not (payments.valid_id(obj.get("id"), "re") or payments.valid_id(obj.get("id"), "pyr")):
         return None, "not a refund"
-    return _route(payment_intent if payments.valid_id(payment_intent, "pi") else None, cause,
-                  lambda: (*_payment_and_refund(payment_intent, obj["id"]), None))
+
+    def fetch(stored):
+        gateway = payments.gateway()
+        view = gateway.retrieve_payment(payment_intent)
+        refund = licences.read_unless_missing(gateway.retrieve_refund, obj["id"], stored)
+        return (view, refund, None) if refund is not None else None
+    return _route(payment_intent if payments.valid_id(payment_intent, "pi") else None, cause, fetch,
+                  "foreign refund")
 
 
 def on_dispute_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
@@ -186,10 +213,13 @@ def on_dispute_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
     if not payments.valid_id(obj.get("id"), "du") and not payments.valid_id(obj.get("id"), "dp"):
         return None, "not a dispute"
 
-    def fetch():
+    def fetch(stored):
         gateway = payments.gateway()
-        return gateway.retrieve_payment(payment_intent), None, gateway.retrieve_dispute(obj["id"])
-    return _route(payment_intent if payments.valid_id(payment_intent, "pi") else None, cause, fetch)
+        view = gateway.retrieve_payment(payment_intent)
+        dispute = licences.read_unless_missing(gateway.retrieve_dispute, obj["id"], stored)
+        return (view, None, dispute) if dispute is not None else None
+    return _route(payment_intent if payments.valid_id(payment_intent, "pi") else None, cause, fetch,
+                  "foreign dispute")
 
 
 def recheck(row_pk: int, cause: str) -> bool:

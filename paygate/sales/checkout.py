@@ -1,4 +1,5 @@
 """Opening a Checkout Session for a registration: at most one open at a time, reused on every click."""
+import logging
 from datetime import timedelta
 
 from flask import current_app
@@ -8,6 +9,8 @@ from paygate.core.db import db, insert_ignoring_duplicates, utcnow
 from paygate.core.models import CheckoutSession, Licence, Registration, State
 from paygate.core.registrations import record
 from paygate.gateways import payments
+
+log = logging.getLogger(__name__)
 
 # Stripe accepts an expiry 30 minutes to 24 hours after creation.
 STRIPE_MIN_EXPIRY = timedelta(minutes=30, seconds=30)
@@ -119,19 +122,46 @@ def open_checkout(reg: Registration, success_url: str, cancel_url: str, locale: 
     return view.url
 
 
+def _row(session_id: str) -> CheckoutSession | None:
+    return db.session.scalars(select(CheckoutSession).where(CheckoutSession.session_id == session_id)).first()
+
+
+def read_session(session_id: str) -> payments.CheckoutView | None:
+    """The session as Stripe has it now; None when Stripe has no such session and none of ours has that id
+    (someone else's, or none: Stripe's 404 is final). A 404 for a session of ours raises, to be retried."""
+    try:
+        return payments.gateway().retrieve_checkout_session(session_id)
+    except payments.ObjectMissing:
+        if _row(session_id) is not None:
+            raise
+        return None
+
+
 def close_session(session_id: str, how: str, cause: str, note: bool = True):
-    """An expired or failed session: final for that session, and never for a paid registration.
+    """An expired or failed session: final for that session, and never for a paid registration. Stripe is
+    asked: the session must be ours (its reference) and closed that way there, whatever the event said.
 
     Returns (registration or None, outcome). Flushes; the caller commits.
     """
-    row = db.session.scalars(select(CheckoutSession).where(CheckoutSession.session_id == session_id)).first()
+    row = _row(session_id)
     if row is None:
         return None, "unknown session"
     reg = row.registration
+    view = read_session(session_id)
+    ref = reference(reg)
+    if (view.client_reference_id, view.metadata.get("registration_pk")) != (ref["client_reference_id"],
+                                                                            ref["metadata"]["registration_pk"]):
+        log.warning("Checkout Session %s: Stripe's session names another registration than %s; ignored",
+                    session_id, reg.id)
+        return None, "foreign session"
     if reg.payment_session_id == session_id:
         if note:
             record(reg, "event", cause=cause, message=f"Late '{how}' for the session that paid; ignored.")
         return reg, "ignored: already paid"
+    closed = (view.status == "expired" if how == "expired"
+              else view.status == "complete" and view.payment_status != "paid")
+    if not closed:
+        return reg, f"no change (Stripe says the session is {view.status or 'unknown'}, {view.payment_status})"
     if how == "expired" and row.status != "complete":
         row.status = "expired"
     if how == "failed" and row.failed_at is None:

@@ -61,7 +61,7 @@ def registration_for(view: payments.CheckoutView) -> Registration | None:
     if row is not None:
         return db.session.get(Registration, row.registration_pk)
     pk = view.metadata.get("registration_pk")
-    if pk and pk.isdigit():
+    if isinstance(pk, str) and pk.isascii() and pk.isdigit() and len(pk) <= 9:  # a number our ids can be
         return db.session.get(Registration, int(pk))
     if view.client_reference_id:
         return db.session.scalars(

@@ -12,7 +12,9 @@
   webhook `WEBHOOK_MAX_BYTES` (1 MB: Stripe's events are a few KB, tens with long invoices; its payloads
   are bounded, about 2 to 3 orders of magnitude under this). A declared `Content-Length` above the limit
   is refused 413 before anything is read; a chunked body is refused 413 as soon as it goes past the
-  limit while it is read. deploy/nginx.conf applies the same limits first.
+  limit while it is read, and 400 in one sentence when its framing is broken (a chunk size that is no
+  number, a missing line end: the server's chunked reader raises OSError or ValueError, Werkzeug's and
+  gunicorn's alike). deploy/nginx.conf applies the same limits first.
 """
 import io
 import json
@@ -20,7 +22,7 @@ from html import escape
 from urllib.parse import urlsplit
 
 from flask import Flask, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
 from paygate.core import logs
 
@@ -33,6 +35,7 @@ HSTS = "max-age=63072000; includeSubDomains"  # two years; the service's own hos
 
 HOST_REFUSED = "This service does not answer to that host name."
 SCHEME_REFUSED = "This service answers only http and https requests."
+BROKEN_CHUNKS = "This request's body is malformed: its chunked transfer encoding is broken."
 
 
 def body_limit(path: str) -> int:
@@ -153,8 +156,9 @@ def init_app(app: Flask) -> None:
 
 
 class _Capped(io.RawIOBase):
-    """A chunked body that raises 413 when it goes past `limit`. (Werkzeug's `max_content_length` reads
-    such a body up to the limit and stops there without an error: a truncated body, not a refusal.)"""
+    """A chunked body that raises 413 when it goes past `limit`, and 400 when its framing is broken.
+    (Werkzeug's `max_content_length` reads such a body up to the limit and stops there without an error:
+    a truncated body, not a refusal.)"""
 
     def __init__(self, stream, limit: int):
         self._stream, self._left = stream, limit
@@ -163,7 +167,10 @@ class _Capped(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
-        data = self._stream.read(min(len(buffer), self._left + 1))
+        try:
+            data = self._stream.read(min(len(buffer), self._left + 1))
+        except (OSError, ValueError):  # the server's chunked reader: a bad chunk size or line end
+            raise BadRequest(description=BROKEN_CHUNKS) from None
         if len(data) > self._left:
             raise RequestEntityTooLarge()
         self._left -= len(data)

@@ -1,10 +1,14 @@
 """Stripe webhooks: a dispatcher. Verify on the raw body, record once by event id, route by type.
 
-Each event type goes to the domain module that owns its rule: checkout and fulfilment, licences
-(subscriptions, invoices), refunds and disputes. Those modules ask Stripe for the object's current
-state; they never trust the event's snapshot or its order. The event and its outcome are committed,
-then the sender is answered; what waits on LTIaaS (telling it a platform's new access) runs after
-the answer, driven by what was recorded, and the worker finishes it if this process cannot.
+A signed event is still checked before use: its envelope (`envelope_problem`: id and type short printable
+strings, data.object an object with a string id; the body a JSON object of bounded depth) or it is
+acknowledged "malformed" and changes nothing. Each event type goes to the domain module that owns its rule:
+checkout and fulfilment, licences (subscriptions, invoices), refunds and disputes. Those modules ask Stripe
+for the object's current state and apply it only where it belongs (the ids stored here, or the reference
+Stripe's own object carries); they never trust the event's snapshot or its order, and an object that is not
+ours, or that Stripe does not know (a 404 for an id not stored here is final), is "foreign". The event and
+its outcome are committed, then the sender is answered; what waits on LTIaaS (telling it a platform's new
+access) runs after the answer, driven by what was recorded, and the worker finishes it if this process cannot.
 """
 import logging
 
@@ -48,12 +52,41 @@ ROUTES = {
 
 
 KNOWN_TYPES = frozenset(CONFIRMING) | frozenset(CLOSING) | frozenset(ROUTES)
+# The envelope's strings go into columns (stripe_events.event_id, .type), log lines and the timeline's cause.
+MAX_ID, MAX_TYPE = 255, 100
 
 
 def _type_label(event) -> str:
     """The event's type as a metric label: a type this service handles, or "other" (labels stay few)."""
     kind = event.get("type")
-    return kind if kind in KNOWN_TYPES else "other"
+    return kind if isinstance(kind, str) and kind in KNOWN_TYPES else "other"
+
+
+def _short_text(value, limit: int) -> bool:
+    """A non-empty printable string of at most `limit` characters (no control character, NUL or lone surrogate)."""
+    return isinstance(value, str) and 0 < len(value) <= limit and value.isprintable()
+
+
+def envelope_problem(event: dict) -> str | None:
+    """What is wrong with a verified event's envelope, in fixed words (never its content); None if nothing."""
+    if not _short_text(event.get("id"), MAX_ID):
+        return f"the event's id is not a printable string of at most {MAX_ID} characters"
+    if not _short_text(event.get("type"), MAX_TYPE):
+        return f"the event's type is not a printable string of at most {MAX_TYPE} characters"
+    data = event.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+        return "the event's data.object is not an object"
+    object_id = data["object"].get("id")  # a type this service does not handle may leave it out
+    if (object_id is not None or event["type"] in KNOWN_TYPES) and not _short_text(object_id, MAX_ID):
+        return f"the event's data.object.id is not a printable string of at most {MAX_ID} characters"
+    return None
+
+
+def _malformed(event: dict | None, problem: str):
+    """A signed body that is no usable event: acknowledged (a retry would bring the same bytes), logged once."""
+    log.warning("webhook malformed, ignored: %s", problem)
+    telemetry.webhook_event(_type_label(event) if event is not None else "other", "malformed")
+    return jsonify(received=True, result="malformed")
 
 
 _EVENTS = StripeEvent.__table__
@@ -66,10 +99,15 @@ def stripe_webhook():
     payload = request.get_data()
     try:
         event = payments.gateway().construct_event(payload, request.headers.get("Stripe-Signature"))
+    except payments.MalformedEvent as exc:
+        return _malformed(None, f"the signed body {exc}")
     except (ValueError, stripe.SignatureVerificationError):
         log.warning("webhook refused: missing, bad or stale signature")
         telemetry.webhook_event("unverified", "refused_signature")
         return jsonify(error="invalid signature"), 400
+    problem = envelope_problem(event)
+    if problem is not None:
+        return _malformed(event, problem)
     try:
         result, after = handle_event(event, payload.decode("utf-8"))
     except payments.PaymentProviderError:
@@ -90,18 +128,19 @@ def stripe_webhook():
 
 
 def handle_event(event: dict, payload: str):
-    """Apply one verified event and commit; returns (outcome, work to do after the answer or None)."""
+    """Apply one verified event of a sound envelope (`envelope_problem`) and commit; returns (outcome, work to
+    do after the answer or None)."""
     event_id, kind = event["id"], event["type"]
-    obj = (event.get("data") or {}).get("object") or {}
-    cause = f"webhook {event_id} ({kind})"
+    obj = event["data"]["object"]
+    cause = f"webhook {event_id} ({kind})"[:300]  # the timeline's cause column
     session_id = obj.get("id") if obj.get("object") == "checkout.session" else None
     registration, after, result = None, None, "ignored"
     if kind in CONFIRMING and session_id:
         # Stripe is asked again for the session: a late event never decides on stale data.
-        view = payments.gateway().retrieve_checkout_session(session_id)
-        outcome = apply_checkout(view, cause)
-        registration, result = outcome.registration, outcome.note
-        if outcome.paid:
+        view = checkout.read_session(session_id)
+        outcome = apply_checkout(view, cause) if view is not None else None
+        registration, result = (outcome.registration, outcome.note) if outcome else (None, "unknown session")
+        if outcome and outcome.paid:
             after = complete_later(outcome.registration.id, cause)
     elif kind in CLOSING and session_id:
         repeat = db.session.get(StripeEvent, event_id) is not None  # a repeat adds no timeline line

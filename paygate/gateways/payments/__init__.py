@@ -9,6 +9,8 @@ from paygate.gateways.payments.objects import (
     CheckoutView,
     DisputeView,
     InvoiceView,
+    MalformedEvent,
+    ObjectMissing,
     PaymentProviderError,
     PaymentView,
     Price,
@@ -21,7 +23,7 @@ from paygate.gateways.payments.objects import (
 )
 
 __all__ = [
-    "OPERATIONS", "PO_FIELD", "AlreadyRefunded", "CheckoutView", "DisputeView", "InvoiceView", "PaymentProviderError",
-    "PaymentView", "Payments", "Price", "PriceNotSellable", "RefundView", "SubscriptionView", "gateway", "id_of",
-    "valid_id", "valid_session_id",
+    "OPERATIONS", "PO_FIELD", "AlreadyRefunded", "CheckoutView", "DisputeView", "InvoiceView", "MalformedEvent",
+    "ObjectMissing", "PaymentProviderError", "PaymentView", "Payments", "Price", "PriceNotSellable", "RefundView",
+    "SubscriptionView", "gateway", "id_of", "valid_id", "valid_session_id",
 ]

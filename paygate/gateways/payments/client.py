@@ -1,5 +1,4 @@
 """Stripe: the one module that talks to it. Views and fulfilment see plain values, never StripeObjects."""
-import json
 import logging
 import threading
 import time
@@ -18,6 +17,7 @@ from paygate.gateways.payments.objects import (
     CheckoutView,
     DisputeView,
     InvoiceView,
+    ObjectMissing,
     PaymentProviderError,
     PaymentView,
     Price,
@@ -30,6 +30,7 @@ from paygate.gateways.payments.objects import (
     id_of,
     invoice_view,
     ours,
+    parse_event,
     payment_view,
     raise_,
     refund_view,
@@ -65,6 +66,10 @@ class Payments:
             # The message names the failure, never the key (Stripe's own texts may quote parts of it).
             log.warning("Stripe %s failed: %s (http %s, request %s)", what, type(exc).__name__,
                         exc.http_status, exc.request_id)
+            if isinstance(exc, stripe.InvalidRequestError) and (exc.http_status == 404
+                                                                 or exc.code == "resource_missing"):
+                raise ObjectMissing(f"The payment provider has no such object: it could not {what}.",
+                                    http_status=exc.http_status) from None
             raise PaymentProviderError(f"The payment provider could not {what}.",
                                        http_status=exc.http_status) from None
 
@@ -297,7 +302,8 @@ class Payments:
         return subscription_view(sub.to_dict())
 
     def construct_event(self, payload: bytes, signature: str | None) -> dict:
-        """Verify a webhook on its raw body; raise ValueError or stripe.SignatureVerificationError.
+        """Verify a webhook on its raw body; raise ValueError or stripe.SignatureVerificationError, or
+        MalformedEvent (a ValueError) for a body that verified but is no JSON object of bounded depth.
 
         Stripe's own check (signature and age, as `construct_event` does it), then the body as plain
         JSON: the same dict that building a StripeObject and calling `to_dict()` on it gives, without
@@ -310,10 +316,7 @@ class Payments:
         if _signed_at(signature) > time.time() + stripe.Webhook.DEFAULT_TOLERANCE:
             raise stripe.SignatureVerificationError("the signature's timestamp is in the future", signature,
                                                     payload)
-        event = json.loads(payload)
-        if not isinstance(event, dict):
-            raise ValueError("a webhook body is a JSON object")
-        return event
+        return parse_event(payload)
 
     def dashboard_url(self, kind: str, object_id: str) -> str:
         """A link into the Stripe dashboard, test or live as the key says."""

@@ -1,9 +1,11 @@
 """What Stripe's objects mean here: plain views of sessions, payments, subscriptions, invoices, refunds and
 disputes, the Price, id checks and errors. Read from Stripe's JSON by paygate/gateways/payments/client.py."""
+import json
 import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import accumulate
 
 log = logging.getLogger(__name__)
 
@@ -11,6 +13,10 @@ _SESSION_ID = re.compile(r"^cs_[A-Za-z0-9_]{1,250}$")
 # Stripe ids by prefix: checked before an id from an event or a form enters a URL.
 _ID = re.compile(r"^(sub|in|ch|re|pyr|du|dp|pi|cus)_[A-Za-z0-9_]{1,250}$")
 PRICE_TTL_SECONDS = 300
+MAX_EVENT_DEPTH = 64  # Stripe's events nest a dozen levels; json.loads recurses once per level
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
 # The `operation` label of paygate_stripe_calls_total for each call (fixed names; unlisted: "other").
@@ -44,6 +50,15 @@ class PaymentProviderError(Exception):
         self.replayed = http_status is not None and http_status not in (409, 429)
 
 
+class ObjectMissing(PaymentProviderError):
+    """Stripe answered 404 (resource_missing): no such object, for good. Not worth a retry."""
+
+
+class MalformedEvent(ValueError):
+    """A webhook body whose signature verified but which is no event: not UTF-8, not JSON, no JSON object,
+    or nested deeper than MAX_EVENT_DEPTH. The message is fixed text, never the body."""
+
+
 class AlreadyRefunded(PaymentProviderError):
     """Stripe refused a refund because the charge is refunded already (e.g. in the dashboard)."""
 
@@ -60,6 +75,25 @@ def ours(obj, reference: dict) -> bool:
     """Whether a Stripe object carries this registration's reference in its metadata."""
     metadata = obj.to_dict().get("metadata") or {}
     return all(metadata.get(k) == v for k, v in reference.items())
+
+
+def parse_event(payload: bytes) -> dict:
+    """A verified webhook body as a dict, or MalformedEvent. The nesting is measured before parsing (the
+    brackets outside strings), so that a body nested thousands deep is refused without a RecursionError."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedEvent("the body is not UTF-8") from None
+    steps = map(_DEPTH_STEP.__getitem__, _BRACKETS.findall(_JSON_STRING.sub("", text)))
+    if max(accumulate(steps), default=0) > MAX_EVENT_DEPTH:
+        raise MalformedEvent(f"the body nests deeper than {MAX_EVENT_DEPTH} levels")
+    try:
+        event = json.loads(text)
+    except (ValueError, RecursionError):
+        raise MalformedEvent("the body is not JSON") from None
+    if not isinstance(event, dict):
+        raise MalformedEvent("the body is not a JSON object")
+    return event
 
 
 def check_id(value: str, prefix: str) -> None:
