@@ -122,7 +122,7 @@ def test_a_payer_name_and_email_with_nul_bidi_and_line_breaks_still_complete_the
     payment = found.get_json()["payment"]
     assert (payment["payer_email"], payment["payer_name"]) == ("admin@school.example", "Evil emaN School Board")
     sign_in(client)
-    for path in (f"/operator/registrations/{reg.id}", "/operator/registrations", "/operator/registrations.csv"):
+    for path in (f"/operator/registrations/{reg.id}", "/operator/", "/operator/registrations.csv"):
         shown = client.get(path)
         assert shown.status_code == 200, path
         for invisible in ("\x00", "\u202e", "\u200b", "emaN\n", "example\n"):
@@ -239,6 +239,6 @@ def test_no_shape_of_registration_answer_gets_a_5xx(client, stripe_api, ltiaas_a
     page = client.get(f"/pre-approval?registrationId={answer_with(ltiaas_api, body)}",
                       environ_base={"REMOTE_ADDR": admin})
     assert page.status_code < 500, (page.status_code, page.text)
-    assert page.status_code in (200, 422), page.status_code
+    assert page.status_code in ((200, 422) if body else (410,)), page.status_code  # the fake: {} is "not found"
     assert count(client.application) == before + (page.status_code == 200)
     assert "\x00" not in page.text and "\u202e" not in page.text
