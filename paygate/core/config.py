@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     invoice_days_until_due: int | None = Field(default=None, ge=0, le=365)
     # An invoiced platform is active from completion (immediate) or only once the invoice is paid.
     invoice_access: Literal["immediate", "on_payment"] = "immediate"
+    # Invoice requests accepted per billing e-mail domain in 24 hours: nobody makes the vendor's Stripe
+    # account e-mail invoices to many addresses of one school (or of a stranger's domain).
+    invoice_requests_per_domain_per_day: int = Field(default=3, ge=1, le=10_000)
     # How far back reconciliation re-reads charges for refunds and disputes.
     licence_recheck_days: float = Field(default=120, gt=0)
 

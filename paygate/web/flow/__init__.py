@@ -203,7 +203,7 @@ def invoice(token: str):
         invoicing.request_invoice(reg, request.form)
     except invoicing.InvoiceRefused as exc:
         db.session.rollback()
-        return _preapproval_page(reg, 400, invoice_error=str(exc), invoice_field=exc.field, answers=answers)
+        return _preapproval_page(reg, exc.status, invoice_error=str(exc), invoice_field=exc.field, answers=answers)
     except payments.PaymentProviderError:
         db.session.rollback()
         return _preapproval_page(reg, 503, answers=answers, invoice_error=_(
