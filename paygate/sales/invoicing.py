@@ -112,7 +112,7 @@ _DIGITS = re.compile(r"\d(?:[\s().-]?\d){6,}")
 
 def _refuse_contact(text: str | None, field: str) -> None:
     if text and (_WEB.search(text) or _EMAIL.search(text) or _PHONE.search(text)
-                 or field == "organisation" and _DIGITS.search(text)):
+                 or (field == "organisation" and _DIGITS.search(text))):
         raise InvoiceRefused(_(_CONTACT_REFUSALS[field]), field)
 
 

@@ -120,7 +120,7 @@ def safe_next(target: str | None) -> str | None:
         path = decoded
     else:
         return None
-    if path != "/operator" and not path.startswith("/operator/") or path.startswith("/operator/sign-"):
+    if (path != "/operator" and not path.startswith("/operator/")) or path.startswith("/operator/sign-"):
         return None
     if "//" in path or "\\" in path or any(ord(c) < 32 or ord(c) == 127 for c in path):
         return None
