@@ -5,10 +5,12 @@ BIN = $(VENV)/bin
 
 .PHONY: install run test check format catalogs messages
 
-$(VENV)/.installed: pyproject.toml setup.py
+# Every dependency (the build's setuptools and babel too) from requirements.lock, each file checked against its
+# hashes, then the project itself without resolving anything again (README "Dependencies").
+$(VENV)/.installed: pyproject.toml setup.py requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 install: $(VENV)/.installed catalogs

@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from paygate.core import logs
-from paygate.core.config import load_settings
+from paygate.core.config import check_standins, load_settings
 from paygate.core.db import db
 from paygate.core.languages import gettext
 from paygate.web import guard
@@ -86,7 +86,8 @@ def create_app(test_config: dict | None = None, standins_state_dir: str | None =
     app.register_blueprint(flow.bp)
     app.register_blueprint(webhooks.bp)
     cli.register(app)
-    if settings.uses_standins:  # never in production: APP_ENV=local only
+    if settings.uses_standins:  # never in production: APP_ENV=local only, and never beside anything real
+        check_standins(settings)
         from paygate.standins import create_standins_blueprint
         app.register_blueprint(create_standins_blueprint(settings, standins_state_dir))
     from paygate.web import throttling  # rates per address, remembered dead ids, the bound on LTIaaS lookups

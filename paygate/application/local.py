@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 import signal
+import sys
 import threading
 from urllib.parse import urlparse
 
@@ -16,7 +17,7 @@ from flask import Flask
 from werkzeug.serving import run_simple
 
 from paygate.application import create_app
-from paygate.core.config import LOCAL_PORT
+from paygate.core.config import LOCAL_PORT, ConfigError
 
 log = logging.getLogger(__name__)
 SECRET_KEY_FILE = "local-secret-key"  # noqa: S105 - the name of the file that keeps the key
@@ -75,7 +76,12 @@ def _stop_like_ctrl_c(signum, frame):
 
 def main() -> None:
     overrides = local_overrides()
-    app = create_app(overrides, standins_state_dir=instance_path())  # a restart keeps the stand-ins' payments
+    try:
+        app = create_app(overrides, standins_state_dir=instance_path())  # a restart keeps the stand-ins' payments
+    except ConfigError as exc:
+        # One clear line naming the variable, never its value (as wsgi.py).
+        print(f"configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
     settings = app.config["SETTINGS"]
     url = urlparse(settings.public_url)
     port = int(configured("PORT") or url.port or LOCAL_PORT)

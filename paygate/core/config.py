@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     invoice_days_until_due: int | None = Field(default=None, ge=0, le=365)
     # An invoiced platform is active from completion (immediate) or only once the invoice is paid.
     invoice_access: Literal["immediate", "on_payment"] = "immediate"
+    # Invoice requests accepted per billing e-mail domain in 24 hours: nobody makes the vendor's Stripe
+    # account e-mail invoices to many addresses of one school (or of a stranger's domain).
+    invoice_requests_per_domain_per_day: int = Field(default=3, ge=1, le=10_000)
     # How far back reconciliation re-reads charges for refunds and disputes.
     licence_recheck_days: float = Field(default=120, gt=0)
 
@@ -122,16 +125,19 @@ class Settings(BaseSettings):
         if self.invoice_days_until_due is None:  # a newcomer sees both ways to pay (0 turns it off)
             self.invoice_days_until_due = 30
         self.secret_key = self.secret_key or secrets.token_urlsafe(32)
-        base = self.public_url.rstrip("/")
         if not self.ltiaas_url:
-            self.ltiaas_url = f"{base}/_local/ltiaas"
+            self.ltiaas_url = self.standin_url("ltiaas")
             self.ltiaas_api_key = self.ltiaas_api_key or "local-standin-api-key"
         if not self.stripe_secret_key:
             self.stripe_secret_key = "sk_test_local_standin"  # noqa: S105 - the local stand-in's, not Stripe's
             self.stripe_webhook_secret = self.stripe_webhook_secret or "whsec_local_standin"
             self.stripe_price_id = self.stripe_price_id or "price_local_registration"
-            self.stripe_api_base = self.stripe_api_base or f"{base}/_local/stripe"
+            self.stripe_api_base = self.stripe_api_base or self.standin_url("stripe")
         return self
+
+    def standin_url(self, name: str) -> str:
+        """Where the local run serves its stand-in of `name` (ltiaas, stripe): on this service itself."""
+        return f"{self.public_url.rstrip('/')}/_local/{name}"
 
     def completion_body(self, active: bool) -> dict:
         """Complete Registration's body; `active` is what the licence says the platform's access is."""
@@ -222,6 +228,24 @@ def load_settings(overrides: dict | None = None) -> Settings:
     if settings.vendor_name is not None:
         settings.vendor_name = " ".join(settings.vendor_name.split())[:120] or None
     return settings
+
+
+def check_standins(settings: Settings) -> None:
+    """Before the stand-ins are mounted (APP_ENV=local): they imitate LTIaaS and Stripe beside nothing real.
+
+    A real LTIaaS with the Stripe stand-in registers real platforms for pretend money; a real Stripe
+    behind the LTIaaS stand-in, or a key that is not a test key, takes real money for nothing. Raises
+    ConfigError naming the first variable at fault, never its value."""
+    if settings.ltiaas_url.rstrip("/") != settings.standin_url("ltiaas"):
+        raise ConfigError("LTIAAS_URL is not the LTIaaS stand-in, and the local stand-ins (APP_ENV=local) run "
+                          "only beside each other: unset LTIAAS_URL, or set STRIPE_SECRET_KEY, "
+                          "STRIPE_WEBHOOK_SECRET and STRIPE_PRICE_ID and unset STRIPE_API_BASE")
+    if settings.stripe_api_base and settings.stripe_api_base.rstrip("/") != settings.standin_url("stripe"):
+        raise ConfigError("STRIPE_API_BASE is not the Stripe stand-in, and the local stand-ins (APP_ENV=local) run "
+                          "only beside each other or Stripe's test mode: unset STRIPE_API_BASE")
+    if not settings.stripe_secret_key.startswith("sk_test_"):
+        raise ConfigError("STRIPE_SECRET_KEY is not a test key (sk_test_...), and the local stand-ins "
+                          "(APP_ENV=local) run only with one")
 
 
 # SUPPORT_CONTACT and VENDOR_LOGO_URL, checked at start-up and read by the pages (paygate/web/identity.py).

@@ -1,10 +1,11 @@
 """The database handle, shared by every module; the request commits, write functions flush."""
+import hashlib
 import select
 import time
 from datetime import UTC, datetime
 
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import MetaData, event, exc
+from sqlalchemy import MetaData, event, exc, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase
 
@@ -93,6 +94,14 @@ def autocommit_reads():
     if reads is None:
         reads = engine._paygate_autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
     return reads
+
+
+def lock(name: str) -> None:
+    """Until the transaction ends, other transactions that take the lock `name` wait (PostgreSQL: an
+    advisory transaction lock). SQLite needs none: its first write makes every other writer wait."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def utcnow() -> datetime:

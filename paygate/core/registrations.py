@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 from paygate.core.db import db, insert_ignoring_duplicates, utcnow
 from paygate.core.models import Registration, State, TimelineEntry
 from paygate.core.money import format_amount
+from paygate.core.text import clean
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +105,13 @@ def open_registration(registration_id: str, lms, price, cause: str) -> Registrat
     now = utcnow()
     created = insert_ignoring_duplicates(Registration, {
         "registration_id": registration_id, "flow_token": secrets.token_urlsafe(32),
-        "state": State.PENDING.value, "lms_url": lms.url[:500], "lms_family": (lms.family or "")[:100] or None,
-        "lms_version": (lms.version or "")[:200] or None,
+        "state": State.PENDING.value, "lms_url": lms.url[:500], "lms_family": clean(lms.family, 100),
+        "lms_version": clean(lms.version, 200),
         "lms_details": {"supportedScopes": lms.supported_scopes, "supportedMessages": lms.supported_messages},
         "price_id": price.id, "amount": price.unit_amount, "currency": price.currency,
         "price_options": price.currency_options or None,
-        "product_name": (price.product_name or "")[:250] or None,
-        "product_description": (price.product_description or "")[:1000] or None,
+        "product_name": clean(price.product_name, 250),
+        "product_description": clean(price.product_description, 1000),
         "price_interval": price.period,
         "checkout_generation": 0, "attempt_count": 0, "attempt_uncertain": False, "access_attempts": 0,
         "created_at": now, "updated_at": now,

@@ -1,16 +1,18 @@
 """The LTIaaS API: the one module that talks to it (registrations and platforms)."""
 import functools
+import json
 import logging
 import re
 from dataclasses import dataclass
 from typing import Annotated
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 from flask import current_app
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictInt,
@@ -21,11 +23,13 @@ from pydantic import (
 
 from paygate.core import telemetry
 from paygate.core.logs import current_request_id
+from paygate.core.text import clean
 
 log = logging.getLogger(__name__)
 
 # LTIaaS does not document the alphabet of its ids; these are URL-safe and can never climb a path.
 _ID = re.compile(r"^(?!\.+$)[A-Za-z0-9._~-]{1,128}$")
+LMS_URL_MAX = 500  # registrations.lms_url
 
 
 class LtiaasError(Exception):
@@ -44,13 +48,22 @@ class LtiaasError(Exception):
                 "retryable": self.retryable, "uncertain": self.uncertain}
 
 
+class UnusableLms(LtiaasError):
+    """LTIaaS describes the LMS without an address that can be one (none, not http(s), no host): the LMS
+    cannot be registered, and asking again gives the same answer."""
+
+
 class UnexpectedAnswer(LtiaasError):
-    """LTIaaS answered 2xx with a body that does not fit its documented shape (a number for a string, a
-    NUL, a missing field, no JSON). The message names the fields, never their values."""
+    """LTIaaS answered 2xx with a body that does not fit its documented shape (no JSON object; for the
+    completion, a number for a string, a NUL, a missing field). The message names the fields, never
+    their values."""
 
 
-# What LTIaaS's API documentation says it answers, checked before anything is stored (docs/architecture.md,
-# invariant 7): the database refuses NULs and numbers in text columns, on every retry alike.
+# What LTIaaS documents it answers, checked before anything is stored (docs/architecture.md,
+# invariant 7): the database refuses NULs and
+# numbers in text columns, on every retry alike. What only describes the LMS to a person (its URL,
+# family, version, scopes and messages) is normalised instead (paygate/core/text.py), so that an odd
+# description never stops the admin; only an LMS URL that cannot be one refuses (UnusableLms).
 
 def _no_nul(value: str) -> str:
     if "\x00" in value:
@@ -58,8 +71,29 @@ def _no_nul(value: str) -> str:
     return value
 
 
-_Text = Annotated[StrictStr, StringConstraints(max_length=2000), AfterValidator(_no_nul)]
-_Url = Annotated[StrictStr, StringConstraints(max_length=500, pattern=r"^https?://[^\s\x00-\x1f\x7f]+$")]
+def _texts(value, max_len: int = 200, max_items: int = 200) -> list[str]:
+    """A list of display strings: its items cleaned, those that are no text left out; not a list: []."""
+    if not isinstance(value, list):
+        return []
+    return [text for text in (clean(item, max_len) for item in value[:max_items]) if text is not None]
+
+
+def _messages(value) -> list[dict]:
+    """supportedMessages: [{type, placements?}], what does not fit that shape left out."""
+    messages = []
+    for item in value[:200] if isinstance(value, list) else []:
+        kind = clean(item.get("type"), 200) if isinstance(item, dict) else None
+        if kind is not None:
+            placements = item.get("placements")
+            messages.append({"type": kind} if placements is None else {"type": kind, "placements": _texts(placements)})
+    return messages
+
+
+def _display(max_len: int):
+    return BeforeValidator(lambda value: clean(value, max_len))
+
+
+_Url = Annotated[str | None, _display(LMS_URL_MAX + 1)]  # one more: a longer URL is refused, never cut
 _Id = Annotated[StrictStr, StringConstraints(pattern=r"^[A-Za-z0-9._~-]{1,128}$")]
 
 
@@ -67,19 +101,26 @@ class _Answer(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)  # LTIaaS may add fields
 
 
-class _SupportedMessage(_Answer):
-    type: _Text
-    placements: list[_Text] | None = Field(None, max_length=200)
-
-
 class _RegistrationAnswer(_Answer):
     """GET /api/registrations/{id}: {url, familyCode, version, supportedScopes, supportedMessages}."""
-    url: _Url
-    family: _Text | None = Field(None, alias="familyCode")
-    version: _Text | None = None
-    supported_scopes: list[_Text] = Field(default_factory=list, alias="supportedScopes", max_length=200)
-    supported_messages: list[_SupportedMessage] = Field(default_factory=list, alias="supportedMessages",
-                                                        max_length=200)
+    url: _Url = None
+    family: Annotated[str | None, _display(100)] = Field(None, alias="familyCode")
+    version: Annotated[str | None, _display(200)] = None
+    supported_scopes: Annotated[list[str], BeforeValidator(_texts)] = Field(default_factory=list,
+                                                                            alias="supportedScopes")
+    supported_messages: Annotated[list[dict], BeforeValidator(_messages)] = Field(default_factory=list,
+                                                                                  alias="supportedMessages")
+
+
+def usable_url(value: str | None) -> bool:
+    """Whether `value` (clean text) can be an LMS's address: http(s), a host, no spaces, fits its column."""
+    if not value or len(value) > LMS_URL_MAX or " " in value:
+        return False
+    try:
+        parts = urlsplit(value)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. an unclosed [ of an IPv6 host
+        return False
 
 
 class _CompletionAnswer(_Answer):
@@ -96,6 +137,18 @@ def _validated(model: type[_Answer], response: requests.Response, what: str, **f
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
                              for e in exc.errors(include_input=False, include_url=False)[:3])
         raise UnexpectedAnswer(f"LTIaaS answered unexpectedly to {what} ({problems})", **flags) from None
+
+
+def _json_object(response: requests.Response, what: str, **flags) -> dict:
+    """The response's body as a JSON object, read by Python's parser (a lone surrogate or a NaN is then
+    text for `clean`, not a refusal), or UnexpectedAnswer."""
+    try:
+        body = json.loads(response.content)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, nested beyond reason
+        body = None
+    if not isinstance(body, dict):
+        raise UnexpectedAnswer(f"LTIaaS answered unexpectedly to {what} (not a JSON object)", **flags)
+    return body
 
 
 def _error_details(body) -> tuple[str | None, dict]:
@@ -210,10 +263,13 @@ class Ltiaas:
         """GET /api/registrations/{id}: which LMS is registering."""
         response = self._call("GET", self._url("/api/registrations", registration_id), operation="get_registration")
         # Retryable: LTIaaS may answer properly next time, and nothing was changed there.
-        body = _validated(_RegistrationAnswer, response, "the registration lookup", retryable=True)
+        # Every JSON object fits the model (it normalises); only the URL can leave the LMS unregistrable.
+        body = _RegistrationAnswer.model_validate(_json_object(response, "the registration lookup", retryable=True))
+        if not usable_url(body.url):
+            raise UnusableLms("LTIaaS gave no usable LMS URL for the registration")
         return LmsDetails(
             url=body.url, family=body.family, version=body.version, supported_scopes=body.supported_scopes,
-            supported_messages=[m.model_dump(exclude_none=True) for m in body.supported_messages],
+            supported_messages=body.supported_messages,
         )
 
     def complete_registration(self, registration_id: str, body: dict) -> Completion:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import accumulate
 
+from paygate.core.text import clean
+
 log = logging.getLogger(__name__)
 
 _SESSION_ID = re.compile(r"^cs_[A-Za-z0-9_]{1,250}$")
@@ -17,6 +19,7 @@ MAX_EVENT_DEPTH = 64  # Stripe's events nest a dozen levels; json.loads recurses
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 _BRACKETS = re.compile(r"[\[\]{}]")
 _DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+PAYER_EMAIL_MAX, PAYER_NAME_MAX = 320, 200  # registrations.payer_email, payer_name
 
 
 # The `operation` label of paygate_stripe_calls_total for each call (fixed names; unlisted: "other").
@@ -241,6 +244,8 @@ def from_epoch(value) -> datetime | None:
 
 
 def checkout_view(session) -> CheckoutView:
+    """What a payer typed into Checkout (name, e-mail) comes out clean (paygate/core/text.py): a NUL used to
+    fail the payment's record on PostgreSQL, a line break or U+202E reached the operator pages."""
     data = session.to_dict() if hasattr(session, "to_dict") else dict(session)
     pi = data.get("payment_intent")
     if isinstance(pi, dict):
@@ -251,11 +256,11 @@ def checkout_view(session) -> CheckoutView:
         id=data["id"], status=data.get("status"), payment_status=data.get("payment_status"),
         client_reference_id=data.get("client_reference_id"), metadata=dict(data.get("metadata") or {}),
         amount_total=data.get("amount_total"), currency=(data.get("currency") or "").lower() or None,
-        payment_intent=pi, payer_email=details.get("email") or data.get("customer_email"),
+        payment_intent=pi, payer_email=clean(details.get("email") or data.get("customer_email"), PAYER_EMAIL_MAX),
         url=data.get("url"), expires_at=from_epoch(data.get("expires_at")), created=data.get("created"),
         price_ids=[(item.get("price") or {}).get("id") for item in line_items if item.get("price")],
         mode=data.get("mode"), subscription=id_of(data.get("subscription")), customer=id_of(data.get("customer")),
-        payer_name=(details.get("name") or "").strip()[:200] or None if isinstance(details.get("name"), str) else None,
+        payer_name=clean(details.get("name"), PAYER_NAME_MAX),
     )
 
 

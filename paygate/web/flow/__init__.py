@@ -81,6 +81,9 @@ def lti_register():
 @bp.get("/pre-approval")
 def pre_approval():
     registration_id = request.args.get("registrationId", "")
+    if not registration_id.strip():
+        return _page(_("Registration link not valid"), _("This registration link has no registration id, so the "
+                     "LMS cannot be registered.") + " " + restart(), 400)
     if not ltiaas.valid_id(registration_id):
         return _page(_("Registration link not valid"), _("This registration link is incomplete or damaged.")
                      + " " + restart(), 400)
@@ -97,6 +100,10 @@ def pre_approval():
             lms, price = _look_up(registration_id)
         except _Busy:
             return _busy(_retry_url(registration_id))
+        except ltiaas.UnusableLms as exc:  # nothing stored; asking again gives the same answer
+            log.warning("pre-approval: %s", exc)
+            return _page(_("LMS not recognised"), _("Your LMS did not give a usable web address (URL) for itself, so "
+                         "it cannot be registered. Check the LMS's address in its settings.") + " " + restart(), 422)
         except ltiaas.UnexpectedAnswer as exc:  # nothing stored; LTIaaS may answer properly on a retry
             log.warning("pre-approval: %s", exc)
             return _page(_("Registration service answered unexpectedly"), _("The registration service "
@@ -196,7 +203,7 @@ def invoice(token: str):
         invoicing.request_invoice(reg, request.form)
     except invoicing.InvoiceRefused as exc:
         db.session.rollback()
-        return _preapproval_page(reg, 400, invoice_error=str(exc), invoice_field=exc.field, answers=answers)
+        return _preapproval_page(reg, exc.status, invoice_error=str(exc), invoice_field=exc.field, answers=answers)
     except payments.PaymentProviderError:
         db.session.rollback()
         return _preapproval_page(reg, 503, answers=answers, invoice_error=_(

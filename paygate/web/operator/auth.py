@@ -5,6 +5,7 @@ import hashlib
 import hmac
 import secrets
 from datetime import timedelta
+from urllib.parse import unquote, urlsplit
 
 from flask import Flask, jsonify, redirect, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
@@ -100,10 +101,30 @@ def _unauthorized():
 
 
 def safe_next(target: str | None) -> str | None:
-    """Only a path inside the operator pages may be returned to after signing in."""
-    if not target or not target.startswith("/operator") or target.startswith("/operator/sign-"):
+    """Only a path of the operator pages, `/operator` or `/operator/...` (its query kept), may be returned
+    to after signing in, the sign-in pages excepted. The path is judged percent-decoded (until nothing is
+    left to decode): no `.` or `..` segment, no `//`, no backslash, no control character, no scheme or host."""
+    if not target or any(ord(c) < 32 or ord(c) == 127 for c in target):
         return None
-    if "//" in target or "\\" in target or any(ord(c) < 32 for c in target):
+    try:
+        parts = urlsplit(target)
+    except ValueError:
+        return None
+    if parts.scheme or parts.netloc or parts.fragment:
+        return None
+    path = parts.path
+    for _ in range(3):  # %252e%252e is %2e%2e once decoded, .. twice
+        decoded = unquote(path)
+        if decoded == path:
+            break
+        path = decoded
+    else:
+        return None
+    if (path != "/operator" and not path.startswith("/operator/")) or path.startswith("/operator/sign-"):
+        return None
+    if "//" in path or "\\" in path or any(ord(c) < 32 or ord(c) == 127 for c in path):
+        return None
+    if any(segment in (".", "..") for segment in path.split("/")):
         return None
     return target.rstrip("?")
 
