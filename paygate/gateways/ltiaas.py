@@ -59,11 +59,10 @@ class UnexpectedAnswer(LtiaasError):
     their values."""
 
 
-# What LTIaaS documents it answers, checked before anything is stored (docs/architecture.md,
-# invariant 7): the database refuses NULs and
-# numbers in text columns, on every retry alike. What only describes the LMS to a person (its URL,
-# family, version, scopes and messages) is normalised instead (paygate/core/text.py), so that an odd
-# description never stops the admin; only an LMS URL that cannot be one refuses (UnusableLms).
+# What LTIaaS documents it answers, checked before anything is stored (docs/architecture.md, invariant 7):
+# the database refuses NULs and numbers in text columns, on every retry alike. What only describes the LMS
+# to a person (its URL, family, version, scopes and messages) is normalised instead (paygate/core/text.py),
+# so that an odd description never stops the admin; only an LMS URL that cannot be one refuses (UnusableLms).
 
 def _no_nul(value: str) -> str:
     if "\x00" in value:
