@@ -27,7 +27,7 @@ paygate/translations/%/LC_MESSAGES/messages.mo: paygate/translations/%/LC_MESSAG
 messages: $(VENV)/.installed
 	$(BIN)/pybabel extract -F babel.cfg -o paygate/translations/messages.pot --no-location --sort-output \
 		--project=paygate --copyright-holder=paygate .
-	$(BIN)/pybabel update -i paygate/translations/messages.pot -d paygate/translations --no-location --width=100
+	$(BIN)/pybabel update -i paygate/translations/messages.pot -d paygate/translations --width=100
 
 # SQLite under instance/, built-in LTIaaS, Stripe and LMS stand-ins; open http://localhost:5000/_local/lms
 run: install
