@@ -10,23 +10,16 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import redis
 import requests
-from limits import parse_many
 
 from paygate.core.config import ConfigError
 from paygate.web import throttling
+from tests.helpers.apps import make_app, own_database
+from tests.helpers.flow import open_frame
+from tests.helpers.rates import per_minute
+from tests.helpers.servers import PUBLIC_URL, Server, Upstreams, environment
 
-from .conftest import make_app, own_database
-from .test_flow import open_frame
-
-REDIS_URL = "redis://127.0.0.1:6379/13"
 ELSEWHERE = {"environ_base": {"REMOTE_ADDR": "198.51.100.20"}}
-
-
-def per_minute(name: str) -> int:
-    """The per-minute amount of one of the service's rates."""
-    return parse_many(throttling.RATES[name])[0].amount
 
 
 def ltiaas_lookups(mocked) -> int:
@@ -39,15 +32,6 @@ def stripe_retrieves(stripe_api) -> int:
 
 def random_id() -> str:
     return secrets.token_urlsafe(12)
-
-
-@pytest.fixture
-def redis_url():
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_timeout=1, socket_connect_timeout=1).ping()
-    except redis.RedisError:
-        pytest.skip("no Redis at 127.0.0.1:6379 for the shared-store tests")
-    return REDIS_URL
 
 
 def on_redis(database_url: str, redis_url: str, prefix: str):
@@ -198,11 +182,10 @@ def test_a_rate_store_that_does_not_answer_never_stops_a_payment(database_url, s
 
 @pytest.fixture(scope="module")
 def slow_service():
-    from .test_multiprocess import PUBLIC_URL, Server, Upstreams, _environment
     database = own_database("abuse")
     url = next(database)
     upstreams = Upstreams()
-    server = Server(_environment(url, upstreams, PUBLIC_URL, LTIAAS_LOOKUP_CONCURRENCY="2",
+    server = Server(environment(url, upstreams, PUBLIC_URL, LTIAAS_LOOKUP_CONCURRENCY="2",
                                  LTIAAS_TIMEOUT_SECONDS="10"), workers=1, threads=4)
     try:
         server.wait_ready()

@@ -21,7 +21,7 @@ def payment(amount=4900, refunded=0, dispute=None, paid_days_ago=1, n=1):
 def licence(kind, status, payments=(), subscription_status=None, due_in_days=None, paid_once=False,
             subscription_id=None):
     return SimpleNamespace(kind=kind, status=status, payments=list(payments), subscription_status=subscription_status,
-                           subscription_id=subscription_id or (f"sub_1" if subscription_status else None),
+                           subscription_id=subscription_id or ("sub_1" if subscription_status else None),
                            due_at=None if due_in_days is None else NOW + timedelta(days=due_in_days),
                            first_paid_at=NOW if paid_once else None, invoice_number="INV-0001", invoice_id="in_1")
 

@@ -14,9 +14,8 @@ import requests
 from paygate.core.db import db
 from paygate.core.models import StripeEvent
 from paygate.web import guard
-
-from .conftest import make_app
-from .test_flow import open_frame
+from tests.helpers.apps import make_app
+from tests.helpers.flow import open_frame
 
 MB = 1024 * 1024
 
@@ -127,14 +126,13 @@ def _worker_pid(master: int) -> int:
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the worker's peak memory from /proc")
 def test_a_5_mb_webhook_leaves_a_gunicorn_workers_peak_memory_flat(tmp_path):
-    from .test_multiprocess import Server, Upstreams, _environment
-
+    from tests.helpers.servers import Server, Upstreams, environment
     database = f"sqlite:///{tmp_path / 'bounds.sqlite'}"
     app = make_app(database)  # migrated
     with app.app_context():
         db.engine.dispose()
     upstreams = Upstreams()
-    server = Server(_environment(database, upstreams, "http://127.0.0.1"), workers=1, threads=2)
+    server = Server(environment(database, upstreams, "http://127.0.0.1"), workers=1, threads=2)
     try:
         server.wait_ready()
         worker = _worker_pid(server.proc.pid)

@@ -17,10 +17,9 @@ from sqlalchemy import select, update
 from paygate.application import create_app
 from paygate.core.db import db, utcnow
 from paygate.core.models import Registration
-
-from .conftest import _empty
-from .live import free_port, serving
-from .test_operator import EMAIL, PASSWORD, add_operator
+from tests.helpers.apps import empty
+from tests.helpers.operators import EMAIL, PASSWORD, add_operator
+from tests.helpers.servers import free_port, serving
 
 pytestmark = pytest.mark.browser
 
@@ -61,7 +60,7 @@ def service(tmp_path_factory):
     path = tmp_path_factory.mktemp("a11y") / "a11y.sqlite"
     app = create_app({"app_env": "local", "database_url": f"sqlite:///{path}",
                       "public_url": f"http://127.0.0.1:{port}", "secret_key": "a11y-test"})
-    _empty(app)
+    empty(app)
     from paygate.standins import reset
     reset()
     add_operator(app)

@@ -18,11 +18,10 @@ from sqlalchemy import select
 from paygate.application import create_app
 from paygate.core.db import db
 from paygate.core.models import Licence, Registration, StripeEvent
-
-from .conftest import _empty
-from .live import free_port, serving
-from .test_browser_flow import open_checkout_popup
-from .test_operator import EMAIL, PASSWORD, add_operator
+from tests.helpers.apps import empty
+from tests.helpers.browser import open_checkout_popup
+from tests.helpers.operators import EMAIL, PASSWORD, add_operator
+from tests.helpers.servers import free_port, serving
 
 pytestmark = pytest.mark.browser
 
@@ -56,7 +55,7 @@ def start_service(database_url):
         port = free_port()
         app = create_app({"app_env": "local", "database_url": database_url,
                           "public_url": f"http://127.0.0.1:{port}", "secret_key": "browser-test", **settings})
-        _empty(app)
+        empty(app)
         from paygate.standins import reset
         reset()
         stack.enter_context(serving(app, port))

@@ -5,45 +5,10 @@ third-party and blocked; the popup blocker is on. The service runs with its buil
 """
 import pytest
 
-from paygate.application import create_app
 from paygate.core.db import db
-
-from .conftest import _empty
-from .live import free_port, serving
+from tests.helpers.browser import open_checkout_popup, open_lms
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-def local_service(database_url):
-    port = free_port()
-    app = create_app({"app_env": "local", "database_url": database_url,
-                      "public_url": f"http://127.0.0.1:{port}", "secret_key": "browser-test"})
-    _empty(app)
-    from paygate.standins import reset
-    reset()
-    with serving(app, port):
-        yield app, port
-    with app.app_context():
-        db.engine.dispose()
-
-
-def open_lms(browser, port, query=""):
-    """The LMS page on another site (localhost) with the registration frame opened: (context, page, frame)."""
-    context = browser.new_context()
-    page = context.new_page()
-    page.goto(f"http://localhost:{port}/_local/lms{query}")
-    page.click("#register")
-    return context, page, page.frame_locator("#registration")
-
-
-def open_checkout_popup(page, frame):
-    """Click Pay in the frame: Checkout opens in a top-level popup (it refuses frames)."""
-    with page.expect_popup() as popup_info:
-        frame.locator("#pay").click()
-    popup = popup_info.value
-    popup.wait_for_load_state()
-    return popup
 
 
 @pytest.mark.parametrize("lms", ["canvas", "moodle"])

@@ -8,10 +8,9 @@ import pytest
 
 from paygate.application import create_app
 from paygate.core.db import db
-
-from .conftest import _empty
-from .live import free_port, serving
-from .test_browser_flow import open_checkout_popup
+from tests.helpers.apps import empty
+from tests.helpers.browser import open_checkout_popup
+from tests.helpers.servers import free_port, serving
 
 pytestmark = pytest.mark.browser
 
@@ -28,7 +27,7 @@ def service(tmp_path):
         app = create_app({"app_env": "local", "database_url": f"sqlite:///{tmp_path}/browser-{port}.sqlite",
                           "public_url": f"http://127.0.0.1:{port}", "secret_key": "browser-test",
                           "vendor_name": VENDOR, "support_contact": SUPPORT, **settings})
-        _empty(app)
+        empty(app)
         from paygate.standins import reset
         reset()
         server = serving(app, port)

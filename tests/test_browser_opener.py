@@ -3,7 +3,7 @@ reach the frame through window.opener. Nothing needs it: the frame learns the ou
 and the return pages close their own window. In Debian's chromium, popup blocker on."""
 import pytest
 
-from .test_browser_flow import local_service, open_checkout_popup, open_lms  # noqa: F401 (a fixture)
+from tests.helpers.browser import open_checkout_popup, open_lms
 
 pytestmark = pytest.mark.browser
 
@@ -12,7 +12,7 @@ def _frame(page):
     return next(f for f in page.frames if "/pre-approval" in f.url)
 
 
-def test_the_payment_popup_has_no_opener_and_still_closes_itself(browser, local_service):  # noqa: F811
+def test_the_payment_popup_has_no_opener_and_still_closes_itself(browser, local_service):
     _, port = local_service
     context, page, frame = open_lms(browser, port)
     frame.locator("#pay").wait_for()
@@ -37,7 +37,7 @@ def test_the_payment_popup_has_no_opener_and_still_closes_itself(browser, local_
     context.close()
 
 
-def test_the_blocked_popup_link_opens_checkout_without_an_opener(browser, local_service):  # noqa: F811
+def test_the_blocked_popup_link_opens_checkout_without_an_opener(browser, local_service):
     _, port = local_service
     context, page, frame = open_lms(browser, port)
     frame.locator("#pay").wait_for()

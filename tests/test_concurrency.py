@@ -8,8 +8,7 @@ from sqlalchemy import select
 
 from paygate.core.db import db
 from paygate.core.models import Registration, TimelineEntry
-
-from .test_flow import open_frame, status
+from tests.helpers.flow import open_frame, status
 
 pytestmark = pytest.mark.postgres
 
@@ -85,7 +84,7 @@ def test_no_transaction_is_open_while_stripe_or_ltiaas_is_called(pg_app, stripe_
     """Invariant 3, measured: PostgreSQL shows no session idle in a transaction during any call."""
     from sqlalchemy import create_engine, text
 
-    from .conftest import PG_URL
+    from tests.helpers.apps import PG_URL
     probe_engine = create_engine(PG_URL)
     seen = []
 

@@ -8,8 +8,7 @@ import pytest
 
 from paygate.core.config import ConfigError, load_settings
 from paygate.core.redaction import RedactSecrets
-
-from .conftest import BASE_CONFIG
+from tests.helpers.apps import BASE_CONFIG
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
 

@@ -4,8 +4,8 @@ with a quote instead, and keeps its text."""
 import csv
 import io
 
-from .test_flow import open_frame
-from .test_operator import operator, ops, seed  # noqa: F401  (fixtures)
+from tests.helpers.flow import open_frame
+from tests.helpers.operators import seed
 
 FORMULA = 'HYPERLINK("http://evil.example","x")'
 LEADERS = ["=", "+", "-", "@", "\t", "\r", "\n", " ", "\uff1d", "\uff0b", "\uff0d", "\uff20", "\ufe66", "\u2212",

@@ -6,8 +6,8 @@ import pytest
 import responses
 import stripe
 
-from .conftest import BASE_CONFIG
-from .fakes import Stripe
+from tests.fakes import Stripe
+from tests.helpers.apps import BASE_CONFIG
 
 DAY = 86400
 

@@ -14,74 +14,30 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 import responses
-from sqlalchemy import event, func, select
+from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 
 from paygate.application import create_app
 from paygate.core.db import db
-from paygate.core.models import CheckoutSession, Registration, StripeEvent, TimelineEntry
+from paygate.core.models import Registration, StripeEvent
 from paygate.ops import worker
 from paygate.sales.reconcile import reconcile
-
-from .conftest import BASE_CONFIG, make_app
-from .fakes import CLOSE_HTML
-from .test_flow import open_frame, status
-from .test_webhooks import deliver
-
-FINISHING = "Payment received. Finishing the registration"
-SAFE = "Your payment is recorded and safe"
-NEXT_STEP = "will finish it or refund you"
-
-
-# ---------------------------------------------------------------------------------------------
-# helpers
-
-def load(client, registration_id: str | None = None) -> Registration:
-    """The registration (the only one, or by LTIaaS id), with its timeline and sessions loaded."""
-    with client.application.app_context():
-        query = select(Registration)
-        if registration_id:
-            query = query.where(Registration.registration_id == registration_id)
-        reg = db.session.scalars(query).one()
-        reg.timeline, reg.checkout_sessions  # load before the context ends
-        return reg
-
-
-def states(reg: Registration) -> list[str]:
-    return [e.to_state for e in reg.timeline if e.kind == "state"]
-
-
-def run_worker(client, now=None, **kwargs) -> dict:
-    with client.application.app_context():
-        return worker.run_once(now=now, **kwargs)
-
-
-def snapshot(client) -> dict:
-    """Everything a repeated run must leave alone."""
-    with client.application.app_context():
-        return {
-            "registrations": sorted((r.registration_id, r.state, r.attention, r.payment_session_id,
-                                     r.platform_id, r.attempt_count)
-                                    for r in db.session.scalars(select(Registration))),
-            "timeline": db.session.scalar(select(func.count()).select_from(TimelineEntry)),
-            "sessions": sorted((s.session_id, s.status, s.payment_status)
-                               for s in db.session.scalars(select(CheckoutSession))),
-            "events": db.session.scalar(select(func.count()).select_from(StripeEvent)),
-        }
-
-
-def no_refund(stripe_api) -> bool:
-    return not any(kind == "refund" for kind, _ in stripe_api.calls)
-
-
-@pytest.fixture
-def paid(client, stripe_api, ltiaas_api):
-    """A registration whose Checkout Session Stripe says is paid: (registration_id, token, session_id)."""
-    registration_id, token, _ = open_frame(client, ltiaas_api)
-    assert client.get(f"/flow/{token}/pay").status_code == 303
-    session_id = stripe_api.only_session()["id"]
-    stripe_api.pay(session_id)
-    return registration_id, token, session_id
+from tests.fakes import CLOSE_HTML
+from tests.helpers.apps import BASE_CONFIG, make_app
+from tests.helpers.flow import open_frame, status
+from tests.helpers.fulfilment import (
+    FINISHING,
+    NEXT_STEP,
+    SAFE,
+    Killed,
+    load,
+    no_refund,
+    run_worker,
+    snapshot,
+    states,
+)
+from tests.helpers.servers import free_port, serving
+from tests.helpers.webhooks import deliver
 
 
 @pytest.fixture
@@ -100,10 +56,6 @@ def ltiaas_error_bodies(mocked, ltiaas_api):
 
     route.callback = callback
     return bodies
-
-
-class Killed(BaseException):
-    """What a SIGKILL looks like from inside: nothing after it runs, no handler catches it."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -699,11 +651,10 @@ def test_every_ltiaas_call_is_bounded_by_default():
 
 def test_the_webhook_is_answered_within_a_second_while_ltiaas_hangs_and_completes_once_after(
         database_url, stripe_api, mocked):
-    """Acknowledge first (DESIGN.md invariant 9), measured over real HTTP: LTIaaS takes 3 s to complete,
+    """Acknowledge first, measured over real HTTP: LTIaaS takes 3 s to complete,
     the webhook's answer does not wait for it, and the registration completes once afterwards."""
     import requests
 
-    from .live import free_port, serving
     hanging = HangingLtiaas("slow-complete", BASE_CONFIG["ltiaas_api_key"])
     mocked.add_passthru(hanging.url)
     port = free_port()

@@ -1,26 +1,11 @@
 """The admin's path through the frame and the popup, over HTTP, with Stripe and LTIaaS faked."""
-import re
-
 from sqlalchemy import select
 
 from paygate.core.db import db
 from paygate.core.models import Registration
-
-from .fakes import CLOSE_HTML
-
-
-def open_frame(client, ltiaas_api, **lms):
-    registration_id = ltiaas_api.add(**lms)
-    page = client.get(f"/pre-approval?registrationId={registration_id}")
-    assert page.status_code == 200, page.text
-    token = re.search(r'data-status-url="/flow/([^/]+)/status"', page.text).group(1)
-    return registration_id, token, page
-
-
-def status(client, token):
-    response = client.get(f"/flow/{token}/status")
-    assert response.status_code == 200
-    return response.get_json()
+from tests.fakes import CLOSE_HTML
+from tests.helpers.apps import make_app
+from tests.helpers.flow import open_frame, status
 
 
 def test_pre_approval_shows_lms_and_price(client, stripe_api, ltiaas_api):
@@ -159,7 +144,6 @@ def test_success_url_alone_proves_nothing(client, stripe_api, ltiaas_api):
 
 
 def test_completion_body_comes_from_configuration(database_url, stripe_api, ltiaas_api):
-    from .conftest import make_app
     app = make_app(database_url, ltiaas_platform_name="Acme Quiz",
                    ltiaas_messages='[{"type": "LtiResourceLinkRequest", "placements": ["course_navigation"]}]')
     client = app.test_client()

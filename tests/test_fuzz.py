@@ -22,10 +22,9 @@ from paygate.core.db import db
 from paygate.core.models import Operator
 from paygate.web.openapi import PATH as DESCRIPTION
 from paygate.web.operator.auth import new_api_token
-
-from .conftest import make_app
-from .test_flow import open_frame
-from .test_operator import add_operator, sign_in
+from tests.helpers.apps import make_app
+from tests.helpers.flow import open_frame
+from tests.helpers.operators import add_operator, sign_in
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 RANDOM = os.environ.get("FUZZ_RANDOM") == "1"

@@ -6,9 +6,8 @@ import pytest
 from paygate.application import create_app
 from paygate.core.config import ConfigError, load_settings
 from paygate.core.db import db
-
-from .conftest import BASE_CONFIG, make_app
-from .test_flow import open_frame
+from tests.helpers.apps import BASE_CONFIG, make_app
+from tests.helpers.flow import open_frame
 
 LONG_LABEL = "a" * 64  # over DNS's 63: IDNA encoding fails on it (it once crashed the error page)
 BAD_HOSTS = [f"{LONG_LABEL}.example.com", "evil.example", "paygate.test.evil.example", "paygate.test:x",

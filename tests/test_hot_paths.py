@@ -16,8 +16,7 @@ from paygate.core.db import db, utcnow
 from paygate.core.models import CheckoutSession, Licence, Registration
 from paygate.web.flow.status import flow_view, frame_status
 from paygate.web.operator import auth
-
-from .test_flow import open_frame
+from tests.helpers.flow import open_frame
 
 
 def _registration(n: int, state: str, created_at=None, html=None) -> Registration:

@@ -1,7 +1,6 @@
 """Issue 9: every page of the flow names the vendor (VENDOR_NAME, else the Stripe Product's name), what
 is bought (the Product's name and description, the price and its period) and, where the admin must
 contact the vendor, how (SUPPORT_CONTACT); the LMS is named as admins know it."""
-import html
 import re
 from datetime import timedelta
 
@@ -12,20 +11,11 @@ from paygate.core.config import ConfigError, load_settings, parse_support
 from paygate.core.db import db, utcnow
 from paygate.core.models import CheckoutSession, Registration
 from paygate.web.identity import lms_name
-
-from .conftest import BASE_CONFIG, make_app
-from .test_flow import open_frame
+from tests.helpers.apps import BASE_CONFIG, make_app
+from tests.helpers.flow import open_frame
+from tests.helpers.pages import dd, text_of
 
 PRODUCT, DESCRIPTION = "Tool registration", "One LTI tool registration for one LMS"  # tests/fakes.py
-
-
-def text_of(page_html: str) -> str:
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page_html)).split())
-
-
-def dd(page_html: str, element_id: str) -> str:
-    found = re.search(rf'<dd id="{element_id}"[^>]*>(.*?)</dd>', page_html, re.S)
-    return text_of(found.group(1)) if found else None
 
 
 @pytest.fixture

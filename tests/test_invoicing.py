@@ -16,12 +16,11 @@ from sqlalchemy import select
 
 from paygate.core.db import db, utcnow
 from paygate.core.models import Licence, Registration
-
-from .conftest import make_app
-from .fakes import CLOSE_HTML
-from .test_flow import open_frame, status
-from .test_operator import add_operator, form_id, sign_in
-from .test_webhooks import deliver
+from tests.fakes import CLOSE_HTML
+from tests.helpers.apps import make_app
+from tests.helpers.flow import open_frame, status
+from tests.helpers.operators import add_operator, form_id, sign_in
+from tests.helpers.webhooks import deliver
 
 ANSWERS = {"billing_email": "finance@school.example", "organisation": "Springfield Elementary",
            "po_number": "PO-2024-117"}
@@ -568,7 +567,7 @@ def test_operators_see_the_invoice_on_the_detail_page(inv_app, inv_client, strip
 
 
 def test_operators_filter_export_and_read_invoices(inv_app, inv_client, stripe_api, ltiaas_api):
-    from .test_operator import api_ids, paid_registration
+    from tests.helpers.operators import api_ids, paid_registration
     pks = {}
     for name in ("open", "overdue", "paid"):
         registration_id, _, answer = invoiced(inv_client, ltiaas_api, organisation=f"School {name}",

@@ -16,9 +16,8 @@ from sqlalchemy import select
 from paygate.core import languages
 from paygate.core.db import db
 from paygate.core.models import CheckoutSession
-
-from .conftest import make_app
-from .test_identity import dd, text_of
+from tests.helpers.apps import make_app
+from tests.helpers.pages import dd, text_of
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRANSLATIONS = os.path.join(REPO, "paygate", "translations")
@@ -258,7 +257,7 @@ def test_pages_compiled_in_a_language_say_what_the_catalog_says_at_render_time(c
         view = flow_view(registration_id=registration_id)
         folded, _ = _preapproval_page(view)
         pages = [languages.render_page("message.html", title="T", message="M", show_support=True, retry_url="/x")]
-        monkeypatch.setattr(i18n, "render_page", render_template)  # the app's environment: gettext per call
+        monkeypatch.setattr(languages, "render_page", render_template)  # the app's environment: gettext per call
         runtime, _ = _preapproval_page(view)
         pages.append(languages.render_page("message.html", title="T", message="M", show_support=True, retry_url="/x"))
     assert folded == runtime and pages[0] == pages[1]

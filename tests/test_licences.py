@@ -8,41 +8,10 @@ from sqlalchemy import select
 
 from paygate.core.db import db, utcnow
 from paygate.core.models import Registration, StripeEvent
-
-from .test_flow import open_frame, status
-from .test_webhooks import deliver
-
-
-def paid(client, stripe_api, ltiaas_api, currency=None):
-    """An admin pays and comes back: the registration is completed. Returns (pk, session)."""
-    _, token, _ = open_frame(client, ltiaas_api)
-    assert client.get(f"/flow/{token}/pay").status_code == 303
-    session_id = stripe_api.only_session()["id"]
-    stripe_api.pay(session_id, currency=currency)
-    client.get(f"/flow/{token}/paid?session_id={session_id}")
-    assert status(client, token)["phase"] == "done"
-    with client.application.app_context():
-        pk = db.session.scalars(select(Registration.id)).one()
-    return pk, stripe_api.sessions[session_id]
-
-
-def load(client, pk) -> Registration:
-    with client.application.app_context():
-        reg = db.session.get(Registration, pk)
-        reg.timeline, reg.licence and reg.licence.payments  # load before the context ends
-        return reg
-
-
-def send(client, stripe_api, kind, obj, **kwargs):
-    response = deliver(client, stripe_api, stripe_api.object_event(kind, obj, **kwargs))
-    assert response.status_code == 200, response.text
-    return response.get_json()["result"]
-
-
-@pytest.fixture
-def yearly(stripe_api):
-    stripe_api.set_price(recurring="year")
-
+from tests.helpers.flow import open_frame, status
+from tests.helpers.licences import buy, load
+from tests.helpers.operators import add_operator, post, sign_in
+from tests.helpers.webhooks import deliver, send
 
 # Recurring Prices
 
@@ -70,7 +39,7 @@ def test_a_yearly_price_sells_a_subscription_and_completes_once(client, stripe_a
 
 
 def test_subscription_status_moves_access_once_per_real_change(client, stripe_api, ltiaas_api, yearly):
-    pk, session = paid(client, stripe_api, ltiaas_api)
+    pk, session = buy(client, stripe_api, ltiaas_api)
     platform_id, sub_id = load(client, pk).platform_id, session["subscription"]
     snapshot_active = stripe_api.subscriptions[sub_id] | {}
     for status_, expected in [("past_due", []), ("unpaid", ["deactivate"]), ("unpaid", ["deactivate"]),
@@ -88,7 +57,7 @@ def test_subscription_status_moves_access_once_per_real_change(client, stripe_ap
 
 
 def test_a_renewal_paid_after_lapsing_gives_access_back(client, stripe_api, ltiaas_api, yearly):
-    pk, session = paid(client, stripe_api, ltiaas_api)
+    pk, session = buy(client, stripe_api, ltiaas_api)
     sub_id = session["subscription"]
     send(client, stripe_api, "customer.subscription.updated", stripe_api.set_subscription_status(sub_id, "unpaid"))
     sub = stripe_api.renew_subscription(sub_id)
@@ -100,7 +69,7 @@ def test_a_renewal_paid_after_lapsing_gives_access_back(client, stripe_api, ltia
 
 
 def test_the_same_event_many_times_is_one_change(client, stripe_api, ltiaas_api, yearly):
-    pk, session = paid(client, stripe_api, ltiaas_api)
+    pk, session = buy(client, stripe_api, ltiaas_api)
     event = stripe_api.object_event("customer.subscription.deleted",
                                     stripe_api.set_subscription_status(session["subscription"], "canceled"))
     for _ in range(5):
@@ -114,7 +83,7 @@ def test_the_same_event_many_times_is_one_change(client, stripe_api, ltiaas_api,
 # Refunds and disputes, wherever they happen
 
 def test_a_full_refund_in_the_dashboard_refunds_the_registration_and_ends_access(client, stripe_api, ltiaas_api):
-    pk, session = paid(client, stripe_api, ltiaas_api)
+    pk, session = buy(client, stripe_api, ltiaas_api)
     refund = stripe_api.refund_in_dashboard(session["payment_intent"])
     charge = stripe_api.charges[refund["charge"]]
     send(client, stripe_api, "charge.refunded", charge)
@@ -127,7 +96,7 @@ def test_a_full_refund_in_the_dashboard_refunds_the_registration_and_ends_access
 
 
 def test_a_partial_refund_is_recorded_and_changes_no_access(client, stripe_api, ltiaas_api):
-    pk, session = paid(client, stripe_api, ltiaas_api)
+    pk, session = buy(client, stripe_api, ltiaas_api)
     refund = stripe_api.refund_in_dashboard(session["payment_intent"], amount=1000)
     send(client, stripe_api, "charge.refunded", stripe_api.charges[refund["charge"]])
     reg = load(client, pk)
@@ -137,7 +106,7 @@ def test_a_partial_refund_is_recorded_and_changes_no_access(client, stripe_api, 
 
 
 def test_a_refund_that_fails_later_is_undone_and_flagged(client, stripe_api, ltiaas_api):
-    pk, session = paid(client, stripe_api, ltiaas_api)
+    pk, session = buy(client, stripe_api, ltiaas_api)
     refund = stripe_api.refund_in_dashboard(session["payment_intent"], status="pending")
     send(client, stripe_api, "refund.created", refund)
     reg = load(client, pk)
@@ -152,8 +121,7 @@ def test_a_refund_that_fails_later_is_undone_and_flagged(client, stripe_api, lti
 
 def test_operator_refund_after_a_dashboard_refund_is_already_refunded_not_an_error(app, client, stripe_api,
                                                                                  ltiaas_api):
-    from .test_operator import add_operator, post, sign_in
-    pk, session = paid(client, stripe_api, ltiaas_api)
+    pk, session = buy(client, stripe_api, ltiaas_api)
     stripe_api.refund_in_dashboard(session["payment_intent"])  # its webhook is lost
     add_operator(app)
     sign_in(client)
@@ -165,8 +133,7 @@ def test_operator_refund_after_a_dashboard_refund_is_already_refunded_not_an_err
 
 
 def test_operator_refund_of_a_subscription_cancels_it_and_ends_access(app, client, stripe_api, ltiaas_api, yearly):
-    from .test_operator import add_operator, post, sign_in
-    pk, session = paid(client, stripe_api, ltiaas_api)
+    pk, session = buy(client, stripe_api, ltiaas_api)
     add_operator(app)
     sign_in(client)
     response = post(client, f"/operator/registrations/{pk}/refund")
@@ -178,7 +145,7 @@ def test_operator_refund_of_a_subscription_cancels_it_and_ends_access(app, clien
 
 
 def test_a_dispute_flags_then_lost_ends_access(client, stripe_api, ltiaas_api):
-    pk, session = paid(client, stripe_api, ltiaas_api)
+    pk, session = buy(client, stripe_api, ltiaas_api)
     dispute = stripe_api.open_dispute(session["payment_intent"])
     send(client, stripe_api, "charge.dispute.created", dispute)
     reg = load(client, pk)
@@ -192,7 +159,7 @@ def test_a_dispute_flags_then_lost_ends_access(client, stripe_api, ltiaas_api):
 
 
 def test_a_dispute_won_clears_the_flag_and_keeps_access(client, stripe_api, ltiaas_api):
-    pk, session = paid(client, stripe_api, ltiaas_api)
+    pk, session = buy(client, stripe_api, ltiaas_api)
     dispute = stripe_api.open_dispute(session["payment_intent"])
     send(client, stripe_api, "charge.dispute.created", dispute)
     send(client, stripe_api, "charge.dispute.closed", stripe_api.close_dispute(dispute["id"], "won"))
@@ -203,7 +170,7 @@ def test_a_dispute_won_clears_the_flag_and_keeps_access(client, stripe_api, ltia
 # Foreign objects, missed webhooks, LTIaaS down
 
 def test_objects_of_other_integrations_are_acknowledged_and_change_nothing(client, stripe_api, ltiaas_api, yearly):
-    pk, session = paid(client, stripe_api, ltiaas_api)
+    pk, session = buy(client, stripe_api, ltiaas_api)
     calls = len(stripe_api.calls)
     other = {"id": "sub_other", "object": "subscription", "status": "canceled", "metadata": {"product": "x"}}
     assert send(client, stripe_api, "customer.subscription.deleted", other) == "foreign subscription"
@@ -224,7 +191,7 @@ def test_objects_of_other_integrations_are_acknowledged_and_change_nothing(clien
 def test_reconcile_corrects_a_missed_webhook(app, client, stripe_api, ltiaas_api, yearly):
     from paygate.licensing.access import sync_pending
     from paygate.sales.reconcile import reconcile_licences
-    pk, session = paid(client, stripe_api, ltiaas_api)
+    pk, session = buy(client, stripe_api, ltiaas_api)
     stripe_api.set_subscription_status(session["subscription"], "unpaid")  # its webhook never arrives
     with app.app_context():
         counts = reconcile_licences()
@@ -237,7 +204,7 @@ def test_reconcile_corrects_a_missed_webhook(app, client, stripe_api, ltiaas_api
 
 def test_reconcile_finds_a_refund_and_a_dispute_made_while_webhooks_were_down(app, client, stripe_api, ltiaas_api):
     from paygate.sales.reconcile import reconcile_licences
-    pk, session = paid(client, stripe_api, ltiaas_api)
+    pk, session = buy(client, stripe_api, ltiaas_api)
     stripe_api.open_dispute(session["payment_intent"])
     with app.app_context():
         reconcile_licences()
@@ -246,7 +213,7 @@ def test_reconcile_finds_a_refund_and_a_dispute_made_while_webhooks_were_down(ap
 
 def test_ltiaas_down_during_a_change_converges_by_itself(app, client, stripe_api, ltiaas_api, yearly):
     from paygate.ops import worker
-    pk, session = paid(client, stripe_api, ltiaas_api)
+    pk, session = buy(client, stripe_api, ltiaas_api)
     ltiaas_api.activation_failures = [503, 503]
     send(client, stripe_api, "customer.subscription.updated",
          stripe_api.set_subscription_status(session["subscription"], "canceled"))
@@ -265,7 +232,7 @@ def test_ltiaas_down_during_a_change_converges_by_itself(app, client, stripe_api
 def test_ltiaas_down_for_long_reaches_an_operator_and_then_clears(app, client, stripe_api, ltiaas_api, yearly):
     from paygate.licensing.access import ATTENTION_AFTER
     from paygate.ops import worker
-    pk, session = paid(client, stripe_api, ltiaas_api)
+    pk, session = buy(client, stripe_api, ltiaas_api)
     ltiaas_api.activation_failures = [503] * ATTENTION_AFTER
     send(client, stripe_api, "customer.subscription.updated",
          stripe_api.set_subscription_status(session["subscription"], "unpaid"))
@@ -283,7 +250,7 @@ def test_ltiaas_down_for_long_reaches_an_operator_and_then_clears(app, client, s
 
 def test_a_price_in_another_currency_is_accepted(client, stripe_api, ltiaas_api):
     stripe_api.set_price(currency_options={"eur": 4500})
-    pk, _ = paid(client, stripe_api, ltiaas_api, currency="eur")
+    pk, _ = buy(client, stripe_api, ltiaas_api, currency="eur")
     reg = load(client, pk)
     assert reg.state == "completed" and reg.attention is None
     assert (reg.amount_paid, reg.currency_paid) == (4500, "eur")
@@ -318,15 +285,13 @@ def test_a_price_stripe_will_not_sell_tells_the_admin_to_contact_the_vendor(clie
 def test_a_registration_window_stripe_cannot_honour_is_refused_at_start(minutes):
     from paygate.application import create_app
     from paygate.core.config import ConfigError
-
-    from .conftest import BASE_CONFIG
+    from tests.helpers.apps import BASE_CONFIG
     with pytest.raises(ConfigError, match="REGISTRATION_WINDOW_MINUTES"):
         create_app({**BASE_CONFIG, "registration_window_minutes": minutes})
 
 
 def test_the_api_carries_the_licence(app, client, stripe_api, ltiaas_api, yearly):
-    from .test_operator import add_operator, sign_in
-    pk, session = paid(client, stripe_api, ltiaas_api)
+    pk, session = buy(client, stripe_api, ltiaas_api)
     add_operator(app)
     sign_in(client)
     body = client.get(f"/operator/api/registrations/{pk}").get_json()
@@ -349,7 +314,7 @@ def test_the_api_carries_the_licence(app, client, stripe_api, ltiaas_api, yearly
 def test_an_uncertain_deactivate_leaves_ltiaas_unknown_and_is_told_again(client, stripe_api, ltiaas_api):
     """A 502 may come after LTIaaS did the work: the service then does not know the platform's state,
     so when the refund fails and access should be back, LTIaaS is told again."""
-    pk, session = paid(client, stripe_api, ltiaas_api)
+    pk, session = buy(client, stripe_api, ltiaas_api)
     platform_id = load(client, pk).platform_id
     refund = stripe_api.refund_in_dashboard(session["payment_intent"], status="pending")
     ltiaas_api.platforms[platform_id]["active"] = False  # the deactivation took effect ...
@@ -366,7 +331,7 @@ def test_an_uncertain_deactivate_leaves_ltiaas_unknown_and_is_told_again(client,
 def test_a_read_of_stripe_overtaken_by_a_newer_one_is_not_written_over_it(app, client, stripe_api, ltiaas_api):
     from paygate.core.models import LicencePayment
     from paygate.licensing import licences, refunds
-    pk, session = paid(client, stripe_api, ltiaas_api)
+    pk, session = buy(client, stripe_api, ltiaas_api)
     with app.app_context():
         row = db.session.scalars(select(LicencePayment)).one()
         row_pk, licence_pk = row.id, row.licence_pk
@@ -388,8 +353,7 @@ def test_a_read_of_stripe_overtaken_by_a_newer_one_is_not_written_over_it(app, c
 
 
 def test_refunding_again_after_a_refund_failed_makes_a_new_refund(app, client, stripe_api, ltiaas_api):
-    from .test_operator import add_operator, post, sign_in
-    pk, session = paid(client, stripe_api, ltiaas_api)
+    pk, session = buy(client, stripe_api, ltiaas_api)
     add_operator(app)
     sign_in(client)
     stripe_api.refund_status = "pending"

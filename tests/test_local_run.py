@@ -16,10 +16,9 @@ import requests
 
 from paygate.application import create_app, local
 from paygate.core.db import db
-
-from .conftest import _empty
-from .live import free_port, serving
-from .test_browser_flow import open_checkout_popup
+from tests.helpers.apps import empty
+from tests.helpers.browser import open_checkout_popup
+from tests.helpers.servers import free_port, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 FLASK = str(Path(sys.executable).with_name("flask"))
@@ -82,7 +81,7 @@ def test_the_local_run_on_its_port_keeps_sign_ins_across_a_restart_and_polls_qui
 
     log = tmp_path / "run.log"
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "app.local"], cwd=ROOT, env=env, stdout=out,
+        process = subprocess.Popen([sys.executable, "-m", "paygate.application.local"], cwd=ROOT, env=env, stdout=out,
                                    stderr=subprocess.STDOUT)
     try:
         _wait_until_up(base, process, log)
@@ -108,7 +107,7 @@ def test_the_local_run_on_its_port_keeps_sign_ins_across_a_restart_and_polls_qui
     assert "/status" not in first_run  # ...but the frame's poll only at DEBUG
 
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "app.local"], cwd=ROOT, env=env, stdout=out,
+        process = subprocess.Popen([sys.executable, "-m", "paygate.application.local"], cwd=ROOT, env=env, stdout=out,
                                    stderr=subprocess.STDOUT)
     try:
         _wait_until_up(base, process, log)
@@ -128,7 +127,7 @@ def local_service(tmp_path):
     port = free_port()
     app = create_app({"app_env": "local", "database_url": f"sqlite:///{tmp_path / 'standin.sqlite'}",
                       "public_url": f"http://127.0.0.1:{port}", "secret_key": "local-run-test-" + "k" * 20})
-    _empty(app)
+    empty(app)
     from paygate.standins import reset
     reset()
     with serving(app, port):

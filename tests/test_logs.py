@@ -18,10 +18,9 @@ from werkzeug.serving import make_server
 from paygate.core import logs
 from paygate.core.db import db
 from paygate.gateways import ltiaas
-
-from .conftest import make_app
-from .test_flow import open_frame, status
-from .test_webhooks import deliver
+from tests.helpers.apps import make_app
+from tests.helpers.flow import open_frame, status
+from tests.helpers.webhooks import deliver
 
 HEX_ID = re.compile(r"^[0-9a-f]{32}$")
 

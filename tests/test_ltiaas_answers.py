@@ -15,10 +15,9 @@ from sqlalchemy import func, select
 
 from paygate.core.db import db
 from paygate.core.models import Registration
-
-from .conftest import BASE_CONFIG
-from .fakes import CLOSE_HTML
-from .test_operator import operator, ops, paid_registration  # noqa: F401  (fixtures)
+from tests.fakes import CLOSE_HTML
+from tests.helpers.apps import BASE_CONFIG
+from tests.helpers.operators import paid_registration
 
 GOOD = {"url": "https://moodle.school.example", "familyCode": "moodle", "version": "4.4.1+ (Build: 20240705)",
         "supportedScopes": ["openid"], "supportedMessages": [{"type": "LtiResourceLinkRequest"}]}

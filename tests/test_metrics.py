@@ -20,10 +20,9 @@ from paygate.core import telemetry
 from paygate.core.db import db, utcnow
 from paygate.core.models import Registration, State
 from paygate.ops import metrics_page
-
-from .conftest import make_app
-from .test_flow import open_frame, status
-from .test_webhooks import deliver
+from tests.helpers.apps import make_app
+from tests.helpers.flow import open_frame, status
+from tests.helpers.webhooks import deliver
 
 TOKEN = "metrics-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -287,8 +286,7 @@ def test_worker_passes_are_timed_and_served_on_the_worker_port(mclient):
 
 @pytest.fixture(scope="module")
 def gunicorn_database():
-    from .conftest import own_database
-
+    from tests.helpers.apps import own_database
     yield from own_database("metrics")
 
 
@@ -308,8 +306,7 @@ def _per_process(directory: str, route: str) -> dict[str, float]:
 
 @pytest.mark.postgres
 def test_gunicorn_with_two_workers_shows_the_same_totals_whichever_answers(gunicorn_database, tmp_path):
-    from .test_multiprocess import PUBLIC_URL, Server, Upstreams, _environment
-
+    from tests.helpers.servers import PUBLIC_URL, Server, Upstreams, environment
     directory = tmp_path / "prometheus"
     directory.mkdir()
     # A file left by an earlier run: gunicorn.conf.py empties the directory at master start.
@@ -318,7 +315,7 @@ def test_gunicorn_with_two_workers_shows_the_same_totals_whichever_answers(gunic
                                ["route", "method", "status"], ["/healthz", "GET", "200"], "old run"), 1000.0, 0.0)
     stale.close()
     upstreams = Upstreams()
-    server = Server(_environment(gunicorn_database, upstreams, PUBLIC_URL, METRICS_TOKEN=TOKEN,
+    server = Server(environment(gunicorn_database, upstreams, PUBLIC_URL, METRICS_TOKEN=TOKEN,
                                  PROMETHEUS_MULTIPROC_DIR=str(directory)), workers=2, threads=2)
     try:
         server.wait_ready()

@@ -6,10 +6,9 @@ from sqlalchemy import select
 
 from paygate.core.db import db
 from paygate.core.models import Registration
-
-from .conftest import make_app
-from .live import free_port, serving
-from .test_operator import EMAIL, PASSWORD, add_operator, paid_registration
+from tests.helpers.apps import make_app
+from tests.helpers.operators import EMAIL, PASSWORD, add_operator, paid_registration
+from tests.helpers.servers import free_port, serving
 
 pytestmark = pytest.mark.browser
 

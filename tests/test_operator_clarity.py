@@ -11,9 +11,8 @@ from sqlalchemy import update
 
 from paygate.core.db import db
 from paygate.core.models import Licence, Registration
-
-from .conftest import BASE_CONFIG
-from .test_operator import EMAIL, entries, load, operator, ops, paid_registration, seed  # noqa: F401 (fixtures)
+from tests.helpers.apps import BASE_CONFIG
+from tests.helpers.operators import EMAIL, entries, load, paid_registration, seed
 
 PLATFORM_GET = re.compile(re.escape(BASE_CONFIG["ltiaas_url"]) + r"/(admin|api)/platforms/([^/]+)$")
 
@@ -151,7 +150,7 @@ def test_payer_names_are_escaped(app, ops):
 
 
 def test_a_failed_sign_in_focuses_the_password(client, operator):
-    from .test_operator import sign_in
+    from tests.helpers.operators import sign_in
     response = sign_in(client, password="wrong password, twelve+")
     assert response.status_code == 401
     email = re.search(r'<input type="email"[^>]*>', response.text).group(0)

@@ -3,7 +3,7 @@ or a control character in a note, a resolution or an override's reason, gets one
 nothing (PostgreSQL refused the NUL: a 500). Line breaks in a note stay welcome."""
 import pytest
 
-from .test_operator import EMAIL, add_operator, entries, form_id, load, operator, ops, post, seed, sign_in  # noqa: F401
+from tests.helpers.operators import EMAIL, add_operator, entries, form_id, load, post, seed, sign_in
 
 
 @pytest.mark.parametrize("email", ["support\x00@vendor.example", "\x00", EMAIL + "\x07"])

@@ -10,11 +10,10 @@ from sqlalchemy import select
 from paygate.core.db import db, utcnow
 from paygate.core.models import CheckoutSession, Licence, LicencePayment, Registration, StripeEvent, TimelineEntry
 from paygate.ops import worker
-
-from .conftest import make_app
-from .test_flow import open_frame
-from .test_operator import operator, ops, paid_registration  # noqa: F401  (fixtures)
-from .test_webhooks import deliver
+from tests.helpers.apps import make_app
+from tests.helpers.flow import open_frame
+from tests.helpers.operators import paid_registration
+from tests.helpers.webhooks import deliver
 
 OLD = timedelta(days=91)
 

@@ -13,9 +13,8 @@ from paygate.core import logs
 from paygate.core.db import db, utcnow
 from paygate.core.models import Registration
 from paygate.ops import worker
-
-from .conftest import make_app
-from .test_flow import open_frame
+from tests.helpers.apps import make_app
+from tests.helpers.flow import open_frame
 
 
 @pytest.fixture

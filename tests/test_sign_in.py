@@ -12,11 +12,10 @@ import requests
 
 from paygate.web import throttling
 from paygate.web.operator import auth
-
-from .conftest import make_app
-from .live import serving
-from .test_abuse_limits import per_minute, redis_url  # noqa: F401  (a fixture)
-from .test_operator import EMAIL, PASSWORD, add_operator, csrf_token, sign_in
+from tests.helpers.apps import make_app
+from tests.helpers.operators import EMAIL, PASSWORD, add_operator, csrf_token, sign_in
+from tests.helpers.rates import per_minute
+from tests.helpers.servers import serving
 
 
 def sign_out(client):

@@ -8,9 +8,8 @@ from sqlalchemy import func, select
 
 from paygate.core.db import db
 from paygate.core.models import StripeEvent
-
-from .test_flow import status
-from .test_webhooks import checkout, deliver  # noqa: F401  (a fixture)
+from tests.helpers.flow import status
+from tests.helpers.webhooks import deliver
 
 
 def events(client) -> int:

@@ -6,29 +6,9 @@ import pytest
 from sqlalchemy import func, select
 
 from paygate.core.db import db
-from paygate.core.models import Registration, StripeEvent
-
-from .test_flow import open_frame, status
-
-
-@pytest.fixture
-def checkout(client, stripe_api, ltiaas_api):
-    """A registration with an open Checkout Session: (registration_id, token, session_id)."""
-    registration_id, token, _ = open_frame(client, ltiaas_api)
-    client.get(f"/flow/{token}/pay")
-    return registration_id, token, stripe_api.only_session()["id"]
-
-
-def deliver(client, stripe_api, event, **sign):
-    body, headers = stripe_api.signed(event, **sign)
-    return client.post("/webhooks/stripe", data=body, headers=headers)
-
-
-def registration(client) -> Registration:
-    with client.application.app_context():
-        reg = db.session.scalars(select(Registration)).one()
-        reg.timeline, reg.checkout_sessions  # load before the context ends
-        return reg
+from paygate.core.models import StripeEvent
+from tests.helpers.flow import status
+from tests.helpers.webhooks import deliver, registration
 
 
 def test_completed_webhook_completes_the_registration(client, stripe_api, ltiaas_api, checkout):

@@ -16,11 +16,10 @@ from paygate.core.config import ConfigError, load_settings
 from paygate.core.db import db, utcnow
 from paygate.core.models import Registration, State
 from paygate.ops import worker
-
-from .conftest import BASE_CONFIG
-from .test_faults import FINISHING, Killed, load, run_worker
-from .test_flow import open_frame, status
-from .test_webhooks import deliver
+from tests.helpers.apps import BASE_CONFIG
+from tests.helpers.flow import open_frame, status
+from tests.helpers.fulfilment import FINISHING, Killed, load, run_worker
+from tests.helpers.webhooks import deliver
 
 ROOT = Path(__file__).resolve().parents[1]
 
