@@ -1,20 +1,13 @@
 """Fixtures: an app on SQLite and on PostgreSQL, migrated by Alembic, emptied before each test; the fakes of
 Stripe and LTIaaS; and the registrations and operators that tests of several folders start from."""
-import os
-import shutil
-
 import pytest
-import redis
 import responses
 
-from paygate.application import create_app
 from paygate.core.db import db
 from tests.fakes import Ltiaas, Stripe
-from tests.helpers.apps import BASE_CONFIG, empty, make_app, postgres_or_skip
+from tests.helpers.apps import BASE_CONFIG, make_app, postgres_or_skip
 from tests.helpers.flow import open_frame
 from tests.helpers.operators import EMAIL, add_operator, sign_in
-from tests.helpers.rates import REDIS_URL
-from tests.helpers.servers import free_port, serving
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -90,16 +83,6 @@ def paid(client, stripe_api, ltiaas_api):
 
 
 @pytest.fixture
-def redis_url():
-    """The shared rate store (Redis), or skip."""
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_timeout=1, socket_connect_timeout=1).ping()
-    except redis.RedisError:
-        pytest.skip("no Redis at 127.0.0.1:6379 for the shared-store tests")
-    return REDIS_URL
-
-
-@pytest.fixture
 def yearly(stripe_api):
     """The configured Price is a yearly one: Checkout sells a subscription."""
     stripe_api.set_price(recurring="year")
@@ -116,53 +99,3 @@ def ops(client, operator):
     """The test client, signed in as an operator."""
     assert sign_in(client).status_code == 303
     return client
-
-
-# ---------------------------------------------------------------------------------------------
-# The browser tests: Debian's chromium
-
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-REQUIRE_BROWSER = os.environ.get("REQUIRE_BROWSER") == "1"
-USED: list[str] = []  # the browser the tests ran in, for the run's summary
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync",
-                 # Block third-party cookies, as Safari and Chrome Incognito do inside an LMS frame.
-                 "--test-third-party-cookie-phaseout"]
-
-
-@pytest.fixture(scope="session")
-def browser():
-    """Debian's chromium via Playwright, popup blocker ON (Playwright turns it off by default)."""
-    if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
-        message = f"no chromium at {CHROMIUM} (apt-get install chromium)"
-        if REQUIRE_BROWSER:
-            pytest.fail(message + " (REQUIRE_BROWSER=1)")
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                             ignore_default_args=["--disable-popup-blocking"])
-        USED.append(f"chromium {browser.version} at {CHROMIUM}")
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def local_service(database_url):
-    """The service with its built-in stand-ins, served on a free port: (app, port)."""
-    port = free_port()
-    app = create_app({"app_env": "local", "database_url": database_url,
-                      "public_url": f"http://127.0.0.1:{port}", "secret_key": "browser-test"})
-    empty(app)
-    from paygate.standins import reset
-    reset()
-    with serving(app, port):
-        yield app, port
-    with app.app_context():
-        db.engine.dispose()
-
-
-def pytest_terminal_summary(terminalreporter):
-    """Name the browser the browser tests ran in (Debian's chromium, not Playwright's own)."""
-    for used in USED:
-        terminalreporter.write_line(f"browser tests ran in {used}")

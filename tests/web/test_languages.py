@@ -19,7 +19,7 @@ from paygate.core.models import CheckoutSession
 from tests.helpers.apps import make_app
 from tests.helpers.pages import dd, text_of
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRANSLATIONS = os.path.join(REPO, "paygate", "translations")
 SPANISH, FRENCH = "es-ES,es;q=0.9,en;q=0.5", "fr-CA,fr;q=0.9"
 

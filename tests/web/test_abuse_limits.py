@@ -159,7 +159,7 @@ def test_rates_kept_per_process_are_warned_about_at_start(database_url, caplog, 
     monkeypatch.setenv("APP_ENV", "local")
     monkeypatch.setenv("RATELIMIT_STORAGE_URI", "memory://")
     config: dict = {}
-    exec(compile(Path(__file__).parents[1].joinpath("gunicorn.conf.py").read_text(), "gunicorn.conf.py", "exec"),
+    exec(compile(Path(__file__).parents[2].joinpath("gunicorn.conf.py").read_text(), "gunicorn.conf.py", "exec"),
          config)
     said = []
     server = SimpleNamespace(cfg=SimpleNamespace(workers=3), log=SimpleNamespace(warning=said.append))

@@ -10,7 +10,7 @@ from paygate.core.config import ConfigError, load_settings
 from paygate.core.redaction import RedactSecrets
 from tests.helpers.apps import BASE_CONFIG
 
-ROOT = os.path.dirname(os.path.dirname(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.mark.parametrize("field", ["ltiaas_url", "ltiaas_api_key", "stripe_secret_key", "stripe_webhook_secret",

@@ -3,7 +3,7 @@ at 1280 and at 320 CSS px wide; the Pay button by keyboard; a live status region
 its sentence changes; the payment window's button; a blocked payment window.
 
 axe-core comes from the axe-playwright-python package (its bundled axe.min.js); the browser is
-Debian's chromium with the popup blocker on (tests/live.py). One local service (built-in stand-ins,
+Debian's chromium with the popup blocker on (tests/browser/conftest.py). One local service (built-in stand-ins,
 SQLite) serves the whole module; each page is set up once.
 """
 import collections

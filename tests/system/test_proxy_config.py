@@ -13,7 +13,7 @@ import yaml
 
 from paygate.web import guard
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "deploy" / "nginx.conf"
 REQUIRE_NGINX = os.environ.get("REQUIRE_NGINX") == "1"
 

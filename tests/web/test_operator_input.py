@@ -1,4 +1,4 @@
-"""What the fuzz test (tests/test_fuzz.py) found on the operator side, pinned: a NUL in the sign-in e-mail,
+"""What the fuzz test (tests/web/test_fuzz.py) found on the operator side, pinned: a NUL in the sign-in e-mail,
 or a control character in a note, a resolution or an override's reason, gets one sentence and changes
 nothing (PostgreSQL refused the NUL: a 500). Line breaks in a note stay welcome."""
 import pytest

@@ -21,7 +21,7 @@ from tests.helpers.flow import open_frame, status
 from tests.helpers.fulfilment import FINISHING, Killed, load, run_worker
 from tests.helpers.webhooks import deliver
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def pay_and_deliver(client, stripe_api, ltiaas_api):
