@@ -1,16 +1,15 @@
-"""Access follows the money: subscriptions, refunds and disputes, wherever they happen, through webhooks
-asked back to Stripe, with LTIaaS told once per real change."""
-import logging
+"""Licences (paygate/licensing/licences.py, access.py): access follows the money of subscriptions, through
+webhooks asked back to Stripe, with LTIaaS told once per real change (refunds and disputes:
+tests/licensing/test_refunds.py)."""
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select
 
 from paygate.core.db import db, utcnow
 from paygate.core.models import Registration, StripeEvent
-from tests.helpers.flow import open_frame, status
+from tests.helpers.flow import open_frame
 from tests.helpers.licences import buy, load
-from tests.helpers.operators import add_operator, post, sign_in
+from tests.helpers.operators import add_operator, sign_in
 from tests.helpers.webhooks import deliver, send
 
 # Recurring Prices
@@ -80,93 +79,6 @@ def test_the_same_event_many_times_is_one_change(client, stripe_api, ltiaas_api,
         assert db.session.get(StripeEvent, event["id"]).deliveries == 5
 
 
-# Refunds and disputes, wherever they happen
-
-def test_a_full_refund_in_the_dashboard_refunds_the_registration_and_ends_access(client, stripe_api, ltiaas_api):
-    pk, session = buy(client, stripe_api, ltiaas_api)
-    refund = stripe_api.refund_in_dashboard(session["payment_intent"])
-    charge = stripe_api.charges[refund["charge"]]
-    send(client, stripe_api, "charge.refunded", charge)
-    send(client, stripe_api, "refund.created", refund)
-    reg = load(client, pk)
-    assert reg.state == "refunded" and reg.refund_id == refund["id"] and reg.platform_active is False
-    assert ltiaas_api.calls_for(reg.platform_id) == ["deactivate"]
-    row = reg.licence.payments[0]
-    assert (row.amount_refunded, row.refund_status) == (4900, "succeeded")
-
-
-def test_a_partial_refund_is_recorded_and_changes_no_access(client, stripe_api, ltiaas_api):
-    pk, session = buy(client, stripe_api, ltiaas_api)
-    refund = stripe_api.refund_in_dashboard(session["payment_intent"], amount=1000)
-    send(client, stripe_api, "charge.refunded", stripe_api.charges[refund["charge"]])
-    reg = load(client, pk)
-    assert reg.state == "completed" and reg.platform_active is True and ltiaas_api.platform_calls == []
-    assert reg.licence.payments[0].amount_refunded == 1000
-    assert any("refunded in part" in e.message for e in reg.timeline)
-
-
-def test_a_refund_that_fails_later_is_undone_and_flagged(client, stripe_api, ltiaas_api):
-    pk, session = buy(client, stripe_api, ltiaas_api)
-    refund = stripe_api.refund_in_dashboard(session["payment_intent"], status="pending")
-    send(client, stripe_api, "refund.created", refund)
-    reg = load(client, pk)
-    assert reg.state == "refunded" and reg.licence.payments[0].refund_status == "pending"
-    failed = stripe_api.fail_refund(refund["id"])
-    send(client, stripe_api, "refund.updated", failed)
-    reg = load(client, pk)
-    assert reg.state == "completed" and "refund_failed" in reg.attention and reg.refund_id is None
-    assert reg.platform_active is True and ltiaas_api.calls_for(reg.platform_id) == ["deactivate", "activate"]
-    assert reg.licence.payments[0].refund_status == "failed"
-
-
-def test_operator_refund_after_a_dashboard_refund_is_already_refunded_not_an_error(app, client, stripe_api,
-                                                                                 ltiaas_api):
-    pk, session = buy(client, stripe_api, ltiaas_api)
-    stripe_api.refund_in_dashboard(session["payment_intent"])  # its webhook is lost
-    add_operator(app)
-    sign_in(client)
-    response = post(client, f"/operator/registrations/{pk}/refund")
-    assert "Already refunded at Stripe" in client.get(response.headers["Location"]).text
-    reg = load(client, pk)
-    assert reg.state == "refunded" and reg.platform_active is False
-    assert ltiaas_api.calls_for(reg.platform_id) == ["deactivate"]
-
-
-def test_operator_refund_of_a_subscription_cancels_it_and_ends_access(app, client, stripe_api, ltiaas_api, yearly):
-    pk, session = buy(client, stripe_api, ltiaas_api)
-    add_operator(app)
-    sign_in(client)
-    response = post(client, f"/operator/registrations/{pk}/refund")
-    shown = client.get(response.headers["Location"]).text
-    assert "Refunded 49.00 USD" in shown and f"Subscription {session['subscription']} cancelled" in shown
-    assert stripe_api.subscriptions[session["subscription"]]["status"] == "canceled"
-    reg = load(client, pk)
-    assert reg.state == "refunded" and reg.platform_active is False
-
-
-def test_a_dispute_flags_then_lost_ends_access(client, stripe_api, ltiaas_api):
-    pk, session = buy(client, stripe_api, ltiaas_api)
-    dispute = stripe_api.open_dispute(session["payment_intent"])
-    send(client, stripe_api, "charge.dispute.created", dispute)
-    reg = load(client, pk)
-    assert "disputed" in reg.attention and reg.platform_active is True and reg.licence.dispute_open
-    assert reg.licence.payments[0].dispute_due_by is not None
-    assert any("evidence due by" in e.message for e in reg.timeline)
-    send(client, stripe_api, "charge.dispute.closed", stripe_api.close_dispute(dispute["id"], "lost"))
-    reg = load(client, pk)
-    assert reg.platform_active is False and not reg.licence.dispute_open and reg.attention is None
-    assert ltiaas_api.calls_for(reg.platform_id) == ["deactivate"]
-
-
-def test_a_dispute_won_clears_the_flag_and_keeps_access(client, stripe_api, ltiaas_api):
-    pk, session = buy(client, stripe_api, ltiaas_api)
-    dispute = stripe_api.open_dispute(session["payment_intent"])
-    send(client, stripe_api, "charge.dispute.created", dispute)
-    send(client, stripe_api, "charge.dispute.closed", stripe_api.close_dispute(dispute["id"], "won"))
-    reg = load(client, pk)
-    assert reg.attention is None and reg.platform_active is True and ltiaas_api.platform_calls == []
-
-
 # Foreign objects, missed webhooks, LTIaaS down
 
 def test_objects_of_other_integrations_are_acknowledged_and_change_nothing(client, stripe_api, ltiaas_api, yearly):
@@ -186,29 +98,6 @@ def test_objects_of_other_integrations_are_acknowledged_and_change_nothing(clien
     assert len(stripe_api.calls) == calls  # nobody at Stripe was asked
     reg = load(client, pk)
     assert reg.platform_active is True and ltiaas_api.platform_calls == []
-
-
-def test_reconcile_corrects_a_missed_webhook(app, client, stripe_api, ltiaas_api, yearly):
-    from paygate.licensing.access import sync_pending
-    from paygate.sales.reconcile import reconcile_licences
-    pk, session = buy(client, stripe_api, ltiaas_api)
-    stripe_api.set_subscription_status(session["subscription"], "unpaid")  # its webhook never arrives
-    with app.app_context():
-        counts = reconcile_licences()
-        assert counts["changed"] >= 1 and counts["errors"] == 0
-        assert sync_pending(cause="reconcile")["access_told"] == 1
-        assert reconcile_licences()["changed"] == 0  # a second run changes nothing
-    reg = load(client, pk)
-    assert reg.platform_active is False and ltiaas_api.calls_for(reg.platform_id) == ["deactivate"]
-
-
-def test_reconcile_finds_a_refund_and_a_dispute_made_while_webhooks_were_down(app, client, stripe_api, ltiaas_api):
-    from paygate.sales.reconcile import reconcile_licences
-    pk, session = buy(client, stripe_api, ltiaas_api)
-    stripe_api.open_dispute(session["payment_intent"])
-    with app.app_context():
-        reconcile_licences()
-    assert "disputed" in load(client, pk).attention
 
 
 def test_ltiaas_down_during_a_change_converges_by_itself(app, client, stripe_api, ltiaas_api, yearly):
@@ -246,49 +135,7 @@ def test_ltiaas_down_for_long_reaches_an_operator_and_then_clears(app, client, s
                for e in reg.timeline)
 
 
-# Prices as vendors configure them
-
-def test_a_price_in_another_currency_is_accepted(client, stripe_api, ltiaas_api):
-    stripe_api.set_price(currency_options={"eur": 4500})
-    pk, _ = buy(client, stripe_api, ltiaas_api, currency="eur")
-    reg = load(client, pk)
-    assert reg.state == "completed" and reg.attention is None
-    assert (reg.amount_paid, reg.currency_paid) == (4500, "eur")
-
-
-def test_a_wrong_amount_in_another_currency_is_still_a_mismatch(client, stripe_api, ltiaas_api):
-    stripe_api.set_price(currency_options={"eur": 4500})
-    _, token, _ = open_frame(client, ltiaas_api)
-    client.get(f"/flow/{token}/pay")
-    session = stripe_api.only_session()
-    stripe_api.pay(session["id"], currency="eur")
-    session["amount_total"] = 100
-    client.get(f"/flow/{token}/paid?session_id={session['id']}")
-    assert status(client, token)["state"] == "needs_attention" and ltiaas_api.complete_calls == []
-
-
-@pytest.mark.parametrize("how", ["archived", "unknown"])
-def test_a_price_stripe_will_not_sell_tells_the_admin_to_contact_the_vendor(client, stripe_api, ltiaas_api,
-                                                                           caplog, how):
-    if how == "archived":
-        stripe_api.set_price(active=False)
-    else:
-        stripe_api.price["id"] = "price_someone_deleted"
-    registration_id = ltiaas_api.add()
-    with caplog.at_level(logging.ERROR):
-        page = client.get(f"/pre-approval?registrationId={registration_id}")
-    assert page.status_code == 503 and "contact the vendor" in page.text and "Try again" not in page.text
-    assert any("STRIPE_PRICE_ID" in r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
-
-
-@pytest.mark.parametrize("minutes", [20, 35, 24 * 60 + 30])
-def test_a_registration_window_stripe_cannot_honour_is_refused_at_start(minutes):
-    from paygate.application import create_app
-    from paygate.core.config import ConfigError
-    from tests.helpers.apps import BASE_CONFIG
-    with pytest.raises(ConfigError, match="REGISTRATION_WINDOW_MINUTES"):
-        create_app({**BASE_CONFIG, "registration_window_minutes": minutes})
-
+# What operators read of the licence
 
 def test_the_api_carries_the_licence(app, client, stripe_api, ltiaas_api, yearly):
     pk, session = buy(client, stripe_api, ltiaas_api)
@@ -307,84 +154,3 @@ def test_the_api_carries_the_licence(app, client, stripe_api, ltiaas_api, yearly
     assert client.get("/operator/api/registrations?licence=nonsense").status_code == 400
     page = client.get("/operator/?access=active").text
     assert f'href="/operator/registrations/{pk}"' in page and "subscription: past_due" in page
-
-
-# Found in review: each of these failed before its fix.
-
-def test_an_uncertain_deactivate_leaves_ltiaas_unknown_and_is_told_again(client, stripe_api, ltiaas_api):
-    """A 502 may come after LTIaaS did the work: the service then does not know the platform's state,
-    so when the refund fails and access should be back, LTIaaS is told again."""
-    pk, session = buy(client, stripe_api, ltiaas_api)
-    platform_id = load(client, pk).platform_id
-    refund = stripe_api.refund_in_dashboard(session["payment_intent"], status="pending")
-    ltiaas_api.platforms[platform_id]["active"] = False  # the deactivation took effect ...
-    ltiaas_api.activation_failures = [502]  # ... but the proxy answered 502
-    send(client, stripe_api, "refund.created", refund)
-    reg = load(client, pk)
-    assert reg.platform_active is None and reg.access_wanted is False
-    send(client, stripe_api, "refund.updated", stripe_api.fail_refund(refund["id"]))
-    reg = load(client, pk)
-    assert reg.platform_active is True and ltiaas_api.platforms[platform_id]["active"] is True
-    assert ltiaas_api.calls_for(platform_id) == ["deactivate", "activate"]
-
-
-def test_a_read_of_stripe_overtaken_by_a_newer_one_is_not_written_over_it(app, client, stripe_api, ltiaas_api):
-    from paygate.core.models import LicencePayment
-    from paygate.licensing import licences, refunds
-    pk, session = buy(client, stripe_api, ltiaas_api)
-    with app.app_context():
-        row = db.session.scalars(select(LicencePayment)).one()
-        row_pk, licence_pk = row.id, row.licence_pk
-
-    def slow_fetch():  # reconciliation reads "nothing refunded" ...
-        stale = refunds._payment_and_refund(session["payment_intent"])
-        # ... and meanwhile a dashboard refund and its webhook are applied in full.
-        refund = stripe_api.refund_in_dashboard(session["payment_intent"])
-        send(client, stripe_api, "charge.refunded", stripe_api.charges[refund["charge"]])
-        return (*stale, None)
-
-    with app.app_context():
-        assert refunds._apply_fresh(row_pk, licence_pk, slow_fetch, "reconcile")[1] is False
-        db.session.commit()
-        assert licences  # the module that orders the reads
-    reg = load(client, pk)
-    assert reg.state == "refunded" and reg.platform_active is False and reg.attention is None
-    assert ltiaas_api.calls_for(reg.platform_id) == ["deactivate"]
-
-
-def test_refunding_again_after_a_refund_failed_makes_a_new_refund(app, client, stripe_api, ltiaas_api):
-    pk, session = buy(client, stripe_api, ltiaas_api)
-    add_operator(app)
-    sign_in(client)
-    stripe_api.refund_status = "pending"
-    post(client, f"/operator/registrations/{pk}/refund")
-    first = load(client, pk).licence.payments[0].refund_id
-    send(client, stripe_api, "refund.updated", stripe_api.fail_refund(first))
-    assert load(client, pk).state == "completed"
-    stripe_api.refund_status = "succeeded"
-    response = post(client, f"/operator/registrations/{pk}/refund")
-    shown = client.get(response.headers["Location"]).text
-    reg = load(client, pk)
-    second = reg.licence.payments[0].refund_id
-    assert second != first and "Refunded 49.00 USD" in shown
-    assert reg.state == "refunded" and reg.platform_active is False
-
-
-def test_a_refund_while_the_completion_fails_is_never_registered(app, client, stripe_api, ltiaas_api):
-    from paygate.ops import worker
-    _, token, _ = open_frame(client, ltiaas_api)
-    client.get(f"/flow/{token}/pay")
-    session_id = stripe_api.only_session()["id"]
-    stripe_api.pay(session_id)
-    ltiaas_api.complete_failures = [503]
-    client.get(f"/flow/{token}/paid?session_id={session_id}")  # the first attempt fails: a retry is due
-    with app.app_context():
-        pk = db.session.scalars(select(Registration.id)).one()
-    assert load(client, pk).state == "paid"
-    refund = stripe_api.refund_in_dashboard(stripe_api.sessions[session_id]["payment_intent"])
-    send(client, stripe_api, "charge.refunded", stripe_api.charges[refund["charge"]])
-    with app.app_context():
-        worker.run_once(now=utcnow() + timedelta(minutes=10))
-    reg = load(client, pk)
-    assert reg.state == "refunded" and reg.platform_id is None and len(ltiaas_api.complete_calls) == 1
-    assert status(client, token)["phase"] == "stop"

@@ -3,8 +3,6 @@ from sqlalchemy import select
 
 from paygate.core.db import db
 from paygate.core.models import Registration
-from tests.fakes import CLOSE_HTML
-from tests.helpers.apps import make_app
 from tests.helpers.flow import open_frame, status
 
 
@@ -53,45 +51,6 @@ def test_reload_keeps_one_registration(client, stripe_api, ltiaas_api):
         assert len(db.session.scalars(select(Registration)).all()) == 1
 
 
-def test_pay_opens_one_checkout_session_and_reuses_it(client, stripe_api, ltiaas_api):
-    registration_id, token, _ = open_frame(client, ltiaas_api)
-    first = client.get(f"/flow/{token}/pay")
-    second = client.get(f"/flow/{token}/pay")
-    assert first.status_code == second.status_code == 303
-    assert first.headers["Location"] == second.headers["Location"]
-    session = stripe_api.only_session()
-    assert first.headers["Location"] == session["url"]
-    assert session["client_reference_id"] == registration_id
-    assert session["mode"] == "payment" and session["ui_mode"] == "hosted_page"
-    assert session["success_url"] == f"http://paygate.test/flow/{token}/paid?session_id={{CHECKOUT_SESSION_ID}}"
-    assert session["cancel_url"] == f"http://paygate.test/flow/{token}/cancel"
-    with client.application.app_context():
-        reg = db.session.scalars(select(Registration)).one()
-        # The expiry fits inside the LMS token's hour, and within Stripe's 30-minute minimum.
-        assert session["expires_at"] - session["created"] >= 30 * 60
-        assert session["expires_at"] <= reg.created_at.timestamp() + 60 * 60 + 5
-    creates = [c for c in stripe_api.calls if c[0] == "create"]
-    assert len(creates) == 1 and creates[0][1].startswith("paygate-checkout-")
-
-
-def test_no_new_checkout_while_a_delayed_payment_is_processing(client, stripe_api, ltiaas_api):
-    _, token, _ = open_frame(client, ltiaas_api)
-    client.get(f"/flow/{token}/pay")
-    session_id = stripe_api.only_session()["id"]
-    stripe_api.pay(session_id, payment_status="unpaid")
-    client.get(f"/flow/{token}/paid?session_id={session_id}")
-    again = client.get(f"/flow/{token}/pay")
-    assert again.status_code == 409 and "still being processed" in again.text
-    assert len(stripe_api.sessions) == 1
-
-
-def test_only_card_payments_by_default(client, stripe_api, ltiaas_api):
-    """Delayed methods confirm days later, long after the LMS token has died."""
-    _, token, _ = open_frame(client, ltiaas_api)
-    client.get(f"/flow/{token}/pay")
-    assert stripe_api.only_session()["_form"]["payment_method_types[0]"] == "card"
-
-
 def test_ltiaas_refusing_our_key_is_not_blamed_on_the_admin(client, stripe_api, ltiaas_api):
     ltiaas_api.key = "rotated"
     page = client.get(f"/pre-approval?registrationId={ltiaas_api.add()}")
@@ -109,71 +68,6 @@ def test_ltiaas_down_offers_a_retry_in_the_frame(client, stripe_api, ltiaas_api)
 def test_long_lms_strings_are_kept_within_bounds(client, stripe_api, ltiaas_api):
     _, token, _ = open_frame(client, ltiaas_api, family="f" * 500, version="v" * 500)
     assert status(client, token)["phase"] == "pay"
-
-
-def test_success_return_confirms_with_stripe_and_completes_once(client, stripe_api, ltiaas_api):
-    registration_id, token, _ = open_frame(client, ltiaas_api)
-    client.get(f"/flow/{token}/pay")
-    session = stripe_api.only_session()
-    stripe_api.pay(session["id"], email="it@school.example")
-    page = client.get(f"/flow/{token}/paid?session_id={session['id']}")
-    assert page.status_code == 200
-    assert "payment was received" in page.text and "LMS window" in page.text
-    assert ltiaas_api.complete_calls == [registration_id]
-    frame = status(client, token)
-    assert frame["phase"] == "done" and frame["html"] == CLOSE_HTML
-    with client.application.app_context():
-        reg = db.session.scalars(select(Registration)).one()
-        assert reg.state == "completed" and reg.platform_id
-        assert reg.payer_email == "it@school.example" and reg.amount_paid == 4900
-        assert reg.payment_intent_id.startswith("pi_")
-        causes = [(e.to_state, e.cause) for e in reg.timeline if e.kind == "state"]
-        assert causes == [("pending", "pre-approval"), ("paid", "success return"),
-                          ("completing", "success return"), ("completed", "success return")]
-
-
-def test_success_url_alone_proves_nothing(client, stripe_api, ltiaas_api):
-    _, token, _ = open_frame(client, ltiaas_api)
-    client.get(f"/flow/{token}/pay")
-    session = stripe_api.only_session()  # open, unpaid
-    page = client.get(f"/flow/{token}/paid?session_id={session['id']}")
-    assert page.status_code == 409
-    assert ltiaas_api.complete_calls == []
-    assert status(client, token)["state"] == "pending"
-    assert client.get(f"/flow/{token}/paid?session_id=../../v1/charges").status_code == 400
-
-
-def test_completion_body_comes_from_configuration(database_url, stripe_api, ltiaas_api):
-    app = make_app(database_url, ltiaas_platform_name="Acme Quiz",
-                   ltiaas_messages='[{"type": "LtiResourceLinkRequest", "placements": ["course_navigation"]}]')
-    client = app.test_client()
-    _, token, _ = open_frame(client, ltiaas_api)
-    client.get(f"/flow/{token}/pay")
-    stripe_api.pay(stripe_api.only_session()["id"])
-    client.get(f"/flow/{token}/paid?session_id={stripe_api.only_session()['id']}")
-    assert ltiaas_api.complete_bodies == [{"platformName": "Acme Quiz", "autoActivate": True, "messages": [
-        {"type": "LtiResourceLinkRequest", "placements": ["course_navigation"]}]}]
-
-
-def test_unset_completion_settings_leave_ltiaas_defaults_but_the_licence_decides_activation(client, stripe_api,
-                                                                                             ltiaas_api):
-    _, token, _ = open_frame(client, ltiaas_api)
-    client.get(f"/flow/{token}/pay")
-    stripe_api.pay(stripe_api.only_session()["id"])
-    client.get(f"/flow/{token}/paid?session_id={stripe_api.only_session()['id']}")
-    # autoActivate is never left to the portal's default: the paid licence says active.
-    assert ltiaas_api.complete_bodies == [{"autoActivate": True}]
-
-
-def test_cancel_tells_the_frame_and_pay_again_reuses_the_session(client, stripe_api, ltiaas_api):
-    _, token, _ = open_frame(client, ltiaas_api)
-    first = client.get(f"/flow/{token}/pay").headers["Location"]
-    page = client.get(f"/flow/{token}/cancel")
-    assert "No payment was made" in page.text
-    frame = status(client, token)
-    assert frame["phase"] == "pay" and "cancelled" in frame["message"]
-    assert client.get(f"/flow/{token}/pay").headers["Location"] == first
-    assert "cancelled" not in status(client, token)["message"]
 
 
 def test_unknown_flow_token_is_a_clear_404(client):

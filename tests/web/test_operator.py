@@ -1,5 +1,6 @@
 """Operators over HTTP: sign-in, access control, CSRF, review (filters, search, pages, export, API)
-and actions (retry, refund, platform, notes), with Stripe and LTIaaS faked by `responses`."""
+and actions (retry, platform, notes; refunds: tests/licensing/test_refunds.py), with Stripe and LTIaaS faked
+by `responses`."""
 import csv
 import io
 import re
@@ -412,85 +413,6 @@ def test_retry_is_not_offered_for_a_payment_that_was_not_accepted(app, ops):
     assert load(app, pk).state == "needs_attention"
 
 
-def test_refund_with_confirmation_and_idempotency(app, ops, stripe_api, ltiaas_api):
-    pk = paid_registration(ops, stripe_api, ltiaas_api, email="it@school.example")
-    reg = load(app, pk)
-    confirm = ops.get(f"/operator/registrations/{pk}/refund")
-    assert confirm.status_code == 200
-    assert "49.00 USD" in confirm.text and "it@school.example" in confirm.text
-    assert 'id="platform-warning"' in confirm.text and "also ends the platform's access" in confirm.text
-    assert [c for c in stripe_api.calls if c[0] == "refund"] == []  # the GET refunds nothing
-    done = post(ops, f"/operator/registrations/{pk}/refund")
-    assert done.status_code == 303
-    shown = ops.get(done.headers["Location"]).text
-    assert "Refunded 49.00 USD" in shown
-    reg = load(app, pk)
-    assert reg.state == "refunded" and reg.refund_id.startswith("re_") and reg.refunded_at
-    # Access follows the money: the refund deactivated the platform, once.
-    assert reg.platform_active is False and ltiaas_api.platform_calls == [("deactivate", reg.platform_id)]
-    last = [e for e in reg.timeline if e.kind == "state"][-1]
-    assert (last.from_state, last.to_state, last.cause) == ("completed", "refunded", f"operator {EMAIL}")
-    assert [c for c in stripe_api.calls if c[0] == "refund"] == [("refund", f"paygate-refund-{pk}-{reg.payment_intent_id}")]
-    # Twice: nothing more happens.
-    again = post(ops, f"/operator/registrations/{pk}/refund", page=f"/operator/registrations/{pk}")
-    assert "Already refunded" in ops.get(again.headers["Location"]).text
-    assert len([c for c in stripe_api.calls if c[0] == "refund"]) == 1
-    assert 'id="already"' in ops.get(f"/operator/registrations/{pk}/refund").text
-    assert 'id="refund-start"' not in ops.get(f"/operator/registrations/{pk}").text
-
-
-def test_a_repeated_refund_request_is_replayed_by_stripe_not_repeated(app, ops, stripe_api, ltiaas_api):
-    """If the refund reached Stripe but was not recorded, clicking again uses the same key."""
-    pk = paid_registration(ops, stripe_api, ltiaas_api)
-    post(ops, f"/operator/registrations/{pk}/refund")
-    with app.app_context():  # as if the first answer had been lost
-        db.session.execute(db.update(Registration).where(Registration.id == pk)
-                           .values(state="completed", refund_id=None, refunded_at=None))
-        db.session.commit()
-    post(ops, f"/operator/registrations/{pk}/refund")
-    keys = [c[1] for c in stripe_api.calls if c[0] == "refund"]
-    # The second click learns from Stripe that the payment is refunded (or replays the first refund):
-    # never a second refund.
-    assert len(keys) in (1, 2) and len(set(keys)) == 1
-    assert len(stripe_api.refunds) == 1 and load(app, pk).state == "refunded"
-
-
-def test_refund_failure_at_stripe_changes_nothing(app, ops, stripe_api, ltiaas_api):
-    pk = paid_registration(ops, stripe_api, ltiaas_api)
-    stripe_api.sessions.clear()  # Stripe answers 404 for the payment intent
-    response = post(ops, f"/operator/registrations/{pk}/refund")
-    shown = ops.get(response.headers["Location"]).text
-    assert "could not refund the payment" in shown and "Nothing was changed" in shown
-    reg = load(app, pk)
-    assert reg.state == "completed" and reg.refund_id is None
-    assert "Refund failed at Stripe" in reg.timeline[-1].message
-    assert "sk_test_secret_key_for_tests" not in shown
-
-
-def test_refund_of_a_mismatched_payment_uses_its_session(app, ops, stripe_api, ltiaas_api, mocked):
-    registration_id, token, _ = open_frame(ops, ltiaas_api)
-    ops.get(f"/flow/{token}/pay")
-    session_id = stripe_api.only_session()["id"]
-    stripe_api.sessions[session_id]["amount_total"] = 100
-    stripe_api.pay(session_id)
-    deliver(ops, stripe_api, stripe_api.event("checkout.session.completed", session_id))
-    with app.app_context():
-        pk = db.session.scalars(select(Registration.id)).one()
-    assert load(app, pk).attention == "payment_mismatch"
-    post(ops, f"/operator/registrations/{pk}/refund")
-    reg = load(app, pk)
-    assert reg.state == "refunded" and reg.attention is None
-    assert stripe_api.sessions[session_id]["payment_intent"] in next(iter(stripe_api.refunds))
-
-
-def test_refund_refused_for_unpaid_registrations(app, ops):
-    pk = seed(app, state="pending")[0]
-    assert "Nothing to refund" in ops.get(f"/operator/registrations/{pk}/refund").text
-    response = post(ops, f"/operator/registrations/{pk}/refund")
-    assert "Nothing to refund" in ops.get(response.headers["Location"]).text
-    assert load(app, pk).state == "pending"
-
-
 def test_operator_override_revokes_grants_and_gives_access_back_to_the_licence(app, ops, stripe_api, ltiaas_api):
     pk = paid_registration(ops, stripe_api, ltiaas_api)
     platform_id = load(app, pk).platform_id
@@ -590,44 +512,6 @@ def test_csrf_exempts_only_the_webhook_and_the_local_standins(app, tmp_path):
         assert {bp.name for bp in csrf._exempt_blueprints} == expected
         # and the invoice form of the frame, which has no cookie (it is protected by its signed form id)
         assert csrf._exempt_views == {"paygate.web.flow.invoice"}
-
-
-def test_refund_of_a_paid_registration_holds_its_completion_first(app, ops, stripe_api, ltiaas_api):
-    """A worker must not register the platform while (or after) the money goes back."""
-    from paygate.ops import worker
-    pk = paid_registration(ops, stripe_api, ltiaas_api, fail_completion=503)
-    assert load(app, pk).state == "paid"  # a retry is scheduled
-    stripe_api.sessions.clear()  # the refund fails at Stripe
-    post(ops, f"/operator/registrations/{pk}/refund")
-    reg = load(app, pk)
-    assert reg.state == "needs_attention" and reg.attention == "refunding"
-    calls = len(ltiaas_api.complete_calls)
-    with app.app_context():
-        worker.run_once(now=reg.created_at + timedelta(minutes=10))
-    assert len(ltiaas_api.complete_calls) == calls  # held: no completion behind the refund
-
-
-def test_refund_keeps_a_second_payment_in_view(app, ops):
-    pk = seed(app, state="needs_attention", attention="completion_refused,duplicate_payment",
-              payment_intent_id="pi_first", payment_session_id="cs_first")[0]
-    reg = load(app, pk)
-    assert "Needs attention" in ops.get(f"/operator/registrations/{pk}").text
-    from paygate.web.operator.actions import can_retry
-    assert can_retry(reg)  # the completion's reason is there, beside the second payment
-
-
-def test_refund_after_a_stripe_5xx_is_not_replayed_forever(app, ops, stripe_api, ltiaas_api):
-    """Stripe keeps a 5xx under its idempotency key for a day: the next click needs a new key."""
-    pk = paid_registration(ops, stripe_api, ltiaas_api)
-    stripe_api.fail_next_refund.append(500)
-    post(ops, f"/operator/registrations/{pk}/refund")
-    assert load(app, pk).state == "completed"
-    post(ops, f"/operator/registrations/{pk}/refund")
-    reg = load(app, pk)
-    assert reg.state == "refunded"
-    keys = [c[1] for c in stripe_api.calls if c[0] == "refund"]
-    assert len(keys) == 2 and keys[0] != keys[1]
-    assert len([r for r in stripe_api.refunds.values() if "id" in r]) == 1
 
 
 @pytest.mark.parametrize("path", [
