@@ -57,7 +57,7 @@ def checkout_locales() -> list:
 
 def test_the_pre_approval_page_names_vendor_product_and_support(browser, service):
     _, port = service()
-    context, page, frame = open_lms(browser, port, lms="moodle")
+    context, _page, frame = open_lms(browser, port, lms="moodle")
     frame.locator("#price").wait_for()
     assert frame.locator("html").get_attribute("lang") == "en"
     assert frame.locator("#vendor").inner_text() == VENDOR
@@ -73,7 +73,7 @@ def test_the_pre_approval_page_names_vendor_product_and_support(browser, service
 
 def test_error_pages_name_the_vendor_and_the_support_contact(browser, service):
     _, port = service(stripe_price_id="price_local_archived")  # a Price that cannot be sold
-    context, page, frame = open_lms(browser, port)
+    context, _page, frame = open_lms(browser, port)
     frame.locator("#message").wait_for()
     assert frame.locator("h1").inner_text() == "Not available"
     assert "Please contact the vendor." in frame.locator("#message").inner_text()
@@ -92,7 +92,7 @@ def test_error_pages_name_the_vendor_and_the_support_contact(browser, service):
 
 def test_without_a_support_contact_the_page_says_so(browser, service):
     _, port = service(support_contact=None, vendor_name=None)
-    context, page, frame = open_lms(browser, port)
+    context, _page, frame = open_lms(browser, port)
     frame.locator("#support").wait_for()
     assert frame.locator("#support").inner_text() == "Not given by the vendor"
     assert frame.locator("#vendor").inner_text() == PRODUCT  # no VENDOR_NAME: the Product's name
@@ -110,7 +110,7 @@ def test_without_a_support_contact_the_page_says_so(browser, service):
                      "paid": "Merci\u00a0: votre paiement a bien été reçu."}),
 ])
 def test_the_flow_in_the_admins_language_with_checkout_in_it_too(browser, service, tmp_path, locale, lang, expect):
-    app, port = service()
+    _app, port = service()
     context, page, frame = open_lms(browser, port, locale=locale)
     frame.locator("#price").wait_for()
     assert frame.locator("html").get_attribute("lang") == lang

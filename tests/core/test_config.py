@@ -59,11 +59,12 @@ def test_access_log_lines_lose_registration_tokens():
 
 def test_registration_ids_and_flow_tokens_are_shortened_in_logs():
     from paygate.core.redaction import redact
-    line = redact("GET /pre-approval?registrationId=AbCdEfGhIjKlMnOp HTTP/1.1 /flow/AAAAAAbbbbbbccccccddddddeeee/status")
+    line = redact("GET /pre-approval?registrationId=AbCdEfGhIjKlMnOp HTTP/1.1 "
+                  "/flow/AAAAAAbbbbbbccccccddddddeeee/status")
     assert "AbCdEfGhIjKlMnOp" not in line and "registrationId=AbCd…" in line
     assert "bbbbbbcccccc" not in line and "/flow/AAAAAA…/status" in line
 
 
 def test_malformed_database_url_names_the_variable():
-    with pytest.raises(ConfigError, match="^DATABASE_URL is malformed"):
+    with pytest.raises(ConfigError, match=r"^DATABASE_URL is malformed"):
         load_settings({**BASE_CONFIG, "database_url": "not a url"})

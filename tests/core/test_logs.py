@@ -123,7 +123,7 @@ def test_the_id_is_sent_to_ltiaas_with_every_call_made_for_the_request(client, s
 
 
 def test_the_webhooks_work_after_the_answer_carries_its_id(client, stripe_api, ltiaas_api, mocked):
-    registration_id, token, _ = open_frame(client, ltiaas_api)
+    _registration_id, token, _ = open_frame(client, ltiaas_api)
     client.get(f"/flow/{token}/pay")
     session = stripe_api.only_session()
     stripe_api.pay(session["id"])
@@ -223,7 +223,7 @@ def test_the_dev_servers_status_poll_line_is_debug_other_lines_stay(client, stri
             ids = []
             for path in paths:
                 try:
-                    with urllib.request.urlopen(base + path, timeout=10) as response:
+                    with urllib.request.urlopen(base + path, timeout=10) as response:  # noqa: S310 - our server
                         assert response.status == 200
                         ids.append(response.headers["X-Request-ID"])
                 except urllib.error.HTTPError as refused:  # a stale frame asking about an unknown token

@@ -48,7 +48,9 @@ def test_licences_are_backfilled_and_a_platform_held_inactive_stays_inactive(app
             "SELECT r.registration_id, r.access_wanted, r.access_override, l.kind, p.amount_refunded "
             "FROM registrations r JOIN licences l ON l.registration_pk = r.id "
             "JOIN licence_payments p ON p.licence_pk = l.id ORDER BY r.registration_id")).all()
-        flag = (lambda v: None if v is None else bool(v))  # SQLite answers 0/1
+        def flag(v):  # SQLite answers 0/1
+            return None if v is None else bool(v)
+
         assert [(r[0], flag(r[1]), flag(r[2]), r[3], r[4]) for r in rows] == [
             ("r0", True, None, "payment", 0), ("r1", False, False, "payment", 0), ("r2", False, None, "payment", 4900)]
         db.session.commit()

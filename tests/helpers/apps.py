@@ -46,7 +46,7 @@ def postgres_or_skip() -> str:
             with engine.begin() as conn:
                 conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
             engine.dispose()
-        except Exception as exc:  # no server, no driver, no permission
+        except Exception as exc:  # noqa: BLE001 - no server, no driver, no permission: skip
             _pg_problem.append(f"PostgreSQL not reachable at {url.render_as_string(hide_password=True)}: "
                                f"{type(exc).__name__}")
     if _pg_problem:

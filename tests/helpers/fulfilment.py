@@ -18,7 +18,7 @@ def load(client, registration_id: str | None = None) -> Registration:
         if registration_id:
             query = query.where(Registration.registration_id == registration_id)
         reg = db.session.scalars(query).one()
-        reg.timeline, reg.checkout_sessions  # load before the context ends
+        _ = reg.timeline, reg.checkout_sessions  # load before the context ends
         return reg
 
 

@@ -24,5 +24,5 @@ def load(client, pk) -> Registration:
     app = getattr(client, "application", client)
     with app.app_context():
         reg = db.session.get(Registration, pk)
-        reg.timeline, reg.licence and reg.licence.payments  # load before the context ends
+        _ = reg.timeline, reg.licence and reg.licence.payments  # load before the context ends
         return reg

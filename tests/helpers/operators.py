@@ -62,7 +62,7 @@ def paid_registration(client, stripe_api, ltiaas_api, email="admin@school.exampl
 def load(app, pk) -> Registration:
     with app.app_context():
         reg = db.session.get(Registration, pk)
-        reg.timeline  # loaded before the context ends
+        _ = reg.timeline  # loaded before the context ends
         return reg
 
 

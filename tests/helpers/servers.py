@@ -106,10 +106,8 @@ class Upstreams:
                         for key, value in (headers or {}).items():
                             self.send_header(key, value)
                         self.end_headers()
-                        try:
+                        with contextlib.suppress(OSError):  # the caller has gone (a killed server)
                             self.wfile.write(data)
-                        except OSError:  # the caller has gone (a killed server)
-                            pass
                         return
                 self.send_error(404)
 
@@ -132,7 +130,8 @@ def environment(database_url: str, upstreams: Upstreams, public_url: str, **extr
     env.update(APP_ENV="production", DATABASE_URL=database_url, LTIAAS_URL=upstreams.url,
                LTIAAS_API_KEY=c["ltiaas_api_key"], STRIPE_SECRET_KEY=c["stripe_secret_key"],
                STRIPE_WEBHOOK_SECRET=c["stripe_webhook_secret"], STRIPE_PRICE_ID=c["stripe_price_id"],
-               STRIPE_API_BASE=upstreams.url, PUBLIC_URL=public_url, SECRET_KEY="multiprocess-secret-at-least-32-characters",
+               STRIPE_API_BASE=upstreams.url, PUBLIC_URL=public_url,
+               SECRET_KEY="multiprocess-secret-at-least-32-characters",
                PYTHONUNBUFFERED="1", **extra)
     return env
 
@@ -143,7 +142,7 @@ class Server:
     def __init__(self, env: dict, workers: int = 2, threads: int = 4):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tempfile.NamedTemporaryFile(prefix="paygate-gunicorn-", suffix=".log", delete=False)
+        self.log = tempfile.NamedTemporaryFile(prefix="paygate-gunicorn-", suffix=".log", delete=False)  # noqa: SIM115 - open while the server runs
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers),
              "--worker-class", "gthread", "--threads", str(threads), "--timeout", "60",

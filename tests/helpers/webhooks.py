@@ -21,5 +21,5 @@ def registration(client) -> Registration:
     """The only registration, with its timeline and Checkout Sessions loaded."""
     with client.application.app_context():
         reg = db.session.scalars(select(Registration)).one()
-        reg.timeline, reg.checkout_sessions  # load before the context ends
+        _ = reg.timeline, reg.checkout_sessions  # load before the context ends
         return reg

@@ -64,7 +64,8 @@ INVOICE = [
 ]
 
 
-@pytest.mark.parametrize("name,lic,active", CARD + SUBSCRIPTION + INVOICE, ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize("name,lic,active", CARD + SUBSCRIPTION + INVOICE,
+                         ids=lambda v: v if isinstance(v, str) else "")
 def test_the_licence_decides_the_access(name, lic, active):
     assert decide(lic, None, NOW, SETTINGS).active is active
 

@@ -82,7 +82,7 @@ def test_the_same_event_many_times_is_one_change(client, stripe_api, ltiaas_api,
 # Foreign objects, missed webhooks, LTIaaS down
 
 def test_objects_of_other_integrations_are_acknowledged_and_change_nothing(client, stripe_api, ltiaas_api, yearly):
-    pk, session = buy(client, stripe_api, ltiaas_api)
+    pk, _session = buy(client, stripe_api, ltiaas_api)
     calls = len(stripe_api.calls)
     other = {"id": "sub_other", "object": "subscription", "status": "canceled", "metadata": {"product": "x"}}
     assert send(client, stripe_api, "customer.subscription.deleted", other) == "foreign subscription"
@@ -131,7 +131,7 @@ def test_ltiaas_down_for_long_reaches_an_operator_and_then_clears(app, client, s
             worker.run_once(now=reg.access_next_at + timedelta(seconds=1))
     reg = load(client, pk)
     assert reg.platform_active is False and reg.attention is None  # flagged on the way, cleared once told
-    assert any(e.details and e.details.get("attention") == "access_unsynced" or "an operator is told" in e.message
+    assert any((e.details and e.details.get("attention") == "access_unsynced") or "an operator is told" in e.message
                for e in reg.timeline)
 
 

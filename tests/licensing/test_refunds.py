@@ -31,7 +31,8 @@ def test_refund_with_confirmation_and_idempotency(app, ops, stripe_api, ltiaas_a
     assert reg.platform_active is False and ltiaas_api.platform_calls == [("deactivate", reg.platform_id)]
     last = [e for e in reg.timeline if e.kind == "state"][-1]
     assert (last.from_state, last.to_state, last.cause) == ("completed", "refunded", f"operator {EMAIL}")
-    assert [c for c in stripe_api.calls if c[0] == "refund"] == [("refund", f"paygate-refund-{pk}-{reg.payment_intent_id}")]
+    assert [c for c in stripe_api.calls if c[0] == "refund"] == [
+        ("refund", f"paygate-refund-{pk}-{reg.payment_intent_id}")]
     # Twice: nothing more happens.
     again = post(ops, f"/operator/registrations/{pk}/refund", page=f"/operator/registrations/{pk}")
     assert "Already refunded" in ops.get(again.headers["Location"]).text
@@ -69,7 +70,7 @@ def test_refund_failure_at_stripe_changes_nothing(app, ops, stripe_api, ltiaas_a
 
 
 def test_refund_of_a_mismatched_payment_uses_its_session(app, ops, stripe_api, ltiaas_api, mocked):
-    registration_id, token, _ = open_frame(ops, ltiaas_api)
+    _registration_id, token, _ = open_frame(ops, ltiaas_api)
     ops.get(f"/flow/{token}/pay")
     session_id = stripe_api.only_session()["id"]
     stripe_api.sessions[session_id]["amount_total"] = 100
@@ -257,7 +258,7 @@ def test_a_read_of_stripe_overtaken_by_a_newer_one_is_not_written_over_it(app, c
 
 
 def test_refunding_again_after_a_refund_failed_makes_a_new_refund(app, client, stripe_api, ltiaas_api):
-    pk, session = buy(client, stripe_api, ltiaas_api)
+    pk, _session = buy(client, stripe_api, ltiaas_api)
     add_operator(app)
     sign_in(client)
     stripe_api.refund_status = "pending"

@@ -94,7 +94,7 @@ def test_metrics_need_the_bearer_token(mclient):
 
 def test_counters_move_with_the_flow_a_webhook_and_ltiaas_calls(mclient, stripe_api, ltiaas_api):
     before = scrape(mclient)
-    registration_id, token, _ = open_frame(mclient, ltiaas_api)  # pre-approval: LTIaaS get_registration
+    _registration_id, token, _ = open_frame(mclient, ltiaas_api)  # pre-approval: LTIaaS get_registration
     assert mclient.get(f"/flow/{token}/pay").status_code == 303  # Stripe: price, checkout session
     session_id = stripe_api.only_session()["id"]
     stripe_api.pay(session_id)

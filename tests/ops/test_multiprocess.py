@@ -120,7 +120,7 @@ def test_a_payment_delivered_100_times_at_once_to_3_servers_completes_once(serve
                 requests_to_fire.append(("return", "GET", f"/flow/{token}/paid?session_id={session_id}", None, {}))
             barrier = threading.Barrier(len(requests_to_fire))
 
-            def fire(i, what):
+            def fire(i, what, barrier=barrier):
                 kind, method, path, body, headers = what
                 url = servers[i % SERVERS].url + path
                 barrier.wait()
@@ -182,7 +182,7 @@ def test_a_server_killed_mid_completion_is_resolved_by_the_worker_process(mp_dat
     victim = Server(environment(mp_database, upstreams, PUBLIC_URL), workers=1, threads=2)
     try:
         victim.wait_ready()
-        registration_id, token, session_id = open_registration(victim.url, upstreams)
+        registration_id, _token, session_id = open_registration(victim.url, upstreams)
         upstreams.ltiaas.complete_delay = 2.0  # LTIaaS registers the platform, slowly
         body, headers = upstreams.stripe.signed(upstreams.stripe.event("checkout.session.completed", session_id))
         webhook = threading.Thread(target=lambda: _swallow(requests.post, f"{victim.url}/webhooks/stripe",

@@ -243,7 +243,7 @@ def test_a_late_answer_after_the_attempt_was_given_up_is_still_the_completion(cl
     """An attempt that outlives the stale bound: its success wins over the retry's "unknown id"."""
     from paygate.gateways import ltiaas
 
-    registration_id, token, session_id = paid
+    _registration_id, token, session_id = paid
     original = ltiaas.Ltiaas.complete_registration
     late = {}
 
@@ -328,7 +328,7 @@ def test_late_repeated_and_out_of_order_events_never_move_a_state_backwards(clie
 @pytest.mark.parametrize("path", ["webhook", "reconcile"])
 def test_a_session_that_does_not_match_what_was_sold_is_flagged_not_fulfilled(
         client, stripe_api, ltiaas_api, path, tamper, problem):
-    registration_id, token, _ = open_frame(client, ltiaas_api)
+    _registration_id, token, _ = open_frame(client, ltiaas_api)
     client.get(f"/flow/{token}/pay")
     session_id = stripe_api.only_session()["id"]
     stripe_api.sessions[session_id].update(tamper)
@@ -356,7 +356,7 @@ def test_a_session_that_does_not_match_what_was_sold_is_flagged_not_fulfilled(
 
 def test_a_strangers_session_naming_our_registration_is_flagged(client, stripe_api, ltiaas_api):
     """A paid session we never created, whose metadata points at one of our registrations."""
-    registration_id, token, _ = open_frame(client, ltiaas_api)
+    _registration_id, _token, _ = open_frame(client, ltiaas_api)
     reg = load(client)
     stripe_api.sessions["cs_test_stranger"] = {
         "id": "cs_test_stranger", "object": "checkout.session", "status": "open", "payment_status": "unpaid",

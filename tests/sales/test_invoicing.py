@@ -104,7 +104,7 @@ def registration(app, registration_id=None) -> Registration:
         if registration_id is not None:
             stmt = stmt.where(Registration.registration_id == registration_id)
         reg = db.session.scalars(stmt).one()
-        reg.timeline, reg.checkout_sessions, reg.licence and reg.licence.payments  # loaded before the context ends
+        _ = reg.timeline, reg.checkout_sessions, reg.licence and reg.licence.payments  # loaded before the context ends
         return reg
 
 
@@ -136,7 +136,7 @@ def near(moment, expected, slack=timedelta(minutes=2)) -> bool:
 # 1. The offer
 
 def test_without_a_payment_term_there_is_no_invoice_form_and_a_post_is_refused(client, stripe_api, ltiaas_api):
-    registration_id, token, page = open_frame(client, ltiaas_api)
+    _registration_id, token, page = open_frame(client, ltiaas_api)
     assert invoice_form(page.text, token) is None
     assert "invoice" not in text_of(page.text).lower()
     answer = client.post(f"/flow/{token}/invoice", data={**ANSWERS, "form_id": "whatever"})
@@ -421,7 +421,7 @@ def test_a_form_without_its_id_or_with_a_forged_one_is_refused(inv_app, inv_clie
 
 def test_another_registrations_form_id_is_refused(inv_app, inv_client, stripe_api, ltiaas_api):
     _, other_token, other_page = open_frame(inv_client, ltiaas_api)
-    registration_id, token, _ = open_frame(inv_client, ltiaas_api)
+    _registration_id, token, _ = open_frame(inv_client, ltiaas_api)
     answer = inv_client.post(f"/flow/{token}/invoice",
                              data={**ANSWERS, "form_id": invoice_form_id(other_page.text, other_token)})
     assert answer.status_code == 400 and invoice_error(answer.text) == EXPIRED_FORM
@@ -537,7 +537,7 @@ def test_an_invoice_event_of_no_registration_changes_nothing(inv_app, inv_client
         {"id": "in_other3", "object": "invoice", "status": "paid", "parent": None,
          "metadata": {"registration_pk": "999999", "registration_id": registration_id}},
     ]
-    for kind, obj in zip(["invoice.paid", "invoice.voided", "invoice.paid"], others):
+    for kind, obj in zip(["invoice.paid", "invoice.voided", "invoice.paid"], others, strict=True):
         assert send(inv_client, stripe_api, kind, obj) == "foreign invoice"
     assert len(stripe_api.calls) == calls  # nobody at Stripe was asked
     reg = registration(inv_app)

@@ -61,7 +61,7 @@ def test_lost_webhooks_are_recovered_by_reconcile_and_a_second_run_changes_nothi
 
 
 def test_reconcile_reports_stripe_failures_and_keeps_what_it_did(client, stripe_api, ltiaas_api, paid, mocked):
-    registration_id, token, _ = paid
+    _registration_id, token, _ = paid
     mocked.replace(responses.GET, stripe_list_pattern(mocked), status=500,
                    json={"error": {"type": "api_error", "message": "try later"}})
     result = client.application.test_cli_runner().invoke(args=["reconcile"])

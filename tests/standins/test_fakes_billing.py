@@ -219,7 +219,7 @@ def test_helpers_are_safe_from_several_threads(fake, api):
         try:
             stripe_api.refund_in_dashboard(pi, amount=100)
             stripe_api.open_dispute(pi)
-        except Exception as exc:  # pragma: no cover - reported below
+        except Exception as exc:  # noqa: BLE001 - any failure in a thread is reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(pi,)) for pi in pis * 3]

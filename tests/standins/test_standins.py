@@ -2,7 +2,7 @@
 import re
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -262,7 +262,7 @@ def test_the_services_own_gateway_works_against_the_standin(net, web):
     view = gateway.create_checkout_session(
         price_id="price_x", reference="reg-1", metadata={"registration_id": "reg-1"},
         success_url=BASE + "/done?session_id={CHECKOUT_SESSION_ID}", cancel_url=BASE + "/back",
-        expires_at=datetime.now(timezone.utc).replace(tzinfo=None) + timedelta(hours=1), idempotency_key="g-1")
+        expires_at=datetime.now(UTC).replace(tzinfo=None) + timedelta(hours=1), idempotency_key="g-1")
     pay(web, view.id)
     net.events(1)
     hook = net.hooks[0]
@@ -340,7 +340,7 @@ def test_subscription_checkout_makes_a_subscription_paid_by_its_first_invoice(sc
     assert (sub.status, sub.collection_method, sub.customer) == ("active", "charge_automatically", session.customer)
     assert sub.metadata.to_dict() == {"registration_id": "reg-1"} and "current_period_end" not in sub
     (item,) = sub["items"].data
-    start, end = (datetime.fromtimestamp(t, timezone.utc) for t in (item.current_period_start, item.current_period_end))
+    start, end = (datetime.fromtimestamp(t, UTC) for t in (item.current_period_start, item.current_period_end))
     assert end == start.replace(year=start.year + 1) and item.price.id == "price_local_yearly"
     invoice = sub.latest_invoice
     assert (invoice.id, invoice.status, invoice.amount_paid, invoice.amount_remaining) == \
@@ -652,7 +652,8 @@ def test_ltiaas_wants_the_api_key(web):
 
 
 def test_ltiaas_moodle_and_unknown_ids(web):
-    rid = start_registration(web, "lms=moodle&openid_configuration=http%3A%2F%2Fmoodle.test%2Foidc&registration_token=t")
+    rid = start_registration(web, "lms=moodle&openid_configuration=http%3A%2F%2Fmoodle.test%2Foidc"
+                                  "&registration_token=t")
     body = web.get(f"/_local/ltiaas/api/registrations/{rid}", headers=AUTH).get_json()
     assert (body["url"], body["familyCode"]) == ("http://moodle.test", "moodle")
     assert web.get("/_local/ltiaas/api/registrations/unknown", headers=AUTH).status_code == 404

@@ -159,8 +159,8 @@ def test_rates_kept_per_process_are_warned_about_at_start(database_url, caplog, 
     monkeypatch.setenv("APP_ENV", "local")
     monkeypatch.setenv("RATELIMIT_STORAGE_URI", "memory://")
     config: dict = {}
-    exec(compile(Path(__file__).parents[2].joinpath("gunicorn.conf.py").read_text(), "gunicorn.conf.py", "exec"),
-         config)
+    source = Path(__file__).parents[2].joinpath("gunicorn.conf.py").read_text()
+    exec(compile(source, "gunicorn.conf.py", "exec"), config)  # noqa: S102 - Python, read as gunicorn reads it
     said = []
     server = SimpleNamespace(cfg=SimpleNamespace(workers=3), log=SimpleNamespace(warning=said.append))
     config["_warn_if_rates_are_per_process"](server)
@@ -173,7 +173,7 @@ def test_rates_kept_per_process_are_warned_about_at_start(database_url, caplog, 
 
 def test_a_rate_store_that_does_not_answer_never_stops_a_payment(database_url, stripe_api, ltiaas_api):
     client = make_app(database_url, ratelimit_storage_uri="redis://127.0.0.1:1/0").test_client()
-    _, token, page = open_frame(client, ltiaas_api)
+    _, token, _page = open_frame(client, ltiaas_api)
     assert client.get(f"/flow/{token}/pay").status_code == 303
 
 

@@ -78,7 +78,8 @@ def test_unknown_flow_token_is_a_clear_404(client):
 
 
 def test_lti_register_redirects_with_query_unchanged(client):
-    query = "openid_configuration=https%3A%2F%2Fcanvas.example%2Fapi%2Flti%2Fsecurity%2Fopenid-configuration&registration_token=abc.def%2Bghi"
+    query = ("openid_configuration=https%3A%2F%2Fcanvas.example%2Fapi%2Flti%2Fsecurity%2Fopenid-configuration"
+             "&registration_token=abc.def%2Bghi")
     response = client.get(f"/lti/register?{query}")
     assert response.status_code == 302
     assert response.headers["Location"] == f"https://ltiaas.test/lti/register?{query}"

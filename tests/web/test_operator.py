@@ -44,7 +44,8 @@ def test_every_operator_route_refuses_an_anonymous_caller(app, client, stripe_ap
     token = csrf_token(client)  # a valid CSRF token: refused for want of a sign-in, not of the token
     routes = list(_operator_urls(app, pk))
     assert {e for e, _, _ in routes} >= {"operator.registrations", "operator.detail", "operator.export_csv",
-                                        "operator.retry", "operator.refund", "operator.access_override", "operator.note",
+                                        "operator.retry", "operator.refund", "operator.access_override",
+                                        "operator.note",
                                         "operator.api_registrations", "operator.api_registration"}
     for endpoint, method, url in routes:
         response = client.open(url, method=method, data={"csrf_token": token, "form_id": "x" * 22,
@@ -96,7 +97,8 @@ def test_csrf_is_required_for_every_operator_form(app, ops, stripe_api, ltiaas_a
     for path, data in [(f"/operator/registrations/{pk}/notes", {"text": "hi", "form_id": "f" * 22}),
                        (f"/operator/registrations/{pk}/refund", {}),
                        (f"/operator/registrations/{pk}/retry", {}),
-                       (f"/operator/registrations/{pk}/access", {"override": "revoke", "text": "t", "form_id": "f" * 22}),
+                       (f"/operator/registrations/{pk}/access",
+                        {"override": "revoke", "text": "t", "form_id": "f" * 22}),
                        ("/operator/sign-out", {})]:
         missing = ops.post(path, data=data)
         forged = ops.post(path, data={**data, "csrf_token": "forged.token.value"})
@@ -357,7 +359,8 @@ def test_detail_shows_the_whole_history(app, ops, stripe_api, ltiaas_api):
         assert text in page.text, text
     body = ops.get(f"/operator/api/registrations/{pk}").get_json()
     assert body["registration_id"] == registration_id and body["state"] == "paid"
-    assert [e["to_state"] for e in body["timeline"] if e["kind"] == "state"] == ["pending", "paid", "completing", "paid"]
+    assert [e["to_state"] for e in body["timeline"] if e["kind"] == "state"] == [
+        "pending", "paid", "completing", "paid"]
     assert body["stripe_events"][0]["id"] == event["id"] and body["stripe_events"][0]["outcome"] == "paid"
     assert body["attempts"]["last_error"]["status"] == 503
     assert body["checkout_sessions"][0]["id"] == session_id
@@ -517,7 +520,8 @@ def test_csrf_exempts_only_the_webhook_and_the_local_standins(app, tmp_path):
 @pytest.mark.parametrize("path", [
     "/operator/registrations/99999999999", "/operator/api/registrations/2147483648",
     "/operator/?q=a%00b", "/operator/api/registrations?q=%00", "/operator/registrations.csv?q=%00",
-    "/operator/api/registrations?family=%00", "/operator/?until=9999-12-31", "/operator/api/registrations?since=0001-01-01",
+    "/operator/api/registrations?family=%00", "/operator/?until=9999-12-31",
+    "/operator/api/registrations?since=0001-01-01",
     "/operator/api/registrations?limit=99999999999999999999", "/operator/?after=9999-12-31T23:59:59~1",
     "/operator/registrations/99999999999/refund"])
 def test_operator_parameters_out_of_range_get_a_sentence_not_a_5xx(ops, path):

@@ -29,8 +29,10 @@ def platform_reads(mocked, ltiaas_api):
         platform_id = PLATFORM_GET.match(request.url).group(2)
         found = ltiaas_api.platforms.get(platform_id)
         if found is None:
-            return 404, {}, json.dumps({"status": 404, "error": "Not Found", "details": {"message": "PLATFORM_NOT_FOUND"}})
-        return 200, {}, json.dumps({"id": platform_id, "url": "https://canvas.instructure.com", "active": found["active"]})
+            return 404, {}, json.dumps({"status": 404, "error": "Not Found",
+                                        "details": {"message": "PLATFORM_NOT_FOUND"}})
+        return 200, {}, json.dumps({"id": platform_id, "url": "https://canvas.instructure.com",
+                                    "active": found["active"]})
 
     mocked.add_callback("GET", PLATFORM_GET, read)
     return reads
