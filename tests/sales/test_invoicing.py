@@ -1,4 +1,4 @@
-"""Pay by invoice (CONTRACT.md, "Pay by invoice" and "Licences"): the admin's form in the frame, what is
+"""Pay by invoice (paygate/sales/invoicing.py): the admin's form in the frame, what is
 made at Stripe (once, whatever is clicked twice or fails halfway), completion at LTIaaS, access that
 follows the invoice, hostile input, a card payment and an invoice never both, and what operators see."""
 import csv
