@@ -42,7 +42,7 @@ from sqlalchemy import create_engine, event, or_, select, text
 from sqlalchemy.engine import make_url
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/paygate_bench_access"
-# As tests/conftest.py BASE_CONFIG (app_env "test"); ltiaas_url is the fake's, set below.
+# As tests/helpers/apps.py BASE_CONFIG (app_env "test"); ltiaas_url is the fake's, set below.
 BASE_CONFIG = {
     "app_env": "test",
     "ltiaas_api_key": "ltiaas-secret-api-key",

@@ -1,106 +1,13 @@
-"""Fixtures: an app on SQLite and on PostgreSQL, migrated by Alembic, emptied before each test."""
-import os
-
+"""Fixtures: an app on SQLite and on PostgreSQL, migrated by Alembic, emptied before each test; the fakes of
+Stripe and LTIaaS; and the registrations and operators that tests of several folders start from."""
 import pytest
 import responses
-from flask.testing import FlaskClient
-from flask_migrate import upgrade
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
-from paygate.application import create_app
 from paygate.core.db import db
-
-from .fakes import Ltiaas, Stripe
-
-PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/paygate_test")
-REQUIRE_POSTGRES = os.environ.get("REQUIRE_POSTGRES") == "1"
-
-BASE_CONFIG = {
-    "app_env": "test",
-    "ltiaas_url": "https://ltiaas.test",
-    "ltiaas_api_key": "ltiaas-secret-api-key",
-    "stripe_secret_key": "sk_test_secret_key_for_tests",
-    "stripe_webhook_secret": "whsec_test_secret",
-    "stripe_price_id": "price_registration",
-    "stripe_max_network_retries": 0,
-    "public_url": "http://paygate.test",
-    "secret_key": "test-secret-key",
-    "ltiaas_timeout_seconds": 2.0,
-}
-
-_migrated: set[str] = set()
-_pg_problem: list[str] = []
-
-
-def postgres_or_skip() -> str:
-    """The PostgreSQL test database, created on first use; skip (or fail in CI) without a server."""
-    if not _pg_problem and PG_URL not in _migrated:
-        url = make_url(PG_URL)
-        try:
-            admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                if conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"),
-                                {"n": url.database}).first() is None:
-                    conn.execute(text(f'CREATE DATABASE "{url.database}"'))
-            admin.dispose()
-            engine = create_engine(url)
-            with engine.begin() as conn:
-                conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-            engine.dispose()
-        except Exception as exc:  # no server, no driver, no permission
-            _pg_problem.append(f"PostgreSQL not reachable at {url.render_as_string(hide_password=True)}: "
-                               f"{type(exc).__name__}")
-    if _pg_problem:
-        if REQUIRE_POSTGRES:
-            pytest.fail(_pg_problem[0] + " (REQUIRE_POSTGRES=1)")
-        pytest.skip(_pg_problem[0])
-    return PG_URL
-
-
-def own_database(suffix: str):
-    """A PostgreSQL database of this run's own (other runs may empty the shared one meanwhile),
-    migrated; dropped after. A generator for module fixtures: yields its URL."""
-    base = make_url(postgres_or_skip())
-    url = base.set(database=f"{base.database}_{suffix}_{os.getpid()}")
-    admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}"'))
-        conn.execute(text(f'CREATE DATABASE "{url.database}"'))
-    rendered = url.render_as_string(hide_password=False)
-    app = make_app(rendered)  # runs the migrations
-    with app.app_context():
-        db.engine.dispose()
-    yield rendered
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
-    admin.dispose()
-
-
-def _empty(app) -> None:
-    with app.app_context():
-        if app.config["SQLALCHEMY_DATABASE_URI"] not in _migrated:
-            upgrade()
-            _migrated.add(app.config["SQLALCHEMY_DATABASE_URI"])
-        for table in reversed(db.metadata.sorted_tables):
-            db.session.execute(table.delete())
-        db.session.commit()
-
-
-class ServerLikeClient(FlaskClient):
-    """A test client that closes each response as a server does after sending it, so that the work a
-    view leaves for after its answer (response.call_on_close) runs before the test goes on."""
-
-    def open(self, *args, **kwargs):
-        kwargs.setdefault("buffered", True)
-        return super().open(*args, **kwargs)
-
-
-def make_app(database_url: str, **overrides):
-    app = create_app({**BASE_CONFIG, "database_url": database_url, **overrides})
-    app.test_client_class = ServerLikeClient
-    _empty(app)
-    return app
+from tests.fakes import Ltiaas, Stripe
+from tests.helpers.apps import BASE_CONFIG, make_app, postgres_or_skip
+from tests.helpers.flow import open_frame
+from tests.helpers.operators import EMAIL, add_operator, sign_in
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -154,11 +61,41 @@ def ltiaas_api(mocked):
     return Ltiaas(mocked, BASE_CONFIG)
 
 
-from .live import browser  # noqa: E402,F401  (a fixture for the browser tests)
+# ---------------------------------------------------------------------------------------------
+# Where many tests start: a Checkout Session open or paid, a yearly Price, an operator signed in
+
+@pytest.fixture
+def checkout(client, stripe_api, ltiaas_api):
+    """A registration with an open Checkout Session: (registration_id, token, session_id)."""
+    registration_id, token, _ = open_frame(client, ltiaas_api)
+    client.get(f"/flow/{token}/pay")
+    return registration_id, token, stripe_api.only_session()["id"]
 
 
-def pytest_terminal_summary(terminalreporter):
-    """Name the browser the browser tests ran in (Debian's chromium, not Playwright's own)."""
-    from .live import USED
-    for used in USED:
-        terminalreporter.write_line(f"browser tests ran in {used}")
+@pytest.fixture
+def paid(client, stripe_api, ltiaas_api):
+    """A registration whose Checkout Session Stripe says is paid: (registration_id, token, session_id)."""
+    registration_id, token, _ = open_frame(client, ltiaas_api)
+    assert client.get(f"/flow/{token}/pay").status_code == 303
+    session_id = stripe_api.only_session()["id"]
+    stripe_api.pay(session_id)
+    return registration_id, token, session_id
+
+
+@pytest.fixture
+def yearly(stripe_api):
+    """The configured Price is a yearly one: Checkout sells a subscription."""
+    stripe_api.set_price(recurring="year")
+
+
+@pytest.fixture
+def operator(app):
+    add_operator(app)
+    return EMAIL
+
+
+@pytest.fixture
+def ops(client, operator):
+    """The test client, signed in as an operator."""
+    assert sign_in(client).status_code == 303
+    return client

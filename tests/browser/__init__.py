@@ -1,0 +1,1 @@
+"""In a real browser (Debian's chromium): the admin, the operator, accessibility."""

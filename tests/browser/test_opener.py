@@ -1,0 +1,56 @@
+"""The payment window never holds a handle on the LMS frame (noopener): Checkout, on another site, cannot
+reach the frame through window.opener. Nothing needs it: the frame learns the outcome from the server,
+and the return pages close their own window. In Debian's chromium, popup blocker on."""
+import pytest
+
+from tests.helpers.browser import open_checkout_popup, open_lms
+
+pytestmark = pytest.mark.browser
+
+
+def _frame(page):
+    return next(f for f in page.frames if "/pre-approval" in f.url)
+
+
+def test_the_payment_popup_has_no_opener_and_still_closes_itself(browser, local_service):
+    _, port = local_service
+    context, page, frame = open_lms(browser, port)
+    frame.locator("#pay").wait_for()
+    assert frame.locator("#pay-area").get_attribute("rel") == "noopener"
+    assert frame.locator("#blocked a").get_attribute("rel") == "noopener"
+
+    popup = open_checkout_popup(page, frame)
+    assert "/_local/stripe/checkout/" in popup.url
+    assert popup.evaluate("window.opener") is None
+    popup.click("text=Back")
+    popup.wait_for_url("**/cancel")
+    assert popup.evaluate("window.opener") is None
+    popup.wait_for_event("close", timeout=10000)  # the return page still closes its own window
+
+    popup = open_checkout_popup(page, frame)
+    assert popup.evaluate("window.opener") is None
+    popup.click("#pay")
+    popup.wait_for_url("**/paid?session_id=*")
+    assert popup.evaluate("window.opener") is None
+    page.locator("#lms-status").filter(has_text="org.imsglobal.lti.close").wait_for(timeout=15000)
+    popup.wait_for_event("close", timeout=10000)
+    context.close()
+
+
+def test_the_blocked_popup_link_opens_checkout_without_an_opener(browser, local_service):
+    _, port = local_service
+    context, page, frame = open_lms(browser, port)
+    frame.locator("#pay").wait_for()
+    _frame(page).evaluate("window.open = function () { return null; }")  # as a popup blocker answers
+    frame.locator("#pay").click()
+    link = frame.locator("#blocked a")
+    link.wait_for()
+    with context.expect_page() as opened:
+        link.click()
+    tab = opened.value
+    tab.wait_for_load_state()
+    assert "/_local/stripe/checkout/" in tab.url
+    assert tab.evaluate("window.opener") is None
+    tab.click("#pay")
+    page.locator("#lms-status").filter(has_text="org.imsglobal.lti.close").wait_for(timeout=15000)
+    context.close()

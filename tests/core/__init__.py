@@ -1,0 +1,1 @@
+"""Settings, logs, the state machine, models and migrations (paygate/core)."""

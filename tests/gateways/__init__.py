@@ -1,0 +1,1 @@
+"""What LTIaaS and Stripe answer, as the gateways read it (paygate/gateways)."""

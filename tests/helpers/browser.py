@@ -1,0 +1,19 @@
+"""An LMS admin's browser: the LMS stand-in's page with the registration frame, and the Checkout popup."""
+
+
+def open_lms(browser, port, query=""):
+    """The LMS page on another site (localhost) with the registration frame opened: (context, page, frame)."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"http://localhost:{port}/_local/lms{query}")
+    page.click("#register")
+    return context, page, page.frame_locator("#registration")
+
+
+def open_checkout_popup(page, frame):
+    """Click Pay in the frame: Checkout opens in a top-level popup (it refuses frames)."""
+    with page.expect_popup() as popup_info:
+        frame.locator("#pay").click()
+    popup = popup_info.value
+    popup.wait_for_load_state()
+    return popup

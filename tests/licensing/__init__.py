@@ -1,0 +1,1 @@
+"""Licences, the access rule, refunds and disputes (paygate/licensing)."""

@@ -1,0 +1,1 @@
+"""The worker, retention, metrics, and real server processes (paygate/ops)."""

@@ -1,0 +1,1 @@
+"""Checkout, fulfilment, pay by invoice, reconciliation with Stripe (paygate/sales)."""

@@ -1,0 +1,1 @@
+"""The local stand-ins (paygate/standins) and the tests' own Stripe fake."""

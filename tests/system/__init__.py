@@ -1,0 +1,1 @@
+"""The whole service: concurrency, faults, hot paths, the local run, the proxy in front."""

@@ -1,0 +1,1 @@
+"""The flow, the webhook endpoint, operator pages and API, guards, throttling, identity and languages (paygate/web)."""
