@@ -109,7 +109,7 @@ def test_without_a_support_contact_the_page_says_so(browser, service):
                      "paid": "Merci\u00a0: votre paiement a bien été reçu."}),
 ])
 def test_the_flow_in_the_admins_language_with_checkout_in_it_too(browser, service, tmp_path, locale, lang, expect):
-    _app, port = service()
+    app, port = service()
     context, page, frame = open_lms(browser, port, locale=locale)
     frame.locator("#price").wait_for()
     assert frame.locator("html").get_attribute("lang") == lang

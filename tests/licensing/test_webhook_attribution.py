@@ -10,8 +10,7 @@ from paygate.core.db import db
 from paygate.core.models import Registration, StripeEvent
 from paygate.core.telemetry import webhook_outcome
 from paygate.gateways import payments
-
-from .conftest import make_app
+from tests.helpers.apps import make_app
 
 # Helpers (small copies, so that this file stands alone)
 

@@ -14,8 +14,7 @@ from sqlalchemy import select, update
 from paygate.core.config import ConfigError, load_settings
 from paygate.core.db import db
 from paygate.core.models import Licence, Registration
-
-from .conftest import BASE_CONFIG, make_app
+from tests.helpers.apps import BASE_CONFIG, make_app
 
 ANSWERS = {"billing_email": "finance@school.example", "organisation": "Springfield Elementary",
            "po_number": "PO-2024-117"}
@@ -203,7 +202,7 @@ def test_the_cap_counts_a_day_back(inv_client, stripe_api, ltiaas_api):
     with inv_client.application.app_context():
         db.session.execute(update(Licence).values(created_at=Licence.created_at - timedelta(hours=25)))
         db.session.commit()
-    registration_id, _, answer = invoiced(inv_client, ltiaas_api)
+    _registration_id, _, answer = invoiced(inv_client, ltiaas_api)
     assert answer.status_code == 303, invoice_error(answer.text)
     assert made_at_stripe(stripe_api) == (4, 4, 4)
 
@@ -233,5 +232,5 @@ def test_the_cap_is_a_setting(make, database_url, stripe_api, ltiaas_api):
 def test_the_cap_setting_is_checked_at_start_up():
     assert load_settings(BASE_CONFIG).invoice_requests_per_domain_per_day == 3
     for bad in (0, -1, "many"):
-        with pytest.raises(ConfigError, match="^INVOICE_REQUESTS_PER_DOMAIN_PER_DAY is malformed"):
+        with pytest.raises(ConfigError, match=r"^INVOICE_REQUESTS_PER_DOMAIN_PER_DAY is malformed"):
             load_settings({**BASE_CONFIG, "invoice_requests_per_domain_per_day": bad})

@@ -17,10 +17,9 @@ from sqlalchemy import func, select
 
 from paygate.core.db import db
 from paygate.core.models import Registration, StripeEvent
+from tests.helpers.servers import serving
 
-from .live import serving
-
-SECRET_MARK = "sk_live_do_not_log_me"  # noqa: S105 - planted in payloads: no log line may carry it
+SECRET_MARK = "sk_live_do_not_log_me"
 
 
 def open_frame(client, ltiaas_api):
