@@ -370,3 +370,23 @@ def test_a_strangers_session_with_a_reference_past_any_number_is_foreign(make, s
                   {"id": "cs_test_stranger", "object": "checkout.session"})
     assert webhook_outcome(result) == "foreign", result
     assert seen(app, registration_id) == before
+
+
+@pytest.mark.parametrize("payment_status", ["unpaid", "no_payment_required"])
+def test_an_unpaid_session_naming_a_registration_only_in_part_never_blocks_its_payment(make, stripe_api, ltiaas_api,
+                                                                                      payment_status):
+    """A Payment Link opened with ?client_reference_id=<a registration id> (a delayed method, a free trial, a
+    100 % coupon) is no session of ours: it must not hold the registration "processing" or in attention."""
+    app = make()
+    client = app.test_client()
+    registration_id, token, _ = open_frame(client, ltiaas_api)
+    assert client.get(f"/flow/{token}/pay").status_code == 303
+    ours = stripe_api.only_session()
+    stripe_api.sessions["cs_test_half"] = {**ours, "id": "cs_test_half", "client_reference_id": registration_id,
+                                           "metadata": {}}
+    stripe_api.pay("cs_test_half", payment_status=payment_status)
+    before, frame = seen(app, registration_id), status(client, token)
+    result = send(client, stripe_api, "checkout.session.completed", {"id": "cs_test_half", "object": "checkout.session"})
+    assert webhook_outcome(result) == "foreign", result
+    assert seen(app, registration_id) == before and status(client, token) == frame
+    assert client.get(f"/flow/{token}/pay").status_code == 303  # the admin can still pay
