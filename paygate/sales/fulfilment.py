@@ -70,6 +70,15 @@ def registration_for(view: payments.CheckoutView) -> Registration | None:
     return None
 
 
+def _ours(reg: Registration, view: payments.CheckoutView) -> bool:
+    """Opened here for `reg` (its row), or carrying the whole reference that `open_checkout` gives a session
+    (a crash may come between Stripe making it and our row)."""
+    row = db.session.scalars(select(CheckoutSession.registration_pk).where(CheckoutSession.session_id == view.id)).first()
+    if row is not None:
+        return row == reg.id
+    return view.client_reference_id == reg.registration_id and view.metadata.get("registration_pk") == str(reg.id)
+
+
 def _remember_session(reg: Registration, view: payments.CheckoutView) -> CheckoutSession:
     now = utcnow()
     insert_ignoring_duplicates(CheckoutSession, {
@@ -95,8 +104,14 @@ def apply_checkout(view: payments.CheckoutView, cause: str) -> Outcome:
     if reg is None:
         log.warning("Checkout Session %s belongs to no registration here (cause %s); ignored", view.id, cause)
         return Outcome(None, False, "unknown session")
-    _remember_session(reg, view)
     paid = view.status == "complete" and view.payment_status == "paid"
+    if not paid and not _ours(reg, view):
+        # Anyone can open a Payment Link with a registration's id as client_reference_id; unpaid, it must not
+        # hold the registration "processing" or in attention. (Money received naming it is still shown below.)
+        log.warning("Checkout Session %s names a registration only in part and is not paid (cause %s); ignored",
+                    view.id, cause)
+        return Outcome(None, False, "unknown session")
+    _remember_session(reg, view)
     if not paid:
         if view.status == "complete" and view.payment_status == "unpaid":
             record(reg, "payment", cause=cause, message="Payment is processing (a delayed payment method).",
