@@ -278,3 +278,28 @@ def test_a_well_framed_chunked_event_is_delivered(app, stripe_api, ltiaas_api, p
         status, _, body = _raw_post(port, framed, signed_raw(stripe_api, payload))
     assert status == 200, body
     assert json.loads(body)["result"] == "paid"
+
+
+
+def test_the_nesting_check_reads_a_hostile_body_once():
+    """A signed body with a string that never closes and is full of escaped quotes: the nesting check must
+    read it in one pass (a scan restarting at every quote took 20 s at 64 KB and would hold a worker, GIL and
+    all, for an hour at the 1 MB limit, past gunicorn's timeout). In a process of its own, so that a scan
+    that never ends can be stopped; the bound is a hang detector, not a speed target."""
+    import subprocess
+    import sys
+
+    program = """
+from paygate.gateways.payments.objects import MalformedEvent, parse_event
+for body in (b'{"a":"' + b'\\\\"' * 100_000, b'{"a":"' + b'\\\\"' * 100_000 + b'\\\\', b'{"a":"' + b'"' * 200_000):
+    try:
+        parse_event(body)
+        print("parsed")
+    except MalformedEvent:
+        print("malformed")
+"""
+    try:
+        done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the nesting check did not finish within 60 s")
+    assert done.stdout.split() == ["malformed"] * 3, done.stderr
