@@ -16,7 +16,9 @@ _SESSION_ID = re.compile(r"^cs_[A-Za-z0-9_]{1,250}$")
 _ID = re.compile(r"^(sub|in|ch|re|pyr|du|dp|pi|cus)_[A-Za-z0-9_]{1,250}$")
 PRICE_TTL_SECONDS = 300
 MAX_EVENT_DEPTH = 64  # Stripe's events nest a dozen levels; json.loads recurses once per level
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+# A JSON string, or what is left of one that never closes (a lone backslash at the very end included): the
+# pattern always matches from an opening quote, so the scan never restarts inside a string and stays linear.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.S)
 _BRACKETS = re.compile(r"[\[\]{}]")
 _DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 PAYER_EMAIL_MAX, PAYER_NAME_MAX = 320, 200  # registrations.payer_email, payer_name
