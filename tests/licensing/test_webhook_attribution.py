@@ -390,3 +390,21 @@ def test_an_unpaid_session_naming_a_registration_only_in_part_never_blocks_its_p
     assert webhook_outcome(result) == "foreign", result
     assert seen(app, registration_id) == before and status(client, token) == frame
     assert client.get(f"/flow/{token}/pay").status_code == 303  # the admin can still pay
+
+
+def test_a_subscription_never_attaches_to_a_one_time_invoice_even_for_our_customer(make, stripe_api, ltiaas_api):
+    """An invoiced licence for a one-time Price never had a subscription: one made in the dashboard for the
+    school's own customer, with our reference copied into it, is not taken for one made before its id was
+    stored."""
+    app = make()
+    client = app.test_client()
+    b = invoiced(client, ltiaas_api)
+    ref, before = reference(app, b), seen(app, b)
+    stripe_api.set_price(recurring="year")
+    with app.app_context():
+        sub = payments.gateway().create_invoiced_subscription(
+            customer=before["licence"]["customer_id"], price_id="price_registration", days_until_due=30,
+            metadata=ref, idempotency_key="dashboard-subscription")
+    result = send(client, stripe_api, "customer.subscription.updated", dict(stripe_api.subscriptions[sub.id]))
+    assert webhook_outcome(result) == "foreign", result
+    assert seen(app, b) == before and ltiaas_api.platform_calls == []
