@@ -243,7 +243,9 @@ def subscription_belongs(licence: Licence, sub: payments.SubscriptionView | None
         return False
     if licence.subscription_id:
         return sub.id == licence.subscription_id
-    return _ours_before_stored(licence, sub.customer, sub.metadata)
+    # Only a recurring offer ever made one; a one-time invoice's licence never had a subscription to lose.
+    return licence.registration.price_interval is not None and _ours_before_stored(licence, sub.customer,
+                                                                                    sub.metadata)
 
 
 def read_unless_missing(read, object_id: str, stored: tuple):
