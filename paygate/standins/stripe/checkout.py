@@ -64,7 +64,7 @@ def _include_line_items(body: dict, record: dict, expand: set) -> None:
                                           f"/v1/checkout/sessions/{record['id']}/line_items")
 
 
-core.INCLUDES["checkout.session"] = _include_line_items
+core.INCLUDES["checkout.session"] = ("line_items", _include_line_items)
 
 
 def find(session_id: str, st) -> dict:
@@ -106,11 +106,11 @@ def _line_items(st, params: dict, mode: str) -> list[tuple[dict, int]]:
     return chosen
 
 
-def _line_item(price: dict, quantity: int, currency: str) -> dict:
+def _line_item(st, price: dict, quantity: int, currency: str) -> dict:
     amount = quantity * prices.amount(price, currency)
     return {"id": "li_" + core.rand(24), "object": "item", "amount_discount": 0, "amount_subtotal": amount,
-            "amount_tax": 0, "amount_total": amount, "currency": currency, "description": prices.product_name(price),
-            "price": prices.public(price), "quantity": quantity}
+            "amount_tax": 0, "amount_total": amount, "currency": currency,
+            "description": prices.product_name(st, price), "price": prices.public(st, price), "quantity": quantity}
 
 
 def _mode_data(params: dict, mode: str) -> tuple[dict, dict]:
@@ -124,7 +124,8 @@ def _mode_data(params: dict, mode: str) -> tuple[dict, dict]:
     return found["payment_intent_data"], found["subscription_data"]
 
 
-def _create(st, params: dict) -> dict:
+def create(st, params: dict) -> dict:
+    """A new open session from the API's parameters."""
     for name in ("mode", "line_items"):
         core.required(params, name)
     mode = params["mode"]
@@ -164,7 +165,7 @@ def _create(st, params: dict) -> dict:
         expires_at=expires_at, invoice=None, locale=locale, metadata=core.metadata(params.get("metadata")),
         mode=mode, payment_intent=None, payment_method_types=methods or ["card"], payment_status="unpaid",
         status="open", subscription=None, success_url=success_url, ui_mode=ui_mode, url=None,
-        _line_items=[_line_item(p, q, currency) for p, q in chosen], _chosen=chosen, _totals=totals,
+        _line_items=[_line_item(st, p, q, currency) for p, q in chosen], _chosen=chosen, _totals=totals,
         _pi_metadata=pi_metadata, _sub_metadata=sub_metadata, _pi=None)
     if ui_mode == "hosted_page":
         record["url"] = f"{st.settings.public_url.rstrip('/')}/_local/stripe/checkout/{record['id']}"
@@ -192,13 +193,14 @@ def pay(st, record: dict, email: str, currency: str, delayed: bool, name: str | 
     if currency != record["currency"]:  # a price's currency_options: the buyer chose another currency
         record.update(currency=currency, amount_subtotal=record["_totals"][currency],
                       amount_total=record["_totals"][currency],
-                      _line_items=[_line_item(p, q, currency) for p, q in record["_chosen"]])
+                      _line_items=[_line_item(st, p, q, currency) for p, q in record["_chosen"]])
     customer = customers.create(st, email)
     outcome = "processing" if delayed else "succeeded"
     if record["mode"] == "payment":
-        names = ", ".join(prices.product_name(p) for p, _ in record["_chosen"])
+        names = ", ".join(prices.product_name(st, p) for p, _ in record["_chosen"])
         pi = charges.create_payment(st, record["amount_total"], currency, customer["id"], email, record["_pi_metadata"],
                                     names, outcome)
+        pi["_session"] = record["id"]
         record["payment_intent"] = pi["id"]
     else:
         price, quantity = record["_chosen"][0]
@@ -223,30 +225,37 @@ def settle(st, record: dict, succeeded: bool) -> None:
     core.emit(st, f"checkout.session.async_payment_{'succeeded' if succeeded else 'failed'}", record)
 
 
+def expire(st, record: dict) -> None:
+    """Expire an open session; checkout.session.expired."""
+    if record["status"] != "open":
+        raise core.StripeFail(400, 'Only Checkout Sessions with a status in ["open"] can be expired.')
+    record["status"] = "expired"
+    core.emit(st, "checkout.session.expired", record)
+
+
 def register(bp, st) -> None:
     """Checkout Sessions under /v1, and the hosted page at /stripe/checkout/{id}."""
     route = core.api_routes(bp, st)
     base = st.settings.public_url.rstrip("/")
 
-    @route("/checkout/sessions", "POST")
+    @route("/checkout/sessions", "POST", op="checkout_create")
     def session_create(params):
-        return core.render(st, _create(st, params), core.expansions(params))
+        return core.render(st, create(st, params), core.expansions(params))
 
-    @route("/checkout/sessions/<session_id>")
+    @route("/checkout/sessions/<session_id>", op="retrieve_checkout")
     def session_get(params, session_id):
-        return core.render(st, find(session_id, st), core.expansions(params))
+        record = find(session_id, st)
+        core.check_expand(record, core.expansions(params))
+        return core.render(st, record, core.expansions(params))
 
-    @route("/checkout/sessions")
+    @route("/checkout/sessions", op="list_checkouts")
     def session_list(params):
         return _list(st, params)
 
-    @route("/checkout/sessions/<session_id>/expire", "POST")
+    @route("/checkout/sessions/<session_id>/expire", "POST", op="checkout_expire")
     def session_expire(params, session_id):
         record = find(session_id, st)
-        if record["status"] != "open":
-            raise core.StripeFail(400, 'Only Checkout Sessions with a status in ["open"] can be expired.')
-        record["status"] = "expired"
-        core.emit(st, "checkout.session.expired", record)
+        expire(st, record)
         return core.render(st, record)
 
     def page(session_id, status=200):
@@ -258,8 +267,8 @@ def register(bp, st) -> None:
         price = record["_chosen"][0][0]
         text = render_template_string(
             CHECKOUT_PAGE, s=record, page=f"{base}/_local/stripe/checkout/{session_id}", money=core.money,
-            dashboard=f"{base}/_local/stripe/dashboard", product=prices.product_name(price),
-            description=prices.PRODUCTS[price["product"]].get("description"),
+            dashboard=f"{base}/_local/stripe/dashboard", product=prices.product_name(st, price),
+            description=prices.product(st, price).get("description"),
             amount=core.money(record["amount_total"], record["currency"]), totals=record["_totals"],
             interval=(price["recurring"] or {}).get("interval"), pending=bool(pi and pi["status"] == "processing"))
         return core.html(text, status)
