@@ -14,6 +14,8 @@ MODES = ("payment", "subscription")
 LOCALES = ("auto", "bg", "cs", "da", "de", "el", "en", "en-GB", "es", "es-419", "et", "fi", "fil", "fr", "fr-CA",
            "hr", "hu", "id", "it", "ja", "ko", "lt", "lv", "ms", "mt", "nb", "nl", "pl", "pt", "pt-BR", "ro", "ru",
            "sk", "sl", "sv", "th", "tr", "vi", "zh", "zh-HK", "zh-TW")
+# Without payment_method_types Stripe offers what the account enables: here, a card or a (delayed) bank debit.
+DYNAMIC_METHODS = ("card", "us_bank_account")
 MIN_EXPIRY, MAX_EXPIRY = 30 * 60, 24 * 3600
 CLOCK_SLACK = 10  # seconds: the caller computed expires_at a moment before we read the clock
 
@@ -141,6 +143,10 @@ def create(st, params: dict) -> dict:
         raise core.StripeFail(400, f"Invalid locale: must be one of {', '.join(LOCALES)}", "parameter_invalid_string",
                               "locale")
     methods = core.as_list(params, "payment_method_types")
+    customer_creation = params.get("customer_creation") or ("if_required" if mode == "payment" else None)
+    if customer_creation not in ("always", "if_required", None) or (customer_creation and mode != "payment"):
+        raise core.StripeFail(400, "customer_creation is always or if_required, in payment mode only.",
+                              "parameter_invalid", "customer_creation")
     ts = core.now()
     expires_at = core.to_int(params.get("expires_at", ts + MAX_EXPIRY), "expires_at")
     if expires_at < ts + MIN_EXPIRY - CLOCK_SLACK:
@@ -161,9 +167,10 @@ def create(st, params: dict) -> dict:
     record = core.create(st,
         "checkout.session", "cs_test_", 58, amount_subtotal=totals[currency], amount_total=totals[currency],
         cancel_url=params.get("cancel_url"), client_reference_id=params.get("client_reference_id"),
-        currency=currency, customer=None, customer_details=None, customer_email=params.get("customer_email"),
+        currency=currency, customer=None, customer_creation=customer_creation, customer_details=None,
+        customer_email=params.get("customer_email"),
         expires_at=expires_at, invoice=None, locale=locale, metadata=core.metadata(params.get("metadata")),
-        mode=mode, payment_intent=None, payment_method_types=methods or ["card"], payment_status="unpaid",
+        mode=mode, payment_intent=None, payment_method_types=methods or list(DYNAMIC_METHODS), payment_status="unpaid",
         status="open", subscription=None, success_url=success_url, ui_mode=ui_mode, url=None,
         _line_items=[_line_item(st, p, q, currency) for p, q in chosen], _chosen=chosen, _totals=totals,
         _pi_metadata=pi_metadata, _sub_metadata=sub_metadata, _pi=None)
@@ -189,17 +196,19 @@ def _list(st, params: dict) -> dict:
 
 
 def pay(st, record: dict, email: str, currency: str, delayed: bool, name: str | None = None) -> None:
-    """The admin pays: a customer, then a PaymentIntent (payment mode) or a subscription and its first invoice."""
+    """The admin pays: a PaymentIntent (payment mode: a guest, unless the session asked for a customer), or a
+    customer, a subscription and its first invoice."""
     if currency != record["currency"]:  # a price's currency_options: the buyer chose another currency
         record.update(currency=currency, amount_subtotal=record["_totals"][currency],
                       amount_total=record["_totals"][currency],
                       _line_items=[_line_item(st, p, q, currency) for p, q in record["_chosen"]])
-    customer = customers.create(st, email)
+    guest = record["mode"] == "payment" and record.get("customer_creation") != "always"
+    customer = None if guest else customers.create(st, email)
     outcome = "processing" if delayed else "succeeded"
     if record["mode"] == "payment":
         names = ", ".join(prices.product_name(st, p) for p, _ in record["_chosen"])
-        pi = charges.create_payment(st, record["amount_total"], currency, customer["id"], email, record["_pi_metadata"],
-                                    names, outcome)
+        pi = charges.create_payment(st, record["amount_total"], currency, customer and customer["id"], email,
+                                    record["_pi_metadata"], names, outcome)
         pi["_session"] = record["id"]
         record["payment_intent"] = pi["id"]
     else:
@@ -209,9 +218,10 @@ def pay(st, record: dict, email: str, currency: str, delayed: bool, name: str | 
         invoice = core.get(st, "invoice", sub["latest_invoice"])
         pi = core.get(st, "payment_intent", invoice["_payments"][-1]["payment"]["payment_intent"])
         record.update(subscription=sub["id"], invoice=invoice["id"])
-    record.update(status="complete", payment_status="unpaid" if delayed else "paid", customer=customer["id"],
-                  _pi=pi["id"], customer_details={"address": None, "email": email, "name": name or None, "phone": None,
-                                                  "tax_exempt": "none", "tax_ids": []})
+    record.update(status="complete", payment_status="unpaid" if delayed else "paid",
+                  customer=customer and customer["id"], _pi=pi["id"],
+                  customer_details={"address": None, "email": email, "name": name or None, "phone": None,
+                                    "tax_exempt": "none", "tax_ids": []})
     core.emit(st, "checkout.session.completed", record)
 
 
