@@ -104,7 +104,7 @@ def test_only_card_payments_by_default(client, stripe_api, ltiaas_api):
     """Delayed methods confirm days later, long after the LMS token has died."""
     _, token, _ = open_frame(client, ltiaas_api)
     client.get(f"/flow/{token}/pay")
-    assert stripe_api.only_session()["_form"]["payment_method_types[0]"] == "card"
+    assert stripe_api.only_session()["payment_method_types"] == ["card"]
 
 
 def test_ltiaas_refusing_our_key_is_not_blamed_on_the_admin(client, stripe_api, ltiaas_api):
