@@ -15,11 +15,15 @@ from flask import Blueprint, Flask
 from paygate.standins import ltiaas_api
 from paygate.standins import stripe as standin
 from paygate.standins.ltiaas_api import CLOSE_HTML
-from paygate.standins.stripe import charges, checkout, core, invoices, prices, subscriptions
 from paygate.standins.stripe.state import make_price, make_product
 
 STRIPE = "https://api.stripe.com"
 __all__ = ["CLOSE_HTML", "STRIPE", "Ltiaas", "Stripe"]
+
+
+# The stand-in's operation names that the tests know by shorter ones.
+ALIASES = {"checkout_create": "create", "retrieve_checkout": "retrieve", "list_checkouts": "list",
+           "refund_create": "refund", "retrieve_price": "price", "checkout_expire": "session_expire"}
 
 
 def _store(kind: str) -> property:
@@ -36,8 +40,8 @@ class _Sessions(dict):
 
     def __setitem__(self, session_id, record):
         if "_seq" not in record:
-            price = prices.find(self.st, self.st.settings.stripe_price_id)
-            made = checkout.create(self.st, {"mode": "subscription" if price["recurring"] else "payment",
+            price = standin.prices.find(self.st, self.st.settings.stripe_price_id)
+            made = standin.checkout.create(self.st, {"mode": "subscription" if price["recurring"] else "payment",
                                              "line_items": [{"price": price["id"]}]})
             dict.pop(self, made["id"])
             record = {**made, **record}
@@ -55,9 +59,6 @@ class Stripe:
     object's current JSON; `object_event` wraps any such JSON in an event for `signed`.
     """
 
-    # The stand-in's operation names that the tests know by shorter ones.
-    ALIASES = {"checkout_create": "create", "retrieve_checkout": "retrieve", "list_checkouts": "list",
-               "refund_create": "refund", "retrieve_price": "price", "checkout_expire": "session_expire"}
     _STATE = ("lock", "refund_status")
 
     def __init__(self, rsps: responses.RequestsMock, config: dict, amount: int = 4900, currency: str = "usd"):
@@ -127,8 +128,8 @@ class Stripe:
 
     @property
     def calls(self) -> list[tuple[str, str]]:
-        """(operation, idempotency key, object id or path) of each call made, in order."""
-        return [(Stripe.ALIASES.get(op, op), detail) for op, detail in self.state.calls]
+        """(operation, its idempotency key, else the object's id or the path) of each call made, in order."""
+        return [(ALIASES.get(op, op), detail) for op, detail in self.state.calls]
 
     @property
     def probe(self):
@@ -138,7 +139,7 @@ class Stripe:
     @probe.setter
     def probe(self, fn) -> None:
         self.__dict__["_probe"] = fn
-        self.state.probe = fn and (lambda op: fn(Stripe.ALIASES.get(op, op)))
+        self.state.probe = fn and (lambda op: fn(ALIASES.get(op, op)))
 
     @property
     def fail_next(self) -> dict[str, list]:
@@ -166,7 +167,7 @@ class Stripe:
         return [e["data"]["object"]["id"] for e in self.state.events if e["type"] == "invoice.sent"]
 
     def _json(self, obj: dict) -> dict:
-        return core.render(self.state, obj)
+        return standin.core.render(self.state, obj)
 
     def _get(self, kind: str, object_id: str) -> dict:
         if object_id not in self.state.stores[kind]:
@@ -181,8 +182,8 @@ class Stripe:
         """Reconfigure the Price: one-time or recurring ("year", "month"), other currencies ({"eur": 4500}),
         archived (active=False), another unit amount. Returns the Price with its expansions."""
         with self.lock:
-            return prices.change(self.state, self.config["stripe_price_id"], interval=recurring,
-                                 currency_options=currency_options, active=active, unit_amount=amount)
+            return standin.prices.change(self.state, self.config["stripe_price_id"], interval=recurring,
+                                         currency_options=currency_options, active=active, unit_amount=amount)
 
     def pay(self, session_id: str, email: str = "admin@school.example", payment_status: str = "paid",
             currency: str | None = None) -> dict:
@@ -193,17 +194,17 @@ class Stripe:
             paid = payment_status != "unpaid"
             if record["status"] == "complete":
                 if paid and record["payment_status"] != "paid":
-                    checkout.settle(self.state, record, True)
+                    standin.checkout.settle(self.state, record, True)
                 return self._json(record)
             currency = (currency or record["currency"]).lower()
             if currency != record["currency"] and currency not in record["_totals"]:
                 raise ValueError(f"the price has no {currency!r} currency option")
-            checkout.pay(self.state, record, email, currency, not paid, "A. Admin")
+            standin.checkout.pay(self.state, record, email, currency, not paid, "A. Admin")
             return self._json(record)
 
     def expire(self, session_id: str) -> dict:
         with self.lock:
-            checkout.expire(self.state, self.sessions[session_id])
+            standin.checkout.expire(self.state, self.sessions[session_id])
             return self._json(self.sessions[session_id])
 
     def only_session(self) -> dict:
@@ -213,36 +214,37 @@ class Stripe:
     def refund_in_dashboard(self, payment_intent: str, amount: int | None = None, status: str = "succeeded") -> dict:
         """Someone refunds in the Stripe dashboard (a PaymentIntent or a charge id). Returns the refund."""
         with self.lock:
-            return self._json(charges.refund(self.state, charges.find_charge(self.state, payment_intent), amount,
-                                             status=status))
+            charge = standin.charges.find_charge(self.state, payment_intent)
+            return self._json(standin.charges.refund(self.state, charge, amount, status=status))
 
     def fail_refund(self, refund_id: str, failure_reason: str = "expired_or_canceled_card") -> dict:
         """A (pending) refund fails: its amount goes back to the charge."""
         with self.lock:
-            return self._json(charges.fail_refund(self.state, self._get("refund", refund_id), failure_reason))
+            return self._json(standin.charges.fail_refund(self.state, self._get("refund", refund_id), failure_reason))
 
     def set_refund_status(self, refund_id: str, status: str) -> dict:
         """A pending refund moves on (succeeded, failed, canceled)."""
         with self.lock:
-            return self._json(charges.set_refund_status(self.state, self._get("refund", refund_id), status))
+            return self._json(standin.charges.set_refund_status(self.state, self._get("refund", refund_id), status))
 
     def open_dispute(self, payment_intent: str, reason: str = "fraudulent") -> dict:
         """The buyer's bank disputes the payment (a PaymentIntent or a charge id)."""
         with self.lock:
-            return self._json(charges.open_dispute(self.state, charges.find_charge(self.state, payment_intent),
-                                                   reason))
+            charge = standin.charges.find_charge(self.state, payment_intent)
+            return self._json(standin.charges.open_dispute(self.state, charge, reason))
 
     def close_dispute(self, dispute_id: str, status: str = "lost") -> dict:
         assert status in ("won", "lost"), status
         with self.lock:
-            return self._json(charges.close_dispute(self.state, self._get("dispute", dispute_id), status == "won"))
+            dispute = self._get("dispute", dispute_id)
+            return self._json(standin.charges.close_dispute(self.state, dispute, status == "won"))
 
     def set_subscription_status(self, sub_id: str, status: str) -> dict:
         """The subscription becomes `status` (active: by fiat, nothing is paid); the same status changes nothing."""
         with self.lock:
             sub = self._get("subscription", sub_id)
             if sub["status"] != status:
-                subscriptions.set_status(self.state, sub, status, collect=False)
+                standin.subscriptions.set_status(self.state, sub, status, collect=False)
             return self._json(sub)
 
     def renew_subscription(self, sub_id: str, paid: bool = True) -> dict:
@@ -250,7 +252,7 @@ class Stripe:
         open and due) becomes the latest invoice. Returns the subscription."""
         with self.lock:
             sub = self._get("subscription", sub_id)
-            subscriptions.renew(self.state, sub, "succeeded" if paid else None)
+            standin.subscriptions.renew(self.state, sub, "succeeded" if paid else None)
             return self._json(sub)
 
     def pay_invoice(self, invoice_id: str, out_of_band: bool = False) -> dict:
@@ -258,26 +260,26 @@ class Stripe:
         paid out of band (none of them). A past_due/unpaid subscription whose latest invoice it is turns active."""
         with self.lock:
             invoice = self._get("invoice", invoice_id)
-            invoices.pay(self.state, invoice, out_of_band)
+            standin.invoices.pay(self.state, invoice, out_of_band)
             return self._json(invoice)
 
     def void_invoice(self, invoice_id: str) -> dict:
         with self.lock:
             invoice = self._get("invoice", invoice_id)
-            invoices.void(self.state, invoice, drafts_too=True)
+            standin.invoices.void(self.state, invoice, drafts_too=True)
             return self._json(invoice)
 
     def mark_uncollectible(self, invoice_id: str) -> dict:
         with self.lock:
             invoice = self._get("invoice", invoice_id)
-            invoices.mark_uncollectible(self.state, invoice)
+            standin.invoices.mark_uncollectible(self.state, invoice)
             return self._json(invoice)
 
     def make_overdue(self, invoice_id: str, days: int = 1) -> dict:
         """The invoice's due date is `days` days in the past."""
         with self.lock:
             invoice = self._get("invoice", invoice_id)
-            invoices.overdue(self.state, invoice, days)
+            standin.invoices.overdue(self.state, invoice, days)
             return self._json(invoice)
 
     def event(self, kind: str, session_id: str, event_id: str | None = None) -> dict:
