@@ -20,8 +20,8 @@ def test_a_yearly_price_sells_a_subscription_and_completes_once(client, stripe_a
     client.get(f"/flow/{token}/pay")
     session = stripe_api.only_session()
     assert session["mode"] == "subscription"
-    assert session["_form"]["subscription_data[metadata][registration_id]"] == session["client_reference_id"]
-    assert "payment_intent_data[metadata][registration_pk]" not in session["_form"]
+    assert session["_sub_metadata"]["registration_id"] == session["client_reference_id"]
+    assert "registration_pk" not in session["_pi_metadata"]
     stripe_api.pay(session["id"])
     client.get(f"/flow/{token}/paid?session_id={session['id']}")
     deliver(client, stripe_api, stripe_api.event("checkout.session.completed", session["id"]))

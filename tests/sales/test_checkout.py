@@ -52,7 +52,7 @@ def test_only_card_payments_by_default(client, stripe_api, ltiaas_api):
     """Delayed methods confirm days later, long after the LMS token has died."""
     _, token, _ = open_frame(client, ltiaas_api)
     client.get(f"/flow/{token}/pay")
-    assert stripe_api.only_session()["_form"]["payment_method_types[0]"] == "card"
+    assert stripe_api.only_session()["payment_method_types"] == ["card"]
 
 
 def test_cancel_tells_the_frame_and_pay_again_reuses_the_session(client, stripe_api, ltiaas_api):

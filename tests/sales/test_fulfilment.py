@@ -321,7 +321,7 @@ def test_late_repeated_and_out_of_order_events_never_move_a_state_backwards(clie
 @pytest.mark.parametrize("tamper, problem", [
     ({"amount_total": 100}, "amount"),
     ({"currency": "eur"}, "currency"),
-    ({"_price": "price_someone_elses"}, "price"),
+    ({"_line_items": [{"price": {"id": "price_someone_elses"}, "quantity": 1}]}, "price"),
     ({"client_reference_id": "another-registration"}, "client_reference_id"),
     ({"metadata": {"registration_pk": "999999", "registration_id": "x"}}, "metadata.registration_pk"),
 ])

@@ -1,6 +1,7 @@
 """The Stripe fake's billing endpoints, checked with the real stripe-python client (wire format)."""
 import threading
 import time
+from datetime import UTC, datetime
 
 import pytest
 import responses
@@ -80,7 +81,8 @@ def test_subscription_checkout_in_another_currency(fake, api):
 
     renewed = stripe_api.renew_subscription(sub["id"])
     assert renewed["latest_invoice"] != invoice["id"]
-    assert renewed["items"]["data"][0]["current_period_end"] == item["current_period_end"] + 365 * DAY
+    end = datetime.fromtimestamp(item["current_period_end"], UTC)  # one calendar year on, as Stripe bills
+    assert renewed["items"]["data"][0]["current_period_end"] == end.replace(year=end.year + 1).timestamp()
     assert stripe_api.set_subscription_status(sub["id"], "past_due")["status"] == "past_due"
     event = stripe_api.object_event("customer.subscription.updated", stripe_api.set_subscription_status(
         sub["id"], "unpaid"), previous_attributes={"status": "past_due"})

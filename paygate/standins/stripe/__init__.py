@@ -2,12 +2,14 @@
 
 The real `stripe` library talks to it (STRIPE_API_BASE={PUBLIC_URL}/_local/stripe): form-encoded requests with
 bracket keys, JSON objects with "object" fields, Stripe's error objects, idempotency keys and signed webhooks.
-One module per resource group; `core` holds the state (`core.State`), the API plumbing and event delivery.
+One module per resource group; `state` holds what a stand-in holds (`State`, with the dials tests turn), `core`
+the API plumbing and event delivery.
 """
 from flask import request
 
 from paygate.standins.stripe import charges, checkout, core, customers, dashboard, invoices, prices, subscriptions
-from paygate.standins.stripe.core import State, send_event
+from paygate.standins.stripe.core import send_event
+from paygate.standins.stripe.state import State
 
 __all__ = ["State", "register", "send_event"]
 

@@ -49,9 +49,17 @@ def settle(st, pi: dict, succeeded: bool) -> None:
                                "type": "issuer_declined"})
 
 
+def find_charge(st, reference: str) -> dict:
+    """A charge by its id, or the latest charge of a PaymentIntent."""
+    if reference in st.stores["charge"]:
+        return st.stores["charge"][reference]
+    return core.get(st, "charge", core.get(st, "payment_intent", reference)["latest_charge"])
+
+
 def refund(st, charge: dict, amount: int | None = None, reason: str | None = None,
-           meta: dict | None = None) -> dict:
-    """Refund `amount` (all that is left by default) of a successful charge; charge.refunded, refund.created."""
+           meta: dict | None = None, status: str = "succeeded") -> dict:
+    """Refund `amount` (all that is left by default) of a successful charge, `status` (pending while the bank
+    takes its time); charge.refunded, refund.created."""
     if charge["status"] != "succeeded":
         raise core.StripeFail(400, f"Charge {charge['id']} has no successful payment to refund (status "
                                    f"{charge['status']}).", "charge_not_refundable", "charge")
@@ -67,7 +75,7 @@ def refund(st, charge: dict, amount: int | None = None, reason: str | None = Non
     created = core.create(st, "refund", "re_", amount=amount, balance_transaction=None, charge=charge["id"],
                           currency=charge["currency"], description=None, failure_reason=None,
                           metadata=meta or {}, payment_intent=charge["payment_intent"], reason=reason,
-                          receipt_number=None, status="succeeded")
+                          receipt_number=None, status=status)
     core.emit(st, "charge.refunded", charge)
     core.emit(st, "refund.created", created)
     return created
@@ -79,17 +87,30 @@ def fail_newest_refund(st, charge: dict) -> dict:
                           lambda r: r["charge"] == charge["id"] and r["status"] in ("pending", "succeeded"))
     if not refunds:
         raise core.state_error(f"Charge {charge['id']} has no refund that could fail.")
-    failed = refunds[0]
-    charge["amount_refunded"] -= failed["amount"]
-    charge["refunded"] = False
-    core.change(st, failed, "refund.updated", status="failed", failure_reason="expired_or_canceled_card")
-    core.emit(st, "charge.refund.updated", failed)
-    return failed
+    return fail_refund(st, refunds[0])
+
+
+def fail_refund(st, refund_: dict, reason: str = "expired_or_canceled_card") -> dict:
+    """A refund fails: the money stays with the merchant, so its charge is less refunded."""
+    return set_refund_status(st, refund_, "failed", reason)
+
+
+def set_refund_status(st, refund_: dict, status: str, reason: str | None = None) -> dict:
+    """A refund moves on (pending -> succeeded, failed or canceled); refund.updated, charge.refund.updated. A
+    failed or canceled one gives its amount back to the charge."""
+    if refund_["status"] in ("pending", "succeeded") and status in ("failed", "canceled"):
+        charge = core.get(st, "charge", refund_["charge"])
+        charge["amount_refunded"] -= refund_["amount"]
+        charge["refunded"] = charge["amount_refunded"] >= charge["amount"]
+    core.change(st, refund_, "refund.updated", status=status,
+                failure_reason=reason if status == "failed" else refund_["failure_reason"])
+    core.emit(st, "charge.refund.updated", refund_)
+    return refund_
 
 
 def open_dispute(st, charge: dict, reason: str = "fraudulent") -> dict:
     """The cardholder disputes the charge: evidence due in a week; charge.dispute.created."""
-    if charge["status"] != "succeeded" or charge["disputed"]:
+    if charge["status"] != "succeeded" or (charge["disputed"] and st.one_dispute_per_charge):
         raise core.state_error(f"Charge {charge['id']} cannot be disputed (status {charge['status']}, "
                                f"disputed {charge['disputed']}).")
     charge["disputed"] = True
@@ -146,7 +167,7 @@ def register(bp, st) -> None:
         target = _refund_target(st, params)
         amount = core.to_int(params["amount"], "amount") if params.get("amount") not in (None, "") else None
         return core.render(st, refund(st, target, amount, params.get("reason"),
-                                  core.metadata(params.get("metadata"))))
+                                  core.metadata(params.get("metadata")), st.refund_status))
 
     for kind, path in (("refund", "/refunds"), ("dispute", "/disputes")):
         core.add_list(st, route, path, kind, ("charge", "payment_intent"))

@@ -14,6 +14,8 @@ MODES = ("payment", "subscription")
 LOCALES = ("auto", "bg", "cs", "da", "de", "el", "en", "en-GB", "es", "es-419", "et", "fi", "fil", "fr", "fr-CA",
            "hr", "hu", "id", "it", "ja", "ko", "lt", "lv", "ms", "mt", "nb", "nl", "pl", "pt", "pt-BR", "ro", "ru",
            "sk", "sl", "sv", "th", "tr", "vi", "zh", "zh-HK", "zh-TW")
+# Without payment_method_types Stripe offers what the account enables: here, a card or a (delayed) bank debit.
+DYNAMIC_METHODS = ("card", "us_bank_account")
 MIN_EXPIRY, MAX_EXPIRY = 30 * 60, 24 * 3600
 CLOCK_SLACK = 10  # seconds: the caller computed expires_at a moment before we read the clock
 
@@ -64,7 +66,7 @@ def _include_line_items(body: dict, record: dict, expand: set) -> None:
                                           f"/v1/checkout/sessions/{record['id']}/line_items")
 
 
-core.INCLUDES["checkout.session"] = _include_line_items
+core.INCLUDES["checkout.session"] = ("line_items", _include_line_items)
 
 
 def find(session_id: str, st) -> dict:
@@ -106,11 +108,11 @@ def _line_items(st, params: dict, mode: str) -> list[tuple[dict, int]]:
     return chosen
 
 
-def _line_item(price: dict, quantity: int, currency: str) -> dict:
+def _line_item(st, price: dict, quantity: int, currency: str) -> dict:
     amount = quantity * prices.amount(price, currency)
     return {"id": "li_" + core.rand(24), "object": "item", "amount_discount": 0, "amount_subtotal": amount,
-            "amount_tax": 0, "amount_total": amount, "currency": currency, "description": prices.product_name(price),
-            "price": prices.public(price), "quantity": quantity}
+            "amount_tax": 0, "amount_total": amount, "currency": currency,
+            "description": prices.product_name(st, price), "price": prices.public(st, price), "quantity": quantity}
 
 
 def _mode_data(params: dict, mode: str) -> tuple[dict, dict]:
@@ -124,7 +126,8 @@ def _mode_data(params: dict, mode: str) -> tuple[dict, dict]:
     return found["payment_intent_data"], found["subscription_data"]
 
 
-def _create(st, params: dict) -> dict:
+def create(st, params: dict) -> dict:
+    """A new open session from the API's parameters."""
     for name in ("mode", "line_items"):
         core.required(params, name)
     mode = params["mode"]
@@ -140,6 +143,10 @@ def _create(st, params: dict) -> dict:
         raise core.StripeFail(400, f"Invalid locale: must be one of {', '.join(LOCALES)}", "parameter_invalid_string",
                               "locale")
     methods = core.as_list(params, "payment_method_types")
+    customer_creation = params.get("customer_creation") or ("if_required" if mode == "payment" else None)
+    if customer_creation not in ("always", "if_required", None) or (customer_creation and mode != "payment"):
+        raise core.StripeFail(400, "customer_creation is always or if_required, in payment mode only.",
+                              "parameter_invalid", "customer_creation")
     ts = core.now()
     expires_at = core.to_int(params.get("expires_at", ts + MAX_EXPIRY), "expires_at")
     if expires_at < ts + MIN_EXPIRY - CLOCK_SLACK:
@@ -160,11 +167,12 @@ def _create(st, params: dict) -> dict:
     record = core.create(st,
         "checkout.session", "cs_test_", 58, amount_subtotal=totals[currency], amount_total=totals[currency],
         cancel_url=params.get("cancel_url"), client_reference_id=params.get("client_reference_id"),
-        currency=currency, customer=None, customer_details=None, customer_email=params.get("customer_email"),
+        currency=currency, customer=None, customer_creation=customer_creation, customer_details=None,
+        customer_email=params.get("customer_email"),
         expires_at=expires_at, invoice=None, locale=locale, metadata=core.metadata(params.get("metadata")),
-        mode=mode, payment_intent=None, payment_method_types=methods or ["card"], payment_status="unpaid",
+        mode=mode, payment_intent=None, payment_method_types=methods or list(DYNAMIC_METHODS), payment_status="unpaid",
         status="open", subscription=None, success_url=success_url, ui_mode=ui_mode, url=None,
-        _line_items=[_line_item(p, q, currency) for p, q in chosen], _chosen=chosen, _totals=totals,
+        _line_items=[_line_item(st, p, q, currency) for p, q in chosen], _chosen=chosen, _totals=totals,
         _pi_metadata=pi_metadata, _sub_metadata=sub_metadata, _pi=None)
     if ui_mode == "hosted_page":
         record["url"] = f"{st.settings.public_url.rstrip('/')}/_local/stripe/checkout/{record['id']}"
@@ -188,17 +196,20 @@ def _list(st, params: dict) -> dict:
 
 
 def pay(st, record: dict, email: str, currency: str, delayed: bool, name: str | None = None) -> None:
-    """The admin pays: a customer, then a PaymentIntent (payment mode) or a subscription and its first invoice."""
+    """The admin pays: a PaymentIntent (payment mode: a guest, unless the session asked for a customer), or a
+    customer, a subscription and its first invoice."""
     if currency != record["currency"]:  # a price's currency_options: the buyer chose another currency
         record.update(currency=currency, amount_subtotal=record["_totals"][currency],
                       amount_total=record["_totals"][currency],
-                      _line_items=[_line_item(p, q, currency) for p, q in record["_chosen"]])
-    customer = customers.create(st, email)
+                      _line_items=[_line_item(st, p, q, currency) for p, q in record["_chosen"]])
+    guest = record["mode"] == "payment" and record.get("customer_creation") != "always"
+    customer = None if guest else customers.create(st, email)
     outcome = "processing" if delayed else "succeeded"
     if record["mode"] == "payment":
-        names = ", ".join(prices.product_name(p) for p, _ in record["_chosen"])
-        pi = charges.create_payment(st, record["amount_total"], currency, customer["id"], email, record["_pi_metadata"],
-                                    names, outcome)
+        names = ", ".join(prices.product_name(st, p) for p, _ in record["_chosen"])
+        pi = charges.create_payment(st, record["amount_total"], currency, customer and customer["id"], email,
+                                    record["_pi_metadata"], names, outcome)
+        pi["_session"] = record["id"]
         record["payment_intent"] = pi["id"]
     else:
         price, quantity = record["_chosen"][0]
@@ -207,9 +218,10 @@ def pay(st, record: dict, email: str, currency: str, delayed: bool, name: str | 
         invoice = core.get(st, "invoice", sub["latest_invoice"])
         pi = core.get(st, "payment_intent", invoice["_payments"][-1]["payment"]["payment_intent"])
         record.update(subscription=sub["id"], invoice=invoice["id"])
-    record.update(status="complete", payment_status="unpaid" if delayed else "paid", customer=customer["id"],
-                  _pi=pi["id"], customer_details={"address": None, "email": email, "name": name or None, "phone": None,
-                                                  "tax_exempt": "none", "tax_ids": []})
+    record.update(status="complete", payment_status="unpaid" if delayed else "paid",
+                  customer=customer and customer["id"], _pi=pi["id"],
+                  customer_details={"address": None, "email": email, "name": name or None, "phone": None,
+                                    "tax_exempt": "none", "tax_ids": []})
     core.emit(st, "checkout.session.completed", record)
 
 
@@ -223,30 +235,37 @@ def settle(st, record: dict, succeeded: bool) -> None:
     core.emit(st, f"checkout.session.async_payment_{'succeeded' if succeeded else 'failed'}", record)
 
 
+def expire(st, record: dict) -> None:
+    """Expire an open session; checkout.session.expired."""
+    if record["status"] != "open":
+        raise core.StripeFail(400, 'Only Checkout Sessions with a status in ["open"] can be expired.')
+    record["status"] = "expired"
+    core.emit(st, "checkout.session.expired", record)
+
+
 def register(bp, st) -> None:
     """Checkout Sessions under /v1, and the hosted page at /stripe/checkout/{id}."""
     route = core.api_routes(bp, st)
     base = st.settings.public_url.rstrip("/")
 
-    @route("/checkout/sessions", "POST")
+    @route("/checkout/sessions", "POST", op="checkout_create")
     def session_create(params):
-        return core.render(st, _create(st, params), core.expansions(params))
+        return core.render(st, create(st, params), core.expansions(params))
 
-    @route("/checkout/sessions/<session_id>")
+    @route("/checkout/sessions/<session_id>", op="retrieve_checkout")
     def session_get(params, session_id):
-        return core.render(st, find(session_id, st), core.expansions(params))
+        record = find(session_id, st)
+        core.check_expand(record, core.expansions(params))
+        return core.render(st, record, core.expansions(params))
 
-    @route("/checkout/sessions")
+    @route("/checkout/sessions", op="list_checkouts")
     def session_list(params):
         return _list(st, params)
 
-    @route("/checkout/sessions/<session_id>/expire", "POST")
+    @route("/checkout/sessions/<session_id>/expire", "POST", op="checkout_expire")
     def session_expire(params, session_id):
         record = find(session_id, st)
-        if record["status"] != "open":
-            raise core.StripeFail(400, 'Only Checkout Sessions with a status in ["open"] can be expired.')
-        record["status"] = "expired"
-        core.emit(st, "checkout.session.expired", record)
+        expire(st, record)
         return core.render(st, record)
 
     def page(session_id, status=200):
@@ -258,8 +277,8 @@ def register(bp, st) -> None:
         price = record["_chosen"][0][0]
         text = render_template_string(
             CHECKOUT_PAGE, s=record, page=f"{base}/_local/stripe/checkout/{session_id}", money=core.money,
-            dashboard=f"{base}/_local/stripe/dashboard", product=prices.product_name(price),
-            description=prices.PRODUCTS[price["product"]].get("description"),
+            dashboard=f"{base}/_local/stripe/dashboard", product=prices.product_name(st, price),
+            description=prices.product(st, price).get("description"),
             amount=core.money(record["amount_total"], record["currency"]), totals=record["_totals"],
             interval=(price["recurring"] or {}).get("interval"), pending=bool(pi and pi["status"] == "processing"))
         return core.html(text, status)

@@ -16,68 +16,18 @@ import requests
 import stripe
 from flask import Response, request
 
+from paygate.standins.stripe.state import State
+
 log = logging.getLogger(__name__)
 
 DAY = 24 * 3600
 API = "/stripe/v1"  # under the blueprint's /_local
 
-KINDS = ("checkout.session", "customer", "payment_intent", "charge", "refund", "dispute", "subscription", "invoice",
-         "invoiceitem")
 # Fields that hold an id and may be expanded into the object (expand[]=latest_invoice.payments ...).
 EXPANDABLE = {"customer": "customer", "latest_invoice": "invoice", "latest_charge": "charge", "charge": "charge",
               "payment_intent": "payment_intent", "subscription": "subscription", "invoice": "invoice"}
-# Object type -> fn(body, obj, expand) adding what Stripe returns only when asked (invoice.payments ...).
+# Object type -> (field, fn(body, obj, expand)) adding what Stripe returns only when asked (invoice.payments ...).
 INCLUDES: dict = {}
-
-
-class State:
-    """Everything one Stripe stand-in holds: one store per object type (each in creation order; the dashboard
-    lists them newest first), the idempotency keys seen, and the events sent, newest last.
-
-    `deliver(event, payload, signature)` sends an event (by default: POSTed to {public_url}/webhooks/stripe in a
-    background thread); `on_change(state)` is called, lock held, after each call that may have changed something.
-    """
-
-    def __init__(self, settings, deliver=None):
-        self.settings = settings
-        self.lock = threading.RLock()
-        self.stores: dict[str, dict[str, dict]] = {kind: {} for kind in KINDS}
-        self.idempotency: dict[str, list] = {}  # key -> [fingerprint, status, body text]
-        self.events: list[dict] = []
-        self.seq = 0
-        self.deliver = deliver or _post_event
-        self.on_change = None
-
-    def next_seq(self) -> int:
-        self.seq += 1
-        return self.seq
-
-    def changed(self) -> None:
-        if self.on_change is not None:
-            self.on_change(self)
-
-    def reset(self) -> None:
-        """Forget every object, idempotency key and event."""
-        with self.lock:
-            for store in (*self.stores.values(), self.idempotency):
-                store.clear()
-            self.events.clear()
-            self.changed()
-
-    def dump(self) -> dict:
-        """What survives a restart (JSON)."""
-        with self.lock:
-            return {"stores": self.stores, "idempotency": self.idempotency, "events": self.events, "seq": self.seq}
-
-    def load(self, saved: dict) -> None:
-        with self.lock:
-            for kind, store in self.stores.items():
-                store.clear()
-                store.update((saved.get("stores") or {}).get(kind) or {})
-            self.idempotency.clear()
-            self.idempotency.update(saved.get("idempotency") or {})
-            self.events[:] = saved.get("events") or []
-            self.seq = int(saved.get("seq") or 0)
 
 
 def rand(n: int) -> str:
@@ -229,13 +179,21 @@ def create(st, kind: str, prefix: str, id_length: int = 24, **fields) -> dict:
 def get(st, kind: str, object_id, param: str | None = None) -> dict:
     """The stored object; unknown: 404 for the path's id, 400 naming `param` for a parameter."""
     obj = st.stores[kind].get(object_id) if isinstance(object_id, str) else None
+    if obj is not None and kind == "payment_intent" and not _still_named(st, obj):
+        obj = None
     if obj is None:
         raise missing(kind, str(object_id), param or "id", 400 if param else 404)
     return obj
 
 
+def _still_named(st, pi: dict) -> bool:
+    """With `payments_follow_sessions`, a Checkout payment is known only while a session names it."""
+    return not (st.payments_follow_sessions and pi.get("_session")) or any(
+        s.get("payment_intent") == pi["id"] for s in st.stores["checkout.session"].values())
+
+
 def newest(st, kind: str, test=lambda obj: True) -> list[dict]:
-    return sorted((o for o in st.stores[kind].values() if test(o)), key=lambda o: (o["created"], o["_seq"]),
+    return sorted((o for o in st.stores[kind].values() if test(o)), key=lambda o: (o["created"], o.get("_seq", 0)),
                   reverse=True)
 
 
@@ -245,13 +203,22 @@ def render(st, obj: dict, expand=()) -> dict:
     expand = set(expand)
     include = INCLUDES.get(obj["object"])
     if include:
-        include(body, obj, expand)
+        include[1](body, obj, expand)
     for field in {path.split(".", 1)[0] for path in expand}:
         kind = EXPANDABLE.get(field)
         if kind and isinstance(body.get(field), str) and body[field] in st.stores[kind]:
             deeper = {path.split(".", 1)[1] for path in expand if path.startswith(field + ".")}
             body[field] = render(st, st.stores[kind][body[field]], deeper)
     return body
+
+
+def check_expand(obj: dict, expand) -> None:
+    """Refuse, as Stripe does, to expand what the object has no expandable field for."""
+    include = INCLUDES.get(obj["object"], (None,))[0]
+    for path in expand:
+        field = path.split(".", 1)[0]
+        if not (field in EXPANDABLE and field in obj) and field != include:
+            raise StripeFail(400, f"This property cannot be expanded ({path}).", None, "expand")
 
 
 def list_of(data: list, url: str) -> dict:
@@ -283,54 +250,79 @@ def change(st, obj: dict, event_type: str, **fields) -> dict:
 
 # --- the API views --------------------------------------------------------------------------------------------
 
-def api(st):
-    """A decorator: auth, parameter decoding, one lock around the whole call, idempotent replays, error objects."""
+def scripted(status: int) -> StripeFail:
+    """The error of a failure scripted into `State.failures`."""
+    if status == 404:
+        return StripeFail(404, "No such object", "resource_missing", "id")
+    if status == 429:
+        return StripeFail(429, "Too many requests", "rate_limit")
+    if status < 500:
+        return StripeFail(status, "Stripe refused the request")
+    return StripeFail(status, "Stripe is having trouble", kind="api_error")
+
+
+def api(st, op: str):
+    """A decorator for the view of operation `op`: auth, parameter decoding, one lock around the whole call,
+    idempotent replays, scripted failures, error objects."""
     def wrap(fn):
         @functools.wraps(fn)
         def view(**kwargs):
-            try:
-                expected = f"Bearer {st.settings.stripe_secret_key}".encode()
-                if not hmac.compare_digest(request.headers.get("Authorization", "").encode(), expected):
-                    raise StripeFail(401, "Invalid API Key provided.")
-                pairs = list((request.form if request.method == "POST" else request.args).items(multi=True))
-                params = decode_form(pairs)
-                key = request.headers.get("Idempotency-Key") if request.method == "POST" else None
-                with st.lock:
-                    if key:
-                        if len(key) > 255:
-                            raise StripeFail(400, "Idempotency keys are at most 255 characters long.",
-                                             param="Idempotency-Key")
-                        fingerprint = json.dumps([request.path, sorted(pairs)])
-                        seen = st.idempotency.get(key)
-                        if seen and seen[0] != fingerprint:
-                            raise StripeFail(400, "Keys for idempotent requests can only be used with the same "
-                                             "parameters they were first used with. Try using a key other than "
-                                             f"'{key}' if you meant to execute a different request.",
-                                             kind="idempotency_error")
-                        if seen:
-                            return _raw(seen[2], seen[1], replayed=True)
-                    try:
-                        text = json.dumps(fn(params, **kwargs), indent=2)
-                        if key:  # like Stripe, only requests that ran are remembered; failed validation is not
-                            st.idempotency[key] = [fingerprint, 200, text]
-                    finally:
-                        if request.method != "GET":
-                            st.changed()
-                    return _raw(text)
-            except StripeFail as exc:
-                return exc.response()
+            key = request.headers.get("Idempotency-Key") if request.method != "GET" else None
+            if st.probe is not None:
+                st.probe(op)
+            with st.lock:
+                if st.calls is not None:
+                    st.calls.append((op, key or next(iter(kwargs.values()), None) or request.full_path))
+                try:
+                    return _answer(st, op, fn, kwargs, key if request.method == "POST" else None)
+                except StripeFail as exc:
+                    return exc.response()
         return view
     return wrap
 
 
-def api_routes(bp, st):
-    """`route(rule, *methods)` (GET by default): a decorator adding an `api` view at /stripe/v1{rule} to `bp`."""
-    wrap = api(st)
+def _answer(st, op: str, fn, kwargs: dict, key: str | None) -> Response:
+    expected = f"Bearer {st.settings.stripe_secret_key}".encode()
+    if not hmac.compare_digest(request.headers.get("Authorization", "").encode(), expected):
+        raise StripeFail(401, "Invalid API Key provided.")
+    pairs = list((request.form if request.method == "POST" else request.args).items(multi=True))
+    params = decode_form(pairs)
+    fingerprint = json.dumps([request.path, sorted(pairs)])
+    if key:
+        if len(key) > 255:
+            raise StripeFail(400, "Idempotency keys are at most 255 characters long.", param="Idempotency-Key")
+        seen = st.idempotency.get(key)
+        if seen and seen[0] != fingerprint:
+            raise StripeFail(400, "Keys for idempotent requests can only be used with the same parameters they "
+                             f"were first used with. Try using a key other than '{key}' if you meant to execute a "
+                             "different request.", kind="idempotency_error")
+        if seen:
+            return _raw(seen[2], seen[1], replayed=True)
+    failure = st.failures[op].pop(0) if st.failures.get(op) else None
+    if isinstance(failure, BaseException):
+        raise failure
+    if failure is not None:
+        answer = scripted(failure).response()
+        if failure >= 500 and key:  # Stripe keeps a 5xx under its key; a 429 or a refusal it does not
+            st.idempotency[key] = [fingerprint, failure, answer.get_data(as_text=True)]
+        return answer
+    try:
+        text = json.dumps(fn(params, **kwargs), indent=2)
+        if key:  # like Stripe, only requests that ran are remembered; failed validation is not
+            st.idempotency[key] = [fingerprint, 200, text]
+    finally:
+        if request.method != "GET":
+            st.changed()
+    return _raw(text)
 
-    def route(rule: str, *methods: str):
+
+def api_routes(bp, st):
+    """`route(rule, *methods, op=None)` (GET by default): a decorator adding an `api` view at /stripe/v1{rule} to
+    `bp`; the operation is named `op`, or after the function ("customer_create", "retrieve_charge", ...)."""
+    def route(rule: str, *methods: str, op: str | None = None):
         def add(fn):
             endpoint = f"stripe_{fn.__module__.rsplit('.', 1)[-1]}_{fn.__name__}"
-            bp.add_url_rule(API + rule, endpoint, wrap(fn), methods=list(methods or ["GET"]))
+            bp.add_url_rule(API + rule, endpoint, api(st, op or fn.__name__)(fn), methods=list(methods or ["GET"]))
             return fn
         return add
     return route
@@ -339,7 +331,9 @@ def api_routes(bp, st):
 def add_retrieve(st, route, rule: str, kind: str) -> None:
     """GET {rule} (ending in <object_id>): the stored `kind` object, with `expand`."""
     def retrieve(params, object_id):
-        return render(st, get(st, kind, object_id), expansions(params))
+        obj = get(st, kind, object_id)
+        check_expand(obj, expansions(params))
+        return render(st, obj, expansions(params))
     retrieve.__name__ = f"retrieve_{kind.replace('.', '_')}"
     route(rule)(retrieve)
 
@@ -350,7 +344,7 @@ def add_list(st, route, path: str, kind: str, keys: tuple) -> None:
         wanted = {k: params[k] for k in keys if params.get(k)}
         found = newest(st, kind, lambda obj: all(obj.get(k) == v for k, v in wanted.items()))
         return page(st, kind, found, params, "/v1" + path)
-    view.__name__ = f"list_{kind}"
+    view.__name__ = f"list_{kind}s"
     route(path)(view)
 
 
@@ -384,7 +378,7 @@ def send_event(event_type: str, obj: dict, st: State, previous: dict | None = No
     signature = stripe.WebhookSignature.generate_signature_header(payload, st.settings.stripe_webhook_secret)
     with st.lock:
         st.events.append(event)
-    st.deliver(st, event, payload, signature)
+    (st.deliver or _post_event)(st, event, payload, signature)
     return event
 
 

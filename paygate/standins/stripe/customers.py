@@ -24,7 +24,7 @@ def register(bp, st) -> None:
     route = core.api_routes(bp, st)
 
     @route("/customers", "POST")
-    def create_customer(params):
+    def customer_create(params):
         settings_param = params.get("invoice_settings") or {}
         if not isinstance(settings_param, dict):
             raise core.StripeFail(400, "Invalid object", "parameter_invalid", "invoice_settings")

@@ -37,7 +37,7 @@ ACTIONS = {
     ("subscription", "renewal-failed"): lambda s, obj, form: subscriptions.renew(s, obj, "failed"),
     ("invoice", "paid"): lambda s, obj, form: invoices.pay(s, obj),
     ("invoice", "overdue"): lambda s, obj, form: invoices.overdue(s, obj, _days(form)),
-    ("invoice", "void"): lambda s, obj, form: invoices.void(s, obj),
+    ("invoice", "void"): lambda s, obj, form: invoices.void(s, obj, drafts_too=True),
     ("invoice", "uncollectible"): lambda s, obj, form: invoices.mark_uncollectible(s, obj),
 }
 

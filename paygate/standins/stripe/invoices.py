@@ -23,7 +23,8 @@ def create(st, customer: dict, *, collection_method: str = "charge_automatically
         auto_advance=auto_advance, billing_reason=billing_reason, collection_method=collection_method,
         currency=currency, customer=customer["id"], customer_email=customer["email"], customer_name=customer["name"],
         description=description, due_date=due_date, effective_at=None, hosted_invoice_url=None, invoice_pdf=None,
-        metadata=meta or {}, next_payment_attempt=None, number=None, parent=parent, period_end=ts, period_start=ts,
+        metadata=meta or {}, next_payment_attempt=None, number=None, paid_out_of_band=False, parent=parent,
+        period_end=ts, period_start=ts,
         status="draft", subtotal=0, total=0, webhooks_delivered_at=None,
         status_transitions={"finalized_at": None, "marked_uncollectible_at": None, "paid_at": None, "voided_at": None},
         custom_fields=customer["invoice_settings"]["custom_fields"] if fields is None else fields,
@@ -63,8 +64,15 @@ def finalize(st, invoice: dict) -> None:
         raise core.state_error("This invoice is already finalized, you can't re-finalize a non-draft invoice.")
     ts = core.now()
     url = f"{st.settings.public_url.rstrip('/')}/_local/stripe/dashboard#{invoice['id']}"
-    invoice.update(status="open", number=customers.next_invoice_number(core.get(st, "customer", invoice["customer"])),
-                   effective_at=ts, hosted_invoice_url=url, invoice_pdf=url, amount_remaining=invoice["amount_due"])
+    if st.invoice_url:
+        url = st.invoice_url.format(id=invoice["id"])
+    if st.invoice_prefix:  # numbered account-wide
+        st.invoice_seq += 1
+        number = f"{st.invoice_prefix}-{st.invoice_seq:04d}"
+    else:
+        number = customers.next_invoice_number(core.get(st, "customer", invoice["customer"]))
+    invoice.update(status="open", number=number, effective_at=ts, hosted_invoice_url=url, invoice_pdf=url,
+                   amount_remaining=invoice["amount_due"])
     invoice["status_transitions"]["finalized_at"] = ts
     if invoice["collection_method"] == "send_invoice" and invoice["due_date"] is None:
         invoice["due_date"] = ts + (invoice["_days_until_due"] or DEFAULT_DAYS_UNTIL_DUE) * core.DAY
@@ -92,6 +100,7 @@ def pay(st, invoice: dict, out_of_band: bool = False, outcome: str = "succeeded"
     if invoice["status"] not in PAYABLE:
         raise core.state_error(f"You cannot pay an invoice with status {invoice['status']}.")
     if out_of_band:
+        invoice["paid_out_of_band"] = True
         mark_paid(st, invoice)
         return
     customer = core.get(st, "customer", invoice["customer"])
@@ -146,9 +155,9 @@ def _close(st, invoice: dict, status: str, allowed: tuple, event: str, stamp: st
     core.emit(st, event, invoice)
 
 
-def void(st, invoice: dict) -> None:
-    """Cancel an open or uncollectible invoice; invoice.voided."""
-    _close(st, invoice, "void", PAYABLE, "invoice.voided", "voided_at")
+def void(st, invoice: dict, drafts_too: bool = False) -> None:
+    """Cancel an open or uncollectible invoice (or, from the dashboard, a draft); invoice.voided."""
+    _close(st, invoice, "void", ("draft", *PAYABLE) if drafts_too else PAYABLE, "invoice.voided", "voided_at")
 
 
 def mark_uncollectible(st, invoice: dict) -> None:
@@ -169,7 +178,7 @@ def _include_payments(body: dict, invoice: dict, expand: set) -> None:
         body["payments"] = core.list_of(copy.deepcopy(invoice["_payments"]), f"/v1/invoices/{invoice['id']}/payments")
 
 
-core.INCLUDES["invoice"] = _include_payments
+core.INCLUDES["invoice"] = ("payments", _include_payments)
 
 
 def _create_item(st, params: dict) -> dict:
@@ -192,7 +201,7 @@ def _create_item(st, params: dict) -> dict:
     ts = core.now()
     item = core.create(st,
         "invoiceitem", "ii_", amount=unit * quantity, currency=currency, customer=customer["id"], date=ts,
-        description=params.get("description") or prices.product_name(price), discountable=True, discounts=[],
+        description=params.get("description") or prices.product_name(st, price), discountable=True, discounts=[],
         invoice=invoice and invoice["id"], metadata=core.metadata(params.get("metadata")), parent=None,
         period={"start": ts, "end": ts}, proration=False, quantity=quantity, tax_rates=[], test_clock=None,
         pricing={"type": "price_details", "unit_amount_decimal": str(unit),
@@ -243,11 +252,11 @@ def register(bp, st) -> None:
     core.add_retrieve(st, route, "/invoiceitems/<object_id>", "invoiceitem")
 
     @route("/invoices", "POST")
-    def create_invoice(params):
+    def invoice_create(params):
         return core.render(st, _create_invoice(st, params), core.expansions(params))
 
     @route("/invoiceitems", "POST")
-    def create_item(params):
+    def invoiceitem_create(params):
         return core.render(st, _create_item(st, params))
 
     def out_of_band(params):

@@ -1,39 +1,16 @@
-"""Prices and their products: the configured one-time Price plus a few fixed ones to try other plans with."""
+"""Prices and their products, from the State's catalogue (the local run's: the configured one-time Price plus a
+few fixed ones to try other plans with)."""
 import copy
 
-from paygate.standins.stripe import core
-
-DESCRIPTION = "Registers the tool in your LMS for one institution."
-PRODUCTS = {pid: {"id": pid, "object": "product", "active": True, "created": 1700000000, "description": DESCRIPTION,
-                  "livemode": False, "metadata": {}, "name": name, "type": "service", "default_price": None}
-            for pid, name in (("prod_local", "Tool registration"), ("prod_local_yearly", "Tool licence (yearly)"),
-                              ("prod_local_monthly", "Tool licence (monthly)"))}
-
-
-def _price(product: str, unit_amount: int = 4900, interval: str | None = None, active: bool = True,
-           **currency_options: int) -> dict:
-    return {"object": "price", "active": active, "billing_scheme": "per_unit", "created": 1700000000,
-            "currency": "usd", "livemode": False, "lookup_key": None, "metadata": {}, "nickname": None,
-            "product": product, "tax_behavior": "unspecified", "unit_amount": unit_amount,
-            "unit_amount_decimal": str(unit_amount), "type": "recurring" if interval else "one_time",
-            "recurring": {"interval": interval, "interval_count": 1, "usage_type": "licensed", "meter": None,
-                          "trial_period_days": None} if interval else None,
-            "_options": {"usd": unit_amount, **currency_options}}
-
-
-DEFAULT = _price("prod_local")  # what the configured STRIPE_PRICE_ID is, unless it names a fixed price
-FIXED = {"price_local_yearly": _price("prod_local_yearly", interval="year"),
-         "price_local_monthly": _price("prod_local_monthly", 900, interval="month"),
-         "price_local_multi": _price("prod_local", eur=4500, gbp=3900),
-         "price_local_archived": _price("prod_local", active=False)}
+from paygate.standins.stripe import core, state
 
 
 def find(st, price_id, param: str | None = None) -> dict:
-    """The price (unexpanded, private fields included); unknown: 404, or 400 naming `param`."""
-    spec = FIXED.get(price_id) or (DEFAULT if price_id == st.settings.stripe_price_id else None)
-    if spec is None:
+    """A copy of the price (unexpanded, private fields included); unknown: 404, or 400 naming `param`."""
+    price = st.prices.get(price_id) if isinstance(price_id, str) else None
+    if price is None or price["id"] != price_id:  # a test may rename a Price to make it vanish
         raise core.missing("price", str(price_id), param or "id", 400 if param else 404)
-    return {"id": price_id, **spec}
+    return copy.deepcopy(price)
 
 
 def usable(st, price_id, param: str, recurring: bool | None = None) -> dict:
@@ -58,11 +35,11 @@ def currencies(price: dict) -> list[str]:
     return list(price["_options"])
 
 
-def public(price: dict, expand=()) -> dict:
+def public(st, price: dict, expand=()) -> dict:
     """The price's JSON; `product` and `currency_options` only when expanded, as in Stripe."""
     body = copy.deepcopy({k: v for k, v in price.items() if not k.startswith("_")})
-    if "product" in expand:
-        body["product"] = dict(PRODUCTS[price["product"]])
+    if "product" in expand and price["product"] in st.products:
+        body["product"] = copy.deepcopy(st.products[price["product"]])
     if "currency_options" in expand:
         body["currency_options"] = {
             currency: {"custom_unit_amount": None, "tax_behavior": "unspecified", "unit_amount": unit,
@@ -70,8 +47,24 @@ def public(price: dict, expand=()) -> dict:
     return body
 
 
-def product_name(price: dict) -> str:
-    return PRODUCTS[price["product"]]["name"]
+def product(st, price: dict) -> dict:
+    return st.products.get(price["product"]) or state.make_product(price["product"], price["product"], None)
+
+
+def product_name(st, price: dict) -> str:
+    return product(st, price)["name"]
+
+
+def change(st, price_id: str, *, interval: str | None = None, currency_options: dict | None = None,
+           active: bool = True, unit_amount: int | None = None) -> dict:
+    """Make a Price of the catalogue one-time or recurring ("year", "month"), sold in other currencies too
+    ({"eur": 4500}), archived (active=False), or for another unit amount. Returns it, expanded."""
+    price = st.prices[price_id]
+    unit = price["unit_amount"] if unit_amount is None else unit_amount
+    options = {k.lower(): v for k, v in (currency_options or {}).items() if k.lower() != price["currency"]}
+    price.update(active=active, type="recurring" if interval else "one_time", recurring=state.recurring(interval),
+                 unit_amount=unit, unit_amount_decimal=str(unit), _options={price["currency"]: unit, **options})
+    return public(st, price, {"product", "currency_options"})
 
 
 def register(bp, st) -> None:
@@ -79,5 +72,5 @@ def register(bp, st) -> None:
     route = core.api_routes(bp, st)
 
     @route("/prices/<price_id>")
-    def retrieve(params, price_id):
-        return public(find(st, price_id), core.expansions(params))
+    def retrieve_price(params, price_id):
+        return public(st, find(st, price_id), core.expansions(params))

@@ -22,7 +22,7 @@ def start(st, customer: dict, price: dict, quantity: int = 1, currency: str | No
         trial_start=None, _price=price)
     item = {"id": "si_" + core.rand(24), "object": "subscription_item", "created": ts, "current_period_start": ts,
             "current_period_end": core.add_interval(ts, price["recurring"]["interval"]), "discounts": [],
-            "metadata": {}, "price": prices.public(price), "quantity": quantity, "subscription": sub["id"],
+            "metadata": {}, "price": prices.public(st, price), "quantity": quantity, "subscription": sub["id"],
             "tax_rates": []}
     sub["items"] = core.list_of([item], f"/v1/subscription_items?subscription={sub['id']}")
     invoice = _bill(st, sub, "subscription_create")
@@ -48,30 +48,35 @@ def _bill(st, sub: dict, reason: str) -> dict:
         "type": "subscription_item_details", "invoice_item_details": None,
         "subscription_item_details": {"invoice_item": None, "proration": False, "subscription": sub["id"],
                                       "subscription_item": item["id"]}},
-        f"{item['quantity']} × {prices.product_name(sub['_price'])}")
+        f"{item['quantity']} × {prices.product_name(st, sub['_price'])}")
     sub["latest_invoice"] = invoice["id"]
     return invoice
 
 
-def renew(st, sub: dict, outcome: str = "succeeded") -> dict:
-    """The next period starts and is billed: paid by card, or the payment fails (then past_due)."""
+def renew(st, sub: dict, outcome: str | None = "succeeded") -> dict:
+    """The next period starts and is billed: paid by card, or the payment fails (then past_due), or (outcome None)
+    its invoice is open and waits to be paid."""
     item = _item(sub)
     item["current_period_start"] = item["current_period_end"]
     item["current_period_end"] = core.add_interval(item["current_period_start"], sub["_price"]["recurring"]["interval"])
     invoice = _bill(st, sub, "subscription_cycle")
-    invoices.pay(st, invoice, outcome=outcome)
+    if outcome is None:
+        invoices.finalize(st, invoice)
+    else:
+        invoices.pay(st, invoice, outcome=outcome)
     if outcome == "failed":
         core.change(st, sub, "customer.subscription.updated", status="past_due")
     return invoice
 
 
-def set_status(st, sub: dict, status: str) -> None:
-    """past_due or unpaid (as Stripe's retries decide), canceled, or active again (by paying what is open)."""
+def set_status(st, sub: dict, status: str, collect: bool = True) -> None:
+    """past_due or unpaid (as Stripe's retries decide), canceled, or active again (by paying what is open, or by
+    fiat with collect=False)."""
     if status == "canceled":
         cancel(st, sub)
     elif status == sub["status"] != "active":
         raise core.state_error(f"Subscription {sub['id']} is {status} already.")
-    elif status != "active":
+    elif status != "active" or not collect:
         core.change(st, sub, "customer.subscription.updated", status=status)
     else:
         latest = st.stores["invoice"].get(sub["latest_invoice"])
@@ -119,11 +124,11 @@ def register(bp, st) -> None:
     core.add_list(st, route, "/subscriptions", "subscription", ("customer", "status"))
 
     @route("/subscriptions", "POST")
-    def create_subscription(params):
+    def subscription_create(params):
         return core.render(st, _create(st, params), core.expansions(params))
 
     @route("/subscriptions/<object_id>", "DELETE")
-    def cancel_subscription(params, object_id):
+    def subscription_cancel(params, object_id):
         sub = core.get(st, "subscription", object_id)
         cancel(st, sub)
         return core.render(st, sub, core.expansions(params))
