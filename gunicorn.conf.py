@@ -13,6 +13,7 @@ line (command-line settings win; these hooks still run). It prepares Prometheus'
 Give gunicorn a directory of its own: the flask `worker` command must not share it (it serves its own
 metrics, see README "Metrics and alerts").
 """
+
 import glob
 import os
 import shutil

@@ -2,6 +2,7 @@
 (paygate/translations/*/LC_MESSAGES/messages.po) are compiled to the .mo files Flask-Babel reads, on every
 `pip install` (wheel, sdist or editable), so that a fresh clone serves every language without a
 manual step. The .mo files are not committed."""
+
 import os
 
 from setuptools import setup

@@ -19,6 +19,7 @@ are left (access.BATCH caps a pass), further passes until none is, and prints th
 anything still differs, whether any registration that needed no change was touched, and the two
 queries of a pass alone (EXPLAIN ANALYZE execution time, with work waiting and when idle).
 """
+
 import argparse
 import cProfile
 import http.server
@@ -179,8 +180,11 @@ def serve_fake_ltiaas(latency_ms: float) -> None:
 
 class FakeLtiaasProcess:
     def __init__(self, latency_ms: float):
-        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve-fake-ltiaas",
-                                      "--latency-ms", str(latency_ms)], stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--serve-fake-ltiaas", "--latency-ms", str(latency_ms)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self.url = f"http://127.0.0.1:{int(self.proc.stdout.readline())}"
         self._http = requests.Session()
 
@@ -215,14 +219,14 @@ def recreate_database(url: str) -> None:
 
 def fill(db, rows: int, step: int, now, grace: int) -> None:
     for start in range(1, rows + 1, FILL_CHUNK):
-        params = {"start": start, "stop": min(start + FILL_CHUNK - 1, rows), "step": step, "now": now,
-                  "grace": grace}
+        params = {"start": start, "stop": min(start + FILL_CHUNK - 1, rows), "step": step, "now": now, "grace": grace}
         for sql in (FILL_REGISTRATIONS, FILL_LICENCES, FILL_PAYMENTS):
             db.session.execute(text(sql), params)
         db.session.commit()
     for table in ("registrations", "licences", "licence_payments"):
-        db.session.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                                f"(SELECT max(id) FROM {table}))"))
+        db.session.execute(
+            text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
+        )
     db.session.commit()
 
 
@@ -238,8 +242,9 @@ def check_decide_agrees(db, app, now, step: int, sample: int = 400) -> int:
     from paygate.licensing import access
 
     settings = app.config["SETTINGS"]
-    ids = db.session.scalars(select(Registration.id).where(text(f"id % {max(1, 100_000 // sample)} = 7 "
-                                                                f"OR id % {step} = 0"))).all()
+    ids = db.session.scalars(
+        select(Registration.id).where(text(f"id % {max(1, 100_000 // sample)} = 7 OR id % {step} = 0"))
+    ).all()
     wrong = 0
     for pk in ids:
         reg = db.session.get(Registration, pk)
@@ -248,8 +253,10 @@ def check_decide_agrees(db, app, now, step: int, sample: int = 400) -> int:
         if (d.active, d.reason, d.review_at) != (reg.access_wanted, reg.access_reason, reg.access_review_at):
             wrong += 1
             if wrong <= 3:
-                print(f"  MISMATCH id {pk}: stored {(reg.access_wanted, reg.access_reason, reg.access_review_at)} "
-                      f"decide {(d.active, d.reason, d.review_at)}")
+                print(
+                    f"  MISMATCH id {pk}: stored {(reg.access_wanted, reg.access_reason, reg.access_review_at)} "
+                    f"decide {(d.active, d.reason, d.review_at)}"
+                )
     db.session.rollback()
     return wrong
 
@@ -259,14 +266,23 @@ def pass_queries(now, limit):
     from paygate.core.models import ACCESS_DIFFERS, Registration
     from paygate.licensing import access
 
-    review = (select(Registration.id).where(Registration.access_review_at <= now)
-              .order_by(Registration.access_review_at).limit(limit))
+    review = (
+        select(Registration.id)
+        .where(Registration.access_review_at <= now)
+        .order_by(Registration.access_review_at)
+        .limit(limit)
+    )
     stale = now - access._stale_bound()
-    pending = (select(Registration.id).where(
-        text(ACCESS_DIFFERS),
-        or_(Registration.access_next_at.is_(None), Registration.access_next_at <= now),
-        or_(Registration.access_claimed_at.is_(None), Registration.access_claimed_at < stale))
-        .order_by(Registration.id).limit(limit))
+    pending = (
+        select(Registration.id)
+        .where(
+            text(ACCESS_DIFFERS),
+            or_(Registration.access_next_at.is_(None), Registration.access_next_at <= now),
+            or_(Registration.access_claimed_at.is_(None), Registration.access_claimed_at < stale),
+        )
+        .order_by(Registration.id)
+        .limit(limit)
+    )
     return {"review query": review, "pending query": pending}
 
 
@@ -280,8 +296,9 @@ def explain_times(db, stmt, runs: int) -> tuple[float, float, int, str]:
         lines = [line for (line,) in db.session.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + sql))]
         db.session.rollback()
         if n == 0:
-            plan = "\n".join("      " + line for line in lines
-                             if not line.startswith(("Planning Time", "Execution Time")))
+            plan = "\n".join(
+                "      " + line for line in lines if not line.startswith(("Planning Time", "Execution Time"))
+            )
             top = re.search(r"actual time=[\d.]+\.\.[\d.]+ rows=(\d+)", lines[0])
             rows = int(top.group(1)) if top else -1
             continue
@@ -348,8 +365,13 @@ def main() -> None:
     parser.add_argument("--max-passes", type=int, default=20)
     parser.add_argument("--show-log", action="store_true", help="let the app's log lines through to stderr")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="the fake LTIaaS waits this long per call")
-    parser.add_argument("--profile", type=int, default=0, metavar="N",
-                        help="profile pass 1 (cProfile) and print its N costliest functions")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="profile pass 1 (cProfile) and print its N costliest functions",
+    )
     parser.add_argument("--serve-fake-ltiaas", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fake_ltiaas:
@@ -382,9 +404,11 @@ def main() -> None:
             if isinstance(handler, logging.StreamHandler):
                 handler.setStream(devnull)
     settings = app.config["SETTINGS"]
-    print(f"database {url.database} on {url.host}:{url.port} (dropped and recreated); "
-          f"fake LTIaaS at {server.url} (own process, {args.latency_ms:g} ms per call); "
-          f"access.BATCH = {access.BATCH}; CPUs {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"database {url.database} on {url.host}:{url.port} (dropped and recreated); "
+        f"fake LTIaaS at {server.url} (own process, {args.latency_ms:g} ms per call); "
+        f"access.BATCH = {access.BATCH}; CPUs {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}"
+    )
 
     with app.app_context():
         t = time.perf_counter()
@@ -394,23 +418,34 @@ def main() -> None:
         now = utcnow()
         t = time.perf_counter()
         fill(db, args.rows, step, now, settings.licence_grace_days)
-        print(f"filled {args.rows:,} registrations + licences + licence payments in "
-              f"{time.perf_counter() - t:.1f} s", flush=True)
+        print(
+            f"filled {args.rows:,} registrations + licences + licence payments in {time.perf_counter() - t:.1f} s",
+            flush=True,
+        )
 
         # Half the changes: a payment refunded in full, the access decided again as the webhook does.
         t = time.perf_counter()
-        db.session.execute(text(
-            "UPDATE licence_payments SET amount_refunded = amount, refund_id = 're_' || substr(md5(id::text), 1, 24), "
-            "refund_status = 'succeeded', updated_at = :now WHERE registration_pk % :step = 0 "
-            "AND (registration_pk / :step) % 2 = 0"), {"now": now, "step": step})
-        refunded = db.session.scalars(select(Registration.id).where(
-            text("id % :step = 0 AND (id / :step) % 2 = 0")).order_by(Registration.id), {"step": step}).all()
+        db.session.execute(
+            text(
+                "UPDATE licence_payments SET amount_refunded = amount, refund_id = 're_' || substr(md5(id::text), 1, "
+                "24), refund_status = 'succeeded', updated_at = :now WHERE registration_pk % :step = 0 AND "
+                "(registration_pk / :step) % 2 = 0"
+            ),
+            {"now": now, "step": step},
+        )
+        refunded = db.session.scalars(
+            select(Registration.id).where(text("id % :step = 0 AND (id / :step) % 2 = 0")).order_by(Registration.id),
+            {"step": step},
+        ).all()
         flipped = 0
         for pk in refunded:
             flipped += access.refresh(db.session.get(Registration, pk), "bench: charge.refunded", now)
         db.session.commit()
-        print(f"refunded {len(refunded)} payments in full; access.refresh turned {flipped} to inactive in "
-              f"{time.perf_counter() - t:.1f} s", flush=True)
+        print(
+            f"refunded {len(refunded)} payments in full; access.refresh turned {flipped} to inactive in "
+            f"{time.perf_counter() - t:.1f} s",
+            flush=True,
+        )
 
         t = time.perf_counter()
         vacuum_analyze(db)
@@ -421,8 +456,10 @@ def main() -> None:
         # The overdue invoices are the rows decide now disagrees with (by design: only the clock review
         # can find them), so "wrong" counts exactly those among the sample.
         overdue_expected = args.changes // 2
-        print(f"stored access vs access.decide on a sample incl. every changed row: "
-              f"{wrong} differ (expected {overdue_expected}: the overdue invoices, for the clock review)")
+        print(
+            f"stored access vs access.decide on a sample incl. every changed row: "
+            f"{wrong} differ (expected {overdue_expected}: the overdue invoices, for the clock review)"
+        )
 
         def scalar(sql, **params):
             value = db.session.scalar(text(sql), params)
@@ -445,12 +482,14 @@ def main() -> None:
         for n in range(args.max_passes):
             pass_now = utcnow()
             calls_before = sum(server.calls().values())
-            backends = db.session.scalars(text(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                "AND backend_type = 'client backend'")).all()
+            backends = db.session.scalars(
+                text(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND backend_type = 'client backend'"
+                )
+            ).all()
             db.session.rollback()
-            cpu_before = (time.process_time(), sum(cpu_seconds(b) for b in backends),
-                          cpu_seconds(server.proc.pid))
+            cpu_before = (time.process_time(), sum(cpu_seconds(b) for b in backends), cpu_seconds(server.proc.pid))
             profiler = cProfile.Profile() if args.profile and n == 0 else None
             meter.on = True
             t = time.perf_counter()
@@ -461,18 +500,31 @@ def main() -> None:
                 profiler.disable()
             took = time.perf_counter() - t
             meter.on = False
-            cpu = (time.process_time() - cpu_before[0], sum(cpu_seconds(b) for b in backends) - cpu_before[1],
-                   cpu_seconds(server.proc.pid) - cpu_before[2])
+            cpu = (
+                time.process_time() - cpu_before[0],
+                sum(cpu_seconds(b) for b in backends) - cpu_before[1],
+                cpu_seconds(server.proc.pid) - cpu_before[2],
+            )
             cpus.append((cpu, len(backends), os.getloadavg()[0]))
             if profiler:
                 out = io.StringIO()
                 pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(args.profile)
                 profile_text = out.getvalue()
-            passes.append((took, sum(server.calls().values()) - calls_before, counts, meter.count, meter.commits,
-                           meter.seconds, meter.commit_seconds))
+            passes.append(
+                (
+                    took,
+                    sum(server.calls().values()) - calls_before,
+                    counts,
+                    meter.count,
+                    meter.commits,
+                    meter.seconds,
+                    meter.commit_seconds,
+                )
+            )
             named.append({k: list(v) for k, v in meter.named.items()})
-            left = (scalar(f"SELECT count(*) FROM registrations WHERE {ACCESS_DIFFERS}")
-                    + scalar("SELECT count(*) FROM registrations WHERE access_review_at <= :now", now=utcnow()))
+            left = scalar(f"SELECT count(*) FROM registrations WHERE {ACCESS_DIFFERS}") + scalar(
+                "SELECT count(*) FROM registrations WHERE access_review_at <= :now", now=utcnow()
+            )
             if not left:
                 break
             meter.count = meter.commits = 0
@@ -488,19 +540,26 @@ def main() -> None:
 
         differs_after = scalar(f"SELECT count(*) FROM registrations WHERE {ACCESS_DIFFERS}")
         due_after = scalar("SELECT count(*) FROM registrations WHERE access_review_at <= :now", now=idle_now)
-        changed_ok = scalar(f"SELECT count(*) FROM registrations WHERE {changed_sql} AND platform_active = false "
-                            "AND access_wanted = false AND access_claimed_at IS NULL AND access_attempts = 0",
-                            step=step)
-        touched = scalar(f"SELECT count(*) FROM registrations WHERE NOT ({changed_sql}) AND "
-                         f"(updated_at <> TIMESTAMP '{UNTOUCHED}' OR platform_active IS DISTINCT FROM true "
-                         "OR access_wanted IS DISTINCT FROM true OR access_claimed_at IS NOT NULL "
-                         "OR access_attempts <> 0)", step=step)
+        changed_ok = scalar(
+            f"SELECT count(*) FROM registrations WHERE {changed_sql} AND platform_active = false "
+            "AND access_wanted = false AND access_claimed_at IS NULL AND access_attempts = 0",
+            step=step,
+        )
+        touched = scalar(
+            f"SELECT count(*) FROM registrations WHERE NOT ({changed_sql}) AND "
+            f"(updated_at <> TIMESTAMP '{UNTOUCHED}' OR platform_active IS DISTINCT FROM true "
+            "OR access_wanted IS DISTINCT FROM true OR access_claimed_at IS NOT NULL "
+            "OR access_attempts <> 0)",
+            step=step,
+        )
         touched_licences = scalar(f"SELECT count(*) FROM licences WHERE updated_at <> TIMESTAMP '{UNTOUCHED}'")
-        timeline_foreign = scalar("SELECT count(*) FROM timeline_entries WHERE NOT (registration_pk % :step = 0)",
-                                  step=step)
+        timeline_foreign = scalar(
+            "SELECT count(*) FROM timeline_entries WHERE NOT (registration_pk % :step = 0)", step=step
+        )
         timeline_after = scalar("SELECT count(*) FROM timeline_entries")
-        changed_platforms = set(db.session.scalars(select(Registration.platform_id)
-                                                   .where(text(changed_sql)), {"step": step}).all())
+        changed_platforms = set(
+            db.session.scalars(select(Registration.platform_id).where(text(changed_sql)), {"step": step}).all()
+        )
         db.session.rollback()
         db.engine.dispose()
     all_calls = server.calls()
@@ -515,9 +574,11 @@ def main() -> None:
 
     print()
     print(f"rows (completed registrations with a licence)       {args.rows:>10,}")
-    print(f"rows needing a change                                {args.changes:>10,}"
-          f"   ({args.changes // 2} refunded: differ already; {args.changes // 2} invoices overdue: "
-          "for the clock review)")
+    print(
+        f"rows needing a change                                {args.changes:>10,}"
+        f"   ({args.changes // 2} refunded: differ already; {args.changes // 2} invoices overdue: "
+        "for the clock review)"
+    )
     print(f"  before the pass: ACCESS_DIFFERS rows {differs_before}, access_review_at <= now rows {due_before}")
     print()
     print("ONE pass: access.sync_pending(now)")
@@ -529,38 +590,54 @@ def main() -> None:
     print(f"  commits, their time                                {first[4]:>10,}   {first[6]:.3f} s")
     print(f"  the rest (LTIaaS HTTP, ORM, Python)                {first[0] - first[5] - first[6]:>10.3f} s")
     (py_cpu, pg_cpu, fake_cpu), n_backends, load_after = cpus[0]
-    print(f"  CPU used: this process {py_cpu:.2f} s, PostgreSQL backend(s) ({n_backends}) {pg_cpu:.2f} s, "
-          f"fake LTIaaS {fake_cpu:.2f} s; sum {py_cpu + pg_cpu + fake_cpu:.2f} s "
-          f"(load average after the pass {load_after:.2f})")
+    print(
+        f"  CPU used: this process {py_cpu:.2f} s, PostgreSQL backend(s) ({n_backends}) {pg_cpu:.2f} s, "
+        f"fake LTIaaS {fake_cpu:.2f} s; sum {py_cpu + pg_cpu + fake_cpu:.2f} s "
+        f"(load average after the pass {load_after:.2f})"
+    )
     if len(passes) > 1:
         print()
         print(f"passes needed until nothing differs: {len(passes)}")
         for n, (took, calls, counts, stmts, commits, sql_s, commit_s) in enumerate(passes, 1):
-            print(f"  pass {n}: {took:7.3f} s, {calls:5,} calls, {stmts:6,} statements ({sql_s:.3f} s), "
-                  f"{commits:5,} commits ({commit_s:.3f} s)  {counts}")
+            print(
+                f"  pass {n}: {took:7.3f} s, {calls:5,} calls, {stmts:6,} statements ({sql_s:.3f} s), "
+                f"{commits:5,} commits ({commit_s:.3f} s)  {counts}"
+            )
         print(f"  all passes: {total_time:.3f} s, {total_calls:,} calls, {total_calls / total_time:.1f} calls/s")
     print()
-    print(f"after: ACCESS_DIFFERS rows                           {differs_after:>10}   "
-          f"({'OK: nothing differs' if differs_after == 0 else 'NOT OK'})")
+    print(
+        f"after: ACCESS_DIFFERS rows                           {differs_after:>10}   "
+        f"({'OK: nothing differs' if differs_after == 0 else 'NOT OK'})"
+    )
     print(f"after: access_review_at <= now rows                  {due_after:>10}")
     print(f"after: changed rows now inactive at LTIaaS, settled  {changed_ok:>10,} of {args.changes:,}")
-    print(f"after: rows needing no change that were touched      {touched:>10}   "
-          f"({'OK' if touched == 0 else 'NOT OK'}; updated_at, platform_active, access_*, claim)")
+    print(
+        f"after: rows needing no change that were touched      {touched:>10}   "
+        f"({'OK' if touched == 0 else 'NOT OK'}; updated_at, platform_active, access_*, claim)"
+    )
     print(f"after: licences touched                              {touched_licences:>10}")
-    print(f"after: timeline entries (before -> after)            {timeline_before:>5,} -> {timeline_after:,}"
-          f"   ({timeline_foreign} on rows needing no change)")
-    print(f"LTIaaS: deactivate calls {deactivations:,}, activate calls {total_calls - deactivations:,}, "
-          f"platforms called {len(called):,}, called more than once {repeated}, "
-          f"calls for platforms needing no change {foreign_calls}")
+    print(
+        f"after: timeline entries (before -> after)            {timeline_before:>5,} -> {timeline_after:,}"
+        f"   ({timeline_foreign} on rows needing no change)"
+    )
+    print(
+        f"LTIaaS: deactivate calls {deactivations:,}, activate calls {total_calls - deactivations:,}, "
+        f"platforms called {len(called):,}, called more than once {repeated}, "
+        f"calls for platforms needing no change {foreign_calls}"
+    )
     print()
-    print(f"the pass's two queries alone (EXPLAIN ANALYZE, median of {args.runs} after a warm-up; "
-          "and as timed from Python inside the pass):")
+    print(
+        f"the pass's two queries alone (EXPLAIN ANALYZE, median of {args.runs} after a warm-up; "
+        "and as timed from Python inside the pass):"
+    )
     for name in ("review query", "pending query"):
         inside = ", ".join(f"{s * 1000:.2f}" for s in named[0][name]) or "-"
         b_exec, b_plan, b_rows, _ = before_q[name]
         a_exec, a_plan, a_rows, _ = after_q[name]
-        print(f"  {name:<14} with work waiting: {b_exec:7.3f} ms execution ({b_plan:.3f} ms planning), "
-              f"{b_rows} rows | idle: {a_exec:7.3f} ms ({a_plan:.3f} ms planning), {a_rows} rows")
+        print(
+            f"  {name:<14} with work waiting: {b_exec:7.3f} ms execution ({b_plan:.3f} ms planning), "
+            f"{b_rows} rows | idle: {a_exec:7.3f} ms ({a_plan:.3f} ms planning), {a_rows} rows"
+        )
         print(f"  {'':<14} inside pass 1 (round trip, ms): {inside}")
     for name in ("review query", "pending query"):
         print(f"  plan of the {name} with work waiting:")
@@ -570,8 +647,10 @@ def main() -> None:
         print("pass 1 under cProfile (so slower than timed above; the profiled pass is the one timed):")
         print(profile_text.rstrip())
     print()
-    print(f"target one pass < 5 s: {'MET' if first[0] < 5 else 'MISSED'} ({first[0]:.3f} s); "
-          f"whole script {time.perf_counter() - started_all:.0f} s")
+    print(
+        f"target one pass < 5 s: {'MET' if first[0] < 5 else 'MISSED'} ({first[0]:.3f} s); "
+        f"whole script {time.perf_counter() - started_all:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ printed figures are the median over --rounds rounds of the CPU ms per request, a
 median of the rounds' ratios. A full run takes about two minutes on two cores; other load on the
 machine makes both apps slower, the service (which runs more code) a little more.
 """
+
 import argparse
 import contextlib
 import hashlib
@@ -112,8 +113,10 @@ FLOOR_PAGE = """<!doctype html>
 </body>
 </html>
 """  # noqa: E501 - a page's markup, kept as written
-FLOOR_MESSAGE = ("Complete the payment in the payment window. This window updates by itself; if you closed "
-                 "the payment window, press Pay to reopen it.")
+FLOOR_MESSAGE = (
+    "Complete the payment in the payment window. This window updates by itself; if you closed "
+    "the payment window, press Pay to reopen it."
+)
 
 
 def floor_app():
@@ -132,22 +135,52 @@ def floor_app():
     engine = create_engine(os.environ["FLOOR_DATABASE_URL"])
     secret = os.environ["FLOOR_WEBHOOK_SECRET"]
     meta = MetaData()
-    regs = Table("registrations", meta, Column("id", Integer, primary_key=True), Column("registration_id", String),
-                 Column("flow_token", String), Column("state", String), Column("lms_url", String),
-                 Column("lms_family", String), Column("lms_version", String), Column("amount", Integer),
-                 Column("currency", String), Column("product_name", String), Column("product_description", String))
-    events = Table("stripe_events", meta, Column("event_id", String, primary_key=True), Column("type", String),
-                   Column("session_id", String), Column("received_at", DateTime), Column("deliveries", Integer),
-                   Column("outcome", String), Column("payload", Text))
+    regs = Table(
+        "registrations",
+        meta,
+        Column("id", Integer, primary_key=True),
+        Column("registration_id", String),
+        Column("flow_token", String),
+        Column("state", String),
+        Column("lms_url", String),
+        Column("lms_family", String),
+        Column("lms_version", String),
+        Column("amount", Integer),
+        Column("currency", String),
+        Column("product_name", String),
+        Column("product_description", String),
+    )
+    events = Table(
+        "stripe_events",
+        meta,
+        Column("event_id", String, primary_key=True),
+        Column("type", String),
+        Column("session_id", String),
+        Column("received_at", DateTime),
+        Column("deliveries", Integer),
+        Column("outcome", String),
+        Column("payload", Text),
+    )
     stripe_client = None
     if os.environ.get("FLOOR_STRIPE_API_BASE"):
-        stripe_client = stripe.StripeClient("sk_test_floor",
-                                            base_addresses={"api": os.environ["FLOOR_STRIPE_API_BASE"]},
-                                            max_network_retries=0, http_client=stripe.RequestsClient(timeout=8))
+        stripe_client = stripe.StripeClient(
+            "sk_test_floor",
+            base_addresses={"api": os.environ["FLOOR_STRIPE_API_BASE"]},
+            max_network_retries=0,
+            http_client=stripe.RequestsClient(timeout=8),
+        )
     by_token = select(regs.c.state).where(regs.c.flow_token == bindparam("token"))
-    by_id = select(regs.c.flow_token, regs.c.state, regs.c.lms_url, regs.c.lms_family, regs.c.lms_version,
-                   regs.c.amount, regs.c.currency, regs.c.product_name, regs.c.product_description
-                   ).where(regs.c.registration_id == bindparam("rid"))
+    by_id = select(
+        regs.c.flow_token,
+        regs.c.state,
+        regs.c.lms_url,
+        regs.c.lms_family,
+        regs.c.lms_version,
+        regs.c.amount,
+        regs.c.currency,
+        regs.c.product_name,
+        regs.c.product_description,
+    ).where(regs.c.registration_id == bindparam("rid"))
 
     @app.get("/healthz")
     def healthz():
@@ -172,8 +205,9 @@ def floor_app():
         if r is None:
             abort(404)
         price = f"{r.amount / 100:,.2f} {r.currency.upper()}"
-        return render_template("page.html", r=r, price=price, message=FLOOR_MESSAGE, support=SUPPORT,
-                               nonce=secrets.token_urlsafe(16))
+        return render_template(
+            "page.html", r=r, price=price, message=FLOOR_MESSAGE, support=SUPPORT, nonce=secrets.token_urlsafe(16)
+        )
 
     @app.post("/webhooks/stripe")
     def webhook():
@@ -188,10 +222,19 @@ def floor_app():
         if session_id and stripe_client is not None:  # the checkout row: Stripe is asked, as it must be
             stripe_client.v1.checkout.sessions.retrieve(session_id, params={"expand": ["line_items"]})
         with engine.begin() as conn:
-            conn.execute(insert(events).values(
-                event_id=event["id"], type=event["type"], session_id=session_id, deliveries=1, outcome="ignored",
-                received_at=datetime.now(UTC).replace(tzinfo=None), payload=payload,
-            ).on_conflict_do_nothing())
+            conn.execute(
+                insert(events)
+                .values(
+                    event_id=event["id"],
+                    type=event["type"],
+                    session_id=session_id,
+                    deliveries=1,
+                    outcome="ignored",
+                    received_at=datetime.now(UTC).replace(tzinfo=None),
+                    payload=payload,
+                )
+                .on_conflict_do_nothing()
+            )
         return jsonify(received=True, result="ignored")
 
     return app
@@ -265,20 +308,31 @@ def prepare_database(url: str) -> None:
         sys.exit(f"refusing to drop database {parsed.database!r}: its name must contain 'hotpath'")
     admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                     {"n": parsed.database})
+        conn.execute(
+            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": parsed.database}
+        )
         conn.execute(text(f'DROP DATABASE IF EXISTS "{parsed.database}"'))
         conn.execute(text(f'CREATE DATABASE "{parsed.database}"'))
     admin.dispose()
-    app = create_app({"app_env": "test", "database_url": url, "ltiaas_url": "http://127.0.0.1:9",
-                      "ltiaas_api_key": "k", "stripe_secret_key": "sk_test_bench", "stripe_webhook_secret":
-                      WEBHOOK_SECRET, "stripe_price_id": PRICE_ID, "public_url": "http://127.0.0.1",
-                      "secret_key": "bench"})
+    app = create_app(
+        {
+            "app_env": "test",
+            "database_url": url,
+            "ltiaas_url": "http://127.0.0.1:9",
+            "ltiaas_api_key": "k",
+            "stripe_secret_key": "sk_test_bench",
+            "stripe_webhook_secret": WEBHOOK_SECRET,
+            "stripe_price_id": PRICE_ID,
+            "public_url": "http://127.0.0.1",
+            "secret_key": "bench",
+        }
+    )
     migration_log = io.StringIO()  # Alembic's INFO lines, shown only if the migration fails
     try:
         with app.app_context(), contextlib.redirect_stderr(migration_log):
             upgrade()
             from paygate.core.db import db
+
             db.engine.dispose()
     except Exception:
         sys.stderr.write(migration_log.getvalue())
@@ -295,6 +349,7 @@ def prepare_database(url: str) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # A fake upstream: the Stripe API (checkout sessions) and, for anything else, a counting LTIaaS.
+
 
 class FakeUpstream(http.server.ThreadingHTTPServer):
     daemon_threads = True
@@ -329,11 +384,11 @@ class _UpstreamHandler(http.server.BaseHTTPRequestHandler):
             self.rfile.read(length)
         path = self.path.split("?", 1)[0]
         prefix = "/v1/checkout/sessions/cs_bench_paid_"
-        if self.command == "GET" and path.startswith(prefix) and path[len(prefix):].isdigit():
+        if self.command == "GET" and path.startswith(prefix) and path[len(prefix) :].isdigit():
             with self.server.lock:
                 key = (self.headers.get("Authorization") or "").rpartition(" ")[2]
                 self.server.stripe_calls[key] = self.server.stripe_calls.get(key, 0) + 1
-            self._answer(200, paid_session(int(path[len(prefix):])))
+            self._answer(200, paid_session(int(path[len(prefix) :])))
             return
         with self.server.lock:
             self.server.other_calls.append(f"{self.command} {path}")
@@ -348,21 +403,54 @@ class _UpstreamHandler(http.server.BaseHTTPRequestHandler):
 def paid_session(pk: int) -> dict:
     now = int(time.time())
     return {
-        "id": f"cs_bench_paid_{pk}", "object": "checkout.session", "status": "complete", "payment_status": "paid",
-        "mode": "payment", "client_reference_id": f"reg-bench-{pk}", "metadata": {"registration_pk": str(pk)},
-        "amount_total": 4900, "amount_subtotal": 4900, "currency": "usd", "payment_intent": f"pi_bench_{pk}",
-        "customer": None, "customer_details": {"email": f"admin{pk}@school.example", "name": None},
-        "url": None, "expires_at": now + 3600, "created": now - 60, "livemode": False, "subscription": None,
-        "line_items": {"object": "list", "has_more": False, "url": "/v1/checkout/sessions/x/line_items", "data": [
-            {"id": f"li_bench_{pk}", "object": "item", "amount_total": 4900, "currency": "usd", "quantity": 1,
-             "description": "Tool registration",
-             "price": {"id": PRICE_ID, "object": "price", "unit_amount": 4900, "currency": "usd",
-                       "recurring": None, "type": "one_time", "active": True}}]},
+        "id": f"cs_bench_paid_{pk}",
+        "object": "checkout.session",
+        "status": "complete",
+        "payment_status": "paid",
+        "mode": "payment",
+        "client_reference_id": f"reg-bench-{pk}",
+        "metadata": {"registration_pk": str(pk)},
+        "amount_total": 4900,
+        "amount_subtotal": 4900,
+        "currency": "usd",
+        "payment_intent": f"pi_bench_{pk}",
+        "customer": None,
+        "customer_details": {"email": f"admin{pk}@school.example", "name": None},
+        "url": None,
+        "expires_at": now + 3600,
+        "created": now - 60,
+        "livemode": False,
+        "subscription": None,
+        "line_items": {
+            "object": "list",
+            "has_more": False,
+            "url": "/v1/checkout/sessions/x/line_items",
+            "data": [
+                {
+                    "id": f"li_bench_{pk}",
+                    "object": "item",
+                    "amount_total": 4900,
+                    "currency": "usd",
+                    "quantity": 1,
+                    "description": "Tool registration",
+                    "price": {
+                        "id": PRICE_ID,
+                        "object": "price",
+                        "unit_amount": 4900,
+                        "currency": "usd",
+                        "recurring": None,
+                        "type": "one_time",
+                        "active": True,
+                    },
+                }
+            ],
+        },
     }
 
 
 # ---------------------------------------------------------------------------------------------
 # Load and measure
+
 
 def sign(payload: str, at: int | None = None) -> str:
     at = at or int(time.time())
@@ -373,28 +461,64 @@ def sign(payload: str, at: int | None = None) -> str:
 def customer_created(event_id: str, n: int) -> str:
     """A customer.created event of about the size Stripe sends (~1.3 kB)."""
     now = int(time.time())
-    return json.dumps({
-        "id": event_id, "object": "event", "api_version": "2025-03-31.basil", "created": now,
-        "data": {"object": {
-            "id": f"cus_bench{n:08d}", "object": "customer", "address": None, "balance": 0, "created": now,
-            "currency": None, "default_source": None, "delinquent": False, "description": None, "discount": None,
-            "email": f"someone{n}@example.org", "invoice_prefix": f"B{n:07d}",
-            "invoice_settings": {"custom_fields": None, "default_payment_method": None, "footer": None,
-                                 "rendering_options": None},
-            "livemode": False, "metadata": {"source": "another product"}, "name": f"Customer {n}", "phone": None,
-            "preferred_locales": [], "shipping": None, "tax_exempt": "none", "test_clock": None}},
-        "livemode": False, "pending_webhooks": 1,
-        "request": {"id": f"req_bench{n:010d}", "idempotency_key": f"6b1c1a6e-{n:08d}-4c1e-9d51-a0c4e1d1c0de"},
-        "type": "customer.created",
-    })
+    return json.dumps(
+        {
+            "id": event_id,
+            "object": "event",
+            "api_version": "2025-03-31.basil",
+            "created": now,
+            "data": {
+                "object": {
+                    "id": f"cus_bench{n:08d}",
+                    "object": "customer",
+                    "address": None,
+                    "balance": 0,
+                    "created": now,
+                    "currency": None,
+                    "default_source": None,
+                    "delinquent": False,
+                    "description": None,
+                    "discount": None,
+                    "email": f"someone{n}@example.org",
+                    "invoice_prefix": f"B{n:07d}",
+                    "invoice_settings": {
+                        "custom_fields": None,
+                        "default_payment_method": None,
+                        "footer": None,
+                        "rendering_options": None,
+                    },
+                    "livemode": False,
+                    "metadata": {"source": "another product"},
+                    "name": f"Customer {n}",
+                    "phone": None,
+                    "preferred_locales": [],
+                    "shipping": None,
+                    "tax_exempt": "none",
+                    "test_clock": None,
+                }
+            },
+            "livemode": False,
+            "pending_webhooks": 1,
+            "request": {"id": f"req_bench{n:010d}", "idempotency_key": f"6b1c1a6e-{n:08d}-4c1e-9d51-a0c4e1d1c0de"},
+            "type": "customer.created",
+        }
+    )
 
 
 def session_completed(event_id: str, pk: int) -> str:
-    return json.dumps({
-        "id": event_id, "object": "event", "api_version": "2025-03-31.basil", "created": int(time.time()),
-        "data": {"object": paid_session(pk)}, "livemode": False, "pending_webhooks": 1,
-        "request": {"id": None, "idempotency_key": None}, "type": "checkout.session.completed",
-    })
+    return json.dumps(
+        {
+            "id": event_id,
+            "object": "event",
+            "api_version": "2025-03-31.basil",
+            "created": int(time.time()),
+            "data": {"object": paid_session(pk)},
+            "livemode": False,
+            "pending_webhooks": 1,
+            "request": {"id": None, "idempotency_key": None},
+            "type": "checkout.session.completed",
+        }
+    )
 
 
 def cpu_ticks(pid: int) -> int:
@@ -410,11 +534,28 @@ class Server:
         self.name = name
         self.port = free_port()
         self.log = open(os.path.join(logdir, f"{name}.log"), "w")  # noqa: SIM115 - gunicorn writes it; stop() closes it
-        cmd = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", "--worker-class", "gthread",
-               "--workers", str(args.workers), "--threads", str(args.threads), "--timeout", "30",
-               "--keep-alive", "30",  # the clients' connections outlive the other app's turns
-               *(["--config", CONFIG] if os.path.exists(CONFIG) else []), "--no-control-socket",
-               "--pythonpath", ",".join(filter(None, path)), target]
+        cmd = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--worker-class",
+            "gthread",
+            "--workers",
+            str(args.workers),
+            "--threads",
+            str(args.threads),
+            "--timeout",
+            "30",
+            "--keep-alive",
+            "30",  # the clients' connections outlive the other app's turns
+            *(["--config", CONFIG] if os.path.exists(CONFIG) else []),
+            "--no-control-socket",
+            "--pythonpath",
+            ",".join(filter(None, path)),
+            target,
+        ]
         # Started in a scratch directory, so that no .env of the checkout changes the settings.
         self.proc = subprocess.Popen(cmd, env=env, cwd=logdir, stdout=self.log, stderr=subprocess.STDOUT)
         self.workers: list[int] = []
@@ -461,6 +602,7 @@ class Server:
 
 def free_port() -> int:
     import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -568,15 +710,23 @@ def endpoints(args) -> list[Endpoint]:
         return [("GET", f"/flow/tok_{token}/status", None, json_accept) for token in tokens]
 
     def preapproval(tag, n):
-        return [("GET", f"/pre-approval?registrationId=reg-bench-{1 + (i * 7) % PENDING}", None, html_accept)
-                for i in range(n)]
+        return [
+            ("GET", f"/pre-approval?registrationId=reg-bench-{1 + (i * 7) % PENDING}", None, html_accept)
+            for i in range(n)
+        ]
 
     def webhook(tag, n, ids=None):
         out = []
         for i in range(n):
             payload = customer_created(ids[i] if ids else f"evt_bench_{tag}_{i:06d}", i)
-            out.append(("POST", "/webhooks/stripe", payload.encode(),
-                        {"Content-Type": "application/json; charset=utf-8", "Stripe-Signature": sign(payload)}))
+            out.append(
+                (
+                    "POST",
+                    "/webhooks/stripe",
+                    payload.encode(),
+                    {"Content-Type": "application/json; charset=utf-8", "Stripe-Signature": sign(payload)},
+                )
+            )
         return out
 
     def repeat(tag, n):
@@ -586,16 +736,26 @@ def endpoints(args) -> list[Endpoint]:
         out = []
         for i in range(n):
             payload = session_completed(f"evt_bench_cs_{tag}_{i:06d}", PENDING + 1 + i % PAID)
-            out.append(("POST", "/webhooks/stripe", payload.encode(),
-                        {"Content-Type": "application/json; charset=utf-8", "Stripe-Signature": sign(payload)}))
+            out.append(
+                (
+                    "POST",
+                    "/webhooks/stripe",
+                    payload.encode(),
+                    {"Content-Type": "application/json; charset=utf-8", "Stripe-Signature": sign(payload)},
+                )
+            )
         return out
 
-    rows = [Endpoint("status", "status poll", status, TARGETS["status"]),
-            Endpoint("preapproval", "pre-approval repeat visit", preapproval, TARGETS["preapproval"]),
-            Endpoint("webhook", "webhook (new customer.created)", webhook, TARGETS["webhook"], 2 / 3)]
+    rows = [
+        Endpoint("status", "status poll", status, TARGETS["status"]),
+        Endpoint("preapproval", "pre-approval repeat visit", preapproval, TARGETS["preapproval"]),
+        Endpoint("webhook", "webhook (new customer.created)", webhook, TARGETS["webhook"], 2 / 3),
+    ]
     if args.extras:
-        rows += [Endpoint("repeat", "webhook (repeated delivery)", repeat, None, 1 / 3),
-                 Endpoint("checkout", "webhook (checkout.session.completed, already paid)", checkout, None, 1 / 5)]
+        rows += [
+            Endpoint("repeat", "webhook (repeated delivery)", repeat, None, 1 / 3),
+            Endpoint("checkout", "webhook (checkout.session.completed, already paid)", checkout, None, 1 / 5),
+        ]
     return rows
 
 
@@ -609,7 +769,7 @@ def measure_round(servers: list, endpoint: Endpoint, tag: str, count: int, clien
     sent = {s.name: 0 for s in servers}
     try:
         for k in range(slices):
-            for s in (servers if k % 2 == 0 else servers[::-1]):
+            for s in servers if k % 2 == 0 else servers[::-1]:
                 n = count // slices + (1 if k < count % slices else 0)
                 reqs = endpoint.make(f"{s.name}{tag}s{k}", n) if n else []
                 if not reqs:
@@ -626,8 +786,9 @@ def measure_round(servers: list, endpoint: Endpoint, tag: str, count: int, clien
         for pool in conns.values():
             for conn in pool:
                 conn.close()
-    return {name: (ticks[name] / os.sysconf("SC_CLK_TCK") * 1000 / sent[name], sent[name] / seconds[name])
-            for name in ticks}
+    return {
+        name: (ticks[name] / os.sysconf("SC_CLK_TCK") * 1000 / sent[name], sent[name] / seconds[name]) for name in ticks
+    }
 
 
 def main() -> None:
@@ -637,21 +798,26 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1500, help="requests per endpoint, app and round")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--slices", type=int, default=10,
-                        help="turns the two apps take within a round (each sends its share per turn)")
+    parser.add_argument(
+        "--slices", type=int, default=10, help="turns the two apps take within a round (each sends its share per turn)"
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--no-extras", dest="extras", action="store_false",
-                        help="only the three rows with targets")
-    parser.add_argument("--service-dir", default=REPO,
-                        help="the service's code (wsgi.py, paygate/): e.g. `git archive` of an earlier commit, to "
-                             "compare; the schema must be this checkout's")
-    parser.add_argument("--service-app", default="wsgi:app",
-                        help="gunicorn's app for the service (a variant of it; on --pythonpath)")
+    parser.add_argument("--no-extras", dest="extras", action="store_false", help="only the three rows with targets")
+    parser.add_argument(
+        "--service-dir",
+        default=REPO,
+        help="the service's code (wsgi.py, paygate/): e.g. `git archive` of an earlier commit, to "
+        "compare; the schema must be this checkout's",
+    )
+    parser.add_argument(
+        "--service-app", default="wsgi:app", help="gunicorn's app for the service (a variant of it; on --pythonpath)"
+    )
     parser.add_argument("--pythonpath", default="", help="one more directory on the service's Python path")
     parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs (path printed)")
     args = parser.parse_args()
     from sqlalchemy.engine import make_url
+
     url = make_url(args.url)
     if args.db:
         url = url.set(database=args.db)
@@ -664,17 +830,32 @@ def main() -> None:
     logdir = tempfile.mkdtemp(prefix="bench-hotpath-")
     base_env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "LC_ALL", "TZ") if k in os.environ}
     service_env = {
-        **base_env, "APP_ENV": "production", "DATABASE_URL": url_text, "LTIAAS_URL": fake.url,
-        "LTIAAS_API_KEY": "ltiaas-bench-key", "STRIPE_SECRET_KEY": "sk_test_bench", "STRIPE_API_BASE": fake.url,
-        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "STRIPE_PRICE_ID": PRICE_ID,
+        **base_env,
+        "APP_ENV": "production",
+        "DATABASE_URL": url_text,
+        "LTIAAS_URL": fake.url,
+        "LTIAAS_API_KEY": "ltiaas-bench-key",
+        "STRIPE_SECRET_KEY": "sk_test_bench",
+        "STRIPE_API_BASE": fake.url,
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "STRIPE_PRICE_ID": PRICE_ID,
         "SECRET_KEY": "bench-secret-key-of-at-least-32-characters",
-        "PUBLIC_URL": "http://127.0.0.1", "RATELIMIT_STORAGE_URI": "memory://", "SUPPORT_CONTACT": SUPPORT,
+        "PUBLIC_URL": "http://127.0.0.1",
+        "RATELIMIT_STORAGE_URI": "memory://",
+        "SUPPORT_CONTACT": SUPPORT,
     }
-    floor_env = {**base_env, "FLOOR_DATABASE_URL": url_text, "FLOOR_WEBHOOK_SECRET": WEBHOOK_SECRET,
-                 "FLOOR_STRIPE_API_BASE": fake.url}
-    servers = [Server("service", args.service_app, service_env, args, logdir,
-                      [os.path.abspath(args.service_dir), args.pythonpath]),
-               Server("floor", "bench_hot_paths:floor_app()", floor_env, args, logdir, [os.path.join(REPO, "scripts")])]
+    floor_env = {
+        **base_env,
+        "FLOOR_DATABASE_URL": url_text,
+        "FLOOR_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "FLOOR_STRIPE_API_BASE": fake.url,
+    }
+    servers = [
+        Server(
+            "service", args.service_app, service_env, args, logdir, [os.path.abspath(args.service_dir), args.pythonpath]
+        ),
+        Server("floor", "bench_hot_paths:floor_app()", floor_env, args, logdir, [os.path.join(REPO, "scripts")]),
+    ]
     rows = endpoints(args)
 
     def count(e: Endpoint) -> int:
@@ -696,8 +877,9 @@ def main() -> None:
         for r in range(args.rounds):
             for e in rows:
                 order = servers if r % 2 == 0 else servers[::-1]
-                for name, (cpu_ms, rate) in measure_round(order, e, f"r{r}", count(e), args.clients,
-                                                          args.slices).items():
+                for name, (cpu_ms, rate) in measure_round(
+                    order, e, f"r{r}", count(e), args.clients, args.slices
+                ).items():
                     results[(e.key, name)].append(cpu_ms)
                     rates[(e.key, name)].append(rate)
     finally:
@@ -706,10 +888,12 @@ def main() -> None:
         fake.shutdown()
 
     checkout_rounds = WARM_UP + args.rounds * count(rows[-1]) if args.extras else 0  # per app
-    print(f"hot paths: server CPU ms per request (gunicorn gthread --workers {args.workers} --threads "
-          f"{args.threads}, {args.requests} requests per round (fewer for webhooks) from {args.clients} keep-alive "
-          "clients, "
-          f"PostgreSQL {url.database}); median of {args.rounds} interleaved rounds")
+    print(
+        f"hot paths: server CPU ms per request (gunicorn gthread --workers {args.workers} --threads "
+        f"{args.threads}, {args.requests} requests per round (fewer for webhooks) from {args.clients} keep-alive "
+        "clients, "
+        f"PostgreSQL {url.database}); median of {args.rounds} interleaved rounds"
+    )
     print(f"{'endpoint':52} {'service':>8} {'floor':>8} {'ratio':>6} {'target':>7}  ratio per round")
     missed = []
     for e in rows:
@@ -720,18 +904,28 @@ def main() -> None:
         verdict = "" if e.target is None else ("ok" if ratio <= e.target else "ABOVE")
         if verdict == "ABOVE":
             missed.append(e.label)
-        print(f"{e.label:52} {statistics.median(service):8.3f} {statistics.median(floor):8.3f} "
-              f"{ratio:5.2f}x {target:>7} {verdict:5} " + " ".join(f"{x:.2f}" for x in per_round))
-    print("requests/s (median): " + "; ".join(
-        f"{e.key} {statistics.median(rates[(e.key, 'service')]):.0f} "
-        f"vs {statistics.median(rates[(e.key, 'floor')]):.0f}"
-        for e in rows))
+        print(
+            f"{e.label:52} {statistics.median(service):8.3f} {statistics.median(floor):8.3f} "
+            f"{ratio:5.2f}x {target:>7} {verdict:5} " + " ".join(f"{x:.2f}" for x in per_round)
+        )
+    print(
+        "requests/s (median): "
+        + "; ".join(
+            f"{e.key} {statistics.median(rates[(e.key, 'service')]):.0f} "
+            f"vs {statistics.median(rates[(e.key, 'floor')]):.0f}"
+            for e in rows
+        )
+    )
     calls = {"service": fake.stripe_calls.get("sk_test_bench", 0), "floor": fake.stripe_calls.get("sk_test_floor", 0)}
-    print(f"upstream calls: Stripe {calls['service']} from the service, {calls['floor']} from the floor "
-          f"({checkout_rounds} each expected: the checkout row's), other {len(fake.other_calls)}"
-          + (": " + ", ".join(sorted(set(fake.other_calls))[:5]) if fake.other_calls else ""))
-    print(("all within target" if not missed else "ABOVE TARGET: " + ", ".join(missed))
-          + f" ({time.monotonic() - t0:.0f} s)")
+    print(
+        f"upstream calls: Stripe {calls['service']} from the service, {calls['floor']} from the floor "
+        f"({checkout_rounds} each expected: the checkout row's), other {len(fake.other_calls)}"
+        + (": " + ", ".join(sorted(set(fake.other_calls))[:5]) if fake.other_calls else "")
+    )
+    print(
+        ("all within target" if not missed else "ABOVE TARGET: " + ", ".join(missed))
+        + f" ({time.monotonic() - t0:.0f} s)"
+    )
     if args.keep_logs:
         print(f"logs: {logdir}")
     else:

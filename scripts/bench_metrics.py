@@ -10,6 +10,7 @@ LTIaaS was told, then times `paygate.ops.metrics_page.database_facts` (registrat
 worker's backlog, the oldest paid registration not completed) and the whole `GET /metrics` answer through the
 test client. Prints the median and the slowest of --runs runs, after one warm-up run.
 """
+
 import argparse
 import os
 import sys
@@ -49,10 +50,18 @@ def main() -> None:
         upgrade()
         fill(db, args.rows, args.refill)
         # Some platforms whose access LTIaaS has not been told yet (the reconciler's backlog).
-        db.session.execute(text("UPDATE registrations SET access_wanted = platform_active "
-                                "WHERE platform_id IS NOT NULL AND access_wanted IS NULL"))
-        db.session.execute(text("UPDATE registrations SET access_wanted = NOT platform_active "
-                                "WHERE platform_id IS NOT NULL AND id % 1000 = 1"))
+        db.session.execute(
+            text(
+                "UPDATE registrations SET access_wanted = platform_active "
+                "WHERE platform_id IS NOT NULL AND access_wanted IS NULL"
+            )
+        )
+        db.session.execute(
+            text(
+                "UPDATE registrations SET access_wanted = NOT platform_active "
+                "WHERE platform_id IS NOT NULL AND id % 1000 = 1"
+            )
+        )
         db.session.commit()
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("VACUUM ANALYZE registrations"))  # as autovacuum keeps it in production
@@ -76,8 +85,10 @@ def main() -> None:
             print(f"  {name:<15} median {median:6.1f} ms, slowest {worst:6.1f} ms")
         metrics_page.FINAL_COUNTS_TTL = 0.0
         median, worst, facts = timed(lambda: database_facts(settings), args.runs)
-        print(f"database read of a scrape that also counts the final states (once a minute): "
-              f"median {median:.1f} ms, slowest {worst:.1f} ms")
+        print(
+            f"database read of a scrape that also counts the final states (once a minute): "
+            f"median {median:.1f} ms, slowest {worst:.1f} ms"
+        )
         metrics_page.FINAL_COUNTS_TTL = 60.0
         median, worst, facts = timed(lambda: database_facts(settings), args.runs)
         print(f"database read of every other scrape: median {median:.1f} ms, slowest {worst:.1f} ms")

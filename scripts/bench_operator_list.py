@@ -9,6 +9,7 @@ Creates the database if missing, migrates it (`flask db upgrade`), fills it with
 page, a deep keyset page, each filter and each kind of search, and the rendered HTML pages through
 the test client. Prints the median and the slowest of --runs runs, after one warm-up run.
 """
+
 import argparse
 import os
 import re
@@ -24,9 +25,14 @@ from sqlalchemy.engine import make_url
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/paygate_bench"
 BATCH = 100_000
 CONFIG = {
-    "app_env": "test", "ltiaas_url": "https://ltiaas.bench", "ltiaas_api_key": "bench-key",
-    "stripe_secret_key": "sk_test_bench", "stripe_webhook_secret": "whsec_bench",
-    "stripe_price_id": "price_bench", "public_url": "http://paygate.bench", "secret_key": "bench-secret",
+    "app_env": "test",
+    "ltiaas_url": "https://ltiaas.bench",
+    "ltiaas_api_key": "bench-key",
+    "stripe_secret_key": "sk_test_bench",
+    "stripe_webhook_secret": "whsec_bench",
+    "stripe_price_id": "price_bench",
+    "public_url": "http://paygate.bench",
+    "secret_key": "bench-secret",
 }
 
 FILL_REGISTRATIONS = """
@@ -94,9 +100,13 @@ def fill(db, rows: int, refill: bool) -> None:
         return
     print(f"filling {rows:,} registrations (had {have:,}) ...", flush=True)
     started = time.perf_counter()
-    db.session.execute(text("TRUNCATE timeline_entries, stripe_events, checkout_sessions, licence_payments, licences, "
-                            "registrations, operator_sessions, operators "
-                            "RESTART IDENTITY"))
+    db.session.execute(
+        text(
+            "TRUNCATE timeline_entries, stripe_events, checkout_sessions, licence_payments, licences, "
+            "registrations, operator_sessions, operators "
+            "RESTART IDENTITY"
+        )
+    )
     db.session.commit()
     for start in range(1, rows + 1, BATCH):
         stop = min(start + BATCH - 1, rows)
@@ -149,8 +159,10 @@ def main() -> None:
         def one(sql):
             return db.session.execute(text(sql)).first()
 
-        paid = one("SELECT id, registration_id, platform_id, payment_session_id, payment_intent_id, payer_email, "
-                   "lms_url FROM registrations WHERE state = 'completed' ORDER BY id LIMIT 1 OFFSET 654321")
+        paid = one(
+            "SELECT id, registration_id, platform_id, payment_session_id, payment_intent_id, payer_email, "
+            "lms_url FROM registrations WHERE state = 'completed' ORDER BY id LIMIT 1 OFFSET 654321"
+        )
         deep = one("SELECT id FROM registrations ORDER BY created_at DESC, id DESC LIMIT 1 OFFSET 900000")
         deep_cursor = queries.encode_cursor(db.session.get(Registration, deep.id))
         month = ("2024-06-01", "2024-06-30")
@@ -168,8 +180,11 @@ def main() -> None:
             ("filter: family=schoology, deep page", {"family": "schoology"}, deep_cursor),
             ("filter: needs attention (0.5 %)", {"attention": "1"}, None),
             ("filter: created in June 2024", {"since": month[0], "until": month[1]}, None),
-            ("filter: moodle + completed + June 2024", {"family": "moodle", "state": "completed",
-                                                        "since": month[0], "until": month[1]}, None),
+            (
+                "filter: moodle + completed + June 2024",
+                {"family": "moodle", "state": "completed", "since": month[0], "until": month[1]},
+                None,
+            ),
             ("search: payer e-mail (other case)", {"q": paid.payer_email.upper()}, None),
             ("search: LMS URL, full", {"q": paid.lms_url}, None),
             ("search: LMS URL, host prefix no scheme", {"q": host[:-4]}, None),
@@ -181,8 +196,9 @@ def main() -> None:
             ("search: payment intent id", {"q": paid.payment_intent_id}, None),
             ("search: no match", {"q": "nobody@nowhere.example"}, None),
         ]
-        print(f"\n{args.rows:,} registrations; median and slowest of {args.runs} runs (after one warm-up), "
-              "page size 50\n")
+        print(
+            f"\n{args.rows:,} registrations; median and slowest of {args.runs} runs (after one warm-up), page size 50\n"
+        )
         print(f"{'query':<44} {'rows':>5} {'median ms':>10} {'max ms':>8}")
         print("-" * 70)
         for name, filters_args, after in cases:
@@ -208,17 +224,26 @@ def main() -> None:
     client = app.test_client()
     page = client.get("/operator/sign-in")
     token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-    assert client.post("/operator/sign-in", data={"email": "bench@vendor.example", "password": "bench password 123",
-                                                  "csrf_token": token}).status_code == 303
-    for name, path in [("HTTP GET /operator/ (rendered)", "/operator/"),
-                       ("HTTP GET /operator/?q=<payer e-mail>", f"/operator/?q={paid.payer_email}"),
-                       ("HTTP GET /operator/?family=sakai&state=paid", "/operator/?family=sakai&state=paid"),
-                       ("HTTP GET /operator/api/registrations", "/operator/api/registrations"),
-                       ("HTTP GET /operator/registrations/<id>", f"/operator/registrations/{paid.id}")]:
+    assert (
+        client.post(
+            "/operator/sign-in",
+            data={"email": "bench@vendor.example", "password": "bench password 123", "csrf_token": token},
+        ).status_code
+        == 303
+    )
+    for name, path in [
+        ("HTTP GET /operator/ (rendered)", "/operator/"),
+        ("HTTP GET /operator/?q=<payer e-mail>", f"/operator/?q={paid.payer_email}"),
+        ("HTTP GET /operator/?family=sakai&state=paid", "/operator/?family=sakai&state=paid"),
+        ("HTTP GET /operator/api/registrations", "/operator/api/registrations"),
+        ("HTTP GET /operator/registrations/<id>", f"/operator/registrations/{paid.id}"),
+    ]:
+
         def get(path=path):
             response = client.get(path)
             assert response.status_code == 200, response.status_code
             return response
+
         median, worst, _ = timed(get, args.runs)
         print(f"{name:<44} {'':>5} {median:>10.1f} {worst:>8.1f}")
     with app.app_context():

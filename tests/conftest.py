@@ -1,5 +1,6 @@
 """Fixtures: an app on SQLite and on PostgreSQL, migrated by Alembic, emptied before each test; the fakes of
 Stripe and LTIaaS; and the registrations and operators that tests of several folders start from."""
+
 import pytest
 import responses
 
@@ -63,6 +64,7 @@ def ltiaas_api(mocked):
 
 # ---------------------------------------------------------------------------------------------
 # Where many tests start: a Checkout Session open or paid, a yearly Price, an operator signed in
+
 
 @pytest.fixture
 def checkout(client, stripe_api, ltiaas_api):

@@ -1,5 +1,6 @@
 """Stripe and LTIaaS for the tests: the local stand-ins (paygate.standins), each with a state of its own, behind
 `responses`: every request to https://api.stripe.com or to LTIaaS is answered by the stand-in's blueprint."""
+
 import copy
 import json
 import re
@@ -22,8 +23,14 @@ __all__ = ["CLOSE_HTML", "STRIPE", "Ltiaas", "Stripe"]
 
 
 # The stand-in's operation names that the tests know by shorter ones.
-ALIASES = {"checkout_create": "create", "retrieve_checkout": "retrieve", "list_checkouts": "list",
-           "refund_create": "refund", "retrieve_price": "price", "checkout_expire": "session_expire"}
+ALIASES = {
+    "checkout_create": "create",
+    "retrieve_checkout": "retrieve",
+    "list_checkouts": "list",
+    "refund_create": "refund",
+    "retrieve_price": "price",
+    "checkout_expire": "session_expire",
+}
 
 
 def _store(kind: str) -> property:
@@ -41,8 +48,10 @@ class _Sessions(dict):
     def __setitem__(self, session_id, record):
         if "_seq" not in record:
             price = standin.prices.find(self.st, self.st.settings.stripe_price_id)
-            made = standin.checkout.create(self.st, {"mode": "subscription" if price["recurring"] else "payment",
-                                             "line_items": [{"price": price["id"]}]})
+            made = standin.checkout.create(
+                self.st,
+                {"mode": "subscription" if price["recurring"] else "payment", "line_items": [{"price": price["id"]}]},
+            )
             dict.pop(self, made["id"])
             record = {**made, **record}
         super().__setitem__(session_id, record)
@@ -62,15 +71,18 @@ class Stripe:
     _STATE = ("lock", "refund_status")
 
     def __init__(self, rsps: responses.RequestsMock, config: dict, amount: int = 4900, currency: str = "usd"):
-        settings = SimpleNamespace(**{k: config[k] for k in ("stripe_secret_key", "stripe_webhook_secret",
-                                                             "stripe_price_id", "public_url")})
+        settings = SimpleNamespace(
+            **{k: config[k] for k in ("stripe_secret_key", "stripe_webhook_secret", "stripe_price_id", "public_url")}
+        )
         st = standin.State(settings, deliver=lambda *_: None)  # events are recorded in st.events only
         st.calls, st.invoice_prefix, st.invoice_url = [], "INV", "https://invoice.stripe.test/i/{id}"
         st.payments_follow_sessions, st.one_dispute_per_charge = True, False
-        st.prices = {config["stripe_price_id"]: make_price(config["stripe_price_id"], "prod_tool", amount,
-                                                           currency=currency)}
-        st.products = {"prod_tool": make_product("prod_tool", "Tool registration",
-                                                 "One LTI tool registration for one LMS")}
+        st.prices = {
+            config["stripe_price_id"]: make_price(config["stripe_price_id"], "prod_tool", amount, currency=currency)
+        }
+        st.products = {
+            "prod_tool": make_product("prod_tool", "Tool registration", "One LTI tool registration for one LMS")
+        }
         st.stores["checkout.session"] = _Sessions(st)
         object.__setattr__(self, "state", st)
         object.__setattr__(self, "config", config)
@@ -158,8 +170,11 @@ class Stripe:
     def refunds(self) -> dict[str, dict]:
         """Idempotency key -> the answer given to a refund request (kept, and replayed, as Stripe does)."""
         with self.lock:
-            return {key: json.loads(text) for key, (fingerprint, _, text) in self.state.idempotency.items()
-                    if json.loads(fingerprint)[0].endswith("/v1/refunds")}
+            return {
+                key: json.loads(text)
+                for key, (fingerprint, _, text) in self.state.idempotency.items()
+                if json.loads(fingerprint)[0].endswith("/v1/refunds")
+            }
 
     @property
     def sent_invoices(self) -> list[str]:
@@ -177,16 +192,32 @@ class Stripe:
     # ---------------------------------------------------------------------------------------------
     # What a person or Stripe does, outside the service.
 
-    def set_price(self, recurring: str | None = None, currency_options: dict | None = None, active: bool = True,
-                  amount: int | None = None) -> dict:
+    def set_price(
+        self,
+        recurring: str | None = None,
+        currency_options: dict | None = None,
+        active: bool = True,
+        amount: int | None = None,
+    ) -> dict:
         """Reconfigure the Price: one-time or recurring ("year", "month"), other currencies ({"eur": 4500}),
         archived (active=False), another unit amount. Returns the Price with its expansions."""
         with self.lock:
-            return standin.prices.change(self.state, self.config["stripe_price_id"], interval=recurring,
-                                         currency_options=currency_options, active=active, unit_amount=amount)
+            return standin.prices.change(
+                self.state,
+                self.config["stripe_price_id"],
+                interval=recurring,
+                currency_options=currency_options,
+                active=active,
+                unit_amount=amount,
+            )
 
-    def pay(self, session_id: str, email: str = "admin@school.example", payment_status: str = "paid",
-            currency: str | None = None) -> dict:
+    def pay(
+        self,
+        session_id: str,
+        email: str = "admin@school.example",
+        payment_status: str = "paid",
+        currency: str | None = None,
+    ) -> dict:
         """The buyer completes Checkout (payment_status="unpaid": by a delayed method; a second pay() of it: the
         money arrives). `currency` picks one of the Price's currency_options."""
         with self.lock:
@@ -285,19 +316,28 @@ class Stripe:
     def event(self, kind: str, session_id: str, event_id: str | None = None) -> dict:
         return self.object_event(kind, self._json(self.sessions[session_id]), event_id)
 
-    def object_event(self, kind: str, obj: dict, event_id: str | None = None,
-                     previous_attributes: dict | None = None) -> dict:
+    def object_event(
+        self, kind: str, obj: dict, event_id: str | None = None, previous_attributes: dict | None = None
+    ) -> dict:
         """An event of any type whose data.object is a snapshot of `obj` (the JSON a helper returned)."""
         data = {"object": copy.deepcopy(obj)}
         if previous_attributes is not None:
             data["previous_attributes"] = copy.deepcopy(previous_attributes)
-        return {"id": event_id or "evt_" + secrets.token_hex(10), "object": "event", "type": kind,
-                "api_version": stripe.api_version, "created": int(time.time()), "livemode": False, "data": data}
+        return {
+            "id": event_id or "evt_" + secrets.token_hex(10),
+            "object": "event",
+            "type": kind,
+            "api_version": stripe.api_version,
+            "created": int(time.time()),
+            "livemode": False,
+            "data": data,
+        }
 
     def signed(self, event: dict, secret: str | None = None, timestamp: int | None = None) -> tuple[bytes, dict]:
         payload = json.dumps(event)
         header = stripe.WebhookSignature.generate_signature_header(
-            payload, secret or self.config["stripe_webhook_secret"], timestamp)
+            payload, secret or self.config["stripe_webhook_secret"], timestamp
+        )
         return payload.encode(), {"Stripe-Signature": header, "Content-Type": "application/json"}
 
 
@@ -306,9 +346,22 @@ class Ltiaas:
     its own. Its attributes (registrations, platforms, complete_calls, complete_failures, get_failure, delays,
     probe ...) are that state's; `add` and `calls_for` are its methods."""
 
-    _STATE = ("registrations", "platforms", "complete_calls", "complete_bodies", "platform_calls", "get_failure",
-              "complete_failures", "complete_delay", "activation_failures", "activation_delay", "probe", "add",
-              "calls_for", "lock")
+    _STATE = (
+        "registrations",
+        "platforms",
+        "complete_calls",
+        "complete_bodies",
+        "platform_calls",
+        "get_failure",
+        "complete_failures",
+        "complete_delay",
+        "activation_failures",
+        "activation_delay",
+        "probe",
+        "add",
+        "calls_for",
+        "lock",
+    )
 
     def __init__(self, rsps: responses.RequestsMock, config: dict):
         state = ltiaas_api.State(config["ltiaas_api_key"])
@@ -323,8 +376,9 @@ class Ltiaas:
         base = re.escape(self.base)
         rsps.add_callback("GET", re.compile(base + r"/api/registrations/[^/]+$"), self._forward)
         rsps.add_callback("POST", re.compile(base + r"/api/registrations/[^/]+/complete$"), self._forward)
-        rsps.add_callback("POST", re.compile(base + r"/(admin|api)/platforms/[^/]+/(activate|deactivate)$"),
-                          self._forward)
+        rsps.add_callback(
+            "POST", re.compile(base + r"/(admin|api)/platforms/[^/]+/(activate|deactivate)$"), self._forward
+        )
 
     def __getattr__(self, name):
         if name in Ltiaas._STATE:
@@ -347,14 +401,15 @@ class Ltiaas:
         self.state.api_key = value
 
     def _forward(self, request):
-        return forward(self.client, "/ltiaas" + urlparse(request.url).path[len(urlparse(self.base).path):], request)
+        return forward(self.client, "/ltiaas" + urlparse(request.url).path[len(urlparse(self.base).path) :], request)
 
 
 def forward(client, path: str, request) -> tuple[int, dict, bytes]:
     """Answer a `responses` request with a stand-in's answer to it at `path` (query kept)."""
     query = urlparse(request.url).query
     headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
-    answer = client.open(path + ("?" + query if query else ""), method=request.method, headers=headers,
-                         data=request.body or b"")
+    answer = client.open(
+        path + ("?" + query if query else ""), method=request.method, headers=headers, data=request.body or b""
+    )
     kept = {k: v for k, v in answer.headers.items() if k.lower() not in ("content-length", "content-type")}
     return answer.status_code, kept, answer.get_data()

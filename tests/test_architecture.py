@@ -1,5 +1,6 @@
 """The package's shape: no import cycle anywhere, no module past its size, the layers as documented, and no
 reference that leads out of the repository or to a path that does not exist."""
+
 import ast
 import os
 import re
@@ -50,8 +51,13 @@ def test_no_module_uses_another_modules_private_name():
                         crossings.append(f"{path}: imports {node.module}.{alias.name}")
                     imported.add(alias.asname or alias.name)
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in imported
-                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in imported
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
                 crossings.append(f"{path}:{node.lineno}: {node.value.id}.{node.attr}")
     assert crossings == []
 
@@ -97,10 +103,13 @@ def _tracked_text_files():
 def test_no_file_sends_the_reader_to_a_document_outside_the_repository():
     """Code, tests, README and docs say what they rely on in the repository's own words, or point at
     docs/architecture.md ("invariant N") or a README section."""
-    mentions = [f"{path}:{number}: {name}"
-                for path, text in _tracked_text_files()
-                for number, line in enumerate(text.splitlines(), 1)
-                for name in OUTSIDE_DOCUMENTS if name.lower() in line.lower()]
+    mentions = [
+        f"{path}:{number}: {name}"
+        for path, text in _tracked_text_files()
+        for number, line in enumerate(text.splitlines(), 1)
+        for name in OUTSIDE_DOCUMENTS
+        if name.lower() in line.lower()
+    ]
     assert mentions == []
 
 

@@ -1,4 +1,5 @@
 """The payment-gated LTI registration service."""
+
 import os
 import secrets
 
@@ -47,7 +48,7 @@ def create_app(test_config: dict | None = None, standins_state_dir: str | None =
     os.makedirs(app.instance_path, exist_ok=True)
     database_url = settings.database_url or f"sqlite:///{os.path.join(app.instance_path, 'paygate.sqlite')}"
     if database_url.startswith("postgres://"):
-        database_url = "postgresql+psycopg://" + database_url[len("postgres://"):]
+        database_url = "postgresql+psycopg://" + database_url[len("postgres://") :]
     app.config.update(
         SETTINGS=settings,
         SECRET_KEY=settings.secret_key,
@@ -63,24 +64,32 @@ def create_app(test_config: dict | None = None, standins_state_dir: str | None =
     # ProxyFix, so that a trusted proxy's X-Forwarded-Host is checked as the Host it becomes.
     app.wsgi_app = guard.HostGuard(app.wsgi_app, settings.public_url, settings.app_env, settings.trusted_proxies)
     if settings.trusted_proxies:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies,
-                                x_host=settings.trusted_proxies)
+        app.wsgi_app = ProxyFix(
+            app.wsgi_app,
+            x_for=settings.trusted_proxies,
+            x_proto=settings.trusted_proxies,
+            x_host=settings.trusted_proxies,
+        )
     # The format (LOG_FORMAT), redaction, the request id of every request and log line: paygate/core/logs.py.
     logs.setup(app, settings.log_format, settings.trusted_proxies)
 
     db.init_app(app)
-    migrate.init_app(app, db, directory=os.path.join(_REPOSITORY, "migrations"),
-                     render_as_batch=True, compare_type=True)
+    migrate.init_app(
+        app, db, directory=os.path.join(_REPOSITORY, "migrations"), render_as_batch=True, compare_type=True
+    )
     from paygate.core import languages
     from paygate.web import identity  # the admin's language (Accept-Language), the vendor and support contact
+
     languages.init_app(app)
     identity.init_app(app)
     from paygate.ops import metrics_page  # GET /metrics; its request hooks come first, so latency covers the others
+
     metrics_page.init_app(app)
     guard.init_app(app)  # bounded bodies (64 KB, the webhook 1 MB), refused before they are read
 
     from paygate.application import cli
     from paygate.web import flow, health, openapi, webhooks
+
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)  # GET /openapi.json
     app.register_blueprint(flow.bp)
@@ -89,10 +98,13 @@ def create_app(test_config: dict | None = None, standins_state_dir: str | None =
     if settings.uses_standins:  # never in production: APP_ENV=local only, and never beside anything real
         check_standins(settings)
         from paygate.standins import create_standins_blueprint
+
         app.register_blueprint(create_standins_blueprint(settings, standins_state_dir))
     from paygate.web import throttling  # rates per address, remembered dead ids, the bound on LTIaaS lookups
+
     throttling.init_app(app)
     from paygate.web import operator  # sign-in (Flask-Login), CSRF on every form but webhook and stand-ins
+
     operator.init_app(app)
 
     _register_security_headers(app)
@@ -108,6 +120,7 @@ def _register_security_headers(app: Flask) -> None:
     hsts = app.config["SETTINGS"].public_url.startswith("https://")  # browsers keep to https for two years
 
     from paygate.web.identity import logo_origin
+
     logo = logo_origin(app.jinja_env.globals.get("vendor_logo_url"))  # VENDOR_LOGO_URL's origin may serve images
     img_src = "img-src 'self' data:" + (" " + logo if logo else "") + "; "
 
@@ -133,16 +146,25 @@ def _register_security_headers(app: Flask) -> None:
             headers.add("X-Frame-Options", "DENY")
         # strict-dynamic lets our nonced script insert the completion script LTIaaS returns.
         if "content-security-policy" not in present:
-            headers.add("Content-Security-Policy",
-                        "default-src 'self'; script-src 'nonce-" + getattr(context, "csp_nonce", "")
-                        + "' 'strict-dynamic'; style-src 'self' 'unsafe-inline'; " + img_src
-                        + "frame-ancestors " + ancestors + "; base-uri 'none'; form-action 'self'")
+            headers.add(
+                "Content-Security-Policy",
+                "default-src 'self'; script-src 'nonce-"
+                + getattr(context, "csp_nonce", "")
+                + "' 'strict-dynamic'; style-src 'self' 'unsafe-inline'; "
+                + img_src
+                + "frame-ancestors "
+                + ancestors
+                + "; base-uri 'none'; form-action 'self'",
+            )
         return response
 
 
 def wants_json() -> bool:
-    return (request.path.startswith(("/webhooks/", "/operator/api/")) or request.path.endswith("/status")
-            or request.accept_mimetypes.best == "application/json")
+    return (
+        request.path.startswith(("/webhooks/", "/operator/api/"))
+        or request.path.endswith("/status")
+        or request.accept_mimetypes.best == "application/json"
+    )
 
 
 def _register_error_pages(app: Flask) -> None:
@@ -151,25 +173,24 @@ def _register_error_pages(app: Flask) -> None:
         if exc.code == 413:  # Werkzeug's own (a chunked body cut off) too: one sentence with the limit
             exc = guard.too_large()
         if request_ctx.url_adapter is None:  # a request Flask could not bind: no template can build a URL
-            _status, headers, body = guard.fixed_response(exc.code, exc.name, exc.description or exc.name,
-                                                          wants_json(), False)
-            return app.response_class(body, status=exc.code,
-                                      headers=[h for h in headers if h[0] != "Content-Length"])
+            _status, headers, body = guard.fixed_response(
+                exc.code, exc.name, exc.description or exc.name, wants_json(), False
+            )
+            return app.response_class(body, status=exc.code, headers=[h for h in headers if h[0] != "Content-Length"])
         # In the admin's language: ours come translated, Werkzeug's own have catalog entries
         # (paygate/core/languages.py).
         title, message = gettext(exc.name), gettext(exc.description) if exc.description else ""
         if wants_json():
             return jsonify(error=exc.name, message=message), exc.code
-        return render_template("message.html", title=title, message=message,
-                               show_support=exc.code >= 500), exc.code
+        return render_template("message.html", title=title, message=message, show_support=exc.code >= 500), exc.code
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         app.logger.exception("unexpected error on %s %s", request.method, request.path)
         db.session.rollback()
-        message = gettext("Something went wrong on our side. Nothing was charged twice; please try again in a "
-                          "moment.")
+        message = gettext("Something went wrong on our side. Nothing was charged twice; please try again in a moment.")
         if wants_json():
             return jsonify(error="Internal Server Error", message=message), 500
-        return render_template("message.html", title=gettext("Something went wrong"), message=message,
-                               show_support=True), 500
+        return render_template(
+            "message.html", title=gettext("Something went wrong"), message=message, show_support=True
+        ), 500

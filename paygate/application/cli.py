@@ -1,4 +1,5 @@
 """Command-line entry points: `flask --app wsgi operator ...`, `worker`, `reconcile` and `prune`."""
+
 import logging
 import sys
 
@@ -57,18 +58,26 @@ def operator_token(email: str, revoke: bool) -> None:
     token, stored = new_api_token()  # only the sha256 is stored
     operator.api_token_hash = stored
     db.session.commit()
-    click.echo(f"API token for {operator.email} (shown once; send it as Authorization: Bearer <token>):",
-               err=True)
+    click.echo(f"API token for {operator.email} (shown once; send it as Authorization: Bearer <token>):", err=True)
     click.echo(token)
 
 
 @click.command("worker")
 @click.option("--once", is_flag=True, help="One pass, then exit (the cron form); exit status 1 if it failed.")
-@click.option("--interval", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
-              help="Seconds between passes (default WORKER_INTERVAL_SECONDS, 10).")
-@click.option("--reconcile/--no-reconcile", "reconcile", default=None,
-              help="Reconcile with Stripe: with --once, only if given; looping, every "
-                   "WORKER_RECONCILE_MINUTES unless --no-reconcile.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    metavar="SECONDS",
+    help="Seconds between passes (default WORKER_INTERVAL_SECONDS, 10).",
+)
+@click.option(
+    "--reconcile/--no-reconcile",
+    "reconcile",
+    default=None,
+    help="Reconcile with Stripe: with --once, only if given; looping, every "
+    "WORKER_RECONCILE_MINUTES unless --no-reconcile.",
+)
 @with_appcontext
 def worker_command(once: bool, interval: float | None, reconcile: bool | None) -> None:
     """Retry due completions, resolve stale attempts, abandon expired registrations, reconcile."""
@@ -89,23 +98,33 @@ def worker_command(once: bool, interval: float | None, reconcile: bool | None) -
     settings = current_app.config["SETTINGS"]
     if settings.worker_metrics_port:
         from paygate.ops.metrics_page import serve_worker_metrics
+
         serve_worker_metrics(settings.worker_metrics_port, settings.metrics_token)
     stop = threading.Event()
 
     def _stop(signum, _frame):
-        logging.getLogger("paygate.ops.worker").info("worker: %s received, stopping after the current pass",
-                                             signal.Signals(signum).name)
+        logging.getLogger("paygate.ops.worker").info(
+            "worker: %s received, stopping after the current pass", signal.Signals(signum).name
+        )
         stop.set()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    worker.run_forever(current_app._get_current_object(), interval or settings.worker_interval_seconds,
-                       0 if reconcile is False else settings.worker_reconcile_minutes, stop)
+    worker.run_forever(
+        current_app._get_current_object(),
+        interval or settings.worker_interval_seconds,
+        0 if reconcile is False else settings.worker_reconcile_minutes,
+        stop,
+    )
 
 
 @click.command("reconcile")
-@click.option("--since-hours", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="How far back to list Checkout Sessions (default RECONCILE_SINCE_HOURS, 48).")
+@click.option(
+    "--since-hours",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="How far back to list Checkout Sessions (default RECONCILE_SINCE_HOURS, 48).",
+)
 @with_appcontext
 def reconcile_command(since_hours: float | None) -> None:
     """Fulfil every paid Checkout Session Stripe lists and this database does not know as paid, re-read
@@ -130,8 +149,12 @@ def reconcile_command(since_hours: float | None) -> None:
 
 
 @click.command("prune")
-@click.option("--days", type=click.IntRange(min=7), default=None,
-              help="Delete what is older than this (default RETENTION_DAYS, 90).")
+@click.option(
+    "--days",
+    type=click.IntRange(min=7),
+    default=None,
+    help="Delete what is older than this (default RETENTION_DAYS, 90).",
+)
 @with_appcontext
 def prune_command(days: int | None) -> None:
     """Delete other integrations' Stripe events and abandoned registrations without money, once old."""

@@ -4,6 +4,7 @@
 keeps one in `instance/local-secret-key`, made on the first start and reused, so that operators stay
 signed in across restarts. Ctrl+C (SIGINT) or SIGTERM stops the server and its worker.
 """
+
 import logging
 import os
 import secrets
@@ -89,16 +90,23 @@ def main() -> None:
         log.info("LTIaaS and Stripe are configured: no stand-ins mounted")
     else:
         # The LMS page sits on another site (localhost vs 127.0.0.1), as a real LMS would.
-        print(f"\n  Open the LMS stand-in:  http://localhost:{port}/_local/lms\n"
-              f"  Registration URL:       {settings.public_url}/lti/register\n"
-              f"  Operator pages:         {settings.public_url}/operator/\n"
-              f"  Stop with Ctrl+C.\n", flush=True)
+        print(
+            f"\n  Open the LMS stand-in:  http://localhost:{port}/_local/lms\n"
+            f"  Registration URL:       {settings.public_url}/lti/register\n"
+            f"  Operator pages:         {settings.public_url}/operator/\n"
+            f"  Stop with Ctrl+C.\n",
+            flush=True,
+        )
     # The worker retries failed completions; in production it is its own process (`flask worker`).
     stop = threading.Event()
     from paygate.ops.worker import run_forever
-    threading.Thread(target=run_forever, args=(app, settings.worker_interval_seconds,
-                                                settings.worker_reconcile_minutes, stop),
-                     name="worker", daemon=True).start()
+
+    threading.Thread(
+        target=run_forever,
+        args=(app, settings.worker_interval_seconds, settings.worker_reconcile_minutes, stop),
+        name="worker",
+        daemon=True,
+    ).start()
     signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
     try:
         run_simple(url.hostname or "127.0.0.1", port, app, threaded=True)

@@ -1,4 +1,5 @@
 """Settings, read from the environment and a `.env` file in the working directory."""
+
 import json
 import re
 import secrets
@@ -160,8 +161,9 @@ class Settings(BaseSettings):
     @property
     def uses_standins(self) -> bool:
         """Local run pointing at the built-in stand-ins (the run command's default)."""
-        return self.app_env == "local" and any("/_local/" in (url or "")
-                                               for url in (self.ltiaas_url, self.stripe_api_base))
+        return self.app_env == "local" and any(
+            "/_local/" in (url or "") for url in (self.ltiaas_url, self.stripe_api_base)
+        )
 
     @property
     def stale_after_seconds(self) -> float:
@@ -199,8 +201,10 @@ def load_settings(overrides: dict | None = None) -> Settings:
         if prefixes and not value.startswith(prefixes):
             raise ConfigError(f"{field.upper()} is malformed: must start with {' or '.join(prefixes)}")
     if settings.app_env == "production" and len(settings.secret_key) < SECRET_KEY_MIN:
-        raise ConfigError(f"SECRET_KEY is malformed: must be at least {SECRET_KEY_MIN} characters (make one with "
-                          "python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        raise ConfigError(
+            f"SECRET_KEY is malformed: must be at least {SECRET_KEY_MIN} characters (make one with "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
     if settings.database_url:
         try:
             make_url(settings.database_url)
@@ -209,12 +213,16 @@ def load_settings(overrides: dict | None = None) -> Settings:
     if settings.stripe_api_base and not settings.stripe_api_base.startswith(("http://", "https://")):
         raise ConfigError("STRIPE_API_BASE is malformed: must start with http:// or https://")
     if settings.worker_stale_seconds and settings.worker_stale_seconds <= settings.ltiaas_timeout_seconds + 5:
-        raise ConfigError("WORKER_STALE_SECONDS is malformed: must exceed LTIAAS_TIMEOUT_SECONDS + 5 "
-                          "(an attempt still running must never be given up)")
+        raise ConfigError(
+            "WORKER_STALE_SECONDS is malformed: must exceed LTIAAS_TIMEOUT_SECONDS + 5 "
+            "(an attempt still running must never be given up)"
+        )
     # Checkout Sessions expire 5 minutes before the window ends and Stripe takes 30 min to 24 h.
     if not 36 <= settings.registration_window_minutes <= 24 * 60 + 5:
-        raise ConfigError("REGISTRATION_WINDOW_MINUTES is malformed: must be between 36 and 1445, so that "
-                          "a Checkout Session can expire 30 minutes to 24 hours after it opens")
+        raise ConfigError(
+            "REGISTRATION_WINDOW_MINUTES is malformed: must be between 36 and 1445, so that "
+            "a Checkout Session can expire 30 minutes to 24 hours after it opens"
+        )
     if not settings.ltiaas_platforms_path.startswith("/"):
         raise ConfigError("LTIAAS_PLATFORMS_PATH is malformed: must start with /")
     try:
@@ -237,22 +245,30 @@ def check_standins(settings: Settings) -> None:
     behind the LTIaaS stand-in, or a key that is not a test key, takes real money for nothing. Raises
     ConfigError naming the first variable at fault, never its value."""
     if settings.ltiaas_url.rstrip("/") != settings.standin_url("ltiaas"):
-        raise ConfigError("LTIAAS_URL is not the LTIaaS stand-in, and the local stand-ins (APP_ENV=local) run "
-                          "only beside each other: unset LTIAAS_URL, or set STRIPE_SECRET_KEY, "
-                          "STRIPE_WEBHOOK_SECRET and STRIPE_PRICE_ID and unset STRIPE_API_BASE")
+        raise ConfigError(
+            "LTIAAS_URL is not the LTIaaS stand-in, and the local stand-ins (APP_ENV=local) run "
+            "only beside each other: unset LTIAAS_URL, or set STRIPE_SECRET_KEY, "
+            "STRIPE_WEBHOOK_SECRET and STRIPE_PRICE_ID and unset STRIPE_API_BASE"
+        )
     if settings.stripe_api_base and settings.stripe_api_base.rstrip("/") != settings.standin_url("stripe"):
-        raise ConfigError("STRIPE_API_BASE is not the Stripe stand-in, and the local stand-ins (APP_ENV=local) run "
-                          "only beside each other or Stripe's test mode: unset STRIPE_API_BASE")
+        raise ConfigError(
+            "STRIPE_API_BASE is not the Stripe stand-in, and the local stand-ins (APP_ENV=local) run "
+            "only beside each other or Stripe's test mode: unset STRIPE_API_BASE"
+        )
     if not settings.stripe_secret_key.startswith("sk_test_"):
-        raise ConfigError("STRIPE_SECRET_KEY is not a test key (sk_test_...), and the local stand-ins "
-                          "(APP_ENV=local) run only with one")
+        raise ConfigError(
+            "STRIPE_SECRET_KEY is not a test key (sk_test_...), and the local stand-ins "
+            "(APP_ENV=local) run only with one"
+        )
 
 
 # SUPPORT_CONTACT and VENDOR_LOGO_URL, checked at start-up and read by the pages (paygate/web/identity.py).
 
+
 @dataclass(frozen=True, slots=True)
 class Support:
     """SUPPORT_CONTACT as a link: an e-mail address (mailto:) or an https URL."""
+
     href: str
     text: str
     email: bool
@@ -267,7 +283,7 @@ def parse_support(value: str | None) -> Support | None:
     if not value:
         return None
     if value.lower().startswith("mailto:"):
-        value = value[len("mailto:"):]
+        value = value[len("mailto:") :]
     if value.lower().startswith("https://"):
         parts = urlsplit(value)
         if not parts.hostname or _CONTROL.search(value):

@@ -1,4 +1,5 @@
 """The database handle, shared by every module; the request commits, write functions flush."""
+
 import hashlib
 import select
 import time

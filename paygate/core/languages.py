@@ -9,6 +9,7 @@ amount, currency and language, so that the frame's hot paths stay cheap.
 Adding a language is adding a catalog (README "Languages"): the languages offered are English plus
 every catalog compiled under paygate/translations.
 """
+
 import logging
 import os
 import re
@@ -36,10 +37,50 @@ DEFAULT = "en"
 TRANSLATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "translations")
 # The locales Stripe Checkout speaks (its `locale` parameter); a language of ours Checkout lacks opens
 # Checkout with `auto` (the browser's language).
-CHECKOUT_LOCALES = frozenset((
-    "bg", "cs", "da", "de", "el", "en", "en-GB", "es", "es-419", "et", "fi", "fil", "fr", "fr-CA", "hr", "hu",
-    "id", "it", "ja", "ko", "lt", "lv", "ms", "mt", "nb", "nl", "pl", "pt", "pt-BR", "ro", "ru", "sk", "sl", "sv",
-    "th", "tr", "vi", "zh", "zh-HK", "zh-TW"))
+CHECKOUT_LOCALES = frozenset(
+    (
+        "bg",
+        "cs",
+        "da",
+        "de",
+        "el",
+        "en",
+        "en-GB",
+        "es",
+        "es-419",
+        "et",
+        "fi",
+        "fil",
+        "fr",
+        "fr-CA",
+        "hr",
+        "hu",
+        "id",
+        "it",
+        "ja",
+        "ko",
+        "lt",
+        "lv",
+        "ms",
+        "mt",
+        "nb",
+        "nl",
+        "pl",
+        "pt",
+        "pt-BR",
+        "ro",
+        "ru",
+        "sk",
+        "sl",
+        "sv",
+        "th",
+        "tr",
+        "vi",
+        "zh",
+        "zh-HK",
+        "zh-TW",
+    )
+)
 # Amounts: the locale's digits and separators, and the currency's ISO code (unambiguous where "$" is
 # not: "49.00 USD", "49,00 USD", "1 234,00 EUR"), in the currency's own number of decimals.
 _MONEY_PATTERN = "#,##0.00 ¤¤"
@@ -55,9 +96,12 @@ def compiled_languages(directory: str = TRANSLATIONS_DIR) -> tuple[str, ...]:
         if os.path.exists(os.path.join(folder, "messages.mo")):
             found.append(name)
         elif os.path.exists(os.path.join(folder, "messages.po")):
-            log.warning("the %s catalog is not compiled (paygate/translations/%s/LC_MESSAGES/messages.mo is missing): "
-                        "pages are not served in it; run `make install` or `pybabel compile -d paygate/translations`",
-                        name, name)
+            log.warning(
+                "the %s catalog is not compiled (paygate/translations/%s/LC_MESSAGES/messages.mo is missing): "
+                "pages are not served in it; run `make install` or `pybabel compile -d paygate/translations`",
+                name,
+                name,
+            )
     return (DEFAULT, *(name for name in found if name != DEFAULT))
 
 
@@ -78,8 +122,7 @@ def init_app(app: Flask) -> None:
     # a page's few dozen strings; these (Jinja's "newstyle" gettext: autoescaped, %-formatted) take it
     # from a dict by the request's language.
     app.jinja_env.newstyle_gettext = True
-    app.jinja_env.globals.update(gettext=_jinja_gettext, _=_jinja_gettext, ngettext=_jinja_ngettext,
-                                 page_lang=language)
+    app.jinja_env.globals.update(gettext=_jinja_gettext, _=_jinja_gettext, ngettext=_jinja_ngettext, page_lang=language)
 
 
 def _choose(header: str) -> str:
@@ -170,13 +213,23 @@ _ = gettext
 
 # Werkzeug's own error titles and sentences, translated where our error pages show them.
 WERKZEUG_TEXTS = (
-    N_("Bad Request"), N_("The browser (or proxy) sent a request that this server could not understand."),
-    N_("Not Found"), N_("The requested URL was not found on the server. If you entered the URL manually please "
-                        "check your spelling and try again."),
-    N_("Method Not Allowed"), N_("The method is not allowed for the requested URL."),
-    N_("Gone"), N_("Conflict"), N_("Request Entity Too Large"), N_("Too Many Requests"),
+    N_("Bad Request"),
+    N_("The browser (or proxy) sent a request that this server could not understand."),
+    N_("Not Found"),
+    N_(
+        "The requested URL was not found on the server. If you entered the URL manually please "
+        "check your spelling and try again."
+    ),
+    N_("Method Not Allowed"),
+    N_("The method is not allowed for the requested URL."),
+    N_("Gone"),
+    N_("Conflict"),
+    N_("Request Entity Too Large"),
+    N_("Too Many Requests"),
     N_("This user has exceeded an allotted request count. Try again later."),
-    N_("Internal Server Error"), N_("Bad Gateway"), N_("Service Unavailable"),
+    N_("Internal Server Error"),
+    N_("Bad Gateway"),
+    N_("Service Unavailable"),
 )
 
 
@@ -207,15 +260,22 @@ class _Translate(NodeTransformer):
         return node
 
     def _pieces(self, call):
-        if not (isinstance(call, nodes.Call) and isinstance(call.node, nodes.Name)
-                and call.node.name in ("_", "gettext") and len(call.args) == 1
-                and isinstance(call.args[0], nodes.Const) and isinstance(call.args[0].value, str)
-                and call.kwargs and call.dyn_args is None and call.dyn_kwargs is None):
+        if not (
+            isinstance(call, nodes.Call)
+            and isinstance(call.node, nodes.Name)
+            and call.node.name in ("_", "gettext")
+            and len(call.args) == 1
+            and isinstance(call.args[0], nodes.Const)
+            and isinstance(call.args[0].value, str)
+            and call.kwargs
+            and call.dyn_args is None
+            and call.dyn_kwargs is None
+        ):
             return None
         values = {keyword.key: keyword.value for keyword in call.kwargs}
         text, pieces, literal, at = self.catalog.ugettext(call.args[0].value), [], [], 0
         for match in _DIRECTIVE.finditer(text):
-            literal.append(text[at:match.start()])
+            literal.append(text[at : match.start()])
             at = match.end()
             if match.group(0) == "%%":
                 literal.append("%")
@@ -234,9 +294,16 @@ class _Translate(NodeTransformer):
         name = node.node.name if isinstance(node.node, nodes.Name) else None
         if name == "page_lang" and not node.args and not node.kwargs:
             return nodes.Const(self.lang, lineno=node.lineno)
-        if (name in ("_", "gettext") and len(node.args) == 1 and isinstance(node.args[0], nodes.Const)
-                and isinstance(node.args[0].value, str) and node.args[0].value and not node.kwargs
-                and node.dyn_args is None and node.dyn_kwargs is None):
+        if (
+            name in ("_", "gettext")
+            and len(node.args) == 1
+            and isinstance(node.args[0], nodes.Const)
+            and isinstance(node.args[0].value, str)
+            and node.args[0].value
+            and not node.kwargs
+            and node.dyn_args is None
+            and node.dyn_kwargs is None
+        ):
             text = Markup(self.catalog.ugettext(node.args[0].value))  # as _jinja_gettext would say it
             return nodes.Const(text % {} if "%" in text else text, lineno=node.lineno)
         return node
@@ -280,8 +347,9 @@ def money(amount: int | None, currency: str | None) -> str:
     except KeyError:
         pass
     units = Decimal(amount) if currency.lower() in ZERO_DECIMAL else Decimal(amount) / 100
-    text = format_currency(units, currency.upper(), _MONEY_PATTERN, currency_digits=True,
-                           locale=_LOCALES.get(lang) or DEFAULT)
+    text = format_currency(
+        units, currency.upper(), _MONEY_PATTERN, currency_digits=True, locale=_LOCALES.get(lang) or DEFAULT
+    )
     if len(_MONEY) < _CACHE_LIMIT:
         _MONEY[key] = text
     return text

@@ -12,6 +12,7 @@
 * The frame's status poll (every 1.5 s per open frame) is logged by the dev server and by gunicorn's
   access log at DEBUG instead of INFO; other access lines are kept as they are.
 """
+
 import json
 import logging
 import re
@@ -50,6 +51,7 @@ def incoming_request_id(value: str | None, trusted: bool) -> str:
 
 # ---------------------------------------------------------------------------------------------------
 # Records and formats
+
 
 def _install_record_factory() -> None:
     """Every record made anywhere in the process gets `request_id` (even those of other libraries)."""
@@ -93,8 +95,9 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
-                    .replace("+00:00", "Z"),
+            "time": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
             "message": redaction.redact(record.getMessage()),
@@ -165,6 +168,7 @@ class QuietStatusPolls(logging.Filter):
 
 # ---------------------------------------------------------------------------------------------------
 # Set-up
+
 
 def setup(app: Flask, log_format: str = "text", trusted_proxies: int = 0) -> None:
     """Configure logging for the process and give `app` its request ids. Safe to call again."""

@@ -1,4 +1,5 @@
 """Tables: registrations, their Checkout Sessions, their timeline, Stripe events, operators."""
+
 import enum
 from datetime import datetime
 
@@ -8,8 +9,10 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from paygate.core.db import db, utcnow
 
 # A completed platform whose access at LTIaaS differs from what its licence says (or was never told).
-ACCESS_DIFFERS = ("platform_id IS NOT NULL AND access_wanted IS NOT NULL "
-                  "AND (platform_active IS NULL OR platform_active <> access_wanted)")
+ACCESS_DIFFERS = (
+    "platform_id IS NOT NULL AND access_wanted IS NOT NULL "
+    "AND (platform_active IS NULL OR platform_active <> access_wanted)"
+)
 
 
 class State(str, enum.Enum):  # noqa: UP042 - a StrEnum would change str(State.PAID) in logs and errors
@@ -103,9 +106,7 @@ class Registration(db.Model):
     checkout_sessions: Mapped[list["CheckoutSession"]] = relationship(
         back_populates="registration", order_by="CheckoutSession.id"
     )
-    timeline: Mapped[list["TimelineEntry"]] = relationship(
-        back_populates="registration", order_by="TimelineEntry.id"
-    )
+    timeline: Mapped[list["TimelineEntry"]] = relationship(back_populates="registration", order_by="TimelineEntry.id")
     licence: Mapped["Licence | None"] = relationship(back_populates="registration", uselist=False)
 
     __table_args__ = (
@@ -121,12 +122,19 @@ class Registration(db.Model):
         Index("ix_registrations_next_attempt_at", "next_attempt_at"),
         Index("ix_registrations_access_review_at", "access_review_at"),
         # The reconciler's work list: platforms whose access differs from what LTIaaS was told.
-        Index("ix_registrations_access_differs", "id",
-              postgresql_where=text(ACCESS_DIFFERS), sqlite_where=text(ACCESS_DIFFERS)),
+        Index(
+            "ix_registrations_access_differs",
+            "id",
+            postgresql_where=text(ACCESS_DIFFERS),
+            sqlite_where=text(ACCESS_DIFFERS),
+        ),
         # Operator search (migration 0002): payer e-mail whatever its case; LMS URL by prefix (LIKE 'x%').
         Index("ix_registrations_payer_email_lower", func.lower(payer_email)),
-        Index("ix_registrations_lms_url_lower", func.lower(lms_url).label("lms_url_lower"),
-              postgresql_ops={"lms_url_lower": "text_pattern_ops"}),
+        Index(
+            "ix_registrations_lms_url_lower",
+            func.lower(lms_url).label("lms_url_lower"),
+            postgresql_ops={"lms_url_lower": "text_pattern_ops"},
+        ),
     )
 
     @property
@@ -181,9 +189,7 @@ class Licence(db.Model):
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
     registration: Mapped[Registration] = relationship(back_populates="licence")
-    payments: Mapped[list["LicencePayment"]] = relationship(
-        back_populates="licence", order_by="LicencePayment.id"
-    )
+    payments: Mapped[list["LicencePayment"]] = relationship(back_populates="licence", order_by="LicencePayment.id")
 
     __table_args__ = (
         Index("ix_licences_kind_status", "kind", "status"),
@@ -293,6 +299,7 @@ class Operator(db.Model):
 class OperatorSession(db.Model):
     """A signed-in operator session: its cookie names it, and it lives only while this row does
     (signing out deletes it, so a cookie captured before is refused afterwards)."""
+
     __tablename__ = "operator_sessions"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -1,6 +1,7 @@
 """Keeps secrets that travel in URLs out of logs: access lines (the dev server's and gunicorn's), the
 service's own messages, and exception texts and stacks (a traceback may quote a URL). Database errors
 lose the values they quote (every engine also hides its statement parameters: paygate/core/db.py)."""
+
 import logging
 import re
 
@@ -17,8 +18,11 @@ _PATTERNS = (
 # registration id; a failing row is all of them), and SQLAlchemy lists a statement's parameters where an
 # engine does not hide them. Each pattern runs only where its marker occurs: most lines have none.
 _DATABASE_PATTERNS = (
-    ("Key (", re.compile(r"(Key \([^=\n]*\)=\()[^\n]*?(\) (?:already exists|is not present|is still referenced))"),
-     r"\1[redacted]\2"),
+    (
+        "Key (",
+        re.compile(r"(Key \([^=\n]*\)=\()[^\n]*?(\) (?:already exists|is not present|is still referenced))"),
+        r"\1[redacted]\2",
+    ),
     ("Key (", re.compile(r"(Key \([^=\n]*\)=\()(?!\[redacted\])[^\n]*"), r"\1[redacted])"),
     ("Failing row", re.compile(r"(Failing row contains \()[^\n]*"), r"\1[redacted])."),
     ("invalid input", re.compile(r"(invalid input (?:syntax|value) for [^:\n]*: )[^\n]*"), r"\1[redacted]"),

@@ -4,6 +4,7 @@ Every change is a conditional UPDATE on the registration row (checked by its row
 of several concurrent callers exactly one wins, on SQLite and PostgreSQL alike; the winner writes
 a timeline entry in the same transaction. Callers flush here and commit once.
 """
+
 import logging
 import secrets
 
@@ -52,9 +53,17 @@ def _sources(target: State) -> set[State]:
     return {source for source, targets in TRANSITIONS.items() if target in targets}
 
 
-def transition(reg: Registration, target: State, *, cause: str, message: str,
-               expect: set[State] | None = None, where=(), details: dict | None = None,
-               **values) -> bool:
+def transition(
+    reg: Registration,
+    target: State,
+    *,
+    cause: str,
+    message: str,
+    expect: set[State] | None = None,
+    where=(),
+    details: dict | None = None,
+    **values,
+) -> bool:
     """Move `reg` to `target` if it is still in one of `expect`; False when another caller won.
 
     `where` adds conditions to the UPDATE (e.g. a retry being due); `values` are stored with it.
@@ -72,30 +81,38 @@ def transition(reg: Registration, target: State, *, cause: str, message: str,
     )
     if db.session.execute(stmt).rowcount != 1:
         db.session.refresh(reg)
-        log.info("registration %s: %s -> %s not taken (now %s), cause %s",
-                 reg.id, before, target, reg.state, cause)
+        log.info("registration %s: %s -> %s not taken (now %s), cause %s", reg.id, before, target, reg.state, cause)
         return False
     db.session.refresh(reg)
-    db.session.add(TimelineEntry(registration_pk=reg.id, kind="state", from_state=str(before),
-                                 to_state=target.value, cause=cause, message=message, details=details))
+    db.session.add(
+        TimelineEntry(
+            registration_pk=reg.id,
+            kind="state",
+            from_state=str(before),
+            to_state=target.value,
+            cause=cause,
+            message=message,
+            details=details,
+        )
+    )
     db.session.flush()
     log.info("registration %s: %s -> %s, cause %s", reg.id, before, target, cause)
     _alert(reg, values)
     return True
 
 
-def record(reg: Registration, kind: str, *, cause: str, message: str, details: dict | None = None,
-           **values) -> None:
+def record(reg: Registration, kind: str, *, cause: str, message: str, details: dict | None = None, **values) -> None:
     """Add a timeline entry that changes no state (an event, an attempt, a note), with field updates."""
     _merge_attention(reg, values)
     if values:
         db.session.execute(
-            update(Registration).where(Registration.id == reg.id)
-            .values(updated_at=utcnow(), **values).execution_options(synchronize_session=False)
+            update(Registration)
+            .where(Registration.id == reg.id)
+            .values(updated_at=utcnow(), **values)
+            .execution_options(synchronize_session=False)
         )
         db.session.refresh(reg)
-    db.session.add(TimelineEntry(registration_pk=reg.id, kind=kind, cause=cause, message=message,
-                                 details=details))
+    db.session.add(TimelineEntry(registration_pk=reg.id, kind=kind, cause=cause, message=message, details=details))
     db.session.flush()
     _alert(reg, values)
 
@@ -103,24 +120,43 @@ def record(reg: Registration, kind: str, *, cause: str, message: str, details: d
 def open_registration(registration_id: str, lms, price, cause: str) -> Registration:
     """The registration for an LTIaaS id, created in state pending on first sight; flushes."""
     now = utcnow()
-    created = insert_ignoring_duplicates(Registration, {
-        "registration_id": registration_id, "flow_token": secrets.token_urlsafe(32),
-        "state": State.PENDING.value, "lms_url": lms.url[:500], "lms_family": clean(lms.family, 100),
-        "lms_version": clean(lms.version, 200),
-        "lms_details": {"supportedScopes": lms.supported_scopes, "supportedMessages": lms.supported_messages},
-        "price_id": price.id, "amount": price.unit_amount, "currency": price.currency,
-        "price_options": price.currency_options or None,
-        "product_name": clean(price.product_name, 250),
-        "product_description": clean(price.product_description, 1000),
-        "price_interval": price.period,
-        "checkout_generation": 0, "attempt_count": 0, "attempt_uncertain": False, "access_attempts": 0,
-        "created_at": now, "updated_at": now,
-    })
+    created = insert_ignoring_duplicates(
+        Registration,
+        {
+            "registration_id": registration_id,
+            "flow_token": secrets.token_urlsafe(32),
+            "state": State.PENDING.value,
+            "lms_url": lms.url[:500],
+            "lms_family": clean(lms.family, 100),
+            "lms_version": clean(lms.version, 200),
+            "lms_details": {"supportedScopes": lms.supported_scopes, "supportedMessages": lms.supported_messages},
+            "price_id": price.id,
+            "amount": price.unit_amount,
+            "currency": price.currency,
+            "price_options": price.currency_options or None,
+            "product_name": clean(price.product_name, 250),
+            "product_description": clean(price.product_description, 1000),
+            "price_interval": price.period,
+            "checkout_generation": 0,
+            "attempt_count": 0,
+            "attempt_uncertain": False,
+            "access_attempts": 0,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
     reg = db.session.scalars(select(Registration).where(Registration.registration_id == registration_id)).one()
     if created:
-        db.session.add(TimelineEntry(registration_pk=reg.id, kind="state", to_state=State.PENDING.value,
-                                     cause=cause, message=f"Registration opened by {lms.family or 'an LMS'} "
-                                     f"at {lms.url}; price {format_amount(price.unit_amount, price.currency)}"
-                                     f"{' per ' + price.interval if price.recurring else ''}."))
+        db.session.add(
+            TimelineEntry(
+                registration_pk=reg.id,
+                kind="state",
+                to_state=State.PENDING.value,
+                cause=cause,
+                message=f"Registration opened by {lms.family or 'an LMS'} "
+                f"at {lms.url}; price {format_amount(price.unit_amount, price.currency)}"
+                f"{' per ' + price.interval if price.recurring else ''}.",
+            )
+        )
         db.session.flush()
     return reg

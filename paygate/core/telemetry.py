@@ -13,6 +13,7 @@ Label values are fixed strings only: the URL rule (`/flow/<token>/status`, never
 event types this service knows (others are "other"), fixed operation names and a few outcomes. No flow
 token, registration id, Stripe id or amount ever becomes a label value.
 """
+
 import logging
 import os
 import threading
@@ -39,27 +40,50 @@ _CALL_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0)
 _PASS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 HTTP_REQUESTS = Counter(
-    "paygate_http_requests", "HTTP requests answered, by route (the URL rule, never the path), method and status.",
-    ["route", "method", "status"], registry=REGISTRY)
+    "paygate_http_requests",
+    "HTTP requests answered, by route (the URL rule, never the path), method and status.",
+    ["route", "method", "status"],
+    registry=REGISTRY,
+)
 HTTP_DURATION = Histogram(
-    "paygate_http_request_duration_seconds", "Time to answer an HTTP request, by route and method.",
-    ["route", "method"], buckets=_REQUEST_BUCKETS, registry=REGISTRY)
+    "paygate_http_request_duration_seconds",
+    "Time to answer an HTTP request, by route and method.",
+    ["route", "method"],
+    buckets=_REQUEST_BUCKETS,
+    registry=REGISTRY,
+)
 WEBHOOK_EVENTS = Counter(
-    "paygate_webhook_events", "Stripe webhook deliveries, by event type (known types; others: other) and outcome.",
-    ["type", "outcome"], registry=REGISTRY)
+    "paygate_webhook_events",
+    "Stripe webhook deliveries, by event type (known types; others: other) and outcome.",
+    ["type", "outcome"],
+    registry=REGISTRY,
+)
 LTIAAS_CALLS = Counter(
-    "paygate_ltiaas_calls", "Calls to the LTIaaS API, by operation and outcome.",
-    ["operation", "outcome"], registry=REGISTRY)
+    "paygate_ltiaas_calls",
+    "Calls to the LTIaaS API, by operation and outcome.",
+    ["operation", "outcome"],
+    registry=REGISTRY,
+)
 LTIAAS_DURATION = Histogram(
-    "paygate_ltiaas_call_duration_seconds", "Duration of calls to the LTIaaS API, by operation.",
-    ["operation"], buckets=_CALL_BUCKETS, registry=REGISTRY)
+    "paygate_ltiaas_call_duration_seconds",
+    "Duration of calls to the LTIaaS API, by operation.",
+    ["operation"],
+    buckets=_CALL_BUCKETS,
+    registry=REGISTRY,
+)
 STRIPE_CALLS = Counter(
-    "paygate_stripe_calls", "Calls to the Stripe API, by operation and outcome.",
-    ["operation", "outcome"], registry=REGISTRY)
+    "paygate_stripe_calls",
+    "Calls to the Stripe API, by operation and outcome.",
+    ["operation", "outcome"],
+    registry=REGISTRY,
+)
 STRIPE_DURATION = Histogram(
     "paygate_stripe_call_duration_seconds",
     "Duration of calls to the Stripe API (the library's network retries included), by operation.",
-    ["operation"], buckets=_CALL_BUCKETS, registry=REGISTRY)
+    ["operation"],
+    buckets=_CALL_BUCKETS,
+    registry=REGISTRY,
+)
 
 _CALLS = {"ltiaas": (LTIAAS_CALLS, LTIAAS_DURATION), "stripe": (STRIPE_CALLS, STRIPE_DURATION)}
 _METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
@@ -77,6 +101,7 @@ def _safely(fn, *args) -> None:
 # ---------------------------------------------------------------------------------------------
 # HTTP requests
 
+
 def _started() -> None:
     g._metrics_started = time.perf_counter()
 
@@ -91,6 +116,7 @@ def _answered(response: Response) -> Response:
         HTTP_REQUESTS.labels(route, method, str(response.status_code)).inc()
         if started is not None:
             HTTP_DURATION.labels(route, method).observe(time.perf_counter() - started)
+
     _safely(record)
     return response
 
@@ -104,16 +130,43 @@ def request_refused(method: str, status: int) -> None:
 # ---------------------------------------------------------------------------------------------
 # Stripe webhooks
 
-EVENT_OUTCOMES = ("paid", "already_paid", "recorded", "no_change", "processing", "needs_attention", "foreign",
-                  "ignored", "malformed", "refused_signature", "unavailable", "error", "other")
+EVENT_OUTCOMES = (
+    "paid",
+    "already_paid",
+    "recorded",
+    "no_change",
+    "processing",
+    "needs_attention",
+    "foreign",
+    "ignored",
+    "malformed",
+    "refused_signature",
+    "unavailable",
+    "error",
+    "other",
+)
 _RESULTS = {
-    "paid": "paid", "already paid": "already_paid", "ignored: already paid": "already_paid",
-    "recorded": "recorded", "expired": "recorded", "failed": "recorded", "processing": "processing",
-    "mismatch": "needs_attention", "no payment": "needs_attention", "duplicate payment": "needs_attention",
-    "unknown session": "foreign", "foreign session": "foreign", "foreign subscription": "foreign",
-    "foreign invoice": "foreign", "foreign payment": "foreign", "foreign refund": "foreign",
-    "foreign dispute": "foreign", "not a refund": "malformed", "not a dispute": "malformed",
-    "ignored": "ignored", "malformed": "malformed",
+    "paid": "paid",
+    "already paid": "already_paid",
+    "ignored: already paid": "already_paid",
+    "recorded": "recorded",
+    "expired": "recorded",
+    "failed": "recorded",
+    "processing": "processing",
+    "mismatch": "needs_attention",
+    "no payment": "needs_attention",
+    "duplicate payment": "needs_attention",
+    "unknown session": "foreign",
+    "foreign session": "foreign",
+    "foreign subscription": "foreign",
+    "foreign invoice": "foreign",
+    "foreign payment": "foreign",
+    "foreign refund": "foreign",
+    "foreign dispute": "foreign",
+    "not a refund": "malformed",
+    "not a dispute": "malformed",
+    "ignored": "ignored",
+    "malformed": "malformed",
 }
 
 
@@ -187,16 +240,27 @@ def _worker() -> dict:
     with _worker_lock:
         if not _worker_metrics:
             _worker_metrics.update(
-                duration=Histogram("paygate_worker_pass_duration_seconds", "Duration of the worker's passes.",
-                                   buckets=_PASS_BUCKETS, registry=REGISTRY),
-                last=Gauge("paygate_worker_last_pass_timestamp_seconds",
-                           "When the worker's last pass ended (Unix time).", multiprocess_mode="max",
-                           registry=REGISTRY),
-                last_duration=Gauge("paygate_worker_last_pass_duration_seconds",
-                                    "Duration of the worker's last pass.", multiprocess_mode="mostrecent",
-                                    registry=REGISTRY),
-                failures=Counter("paygate_worker_pass_failures", "Worker passes that failed (e.g. no database).",
-                                 registry=REGISTRY),
+                duration=Histogram(
+                    "paygate_worker_pass_duration_seconds",
+                    "Duration of the worker's passes.",
+                    buckets=_PASS_BUCKETS,
+                    registry=REGISTRY,
+                ),
+                last=Gauge(
+                    "paygate_worker_last_pass_timestamp_seconds",
+                    "When the worker's last pass ended (Unix time).",
+                    multiprocess_mode="max",
+                    registry=REGISTRY,
+                ),
+                last_duration=Gauge(
+                    "paygate_worker_last_pass_duration_seconds",
+                    "Duration of the worker's last pass.",
+                    multiprocess_mode="mostrecent",
+                    registry=REGISTRY,
+                ),
+                failures=Counter(
+                    "paygate_worker_pass_failures", "Worker passes that failed (e.g. no database).", registry=REGISTRY
+                ),
             )
         return _worker_metrics
 
@@ -207,6 +271,7 @@ def worker_pass(seconds: float) -> None:
         m["duration"].observe(seconds)
         m["last_duration"].set(seconds)
         m["last"].set(time.time())
+
     _safely(record)
 
 

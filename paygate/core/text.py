@@ -4,6 +4,7 @@
 insert on PostgreSQL (no NUL, no lone surrogate), never reorders or hides what operators read (no U+202E,
 no zero-width characters), never breaks a line of a log or a CSV, and fits its column.
 """
+
 import unicodedata
 
 # Control (Cc: NUL, ESC...), format (Cf: U+202E, U+200B, U+FEFF...) and surrogate (Cs) characters.
@@ -29,7 +30,7 @@ def clean(value, max_len: int) -> str | None:
             return None
     elif not isinstance(value, str):
         return None
-    value = value[:4 * max_len + 256]  # bounds the work; what is cut would not have been kept
+    value = value[: 4 * max_len + 256]  # bounds the work; what is cut would not have been kept
     text = "".join(" " if c.isspace() else c for c in value if c.isspace() or unicodedata.category(c) not in _DROPPED)
     text = " ".join(unicodedata.normalize("NFC", text).split())
     return text[:max_len].rstrip() or None

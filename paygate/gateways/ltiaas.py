@@ -1,4 +1,5 @@
 """The LTIaaS API: the one module that talks to it (registrations and platforms)."""
+
 import functools
 import json
 import logging
@@ -35,8 +36,15 @@ LMS_URL_MAX = 500  # registrations.lms_url
 class LtiaasError(Exception):
     """A failed call. `retryable` when trying again may help; `uncertain` when it may have taken effect."""
 
-    def __init__(self, message: str, *, status: int | None = None, details: dict | None = None,
-                 retryable: bool = False, uncertain: bool = False):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        details: dict | None = None,
+        retryable: bool = False,
+        uncertain: bool = False,
+    ):
         super().__init__(message)
         self.status = status
         self.details = details or {}
@@ -44,8 +52,13 @@ class LtiaasError(Exception):
         self.uncertain = uncertain
 
     def as_dict(self) -> dict:
-        return {"message": str(self), "status": self.status, "details": self.details,
-                "retryable": self.retryable, "uncertain": self.uncertain}
+        return {
+            "message": str(self),
+            "status": self.status,
+            "details": self.details,
+            "retryable": self.retryable,
+            "uncertain": self.uncertain,
+        }
 
 
 class UnusableLms(LtiaasError):
@@ -63,6 +76,7 @@ class UnexpectedAnswer(LtiaasError):
 # the database refuses NULs and numbers in text columns, on every retry alike. What only describes the LMS
 # to a person (its URL, family, version, scopes and messages) is normalised instead (paygate/core/text.py),
 # so that an odd description never stops the admin; only an LMS URL that cannot be one refuses (UnusableLms).
+
 
 def _no_nul(value: str) -> str:
     if "\x00" in value:
@@ -102,13 +116,16 @@ class _Answer(BaseModel):
 
 class _RegistrationAnswer(_Answer):
     """GET /api/registrations/{id}: {url, familyCode, version, supportedScopes, supportedMessages}."""
+
     url: _Url = None
     family: Annotated[str | None, _display(100)] = Field(None, alias="familyCode")
     version: Annotated[str | None, _display(200)] = None
-    supported_scopes: Annotated[list[str], BeforeValidator(_texts)] = Field(default_factory=list,
-                                                                            alias="supportedScopes")
-    supported_messages: Annotated[list[dict], BeforeValidator(_messages)] = Field(default_factory=list,
-                                                                                  alias="supportedMessages")
+    supported_scopes: Annotated[list[str], BeforeValidator(_texts)] = Field(
+        default_factory=list, alias="supportedScopes"
+    )
+    supported_messages: Annotated[list[dict], BeforeValidator(_messages)] = Field(
+        default_factory=list, alias="supportedMessages"
+    )
 
 
 def usable_url(value: str | None) -> bool:
@@ -124,6 +141,7 @@ def usable_url(value: str | None) -> bool:
 
 class _CompletionAnswer(_Answer):
     """POST /api/registrations/{id}/complete: {platformId, html}."""
+
     platform_id: _Id | StrictInt = Field(alias="platformId")
     html: Annotated[StrictStr, StringConstraints(min_length=1, max_length=100_000), AfterValidator(_no_nul)]
 
@@ -133,8 +151,10 @@ def _validated(model: type[_Answer], response: requests.Response, what: str, **f
     try:
         return model.model_validate_json(response.content)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
-                             for e in exc.errors(include_input=False, include_url=False)[:3])
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False)[:3]
+        )
         raise UnexpectedAnswer(f"LTIaaS answered unexpectedly to {what} ({problems})", **flags) from None
 
 
@@ -197,10 +217,12 @@ def valid_id(value: str | None) -> bool:
 def _measured(call):
     """Counts and times each call by its operation, a fixed name (paygate_ltiaas_calls_total,
     paygate/core/telemetry.py)."""
+
     @functools.wraps(call)
     def measured(self, method: str, url: str, *, operation: str, **kwargs):
         with telemetry.outbound("ltiaas", operation):
             return call(self, method, url, **kwargs)
+
     return measured
 
 
@@ -225,22 +247,22 @@ class Ltiaas:
             kwargs["headers"] = {**(kwargs.get("headers") or {}), "X-Request-ID": request_id}
         # A connect timeout means nothing was sent; a read timeout or a reset may have reached LTIaaS.
         try:
-            response = self._http.request(method, url, timeout=(min(3.05, self.timeout), self.timeout),
-                                          **kwargs)
+            response = self._http.request(method, url, timeout=(min(3.05, self.timeout), self.timeout), **kwargs)
         except requests.ConnectTimeout:
             raise LtiaasError("LTIaaS could not be reached (connect timeout)", retryable=True) from None
         except requests.ConnectionError as exc:
             # Only a connection that was never made proves nothing was sent; a read that timed out
             # or broke off (requests reports both as ConnectionError too) may have reached LTIaaS.
             text = str(exc).lower()
-            sent = not any(sign in text for sign in ("newconnectionerror", "failed to establish",
-                                                     "connection refused", "nameresolution"))
+            sent = not any(
+                sign in text
+                for sign in ("newconnectionerror", "failed to establish", "connection refused", "nameresolution")
+            )
             raise LtiaasError("LTIaaS connection failed", retryable=True, uncertain=sent) from None
         except requests.Timeout:
             raise LtiaasError("LTIaaS did not answer in time", retryable=True, uncertain=True) from None
         except requests.RequestException as exc:  # e.g. the answer broke off mid-body: it was sent
-            raise LtiaasError(f"LTIaaS call failed ({type(exc).__name__})", retryable=True,
-                              uncertain=True) from None
+            raise LtiaasError(f"LTIaaS call failed ({type(exc).__name__})", retryable=True, uncertain=True) from None
         if response.status_code >= 400:
             try:
                 body = response.json()
@@ -267,14 +289,21 @@ class Ltiaas:
         if not usable_url(body.url):
             raise UnusableLms("LTIaaS gave no usable LMS URL for the registration")
         return LmsDetails(
-            url=body.url, family=body.family, version=body.version, supported_scopes=body.supported_scopes,
+            url=body.url,
+            family=body.family,
+            version=body.version,
+            supported_scopes=body.supported_scopes,
             supported_messages=body.supported_messages,
         )
 
     def complete_registration(self, registration_id: str, body: dict) -> Completion:
         """POST /api/registrations/{id}/complete: can succeed once per id, ever."""
-        response = self._call("POST", self._url("/api/registrations", registration_id, "complete"), json=body,
-                              operation="complete_registration")
+        response = self._call(
+            "POST",
+            self._url("/api/registrations", registration_id, "complete"),
+            json=body,
+            operation="complete_registration",
+        )
         # Uncertain: LTIaaS may have registered the platform all the same.
         body = _validated(_CompletionAnswer, response, "the completion", uncertain=True)
         completion = Completion(platform_id=str(body.platform_id), html=body.html)
@@ -294,8 +323,11 @@ class Ltiaas:
 
     def set_platform_active(self, platform_id: str, active: bool) -> None:
         """POST {platforms}/{id}/activate or /deactivate (no body)."""
-        self._call("POST", self._url(self.platforms_path, platform_id, "activate" if active else "deactivate"),
-                   operation="set_platform_active")
+        self._call(
+            "POST",
+            self._url(self.platforms_path, platform_id, "activate" if active else "deactivate"),
+            operation="set_platform_active",
+        )
 
 
 def client() -> Ltiaas:
@@ -303,6 +335,5 @@ def client() -> Ltiaas:
     ext = current_app.extensions
     if "ltiaas" not in ext:
         s = current_app.config["SETTINGS"]
-        ext["ltiaas"] = Ltiaas(s.ltiaas_url, s.ltiaas_api_key, s.ltiaas_platforms_path,
-                               s.ltiaas_timeout_seconds)
+        ext["ltiaas"] = Ltiaas(s.ltiaas_url, s.ltiaas_api_key, s.ltiaas_platforms_path, s.ltiaas_timeout_seconds)
     return ext["ltiaas"]

@@ -8,6 +8,7 @@ conditional UPDATE: of several processes exactly one wins), commits, calls LTIaa
 deactivate outside any transaction, and records what LTIaaS now has. A failed call is retried with
 backoff by the worker until LTIaaS has it. No other code calls activate/deactivate.
 """
+
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -93,8 +94,9 @@ def _decide_invoice(licence: Licence, now: datetime, settings) -> Decision:
     deadline = licence.due_at + timedelta(days=settings.licence_grace_days)
     if now < deadline:
         return Decision(True, f"{name} open, due {licence.due_at:%Y-%m-%d}", review_at=deadline)
-    return Decision(False, f"{name} unpaid {settings.licence_grace_days} days after its due date "
-                           f"{licence.due_at:%Y-%m-%d}")
+    return Decision(
+        False, f"{name} unpaid {settings.licence_grace_days} days after its due date {licence.due_at:%Y-%m-%d}"
+    )
 
 
 def refresh(reg: Registration, cause: str, now: datetime | None = None, loaded: bool = False) -> bool:
@@ -111,26 +113,38 @@ def refresh(reg: Registration, cause: str, now: datetime | None = None, loaded: 
         if licence is not None:
             db.session.refresh(licence)  # its payments too: another transaction may have added one
     decision = decide(licence, reg.access_override, now or utcnow(), settings)
-    values = {"access_wanted": decision.active, "access_reason": decision.reason[:200],
-              "access_review_at": decision.review_at}
+    values = {
+        "access_wanted": decision.active,
+        "access_reason": decision.reason[:200],
+        "access_review_at": decision.review_at,
+    }
     if all(getattr(reg, k) == v for k, v in values.items()):
         return False
     changed = reg.access_wanted != decision.active
     if changed:  # a new direction starts with a clean slate of retries
         values.update(access_attempts=0, access_next_at=None, access_error=None)
     # A plain UPDATE, and the object set to match: the clock's review decides hundreds at a time.
-    db.session.execute(update(Registration).where(Registration.id == reg.id).values(updated_at=utcnow(), **values)
-                       .execution_options(synchronize_session=False))
+    db.session.execute(
+        update(Registration)
+        .where(Registration.id == reg.id)
+        .values(updated_at=utcnow(), **values)
+        .execution_options(synchronize_session=False)
+    )
     for key, value in values.items():
         set_committed_value(reg, key, value)
     if changed:  # same access, other reason or review date: no news for the timeline
         word = {True: "active", False: "inactive", None: "undecided"}[decision.active]
         told = {True: "active", False: "inactive", None: "not told yet"}[reg.platform_active]
-        db.session.add(TimelineEntry(
-            registration_pk=reg.id, kind="access", cause=cause[:300],
-            details={"reason": decision.reason, "active": decision.active},
-            message=f"Access should be {word}: {decision.reason}"
-                    + (f" (LTIaaS has: {told})." if reg.platform_id else " (no platform yet).")))
+        db.session.add(
+            TimelineEntry(
+                registration_pk=reg.id,
+                kind="access",
+                cause=cause[:300],
+                details={"reason": decision.reason, "active": decision.active},
+                message=f"Access should be {word}: {decision.reason}"
+                + (f" (LTIaaS has: {told})." if reg.platform_id else " (no platform yet)."),
+            )
+        )
     return changed
 
 
@@ -178,20 +192,35 @@ def _claim(due: datetime, pk: int | None = None, limit: int = 1):
     `due` decides whether a retry's backoff has passed. Returns (claimed_at, rows claimed).
     """
     claimed_at = utcnow()
-    free = (text(ACCESS_DIFFERS),
-            or_(Registration.access_claimed_at.is_(None), Registration.access_claimed_at < claimed_at - _stale_bound()),
-            or_(Registration.access_next_at.is_(None), Registration.access_next_at <= due))
+    free = (
+        text(ACCESS_DIFFERS),
+        or_(Registration.access_claimed_at.is_(None), Registration.access_claimed_at < claimed_at - _stale_bound()),
+        or_(Registration.access_next_at.is_(None), Registration.access_next_at <= due),
+    )
     if pk is not None:
         which = Registration.id == pk
     else:  # on PostgreSQL other workers skip the rows this one is claiming instead of queueing on them
-        which = Registration.id.in_(select(Registration.id).where(*free).order_by(Registration.id).limit(limit)
-                                    .with_for_update(skip_locked=True))
+        which = Registration.id.in_(
+            select(Registration.id)
+            .where(*free)
+            .order_by(Registration.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
     _fast_commits()
     rows = db.session.execute(
-        update(Registration).where(which, *free).values(access_claimed_at=claimed_at)
-        .returning(Registration.id, Registration.platform_id, Registration.access_wanted,
-                   Registration.access_reason, Registration.attention)
-        .execution_options(synchronize_session=False)).all()
+        update(Registration)
+        .where(which, *free)
+        .values(access_claimed_at=claimed_at)
+        .returning(
+            Registration.id,
+            Registration.platform_id,
+            Registration.access_wanted,
+            Registration.access_reason,
+            Registration.attention,
+        )
+        .execution_options(synchronize_session=False)
+    ).all()
     db.session.commit()
     return claimed_at, rows
 
@@ -218,8 +247,15 @@ def _tell(claimed_at: datetime, due: datetime, rows, cause: str) -> tuple[int, i
     _record_told(told, claimed_at, cause)
     for row, error in zip(rows, errors, strict=True):
         if error is not None:
-            _record_failure(db.session.get(Registration, row.id), row.access_wanted, error, claimed_at, due, cause,
-                            (Registration.access_claimed_at == claimed_at,))
+            _record_failure(
+                db.session.get(Registration, row.id),
+                row.access_wanted,
+                error,
+                claimed_at,
+                due,
+                cause,
+                (Registration.access_claimed_at == claimed_at,),
+            )
     return len(told), len(rows) - len(told)
 
 
@@ -232,26 +268,54 @@ def _record_told(rows, claimed_at: datetime, cause: str) -> None:
     for active in (True, False):
         ids = [row.id for row in rows if bool(row.access_wanted) is active]
         if ids:
-            taken.update(db.session.scalars(
-                update(Registration).where(Registration.id.in_(ids), Registration.access_claimed_at == claimed_at)
-                .values(platform_active=active, access_claimed_at=None, access_attempts=0, access_next_at=None,
-                        access_error=None, updated_at=now)
-                .returning(Registration.id).execution_options(synchronize_session=False)))
+            taken.update(
+                db.session.scalars(
+                    update(Registration)
+                    .where(Registration.id.in_(ids), Registration.access_claimed_at == claimed_at)
+                    .values(
+                        platform_active=active,
+                        access_claimed_at=None,
+                        access_attempts=0,
+                        access_next_at=None,
+                        access_error=None,
+                        updated_at=now,
+                    )
+                    .returning(Registration.id)
+                    .execution_options(synchronize_session=False)
+                )
+            )
     for row in rows:  # an operator was told LTIaaS lagged: that is over
         if row.id in taken and row.attention and SYNC_ATTENTION & set(row.attention.split(",")):
-            db.session.execute(update(Registration).where(Registration.id == row.id)
-                               .values(attention=_without(row.attention, SYNC_ATTENTION)))
-    db.session.execute(insert(TimelineEntry), [{
-        "registration_pk": row.id, "at": now, "kind": "access", "cause": cause[:300],
-        "details": {"platform_id": row.platform_id, "active": row.access_wanted},
-        "message": f"LTIaaS {'activate' if row.access_wanted else 'deactivate'}d platform {row.platform_id} "
-                   f"({row.access_reason})." + ("" if row.id in taken else
-                                                 " Another attempt had taken the claim over meanwhile."),
-    } for row in rows])
+            db.session.execute(
+                update(Registration)
+                .where(Registration.id == row.id)
+                .values(attention=_without(row.attention, SYNC_ATTENTION))
+            )
+    db.session.execute(
+        insert(TimelineEntry),
+        [
+            {
+                "registration_pk": row.id,
+                "at": now,
+                "kind": "access",
+                "cause": cause[:300],
+                "details": {"platform_id": row.platform_id, "active": row.access_wanted},
+                "message": f"LTIaaS {'activate' if row.access_wanted else 'deactivate'}d platform {row.platform_id} "
+                f"({row.access_reason})."
+                + ("" if row.id in taken else " Another attempt had taken the claim over meanwhile."),
+            }
+            for row in rows
+        ],
+    )
     db.session.commit()
     for row in rows:
-        log.info("access: registration %s platform %s %sd at LTIaaS (%s)", row.id, row.platform_id,
-                 "activate" if row.access_wanted else "deactivate", row.access_reason)
+        log.info(
+            "access: registration %s platform %s %sd at LTIaaS (%s)",
+            row.id,
+            row.platform_id,
+            "activate" if row.access_wanted else "deactivate",
+            row.access_reason,
+        )
 
 
 def _sync_once(pk: int, cause: str, now: datetime | None) -> bool | None:
@@ -263,44 +327,74 @@ def _sync_once(pk: int, cause: str, now: datetime | None) -> bool | None:
     return told == 1
 
 
-def _record_failure(reg: Registration, active: bool, error: dict, claimed_at: datetime, due: datetime,
-                    cause: str, mine) -> None:
+def _record_failure(
+    reg: Registration, active: bool, error: dict, claimed_at: datetime, due: datetime, cause: str, mine
+) -> None:
     verb = "activate" if active else "deactivate"
     attempts = reg.access_attempts + 1
     retryable = error.get("retryable", False)
     delay = _backoff(attempts) if retryable else REFUSED_RETRY
     db.session.refresh(reg)
-    values = {"access_claimed_at": None, "access_attempts": attempts, "access_next_at": due + delay,
-              "access_error": error, "updated_at": utcnow()}
+    values = {
+        "access_claimed_at": None,
+        "access_attempts": attempts,
+        "access_next_at": due + delay,
+        "access_error": error,
+        "updated_at": utcnow(),
+    }
     if error.get("uncertain"):
         # The call may have taken effect (a 502 after the work was done): LTIaaS's state is unknown, so
         # the platform differs from whatever it should be until a call succeeds.
         values["platform_active"] = None
     if reg.access_wanted != active:  # the licence changed meanwhile: the other way is not held back
         values.update(access_next_at=None, access_attempts=0)
-    reason = None if retryable and attempts < ATTENTION_AFTER else ("access_unsynced" if retryable
-                                                                      else "access_refused")
-    taken = db.session.execute(update(Registration).where(Registration.id == reg.id, *mine).values(**values)
-                               .execution_options(synchronize_session=False)).rowcount == 1
+    reason = (
+        None if retryable and attempts < ATTENTION_AFTER else ("access_unsynced" if retryable else "access_refused")
+    )
+    taken = (
+        db.session.execute(
+            update(Registration)
+            .where(Registration.id == reg.id, *mine)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        == 1
+    )
     db.session.refresh(reg)
-    log.warning("access: registration %s: LTIaaS did not %s platform %s: %s; retry in %s s", reg.id, verb,
-                reg.platform_id, error.get("message"), int(delay.total_seconds()))
+    log.warning(
+        "access: registration %s: LTIaaS did not %s platform %s: %s; retry in %s s",
+        reg.id,
+        verb,
+        reg.platform_id,
+        error.get("message"),
+        int(delay.total_seconds()),
+    )
     attempts = values["access_attempts"]
     # The first failure, and the one that calls an operator, are worth a line in the timeline.
     if taken and (attempts == 1 or reason):
         extra = {"attention": reason} if reason and reason not in (reg.attention or "").split(",") else {}
-        record(reg, "access", cause=cause, details=error, **extra,
-               message=f"LTIaaS did not {verb} platform {reg.platform_id}: {error.get('message')}. "
-                       f"Retrying in {int(delay.total_seconds())} s" + (" (an operator is told)." if reason else "."))
+        record(
+            reg,
+            "access",
+            cause=cause,
+            details=error,
+            **extra,
+            message=f"LTIaaS did not {verb} platform {reg.platform_id}: {error.get('message')}. "
+            f"Retrying in {int(delay.total_seconds())} s" + (" (an operator is told)." if reason else "."),
+        )
     db.session.commit()
 
 
 def review_due(now: datetime, cause: str = "worker") -> tuple[int, int]:
     """Decide again every registration whose access may have changed by the clock (a due date), a
     batch at a time; returns (rows read, accesses changed). Commits once per batch."""
-    regs = db.session.scalars(select(Registration).where(Registration.access_review_at <= now)
-                              .options(selectinload(Registration.licence).selectinload(Licence.payments))
-                              .order_by(Registration.access_review_at).limit(BATCH)).all()
+    regs = db.session.scalars(
+        select(Registration)
+        .where(Registration.access_review_at <= now)
+        .options(selectinload(Registration.licence).selectinload(Licence.payments))
+        .order_by(Registration.access_review_at)
+        .limit(BATCH)
+    ).all()
     changed = sum(refresh(reg, cause, now, loaded=True) for reg in regs)
     db.session.commit()
     db.session.expunge_all()
@@ -331,7 +425,13 @@ def set_override(reg: Registration, override: bool | None, cause: str, note: str
     if reg.access_override == override:
         return False
     word = {True: "grants access", False: "revokes access", None: "removes the override"}[override]
-    record(reg, "operator", cause=cause, details={"override": override, "note": note, "form": form_id},
-           message=f"Operator {word}" + (f": {note}" if note else "."), access_override=override)
+    record(
+        reg,
+        "operator",
+        cause=cause,
+        details={"override": override, "note": note, "form": form_id},
+        message=f"Operator {word}" + (f": {note}" if note else "."),
+        access_override=override,
+    )
     refresh(reg, cause)
     return True

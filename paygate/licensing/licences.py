@@ -8,6 +8,7 @@ and what Stripe gives back is applied only if it is that licence's (`invoice_bel
 Each change of a licence leaves a timeline entry and decides the access again (paygate/licensing/access.py).
 Functions flush; their callers commit.
 """
+
 import logging
 
 from sqlalchemy import or_, select
@@ -29,8 +30,9 @@ def locked(licence_pk: int) -> Licence:
     """The licence row, locked for this transaction (PostgreSQL), read afresh. Every writer of a licence
     or its payments takes this lock first, so that two events about one licence queue instead of
     deadlocking on the licence row and a payment row taken in opposite orders."""
-    return db.session.scalars(select(Licence).where(Licence.id == licence_pk).with_for_update()
-                              .execution_options(populate_existing=True)).one()
+    return db.session.scalars(
+        select(Licence).where(Licence.id == licence_pk).with_for_update().execution_options(populate_existing=True)
+    ).one()
 
 
 def apply_fresh(licence_pk: int, fetch, apply, skipped, belongs=None, foreign=None):
@@ -61,25 +63,50 @@ def open_licence(reg: Registration, kind: str, **values) -> tuple[Licence, bool]
     """The registration's licence, created with `kind` on first use (a unique row per registration);
     and whether this call created it (of simultaneous callers, one)."""
     now = utcnow()
-    created = insert_ignoring_duplicates(Licence, {"registration_pk": reg.id, "kind": kind, "dispute_open": False,
-                                                   "invoicing_attempt": 0, "created_at": now, "updated_at": now,
-                                                   **values})
+    created = insert_ignoring_duplicates(
+        Licence,
+        {
+            "registration_pk": reg.id,
+            "kind": kind,
+            "dispute_open": False,
+            "invoicing_attempt": 0,
+            "created_at": now,
+            "updated_at": now,
+            **values,
+        },
+    )
     licence = of(reg)
     db.session.refresh(licence)
     return licence, created
 
 
-def add_payment(licence: Licence, payment_intent: str, *, amount: int | None, currency: str | None,
-                paid_at=None, invoice_id: str | None = None) -> LicencePayment:
+def add_payment(
+    licence: Licence,
+    payment_intent: str,
+    *,
+    amount: int | None,
+    currency: str | None,
+    paid_at=None,
+    invoice_id: str | None = None,
+) -> LicencePayment:
     """A payment made for the licence, recorded once by its PaymentIntent id."""
     now = utcnow()
-    insert_ignoring_duplicates(LicencePayment, {
-        "licence_pk": licence.id, "registration_pk": licence.registration_pk,
-        "payment_intent_id": payment_intent, "invoice_id": invoice_id, "amount": amount,
-        "currency": currency, "paid_at": paid_at or now, "amount_refunded": 0,
-        "created_at": now, "updated_at": now})
-    return db.session.scalars(select(LicencePayment)
-                              .where(LicencePayment.payment_intent_id == payment_intent)).one()
+    insert_ignoring_duplicates(
+        LicencePayment,
+        {
+            "licence_pk": licence.id,
+            "registration_pk": licence.registration_pk,
+            "payment_intent_id": payment_intent,
+            "invoice_id": invoice_id,
+            "amount": amount,
+            "currency": currency,
+            "paid_at": paid_at or now,
+            "amount_refunded": 0,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    return db.session.scalars(select(LicencePayment).where(LicencePayment.payment_intent_id == payment_intent)).one()
 
 
 def _update(reg: Registration, licence: Licence, cause: str, changes: dict, what: str) -> bool:
@@ -98,26 +125,35 @@ def _update(reg: Registration, licence: Licence, cause: str, changes: dict, what
 
 # From a paid Checkout Session (card payment or the first payment of a subscription).
 
+
 def record_checkout(reg: Registration, view: payments.CheckoutView, cause: str) -> Licence:
     """The licence a paid session starts; called in the transaction that records the payment."""
     now = utcnow()
     if view.subscription_view is not None:
         sub = view.subscription_view
-        licence, _ = open_licence(reg, "subscription", subscription_id=sub.id, customer_id=sub.customer,
-                                  currency=view.currency)
+        licence, _ = open_licence(
+            reg, "subscription", subscription_id=sub.id, customer_id=sub.customer, currency=view.currency
+        )
         apply_subscription(reg, licence, sub, cause)
     else:
-        licence, _ = open_licence(reg, "payment", status="succeeded", currency=view.currency, first_paid_at=now,
-                                  customer_id=view.customer)
+        licence, _ = open_licence(
+            reg, "payment", status="succeeded", currency=view.currency, first_paid_at=now, customer_id=view.customer
+        )
         if view.payment_intent:
             add_payment(licence, view.payment_intent, amount=view.amount_total, currency=view.currency)
-        record(reg, "licence", cause=cause, message="Licence: paid once.",
-               details={"kind": "payment", "payment_intent": view.payment_intent})
+        record(
+            reg,
+            "licence",
+            cause=cause,
+            message="Licence: paid once.",
+            details={"kind": "payment", "payment_intent": view.payment_intent},
+        )
     access.refresh(reg, cause)
     return licence
 
 
 # Subscriptions and invoices.
+
 
 def apply_subscription(reg: Registration, licence: Licence, sub: payments.SubscriptionView, cause: str) -> bool:
     """What Stripe says of the subscription now (status, period, newest invoice and its payments)."""
@@ -126,8 +162,14 @@ def apply_subscription(reg: Registration, licence: Licence, sub: payments.Subscr
         changes.update(status=sub.status, period_end=sub.period_end)
     else:  # billed by invoice: the invoice decides, the subscription can still end it
         changes.update(subscription_status=sub.status, period_end=sub.period_end)
-    changed = _update(reg, licence, cause, changes, f"subscription {sub.id} is {sub.status}"
-                      + (f", period ends {sub.period_end:%Y-%m-%d}" if sub.period_end else ""))
+    changed = _update(
+        reg,
+        licence,
+        cause,
+        changes,
+        f"subscription {sub.id} is {sub.status}"
+        + (f", period ends {sub.period_end:%Y-%m-%d}" if sub.period_end else ""),
+    )
     if sub.latest_invoice is not None:
         changed |= apply_invoice(reg, licence, sub.latest_invoice, cause)
     return changed
@@ -137,21 +179,37 @@ def apply_invoice(reg: Registration, licence: Licence, invoice: payments.Invoice
     """An invoice of the licence as Stripe has it now; the newest one is the one that counts."""
     changed = False
     for payment_intent in invoice.payment_intents:
-        known = db.session.scalars(select(LicencePayment.id)
-                                   .where(LicencePayment.payment_intent_id == payment_intent)).first()
+        known = db.session.scalars(
+            select(LicencePayment.id).where(LicencePayment.payment_intent_id == payment_intent)
+        ).first()
         if known is None:
-            add_payment(licence, payment_intent, amount=invoice.amount_paid, currency=invoice.currency,
-                        paid_at=invoice.paid_at, invoice_id=invoice.id)
-            record(reg, "licence", cause=cause, details={"invoice": invoice.id, "payment_intent": payment_intent},
-                   message=f"Invoice {invoice.number or invoice.id} paid ({payment_intent}).")
+            add_payment(
+                licence,
+                payment_intent,
+                amount=invoice.amount_paid,
+                currency=invoice.currency,
+                paid_at=invoice.paid_at,
+                invoice_id=invoice.id,
+            )
+            record(
+                reg,
+                "licence",
+                cause=cause,
+                details={"invoice": invoice.id, "payment_intent": payment_intent},
+                message=f"Invoice {invoice.number or invoice.id} paid ({payment_intent}).",
+            )
             changed = True
     older = licence.invoice_id not in (None, invoice.id) and _is_older(licence, invoice)
     if older:  # a late event about a previous period's invoice: its payments count, its status does not
         return changed
-    changes = {"invoice_id": invoice.id, "invoice_number": invoice.number or licence.invoice_number,
-               "hosted_invoice_url": invoice.hosted_invoice_url or licence.hosted_invoice_url,
-               "amount_due": invoice.amount_due, "amount_remaining": invoice.amount_remaining,
-               "currency": invoice.currency or licence.currency}
+    changes = {
+        "invoice_id": invoice.id,
+        "invoice_number": invoice.number or licence.invoice_number,
+        "hosted_invoice_url": invoice.hosted_invoice_url or licence.hosted_invoice_url,
+        "amount_due": invoice.amount_due,
+        "amount_remaining": invoice.amount_remaining,
+        "currency": invoice.currency or licence.currency,
+    }
     if licence.kind == "invoice":
         changes.update(status=invoice.status, due_at=invoice.due_date)
     if invoice.status == "paid" and licence.first_paid_at is None:
@@ -208,6 +266,7 @@ def _by_reference(metadata: dict) -> Licence | None:
 
 # What an event names is a hint: the object Stripe gives back is applied only when it is the licence's.
 
+
 def _names(metadata: dict, reg: Registration) -> bool:
     """Whether Stripe metadata carries this registration's reference (both ids)."""
     return metadata.get("registration_pk") == str(reg.id) and metadata.get("registration_id") == reg.registration_id
@@ -216,8 +275,12 @@ def _names(metadata: dict, reg: Registration) -> bool:
 def _ours_before_stored(licence: Licence, customer: str | None, *metadata: dict) -> bool:
     """An object of an invoiced licence that Stripe made before its id was stored here (a crash between the
     two): our customer, and our reference in the object's own metadata as Stripe has it."""
-    return (licence.kind == "invoice" and licence.customer_id is not None and customer == licence.customer_id
-            and any(_names(m, licence.registration) for m in metadata))
+    return (
+        licence.kind == "invoice"
+        and licence.customer_id is not None
+        and customer == licence.customer_id
+        and any(_names(m, licence.registration) for m in metadata)
+    )
 
 
 def invoice_belongs(licence: Licence, invoice: payments.InvoiceView | None) -> bool:
@@ -231,8 +294,9 @@ def invoice_belongs(licence: Licence, invoice: payments.InvoiceView | None) -> b
         return True
     if licence.subscription_id:
         return invoice.subscription == licence.subscription_id
-    return licence.invoice_id is None and _ours_before_stored(licence, invoice.customer, invoice.metadata,
-                                                              invoice.subscription_metadata)
+    return licence.invoice_id is None and _ours_before_stored(
+        licence, invoice.customer, invoice.metadata, invoice.subscription_metadata
+    )
 
 
 def subscription_belongs(licence: Licence, sub: payments.SubscriptionView | None) -> bool:
@@ -244,8 +308,7 @@ def subscription_belongs(licence: Licence, sub: payments.SubscriptionView | None
     if licence.subscription_id:
         return sub.id == licence.subscription_id
     # Only a recurring offer ever made one; a one-time invoice's licence never had a subscription to lose.
-    return licence.registration.price_interval is not None and _ours_before_stored(licence, sub.customer,
-                                                                                    sub.metadata)
+    return licence.registration.price_interval is not None and _ours_before_stored(licence, sub.customer, sub.metadata)
 
 
 def read_unless_missing(read, object_id: str, stored: tuple):
@@ -273,11 +336,16 @@ def on_subscription_event(obj: dict, cause: str) -> tuple[Registration | None, s
         changed = apply_subscription(reg, licence, sub, cause)
         access.refresh(reg, cause)
         return reg, f"subscription {sub.status}" if changed else "no change"
+
     reg = licence.registration
-    return apply_fresh(licence.id, lambda: read_unless_missing(payments.gateway().retrieve_subscription, obj["id"],
-                                                               stored),
-                       apply, (reg, "no change (a newer read applied)"), subscription_belongs,
-                       (None, "foreign subscription"))
+    return apply_fresh(
+        licence.id,
+        lambda: read_unless_missing(payments.gateway().retrieve_subscription, obj["id"], stored),
+        apply,
+        (reg, "no change (a newer read applied)"),
+        subscription_belongs,
+        (None, "foreign subscription"),
+    )
 
 
 def on_invoice_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
@@ -302,9 +370,16 @@ def on_invoice_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
             changed |= apply_subscription(reg, licence, sub, cause)
         access.refresh(reg, cause)
         return reg, f"invoice {invoice.status}" if changed else "no change"
+
     reg = licence.registration
-    return apply_fresh(licence.id, fetch, apply, (reg, "no change (a newer read applied)"),
-                       lambda licence, fetched: invoice_belongs(licence, fetched[0]), (None, "foreign invoice"))
+    return apply_fresh(
+        licence.id,
+        fetch,
+        apply,
+        (reg, "no change (a newer read applied)"),
+        lambda licence, fetched: invoice_belongs(licence, fetched[0]),
+        (None, "foreign invoice"),
+    )
 
 
 def recheck(licence_pk: int, cause: str) -> bool:
@@ -327,6 +402,7 @@ def recheck(licence_pk: int, cause: str) -> bool:
         licence.checked_at = utcnow()
         access.refresh(reg, cause)
         return changed
+
     changed = apply_fresh(licence_pk, fetch, apply, False)
     db.session.commit()
     return changed

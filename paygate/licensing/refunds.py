@@ -6,6 +6,7 @@ follows (refunded in full → refunded; a refund that failed afterwards → back
 access is decided again. A partial refund is recorded and changes no access. A dispute opened flags
 the registration with its evidence deadline; lost → inactive; won → the flag clears.
 """
+
 import logging
 
 from sqlalchemy import select, update
@@ -35,13 +36,16 @@ def without(reg: Registration, *reasons: str) -> str | None:
 def find_payment(payment_intent: str | None) -> LicencePayment | None:
     if not payment_intent:
         return None
-    return db.session.scalars(select(LicencePayment)
-                              .where(LicencePayment.payment_intent_id == payment_intent)).first()
+    return db.session.scalars(select(LicencePayment).where(LicencePayment.payment_intent_id == payment_intent)).first()
 
 
-def apply_payment(row: LicencePayment, view: payments.PaymentView, cause: str,
-                  refund: payments.RefundView | None = None,
-                  dispute: payments.DisputeView | None = None) -> Registration:
+def apply_payment(
+    row: LicencePayment,
+    view: payments.PaymentView,
+    cause: str,
+    refund: payments.RefundView | None = None,
+    dispute: payments.DisputeView | None = None,
+) -> Registration:
     """Write what Stripe says of a payment now; the registration's state and access follow. Flushes."""
     reg = db.session.get(Registration, row.registration_pk)
     was_refunded = row.fully_refunded
@@ -58,19 +62,35 @@ def apply_payment(row: LicencePayment, view: payments.PaymentView, cause: str,
     amount = format_amount(row.amount_refunded, row.currency)
     if (row.amount_refunded, row.refund_status) != before[:2]:
         kind = "in full" if row.fully_refunded else ("in part" if row.amount_refunded else "no longer")
-        record(reg, "licence", cause=cause, message=f"Payment {row.payment_intent_id} refunded {kind}"
-               + (f" ({amount}, refund {row.refund_id} {row.refund_status})." if row.amount_refunded else
-                  f" (refund {row.refund_id} {row.refund_status})."),
-               details={"payment_intent": row.payment_intent_id, "amount_refunded": row.amount_refunded,
-                        "refund_id": row.refund_id, "refund_status": row.refund_status})
+        record(
+            reg,
+            "licence",
+            cause=cause,
+            message=f"Payment {row.payment_intent_id} refunded {kind}"
+            + (
+                f" ({amount}, refund {row.refund_id} {row.refund_status})."
+                if row.amount_refunded
+                else f" (refund {row.refund_id} {row.refund_status})."
+            ),
+            details={
+                "payment_intent": row.payment_intent_id,
+                "amount_refunded": row.amount_refunded,
+                "refund_id": row.refund_id,
+                "refund_status": row.refund_status,
+            },
+        )
     if dispute is not None and row.dispute_status != before[2]:
         _dispute_changed(reg, row, cause)
     if row.fully_refunded and reg.state != State.REFUNDED.value:  # also after an answer that was lost
         _to_refunded(reg, row, cause)
     elif row.fully_refunded and row.refund_id and reg.refund_id != row.refund_id:
         # charge.refunded may come before refund.created: the refund's id is learnt afterwards.
-        db.session.execute(update(Registration).where(Registration.id == reg.id).values(refund_id=row.refund_id)
-                           .execution_options(synchronize_session=False))
+        db.session.execute(
+            update(Registration)
+            .where(Registration.id == reg.id)
+            .values(refund_id=row.refund_id)
+            .execution_options(synchronize_session=False)
+        )
         db.session.refresh(reg)
     elif was_refunded and not row.fully_refunded:
         _refund_undone(reg, row, cause)
@@ -86,12 +106,21 @@ def _to_refunded(reg: Registration, row: LicencePayment, cause: str) -> None:
     if access.current_payment(licence) is not row:
         return  # an earlier period's payment: recorded above, the current one still pays
     pending = row.refund_status not in (None, "succeeded")
-    message = f"Refunded {format_amount(row.amount_refunded, row.currency)} ({row.refund_id or 'at Stripe'}" \
-              + (f", {row.refund_status})." if pending else ").")
-    transition(reg, State.REFUNDED, cause=cause, expect={State.PAID, State.NEEDS_ATTENTION, State.COMPLETED},
-               message=message, details={"refund_id": row.refund_id, "refund_status": row.refund_status},
-               refund_id=row.refund_id, refunded_at=utcnow(), next_attempt_at=None,
-               attention=without(reg, *_REFUND_ATTENTION))
+    message = f"Refunded {format_amount(row.amount_refunded, row.currency)} ({row.refund_id or 'at Stripe'}" + (
+        f", {row.refund_status})." if pending else ")."
+    )
+    transition(
+        reg,
+        State.REFUNDED,
+        cause=cause,
+        expect={State.PAID, State.NEEDS_ATTENTION, State.COMPLETED},
+        message=message,
+        details={"refund_id": row.refund_id, "refund_status": row.refund_status},
+        refund_id=row.refund_id,
+        refunded_at=utcnow(),
+        next_attempt_at=None,
+        attention=without(reg, *_REFUND_ATTENTION),
+    )
 
 
 def settle_after_completion(reg: Registration, cause: str) -> None:
@@ -107,31 +136,66 @@ def _refund_undone(reg: Registration, row: LicencePayment, cause: str) -> None:
     """A refund failed after it was recorded: the money stayed with the vendor, so the registration
     is what it was before, flagged for an operator (the school may expect its money back)."""
     back = State.COMPLETED if reg.platform_id else State.NEEDS_ATTENTION
-    message = (f"Refund {row.refund_id} {row.refund_status or 'failed'}: the payment was not refunded after all; "
-               "the refund is undone and the access restored.")
-    if not transition(reg, back, cause=cause, expect={State.REFUNDED}, message=message,
-                      details={"refund_id": row.refund_id, "refund_status": row.refund_status},
-                      refund_id=None, refunded_at=None, attention="refund_failed"):
-        record(reg, "licence", cause=cause, message=message, attention="refund_failed",
-               details={"refund_id": row.refund_id})
+    message = (
+        f"Refund {row.refund_id} {row.refund_status or 'failed'}: the payment was not refunded after all; "
+        "the refund is undone and the access restored."
+    )
+    if not transition(
+        reg,
+        back,
+        cause=cause,
+        expect={State.REFUNDED},
+        message=message,
+        details={"refund_id": row.refund_id, "refund_status": row.refund_status},
+        refund_id=None,
+        refunded_at=None,
+        attention="refund_failed",
+    ):
+        record(
+            reg,
+            "licence",
+            cause=cause,
+            message=message,
+            attention="refund_failed",
+            details={"refund_id": row.refund_id},
+        )
 
 
 def _dispute_changed(reg: Registration, row: LicencePayment, cause: str) -> None:
     status, due = row.dispute_status, row.dispute_due_by
     details = {"dispute_id": row.dispute_id, "status": status, "due_by": due.isoformat() if due else None}
     if status in OPEN_DISPUTE:
-        record(reg, "licence", cause=cause, details=details, attention="disputed",
-               message=f"Dispute {row.dispute_id} opened on {row.payment_intent_id} ({status})"
-                       + (f"; evidence due by {due:%Y-%m-%d %H:%M} UTC." if due else "."))
+        record(
+            reg,
+            "licence",
+            cause=cause,
+            details=details,
+            attention="disputed",
+            message=f"Dispute {row.dispute_id} opened on {row.payment_intent_id} ({status})"
+            + (f"; evidence due by {due:%Y-%m-%d %H:%M} UTC." if due else "."),
+        )
     elif status == "lost":
-        record(reg, "licence", cause=cause, details=details, attention=without(reg, "disputed"),
-               message=f"Dispute {row.dispute_id} lost: the payment went back to the payer.")
+        record(
+            reg,
+            "licence",
+            cause=cause,
+            details=details,
+            attention=without(reg, "disputed"),
+            message=f"Dispute {row.dispute_id} lost: the payment went back to the payer.",
+        )
     else:  # won, warning_closed, prevented: the money stays
-        record(reg, "licence", cause=cause, details=details, attention=without(reg, "disputed"),
-               message=f"Dispute {row.dispute_id} closed: {status}.")
+        record(
+            reg,
+            "licence",
+            cause=cause,
+            details=details,
+            attention=without(reg, "disputed"),
+            message=f"Dispute {row.dispute_id} closed: {status}.",
+        )
 
 
 # Webhook routes: find ours from the verified payload's ids, then ask Stripe; apply only what is that payment's.
+
 
 def _of_payment(found, view: payments.PaymentView) -> bool:
     """Whether a refund or dispute read from Stripe is of this payment (its PaymentIntent, or its charge)."""
@@ -142,13 +206,17 @@ def _of_payment(found, view: payments.PaymentView) -> bool:
 
 def _belongs(row: LicencePayment, fetched) -> bool:
     view, refund, dispute = fetched
-    return (view.payment_intent == row.payment_intent_id and (refund is None or _of_payment(refund, view))
-            and (dispute is None or _of_payment(dispute, view)))
+    return (
+        view.payment_intent == row.payment_intent_id
+        and (refund is None or _of_payment(refund, view))
+        and (dispute is None or _of_payment(dispute, view))
+    )
 
 
 def _apply_fresh(row_pk: int, licence_pk: int, fetch, cause: str):
     """Read from Stripe, then apply to the payment row under its licence's lock (paygate/licensing/licences.py),
     if what was read is that payment's; (None, False) when it is not."""
+
     def apply(_licence, fetched):
         view, refund, dispute = fetched
         row = db.session.get(LicencePayment, row_pk)
@@ -159,6 +227,7 @@ def _apply_fresh(row_pk: int, licence_pk: int, fetch, cause: str):
 
     def belongs(_licence, fetched):
         return fetched is not None and _belongs(db.session.get(LicencePayment, row_pk), fetched)
+
     reg = db.session.get(Registration, db.session.get(LicencePayment, row_pk).registration_pk)
     return licences.apply_fresh(licence_pk, fetch, apply, (reg, False), belongs, (None, False))
 
@@ -188,8 +257,11 @@ def _payment_and_refund(payment_intent: str, refund_id: str | None = None):
 def on_charge_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
     """charge.refunded: the charge's refunds as Stripe has them now."""
     payment_intent = payments.id_of(obj.get("payment_intent"))
-    return _route(payment_intent if payments.valid_id(payment_intent, "pi") else None, cause,
-                  lambda _stored: (*_payment_and_refund(payment_intent), None))
+    return _route(
+        payment_intent if payments.valid_id(payment_intent, "pi") else None,
+        cause,
+        lambda _stored: (*_payment_and_refund(payment_intent), None),
+    )
 
 
 def on_refund_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
@@ -203,8 +275,8 @@ def on_refund_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
         view = gateway.retrieve_payment(payment_intent)
         refund = licences.read_unless_missing(gateway.retrieve_refund, obj["id"], stored)
         return (view, refund, None) if refund is not None else None
-    return _route(payment_intent if payments.valid_id(payment_intent, "pi") else None, cause, fetch,
-                  "foreign refund")
+
+    return _route(payment_intent if payments.valid_id(payment_intent, "pi") else None, cause, fetch, "foreign refund")
 
 
 def on_dispute_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
@@ -218,8 +290,8 @@ def on_dispute_event(obj: dict, cause: str) -> tuple[Registration | None, str]:
         view = gateway.retrieve_payment(payment_intent)
         dispute = licences.read_unless_missing(gateway.retrieve_dispute, obj["id"], stored)
         return (view, None, dispute) if dispute is not None else None
-    return _route(payment_intent if payments.valid_id(payment_intent, "pi") else None, cause, fetch,
-                  "foreign dispute")
+
+    return _route(payment_intent if payments.valid_id(payment_intent, "pi") else None, cause, fetch, "foreign dispute")
 
 
 def recheck(row_pk: int, cause: str) -> bool:
@@ -234,6 +306,7 @@ def recheck(row_pk: int, cause: str) -> bool:
             disputes = payments.gateway().disputes_of(payment_intent)
             dispute = disputes[0] if disputes else None
         return view, refund, dispute
+
     _, changed = _apply_fresh(row_pk, licence_pk, fetch, cause)
     db.session.commit()
     return changed
@@ -241,8 +314,10 @@ def recheck(row_pk: int, cause: str) -> bool:
 
 # The operator's refund: the same path as a dashboard refund, after asking Stripe to refund.
 
-def refund_licence_payment(reg: Registration, row: LicencePayment, key: str, metadata: dict,
-                           cause: str) -> tuple[str, str]:
+
+def refund_licence_payment(
+    reg: Registration, row: LicencePayment, key: str, metadata: dict, cause: str
+) -> tuple[str, str]:
     """Refund the payment at Stripe and record it as a dashboard refund would be; commits.
 
     Returns (level, sentence). "Already refunded" at Stripe is read and recorded, not an error.
@@ -259,16 +334,25 @@ def refund_licence_payment(reg: Registration, row: LicencePayment, key: str, met
     except payments.AlreadyRefunded:
         log.info("refund of %s: Stripe says it was refunded already; reading it", payment_intent)
     try:
-        reg, _ = _apply_fresh(row_pk, row_licence, lambda: (
-            *_payment_and_refund(payment_intent, refund.id if refund else None), None), cause)
+        reg, _ = _apply_fresh(
+            row_pk,
+            row_licence,
+            lambda: (*_payment_and_refund(payment_intent, refund.id if refund else None), None),
+            cause,
+        )
     except payments.PaymentProviderError:
         db.session.rollback()
         if refund is None:
             raise
         # The money went back; the record follows from the webhook or the next reconciliation.
-        record(reg, "operator", cause=cause, details={"refund_id": refund.id, "status": refund.status},
-               message=f"Stripe refunded ({refund.id}, {refund.status}); it could not be read back yet, so "
-                       "the record follows from Stripe's webhook or the next reconciliation.")
+        record(
+            reg,
+            "operator",
+            cause=cause,
+            details={"refund_id": refund.id, "status": refund.status},
+            message=f"Stripe refunded ({refund.id}, {refund.status}); it could not be read back yet, so "
+            "the record follows from Stripe's webhook or the next reconciliation.",
+        )
         db.session.commit()
         return "ok", f"Refunded at Stripe ({refund.id}); the record here follows in a moment."
     row = db.session.get(LicencePayment, row_pk)
@@ -279,6 +363,8 @@ def refund_licence_payment(reg: Registration, row: LicencePayment, key: str, met
     if status in ("failed", "canceled"):
         return "error", f"Stripe did not refund: the refund {refund_id} is {status}."
     if status in ("pending", "requires_action"):
-        return "ok", f"Refund of {amount} {status.replace('_', ' ')} at Stripe ({refund_id}); the access is " \
-                     "removed now."
+        return (
+            "ok",
+            f"Refund of {amount} {status.replace('_', ' ')} at Stripe ({refund_id}); the access is removed now.",
+        )
     return "ok", f"Refunded {amount} ({refund_id})."

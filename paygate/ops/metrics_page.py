@@ -10,6 +10,7 @@ Registrations by state, those needing attention and the worker's backlog are rea
 scrape time (a GROUP BY on an indexed column and a few indexed counts): right whichever process answers,
 and no process has to keep them.
 """
+
 import hashlib
 import hmac
 import logging
@@ -35,6 +36,7 @@ bp = Blueprint("metrics", __name__)
 # ---------------------------------------------------------------------------------------------
 # Read from the database at scrape time
 
+
 class _Families:
     def __init__(self, families):
         self._families = families
@@ -57,9 +59,11 @@ def database_queries(settings, now) -> dict:
     grace = timedelta(seconds=settings.worker_grace_seconds)
     stale_cutoff = now - timedelta(seconds=settings.stale_after_seconds)
     return {
-        "live_states": select(Registration.state, func.count()).where(Registration.state.in_(LIVE_STATES))
+        "live_states": select(Registration.state, func.count())
+        .where(Registration.state.in_(LIVE_STATES))
         .group_by(Registration.state),
-        "final_states": select(Registration.state, func.count()).where(Registration.state.in_(FINAL_STATES))
+        "final_states": select(Registration.state, func.count())
+        .where(Registration.state.in_(FINAL_STATES))
         .group_by(Registration.state),
         "attention": select(func.count()).select_from(Registration).where(Registration.attention.is_not(None)),
         "backlog": select(
@@ -85,9 +89,14 @@ def database_facts(settings, now=None) -> dict:
     due, stale, oldest = db.session.execute(queries["backlog"]).one()
     differs = db.session.scalar(queries["access_differs"])
     db.session.commit()  # ends the read transaction
-    return {"by_state": {s.value: by_state.get(s.value, 0) for s in State}, "attention": attention,
-            "due": due, "stale": stale, "access_differs": differs,
-            "oldest_paid_age": max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0}
+    return {
+        "by_state": {s.value: by_state.get(s.value, 0) for s in State},
+        "attention": attention,
+        "due": due,
+        "stale": stale,
+        "access_differs": differs,
+        "oldest_paid_age": max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0,
+    }
 
 
 def _database_families() -> list:
@@ -98,33 +107,51 @@ def _database_families() -> list:
         db.session.rollback()
         log.warning("metrics: the database could not be read (%s)", type(exc).__name__)
         facts = None
-    families = [GaugeMetricFamily("paygate_database_up", "Whether this scrape could read the database.",
-                                  value=1 if facts else 0)]
+    families = [
+        GaugeMetricFamily(
+            "paygate_database_up", "Whether this scrape could read the database.", value=1 if facts else 0
+        )
+    ]
     if facts:
         states = GaugeMetricFamily("paygate_registrations", "Registrations by state.", labels=["state"])
         for state, count in facts["by_state"].items():
             states.add_metric([state], count)
         families += [
             states,
-            GaugeMetricFamily("paygate_registrations_needing_attention",
-                              "Registrations an operator must look at (any reason, any state).",
-                              value=facts["attention"]),
-            GaugeMetricFamily("paygate_completions_due",
-                              "Paid registrations whose completion at LTIaaS is due now (the worker's backlog).",
-                              value=facts["due"]),
-            GaugeMetricFamily("paygate_completions_stale",
-                              "Completion attempts running longer than the stale bound (cut short).",
-                              value=facts["stale"]),
-            GaugeMetricFamily("paygate_access_differs",
-                              "Platforms whose access differs from what LTIaaS was last told.",
-                              value=facts["access_differs"]),
-            GaugeMetricFamily("paygate_paid_not_completed_oldest_age_seconds",
-                              "Age of the oldest paid registration not yet completed (paid or completing), "
-                              "since its payment; 0 when there is none.", value=facts["oldest_paid_age"]),
+            GaugeMetricFamily(
+                "paygate_registrations_needing_attention",
+                "Registrations an operator must look at (any reason, any state).",
+                value=facts["attention"],
+            ),
+            GaugeMetricFamily(
+                "paygate_completions_due",
+                "Paid registrations whose completion at LTIaaS is due now (the worker's backlog).",
+                value=facts["due"],
+            ),
+            GaugeMetricFamily(
+                "paygate_completions_stale",
+                "Completion attempts running longer than the stale bound (cut short).",
+                value=facts["stale"],
+            ),
+            GaugeMetricFamily(
+                "paygate_access_differs",
+                "Platforms whose access differs from what LTIaaS was last told.",
+                value=facts["access_differs"],
+            ),
+            GaugeMetricFamily(
+                "paygate_paid_not_completed_oldest_age_seconds",
+                "Age of the oldest paid registration not yet completed (paid or completing), "
+                "since its payment; 0 when there is none.",
+                value=facts["oldest_paid_age"],
+            ),
         ]
-    families.append(GaugeMetricFamily("paygate_metrics_database_seconds",
-                                      "Time this scrape spent reading the database.",
-                                      value=time.perf_counter() - started))
+    families.append(
+        GaugeMetricFamily(
+            "paygate_metrics_database_seconds",
+            "Time this scrape spent reading the database.",
+            value=time.perf_counter() - started,
+        )
+    )
     return families
 
 
@@ -132,6 +159,7 @@ def exposition(with_database: bool) -> bytes:
     """The Prometheus text: every process's metrics (multiprocess mode) or this one's, then the database's."""
     if telemetry.MULTIPROCESS_DIR:
         from prometheus_client import multiprocess
+
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=telemetry.MULTIPROCESS_DIR)
     else:
@@ -147,18 +175,23 @@ def exposition(with_database: bool) -> bytes:
 # ---------------------------------------------------------------------------------------------
 # GET /metrics
 
+
 def token_ok(authorization: str | None, token: str) -> bool:
     """`Authorization: Bearer <token>`, compared in constant time (digests: the length does not leak)."""
     scheme, _, given = (authorization or "").partition(" ")
     if scheme.lower() != "bearer":
         given = ""
     digest = hashlib.sha256
-    return hmac.compare_digest(digest(given.strip().encode("utf-8", "surrogatepass")).digest(),
-                               digest(token.encode("utf-8")).digest())
+    return hmac.compare_digest(
+        digest(given.strip().encode("utf-8", "surrogatepass")).digest(), digest(token.encode("utf-8")).digest()
+    )
 
 
-_PRIVATE = {"Cache-Control": "no-store", "X-Frame-Options": "DENY",
-            "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'"}
+_PRIVATE = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+}
 
 
 @bp.get("/metrics")
@@ -186,6 +219,7 @@ def init_app(app: Flask) -> None:
 # ---------------------------------------------------------------------------------------------
 # The worker command's own endpoint: its passes and the calls it makes are in its process only.
 
+
 def serve_worker_metrics(port: int, token: str | None, host: str = "0.0.0.0"):  # noqa: S104 - scraped from outside
     """Serve this process's metrics at http://host:port/metrics with the same bearer rule, in a daemon
     thread; returns the server (its `shutdown()` stops it), or None without a token."""
@@ -202,8 +236,10 @@ def serve_worker_metrics(port: int, token: str | None, host: str = "0.0.0.0"):  
             start_response("404 Not Found", [("Content-Type", "application/json"), *private])
             return [b'{"error": "Not Found"}']
         if not token_ok(environ.get("HTTP_AUTHORIZATION"), token):
-            start_response("401 Unauthorized", [("Content-Type", "application/json"),
-                                                ("WWW-Authenticate", 'Bearer realm="metrics"'), *private])
+            start_response(
+                "401 Unauthorized",
+                [("Content-Type", "application/json"), ("WWW-Authenticate", 'Bearer realm="metrics"'), *private],
+            )
             return [b'{"error": "Unauthorized"}']
         start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), *private])
         return [exposition(with_database=False)]

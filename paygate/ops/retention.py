@@ -11,6 +11,7 @@
 A row any other table refers to is kept: a table added later decides nothing here by omission. Run
 by `flask --app wsgi prune` and by the worker every PRUNE_EVERY_SECONDS.
 """
+
 import logging
 from datetime import datetime, timedelta
 
@@ -47,25 +48,41 @@ def foreign_event_condition(cutoff: datetime):
 def prunable_registration_condition(cutoff: datetime):
     """An abandoned registration, unchanged since `cutoff`, with no money on it and nothing to look at."""
     r = Registration
-    completed_session = exists().where(CheckoutSession.registration_pk == r.id,
-                                       or_(CheckoutSession.status == "complete",
-                                           CheckoutSession.payment_status != "unpaid"))
+    completed_session = exists().where(
+        CheckoutSession.registration_pk == r.id,
+        or_(CheckoutSession.status == "complete", CheckoutSession.payment_status != "unpaid"),
+    )
     money_event = exists().where(StripeEvent.registration_pk == r.id, StripeEvent.type.not_in(MONEYLESS_EVENTS))
     referenced = [exists().where(column == r.id) for column in _other_references()]
     return and_(
-        r.state == State.ABANDONED.value, r.updated_at < cutoff, r.created_at < cutoff,
-        r.paid_at.is_(None), r.amount_paid.is_(None), r.payment_intent_id.is_(None),
-        r.payment_session_id.is_(None), r.refund_id.is_(None), r.platform_id.is_(None), r.attention.is_(None),
+        r.state == State.ABANDONED.value,
+        r.updated_at < cutoff,
+        r.created_at < cutoff,
+        r.paid_at.is_(None),
+        r.amount_paid.is_(None),
+        r.payment_intent_id.is_(None),
+        r.payment_session_id.is_(None),
+        r.refund_id.is_(None),
+        r.platform_id.is_(None),
+        r.attention.is_(None),
         not_(exists().where(Licence.registration_pk == r.id)),
         not_(exists().where(LicencePayment.registration_pk == r.id)),
-        not_(completed_session), not_(money_event), *[not_(e) for e in referenced])
+        not_(completed_session),
+        not_(money_event),
+        *[not_(e) for e in referenced],
+    )
 
 
 def _other_references():
     """Columns of tables other than the pruned children that refer to a registration (licences too)."""
     children = {model.__table__ for model in _CHILDREN}
-    return [fk.parent for table in db.metadata.sorted_tables if table not in children
-            for fk in table.foreign_keys if fk.column.table is Registration.__table__]
+    return [
+        fk.parent
+        for table in db.metadata.sorted_tables
+        if table not in children
+        for fk in table.foreign_keys
+        if fk.column.table is Registration.__table__
+    ]
 
 
 def prune(now: datetime | None = None, days: int | None = None) -> dict:
@@ -76,11 +93,13 @@ def prune(now: datetime | None = None, days: int | None = None) -> dict:
         return counts
     cutoff = (now or utcnow()) - timedelta(days=days)
     while True:
-        ids = db.session.scalars(select(StripeEvent.event_id).where(foreign_event_condition(cutoff))
-                                 .limit(BATCH)).all()
+        ids = db.session.scalars(select(StripeEvent.event_id).where(foreign_event_condition(cutoff)).limit(BATCH)).all()
         if ids:
-            db.session.execute(delete(StripeEvent).where(StripeEvent.event_id.in_(ids), foreign_event_condition(cutoff))
-                               .execution_options(synchronize_session=False))
+            db.session.execute(
+                delete(StripeEvent)
+                .where(StripeEvent.event_id.in_(ids), foreign_event_condition(cutoff))
+                .execution_options(synchronize_session=False)
+            )
         db.session.commit()
         counts["events"] += len(ids)
         if len(ids) < BATCH:
@@ -89,19 +108,33 @@ def prune(now: datetime | None = None, days: int | None = None) -> dict:
     while True:
         # Locked (PostgreSQL) until the commit: a late payment reviving one of them waits, then finds
         # it gone, instead of finding its sessions and timeline gone.
-        pks = db.session.scalars(select(Registration.id).where(condition).order_by(Registration.id).limit(BATCH)
-                                 .with_for_update(skip_locked=True)).all()
+        pks = db.session.scalars(
+            select(Registration.id)
+            .where(condition)
+            .order_by(Registration.id)
+            .limit(BATCH)
+            .with_for_update(skip_locked=True)
+        ).all()
         if pks:
             for model in _CHILDREN:
-                db.session.execute(delete(model).where(model.registration_pk.in_(pks))
-                                   .execution_options(synchronize_session=False))
-            db.session.execute(delete(Registration).where(Registration.id.in_(pks), condition)
-                               .execution_options(synchronize_session=False))
+                db.session.execute(
+                    delete(model).where(model.registration_pk.in_(pks)).execution_options(synchronize_session=False)
+                )
+            db.session.execute(
+                delete(Registration)
+                .where(Registration.id.in_(pks), condition)
+                .execution_options(synchronize_session=False)
+            )
         db.session.commit()
         counts["registrations"] += len(pks)
         if len(pks) < BATCH:
             break
     if any(counts.values()):
-        log.info("retention: deleted %s foreign Stripe events and %s abandoned registrations without money, "
-                 "older than %s days", counts["events"], counts["registrations"], days)
+        log.info(
+            "retention: deleted %s foreign Stripe events and %s abandoned registrations without money, "
+            "older than %s days",
+            counts["events"],
+            counts["registrations"],
+            days,
+        )
     return counts

@@ -17,6 +17,7 @@ the conditional updates of paygate/core/registrations.py (the move into "complet
 on PostgreSQL the worker also takes its next registration with FOR UPDATE SKIP LOCKED, so that
 workers spread the work instead of queueing on one row. No transaction spans a call to LTIaaS.
 """
+
 import logging
 import threading
 import time
@@ -53,16 +54,22 @@ def _clock(now: datetime | None):
 
 def stale_condition(cutoff: datetime):
     """An attempt in "completing" that started before `cutoff` (also read by paygate/ops/metrics_page.py)."""
-    return or_(Registration.attempt_started_at < cutoff,
-               and_(Registration.attempt_started_at.is_(None), Registration.updated_at < cutoff))
+    return or_(
+        Registration.attempt_started_at < cutoff,
+        and_(Registration.attempt_started_at.is_(None), Registration.updated_at < cutoff),
+    )
 
 
 def due_condition(now: datetime, grace: timedelta):
     """A paid registration whose completion is due: its retry time has come, or nobody tried it for the
     grace period (also read by paygate/ops/metrics_page.py)."""
-    return or_(Registration.next_attempt_at <= now,
-               and_(Registration.next_attempt_at.is_(None),
-                    func.coalesce(Registration.paid_at, Registration.updated_at) <= now - grace))
+    return or_(
+        Registration.next_attempt_at <= now,
+        and_(
+            Registration.next_attempt_at.is_(None),
+            func.coalesce(Registration.paid_at, Registration.updated_at) <= now - grace,
+        ),
+    )
 
 
 def resolve_stale(clock, counts: Counter) -> None:
@@ -70,26 +77,44 @@ def resolve_stale(clock, counts: Counter) -> None:
     bound = timedelta(seconds=current_app.config["SETTINGS"].stale_after_seconds)
     now = clock()
     stale = stale_condition(now - bound)
-    ids = db.session.scalars(select(Registration.id).where(Registration.state == State.COMPLETING.value, stale)
-                             .order_by(Registration.id).limit(BATCH)).all()
+    ids = db.session.scalars(
+        select(Registration.id)
+        .where(Registration.state == State.COMPLETING.value, stale)
+        .order_by(Registration.id)
+        .limit(BATCH)
+    ).all()
     db.session.commit()
     for pk in ids:
         reg = db.session.get(Registration, pk)
         started = reg.attempt_started_at
-        error = {"message": "The attempt was cut short (a process stopped while it was completing); "
-                            "its outcome is unknown.", "status": None, "details": {
-                     "attempt_started_at": started.isoformat(sep=" ") if started else None},
-                 "retryable": True, "uncertain": True}
-        if transition(reg, State.PAID, cause=CAUSE, expect={State.COMPLETING}, where=(stale,),
-                      message=f"The attempt started at {started:%Y-%m-%d %H:%M:%S} UTC never finished; its "
-                              "outcome is unknown. Retrying now: if LTIaaS no longer knows the registration, "
-                              "an operator is asked to check it." if started else
-                              "An attempt never finished; its outcome is unknown. Retrying now.",
-                      details=error, last_error=error, attempt_uncertain=True, attempt_started_at=None,
-                      next_attempt_at=now):
+        error = {
+            "message": "The attempt was cut short (a process stopped while it was completing); its outcome is unknown.",
+            "status": None,
+            "details": {"attempt_started_at": started.isoformat(sep=" ") if started else None},
+            "retryable": True,
+            "uncertain": True,
+        }
+        if transition(
+            reg,
+            State.PAID,
+            cause=CAUSE,
+            expect={State.COMPLETING},
+            where=(stale,),
+            message=f"The attempt started at {started:%Y-%m-%d %H:%M:%S} UTC never finished; its "
+            "outcome is unknown. Retrying now: if LTIaaS no longer knows the registration, "
+            "an operator is asked to check it."
+            if started
+            else "An attempt never finished; its outcome is unknown. Retrying now.",
+            details=error,
+            last_error=error,
+            attempt_uncertain=True,
+            attempt_started_at=None,
+            next_attempt_at=now,
+        ):
             counts["stale"] += 1
-            log.warning("worker: registration %s: attempt started %s was cut short; outcome unknown, retrying",
-                        reg.id, started)
+            log.warning(
+                "worker: registration %s: attempt started %s was cut short; outcome unknown, retrying", reg.id, started
+            )
         db.session.commit()
 
 
@@ -103,12 +128,13 @@ def retry_due(clock, counts: Counter, stop: threading.Event | None = None) -> No
     while len(seen) < BATCH and not (stop is not None and stop.is_set()):
         now = clock()
         due = due_condition(now, grace)
-        query = (select(Registration)
-                 .where(Registration.state == State.PAID.value, due,
-                        Registration.id.not_in(seen) if seen else true())
-                 .order_by(func.coalesce(Registration.next_attempt_at, Registration.paid_at), Registration.id)
-                 .limit(1)
-                 .with_for_update(skip_locked=True))  # SQLite: a plain select; the claim decides
+        query = (
+            select(Registration)
+            .where(Registration.state == State.PAID.value, due, Registration.id.not_in(seen) if seen else true())
+            .order_by(func.coalesce(Registration.next_attempt_at, Registration.paid_at), Registration.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )  # SQLite: a plain select; the claim decides
         reg = db.session.scalars(query).first()
         if reg is None:
             db.session.commit()
@@ -133,12 +159,21 @@ def retry_due(clock, counts: Counter, stop: threading.Event | None = None) -> No
             log.info("worker: registration %s completed at LTIaaS (attempt %s)", reg.id, reg.attempt_count)
         elif state == State.PAID.value:
             counts["retrying"] += 1
-            log.info("worker: registration %s attempt %s failed (%s); next at %s", reg.id, reg.attempt_count,
-                     (reg.last_error or {}).get("message"), reg.next_attempt_at)
+            log.info(
+                "worker: registration %s attempt %s failed (%s); next at %s",
+                reg.id,
+                reg.attempt_count,
+                (reg.last_error or {}).get("message"),
+                reg.next_attempt_at,
+            )
         elif state == State.NEEDS_ATTENTION.value:
             counts["needs_attention"] += 1
-            log.warning("worker: registration %s needs an operator: %s (%s)", reg.id, reg.attention,
-                        (reg.last_error or {}).get("message"))
+            log.warning(
+                "worker: registration %s needs an operator: %s (%s)",
+                reg.id,
+                reg.attention,
+                (reg.last_error or {}).get("message"),
+            )
 
 
 def abandon_expired(clock, counts: Counter) -> None:
@@ -146,28 +181,38 @@ def abandon_expired(clock, counts: Counter) -> None:
     window = timedelta(minutes=current_app.config["SETTINGS"].registration_window_minutes)
     cutoff = clock() - window
     # A delayed payment method still processing keeps the registration pending until Stripe decides.
-    processing = exists().where(CheckoutSession.registration_pk == Registration.id,
-                                CheckoutSession.status == "complete",
-                                CheckoutSession.payment_status == "unpaid",
-                                CheckoutSession.failed_at.is_(None))
-    ids = db.session.scalars(select(Registration.id)
-                             .where(Registration.state == State.PENDING.value, Registration.created_at < cutoff,
-                                    ~processing)
-                             .order_by(Registration.id).limit(BATCH)).all()
+    processing = exists().where(
+        CheckoutSession.registration_pk == Registration.id,
+        CheckoutSession.status == "complete",
+        CheckoutSession.payment_status == "unpaid",
+        CheckoutSession.failed_at.is_(None),
+    )
+    ids = db.session.scalars(
+        select(Registration.id)
+        .where(Registration.state == State.PENDING.value, Registration.created_at < cutoff, ~processing)
+        .order_by(Registration.id)
+        .limit(BATCH)
+    ).all()
     db.session.commit()
     for pk in ids:
         reg = db.session.get(Registration, pk)
-        if transition(reg, State.ABANDONED, cause=CAUSE, expect={State.PENDING},
-                      where=(Registration.created_at < cutoff,),
-                      message="No payment known before the LMS registration token ran out; abandoned "
-                              "(a late payment still revives it)."):
+        if transition(
+            reg,
+            State.ABANDONED,
+            cause=CAUSE,
+            expect={State.PENDING},
+            where=(Registration.created_at < cutoff,),
+            message="No payment known before the LMS registration token ran out; abandoned "
+            "(a late payment still revives it).",
+        ):
             counts["abandoned"] += 1
             log.info("worker: registration %s abandoned (never paid)", reg.id)
         db.session.commit()
 
 
-def run_once(now: datetime | None = None, *, reconcile: bool = False, prune: bool = False,
-             stop: threading.Event | None = None) -> dict:
+def run_once(
+    now: datetime | None = None, *, reconcile: bool = False, prune: bool = False, stop: threading.Event | None = None
+) -> dict:
     """One pass of the worker, in the current app context; returns what it did, by kind."""
     clock = _clock(now)
     started = time.monotonic()
@@ -182,6 +227,7 @@ def run_once(now: datetime | None = None, *, reconcile: bool = False, prune: boo
     if reconcile:
         from paygate.sales.reconcile import reconcile as reconcile_with_stripe
         from paygate.sales.reconcile import reconcile_licences
+
         settings = current_app.config["SETTINGS"]
         try:
             found = reconcile_with_stripe(settings.reconcile_since_hours)
@@ -212,14 +258,19 @@ def run_forever(app: Flask, interval: float, reconcile_minutes: float, stop: thr
     A stop request lets the pass in progress finish (an LTIaaS call in flight is bounded by its
     timeout), so that no attempt is cut short by a deploy.
     """
-    log.info("worker started: every %s s, reconcile every %s min, stale after %s s", interval,
-             reconcile_minutes or "never", app.config["SETTINGS"].stale_after_seconds)
+    log.info(
+        "worker started: every %s s, reconcile every %s min, stale after %s s",
+        interval,
+        reconcile_minutes or "never",
+        app.config["SETTINGS"].stale_after_seconds,
+    )
     last_reconcile: float | None = None
     last_prune: float | None = None
     while not stop.is_set():
         tick = time.monotonic()
-        reconcile = reconcile_minutes > 0 and (last_reconcile is None
-                                               or tick - last_reconcile >= reconcile_minutes * 60)
+        reconcile = reconcile_minutes > 0 and (
+            last_reconcile is None or tick - last_reconcile >= reconcile_minutes * 60
+        )
         if reconcile:
             last_reconcile = tick
         prune = last_prune is None or tick - last_prune >= retention.PRUNE_EVERY_SECONDS

@@ -1,4 +1,5 @@
 """Opening a Checkout Session for a registration: at most one open at a time, reused on every click."""
+
 import logging
 from datetime import timedelta
 
@@ -30,20 +31,28 @@ class NotPayable(Exception):
 
 def reference(reg: Registration) -> dict:
     """What ties a Checkout Session to its registration, checked again on every confirmation."""
-    return {"client_reference_id": reg.registration_id,
-            "metadata": {"registration_pk": str(reg.id), "registration_id": reg.registration_id}}
+    return {
+        "client_reference_id": reg.registration_id,
+        "metadata": {"registration_pk": str(reg.id), "registration_id": reg.registration_id},
+    }
 
 
 def _usable(row: CheckoutSession | None, now) -> bool:
-    return (row is not None and row.status == "open" and row.failed_at is None
-            and row.expires_at is not None and row.expires_at > now + REUSE_MARGIN)
+    return (
+        row is not None
+        and row.status == "open"
+        and row.failed_at is None
+        and row.expires_at is not None
+        and row.expires_at > now + REUSE_MARGIN
+    )
 
 
 def _current_session(reg: Registration) -> CheckoutSession | None:
     return db.session.scalars(
-        select(CheckoutSession).where(CheckoutSession.registration_pk == reg.id,
-                                      CheckoutSession.generation == reg.checkout_generation)
-        .order_by(CheckoutSession.id.desc()).limit(1)
+        select(CheckoutSession)
+        .where(CheckoutSession.registration_pk == reg.id, CheckoutSession.generation == reg.checkout_generation)
+        .order_by(CheckoutSession.id.desc())
+        .limit(1)
     ).first()
 
 
@@ -58,8 +67,9 @@ def open_checkout(reg: Registration, success_url: str, cancel_url: str, locale: 
     """
     settings = current_app.config["SETTINGS"]
     now = utcnow()
-    invoiced = db.session.scalars(select(Licence.id).where(Licence.registration_pk == reg.id,
-                                                           Licence.kind == "invoice")).first()
+    invoiced = db.session.scalars(
+        select(Licence.id).where(Licence.registration_pk == reg.id, Licence.kind == "invoice")
+    ).first()
     if invoiced is not None:
         raise NotPayable("invoiced")  # the admin chose to pay by invoice: never a card payment too
     if reg.state != State.PENDING:
@@ -72,8 +82,12 @@ def open_checkout(reg: Registration, success_url: str, cancel_url: str, locale: 
             current.canceled_at = None
             db.session.commit()
         return current.url
-    generation_spent = (reg.checkout_generation == 0 or current is not None
-                        or reg.checkout_expires_at is None or reg.checkout_expires_at <= now + REUSE_MARGIN)
+    generation_spent = (
+        reg.checkout_generation == 0
+        or current is not None
+        or reg.checkout_expires_at is None
+        or reg.checkout_expires_at <= now + REUSE_MARGIN
+    )
     if generation_spent:
         expires_at = reg.created_at + timedelta(minutes=settings.registration_window_minutes) - COMPLETION_MARGIN
         if expires_at < now + STRIPE_MIN_EXPIRY:
@@ -81,8 +95,9 @@ def open_checkout(reg: Registration, success_url: str, cancel_url: str, locale: 
         db.session.execute(
             update(Registration)
             .where(Registration.id == reg.id, Registration.checkout_generation == reg.checkout_generation)
-            .values(checkout_generation=reg.checkout_generation + 1, checkout_expires_at=expires_at,
-                    checkout_locale=locale)
+            .values(
+                checkout_generation=reg.checkout_generation + 1, checkout_expires_at=expires_at, checkout_locale=locale
+            )
             .execution_options(synchronize_session=False)
         )
         db.session.commit()
@@ -94,10 +109,17 @@ def open_checkout(reg: Registration, success_url: str, cancel_url: str, locale: 
         raise NotPayable("too_late")  # Stripe would refuse this generation's expiry by now
     generation, expires_at = reg.checkout_generation, reg.checkout_expires_at
     ref = reference(reg)
-    request = {"price_id": reg.price_id, "reference": ref["client_reference_id"], "metadata": ref["metadata"],
-               "success_url": success_url, "cancel_url": cancel_url, "expires_at": expires_at,
-               "idempotency_key": f"paygate-checkout-{reg.id}-{reg.registration_id}-{generation}",
-               "recurring": reg.price_interval is not None, "locale": reg.checkout_locale}
+    request = {
+        "price_id": reg.price_id,
+        "reference": ref["client_reference_id"],
+        "metadata": ref["metadata"],
+        "success_url": success_url,
+        "cancel_url": cancel_url,
+        "expires_at": expires_at,
+        "idempotency_key": f"paygate-checkout-{reg.id}-{reg.registration_id}-{generation}",
+        "recurring": reg.price_interval is not None,
+        "locale": reg.checkout_locale,
+    }
     reg_pk = reg.id
     db.session.commit()  # no transaction stays open while Stripe is called
     try:
@@ -108,16 +130,27 @@ def open_checkout(reg: Registration, success_url: str, cancel_url: str, locale: 
             db.session.execute(
                 update(Registration)
                 .where(Registration.id == reg_pk, Registration.checkout_generation == generation)
-                .values(checkout_expires_at=None).execution_options(synchronize_session=False))
+                .values(checkout_expires_at=None)
+                .execution_options(synchronize_session=False)
+            )
             db.session.commit()
         raise
-    insert_ignoring_duplicates(CheckoutSession, {
-        "session_id": view.id, "registration_pk": reg_pk, "generation": generation,
-        "status": view.status or "open", "payment_status": view.payment_status or "unpaid",
-        "url": view.url, "expires_at": view.expires_at or expires_at,
-        "amount_total": view.amount_total, "currency": view.currency,
-        "created_at": now, "updated_at": now,
-    })
+    insert_ignoring_duplicates(
+        CheckoutSession,
+        {
+            "session_id": view.id,
+            "registration_pk": reg_pk,
+            "generation": generation,
+            "status": view.status or "open",
+            "payment_status": view.payment_status or "unpaid",
+            "url": view.url,
+            "expires_at": view.expires_at or expires_at,
+            "amount_total": view.amount_total,
+            "currency": view.currency,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
     db.session.commit()
     return view.url
 
@@ -149,17 +182,21 @@ def close_session(session_id: str, how: str, cause: str, note: bool = True):
     reg = row.registration
     view = read_session(session_id)
     ref = reference(reg)
-    if (view.client_reference_id, view.metadata.get("registration_pk")) != (ref["client_reference_id"],
-                                                                            ref["metadata"]["registration_pk"]):
-        log.warning("Checkout Session %s: Stripe's session names another registration than %s; ignored",
-                    session_id, reg.id)
+    if (view.client_reference_id, view.metadata.get("registration_pk")) != (
+        ref["client_reference_id"],
+        ref["metadata"]["registration_pk"],
+    ):
+        log.warning(
+            "Checkout Session %s: Stripe's session names another registration than %s; ignored", session_id, reg.id
+        )
         return None, "foreign session"
     if reg.payment_session_id == session_id:
         if note:
             record(reg, "event", cause=cause, message=f"Late '{how}' for the session that paid; ignored.")
         return reg, "ignored: already paid"
-    closed = (view.status == "expired" if how == "expired"
-              else view.status == "complete" and view.payment_status != "paid")
+    closed = (
+        view.status == "expired" if how == "expired" else view.status == "complete" and view.payment_status != "paid"
+    )
     if not closed:
         return reg, f"no change (Stripe says the session is {view.status or 'unknown'}, {view.payment_status})"
     if how == "expired" and row.status != "complete":
@@ -167,7 +204,13 @@ def close_session(session_id: str, how: str, cause: str, note: bool = True):
     if how == "failed" and row.failed_at is None:
         row.failed_at = utcnow()
     if note:
-        record(reg, "event", cause=cause, details={"session": session_id},
-               message="The payment session expired unpaid." if how == "expired" else
-               "The delayed payment failed; nothing was charged.")
+        record(
+            reg,
+            "event",
+            cause=cause,
+            details={"session": session_id},
+            message="The payment session expired unpaid."
+            if how == "expired"
+            else "The delayed payment failed; nothing was charged.",
+        )
     return reg, how

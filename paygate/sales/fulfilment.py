@@ -5,6 +5,7 @@ Stripe, records the payment and commits (docs/architecture.md, invariant 1), the
 LTIaaS once, from whichever caller wins the move into "completing" (invariant 2), outside any
 transaction (invariant 3).
 """
+
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -48,8 +49,9 @@ def _belongs(reg: Registration, view: payments.CheckoutView) -> list[str]:
         problems.append("currency")
     elif view.amount_total != offered[currency]:
         problems.append("amount")
-    if view.mode == "subscription" and (view.subscription_view is None
-                                         or view.subscription_view.metadata.get("registration_pk") != str(reg.id)):
+    if view.mode == "subscription" and (
+        view.subscription_view is None or view.subscription_view.metadata.get("registration_pk") != str(reg.id)
+    ):
         problems.append("subscription")
     if view.price_ids and view.price_ids != [reg.price_id]:
         problems.append("price")
@@ -73,7 +75,9 @@ def registration_for(view: payments.CheckoutView) -> Registration | None:
 def _ours(reg: Registration, view: payments.CheckoutView) -> bool:
     """Opened here for `reg` (its row), or carrying the whole reference that `open_checkout` gives a session
     (a crash may come between Stripe making it and our row)."""
-    row = db.session.scalars(select(CheckoutSession.registration_pk).where(CheckoutSession.session_id == view.id)).first()
+    row = db.session.scalars(
+        select(CheckoutSession.registration_pk).where(CheckoutSession.session_id == view.id)
+    ).first()
     if row is not None:
         return row == reg.id
     return view.client_reference_id == reg.registration_id and view.metadata.get("registration_pk") == str(reg.id)
@@ -81,11 +85,20 @@ def _ours(reg: Registration, view: payments.CheckoutView) -> bool:
 
 def _remember_session(reg: Registration, view: payments.CheckoutView) -> CheckoutSession:
     now = utcnow()
-    insert_ignoring_duplicates(CheckoutSession, {
-        "session_id": view.id, "registration_pk": reg.id, "generation": reg.checkout_generation,
-        "status": view.status or "open", "payment_status": view.payment_status or "unpaid",
-        "url": view.url, "expires_at": view.expires_at, "created_at": now, "updated_at": now,
-    })
+    insert_ignoring_duplicates(
+        CheckoutSession,
+        {
+            "session_id": view.id,
+            "registration_pk": reg.id,
+            "generation": reg.checkout_generation,
+            "status": view.status or "open",
+            "payment_status": view.payment_status or "unpaid",
+            "url": view.url,
+            "expires_at": view.expires_at,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
     row = db.session.scalars(select(CheckoutSession).where(CheckoutSession.session_id == view.id)).one()
     # A late or stale view never takes a session backwards: complete and expired are final at Stripe.
     if row.status not in ("complete", "expired") or view.status == row.status:
@@ -108,55 +121,102 @@ def apply_checkout(view: payments.CheckoutView, cause: str) -> Outcome:
     if not paid and not _ours(reg, view):
         # Anyone can open a Payment Link with a registration's id as client_reference_id; unpaid, it must not
         # hold the registration "processing" or in attention. (Money received naming it is still shown below.)
-        log.warning("Checkout Session %s names a registration only in part and is not paid (cause %s); ignored",
-                    view.id, cause)
+        log.warning(
+            "Checkout Session %s names a registration only in part and is not paid (cause %s); ignored", view.id, cause
+        )
         return Outcome(None, False, "unknown session")
     _remember_session(reg, view)
     if not paid:
         if view.status == "complete" and view.payment_status == "unpaid":
-            record(reg, "payment", cause=cause, message="Payment is processing (a delayed payment method).",
-                   details={"session": view.id})
+            record(
+                reg,
+                "payment",
+                cause=cause,
+                message="Payment is processing (a delayed payment method).",
+                details={"session": view.id},
+            )
             return Outcome(reg, False, "processing")
         if view.status == "complete" and view.payment_status == "no_payment_required":
             # Nothing we sell is free: a 100 % discount was not offered by us, so it is not honoured.
-            transition(reg, State.NEEDS_ATTENTION, cause=cause, expect={State.PENDING, State.ABANDONED},
-                       message="Checkout completed without a payment; not fulfilled.",
-                       details={"session": view.id}, attention="no_payment")
+            transition(
+                reg,
+                State.NEEDS_ATTENTION,
+                cause=cause,
+                expect={State.PENDING, State.ABANDONED},
+                message="Checkout completed without a payment; not fulfilled.",
+                details={"session": view.id},
+                attention="no_payment",
+            )
             return Outcome(reg, False, "no payment")
         return Outcome(reg, False, view.status or "unknown")
 
     problems = _belongs(reg, view)
-    evidence = {"session": view.id, "payment_intent": view.payment_intent,
-                "amount": view.amount_total, "currency": view.currency}
+    evidence = {
+        "session": view.id,
+        "payment_intent": view.payment_intent,
+        "amount": view.amount_total,
+        "currency": view.currency,
+    }
     if problems:
         evidence["mismatch"] = problems
-        if not transition(reg, State.NEEDS_ATTENTION, cause=cause, expect={State.PENDING, State.ABANDONED},
-                          message=f"A payment that does not match what was sold ({', '.join(problems)}); "
-                                  "not fulfilled.", details=evidence, attention="payment_mismatch"):
-            record(reg, "payment", cause=cause, details=evidence, attention=reg.attention or "payment_mismatch",
-                   message=f"A payment that does not match what was sold ({', '.join(problems)}).")
+        if not transition(
+            reg,
+            State.NEEDS_ATTENTION,
+            cause=cause,
+            expect={State.PENDING, State.ABANDONED},
+            message=f"A payment that does not match what was sold ({', '.join(problems)}); not fulfilled.",
+            details=evidence,
+            attention="payment_mismatch",
+        ):
+            record(
+                reg,
+                "payment",
+                cause=cause,
+                details=evidence,
+                attention=reg.attention or "payment_mismatch",
+                message=f"A payment that does not match what was sold ({', '.join(problems)}).",
+            )
         return Outcome(reg, False, "mismatch")
 
     if view.subscription:
         evidence["subscription"] = view.subscription
     licence = licences.of(reg)
-    if (reg.payment_session_id is None and (licence is None or licence.kind != "invoice")  # never beside an invoice
-            and transition(reg, State.PAID, cause=cause, where=(Registration.payment_session_id.is_(None),),
-                           expect={State.PENDING, State.ABANDONED, State.NEEDS_ATTENTION},
-                           message=f"Paid {format_amount(view.amount_total, view.currency)}"
-                                   + (f" for subscription {view.subscription}." if view.subscription else "."),
-                           details=evidence, payment_session_id=view.id, payment_intent_id=view.payment_intent,
-                           amount_paid=view.amount_total, currency_paid=view.currency,
-                           payer_email=view.payer_email, payer_name=view.payer_name, paid_at=utcnow(),
-                           next_attempt_at=None)):
+    if (
+        reg.payment_session_id is None
+        and (licence is None or licence.kind != "invoice")  # never beside an invoice
+        and transition(
+            reg,
+            State.PAID,
+            cause=cause,
+            where=(Registration.payment_session_id.is_(None),),
+            expect={State.PENDING, State.ABANDONED, State.NEEDS_ATTENTION},
+            message=f"Paid {format_amount(view.amount_total, view.currency)}"
+            + (f" for subscription {view.subscription}." if view.subscription else "."),
+            details=evidence,
+            payment_session_id=view.id,
+            payment_intent_id=view.payment_intent,
+            amount_paid=view.amount_total,
+            currency_paid=view.currency,
+            payer_email=view.payer_email,
+            payer_name=view.payer_name,
+            paid_at=utcnow(),
+            next_attempt_at=None,
+        )
+    ):
         licences.record_checkout(reg, view, cause)
         return Outcome(reg, True, "paid")
     if reg.payment_session_id == view.id:
         log.info("registration %s: repeated paid for %s (cause %s) ignored", reg.id, view.id, cause)
         return Outcome(reg, True, "already paid")
     # A second session paid for a registration someone already paid: keep the money visible.
-    record(reg, "payment", cause=cause, details=evidence, attention="duplicate_payment",
-           message="A second payment arrived for an already paid registration; refund it.")
+    record(
+        reg,
+        "payment",
+        cause=cause,
+        details=evidence,
+        attention="duplicate_payment",
+        message="A second payment arrived for an already paid registration; refund it.",
+    )
     return Outcome(reg, False, "duplicate payment")
 
 
@@ -193,10 +253,14 @@ def complete(reg: Registration, cause: str, now=None) -> None:
     # while an earlier attempt was failing, or while it ran).
     refunds.settle_after_completion(reg, cause)
     claimed = transition(
-        reg, State.COMPLETING, cause=cause, expect={State.PAID},
+        reg,
+        State.COMPLETING,
+        cause=cause,
+        expect={State.PAID},
         where=(or_(Registration.next_attempt_at.is_(None), Registration.next_attempt_at <= now),),
         message="Completing the registration at LTIaaS.",
-        attempt_count=Registration.attempt_count + 1, attempt_started_at=now,
+        attempt_count=Registration.attempt_count + 1,
+        attempt_started_at=now,
     )
     # Read now: after the commit they would open a transaction. LTIaaS registers the platform with the
     # access its licence gives it; the reconciler corrects it if the licence changes meanwhile.
@@ -216,19 +280,40 @@ def complete(reg: Registration, cause: str, now=None) -> None:
         # completion's reasons for attention; others (a second payment) stay.
         db.session.refresh(reg)
         remaining = ",".join(r for r in (reg.attention or "").split(",") if r and r not in _COMPLETION_ATTENTION)
-        if not transition(reg, State.COMPLETED, cause=cause,
-                          expect={State.COMPLETING, State.PAID, State.NEEDS_ATTENTION},
-                          message=f"Registered at LTIaaS as platform {result.platform_id}.",
-                          details={"platform_id": result.platform_id}, platform_id=result.platform_id,
-                          completion_html=result.html, completed_at=utcnow(), attempt_started_at=None,
-                          next_attempt_at=None, last_error=None, attempt_uncertain=False,
-                          attention=remaining or None, platform_active=active):
-            log.error("registration %s: LTIaaS completed as platform %s, but the registration is now %s",
-                      reg.id, result.platform_id, reg.state)
-            record(reg, "attempt", cause=cause, details={"platform_id": result.platform_id},
-                   message=f"LTIaaS registered platform {result.platform_id} after this attempt had been "
-                           f"given up as stale (the registration is now {reg.state}); an operator must "
-                           "reconcile it.", attention="completion_late", platform_id=result.platform_id)
+        if not transition(
+            reg,
+            State.COMPLETED,
+            cause=cause,
+            expect={State.COMPLETING, State.PAID, State.NEEDS_ATTENTION},
+            message=f"Registered at LTIaaS as platform {result.platform_id}.",
+            details={"platform_id": result.platform_id},
+            platform_id=result.platform_id,
+            completion_html=result.html,
+            completed_at=utcnow(),
+            attempt_started_at=None,
+            next_attempt_at=None,
+            last_error=None,
+            attempt_uncertain=False,
+            attention=remaining or None,
+            platform_active=active,
+        ):
+            log.error(
+                "registration %s: LTIaaS completed as platform %s, but the registration is now %s",
+                reg.id,
+                result.platform_id,
+                reg.state,
+            )
+            record(
+                reg,
+                "attempt",
+                cause=cause,
+                details={"platform_id": result.platform_id},
+                message=f"LTIaaS registered platform {result.platform_id} after this attempt had been "
+                f"given up as stale (the registration is now {reg.state}); an operator must "
+                "reconcile it.",
+                attention="completion_late",
+                platform_id=result.platform_id,
+            )
         else:
             refunds.settle_after_completion(reg, cause)
     db.session.commit()
@@ -245,24 +330,50 @@ def _record_failure(reg: Registration, exc: ltiaas.LtiaasError, cause: str, *, a
     this_attempt = (Registration.attempt_started_at == attempt,)
     if exc.retryable and now < deadline:
         delay = _backoff(reg.attempt_count)
-        taken = transition(reg, State.PAID, cause=cause, expect={State.COMPLETING}, where=this_attempt,
-                           message=f"{exc}; retrying in {int(delay.total_seconds())} s.", details=error,
-                           last_error=error, attempt_started_at=None, next_attempt_at=now + delay,
-                           attempt_uncertain=reg.attempt_uncertain or exc.uncertain)
+        taken = transition(
+            reg,
+            State.PAID,
+            cause=cause,
+            expect={State.COMPLETING},
+            where=this_attempt,
+            message=f"{exc}; retrying in {int(delay.total_seconds())} s.",
+            details=error,
+            last_error=error,
+            attempt_started_at=None,
+            next_attempt_at=now + delay,
+            attempt_uncertain=reg.attempt_uncertain or exc.uncertain,
+        )
     else:
         if reg.attempt_uncertain or exc.uncertain:
-            attention, message = ("completion_uncertain",
-                                  f"{exc}. An attempt may have registered the platform at LTIaaS: "
-                                  "check LTIaaS before retrying or refunding.")
+            attention, message = (
+                "completion_uncertain",
+                f"{exc}. An attempt may have registered the platform at LTIaaS: "
+                "check LTIaaS before retrying or refunding.",
+            )
         elif exc.retryable:
             attention, message = "completion_expired", f"{exc}; the LMS token has run out."
         else:
             attention, message = "completion_refused", f"LTIaaS refused the completion: {exc}."
-        taken = transition(reg, State.NEEDS_ATTENTION, cause=cause, expect={State.COMPLETING},
-                           where=this_attempt, message=message, details=error, last_error=error,
-                           attempt_started_at=None, next_attempt_at=None, attention=attention)
+        taken = transition(
+            reg,
+            State.NEEDS_ATTENTION,
+            cause=cause,
+            expect={State.COMPLETING},
+            where=this_attempt,
+            message=message,
+            details=error,
+            last_error=error,
+            attempt_started_at=None,
+            next_attempt_at=None,
+            attention=attention,
+        )
     if not taken:
-        record(reg, "attempt", cause=cause, details=error,
-               message=f"A late answer to an attempt already given up as stale: {exc}.")
+        record(
+            reg,
+            "attempt",
+            cause=cause,
+            details=error,
+            message=f"A late answer to an attempt already given up as stale: {exc}.",
+        )
     else:
         refunds.settle_after_completion(reg, cause)  # a refund recorded while this attempt ran

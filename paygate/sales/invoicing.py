@@ -10,6 +10,7 @@ halfway resumes where it stopped (the admin's retry, or the worker) and never ma
 invoice or subscription. Once the invoice is sent the registration is paid (its money is secured by
 the invoice) and completed at LTIaaS exactly once, as for a card.
 """
+
 import logging
 import re
 import secrets
@@ -59,18 +60,24 @@ class InvoiceForm:
 
 # Each field's refusals, whole sentences for the catalogs (paygate/translations), in the admin's language.
 _REFUSALS = {
-    "billing_email": (N_("Enter the billing e-mail address."),
-                      N_("The billing e-mail address is too long: at most %(maximum)d characters."),
-                      N_("The billing e-mail address cannot contain line breaks, control characters or the signs "
-                         "< and >.")),
-    "organisation": (N_("Enter the name of your school or organisation."),
-                     N_("The name of your school or organisation is too long: at most %(maximum)d characters."),
-                     N_("The name of your school or organisation cannot contain line breaks, control characters "
-                        "or the signs < and >.")),
-    "po_number": (N_("Enter the purchase-order number."),
-                  N_("The purchase-order number is too long: at most %(maximum)d characters."),
-                  N_("The purchase-order number cannot contain line breaks, control characters or the signs "
-                     "< and >.")),
+    "billing_email": (
+        N_("Enter the billing e-mail address."),
+        N_("The billing e-mail address is too long: at most %(maximum)d characters."),
+        N_("The billing e-mail address cannot contain line breaks, control characters or the signs < and >."),
+    ),
+    "organisation": (
+        N_("Enter the name of your school or organisation."),
+        N_("The name of your school or organisation is too long: at most %(maximum)d characters."),
+        N_(
+            "The name of your school or organisation cannot contain line breaks, control characters "
+            "or the signs < and >."
+        ),
+    ),
+    "po_number": (
+        N_("Enter the purchase-order number."),
+        N_("The purchase-order number is too long: at most %(maximum)d characters."),
+        N_("The purchase-order number cannot contain line breaks, control characters or the signs < and >."),
+    ),
 }
 
 
@@ -84,8 +91,7 @@ def _clean(value, field: str, maximum: int, required: bool) -> str | None:
     if len(text) > maximum:
         raise InvoiceRefused(_(too_long, maximum=maximum), field)
     # Line breaks, control and invisible characters, and markup never reach Stripe, a page or a log.
-    if any(unicodedata.category(c) in ("Cc", "Cf", "Co", "Cs", "Zl", "Zp") for c in text) or "<" in text \
-            or ">" in text:
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Co", "Cs", "Zl", "Zp") for c in text) or "<" in text or ">" in text:
         raise InvoiceRefused(_(forbidden), field)
     return text
 
@@ -93,26 +99,35 @@ def _clean(value, field: str, maximum: int, required: bool) -> str | None:
 # Organisation and PO number go into the invoice Stripe e-mails from the vendor's account: they must not
 # carry a way to reach someone ("URGENT: pay at https://evil.example", "call +1 555 123 4567").
 _CONTACT_REFUSALS = {
-    "organisation": N_("The name of your school or organisation cannot contain a web address, an e-mail address "
-                       "or a phone number."),
+    "organisation": N_(
+        "The name of your school or organisation cannot contain a web address, an e-mail address or a phone number."
+    ),
     "po_number": N_("The purchase-order number cannot contain a web address, an e-mail address or a phone number."),
 }
 _LABEL = r"[^\W_](?:[\w-]{0,61}[^\W_])?"
-_WEB = re.compile(r"[a-z][a-z0-9+.-]*:/|\bwww\.|(?<![\w.@-])" + _LABEL + r"(?:\." + _LABEL
-                  + r")*\.[^\W\d_]{2,24}(?!\w)", re.IGNORECASE)  # a scheme, www., or a name.tld
+_WEB = re.compile(
+    r"[a-z][a-z0-9+.-]*:/|\bwww\.|(?<![\w.@-])" + _LABEL + r"(?:\." + _LABEL + r")*\.[^\W\d_]{2,24}(?!\w)",
+    re.IGNORECASE,
+)  # a scheme, www., or a name.tld
 _EMAIL = re.compile(r"[^\s@]@[^\s@]")
 _PHONE = re.compile(
     r"\+\s*\(?\d(?:[\s().-]*\d){6,}"  # +1 555 123 4567, +44 (0)20 7946 0958
     r"|\(\d{1,5}\)[\s.-]*\d(?:[\s.-]?\d){3,}"  # (555) 123-4567
     r"|(?<!\d)\d{3}[\s.-]\d{3}[\s.-]\d{4}(?!\d)"  # 555-123-4567, 555.123.4567
-    r"|\b(?:tel|phone|call|fax|mobile|whatsapp)\b\W{0,3}\+?\d", re.IGNORECASE)  # tel. 020 7946 0958
+    r"|\b(?:tel|phone|call|fax|mobile|whatsapp)\b\W{0,3}\+?\d",
+    re.IGNORECASE,
+)  # tel. 020 7946 0958
 # An organisation's name has no run of seven digits (a PO number may: PO-2024-117, 4500012345).
 _DIGITS = re.compile(r"\d(?:[\s().-]?\d){6,}")
 
 
 def _refuse_contact(text: str | None, field: str) -> None:
-    if text and (_WEB.search(text) or _EMAIL.search(text) or _PHONE.search(text)
-                 or (field == "organisation" and _DIGITS.search(text))):
+    if text and (
+        _WEB.search(text)
+        or _EMAIL.search(text)
+        or _PHONE.search(text)
+        or (field == "organisation" and _DIGITS.search(text))
+    ):
         raise InvoiceRefused(_(_CONTACT_REFUSALS[field]), field)
 
 
@@ -122,8 +137,9 @@ def check_form(form) -> InvoiceForm:
     try:
         email = validate_email(email, check_deliverability=False).normalized
     except EmailNotValidError:
-        raise InvoiceRefused(_("The billing e-mail address is not one an invoice can be sent to; check it."),
-                             "billing_email") from None
+        raise InvoiceRefused(
+            _("The billing e-mail address is not one an invoice can be sent to; check it."), "billing_email"
+        ) from None
     organisation = _clean(form.get("organisation"), "organisation", ORGANISATION_MAX, True)
     _refuse_contact(organisation, "organisation")
     po_number = _clean(form.get("po_number"), "po_number", PO_MAX, False)
@@ -136,8 +152,9 @@ def check_form(form) -> InvoiceForm:
 # store is down (the rate store lets the flow pass then). Counted again under a lock per domain after
 # this request's licence is written, so that simultaneous requests cannot all pass.
 
-_CAPPED = N_("Too many invoices were requested today for e-mail addresses at %(domain)s. Pay by card, or try "
-             "again tomorrow.")
+_CAPPED = N_(
+    "Too many invoices were requested today for e-mail addresses at %(domain)s. Pay by card, or try again tomorrow."
+)
 
 
 def _domain(email: str) -> str:
@@ -146,9 +163,15 @@ def _domain(email: str) -> str:
 
 def _requests_today(domain: str) -> int:
     pattern = "%@" + domain.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return db.session.scalar(select(func.count()).select_from(Licence).where(
-        Licence.kind == "invoice", Licence.created_at >= utcnow() - timedelta(days=1),
-        func.lower(Licence.billing_email).like(pattern, escape="\\")))
+    return db.session.scalar(
+        select(func.count())
+        .select_from(Licence)
+        .where(
+            Licence.kind == "invoice",
+            Licence.created_at >= utcnow() - timedelta(days=1),
+            func.lower(Licence.billing_email).like(pattern, escape="\\"),
+        )
+    )
 
 
 def _refuse_if_domain_capped(email: str, counted: bool) -> None:
@@ -162,6 +185,7 @@ def _refuse_if_domain_capped(email: str, counted: bool) -> None:
 
 
 # The form's one-time id: signed (the frame has no cookies for a CSRF token), bound to the registration.
+
 
 def _serializer() -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=_FORM_SALT)
@@ -185,6 +209,7 @@ def form_nonce(reg: Registration, form_id: str | None) -> str:
 
 # The request.
 
+
 def request_invoice(reg: Registration, form, cause: str = CAUSE) -> None:
     """Accept the admin's invoice request and carry it as far as it goes; commits.
 
@@ -203,7 +228,10 @@ def request_invoice(reg: Registration, form, cause: str = CAUSE) -> None:
         if moved:
             lock("invoice-domain:" + _domain(answers.billing_email))
         licence.billing_email, licence.organisation, licence.po_number = (
-            answers.billing_email, answers.organisation, answers.po_number)
+            answers.billing_email,
+            answers.organisation,
+            answers.po_number,
+        )
         if moved:  # into another domain: counted there now
             db.session.flush()
             _refuse_if_domain_capped(answers.billing_email, counted=True)
@@ -219,16 +247,30 @@ def request_invoice(reg: Registration, form, cause: str = CAUSE) -> None:
         _expire_open_sessions(reg_pk, cause)
         reg = db.session.get(Registration, reg_pk)
         lock("invoice-domain:" + _domain(answers.billing_email))  # until the commit below
-        licence, created = licences.open_licence(reg, "invoice", billing_email=answers.billing_email,
-                                                 organisation=answers.organisation, po_number=answers.po_number,
-                                                 invoice_form_id=nonce)
+        licence, created = licences.open_licence(
+            reg,
+            "invoice",
+            billing_email=answers.billing_email,
+            organisation=answers.organisation,
+            po_number=answers.po_number,
+            invoice_form_id=nonce,
+        )
         if created:
             _refuse_if_domain_capped(answers.billing_email, counted=True)  # the caller rolls the licence back
         if created:  # of simultaneous submissions, the one that made it says so
-            record(reg, "licence", cause=cause, message=f"Pay by invoice requested for {answers.organisation} "
-                   f"({answers.billing_email}" + (f", PO {answers.po_number})." if answers.po_number else ")."),
-                   details={"billing_email": answers.billing_email, "organisation": answers.organisation,
-                            "po_number": answers.po_number}, payer_email=answers.billing_email)
+            record(
+                reg,
+                "licence",
+                cause=cause,
+                message=f"Pay by invoice requested for {answers.organisation} "
+                f"({answers.billing_email}" + (f", PO {answers.po_number})." if answers.po_number else ")."),
+                details={
+                    "billing_email": answers.billing_email,
+                    "organisation": answers.organisation,
+                    "po_number": answers.po_number,
+                },
+                payer_email=answers.billing_email,
+            )
         db.session.commit()
     if licence.kind != "invoice":
         raise InvoiceRefused(_("This registration is already paid by card."))
@@ -244,8 +286,9 @@ def _refuse_if_card_payment_started(reg: Registration) -> None:
 
 def _expire_open_sessions(reg_pk: int, cause: str) -> None:
     """Close any Checkout Session still open, so that the card cannot pay an invoiced registration."""
-    rows = db.session.scalars(select(CheckoutSession).where(CheckoutSession.registration_pk == reg_pk,
-                                                            CheckoutSession.status == "open")).all()
+    rows = db.session.scalars(
+        select(CheckoutSession).where(CheckoutSession.registration_pk == reg_pk, CheckoutSession.status == "open")
+    ).all()
     ids = [row.session_id for row in rows]
     db.session.commit()
     gateway = payments.gateway()
@@ -256,13 +299,16 @@ def _expire_open_sessions(reg_pk: int, cause: str) -> None:
             # Already complete (paid in the popup just now) or expired? Stripe's answer decides.
             outcome = fulfil_checkout(session_id, cause)
             if outcome.paid or outcome.note == "processing":
-                raise InvoiceRefused(_("A card payment was just made for this registration; no invoice is "
-                                       "needed.")) from None
+                raise InvoiceRefused(
+                    _("A card payment was just made for this registration; no invoice is needed.")
+                ) from None
             if outcome.note == "open":  # Stripe could not close it: a card could still pay it
                 raise
-        db.session.execute(update(CheckoutSession).where(CheckoutSession.session_id == session_id,
-                                                         CheckoutSession.status == "open")
-                           .values(status="expired", updated_at=utcnow()))
+        db.session.execute(
+            update(CheckoutSession)
+            .where(CheckoutSession.session_id == session_id, CheckoutSession.status == "open")
+            .values(status="expired", updated_at=utcnow())
+        )
         db.session.commit()
 
 
@@ -274,10 +320,19 @@ CLAIM_STALE = timedelta(minutes=10)
 def _claim(licence_pk: int, now) -> bool:
     """One caller at a time talks to Stripe for an invoice; a claim older than CLAIM_STALE is retaken."""
     stale = now - CLAIM_STALE
-    claimed = db.session.execute(
-        update(Licence).where(Licence.id == licence_pk, Licence.invoice_sent_at.is_(None),
-                              or_(Licence.invoicing_claimed_at.is_(None), Licence.invoicing_claimed_at < stale))
-        .values(invoicing_claimed_at=now).execution_options(synchronize_session=False)).rowcount == 1
+    claimed = (
+        db.session.execute(
+            update(Licence)
+            .where(
+                Licence.id == licence_pk,
+                Licence.invoice_sent_at.is_(None),
+                or_(Licence.invoicing_claimed_at.is_(None), Licence.invoicing_claimed_at < stale),
+            )
+            .values(invoicing_claimed_at=now)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        == 1
+    )
     db.session.commit()
     return claimed
 
@@ -298,10 +353,15 @@ def advance(reg_pk: int, cause: str) -> None:
             db.session.rollback()
             # Stripe replays an answer it kept (a 5xx) for the same key: the next try takes new ones.
             # Only our own claim is released: a caller who took a stale claim over keeps it.
-            db.session.execute(update(Licence).where(Licence.id == licence.id,
-                                                     Licence.invoicing_claimed_at == now).values(
-                invoicing_claimed_at=None, invoicing_error=str(exc)[:300],
-                invoicing_attempt=Licence.invoicing_attempt + (1 if exc.replayed else 0)))
+            db.session.execute(
+                update(Licence)
+                .where(Licence.id == licence.id, Licence.invoicing_claimed_at == now)
+                .values(
+                    invoicing_claimed_at=None,
+                    invoicing_error=str(exc)[:300],
+                    invoicing_attempt=Licence.invoicing_attempt + (1 if exc.replayed else 0),
+                )
+            )
             db.session.commit()
             raise
         reg = db.session.get(Registration, reg_pk)
@@ -337,18 +397,23 @@ def _make_and_send(reg_pk: int, licence_pk: int) -> None:
 
     if customer is None:
         customer = (attempt and gateway.find_customer(email, ref)) or gateway.create_customer(
-            email=email, name=organisation, po_number=po_number, metadata=ref, idempotency_key=key + "customer")
+            email=email, name=organisation, po_number=po_number, metadata=ref, idempotency_key=key + "customer"
+        )
         save(customer_id=customer)
     if invoice_id is None and recurring:
         sub = (attempt and gateway.find_subscription(customer, ref)) or gateway.create_invoiced_subscription(
-            customer=customer, price_id=price_id, days_until_due=days, metadata=ref,
-            idempotency_key=key + "subscription")
+            customer=customer,
+            price_id=price_id,
+            days_until_due=days,
+            metadata=ref,
+            idempotency_key=key + "subscription",
+        )
         invoice_id, status = sub.latest_invoice_id, "draft"
         save(subscription_id=sub.id, subscription_status=sub.status, invoice_id=invoice_id, status=status)
     elif invoice_id is None:
         invoice = (attempt and gateway.find_invoice(customer, ref)) or gateway.create_invoice(
-            customer=customer, days_until_due=days, po_number=po_number, metadata=ref,
-            idempotency_key=key + "invoice")
+            customer=customer, days_until_due=days, po_number=po_number, metadata=ref, idempotency_key=key + "invoice"
+        )
         invoice_id, status = invoice.id, invoice.status
         save(invoice_id=invoice_id, status=status)
     if attempt and status in (None, "draft"):
@@ -356,8 +421,9 @@ def _make_and_send(reg_pk: int, licence_pk: int) -> None:
     if status in (None, "draft"):
         if not recurring and not (attempt and gateway.retrieve_invoice(invoice_id).amount_due):
             # Replayed if it was added before a failure: never a second item.
-            gateway.add_invoice_item(customer=customer, invoice=invoice_id, price_id=price_id, metadata=ref,
-                                     idempotency_key=key + "item")
+            gateway.add_invoice_item(
+                customer=customer, invoice=invoice_id, price_id=price_id, metadata=ref, idempotency_key=key + "item"
+            )
         invoice = gateway.finalize_invoice(invoice_id, idempotency_key=key + "finalize")
         _save_invoice(save, invoice)
     invoice = gateway.send_invoice(invoice_id, idempotency_key=key + "send")
@@ -365,20 +431,36 @@ def _make_and_send(reg_pk: int, licence_pk: int) -> None:
 
 
 def _save_invoice(save, invoice: payments.InvoiceView, **more) -> None:
-    save(status=invoice.status, invoice_number=invoice.number, due_at=invoice.due_date,
-         hosted_invoice_url=invoice.hosted_invoice_url, amount_due=invoice.amount_due,
-         amount_remaining=invoice.amount_remaining, currency=invoice.currency, **more)
+    save(
+        status=invoice.status,
+        invoice_number=invoice.number,
+        due_at=invoice.due_date,
+        hosted_invoice_url=invoice.hosted_invoice_url,
+        amount_due=invoice.amount_due,
+        amount_remaining=invoice.amount_remaining,
+        currency=invoice.currency,
+        **more,
+    )
 
 
 def _secured(reg: Registration, licence: Licence, cause: str) -> None:
     """The invoice is out: the registration may be completed; its access follows the licence."""
     amount = format_amount(licence.amount_due, licence.currency)
     due = f", due {licence.due_at:%Y-%m-%d}" if licence.due_at else ""
-    transition(reg, State.PAID, cause=cause, expect={State.PENDING, State.ABANDONED},
-               message=f"Invoice {licence.invoice_number or licence.invoice_id} for {amount} sent to "
-                       f"{licence.billing_email}{due}; registering now.",
-               details={"invoice": licence.invoice_id, "customer": licence.customer_id,
-                        "subscription": licence.subscription_id}, next_attempt_at=None)
+    transition(
+        reg,
+        State.PAID,
+        cause=cause,
+        expect={State.PENDING, State.ABANDONED},
+        message=f"Invoice {licence.invoice_number or licence.invoice_id} for {amount} sent to "
+        f"{licence.billing_email}{due}; registering now.",
+        details={
+            "invoice": licence.invoice_id,
+            "customer": licence.customer_id,
+            "subscription": licence.subscription_id,
+        },
+        next_attempt_at=None,
+    )
     access.refresh(reg, cause)
     db.session.commit()
 
@@ -386,11 +468,22 @@ def _secured(reg: Registration, licence: Licence, cause: str) -> None:
 def resume_pending(now, limit: int = 100) -> int:
     """The worker: finish invoice requests a failure left halfway, while the LMS token lasts."""
     window = timedelta(minutes=current_app.config["SETTINGS"].registration_window_minutes)
-    rows = db.session.execute(
-        select(Licence.registration_pk).join(Registration, Registration.id == Licence.registration_pk)
-        .where(Licence.kind == "invoice", Licence.invoice_sent_at.is_(None),
-               Registration.state == State.PENDING.value, Registration.created_at > now - window)
-        .order_by(Licence.id).limit(limit)).scalars().all()
+    rows = (
+        db.session.execute(
+            select(Licence.registration_pk)
+            .join(Registration, Registration.id == Licence.registration_pk)
+            .where(
+                Licence.kind == "invoice",
+                Licence.invoice_sent_at.is_(None),
+                Registration.state == State.PENDING.value,
+                Registration.created_at > now - window,
+            )
+            .order_by(Licence.id)
+            .limit(limit)
+        )
+        .scalars()
+        .all()
+    )
     db.session.commit()
     done = 0
     for reg_pk in rows:

@@ -6,6 +6,7 @@ a paid session is still listed by Stripe. `reconcile` walks the recent sessions 
 runs, for each paid one this database does not know as paid, the same fulfilment as the webhook.
 Running it again changes nothing: known sessions are skipped before anything is written.
 """
+
 import logging
 import time
 from collections import Counter
@@ -43,8 +44,9 @@ def reconcile(since_hours: float = 48, page_size: int = 100) -> dict:
     Raises payments.PaymentProviderError when Stripe cannot be listed (nothing half-done: every
     session handled so far is committed).
     """
-    counts = Counter(dict.fromkeys(("listed", "paid", "known", "fulfilled", "completed", "flagged", "foreign",
-                                    "errors"), 0))
+    counts = Counter(
+        dict.fromkeys(("listed", "paid", "known", "fulfilled", "completed", "flagged", "foreign", "errors"), 0)
+    )
     created_gte = int(time.time() - since_hours * 3600)
     for view in payments.gateway().list_checkout_sessions(created_gte=created_gte, page_size=page_size):
         counts["listed"] += 1
@@ -66,15 +68,17 @@ def reconcile(since_hours: float = 48, page_size: int = 100) -> dict:
                 counts["known"] += 1
             elif outcome.paid:
                 counts["fulfilled"] += 1
-                log.warning("reconcile: session %s of registration %s was paid but unknown here "
-                            "(lost webhooks?); recorded", view.id, reg.id)
+                log.warning(
+                    "reconcile: session %s of registration %s was paid but unknown here (lost webhooks?); recorded",
+                    view.id,
+                    reg.id,
+                )
                 complete(outcome.registration, CAUSE)
                 if outcome.registration.state == State.COMPLETED.value:
                     counts["completed"] += 1
             else:
                 counts["flagged"] += 1
-                log.warning("reconcile: session %s of registration %s not fulfilled: %s",
-                            view.id, reg.id, outcome.note)
+                log.warning("reconcile: session %s of registration %s not fulfilled: %s", view.id, reg.id, outcome.note)
         except Exception:  # one bad session must not stop the others; the next run tries again
             db.session.rollback()
             counts["errors"] += 1
@@ -98,17 +102,22 @@ def reconcile_licences(recheck_days: float = 120, batch: int = 100) -> dict:
     stop the others. Returns counts: licences, payments, changed, errors.
     """
     counts = Counter(dict.fromkeys(("licences", "payments", "changed", "errors"), 0))
-    live = or_(Licence.status.in_(LIVE_SUBSCRIPTION) & (Licence.kind == "subscription"),
-               (Licence.kind == "invoice") & (Licence.status.in_(("draft", "open"))
-                                             | Licence.subscription_status.in_(LIVE_SUBSCRIPTION)))
+    live = or_(
+        Licence.status.in_(LIVE_SUBSCRIPTION) & (Licence.kind == "subscription"),
+        (Licence.kind == "invoice")
+        & (Licence.status.in_(("draft", "open")) | Licence.subscription_status.in_(LIVE_SUBSCRIPTION)),
+    )
     since = utcnow() - timedelta(days=recheck_days)
-    work = [(licences.recheck, select(Licence.id).where(live), "licences"),
-            (refunds.recheck, select(LicencePayment.id).where(LicencePayment.paid_at >= since), "payments")]
+    work = [
+        (licences.recheck, select(Licence.id).where(live), "licences"),
+        (refunds.recheck, select(LicencePayment.id).where(LicencePayment.paid_at >= since), "payments"),
+    ]
     for recheck, query, name in work:
         after = 0
         while True:  # keyset batches: a long list never holds a transaction or the identity map
-            ids = db.session.scalars(query.where(query.selected_columns[0] > after)
-                                     .order_by(query.selected_columns[0]).limit(batch)).all()
+            ids = db.session.scalars(
+                query.where(query.selected_columns[0] > after).order_by(query.selected_columns[0]).limit(batch)
+            ).all()
             db.session.commit()
             if not ids:
                 break

@@ -4,6 +4,7 @@ Each stand-in keeps its state in an object (`ltiaas_api.State`, `stripe.State`);
 found at app.extensions["standins"]. With `state_dir` (the local run passes instance/) that state is loaded at
 start and written back after each change, so that a restart keeps the payments that SQLite remembers.
 """
+
 import os
 import weakref
 from dataclasses import dataclass

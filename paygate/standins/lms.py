@@ -1,5 +1,6 @@
 """Local LMS stand-in: a page imitating Canvas's Dynamic Registration modal (origin check included),
 Brightspace's new tab, and registrations set up to reach the screens a happy path never shows."""
+
 import secrets
 from datetime import timedelta
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -103,9 +104,11 @@ LMS_PAGE = """<!doctype html>
 </script>
 </body></html>"""
 
-IMITATES = {"canvas": ("Canvas: Apps → LTI Registration → Dynamic Registration", "frame"),
-            "moodle": ("Moodle: Site administration → External tool → Manage tools", "frame"),
-            "brightspace": ("Brightspace: Manage Extensibility → LTI Advantage → Register Tool", "tab")}
+IMITATES = {
+    "canvas": ("Canvas: Apps → LTI Registration → Dynamic Registration", "frame"),
+    "moodle": ("Moodle: Site administration → External tool → Manage tools", "frame"),
+    "brightspace": ("Brightspace: Manage Extensibility → LTI Advantage → Register Tool", "tab"),
+}
 
 
 def register(bp, settings, ltiaas: ltiaas_api.State) -> None:
@@ -116,22 +119,31 @@ def register(bp, settings, ltiaas: ltiaas_api.State) -> None:
     @bp.get("/lms")
     def lms_page():
         lms = request.args.get("lms") if request.args.get("lms") in IMITATES else "canvas"
-        query = {"openid_configuration": f"{base}/_local/lms/openid-configuration",
-                 "registration_token": "local-token-" + secrets.token_urlsafe(16)}
+        query = {
+            "openid_configuration": f"{base}/_local/lms/openid-configuration",
+            "registration_token": "local-token-" + secrets.token_urlsafe(16),
+        }
         if lms != "canvas":
             query["lms"] = lms
         imitates, mode = IMITATES[lms]
-        html = render_template_string(LMS_PAGE, registration_url=f"{base}/lti/register", query=query,
-                                      family=ltiaas_api.family_of(lms), imitates=imitates, mode=mode,
-                                      scenario_base=f"{base}/_local/lms/scenario/")
+        html = render_template_string(
+            LMS_PAGE,
+            registration_url=f"{base}/lti/register",
+            query=query,
+            family=ltiaas_api.family_of(lms),
+            imitates=imitates,
+            mode=mode,
+            scenario_base=f"{base}/_local/lms/scenario/",
+        )
         return Response(html, mimetype="text/html", headers={"Cache-Control": "no-store"})
 
     @bp.get("/lms/scenario/<any(timed_out, needs_attention):scenario>")
     def lms_scenario(scenario):
         """Start a registration at the LTIaaS stand-in (with the LMS's query, as /lti/register would),
         set it up for the screen asked for, and send the frame or tab to its pre-approval page."""
-        started = requests.get(f"{base}/_local/ltiaas/lti/register", params=request.args.to_dict(),
-                               allow_redirects=False, timeout=10)
+        started = requests.get(
+            f"{base}/_local/ltiaas/lti/register", params=request.args.to_dict(), allow_redirects=False, timeout=10
+        )
         location = started.headers.get("Location", "")
         registration_id = (parse_qs(urlsplit(location).query).get("registrationId") or [""])[0]
         if started.status_code != 302 or not registration_id:
@@ -146,23 +158,32 @@ def register(bp, settings, ltiaas: ltiaas_api.State) -> None:
             if opened.status_code != 200:
                 abort(502, description="The service did not open the registration.")
             window = timedelta(minutes=current_app.config["SETTINGS"].registration_window_minutes + 1)
-            created_at = db.session.scalars(select(Registration.created_at)
-                                            .where(Registration.registration_id == registration_id)).one()
-            db.session.execute(update(Registration).where(Registration.registration_id == registration_id)
-                               .values(created_at=created_at - window))
+            created_at = db.session.scalars(
+                select(Registration.created_at).where(Registration.registration_id == registration_id)
+            ).one()
+            db.session.execute(
+                update(Registration)
+                .where(Registration.registration_id == registration_id)
+                .values(created_at=created_at - window)
+            )
             db.session.commit()
         return redirect(f"{base}/pre-approval?{urlencode({'registrationId': registration_id})}", 302)
 
     @bp.get("/lms/openid-configuration")
     def lms_openid_configuration():
         sso = "https://sso.canvaslms.com"
-        return jsonify({
-            "issuer": "https://canvas.instructure.com",
-            "authorization_endpoint": f"{sso}/api/lti/authorize_redirect",
-            "token_endpoint": f"{sso}/login/oauth2/token", "jwks_uri": f"{sso}/api/lti/security/jwks",
-            "registration_endpoint": f"{base}/_local/lms/registrations",
-            "scopes_supported": ["openid", "https://purl.imsglobal.org/spec/lti-ags/scope/score"],
-            "https://purl.imsglobal.org/spec/lti-platform-configuration": {
-                "product_family_code": "canvas", "version": "cloud",
-                "messages_supported": [{"type": "LtiResourceLinkRequest"}, {"type": "LtiDeepLinkingRequest"}]},
-        })
+        return jsonify(
+            {
+                "issuer": "https://canvas.instructure.com",
+                "authorization_endpoint": f"{sso}/api/lti/authorize_redirect",
+                "token_endpoint": f"{sso}/login/oauth2/token",
+                "jwks_uri": f"{sso}/api/lti/security/jwks",
+                "registration_endpoint": f"{base}/_local/lms/registrations",
+                "scopes_supported": ["openid", "https://purl.imsglobal.org/spec/lti-ags/scope/score"],
+                "https://purl.imsglobal.org/spec/lti-platform-configuration": {
+                    "product_family_code": "canvas",
+                    "version": "cloud",
+                    "messages_supported": [{"type": "LtiResourceLinkRequest"}, {"type": "LtiDeepLinkingRequest"}],
+                },
+            }
+        )

@@ -3,6 +3,7 @@
 Its state is a `State` (registrations, platforms, the calls made and the faults scripted for the next ones): the
 local run keeps one in instance/ across restarts, the tests make one each (tests/fakes.Ltiaas).
 """
+
 import json
 import logging
 import secrets
@@ -18,8 +19,11 @@ log = logging.getLogger(__name__)
 # LMS registration tokens live about an hour; an abandoned registrationId dies with them.
 REGISTRATION_TTL_SECONDS = 3600
 CLOSE_HTML = "<script>(window.opener || window.parent).postMessage({subject:'org.imsglobal.lti.close'}, '*');</script>"
-UNAUTHORIZED = {"status": 401, "error": "Unauthorized",
-                "details": {"message": "INVALID_LTIK_AUTH_AUTHORIZATION_HEADER", "description": "Invalid API key"}}
+UNAUTHORIZED = {
+    "status": 401,
+    "error": "Unauthorized",
+    "details": {"message": "INVALID_LTIK_AUTH_AUTHORIZATION_HEADER", "description": "Invalid API key"},
+}
 SCOPES = [
     "https://purl.imsglobal.org/spec/lti-ags/scope/lineitem",
     "https://purl.imsglobal.org/spec/lti-ags/scope/lineitem.readonly",
@@ -83,13 +87,23 @@ class State:
                 store.clear()
                 store.update(saved.get(name) or {})
 
-    def add(self, registration_id: str | None = None, family: str = "canvas",
-            url: str = "https://canvas.instructure.com", version: str = "cloud") -> str:
+    def add(
+        self,
+        registration_id: str | None = None,
+        family: str = "canvas",
+        url: str = "https://canvas.instructure.com",
+        version: str = "cloud",
+    ) -> str:
         """A registration an LMS started (as /lti/register would, without its query); returns its id."""
         registration_id = registration_id or secrets.token_urlsafe(12)
         with self.lock:
-            self.registrations[registration_id] = {"url": url, "familyCode": family, "version": version,
-                                                   "supportedScopes": list(SCOPES), "supportedMessages": MESSAGES}
+            self.registrations[registration_id] = {
+                "url": url,
+                "familyCode": family,
+                "version": version,
+                "supportedScopes": list(SCOPES),
+                "supportedMessages": MESSAGES,
+            }
             self.changed()
         return registration_id
 
@@ -139,20 +153,38 @@ def _lms(query: dict) -> dict:
     """The fake LMS behind a registration: Canvas unless the query asks for Moodle or Brightspace."""
     if query.get("lms") == "brightspace":
         url = "https://brightspace.school.example"
-        return {"url": url, "familyCode": "desire2learn", "version": "20.25.1",
-                "auth": f"{url}/d2l/lti/authenticate", "token": "https://auth.brightspace.com/core/connect/token",
-                "jwks": "https://brightspace.school.example/d2l/.well-known/jwks"}
+        return {
+            "url": url,
+            "familyCode": "desire2learn",
+            "version": "20.25.1",
+            "auth": f"{url}/d2l/lti/authenticate",
+            "token": "https://auth.brightspace.com/core/connect/token",
+            "jwks": "https://brightspace.school.example/d2l/.well-known/jwks",
+        }
     if query.get("lms") == "moodle":
         oidc = urlsplit(query.get("openid_configuration", ""))
-        url = f"{oidc.scheme}://{oidc.netloc}" if oidc.scheme in ("http", "https") and oidc.netloc \
+        url = (
+            f"{oidc.scheme}://{oidc.netloc}"
+            if oidc.scheme in ("http", "https") and oidc.netloc
             else "https://moodle.school.example"
-        return {"url": url, "familyCode": "moodle", "version": "4.4.1+ (Build: 20240705)",
-                "auth": f"{url}/mod/lti/auth.php", "token": f"{url}/mod/lti/token.php",
-                "jwks": f"{url}/mod/lti/certs.php"}
+        )
+        return {
+            "url": url,
+            "familyCode": "moodle",
+            "version": "4.4.1+ (Build: 20240705)",
+            "auth": f"{url}/mod/lti/auth.php",
+            "token": f"{url}/mod/lti/token.php",
+            "jwks": f"{url}/mod/lti/certs.php",
+        }
     sso = "https://sso.canvaslms.com"
-    return {"url": "https://canvas.instructure.com", "familyCode": "canvas", "version": "cloud",
-            "auth": f"{sso}/api/lti/authorize_redirect", "token": f"{sso}/login/oauth2/token",
-            "jwks": f"{sso}/api/lti/security/jwks"}
+    return {
+        "url": "https://canvas.instructure.com",
+        "familyCode": "canvas",
+        "version": "cloud",
+        "auth": f"{sso}/api/lti/authorize_redirect",
+        "token": f"{sso}/login/oauth2/token",
+        "jwks": f"{sso}/api/lti/security/jwks",
+    }
 
 
 def _completion_body() -> dict | None:
@@ -165,10 +197,12 @@ def _completion_body() -> dict | None:
     if not isinstance(body, dict):
         return None
     messages = body.get("messages", [])
-    if ("platformName" in body and not isinstance(body["platformName"], str)) \
-            or ("autoActivate" in body and not isinstance(body["autoActivate"], bool)) \
-            or not isinstance(messages, list) \
-            or not all(isinstance(m, dict) and isinstance(m.get("type"), str) for m in messages):
+    if (
+        ("platformName" in body and not isinstance(body["platformName"], str))
+        or ("autoActivate" in body and not isinstance(body["autoActivate"], bool))
+        or not isinstance(messages, list)
+        or not all(isinstance(m, dict) and isinstance(m.get("type"), str) for m in messages)
+    ):
         return None
     return body
 
@@ -179,14 +213,23 @@ def _new_platform(state: State, registration_id: str, body: dict) -> str:
     lms = state.details.pop(registration_id, {}).get("lms")
     if lms is None:  # added without an LMS query: what the answer says
         url = answer.get("url") if isinstance(answer, dict) and isinstance(answer.get("url"), str) else ""
-        lms = {"url": url, "familyCode": answer.get("familyCode", "lms") if isinstance(answer, dict) else "lms",
-               "auth": f"{url}/auth", "token": f"{url}/token", "jwks": f"{url}/jwks"}
+        lms = {
+            "url": url,
+            "familyCode": answer.get("familyCode", "lms") if isinstance(answer, dict) else "lms",
+            "auth": f"{url}/auth",
+            "token": f"{url}/token",
+            "jwks": f"{url}/jwks",
+        }
     platform_id = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(19))
     state.platforms[platform_id] = {
-        "id": platform_id, "url": lms["url"], "clientId": f"10000000000{secrets.randbelow(10**4):04d}",
+        "id": platform_id,
+        "url": lms["url"],
+        "clientId": f"10000000000{secrets.randbelow(10**4):04d}",
         "name": body.get("platformName") or f"{str(lms['familyCode']).title()} (local stand-in)",
-        "authenticationEndpoint": lms["auth"], "accesstokenEndpoint": lms["token"],
-        "authConfig": {"key": lms["jwks"], "method": "JWK_SET"}, "publicKey": None,
+        "authenticationEndpoint": lms["auth"],
+        "accesstokenEndpoint": lms["token"],
+        "authConfig": {"key": lms["jwks"], "method": "JWK_SET"},
+        "publicKey": None,
         "active": body.get("autoActivate", True),
     }
     state.changed()
@@ -208,8 +251,12 @@ def register(bp, state: State, public_url: str) -> None:
         lms = _lms(query)
         with state.lock:
             state.registrations[registration_id] = {
-                "url": lms["url"], "familyCode": lms["familyCode"], "version": lms["version"],
-                "supportedScopes": SCOPES, "supportedMessages": MESSAGES}
+                "url": lms["url"],
+                "familyCode": lms["familyCode"],
+                "version": lms["version"],
+                "supportedScopes": SCOPES,
+                "supportedMessages": MESSAGES,
+            }
             state.details[registration_id] = {"query": query, "lms": lms, "created": time.time()}
             state.changed()
         # The query holds the LMS's registration token: log only what identifies the attempt.
@@ -229,9 +276,17 @@ def register(bp, state: State, public_url: str) -> None:
                 return _envelope(404, "Not Found", "REGISTRATION_NOT_FOUND")
             lms = state.details.get(registration_id, {}).get("lms")
             if request.args.get("raw") == "true" and lms:
-                return _json({"openIdConfiguration": {"issuer": lms["url"], "authorization_endpoint": lms["auth"],
-                                                      "token_endpoint": lms["token"], "jwks_uri": lms["jwks"]},
-                              "registrationToken": state.details[registration_id]["query"].get("registration_token")})
+                return _json(
+                    {
+                        "openIdConfiguration": {
+                            "issuer": lms["url"],
+                            "authorization_endpoint": lms["auth"],
+                            "token_endpoint": lms["token"],
+                            "jwks_uri": lms["jwks"],
+                        },
+                        "registrationToken": state.details[registration_id]["query"].get("registration_token"),
+                    }
+                )
             return _json(answer)
 
     @bp.post("/ltiaas/api/registrations/<registration_id>/complete")
@@ -255,8 +310,14 @@ def register(bp, state: State, public_url: str) -> None:
                 return _envelope(400, "Bad Request", "INVALID_PARAMETERS")
             if state.details.get(registration_id, {}).get("refuse"):
                 log.info("local LTIaaS: registration %s: the LMS refused the completion (as asked)", registration_id)
-                return _json({"status": 400, "error": "Bad Request",
-                              "details": {"message": "REGISTRATION_FAILED", "externalError": True}}, 400)
+                return _json(
+                    {
+                        "status": 400,
+                        "error": "Bad Request",
+                        "details": {"message": "REGISTRATION_FAILED", "externalError": True},
+                    },
+                    400,
+                )
             platform_id = _new_platform(state, registration_id, body)
         log.info("local LTIaaS: registration %s completed as platform %s", registration_id, platform_id)
         return _json({"platformId": platform_id, "html": CLOSE_HTML})
@@ -266,8 +327,9 @@ def register(bp, state: State, public_url: str) -> None:
             return _json(UNAUTHORIZED, 401)
         wanted = {k: request.args[k] for k in ("id", "url", "clientId") if k in request.args}
         with state.lock:
-            return _json({"platforms": [p for p in state.platforms.values()
-                                        if all(p.get(k) == v for k, v in wanted.items())]})
+            return _json(
+                {"platforms": [p for p in state.platforms.values() if all(p.get(k) == v for k, v in wanted.items())]}
+            )
 
     def platform_get(platform_id):
         if not authorized():
@@ -298,5 +360,9 @@ def register(bp, state: State, public_url: str) -> None:
     for n, prefix in enumerate(PLATFORM_PREFIXES):
         bp.add_url_rule(prefix, f"ltiaas_platforms_{n}", platforms_list, methods=["GET"])
         bp.add_url_rule(f"{prefix}/<platform_id>", f"ltiaas_platform_{n}", platform_get, methods=["GET"])
-        bp.add_url_rule(f"{prefix}/<platform_id>/<any(activate, deactivate):action>",
-                        f"ltiaas_platform_active_{n}", platform_set_active, methods=["POST"])
+        bp.add_url_rule(
+            f"{prefix}/<platform_id>/<any(activate, deactivate):action>",
+            f"ltiaas_platform_active_{n}",
+            platform_set_active,
+            methods=["POST"],
+        )

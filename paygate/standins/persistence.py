@@ -1,4 +1,5 @@
 """The local run's stand-ins keep their state in a JSON file each (under instance/), across restarts."""
+
 import json
 import logging
 import os
@@ -17,8 +18,12 @@ def keep(state, path: str) -> None:
         except (OSError, ValueError) as exc:
             aside = path + ".unreadable"
             os.replace(path, aside)
-            log.warning("local stand-in: could not read %s (%s); starting empty, the file is kept as %s",
-                        path, type(exc).__name__, aside)
+            log.warning(
+                "local stand-in: could not read %s (%s); starting empty, the file is kept as %s",
+                path,
+                type(exc).__name__,
+                aside,
+            )
     state.on_change = lambda changed: write(path, changed.dump())
 
 

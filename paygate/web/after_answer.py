@@ -5,6 +5,7 @@ application context. It is driven by what the request committed, so if the proce
 worker finds the same facts and does it (a paid registration nobody completed, a platform whose access
 differs from what LTIaaS was told).
 """
+
 import logging
 
 from flask import Response, current_app, g

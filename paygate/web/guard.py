@@ -16,6 +16,7 @@
   number, a missing line end: the server's chunked reader raises OSError or ValueError, Werkzeug's and
   gunicorn's alike). deploy/nginx.conf applies the same limits first.
 """
+
 import io
 import json
 from html import escape
@@ -49,8 +50,9 @@ def size_words(limit: int) -> str:
 def too_large() -> RequestEntityTooLarge:
     """The 413 of the current request, in one sentence naming its limit."""
     limit = body_limit(request.path)
-    return RequestEntityTooLarge(description=f"This request is too large: this address accepts at most "
-                                             f"{size_words(limit)}.")
+    return RequestEntityTooLarge(
+        description=f"This request is too large: this address accepts at most {size_words(limit)}."
+    )
 
 
 def served_hosts(public_url: str, app_env: str) -> frozenset[str]:
@@ -81,9 +83,14 @@ def host_name(host: str | None) -> str | None:
 def wants_json(environ: dict) -> bool:
     """Machines get JSON: the webhook, the operators' API, metrics, the frame's poll (as app.wants_json)."""
     path = environ.get("PATH_INFO") or ""
-    return (path.startswith(("/webhooks/", "/operator/api/", "/metrics")) or path.endswith("/status")
-            or ("application/json" in (environ.get("HTTP_ACCEPT") or "")
-                and "text/html" not in (environ.get("HTTP_ACCEPT") or "")))
+    return (
+        path.startswith(("/webhooks/", "/operator/api/", "/metrics"))
+        or path.endswith("/status")
+        or (
+            "application/json" in (environ.get("HTTP_ACCEPT") or "")
+            and "text/html" not in (environ.get("HTTP_ACCEPT") or "")
+        )
+    )
 
 
 def fixed_response(status: int, title: str, sentence: str, as_json: bool, hsts: bool) -> tuple[str, list, bytes]:
@@ -93,13 +100,20 @@ def fixed_response(status: int, title: str, sentence: str, as_json: bool, hsts: 
         content_type = "application/json"
     else:
         title, sentence = escape(title), escape(sentence)
-        body = (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>\n'
-                f'<body><h1>{title}</h1><p id="message">{sentence}</p></body></html>\n').encode()
+        body = (
+            f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>\n'
+            f'<body><h1>{title}</h1><p id="message">{sentence}</p></body></html>\n'
+        ).encode()
         content_type = "text/html; charset=utf-8"
-    headers = [("Content-Type", content_type), ("Content-Length", str(len(body))), ("Cache-Control", "no-store"),
-               ("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"),
-               ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
-               ("Referrer-Policy", "no-referrer")]
+    headers = [
+        ("Content-Type", content_type),
+        ("Content-Length", str(len(body))),
+        ("Cache-Control", "no-store"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("X-Frame-Options", "DENY"),
+        ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
+        ("Referrer-Policy", "no-referrer"),
+    ]
     if hsts:
         headers.append(("Strict-Transport-Security", HSTS))
     return f"{status} {title}", headers, body
@@ -130,6 +144,7 @@ class HostGuard:
 
     def _refuse(self, environ, start_response, sentence: str):
         from paygate.core import telemetry
+
         status, headers, body = fixed_response(400, "Bad Request", sentence, wants_json(environ), self.hsts)
         headers.append((logs.HEADER, logs.incoming_request_id(environ.get("HTTP_X_REQUEST_ID"), self.trusted)))
         telemetry.request_refused(environ.get("REQUEST_METHOD") or "", 400)
@@ -174,5 +189,5 @@ class _Capped(io.RawIOBase):
         if len(data) > self._left:
             raise RequestEntityTooLarge()
         self._left -= len(data)
-        buffer[:len(data)] = data
+        buffer[: len(data)] = data
         return len(data)

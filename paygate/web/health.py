@@ -1,4 +1,5 @@
 """Probes for load balancers."""
+
 from flask import Blueprint, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError

@@ -8,6 +8,7 @@ amount. A page that belongs to no registration (a damaged link, LTIaaS down) nam
 Price last read from Stripe by this process, else that of the newest registration; it never calls
 Stripe itself.
 """
+
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -36,9 +37,19 @@ class Identity:
 
 
 # LTIaaS's familyCode -> the LMS's name as admins know it.
-LMS_NAMES = {"canvas": "Canvas", "moodle": "Moodle", "desire2learn": "Brightspace", "d2l": "Brightspace",
-             "brightspace": "Brightspace", "sakai": "Sakai", "blackboard": "Blackboard Learn",
-             "schoology": "Schoology", "openedx": "Open edX", "ilias": "ILIAS", "itslearning": "itslearning"}
+LMS_NAMES = {
+    "canvas": "Canvas",
+    "moodle": "Moodle",
+    "desire2learn": "Brightspace",
+    "d2l": "Brightspace",
+    "brightspace": "Brightspace",
+    "sakai": "Sakai",
+    "blackboard": "Blackboard Learn",
+    "schoology": "Schoology",
+    "openedx": "Open edX",
+    "ilias": "ILIAS",
+    "itslearning": "itslearning",
+}
 _BUILD = re.compile(r"\s*\(.*\)\s*$")  # Moodle's "4.4.1+ (Build: 20240705)"
 
 
@@ -56,9 +67,11 @@ def lms_name(reg) -> str:
 
 def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
-    app.jinja_env.globals.update(support=parse_support(settings.support_contact),
-                                 vendor_logo_url=parse_logo(settings.vendor_logo_url, settings.app_env != "production"),
-                                 page_identity=without_registration)
+    app.jinja_env.globals.update(
+        support=parse_support(settings.support_contact),
+        vendor_logo_url=parse_logo(settings.vendor_logo_url, settings.app_env != "production"),
+        page_identity=without_registration,
+    )
 
 
 def of(reg) -> Identity:
@@ -66,8 +79,12 @@ def of(reg) -> Identity:
     product, description = getattr(reg, "product_name", None), getattr(reg, "product_description", None)
     if product is None:  # opened before products were stored
         product, description = _last_read_product()
-    return Identity(vendor=current_app.config["SETTINGS"].vendor_name or product, product=product,
-                    description=description, price=languages.price_line(reg.amount, reg.currency, reg.price_interval))
+    return Identity(
+        vendor=current_app.config["SETTINGS"].vendor_name or product,
+        product=product,
+        description=description,
+        price=languages.price_line(reg.amount, reg.currency, reg.price_interval),
+    )
 
 
 def without_registration() -> Identity:
@@ -76,14 +93,19 @@ def without_registration() -> Identity:
     price = _cached_price()
     if price is not None:
         line = languages.price_line(price.unit_amount, price.currency, price.period) if price.unit_amount else None
-        return Identity(vendor=settings.vendor_name or price.product_name, product=price.product_name,
-                        description=price.product_description, price=line)
+        return Identity(
+            vendor=settings.vendor_name or price.product_name,
+            product=price.product_name,
+            description=price.product_description,
+            price=line,
+        )
     product = _newest_product()
     return Identity(vendor=settings.vendor_name or product, product=product, description=None, price=None)
 
 
 def _cached_price():
     from paygate.gateways import payments
+
     try:
         return payments.gateway().cached_price(current_app.config["SETTINGS"].stripe_price_id)
     except Exception:  # noqa: BLE001 - never let a page about another failure fail on this
@@ -98,9 +120,14 @@ def _last_read_product() -> tuple[str | None, str | None]:
 def _newest_product() -> str | None:
     from paygate.core.db import db
     from paygate.core.models import Registration
+
     try:
-        return db.session.scalars(select(Registration.product_name).where(Registration.product_name.is_not(None))
-                                  .order_by(Registration.id.desc()).limit(1)).first()
+        return db.session.scalars(
+            select(Registration.product_name)
+            .where(Registration.product_name.is_not(None))
+            .order_by(Registration.id.desc())
+            .limit(1)
+        ).first()
     except Exception:  # noqa: BLE001 - the database is what failed: the page is shown without the product
         db.session.rollback()
         return None

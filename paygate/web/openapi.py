@@ -1,4 +1,5 @@
 """GET /openapi.json: the description of every route (paygate/web/openapi.json, kept by hand beside the code)."""
+
 import os
 
 from flask import Blueprint, Response

@@ -6,6 +6,7 @@ thread.
 Only the views that cause upstream work (or a password check) ask here, and only at the point where
 that work would start: the status poll and a repeat visit of a known registration never do.
 """
+
 import hashlib
 import ipaddress
 import logging
@@ -24,11 +25,11 @@ log = logging.getLogger(__name__)
 
 # What each rate counts, per client address. An LMS admin registers one platform at a time and pays
 # once; these rates are far above what a person does and far below a flood.
-LOOKUP = "lookup"          # a registration id not known here: one LTIaaS call (and the price, cached)
-CHECKOUT = "checkout"      # the payment popup: a Checkout Session opened or reused at Stripe
-RETURN = "return"          # Stripe's success return: Stripe asked about the session (per registration too)
-INVOICE = "invoice"        # pay by invoice: a Customer and an Invoice made at Stripe
-SIGN_IN = "sign-in"        # failed operator sign-ins, per address and account
+LOOKUP = "lookup"  # a registration id not known here: one LTIaaS call (and the price, cached)
+CHECKOUT = "checkout"  # the payment popup: a Checkout Session opened or reused at Stripe
+RETURN = "return"  # Stripe's success return: Stripe asked about the session (per registration too)
+INVOICE = "invoice"  # pay by invoice: a Customer and an Invoice made at Stripe
+SIGN_IN = "sign-in"  # failed operator sign-ins, per address and account
 SIGN_IN_ANY = "sign-in-any"  # failed operator sign-ins, per address, whatever the account
 RATES = {
     LOOKUP: "40 per minute;400 per hour",
@@ -56,14 +57,19 @@ class _Throttle:
 
     def __init__(self, uri: str, lookups: int):
         shared = uri.split(":", 1)[0] in ("redis", "rediss", "redis+unix", "valkey", "valkeys")
-        options = {"socket_timeout": _STORE_TIMEOUT_SECONDS,
-                   "socket_connect_timeout": _STORE_TIMEOUT_SECONDS} if shared else {}
+        options = (
+            {"socket_timeout": _STORE_TIMEOUT_SECONDS, "socket_connect_timeout": _STORE_TIMEOUT_SECONDS}
+            if shared
+            else {}
+        )
         try:
             self.storage: Storage = storage_from_string(uri, **options)
         except (ConfigurationError, ValueError):
             # Never the value: a store URL may carry a password.
-            raise ConfigError("RATELIMIT_STORAGE_URI is malformed: not a storage URL the limits library "
-                              "knows (memory:// or redis://host:6379/0)") from None
+            raise ConfigError(
+                "RATELIMIT_STORAGE_URI is malformed: not a storage URL the limits library "
+                "knows (memory:// or redis://host:6379/0)"
+            ) from None
         self.window = FixedWindowRateLimiter(self.storage)
         self.rates = {name: parse_many(text) for name, text in RATES.items()}
         self.lookups = threading.BoundedSemaphore(lookups)
@@ -84,11 +90,15 @@ def unshared_store(uri: str, app_env: str, workers: int = 1) -> str | None:
     if not uri.startswith("memory"):
         return None
     if workers > 1:
-        return (f"RATELIMIT_STORAGE_URI is memory:// with {workers} gunicorn workers: each keeps its own "
-                f"counts, so every rate limit is {workers} times looser; set redis://host:6379/0")
+        return (
+            f"RATELIMIT_STORAGE_URI is memory:// with {workers} gunicorn workers: each keeps its own "
+            f"counts, so every rate limit is {workers} times looser; set redis://host:6379/0"
+        )
     if app_env not in ("local", "test"):
-        return ("RATELIMIT_STORAGE_URI is memory:// outside APP_ENV=local: counts are per process and "
-                "lost at each restart; set redis://host:6379/0 (docker-compose.yml does)")
+        return (
+            "RATELIMIT_STORAGE_URI is memory:// outside APP_ENV=local: counts are per process and "
+            "lost at each restart; set redis://host:6379/0 (docker-compose.yml does)"
+        )
     return None
 
 
@@ -200,8 +210,10 @@ def lookup_slot():
     """Yields whether this process may start an LTIaaS lookup now; never waits for a slot."""
     slots = _throttle().lookups
     if not slots.acquire(blocking=False):
-        log.warning("pre-approval: every LTIaaS lookup slot of this process is in use (LTIAAS_LOOKUP_CONCURRENCY); "
-                    "answered busy")
+        log.warning(
+            "pre-approval: every LTIaaS lookup slot of this process is in use (LTIAAS_LOOKUP_CONCURRENCY); "
+            "answered busy"
+        )
         yield False
         return
     try:

@@ -10,6 +10,7 @@ ours, or that Stripe does not know (a 404 for an id not stored here is final), i
 its outcome are committed, then the sender is answered; what waits on LTIaaS (telling it a platform's new
 access) runs after the answer, driven by what was recorded, and the worker finishes it if this process cannot.
 """
+
 import logging
 
 import stripe
@@ -90,8 +91,9 @@ def _malformed(event: dict | None, problem: str):
 
 
 _EVENTS = StripeEvent.__table__
-_DELIVERED_AGAIN = (update(_EVENTS).where(_EVENTS.c.event_id == bindparam("delivered"))
-                    .values(deliveries=_EVENTS.c.deliveries + 1))
+_DELIVERED_AGAIN = (
+    update(_EVENTS).where(_EVENTS.c.event_id == bindparam("delivered")).values(deliveries=_EVENTS.c.deliveries + 1)
+)
 
 
 @bp.post("/webhooks/stripe")
@@ -151,13 +153,28 @@ def handle_event(event: dict, payload: str):
             pk = registration.id
             after = lambda: access.sync(pk, cause)  # noqa: E731
     # The first delivery's outcome is the one operators read: it is inserted with the event.
-    new = insert_ignoring_duplicates(StripeEvent, {
-        "event_id": event_id, "type": kind, "session_id": session_id, "received_at": utcnow(), "deliveries": 1,
-        "payload": payload, "outcome": result[:300], "registration_pk": registration.id if registration else None})
+    new = insert_ignoring_duplicates(
+        StripeEvent,
+        {
+            "event_id": event_id,
+            "type": kind,
+            "session_id": session_id,
+            "received_at": utcnow(),
+            "deliveries": 1,
+            "payload": payload,
+            "outcome": result[:300],
+            "registration_pk": registration.id if registration else None,
+        },
+    )
     if new:
         if registration is not None and result == "already paid":
-            record(registration, "event", cause=cause, details={"session": session_id},
-                   message="Stripe confirmed the payment again; already recorded, ignored.")
+            record(
+                registration,
+                "event",
+                cause=cause,
+                details={"session": session_id},
+                message="Stripe confirmed the payment again; already recorded, ignored.",
+            )
     else:
         db.session.execute(_DELIVERED_AGAIN, {"delivered": event_id})
         log.info("webhook %s delivered again; outcome %s", event_id, result)

@@ -1,5 +1,6 @@
 """The browser tests' fixtures: Debian's chromium via Playwright (popup blocker on, third-party cookies
 blocked), and the service with its built-in stand-ins served on a free port."""
+
 import os
 import shutil
 
@@ -13,10 +14,16 @@ from tests.helpers.servers import free_port, serving
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 REQUIRE_BROWSER = os.environ.get("REQUIRE_BROWSER") == "1"
 USED: list[str] = []  # the browser the tests ran in, for the run's summary
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync",
-                 # Block third-party cookies, as Safari and Chrome Incognito do inside an LMS frame.
-                 "--test-third-party-cookie-phaseout"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    # Block third-party cookies, as Safari and Chrome Incognito do inside an LMS frame.
+    "--test-third-party-cookie-phaseout",
+]
 
 
 @pytest.fixture(scope="session")
@@ -28,9 +35,11 @@ def browser():
             pytest.fail(message + " (REQUIRE_BROWSER=1)")
         pytest.skip(message)
     from playwright.sync_api import sync_playwright
+
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                             ignore_default_args=["--disable-popup-blocking"])
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, ignore_default_args=["--disable-popup-blocking"]
+        )
         USED.append(f"chromium {browser.version} at {CHROMIUM}")
         yield browser
         browser.close()
@@ -40,10 +49,17 @@ def browser():
 def local_service(database_url):
     """The service with its built-in stand-ins, served on a free port: (app, port)."""
     port = free_port()
-    app = create_app({"app_env": "local", "database_url": database_url,
-                      "public_url": f"http://127.0.0.1:{port}", "secret_key": "browser-test"})
+    app = create_app(
+        {
+            "app_env": "local",
+            "database_url": database_url,
+            "public_url": f"http://127.0.0.1:{port}",
+            "secret_key": "browser-test",
+        }
+    )
     empty(app)
     from paygate.standins import reset
+
     reset()
     with serving(app, port):
         yield app, port

@@ -6,6 +6,7 @@ axe-core comes from the axe-playwright-python package (its bundled axe.min.js); 
 Debian's chromium with the popup blocker on (tests/browser/conftest.py). One local service (built-in stand-ins,
 SQLite) serves the whole module; each page is set up once.
 """
+
 import collections
 import json
 import re
@@ -35,11 +36,14 @@ def axe_counts(name: str, target) -> dict:
     results = AXE.run(target)
     violations = results.response["violations"]
     counts = collections.Counter(v["impact"] for v in violations)
-    summary = {"critical": counts["critical"], "serious": counts["serious"],
-               "other": sum(n for impact, n in counts.items() if impact not in BLOCKING),
-               "rules": sorted(f"{v['id']} ({v['impact']})" for v in violations),
-               # What axe could not decide alone (e.g. contrast over an image): reviewed by hand.
-               "review": sorted({v["id"] for v in results.response.get("incomplete", [])})}
+    summary = {
+        "critical": counts["critical"],
+        "serious": counts["serious"],
+        "other": sum(n for impact, n in counts.items() if impact not in BLOCKING),
+        "rules": sorted(f"{v['id']} ({v['impact']})" for v in violations),
+        # What axe could not decide alone (e.g. contrast over an image): reviewed by hand.
+        "review": sorted({v["id"] for v in results.response.get("incomplete", [])}),
+    }
     REPORT[name] = summary
     print(f"axe {name}: {json.dumps(summary)}")
     blocking = [v for v in violations if v["impact"] in BLOCKING]
@@ -54,14 +58,22 @@ def scroll_width(page) -> int:
 # ---------------------------------------------------------------------------------------------------
 # One service, its registrations in every phase, and signed-in operator contexts.
 
+
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     port = free_port()
     path = tmp_path_factory.mktemp("a11y") / "a11y.sqlite"
-    app = create_app({"app_env": "local", "database_url": f"sqlite:///{path}",
-                      "public_url": f"http://127.0.0.1:{port}", "secret_key": "a11y-test"})
+    app = create_app(
+        {
+            "app_env": "local",
+            "database_url": f"sqlite:///{path}",
+            "public_url": f"http://127.0.0.1:{port}",
+            "secret_key": "a11y-test",
+        }
+    )
     empty(app)
     from paygate.standins import reset
+
     reset()
     add_operator(app)
     with serving(app, port):
@@ -72,19 +84,19 @@ def service(tmp_path_factory):
 
 def start_registration(page, base) -> str:
     """A new registration opened standalone (as a Brightspace tab would): its LTIaaS id."""
-    page.goto(f"{base}/_local/ltiaas/lti/register?openid_configuration={base}/_local/lms/openid-configuration"
-              "&registration_token=local-token-a11y")
+    page.goto(
+        f"{base}/_local/ltiaas/lti/register?openid_configuration={base}/_local/lms/openid-configuration"
+        "&registration_token=local-token-a11y"
+    )
     page.locator("#status").wait_for()
     return re.search(r"registrationId=([^&]+)", page.url).group(1)
 
 
 def set_state(app, registration_id: str, **values) -> int:
     with app.app_context():
-        db.session.execute(update(Registration).where(Registration.registration_id == registration_id)
-                           .values(**values))
+        db.session.execute(update(Registration).where(Registration.registration_id == registration_id).values(**values))
         db.session.commit()
-        return db.session.scalars(select(Registration.id).where(
-            Registration.registration_id == registration_id)).one()
+        return db.session.scalars(select(Registration.id).where(Registration.registration_id == registration_id)).one()
 
 
 def open_lms(browser, port, context=None):
@@ -122,23 +134,49 @@ def world(browser, service):
 
     page = context.new_page()
     attention = start_registration(page, base)
-    attention_pk = set_state(app, attention, state="needs_attention", attention="completion_refused",
-                             amount_paid=4900, currency_paid="usd", payer_email="billing@school.example",
-                             paid_at=utcnow())
+    attention_pk = set_state(
+        app,
+        attention,
+        state="needs_attention",
+        attention="completion_refused",
+        amount_paid=4900,
+        currency_paid="usd",
+        payer_email="billing@school.example",
+        paid_at=utcnow(),
+    )
     stopped = start_registration(page, base)
     set_state(app, stopped, state="abandoned")
     unknown = start_registration(page, base)
-    unknown_pk = set_state(app, unknown, state="completed", platform_id="Punknown0001", platform_active=None,
-                           access_wanted=True, access_reason="paid", completed_at=utcnow(),
-                           payment_session_id="cs_test_unknown", payer_email="other@school.example")
+    unknown_pk = set_state(
+        app,
+        unknown,
+        state="completed",
+        platform_id="Punknown0001",
+        platform_active=None,
+        access_wanted=True,
+        access_reason="paid",
+        completed_at=utcnow(),
+        payment_session_id="cs_test_unknown",
+        payer_email="other@school.example",
+    )
     pending = start_registration(page, base)
     with app.app_context():
-        pending_token = db.session.scalars(select(Registration.flow_token).where(
-            Registration.registration_id == pending)).one()
+        pending_token = db.session.scalars(
+            select(Registration.flow_token).where(Registration.registration_id == pending)
+        ).one()
     context.close()
-    return {"base": base, "port": port, "paid_path": paid_path, "done": done, "attention": attention,
-            "attention_pk": attention_pk, "stopped": stopped, "unknown_pk": unknown_pk, "pending": pending,
-            "pending_token": pending_token}
+    return {
+        "base": base,
+        "port": port,
+        "paid_path": paid_path,
+        "done": done,
+        "attention": attention,
+        "attention_pk": attention_pk,
+        "stopped": stopped,
+        "unknown_pk": unknown_pk,
+        "pending": pending,
+        "pending_token": pending_token,
+    }
 
 
 def signed_in(browser, base, width: int):
@@ -164,6 +202,7 @@ def contexts(browser, world):
 
 # ---------------------------------------------------------------------------------------------------
 # Every page, at two widths
+
 
 def _pre_approval(registration_id):
     return lambda page, w: page.goto(f"{w['base']}/pre-approval?registrationId={registration_id}")
@@ -200,7 +239,8 @@ ADMIN_PAGES = {
     "pre-approval, stop (expired)": lambda page, w: _pre_approval(w["stopped"])(page, w),
     "message, link not valid (400)": lambda page, w: page.goto(f"{w['base']}/pre-approval"),
     "message, registration expired (410)": lambda page, w: page.goto(
-        f"{w['base']}/pre-approval?registrationId=gone0000000000"),
+        f"{w['base']}/pre-approval?registrationId=gone0000000000"
+    ),
     "message, unknown link (404)": lambda page, w: page.goto(f"{w['base']}/flow/{'x' * 40}/pay"),
     "message, already paid (409)": lambda page, w: page.goto(f"{w['base']}/flow/{w['done']['token']}/pay"),
     "popup return, paid": lambda page, w: page.goto(w["base"] + w["paid_path"]),
@@ -213,11 +253,14 @@ OPERATOR_PAGES = {
     "operator list, filtered, empty": lambda page, w: page.goto(f"{w['base']}/operator/?q=nobody%40nowhere.example"),
     "operator detail, completed": lambda page, w: page.goto(f"{w['base']}/operator/registrations/{w['done']['pk']}"),
     "operator detail, needs attention": lambda page, w: page.goto(
-        f"{w['base']}/operator/registrations/{w['attention_pk']}"),
+        f"{w['base']}/operator/registrations/{w['attention_pk']}"
+    ),
     "operator detail, access unknown": lambda page, w: page.goto(
-        f"{w['base']}/operator/registrations/{w['unknown_pk']}"),
+        f"{w['base']}/operator/registrations/{w['unknown_pk']}"
+    ),
     "operator refund confirmation": lambda page, w: page.goto(
-        f"{w['base']}/operator/registrations/{w['done']['pk']}/refund"),
+        f"{w['base']}/operator/registrations/{w['done']['pk']}/refund"
+    ),
     "operator, no such registration (404)": lambda page, w: page.goto(f"{w['base']}/operator/registrations/999999"),
 }
 
@@ -226,8 +269,11 @@ OPERATOR_PAGES = {
 @pytest.mark.parametrize("name", list(ADMIN_PAGES) + list(OPERATOR_PAGES))
 def test_every_page_passes_axe_and_fits_the_width(browser, world, contexts, name, width):
     signed_out = name.startswith("operator sign-in")
-    context = (browser.new_context(viewport={"width": width, "height": 800}) if signed_out or name in ADMIN_PAGES
-               else contexts[width])
+    context = (
+        browser.new_context(viewport={"width": width, "height": 800})
+        if signed_out or name in ADMIN_PAGES
+        else contexts[width]
+    )
     page = context.new_page()
     try:
         (ADMIN_PAGES.get(name) or OPERATOR_PAGES[name])(page, world)
@@ -255,6 +301,7 @@ def test_pre_approval_in_the_lms_frame_passes_axe(browser, world):
 
 # ---------------------------------------------------------------------------------------------------
 # The Pay control, the live region, the payment window, a blocked window
+
 
 def test_pay_is_a_button_that_enter_and_space_open_synchronously(browser, world):
     context, page, frame = open_lms(browser, world["port"])
@@ -349,6 +396,8 @@ def test_report(capsys):
     with capsys.disabled():
         print("\naxe-core results (critical / serious / other):")
         for name, counts in sorted(REPORT.items()):
-            print(f"  {name}: {counts['critical']} / {counts['serious']} / {counts['other']}"
-                  + (f"  {', '.join(counts['rules'])}" if counts["rules"] else "")
-                  + (f"  (to review: {', '.join(counts['review'])})" if counts["review"] else ""))
+            print(
+                f"  {name}: {counts['critical']} / {counts['serious']} / {counts['other']}"
+                + (f"  {', '.join(counts['rules'])}" if counts["rules"] else "")
+                + (f"  (to review: {', '.join(counts['review'])})" if counts["review"] else "")
+            )

@@ -7,6 +7,7 @@ so the frame's cookies are third-party and blocked; the popup blocker is on; the
 built-in stand-ins (APP_ENV=local). The stand-in dashboard and the operator pages are the vendor's, so
 they open in a browser context of their own.
 """
+
 import contextlib
 import re
 import time
@@ -53,10 +54,18 @@ def start_service(database_url):
 
     def start(**settings):
         port = free_port()
-        app = create_app({"app_env": "local", "database_url": database_url,
-                          "public_url": f"http://127.0.0.1:{port}", "secret_key": "browser-test", **settings})
+        app = create_app(
+            {
+                "app_env": "local",
+                "database_url": database_url,
+                "public_url": f"http://127.0.0.1:{port}",
+                "secret_key": "browser-test",
+                **settings,
+            }
+        )
         empty(app)
         from paygate.standins import reset
+
         reset()
         stack.enter_context(serving(app, port))
         apps.append(app)
@@ -129,18 +138,26 @@ def licence(app) -> Licence | None:
 
 def platform_at_ltiaas(port, platform_id) -> dict:
     """The platform as the LTIaaS stand-in's platform API has it."""
-    response = requests.get(f"http://127.0.0.1:{port}/_local/ltiaas/admin/platforms/{platform_id}",
-                            headers={"Authorization": f"Bearer {LTIAAS_KEY}"}, timeout=5)
+    response = requests.get(
+        f"http://127.0.0.1:{port}/_local/ltiaas/admin/platforms/{platform_id}",
+        headers={"Authorization": f"Bearer {LTIAAS_KEY}"},
+        timeout=5,
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
 
 def access_is(app, port, active: bool):
     """A check: LTIaaS has the platform `active`, and the service knows it told LTIaaS so."""
+
     def check():
         reg = registration(app)
-        return (platform_at_ltiaas(port, reg.platform_id)["active"] is active
-                and reg.platform_active is active and reg.access_wanted is active)
+        return (
+            platform_at_ltiaas(port, reg.platform_id)["active"] is active
+            and reg.platform_active is active
+            and reg.access_wanted is active
+        )
+
     return check
 
 
@@ -282,16 +299,20 @@ def test_pay_by_invoice_in_the_frame_then_access_follows_the_invoice(browser, st
     frame.locator("#billing_email").fill("finance@school.example")
     frame.locator("#organisation").fill("Springfield Elementary")
     frame.locator("#po_number").fill("PO-2024-117")
-    with page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/invoice")) as posted, \
-            page.expect_event("framenavigated", lambda f: "/pre-approval?registrationId=" in f.url):
+    with (
+        page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/invoice")) as posted,
+        page.expect_event("framenavigated", lambda f: "/pre-approval?registrationId=" in f.url),
+    ):
         frame.locator("#send-invoice").click()
     assert posted.value.status == 303
     page.locator("#lms-status").filter(has_text="org.imsglobal.lti.close").wait_for(timeout=15000)
     assert page.locator("#lms-status").inner_text() == CLOSED
     assert page.locator("#registration").count() == 0
     assert "ignored" not in page.locator("#lms-log").inner_text()
-    sentence = re.compile(r"Invoice \S+ sent to finance@school\.example, due \d{4}-\d{2}-\d{2}, and the tool is "
-                          r"registered\.")
+    sentence = re.compile(
+        r"Invoice \S+ sent to finance@school\.example, due \d{4}-\d{2}-\d{2}, and the tool is "
+        r"registered\."
+    )
     assert any(sentence.search(text) for text in shown), shown
     assert context.cookies(base) == []
 
@@ -299,7 +320,12 @@ def test_pay_by_invoice_in_the_frame_then_access_follows_the_invoice(browser, st
     lic = licence(app)
     assert reg.state == "completed" and reg.platform_id
     assert (lic.kind, lic.status, lic.billing_email, lic.organisation, lic.po_number) == (
-        "invoice", "open", "finance@school.example", "Springfield Elementary", "PO-2024-117")
+        "invoice",
+        "open",
+        "finance@school.example",
+        "Springfield Elementary",
+        "PO-2024-117",
+    )
     assert lic.invoice_id and lic.invoice_sent_at is not None
     # Access on payment: registered at LTIaaS, but inactive until the invoice is paid.
     assert platform_at_ltiaas(port, reg.platform_id)["active"] is False

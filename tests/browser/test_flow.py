@@ -3,6 +3,7 @@
 The LMS page (localhost) and the service (127.0.0.1) are different sites, so the frame's cookies are
 third-party and blocked; the popup blocker is on. The service runs with its built-in stand-ins.
 """
+
 import pytest
 
 from paygate.core.db import db
@@ -36,6 +37,7 @@ def test_admin_pays_in_popup_and_lms_receives_close(browser, local_service, lms,
 
     with app.app_context():
         from paygate.core.models import Registration
+
         reg = db.session.scalars(db.select(Registration)).one()
         assert reg.state == "completed" and reg.platform_id and reg.payer_email
     context.close()
@@ -74,8 +76,11 @@ def test_payment_to_close_median(browser, local_service, capsys):
         context.close()
     with app.app_context():
         from paygate.core.models import Registration
+
         states = db.session.scalars(db.select(Registration.state)).all()
     assert states == ["completed"] * 5  # each paid registration completed, none twice or left behind
     with capsys.disabled():
-        print(f"\npayment-to-close: median {statistics.median(rounds):.2f} s over {len(rounds)} payments "
-              f"({', '.join(f'{r:.2f}' for r in rounds)} s)")
+        print(
+            f"\npayment-to-close: median {statistics.median(rounds):.2f} s over {len(rounds)} payments "
+            f"({', '.join(f'{r:.2f}' for r in rounds)} s)"
+        )

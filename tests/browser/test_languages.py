@@ -2,6 +2,7 @@
 error pages, and the whole flow in Spanish and French (the browser's language, no cookie), with
 Checkout opened in the same language. The LMS page (localhost) and the service (127.0.0.1) are
 different sites; the service runs with its built-in stand-ins."""
+
 import re
 
 import pytest
@@ -24,11 +25,20 @@ def service(tmp_path):
 
     def start(**settings):
         port = free_port()
-        app = create_app({"app_env": "local", "database_url": f"sqlite:///{tmp_path}/browser-{port}.sqlite",
-                          "public_url": f"http://127.0.0.1:{port}", "secret_key": "browser-test",
-                          "vendor_name": VENDOR, "support_contact": SUPPORT, **settings})
+        app = create_app(
+            {
+                "app_env": "local",
+                "database_url": f"sqlite:///{tmp_path}/browser-{port}.sqlite",
+                "public_url": f"http://127.0.0.1:{port}",
+                "secret_key": "browser-test",
+                "vendor_name": VENDOR,
+                "support_contact": SUPPORT,
+                **settings,
+            }
+        )
         empty(app)
         from paygate.standins import reset
+
         reset()
         server = serving(app, port)
         server.__enter__()
@@ -98,16 +108,39 @@ def test_without_a_support_contact_the_page_says_so(browser, service):
     context.close()
 
 
-@pytest.mark.parametrize("locale, lang, expect", [
-    ("es-ES", "es", {"h1": "Registre esta herramienta en su LMS", "price": "49,00 USD, pago único",
-                     "pay": "Pagar 49,00 USD con tarjeta", "support": "Soporte", "lms": "Canvas (en la nube)",
-                     "status": "Pague para terminar de registrar", "waiting": "Complete el pago en la ventana de pago",
-                     "paid": "Gracias: hemos recibido su pago."}),
-    ("fr-FR", "fr", {"h1": "Enregistrer cet outil dans votre LMS", "price": "49,00 USD, paiement unique",
-                     "pay": "Payer 49,00 USD par carte", "support": "Assistance", "lms": "Canvas (version cloud)",
-                     "status": "Payez pour terminer l'enregistrement", "waiting": "Effectuez le paiement",
-                     "paid": "Merci\u00a0: votre paiement a bien été reçu."}),
-])
+@pytest.mark.parametrize(
+    "locale, lang, expect",
+    [
+        (
+            "es-ES",
+            "es",
+            {
+                "h1": "Registre esta herramienta en su LMS",
+                "price": "49,00 USD, pago único",
+                "pay": "Pagar 49,00 USD con tarjeta",
+                "support": "Soporte",
+                "lms": "Canvas (en la nube)",
+                "status": "Pague para terminar de registrar",
+                "waiting": "Complete el pago en la ventana de pago",
+                "paid": "Gracias: hemos recibido su pago.",
+            },
+        ),
+        (
+            "fr-FR",
+            "fr",
+            {
+                "h1": "Enregistrer cet outil dans votre LMS",
+                "price": "49,00 USD, paiement unique",
+                "pay": "Payer 49,00 USD par carte",
+                "support": "Assistance",
+                "lms": "Canvas (version cloud)",
+                "status": "Payez pour terminer l'enregistrement",
+                "waiting": "Effectuez le paiement",
+                "paid": "Merci\u00a0: votre paiement a bien été reçu.",
+            },
+        ),
+    ],
+)
 def test_the_flow_in_the_admins_language_with_checkout_in_it_too(browser, service, tmp_path, locale, lang, expect):
     app, port = service()
     context, page, frame = open_lms(browser, port, locale=locale)

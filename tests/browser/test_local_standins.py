@@ -1,5 +1,6 @@
 """A newcomer's first hour, in a browser: the LMS stand-in's Brightspace tab, and its timed-out and
 needs-attention registrations (the local run itself: tests/system/test_local_run.py)."""
+
 import pytest
 
 from paygate.application import create_app
@@ -12,10 +13,17 @@ from tests.helpers.servers import free_port, serving
 @pytest.fixture
 def local_service(tmp_path):
     port = free_port()
-    app = create_app({"app_env": "local", "database_url": f"sqlite:///{tmp_path / 'standin.sqlite'}",
-                      "public_url": f"http://127.0.0.1:{port}", "secret_key": "local-run-test-" + "k" * 20})
+    app = create_app(
+        {
+            "app_env": "local",
+            "database_url": f"sqlite:///{tmp_path / 'standin.sqlite'}",
+            "public_url": f"http://127.0.0.1:{port}",
+            "secret_key": "local-run-test-" + "k" * 20,
+        }
+    )
     empty(app)
     from paygate.standins import reset
+
     reset()
     with serving(app, port):
         yield app, port
@@ -71,6 +79,7 @@ def test_the_stand_in_reaches_the_timed_out_and_needs_attention_screens(browser,
     frame.locator('#flow[data-state="needs_attention"]').wait_for(timeout=15000)
     assert frame.locator("#pay-area").is_hidden()
     from paygate.core.models import Registration
+
     with app.app_context():
         states = dict(db.session.execute(db.select(Registration.state, Registration.attention)).all())
     assert states == {"pending": None, "needs_attention": "completion_refused"}

@@ -1,6 +1,7 @@
 """The payment window never holds a handle on the LMS frame (noopener): Checkout, on another site, cannot
 reach the frame through window.opener. Nothing needs it: the frame learns the outcome from the server,
 and the return pages close their own window. In Debian's chromium, popup blocker on."""
+
 import pytest
 
 from tests.helpers.browser import open_checkout_popup, open_lms

@@ -1,6 +1,7 @@
 """An operator in a real browser: sign in, find a paid registration by payer e-mail, refund it,
 see the refund and who made it in the timeline. Stripe and LTIaaS are faked by `responses`, which
 patches `requests` for the whole process, the server thread included."""
+
 import pytest
 from sqlalchemy import select
 
@@ -19,10 +20,17 @@ def operator_service(tmp_path, stripe_api, ltiaas_api):
     app = make_app(f"sqlite:///{tmp_path / 'operator-browser.sqlite'}", public_url=f"http://127.0.0.1:{port}")
     add_operator(app)
     seeding = app.test_client()
-    others = [paid_registration(seeding, stripe_api, ltiaas_api, email=f"someone{i}@elsewhere.example")
-              for i in range(3)]
-    target = paid_registration(seeding, stripe_api, ltiaas_api, email="billing@school.example",
-                               url="https://canvas.school.example", family="canvas")
+    others = [
+        paid_registration(seeding, stripe_api, ltiaas_api, email=f"someone{i}@elsewhere.example") for i in range(3)
+    ]
+    target = paid_registration(
+        seeding,
+        stripe_api,
+        ltiaas_api,
+        email="billing@school.example",
+        url="https://canvas.school.example",
+        family="canvas",
+    )
     with serving(app, port):
         yield app, port, target, others
     with app.app_context():

@@ -1,5 +1,6 @@
 """Logs an operator can follow: a request id per request (returned, on every log line of the request,
 sent on to LTIaaS), the JSON format, redaction of messages and tracebacks, and quiet status polls."""
+
 import io
 import json
 import logging
@@ -58,6 +59,7 @@ def _rid(response) -> str:
 # ---------------------------------------------------------------------------------------------------
 # The id
 
+
 def test_every_response_has_its_own_request_id(client):
     ids = [_rid(client.get("/healthz")) for _ in range(3)]
     assert all(HEX_ID.match(i) for i in ids) and len(set(ids)) == 3
@@ -76,8 +78,9 @@ def test_a_trusted_proxys_id_is_kept(proxied_client, incoming):
     assert _rid(proxied_client.get("/healthz", headers={"X-Request-ID": incoming})) == incoming
 
 
-@pytest.mark.parametrize("incoming", ["", "a" * 129, "has space", "semi;colon", "<script>", "a/b", "quote\"d",
-                                      "caf\u00e9", "tab\there"])
+@pytest.mark.parametrize(
+    "incoming", ["", "a" * 129, "has space", "semi;colon", "<script>", "a/b", 'quote"d', "caf\u00e9", "tab\there"]
+)
 def test_a_malformed_id_from_a_trusted_proxy_is_replaced(proxied_client, incoming):
     response = proxied_client.get("/healthz", headers={"X-Request-ID": incoming})
     assert HEX_ID.match(_rid(response)) and _rid(response) != incoming
@@ -136,6 +139,7 @@ def test_the_webhooks_work_after_the_answer_carries_its_id(client, stripe_api, l
 # ---------------------------------------------------------------------------------------------------
 # Formats and redaction
 
+
 def _exploding_app(database_url, **overrides):
     """The service plus a route that fails with secrets in its exception, as a careless library might."""
     app = make_app(database_url, **overrides)
@@ -143,13 +147,16 @@ def _exploding_app(database_url, **overrides):
     @app.get("/flow/<token>/explode")
     def explode(token):
         raise RuntimeError(f"upstream refused {URL_WITH_SECRETS.format(token=token)}")
+
     return app
 
 
 TOKEN = "AbCdEfSECRETflowTOKENpart1234"
 # Not written in the raising line itself: a traceback quotes that line's source.
-URL_WITH_SECRETS = ("https://lms.example/flow/{token}/status?registration_token=eyJhbGciOiJSUzI1NiJ9.secret-jwt"
-                    "&registrationId=RegIdSecretPart123")
+URL_WITH_SECRETS = (
+    "https://lms.example/flow/{token}/status?registration_token=eyJhbGciOiJSUzI1NiJ9.secret-jwt"
+    "&registrationId=RegIdSecretPart123"
+)
 
 
 def test_json_lines_have_the_fields_and_tracebacks_keep_no_secret(database_url, captured, caplog):
@@ -186,28 +193,38 @@ def test_text_lines_carry_the_request_id_and_redact_tracebacks(database_url, cap
     stream = captured("text")
     failed = app.test_client().get(f"/flow/{TOKEN}/explode")
     text = stream.getvalue()
-    assert re.search(r"^\S+ \S+ ERROR paygate \[" + _rid(failed) + r"\]: unexpected error on GET /flow/AbCdEf…/explode",
-                     text, re.MULTILINE)
+    assert re.search(
+        r"^\S+ \S+ ERROR paygate \[" + _rid(failed) + r"\]: unexpected error on GET /flow/AbCdEf…/explode",
+        text,
+        re.MULTILINE,
+    )
     assert "Traceback" in text and TOKEN not in text and "secret-jwt" not in text
 
 
 def test_ltiaas_registration_ids_in_urls_are_shortened_but_operator_row_numbers_are_not():
     from paygate.core.redaction import redact
-    line = redact("GET https://x.ltiaas.com/api/registrations/RegIdSecretPart123/complete; "
-                  "GET /operator/api/registrations/123456")
+
+    line = redact(
+        "GET https://x.ltiaas.com/api/registrations/RegIdSecretPart123/complete; GET /operator/api/registrations/123456"
+    )
     assert "IdSecretPart" not in line and "/api/registrations/RegI…/complete" in line
     assert "/operator/api/registrations/123456" in line
 
 
 def test_json_mode_puts_gunicorns_own_lines_in_json(gunicorn_logger):
     logs.setup(Flask("json-gunicorn"), "json")
-    handlers = [h for name in ("gunicorn.access", "gunicorn.error") for h in logging.getLogger(name).handlers
-                if getattr(h, "_gunicorn", False)]
+    handlers = [
+        h
+        for name in ("gunicorn.access", "gunicorn.error")
+        for h in logging.getLogger(name).handlers
+        if getattr(h, "_gunicorn", False)
+    ]
     assert len(handlers) == 2 and all(isinstance(h.formatter, logs.JsonFormatter) for h in handlers)
 
 
 # ---------------------------------------------------------------------------------------------------
 # The status poll's access lines
+
 
 def test_the_dev_servers_status_poll_line_is_debug_other_lines_stay(client, stripe_api, ltiaas_api, caplog):
     _, token, _ = open_frame(client, ltiaas_api)
@@ -254,6 +271,7 @@ def gunicorn_logger():
     """gunicorn's own logger class, writing its access log (as `--access-logfile`) to nowhere."""
     from gunicorn.config import Config
     from gunicorn.glogging import Logger
+
     cfg = Config()
     cfg.set("accesslog", os.devnull)
     cfg.set("errorlog", os.devnull)
@@ -275,10 +293,17 @@ def test_gunicorns_status_poll_access_line_is_debug_other_lines_stay(app, gunico
     logging.getLogger("gunicorn.access").addHandler(catcher)
 
     def access(path, status="200 OK", request_id="rid-1"):
-        environ = {"REQUEST_METHOD": "GET", "RAW_URI": path, "PATH_INFO": path, "QUERY_STRING": "",
-                   "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "10.0.0.1"}
-        response = SimpleNamespace(status=status, sent=12, headers=[("Content-Type", "application/json"),
-                                                                    ("X-Request-ID", request_id)])
+        environ = {
+            "REQUEST_METHOD": "GET",
+            "RAW_URI": path,
+            "PATH_INFO": path,
+            "QUERY_STRING": "",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": "10.0.0.1",
+        }
+        response = SimpleNamespace(
+            status=status, sent=12, headers=[("Content-Type", "application/json"), ("X-Request-ID", request_id)]
+        )
         gunicorn_logger.access(response, [("Host", "paygate.test")], environ, timedelta(milliseconds=2))
 
     try:
@@ -286,7 +311,9 @@ def test_gunicorns_status_poll_access_line_is_debug_other_lines_stay(app, gunico
         access("/healthz", request_id="rid-health")
         access("/flow/AbCdEfGhIjKlMnOpQrStUvWx/status", "500 INTERNAL SERVER ERROR")  # a failure stays
         assert [(r.levelno, r.getMessage().split('"')[1]) for r in seen] == [
-            (logging.INFO, "GET /healthz HTTP/1.1"), (logging.INFO, "GET /flow/AbCdEf…/status HTTP/1.1")]
+            (logging.INFO, "GET /healthz HTTP/1.1"),
+            (logging.INFO, "GET /flow/AbCdEf…/status HTTP/1.1"),
+        ]
         assert seen[0].request_id == "rid-health"  # from the response's X-Request-ID
 
         seen.clear()

@@ -1,5 +1,6 @@
 """A database error never puts a flow token or a registration id into the logs: not in the message, not
 in the traceback, not in PostgreSQL's DETAIL line, in the web process and in the worker alike."""
+
 import io
 import json
 import logging
@@ -39,9 +40,19 @@ def _failing_insert(existing: Registration, problem: str, seen: list) -> None:
     seen += [token, registration_id, existing.flow_token, existing.registration_id]
     lms_url = {"missing": None, "too long": "https://lms.example/" + "x" * 600}.get(problem, "https://lms.example/")
     now = utcnow()
-    db.session.add(Registration(registration_id=registration_id, flow_token=token, lms_url=lms_url, state="pending",
-                                price_id="price_registration", amount=4900, currency="usd", created_at=now,
-                                updated_at=now))
+    db.session.add(
+        Registration(
+            registration_id=registration_id,
+            flow_token=token,
+            lms_url=lms_url,
+            state="pending",
+            price_id="price_registration",
+            amount=4900,
+            currency="usd",
+            created_at=now,
+            updated_at=now,
+        )
+    )
     db.session.flush()
 
 

@@ -1,4 +1,5 @@
 """The registration state machine, transition by transition."""
+
 import pytest
 from sqlalchemy import select
 
@@ -8,8 +9,9 @@ from paygate.core.registrations import TRANSITIONS, TransitionError, open_regist
 from paygate.gateways.ltiaas import LmsDetails
 from paygate.gateways.payments import Price
 
-LMS = LmsDetails(url="https://canvas.instructure.com", family="canvas", version="cloud",
-                 supported_scopes=[], supported_messages=[])
+LMS = LmsDetails(
+    url="https://canvas.instructure.com", family="canvas", version="cloud", supported_scopes=[], supported_messages=[]
+)
 PRICE = Price(id="price_registration", unit_amount=4900, currency="usd", recurring=False)
 
 

@@ -1,5 +1,6 @@
 """Apps for the tests: the settings, an app on SQLite or PostgreSQL migrated by Alembic and emptied, and
 PostgreSQL databases of a run's own."""
+
 import os
 
 import pytest
@@ -38,8 +39,10 @@ def postgres_or_skip() -> str:
         try:
             admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
             with admin.connect() as conn:
-                if conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"),
-                                {"n": url.database}).first() is None:
+                if (
+                    conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": url.database}).first()
+                    is None
+                ):
                     conn.execute(text(f'CREATE DATABASE "{url.database}"'))
             admin.dispose()
             engine = create_engine(url)
@@ -47,8 +50,9 @@ def postgres_or_skip() -> str:
                 conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
             engine.dispose()
         except Exception as exc:  # noqa: BLE001 - no server, no driver, no permission: skip
-            _pg_problem.append(f"PostgreSQL not reachable at {url.render_as_string(hide_password=True)}: "
-                               f"{type(exc).__name__}")
+            _pg_problem.append(
+                f"PostgreSQL not reachable at {url.render_as_string(hide_password=True)}: {type(exc).__name__}"
+            )
     if _pg_problem:
         if REQUIRE_POSTGRES:
             pytest.fail(_pg_problem[0] + " (REQUIRE_POSTGRES=1)")

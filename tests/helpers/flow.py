@@ -1,4 +1,5 @@
 """The admin's flow over HTTP: the frame opened from the LMS, and the status it polls."""
+
 import re
 
 

@@ -1,5 +1,6 @@
 """Between "Stripe says paid" and "LTIaaS says completed": what the frame says, the registration and
 its timeline, a worker pass driven with a clock, and what a repeated run must leave alone."""
+
 from sqlalchemy import func, select
 
 from paygate.core.db import db
@@ -35,12 +36,14 @@ def snapshot(client) -> dict:
     """Everything a repeated run must leave alone."""
     with client.application.app_context():
         return {
-            "registrations": sorted((r.registration_id, r.state, r.attention, r.payment_session_id,
-                                     r.platform_id, r.attempt_count)
-                                    for r in db.session.scalars(select(Registration))),
+            "registrations": sorted(
+                (r.registration_id, r.state, r.attention, r.payment_session_id, r.platform_id, r.attempt_count)
+                for r in db.session.scalars(select(Registration))
+            ),
             "timeline": db.session.scalar(select(func.count()).select_from(TimelineEntry)),
-            "sessions": sorted((s.session_id, s.status, s.payment_status)
-                               for s in db.session.scalars(select(CheckoutSession))),
+            "sessions": sorted(
+                (s.session_id, s.status, s.payment_status) for s in db.session.scalars(select(CheckoutSession))
+            ),
             "events": db.session.scalar(select(func.count()).select_from(StripeEvent)),
         }
 

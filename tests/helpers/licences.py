@@ -1,4 +1,5 @@
 """A registration bought by card through the whole flow, and read back with its licence."""
+
 from sqlalchemy import select
 
 from paygate.core.db import db

@@ -1,4 +1,5 @@
 """Operators over HTTP: accounts, sign-in, CSRF-protected forms, and registrations to look at."""
+
 import re
 import secrets
 from datetime import datetime, timedelta
@@ -33,8 +34,9 @@ def form_id(page_text: str, action: str) -> str:
 
 
 def sign_in(client, email=EMAIL, password=PASSWORD, **kwargs):
-    return client.post("/operator/sign-in", data={"email": email, "password": password,
-                                                  "csrf_token": csrf_token(client)}, **kwargs)
+    return client.post(
+        "/operator/sign-in", data={"email": email, "password": password, "csrf_token": csrf_token(client)}, **kwargs
+    )
 
 
 def post(client, path, data=None, page=None):
@@ -49,8 +51,9 @@ def paid_registration(client, stripe_api, ltiaas_api, email="admin@school.exampl
     client.get(f"/flow/{token}/pay")
     with client.application.app_context():
         reg = db.session.scalars(select(Registration).where(Registration.flow_token == token)).one()
-        session_id = db.session.scalars(select(CheckoutSession.session_id)
-                                        .where(CheckoutSession.registration_pk == reg.id)).one()
+        session_id = db.session.scalars(
+            select(CheckoutSession.session_id).where(CheckoutSession.registration_pk == reg.id)
+        ).one()
         pk = reg.id
     stripe_api.pay(session_id, email=email)
     if fail_completion is not None:
@@ -71,11 +74,21 @@ def seed(app, n=1, **fields) -> list[int]:
     pks = []
     with app.app_context():
         for i in range(n):
-            values = {"registration_id": "R" + secrets.token_hex(8), "flow_token": secrets.token_urlsafe(32),
-                      "state": "completed", "lms_url": "https://canvas.instructure.com", "lms_family": "canvas",
-                      "lms_version": "cloud", "price_id": "price_registration", "amount": 4900, "currency": "usd",
-                      "checkout_generation": 0, "attempt_count": 0, "attempt_uncertain": False,
-                      "created_at": datetime(2026, 1, 1) + timedelta(hours=i)}
+            values = {
+                "registration_id": "R" + secrets.token_hex(8),
+                "flow_token": secrets.token_urlsafe(32),
+                "state": "completed",
+                "lms_url": "https://canvas.instructure.com",
+                "lms_family": "canvas",
+                "lms_version": "cloud",
+                "price_id": "price_registration",
+                "amount": 4900,
+                "currency": "usd",
+                "checkout_generation": 0,
+                "attempt_count": 0,
+                "attempt_uncertain": False,
+                "created_at": datetime(2026, 1, 1) + timedelta(hours=i),
+            }
             values.update(fields)
             reg = Registration(**values)
             db.session.add(reg)

@@ -1,4 +1,5 @@
 """Reading pages as people read them."""
+
 import html
 import re
 

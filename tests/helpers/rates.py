@@ -1,4 +1,5 @@
 """The service's rate limits (paygate/web/throttling.py) and the shared Redis store the tests use."""
+
 from limits import parse_many
 
 from paygate.web import throttling

@@ -1,5 +1,6 @@
 """Real servers for the tests: the app served in a thread, gunicorn processes of `wsgi:app`, and the
 fakes of LTIaaS and Stripe (tests/fakes.py) behind a real socket."""
+
 import contextlib
 import os
 import re
@@ -47,6 +48,7 @@ def free_port() -> int:
 # ---------------------------------------------------------------------------------------------
 # LTIaaS and Stripe behind one real socket
 
+
 class _Routes:
     """Stands in for responses.RequestsMock: collects the fakes' callbacks."""
 
@@ -87,13 +89,13 @@ class Upstreams:
                 # Stripe's fakes answer for https://api.stripe.com, LTIaaS's for our own URL.
                 base = STRIPE if self.path.startswith("/v1/") else outer.url
                 full = base + self.path
-                request = SimpleNamespace(url=full, body=body, method=self.command,
-                                          headers=CaseInsensitiveDict(dict(self.headers.items())))
+                request = SimpleNamespace(
+                    url=full, body=body, method=self.command, headers=CaseInsensitiveDict(dict(self.headers.items()))
+                )
                 for method, pattern, callback in routes.routes:
                     if method != self.command:
                         continue
-                    if (pattern.match(full) if isinstance(pattern, re.Pattern)
-                            else pattern == full.split("?", 1)[0]):
+                    if pattern.match(full) if isinstance(pattern, re.Pattern) else pattern == full.split("?", 1)[0]:
                         try:
                             status, headers, payload = callback(request)
                         except Exception:  # noqa: BLE001 - an injected fault: drop the connection
@@ -123,16 +125,28 @@ class Upstreams:
 # ---------------------------------------------------------------------------------------------
 # the service's processes
 
+
 def environment(database_url: str, upstreams: Upstreams, public_url: str, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("LTIAAS_", "STRIPE_", "WORKER_", "DATABASE_", "APP_ENV", "PUBLIC_URL"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LTIAAS_", "STRIPE_", "WORKER_", "DATABASE_", "APP_ENV", "PUBLIC_URL"))
+    }
     c = upstreams.config
-    env.update(APP_ENV="production", DATABASE_URL=database_url, LTIAAS_URL=upstreams.url,
-               LTIAAS_API_KEY=c["ltiaas_api_key"], STRIPE_SECRET_KEY=c["stripe_secret_key"],
-               STRIPE_WEBHOOK_SECRET=c["stripe_webhook_secret"], STRIPE_PRICE_ID=c["stripe_price_id"],
-               STRIPE_API_BASE=upstreams.url, PUBLIC_URL=public_url,
-               SECRET_KEY="multiprocess-secret-at-least-32-characters",
-               PYTHONUNBUFFERED="1", **extra)
+    env.update(
+        APP_ENV="production",
+        DATABASE_URL=database_url,
+        LTIAAS_URL=upstreams.url,
+        LTIAAS_API_KEY=c["ltiaas_api_key"],
+        STRIPE_SECRET_KEY=c["stripe_secret_key"],
+        STRIPE_WEBHOOK_SECRET=c["stripe_webhook_secret"],
+        STRIPE_PRICE_ID=c["stripe_price_id"],
+        STRIPE_API_BASE=upstreams.url,
+        PUBLIC_URL=public_url,
+        SECRET_KEY="multiprocess-secret-at-least-32-characters",
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
     return env
 
 
@@ -144,10 +158,30 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(prefix="paygate-gunicorn-", suffix=".log", delete=False)  # noqa: SIM115 - open while the server runs
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers),
-             "--worker-class", "gthread", "--threads", str(threads), "--timeout", "60",
-             "--graceful-timeout", "5", "wsgi:app"],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                str(workers),
+                "--worker-class",
+                "gthread",
+                "--threads",
+                str(threads),
+                "--timeout",
+                "60",
+                "--graceful-timeout",
+                "5",
+                "wsgi:app",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

@@ -1,4 +1,5 @@
 """Stripe's webhooks delivered to the service, signed by the Stripe fake."""
+
 from sqlalchemy import select
 
 from paygate.core.db import db

@@ -1,4 +1,5 @@
 """The access rule as a state table: licence facts and an operator's override in, access out."""
+
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 
@@ -12,18 +13,34 @@ ON_PAYMENT = SimpleNamespace(licence_grace_days=14, invoice_access="on_payment")
 
 
 def payment(amount=4900, refunded=0, dispute=None, paid_days_ago=1, n=1):
-    return SimpleNamespace(id=n, payment_intent_id=f"pi_{n}", amount=amount, amount_refunded=refunded,
-                           fully_refunded=amount > 0 and refunded >= amount, dispute_status=dispute,
-                           dispute_id=f"du_{n}" if dispute else None, refund_id=None,
-                           paid_at=NOW - timedelta(days=paid_days_ago), created_at=NOW - timedelta(days=paid_days_ago))
+    return SimpleNamespace(
+        id=n,
+        payment_intent_id=f"pi_{n}",
+        amount=amount,
+        amount_refunded=refunded,
+        fully_refunded=amount > 0 and refunded >= amount,
+        dispute_status=dispute,
+        dispute_id=f"du_{n}" if dispute else None,
+        refund_id=None,
+        paid_at=NOW - timedelta(days=paid_days_ago),
+        created_at=NOW - timedelta(days=paid_days_ago),
+    )
 
 
-def licence(kind, status, payments=(), subscription_status=None, due_in_days=None, paid_once=False,
-            subscription_id=None):
-    return SimpleNamespace(kind=kind, status=status, payments=list(payments), subscription_status=subscription_status,
-                           subscription_id=subscription_id or ("sub_1" if subscription_status else None),
-                           due_at=None if due_in_days is None else NOW + timedelta(days=due_in_days),
-                           first_paid_at=NOW if paid_once else None, invoice_number="INV-0001", invoice_id="in_1")
+def licence(
+    kind, status, payments=(), subscription_status=None, due_in_days=None, paid_once=False, subscription_id=None
+):
+    return SimpleNamespace(
+        kind=kind,
+        status=status,
+        payments=list(payments),
+        subscription_status=subscription_status,
+        subscription_id=subscription_id or ("sub_1" if subscription_status else None),
+        due_at=None if due_in_days is None else NOW + timedelta(days=due_in_days),
+        first_paid_at=NOW if paid_once else None,
+        invoice_number="INV-0001",
+        invoice_id="in_1",
+    )
 
 
 CARD = [
@@ -34,19 +51,40 @@ CARD = [
     ("dispute won keeps access", licence("payment", "succeeded", [payment(dispute="won")]), True),
     ("dispute lost ends access", licence("payment", "succeeded", [payment(dispute="lost")]), False),
 ]
-SUBSCRIPTION = [(f"subscription {status}", licence("subscription", status, [payment()]), active)
-                for status, active in [("active", True), ("trialing", True), ("past_due", True), ("unpaid", False),
-                                       ("canceled", False), ("incomplete_expired", False), ("paused", False),
-                                       ("incomplete", False)]]
+SUBSCRIPTION = [
+    (f"subscription {status}", licence("subscription", status, [payment()]), active)
+    for status, active in [
+        ("active", True),
+        ("trialing", True),
+        ("past_due", True),
+        ("unpaid", False),
+        ("canceled", False),
+        ("incomplete_expired", False),
+        ("paused", False),
+        ("incomplete", False),
+    ]
+]
 SUBSCRIPTION += [
-    ("renewal refunded in full, earlier payment not", licence(
-        "subscription", "active", [payment(paid_days_ago=400, n=1), payment(refunded=4900, n=2)]), False),
-    ("earlier period refunded, renewal paid", licence(
-        "subscription", "active", [payment(refunded=4900, paid_days_ago=400, n=1), payment(n=2)]), True),
-    ("lost dispute on the current period", licence(
-        "subscription", "active", [payment(paid_days_ago=400, n=1), payment(dispute="lost", n=2)]), False),
-    ("lost dispute on an earlier period, renewal paid", licence(
-        "subscription", "active", [payment(dispute="lost", paid_days_ago=400, n=1), payment(n=2)]), True),
+    (
+        "renewal refunded in full, earlier payment not",
+        licence("subscription", "active", [payment(paid_days_ago=400, n=1), payment(refunded=4900, n=2)]),
+        False,
+    ),
+    (
+        "earlier period refunded, renewal paid",
+        licence("subscription", "active", [payment(refunded=4900, paid_days_ago=400, n=1), payment(n=2)]),
+        True,
+    ),
+    (
+        "lost dispute on the current period",
+        licence("subscription", "active", [payment(paid_days_ago=400, n=1), payment(dispute="lost", n=2)]),
+        False,
+    ),
+    (
+        "lost dispute on an earlier period, renewal paid",
+        licence("subscription", "active", [payment(dispute="lost", paid_days_ago=400, n=1), payment(n=2)]),
+        True,
+    ),
 ]
 INVOICE = [
     ("open, before due", licence("invoice", "open", due_in_days=10), True),
@@ -56,16 +94,29 @@ INVOICE = [
     ("void", licence("invoice", "void", due_in_days=10), False),
     ("uncollectible", licence("invoice", "uncollectible", due_in_days=-30), False),
     ("paid then refunded in full", licence("invoice", "paid", [payment(refunded=4900)], paid_once=True), False),
-    ("subscription by invoice, canceled", licence("invoice", "paid", [payment()], subscription_status="canceled",
-                                                  paid_once=True), False),
-    ("subscription by invoice, renewal open within grace", licence(
-        "invoice", "open", [payment(paid_days_ago=360)], subscription_status="past_due", due_in_days=-3,
-        paid_once=True), True),
+    (
+        "subscription by invoice, canceled",
+        licence("invoice", "paid", [payment()], subscription_status="canceled", paid_once=True),
+        False,
+    ),
+    (
+        "subscription by invoice, renewal open within grace",
+        licence(
+            "invoice",
+            "open",
+            [payment(paid_days_ago=360)],
+            subscription_status="past_due",
+            due_in_days=-3,
+            paid_once=True,
+        ),
+        True,
+    ),
 ]
 
 
-@pytest.mark.parametrize("name,lic,active", CARD + SUBSCRIPTION + INVOICE,
-                         ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "name,lic,active", CARD + SUBSCRIPTION + INVOICE, ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_the_licence_decides_the_access(name, lic, active):
     assert decide(lic, None, NOW, SETTINGS).active is active
 
@@ -91,6 +142,7 @@ def test_access_on_payment_waits_for_the_first_payment_only():
     assert decide(licence("invoice", "open", due_in_days=30), None, NOW, ON_PAYMENT).active is False
     assert decide(licence("invoice", "paid", [payment()], paid_once=True), None, NOW, ON_PAYMENT).active is True
     # a renewal invoice of a subscription already paid once: the grace rule, not "on payment"
-    renewal = licence("invoice", "open", [payment(paid_days_ago=360)], subscription_status="active",
-                      due_in_days=10, paid_once=True)
+    renewal = licence(
+        "invoice", "open", [payment(paid_days_ago=360)], subscription_status="active", due_in_days=10, paid_once=True
+    )
     assert decide(renewal, None, NOW, ON_PAYMENT).active is True

@@ -1,6 +1,7 @@
 """Licences (paygate/licensing/licences.py, access.py): access follows the money of subscriptions, through
 webhooks asked back to Stripe, with LTIaaS told once per real change (refunds and disputes:
 tests/licensing/test_refunds.py)."""
+
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -13,6 +14,7 @@ from tests.helpers.operators import add_operator, sign_in
 from tests.helpers.webhooks import deliver, send
 
 # Recurring Prices
+
 
 def test_a_yearly_price_sells_a_subscription_and_completes_once(client, stripe_api, ltiaas_api, yearly):
     _, token, page = open_frame(client, ltiaas_api)
@@ -31,8 +33,11 @@ def test_a_yearly_price_sells_a_subscription_and_completes_once(client, stripe_a
     reg = load(client, pk)
     assert reg.state == "completed" and reg.platform_active is True
     licence = reg.licence
-    assert (licence.kind, licence.status, licence.subscription_id) == ("subscription", "active",
-                                                                     stripe_api.sessions[session["id"]]["subscription"])
+    assert (licence.kind, licence.status, licence.subscription_id) == (
+        "subscription",
+        "active",
+        stripe_api.sessions[session["id"]]["subscription"],
+    )
     assert licence.period_end > utcnow() + timedelta(days=360)
     assert len(licence.payments) == 1 and licence.payments[0].amount == 4900
 
@@ -41,9 +46,13 @@ def test_subscription_status_moves_access_once_per_real_change(client, stripe_ap
     pk, session = buy(client, stripe_api, ltiaas_api)
     platform_id, sub_id = load(client, pk).platform_id, session["subscription"]
     snapshot_active = stripe_api.subscriptions[sub_id] | {}
-    for status_, expected in [("past_due", []), ("unpaid", ["deactivate"]), ("unpaid", ["deactivate"]),
-                              ("active", ["deactivate", "activate"]), ("canceled", ["deactivate", "activate",
-                                                                                    "deactivate"])]:
+    for status_, expected in [
+        ("past_due", []),
+        ("unpaid", ["deactivate"]),
+        ("unpaid", ["deactivate"]),
+        ("active", ["deactivate", "activate"]),
+        ("canceled", ["deactivate", "activate", "deactivate"]),
+    ]:
         sub = stripe_api.set_subscription_status(sub_id, status_)
         send(client, stripe_api, "customer.subscription.updated", sub)
         assert ltiaas_api.calls_for(platform_id) == expected, status_
@@ -69,8 +78,9 @@ def test_a_renewal_paid_after_lapsing_gives_access_back(client, stripe_api, ltia
 
 def test_the_same_event_many_times_is_one_change(client, stripe_api, ltiaas_api, yearly):
     pk, session = buy(client, stripe_api, ltiaas_api)
-    event = stripe_api.object_event("customer.subscription.deleted",
-                                    stripe_api.set_subscription_status(session["subscription"], "canceled"))
+    event = stripe_api.object_event(
+        "customer.subscription.deleted", stripe_api.set_subscription_status(session["subscription"], "canceled")
+    )
     for _ in range(5):
         assert deliver(client, stripe_api, event).status_code == 200
     reg = load(client, pk)
@@ -81,6 +91,7 @@ def test_the_same_event_many_times_is_one_change(client, stripe_api, ltiaas_api,
 
 # Foreign objects, missed webhooks, LTIaaS down
 
+
 def test_objects_of_other_integrations_are_acknowledged_and_change_nothing(client, stripe_api, ltiaas_api, yearly):
     pk, _session = buy(client, stripe_api, ltiaas_api)
     calls = len(stripe_api.calls)
@@ -88,12 +99,23 @@ def test_objects_of_other_integrations_are_acknowledged_and_change_nothing(clien
     assert send(client, stripe_api, "customer.subscription.deleted", other) == "foreign subscription"
     forged = dict(other, metadata={"registration_pk": str(pk), "registration_id": "not-the-one"})
     assert send(client, stripe_api, "customer.subscription.updated", forged) == "foreign subscription"
-    assert send(client, stripe_api, "charge.refunded", {"id": "ch_x", "object": "charge",
-                                                        "payment_intent": "pi_other"}) == "foreign payment"
-    assert send(client, stripe_api, "charge.dispute.created", {"id": "du_x", "object": "dispute",
-                                                               "payment_intent": "pi_other"}) == "foreign payment"
-    assert send(client, stripe_api, "invoice.paid", {"id": "in_x", "object": "invoice", "parent": None}) \
+    assert (
+        send(client, stripe_api, "charge.refunded", {"id": "ch_x", "object": "charge", "payment_intent": "pi_other"})
+        == "foreign payment"
+    )
+    assert (
+        send(
+            client,
+            stripe_api,
+            "charge.dispute.created",
+            {"id": "du_x", "object": "dispute", "payment_intent": "pi_other"},
+        )
+        == "foreign payment"
+    )
+    assert (
+        send(client, stripe_api, "invoice.paid", {"id": "in_x", "object": "invoice", "parent": None})
         == "foreign invoice"
+    )
     assert send(client, stripe_api, "customer.created", {"id": "cus_x", "object": "customer"}) == "ignored"
     assert len(stripe_api.calls) == calls  # nobody at Stripe was asked
     reg = load(client, pk)
@@ -102,10 +124,15 @@ def test_objects_of_other_integrations_are_acknowledged_and_change_nothing(clien
 
 def test_ltiaas_down_during_a_change_converges_by_itself(app, client, stripe_api, ltiaas_api, yearly):
     from paygate.ops import worker
+
     pk, session = buy(client, stripe_api, ltiaas_api)
     ltiaas_api.activation_failures = [503, 503]
-    send(client, stripe_api, "customer.subscription.updated",
-         stripe_api.set_subscription_status(session["subscription"], "canceled"))
+    send(
+        client,
+        stripe_api,
+        "customer.subscription.updated",
+        stripe_api.set_subscription_status(session["subscription"], "canceled"),
+    )
     reg = load(client, pk)
     assert reg.platform_active is True and reg.access_wanted is False and reg.access_attempts == 1
     with app.app_context():
@@ -121,21 +148,29 @@ def test_ltiaas_down_during_a_change_converges_by_itself(app, client, stripe_api
 def test_ltiaas_down_for_long_reaches_an_operator_and_then_clears(app, client, stripe_api, ltiaas_api, yearly):
     from paygate.licensing.access import ATTENTION_AFTER
     from paygate.ops import worker
+
     pk, session = buy(client, stripe_api, ltiaas_api)
     ltiaas_api.activation_failures = [503] * ATTENTION_AFTER
-    send(client, stripe_api, "customer.subscription.updated",
-         stripe_api.set_subscription_status(session["subscription"], "unpaid"))
+    send(
+        client,
+        stripe_api,
+        "customer.subscription.updated",
+        stripe_api.set_subscription_status(session["subscription"], "unpaid"),
+    )
     with app.app_context():
         for _ in range(ATTENTION_AFTER):
             reg = db.session.get(Registration, pk)
             worker.run_once(now=reg.access_next_at + timedelta(seconds=1))
     reg = load(client, pk)
     assert reg.platform_active is False and reg.attention is None  # flagged on the way, cleared once told
-    assert any((e.details and e.details.get("attention") == "access_unsynced") or "an operator is told" in e.message
-               for e in reg.timeline)
+    assert any(
+        (e.details and e.details.get("attention") == "access_unsynced") or "an operator is told" in e.message
+        for e in reg.timeline
+    )
 
 
 # What operators read of the licence
+
 
 def test_the_api_carries_the_licence(app, client, stripe_api, ltiaas_api, yearly):
     pk, session = buy(client, stripe_api, ltiaas_api)
@@ -146,8 +181,12 @@ def test_the_api_carries_the_licence(app, client, stripe_api, ltiaas_api, yearly
     assert body["licence"]["kind"] == "subscription" and body["licence"]["status"] == "active"
     assert body["licence"]["subscription_id"] == session["subscription"] and body["licence"]["period_end"]
     assert body["payment"]["refund_id"] is None
-    send(client, stripe_api, "customer.subscription.updated",
-         stripe_api.set_subscription_status(session["subscription"], "past_due"))
+    send(
+        client,
+        stripe_api,
+        "customer.subscription.updated",
+        stripe_api.set_subscription_status(session["subscription"], "past_due"),
+    )
     listed = client.get("/operator/api/registrations?licence=past_due").get_json()["items"]
     assert [i["id"] for i in listed] == [pk] and listed[0]["licence"]["status"] == "past_due"
     assert client.get("/operator/api/registrations?licence=lapsed").get_json()["items"] == []

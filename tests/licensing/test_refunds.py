@@ -1,6 +1,7 @@
 """Refunds and disputes (paygate/licensing/refunds.py), wherever they happen: an operator's refund (confirmed,
 idempotent at Stripe, holding the completion first), a refund or a dispute in the dashboard or at the bank
 through webhooks asked back to Stripe; access follows the money, with LTIaaS told once per real change."""
+
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -32,7 +33,8 @@ def test_refund_with_confirmation_and_idempotency(app, ops, stripe_api, ltiaas_a
     last = [e for e in reg.timeline if e.kind == "state"][-1]
     assert (last.from_state, last.to_state, last.cause) == ("completed", "refunded", f"operator {EMAIL}")
     assert [c for c in stripe_api.calls if c[0] == "refund"] == [
-        ("refund", f"paygate-refund-{pk}-{reg.payment_intent_id}")]
+        ("refund", f"paygate-refund-{pk}-{reg.payment_intent_id}")
+    ]
     # Twice: nothing more happens.
     again = post(ops, f"/operator/registrations/{pk}/refund", page=f"/operator/registrations/{pk}")
     assert "Already refunded" in ops.get(again.headers["Location"]).text
@@ -46,8 +48,11 @@ def test_a_repeated_refund_request_is_replayed_by_stripe_not_repeated(app, ops, 
     pk = paid_registration(ops, stripe_api, ltiaas_api)
     post(ops, f"/operator/registrations/{pk}/refund")
     with app.app_context():  # as if the first answer had been lost
-        db.session.execute(db.update(Registration).where(Registration.id == pk)
-                           .values(state="completed", refund_id=None, refunded_at=None))
+        db.session.execute(
+            db.update(Registration)
+            .where(Registration.id == pk)
+            .values(state="completed", refund_id=None, refunded_at=None)
+        )
         db.session.commit()
     post(ops, f"/operator/registrations/{pk}/refund")
     keys = [c[1] for c in stripe_api.calls if c[0] == "refund"]
@@ -96,6 +101,7 @@ def test_refund_refused_for_unpaid_registrations(app, ops):
 def test_refund_of_a_paid_registration_holds_its_completion_first(app, ops, stripe_api, ltiaas_api):
     """A worker must not register the platform while (or after) the money goes back."""
     from paygate.ops import worker
+
     pk = paid_registration(ops, stripe_api, ltiaas_api, fail_completion=503)
     assert load(app, pk).state == "paid"  # a retry is scheduled
     stripe_api.sessions.clear()  # the refund fails at Stripe
@@ -109,11 +115,17 @@ def test_refund_of_a_paid_registration_holds_its_completion_first(app, ops, stri
 
 
 def test_refund_keeps_a_second_payment_in_view(app, ops):
-    pk = seed(app, state="needs_attention", attention="completion_refused,duplicate_payment",
-              payment_intent_id="pi_first", payment_session_id="cs_first")[0]
+    pk = seed(
+        app,
+        state="needs_attention",
+        attention="completion_refused,duplicate_payment",
+        payment_intent_id="pi_first",
+        payment_session_id="cs_first",
+    )[0]
     reg = load(app, pk)
     assert "Needs attention" in ops.get(f"/operator/registrations/{pk}").text
     from paygate.web.operator.actions import can_retry
+
     assert can_retry(reg)  # the completion's reason is there, beside the second payment
 
 
@@ -168,8 +180,7 @@ def test_a_refund_that_fails_later_is_undone_and_flagged(client, stripe_api, lti
     assert reg.licence.payments[0].refund_status == "failed"
 
 
-def test_operator_refund_after_a_dashboard_refund_is_already_refunded_not_an_error(app, client, stripe_api,
-                                                                                 ltiaas_api):
+def test_operator_refund_after_a_dashboard_refund_is_already_refunded_not_an_error(app, client, stripe_api, ltiaas_api):
     pk, session = buy(client, stripe_api, ltiaas_api)
     stripe_api.refund_in_dashboard(session["payment_intent"])  # its webhook is lost
     add_operator(app)
@@ -236,6 +247,7 @@ def test_an_uncertain_deactivate_leaves_ltiaas_unknown_and_is_told_again(client,
 def test_a_read_of_stripe_overtaken_by_a_newer_one_is_not_written_over_it(app, client, stripe_api, ltiaas_api):
     from paygate.core.models import LicencePayment
     from paygate.licensing import licences, refunds
+
     pk, session = buy(client, stripe_api, ltiaas_api)
     with app.app_context():
         row = db.session.scalars(select(LicencePayment)).one()
@@ -277,6 +289,7 @@ def test_refunding_again_after_a_refund_failed_makes_a_new_refund(app, client, s
 
 def test_a_refund_while_the_completion_fails_is_never_registered(app, client, stripe_api, ltiaas_api):
     from paygate.ops import worker
+
     _, token, _ = open_frame(client, ltiaas_api)
     client.get(f"/flow/{token}/pay")
     session_id = stripe_api.only_session()["id"]

@@ -1,6 +1,7 @@
 """A signed webhook is a hint, never a proof: the object Stripe gives back when asked is applied to a licence or a
 registration only when it belongs there (the ids this service stored for it, or the reference Stripe's own object
 carries), whatever the event's snapshot says. Otherwise the event is acknowledged as foreign and nothing changes."""
+
 import re
 
 import pytest
@@ -55,14 +56,36 @@ def seen(app, registration_id) -> dict:
         reg = db.session.scalars(select(Registration).where(Registration.registration_id == registration_id)).one()
         licence = reg.licence
         return {
-            "state": reg.state, "platform_active": reg.platform_active, "access_wanted": reg.access_wanted,
-            "attention": reg.attention, "refund_id": reg.refund_id, "timeline": len(reg.timeline),
-            "licence": licence and {k: getattr(licence, k) for k in (
-                "kind", "status", "subscription_status", "customer_id", "subscription_id", "invoice_id",
-                "invoice_number", "amount_due", "amount_remaining", "first_paid_at", "period_end", "due_at",
-                "dispute_open")},
-            "payments": licence and [(p.payment_intent_id, p.amount_refunded, p.refund_id, p.refund_status,
-                                      p.dispute_id, p.dispute_status) for p in licence.payments],
+            "state": reg.state,
+            "platform_active": reg.platform_active,
+            "access_wanted": reg.access_wanted,
+            "attention": reg.attention,
+            "refund_id": reg.refund_id,
+            "timeline": len(reg.timeline),
+            "licence": licence
+            and {
+                k: getattr(licence, k)
+                for k in (
+                    "kind",
+                    "status",
+                    "subscription_status",
+                    "customer_id",
+                    "subscription_id",
+                    "invoice_id",
+                    "invoice_number",
+                    "amount_due",
+                    "amount_remaining",
+                    "first_paid_at",
+                    "period_end",
+                    "due_at",
+                    "dispute_open",
+                )
+            },
+            "payments": licence
+            and [
+                (p.payment_intent_id, p.amount_refunded, p.refund_id, p.refund_status, p.dispute_id, p.dispute_status)
+                for p in licence.payments
+            ],
             "sessions": [(s.session_id, s.status, s.failed_at) for s in reg.checkout_sessions],
         }
 
@@ -70,11 +93,14 @@ def seen(app, registration_id) -> dict:
 def invoiced(client, ltiaas_api):
     """A registration paid by invoice (the frame's form). Returns its registration id."""
     registration_id, token, page = open_frame(client, ltiaas_api)
-    form = re.search(r'<form method="post" action="/flow/' + re.escape(token) + r'/invoice".*?</form>', page.text,
-                     re.S).group(0)
+    form = re.search(
+        r'<form method="post" action="/flow/' + re.escape(token) + r'/invoice".*?</form>', page.text, re.S
+    ).group(0)
     form_id = re.search(r'name="form_id" value="([^"]+)"', form).group(1)
-    answer = client.post(f"/flow/{token}/invoice", data={
-        "billing_email": "finance@school.example", "organisation": "Springfield Elementary", "form_id": form_id})
+    answer = client.post(
+        f"/flow/{token}/invoice",
+        data={"billing_email": "finance@school.example", "organisation": "Springfield Elementary", "form_id": form_id},
+    )
     assert answer.status_code == 303, answer.text
     assert status(client, token)["phase"] == "done"
     return registration_id
@@ -96,17 +122,36 @@ def elsewhere_invoice(app, stripe_api, metadata=None, subscription=False):
     customer of its own: nothing of this service's. Returns the invoice's JSON (or the subscription's)."""
     with app.app_context():
         gateway = payments.gateway()
-        customer = gateway.create_customer(email="other@shop.example", name="Another shop", po_number=None,
-                                           metadata={}, idempotency_key="elsewhere-customer")
+        customer = gateway.create_customer(
+            email="other@shop.example",
+            name="Another shop",
+            po_number=None,
+            metadata={},
+            idempotency_key="elsewhere-customer",
+        )
         if subscription:
-            sub = gateway.create_invoiced_subscription(customer=customer, price_id="price_registration",
-                                                       days_until_due=30, metadata=metadata or {},
-                                                       idempotency_key="elsewhere-subscription")
+            sub = gateway.create_invoiced_subscription(
+                customer=customer,
+                price_id="price_registration",
+                days_until_due=30,
+                metadata=metadata or {},
+                idempotency_key="elsewhere-subscription",
+            )
             return stripe_api.subscriptions[sub.id]
-        invoice = gateway.create_invoice(customer=customer, days_until_due=30, po_number=None,
-                                         metadata=metadata or {}, idempotency_key="elsewhere-invoice")
-        gateway.add_invoice_item(customer=customer, invoice=invoice.id, price_id="price_registration", metadata={},
-                                 idempotency_key="elsewhere-item")
+        invoice = gateway.create_invoice(
+            customer=customer,
+            days_until_due=30,
+            po_number=None,
+            metadata=metadata or {},
+            idempotency_key="elsewhere-invoice",
+        )
+        gateway.add_invoice_item(
+            customer=customer,
+            invoice=invoice.id,
+            price_id="price_registration",
+            metadata={},
+            idempotency_key="elsewhere-item",
+        )
         gateway.finalize_invoice(invoice.id, idempotency_key="elsewhere-finalize")
     return stripe_api.invoices[invoice.id]
 
@@ -133,9 +178,11 @@ def make(database_url):
 
 # Invoices
 
+
 @pytest.mark.parametrize("its_own_metadata", [False, True], ids=["snapshot-only", "metadata-edited-at-stripe"])
-def test_a_void_invoice_of_someone_else_named_by_the_snapshot_changes_nothing(make, stripe_api, ltiaas_api,
-                                                                            its_own_metadata):
+def test_a_void_invoice_of_someone_else_named_by_the_snapshot_changes_nothing(
+    make, stripe_api, ltiaas_api, its_own_metadata
+):
     app = make()
     client = app.test_client()
     b = invoiced(client, ltiaas_api)
@@ -153,8 +200,9 @@ def test_a_void_invoice_of_someone_else_named_by_the_snapshot_changes_nothing(ma
 
 
 @pytest.mark.parametrize("its_own_metadata", [False, True], ids=["snapshot-only", "metadata-edited-at-stripe"])
-def test_someone_elses_paid_invoice_never_makes_an_unpaid_registration_paid(make, stripe_api, ltiaas_api,
-                                                                          its_own_metadata):
+def test_someone_elses_paid_invoice_never_makes_an_unpaid_registration_paid(
+    make, stripe_api, ltiaas_api, its_own_metadata
+):
     app = make(invoice_access="on_payment")
     client = app.test_client()
     b = invoiced(client, ltiaas_api)
@@ -187,17 +235,23 @@ def test_an_invoice_stripe_does_not_know_is_foreign_not_retried(make, stripe_api
     client = app.test_client()
     b = invoiced(client, ltiaas_api)
     before = seen(app, b)
-    result = send(client, stripe_api, "invoice.voided", {"id": "in_nowhere", "object": "invoice", "status": "void",
-                                                         "metadata": reference(app, b)})
+    result = send(
+        client,
+        stripe_api,
+        "invoice.voided",
+        {"id": "in_nowhere", "object": "invoice", "status": "void", "metadata": reference(app, b)},
+    )
     assert webhook_outcome(result) == "foreign", result
     assert seen(app, b) == before and ltiaas_api.platform_calls == []
 
 
 # Subscriptions
 
+
 @pytest.mark.parametrize("its_own_metadata", [False, True], ids=["snapshot-only", "metadata-edited-at-stripe"])
-def test_someone_elses_cancelled_subscription_never_ends_a_registrations_access(make, stripe_api, ltiaas_api,
-                                                                              its_own_metadata):
+def test_someone_elses_cancelled_subscription_never_ends_a_registrations_access(
+    make, stripe_api, ltiaas_api, its_own_metadata
+):
     stripe_api.set_price(recurring="year")
     app = make()
     client = app.test_client()
@@ -229,6 +283,7 @@ def test_someone_elses_subscription_never_attaches_to_an_invoiced_registration(m
 
 # Checkout Sessions
 
+
 @pytest.fixture
 def pending(make, stripe_api, ltiaas_api):
     """A registration with an open Checkout Session: (app, client, registration id, token, session id)."""
@@ -252,8 +307,12 @@ def test_an_expired_event_for_a_session_stripe_says_is_open_changes_nothing(pend
 def test_a_failed_event_for_a_session_stripe_says_is_open_changes_nothing(pending, stripe_api):
     app, client, registration_id, token, session_id = pending
     before, frame = seen(app, registration_id), status(client, token)
-    result = send(client, stripe_api, "checkout.session.async_payment_failed",
-                  {"id": session_id, "object": "checkout.session", "status": "complete", "payment_status": "unpaid"})
+    result = send(
+        client,
+        stripe_api,
+        "checkout.session.async_payment_failed",
+        {"id": session_id, "object": "checkout.session", "status": "complete", "payment_status": "unpaid"},
+    )
     assert webhook_outcome(result) == "no_change", result
     assert seen(app, registration_id) == before and status(client, token) == frame
 
@@ -262,22 +321,35 @@ def test_a_session_whose_object_at_stripe_belongs_elsewhere_is_foreign(pending, 
     app, client, registration_id, token, session_id = pending
     before, frame = seen(app, registration_id), status(client, token)
     stripe_api.expire(session_id)
-    stripe_api.sessions[session_id].update(client_reference_id="someone-else",
-                                           metadata={"registration_pk": "999999", "registration_id": "someone-else"})
+    stripe_api.sessions[session_id].update(
+        client_reference_id="someone-else", metadata={"registration_pk": "999999", "registration_id": "someone-else"}
+    )
     result = send(client, stripe_api, "checkout.session.expired", {"id": session_id, "object": "checkout.session"})
     assert webhook_outcome(result) == "foreign", result
     assert seen(app, registration_id) == before and status(client, token) == frame
 
 
-@pytest.mark.parametrize("kind", ["checkout.session.completed", "checkout.session.async_payment_succeeded",
-                                  "checkout.session.expired"])
+@pytest.mark.parametrize(
+    "kind", ["checkout.session.completed", "checkout.session.async_payment_succeeded", "checkout.session.expired"]
+)
 def test_a_session_id_stripe_does_not_know_is_foreign_not_retried(pending, stripe_api, kind):
     app, client, registration_id, _, _ = pending
     before = seen(app, registration_id)
-    response = deliver(client, stripe_api, stripe_api.object_event(kind, {
-        "id": "cs_test_unknown_to_stripe", "object": "checkout.session", "status": "complete",
-        "payment_status": "paid", "client_reference_id": registration_id,
-        "metadata": reference(app, registration_id)}))
+    response = deliver(
+        client,
+        stripe_api,
+        stripe_api.object_event(
+            kind,
+            {
+                "id": "cs_test_unknown_to_stripe",
+                "object": "checkout.session",
+                "status": "complete",
+                "payment_status": "paid",
+                "client_reference_id": registration_id,
+                "metadata": reference(app, registration_id),
+            },
+        ),
+    )
     assert response.status_code == 200, response.text  # Stripe's 404 is final: no retry for three days
     assert webhook_outcome(response.get_json()["result"]) == "foreign", response.get_json()
     assert seen(app, registration_id) == before
@@ -285,6 +357,7 @@ def test_a_session_id_stripe_does_not_know_is_foreign_not_retried(pending, strip
 
 
 # Refunds and disputes
+
 
 def test_someone_elses_lost_dispute_never_ends_a_registrations_access(make, stripe_api, ltiaas_api):
     app = make()
@@ -300,8 +373,7 @@ def test_someone_elses_lost_dispute_never_ends_a_registrations_access(make, stri
         assert webhook_outcome(result) == "foreign", result
     assert seen(app, b) == before and seen(app, b)["platform_active"] is True
     with app.app_context():
-        platform_b = db.session.scalars(select(Registration.platform_id)
-                                        .where(Registration.registration_id == b)).one()
+        platform_b = db.session.scalars(select(Registration.platform_id).where(Registration.registration_id == b)).one()
     assert ltiaas_api.calls_for(platform_b) == []
 
 
@@ -330,8 +402,9 @@ def test_the_registrations_own_dispute_still_counts(make, stripe_api, ltiaas_api
 
 
 @pytest.mark.parametrize("customer", ["ours", "another"])
-def test_an_invoice_made_before_its_id_was_stored_counts_only_with_our_customer_and_reference(make, stripe_api,
-                                                                                            ltiaas_api, customer):
+def test_an_invoice_made_before_its_id_was_stored_counts_only_with_our_customer_and_reference(
+    make, stripe_api, ltiaas_api, customer
+):
     """A crash between Stripe making the invoice and this service storing its id: Stripe's own invoice, of the
     licence's customer and carrying the registration's reference, is the licence's; of another customer, not."""
     app = make(invoice_access="on_payment")
@@ -362,19 +435,25 @@ def test_a_strangers_session_with_a_reference_past_any_number_is_foreign(make, s
     registration_id, token, _ = open_frame(client, ltiaas_api)
     assert client.get(f"/flow/{token}/pay").status_code == 303
     ours = stripe_api.only_session()
-    stripe_api.sessions["cs_test_stranger"] = {**ours, "id": "cs_test_stranger", "client_reference_id": None,
-                                               "metadata": {"registration_pk": "99999999999999999999"}}
+    stripe_api.sessions["cs_test_stranger"] = {
+        **ours,
+        "id": "cs_test_stranger",
+        "client_reference_id": None,
+        "metadata": {"registration_pk": "99999999999999999999"},
+    }
     stripe_api.pay("cs_test_stranger")
     before = seen(app, registration_id)
-    result = send(client, stripe_api, "checkout.session.completed",
-                  {"id": "cs_test_stranger", "object": "checkout.session"})
+    result = send(
+        client, stripe_api, "checkout.session.completed", {"id": "cs_test_stranger", "object": "checkout.session"}
+    )
     assert webhook_outcome(result) == "foreign", result
     assert seen(app, registration_id) == before
 
 
 @pytest.mark.parametrize("payment_status", ["unpaid", "no_payment_required"])
-def test_an_unpaid_session_naming_a_registration_only_in_part_never_blocks_its_payment(make, stripe_api, ltiaas_api,
-                                                                                      payment_status):
+def test_an_unpaid_session_naming_a_registration_only_in_part_never_blocks_its_payment(
+    make, stripe_api, ltiaas_api, payment_status
+):
     """A Payment Link opened with ?client_reference_id=<a registration id> (a delayed method, a free trial, a
     100 % coupon) is no session of ours: it must not hold the registration "processing" or in attention."""
     app = make()
@@ -382,11 +461,17 @@ def test_an_unpaid_session_naming_a_registration_only_in_part_never_blocks_its_p
     registration_id, token, _ = open_frame(client, ltiaas_api)
     assert client.get(f"/flow/{token}/pay").status_code == 303
     ours = stripe_api.only_session()
-    stripe_api.sessions["cs_test_half"] = {**ours, "id": "cs_test_half", "client_reference_id": registration_id,
-                                           "metadata": {}}
+    stripe_api.sessions["cs_test_half"] = {
+        **ours,
+        "id": "cs_test_half",
+        "client_reference_id": registration_id,
+        "metadata": {},
+    }
     stripe_api.pay("cs_test_half", payment_status=payment_status)
     before, frame = seen(app, registration_id), status(client, token)
-    result = send(client, stripe_api, "checkout.session.completed", {"id": "cs_test_half", "object": "checkout.session"})
+    result = send(
+        client, stripe_api, "checkout.session.completed", {"id": "cs_test_half", "object": "checkout.session"}
+    )
     assert webhook_outcome(result) == "foreign", result
     assert seen(app, registration_id) == before and status(client, token) == frame
     assert client.get(f"/flow/{token}/pay").status_code == 303  # the admin can still pay
@@ -403,8 +488,12 @@ def test_a_subscription_never_attaches_to_a_one_time_invoice_even_for_our_custom
     stripe_api.set_price(recurring="year")
     with app.app_context():
         sub = payments.gateway().create_invoiced_subscription(
-            customer=before["licence"]["customer_id"], price_id="price_registration", days_until_due=30,
-            metadata=ref, idempotency_key="dashboard-subscription")
+            customer=before["licence"]["customer_id"],
+            price_id="price_registration",
+            days_until_due=30,
+            metadata=ref,
+            idempotency_key="dashboard-subscription",
+        )
     result = send(client, stripe_api, "customer.subscription.updated", dict(stripe_api.subscriptions[sub.id]))
     assert webhook_outcome(result) == "foreign", result
     assert seen(app, b) == before and ltiaas_api.platform_calls == []

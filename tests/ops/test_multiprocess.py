@@ -11,6 +11,7 @@ exactly once. Run with `-s` to see the numbers.
 Also here, because they need real processes: a server killed (SIGKILL) while its Complete call is in
 flight, and three `flask worker --once` processes racing over the same due registrations.
 """
+
 import os
 import re
 import statistics
@@ -41,6 +42,7 @@ RETURNS = 50
 
 # ---------------------------------------------------------------------------------------------
 # fixtures
+
 
 @pytest.fixture(scope="module")
 def mp_database():
@@ -73,6 +75,7 @@ def servers(mp_database, upstreams):
 def db_app(mp_database):
     """An app on the multiprocess database, for reading and arranging rows directly."""
     from paygate.application import create_app
+
     app = create_app({**BASE_CONFIG, "database_url": mp_database})
     yield app
     with app.app_context():
@@ -87,14 +90,16 @@ def open_registration(server_url: str, upstreams: Upstreams) -> tuple[str, str, 
     token = re.search(r'data-status-url="/flow/([^/]+)/status"', page.text).group(1)
     popup = requests.get(f"{server_url}/flow/{token}/pay", allow_redirects=False, timeout=30)
     assert popup.status_code == 303, popup.text
-    session_id = next(s["id"] for s in list(upstreams.stripe.sessions.values())
-                      if s["client_reference_id"] == registration_id)
+    session_id = next(
+        s["id"] for s in list(upstreams.stripe.sessions.values()) if s["client_reference_id"] == registration_id
+    )
     upstreams.stripe.pay(session_id)
     return registration_id, token, session_id
 
 
 # ---------------------------------------------------------------------------------------------
 # a payment delivered a hundred times at once
+
 
 def test_a_payment_delivered_100_times_at_once_to_3_servers_completes_once(servers, upstreams, db_app):
     upstreams.ltiaas.complete_delay = 0.3  # widens the window in which racing callers could slip in
@@ -126,8 +131,9 @@ def test_a_payment_delivered_100_times_at_once_to_3_servers_completes_once(serve
                 barrier.wait()
                 started = time.monotonic()
                 try:
-                    response = requests.request(method, url, data=body, headers=headers, timeout=60,
-                                                allow_redirects=False)
+                    response = requests.request(
+                        method, url, data=body, headers=headers, timeout=60, allow_redirects=False
+                    )
                     code = response.status_code
                 except requests.RequestException as exc:
                     code = type(exc).__name__
@@ -143,40 +149,55 @@ def test_a_payment_delivered_100_times_at_once_to_3_servers_completes_once(serve
             frame = requests.get(f"{servers[0].url}/flow/{token}/status", timeout=30).json()
             calls = upstreams.ltiaas.complete_calls.count(registration_id)
             rounds.append((n, wall, max(latencies), calls, dict(codes), frame["phase"]))
-            print(f"round {n:2d}: {len(answers)} requests in {wall:5.2f} s, slowest {max(latencies):5.2f} s, "
-                  f"Complete calls {calls}, answers {dict(codes)}, frame {frame['phase']}")
+            print(
+                f"round {n:2d}: {len(answers)} requests in {wall:5.2f} s, slowest {max(latencies):5.2f} s, "
+                f"Complete calls {calls}, answers {dict(codes)}, frame {frame['phase']}"
+            )
             assert calls == 1, f"Complete called {calls} times for {registration_id}"
             assert all(isinstance(code, int) and 200 <= code < 300 for _, code, _ in answers), codes
             assert frame["phase"] == "done" and frame["state"] == "completed"
             with db_app.app_context():
-                reg = db.session.scalars(select(Registration)
-                                         .where(Registration.registration_id == registration_id)).one()
+                reg = db.session.scalars(
+                    select(Registration).where(Registration.registration_id == registration_id)
+                ).one()
                 assert [e.to_state for e in reg.timeline if e.kind == "state"] == [
-                    "pending", "paid", "completing", "completed"]
-                events = db.session.execute(select(func.count(), func.sum(StripeEvent.deliveries))
-                                            .where(StripeEvent.session_id == session_id)).one()
+                    "pending",
+                    "paid",
+                    "completing",
+                    "completed",
+                ]
+                events = db.session.execute(
+                    select(func.count(), func.sum(StripeEvent.deliveries)).where(StripeEvent.session_id == session_id)
+                ).one()
                 assert tuple(events) == (1 + WEBHOOKS // 2, WEBHOOKS)
     finally:
         pool.shutdown(wait=True)
         upstreams.ltiaas.complete_delay = 0.0
     total = len(rounds) * (WEBHOOKS + RETURNS)
-    print(f"\n{len(rounds)} registrations x {WEBHOOKS + RETURNS} simultaneous requests = {total} requests "
-          f"over {SERVERS} gunicorn instances (2 processes x 4 threads each) on one PostgreSQL")
+    print(
+        f"\n{len(rounds)} registrations x {WEBHOOKS + RETURNS} simultaneous requests = {total} requests "
+        f"over {SERVERS} gunicorn instances (2 processes x 4 threads each) on one PostgreSQL"
+    )
     print(f"Complete calls: {len(upstreams.ltiaas.complete_calls)} for {len(rounds)} registrations")
     print(f"answers: {dict(statuses)}")
     logs = "".join(server.output(tail=0) for server in servers)
     # Callers that read "pending" and then lost the move to paid raced on the same row for real.
-    print(f"lost races: {logs.count('pending -> paid not taken')} on pending -> paid, "
-          f"{logs.count('paid -> completing not taken')} on paid -> completing; "
-          f"5xx or tracebacks in server logs: {logs.count('Traceback')}")
+    print(
+        f"lost races: {logs.count('pending -> paid not taken')} on pending -> paid, "
+        f"{logs.count('paid -> completing not taken')} on paid -> completing; "
+        f"5xx or tracebacks in server logs: {logs.count('Traceback')}"
+    )
     assert "Traceback" not in logs
-    print(f"latency: median {statistics.median(all_latencies):.2f} s, "
-          f"p95 {statistics.quantiles(all_latencies, n=20)[18]:.2f} s, max {max(all_latencies):.2f} s; "
-          f"round wall time median {statistics.median(r[1] for r in rounds):.2f} s")
+    print(
+        f"latency: median {statistics.median(all_latencies):.2f} s, "
+        f"p95 {statistics.quantiles(all_latencies, n=20)[18]:.2f} s, max {max(all_latencies):.2f} s; "
+        f"round wall time median {statistics.median(r[1] for r in rounds):.2f} s"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # a server killed while its Complete call is in flight
+
 
 def test_a_server_killed_mid_completion_is_resolved_by_the_worker_process(mp_database, upstreams, db_app):
     victim = Server(environment(mp_database, upstreams, PUBLIC_URL), workers=1, threads=2)
@@ -185,8 +206,11 @@ def test_a_server_killed_mid_completion_is_resolved_by_the_worker_process(mp_dat
         registration_id, _token, session_id = open_registration(victim.url, upstreams)
         upstreams.ltiaas.complete_delay = 2.0  # LTIaaS registers the platform, slowly
         body, headers = upstreams.stripe.signed(upstreams.stripe.event("checkout.session.completed", session_id))
-        webhook = threading.Thread(target=lambda: _swallow(requests.post, f"{victim.url}/webhooks/stripe",
-                                                           data=body, headers=headers, timeout=30))
+        webhook = threading.Thread(
+            target=lambda: _swallow(
+                requests.post, f"{victim.url}/webhooks/stripe", data=body, headers=headers, timeout=30
+            )
+        )
         webhook.start()
         deadline = time.monotonic() + 20
         while registration_id not in upstreams.ltiaas.complete_calls and time.monotonic() < deadline:
@@ -202,13 +226,21 @@ def test_a_server_killed_mid_completion_is_resolved_by_the_worker_process(mp_dat
         reg = db.session.scalars(select(Registration).where(Registration.registration_id == registration_id)).one()
         assert reg.state == "completing" and reg.payment_session_id == session_id
         # Let the bound pass without waiting for it: the attempt started long ago.
-        db.session.execute(update(Registration).where(Registration.id == reg.id)
-                           .values(attempt_started_at=utcnow() - timedelta(hours=1)))
+        db.session.execute(
+            update(Registration)
+            .where(Registration.id == reg.id)
+            .values(attempt_started_at=utcnow() - timedelta(hours=1))
+        )
         db.session.commit()
 
-    worker = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--once"], cwd=ROOT,
-                            env=environment(mp_database, upstreams, PUBLIC_URL),
-                            capture_output=True, text=True, timeout=60)
+    worker = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--once"],
+        cwd=ROOT,
+        env=environment(mp_database, upstreams, PUBLIC_URL),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     print("\n" + worker.stderr[-1500:])
     assert worker.returncode == 0, worker.stderr
     assert "cut short" in worker.stderr and "needs an operator: completion_uncertain" in worker.stderr
@@ -218,7 +250,13 @@ def test_a_server_killed_mid_completion_is_resolved_by_the_worker_process(mp_dat
         assert reg.state == "needs_attention" and reg.attention == "completion_uncertain"
         assert reg.payment_session_id == session_id and reg.refund_id is None
         assert [e.to_state for e in reg.timeline if e.kind == "state"] == [
-            "pending", "paid", "completing", "paid", "completing", "needs_attention"]
+            "pending",
+            "paid",
+            "completing",
+            "paid",
+            "completing",
+            "needs_attention",
+        ]
 
 
 def _swallow(fn, *args, **kwargs):
@@ -231,38 +269,59 @@ def _swallow(fn, *args, **kwargs):
 # ---------------------------------------------------------------------------------------------
 # several worker processes at once
 
-def test_three_worker_processes_share_due_completions_without_doing_any_twice(servers, upstreams, db_app,
-                                                                              mp_database):
+
+def test_three_worker_processes_share_due_completions_without_doing_any_twice(servers, upstreams, db_app, mp_database):
     upstreams.ltiaas.complete_failures = [503] * 24
     registrations = []
     for n in range(24):  # each paid, its first attempt refused with 503: a retry is scheduled
         registration_id, _, session_id = open_registration(servers[n % SERVERS].url, upstreams)
         body, headers = upstreams.stripe.signed(upstreams.stripe.event("checkout.session.completed", session_id))
-        assert requests.post(f"{servers[n % SERVERS].url}/webhooks/stripe", data=body, headers=headers,
-                             timeout=30).status_code == 200
+        assert (
+            requests.post(
+                f"{servers[n % SERVERS].url}/webhooks/stripe", data=body, headers=headers, timeout=30
+            ).status_code
+            == 200
+        )
         registrations.append(registration_id)
     # The webhook is answered first; its completion attempt runs right after the answer.
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         with db_app.app_context():
-            tried = db.session.scalar(select(func.count()).select_from(Registration).where(
-                Registration.registration_id.in_(registrations), Registration.state == "paid",
-                Registration.attempt_count == 1))
+            tried = db.session.scalar(
+                select(func.count())
+                .select_from(Registration)
+                .where(
+                    Registration.registration_id.in_(registrations),
+                    Registration.state == "paid",
+                    Registration.attempt_count == 1,
+                )
+            )
         if tried == len(registrations):
             break
         time.sleep(0.05)
     assert not upstreams.ltiaas.complete_failures
     with db_app.app_context():
-        db.session.execute(update(Registration).where(Registration.registration_id.in_(registrations))
-                           .values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+        db.session.execute(
+            update(Registration)
+            .where(Registration.registration_id.in_(registrations))
+            .values(next_attempt_at=utcnow() - timedelta(seconds=1))
+        )
         db.session.commit()
 
     upstreams.ltiaas.complete_delay = 0.1
     env = environment(mp_database, upstreams, PUBLIC_URL)
     try:
-        workers = [subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--once"],
-                                    cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                   for _ in range(3)]
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--once"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(3)
+        ]
         outputs = [w.communicate(timeout=90)[1] for w in workers]
     finally:
         upstreams.ltiaas.complete_delay = 0.0
@@ -273,7 +332,9 @@ def test_three_worker_processes_share_due_completions_without_doing_any_twice(se
     calls = Counter(upstreams.ltiaas.complete_calls)
     assert all(calls[r] == 2 for r in registrations)  # the refused first attempt, and one retry
     with db_app.app_context():
-        done = db.session.scalar(select(func.count()).select_from(Registration)
-                                 .where(Registration.registration_id.in_(registrations),
-                                        Registration.state == "completed"))
+        done = db.session.scalar(
+            select(func.count())
+            .select_from(Registration)
+            .where(Registration.registration_id.in_(registrations), Registration.state == "completed")
+        )
         assert done == len(registrations)

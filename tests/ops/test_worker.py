@@ -1,4 +1,5 @@
 """The worker: due retries, stale attempts, abandoned registrations, its loop and its commands."""
+
 import os
 import signal
 import subprocess
@@ -35,7 +36,8 @@ def pay_and_deliver(client, stripe_api, ltiaas_api):
 
 
 def test_a_payment_nobody_tried_to_complete_is_completed_after_the_grace_period(
-        client, stripe_api, ltiaas_api, monkeypatch):
+    client, stripe_api, ltiaas_api, monkeypatch
+):
     """The web process died between committing the payment (and answering) and claiming the completion."""
     from paygate.sales import fulfilment
 
@@ -61,7 +63,9 @@ def test_a_payment_nobody_tried_to_complete_is_completed_after_the_grace_period(
     assert ltiaas_api.complete_calls == [registration_id]
     assert status(client, token)["phase"] == "done"
     assert [(e.to_state, e.cause) for e in load(client).timeline if e.kind == "state"][-2:] == [
-        ("completing", "worker"), ("completed", "worker")]
+        ("completing", "worker"),
+        ("completed", "worker"),
+    ]
 
 
 def test_unpaid_registrations_are_abandoned_once_the_lms_token_has_run_out(client, stripe_api, ltiaas_api):
@@ -73,8 +77,11 @@ def test_unpaid_registrations_are_abandoned_once_the_lms_token_has_run_out(clien
     stripe_api.pay(slow_session, payment_status="unpaid")
     deliver(client, stripe_api, stripe_api.event("checkout.session.completed", slow_session))
     with client.application.app_context():
-        db.session.execute(update(Registration).where(Registration.registration_id.in_([old_id, slow_id]))
-                           .values(created_at=utcnow() - timedelta(minutes=61)))
+        db.session.execute(
+            update(Registration)
+            .where(Registration.registration_id.in_([old_id, slow_id]))
+            .values(created_at=utcnow() - timedelta(minutes=61))
+        )
         db.session.commit()
 
     counts = run_worker(client)
@@ -102,8 +109,11 @@ def test_several_workers_at_once_never_do_the_same_attempt_twice(pg_app, stripe_
     assert Counter(ltiaas_api.complete_calls) == dict.fromkeys(registrations, 1)
     stale = registrations[::3]  # a third were "completing" when their process died, long ago
     with pg_app.app_context():
-        db.session.execute(update(Registration).where(Registration.registration_id.in_(stale)).values(
-            state=State.COMPLETING.value, attempt_started_at=utcnow() - timedelta(hours=1)))
+        db.session.execute(
+            update(Registration)
+            .where(Registration.registration_id.in_(stale))
+            .values(state=State.COMPLETING.value, attempt_started_at=utcnow() - timedelta(hours=1))
+        )
         db.session.commit()
 
     ltiaas_api.complete_delay = 0.05
@@ -126,8 +136,12 @@ def test_several_workers_at_once_never_do_the_same_attempt_twice(pg_app, stripe_
     for t in threads:
         t.join(60)
     assert not errors
-    print("\nattempts per worker:", [r["attempted"] for r in results], "stale resolved per worker:",
-          [r["stale"] for r in results])
+    print(
+        "\nattempts per worker:",
+        [r["attempted"] for r in results],
+        "stale resolved per worker:",
+        [r["stale"] for r in results],
+    )
     assert sum(r["attempted"] for r in results) == 30 and sum(r["completed"] for r in results) == 30
     assert sum(r["stale"] for r in results) == len(stale) and sum(r["errors"] for r in results) == 0
     assert Counter(ltiaas_api.complete_calls) == dict.fromkeys(registrations, 2)
@@ -135,8 +149,9 @@ def test_several_workers_at_once_never_do_the_same_attempt_twice(pg_app, stripe_
         regs = db.session.scalars(select(Registration)).all()
         assert {r.state for r in regs} == {"completed"}
         for reg in regs:
-            resolved = [e for e in reg.timeline if e.cause == "worker" and e.from_state == "completing"
-                        and e.to_state == "paid"]
+            resolved = [
+                e for e in reg.timeline if e.cause == "worker" and e.from_state == "completing" and e.to_state == "paid"
+            ]
             assert len(resolved) == (1 if reg.registration_id in stale else 0)
             assert [e.to_state for e in reg.timeline if e.cause == "worker"][-2:] == ["completing", "completed"]
 
@@ -200,9 +215,14 @@ def _environment(database_url: str, **extra) -> dict:
 
 
 def test_the_worker_process_stops_cleanly_on_sigterm(app, database_url):
-    proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--interval", "0.2",
-                             "--no-reconcile"], cwd=ROOT, env=_environment(database_url),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--interval", "0.2", "--no-reconcile"],
+        cwd=ROOT,
+        env=_environment(database_url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         lines = []

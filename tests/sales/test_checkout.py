@@ -1,6 +1,7 @@
 """Checkout (paygate/sales/checkout.py): one Checkout Session per registration, reused on every click, never
 a second while a payment is pending; cancel, expiry and a failed delayed payment let the admin pay again;
 a Price Stripe will not sell, a window Stripe cannot honour, and Stripe failing on create."""
+
 import logging
 
 import pytest
@@ -113,7 +114,8 @@ def test_expired_session_tells_the_frame_and_a_new_one_can_be_opened(client, str
 
 @pytest.mark.parametrize("failure", [429, 500, 503, "network"])
 def test_stripe_failure_on_create_offers_a_retry_and_never_a_second_session(
-        client, stripe_api, ltiaas_api, mocked, failure):
+    client, stripe_api, ltiaas_api, mocked, failure
+):
     _, token, _ = open_frame(client, ltiaas_api)
     create_url = "https://api.stripe.com/v1/checkout/sessions"
     if failure == "network":
@@ -123,7 +125,7 @@ def test_stripe_failure_on_create_offers_a_retry_and_never_a_second_session(
     failed = client.get(f"/flow/{token}/pay")
     assert failed.status_code == 503
     assert "Try again" in failed.text and "charged twice" in failed.text
-    assert f'/flow/{token}/pay' in failed.text  # the retry link
+    assert f"/flow/{token}/pay" in failed.text  # the retry link
     assert "sk_test_secret_key_for_tests" not in failed.text
     assert status(client, token)["phase"] == "pay"
     if failure == "network":
@@ -131,8 +133,11 @@ def test_stripe_failure_on_create_offers_a_retry_and_never_a_second_session(
 
     retried = client.get(f"/flow/{token}/pay")
     assert retried.status_code == 303 and retried.headers["Location"] == stripe_api.only_session()["url"]
-    keys = [call.request.headers["Idempotency-Key"] for call in mocked.calls
-            if call.request.method == "POST" and call.request.url == create_url]
+    keys = [
+        call.request.headers["Idempotency-Key"]
+        for call in mocked.calls
+        if call.request.method == "POST" and call.request.url == create_url
+    ]
     assert len(keys) == 2
     if failure in (429, "network"):
         assert keys[0] == keys[1]  # nothing was kept under the key: the retry replays it safely
@@ -142,8 +147,9 @@ def test_stripe_failure_on_create_offers_a_retry_and_never_a_second_session(
 
 
 @pytest.mark.parametrize("how", ["archived", "unknown"])
-def test_a_price_stripe_will_not_sell_tells_the_admin_to_contact_the_vendor(client, stripe_api, ltiaas_api,
-                                                                           caplog, how):
+def test_a_price_stripe_will_not_sell_tells_the_admin_to_contact_the_vendor(
+    client, stripe_api, ltiaas_api, caplog, how
+):
     if how == "archived":
         stripe_api.set_price(active=False)
     else:
@@ -158,5 +164,6 @@ def test_a_price_stripe_will_not_sell_tells_the_admin_to_contact_the_vendor(clie
 @pytest.mark.parametrize("minutes", [20, 35, 24 * 60 + 30])
 def test_a_registration_window_stripe_cannot_honour_is_refused_at_start(minutes):
     from paygate.core.config import ConfigError
+
     with pytest.raises(ConfigError, match="REGISTRATION_WINDOW_MINUTES"):
         create_app({**BASE_CONFIG, "registration_window_minutes": minutes})

@@ -5,6 +5,7 @@ each runs on SQLite and on PostgreSQL and asserts the end state, the number of C
 frame says and what the timeline says. The worker and reconciliation are driven directly, with a clock
 moved forward where a retry must become due.
 """
+
 import json
 import time
 from datetime import timedelta
@@ -41,8 +42,13 @@ from tests.helpers.webhooks import deliver, registration
 def ltiaas_error_bodies(mocked, ltiaas_api):
     """LTIaaS's own error body for the next failing Complete calls (the fake sends a generic one)."""
     bodies: list[dict] = []
-    route = next(r for r in mocked.registered() if isinstance(r, responses.CallbackResponse)
-                 and r.method == "POST" and "complete" in getattr(r.url, "pattern", str(r.url)))
+    route = next(
+        r
+        for r in mocked.registered()
+        if isinstance(r, responses.CallbackResponse)
+        and r.method == "POST"
+        and "complete" in getattr(r.url, "pattern", str(r.url))
+    )
     original = route.callback
 
     def callback(request):
@@ -65,18 +71,24 @@ TRANSIENT = [
     pytest.param(504, True, id="504"),
     pytest.param(429, False, id="429"),
     pytest.param(requests.ReadTimeout("Read timed out. (read timeout=2.0)"), True, id="timeout"),
-    pytest.param(requests.ConnectionError("('Connection aborted.', ConnectionResetError(104, "
-                                          "'Connection reset by peer'))"), True, id="reset"),
-    pytest.param(requests.ConnectionError("Failed to establish a new connection: [Errno 111] "
-                                          "Connection refused"), False, id="refused"),
-    pytest.param(requests.exceptions.ChunkedEncodingError("Connection broken: IncompleteRead"), True,
-                 id="broken-body"),
+    pytest.param(
+        requests.ConnectionError("('Connection aborted.', ConnectionResetError(104, 'Connection reset by peer'))"),
+        True,
+        id="reset",
+    ),
+    pytest.param(
+        requests.ConnectionError("Failed to establish a new connection: [Errno 111] Connection refused"),
+        False,
+        id="refused",
+    ),
+    pytest.param(requests.exceptions.ChunkedEncodingError("Connection broken: IncompleteRead"), True, id="broken-body"),
 ]
 
 
 @pytest.mark.parametrize("failure, uncertain", TRANSIENT)
 def test_transient_complete_failures_are_retried_with_backoff_until_success(
-        client, stripe_api, ltiaas_api, paid, failure, uncertain):
+    client, stripe_api, ltiaas_api, paid, failure, uncertain
+):
     registration_id, token, session_id = paid
     ltiaas_api.complete_failures = [failure, failure]
     completed_event = stripe_api.event("checkout.session.completed", session_id)
@@ -115,18 +127,17 @@ def test_transient_complete_failures_are_retried_with_backoff_until_success(
     assert frame["phase"] == "done" and frame["html"] == CLOSE_HTML
     reg = load(client)
     assert reg.state == "completed" and reg.attention is None and reg.attempt_uncertain is False
-    assert states(reg) == ["pending", "paid", "completing", "paid", "completing", "paid", "completing",
-                           "completed"]
+    assert states(reg) == ["pending", "paid", "completing", "paid", "completing", "paid", "completing", "completed"]
     retries = [e for e in reg.timeline if e.to_state == "paid"][1:]
     assert all("retrying in" in e.message for e in retries)
     assert [e.cause for e in reg.timeline if e.kind == "state"][-2:] == ["worker", "worker"]
     assert no_refund(stripe_api)
 
 
-@pytest.mark.parametrize("failure, attention", [(503, "completion_expired"),
-                                                (requests.ReadTimeout("timed out"), "completion_uncertain")])
-def test_transient_failures_stop_when_the_lms_token_runs_out(client, stripe_api, ltiaas_api, paid, failure,
-                                                              attention):
+@pytest.mark.parametrize(
+    "failure, attention", [(503, "completion_expired"), (requests.ReadTimeout("timed out"), "completion_uncertain")]
+)
+def test_transient_failures_stop_when_the_lms_token_runs_out(client, stripe_api, ltiaas_api, paid, failure, attention):
     registration_id, token, session_id = paid
     ltiaas_api.complete_failures = [failure] * 10
     deliver(client, stripe_api, stripe_api.event("checkout.session.completed", session_id))
@@ -148,15 +159,30 @@ def test_transient_failures_stop_when_the_lms_token_runs_out(client, stripe_api,
 # ---------------------------------------------------------------------------------------------
 # LTIaaS refuses Complete, permanently
 
-@pytest.mark.parametrize("status_code, body", [
-    (404, {"status": 404, "error": "Not Found", "details": {"message": "REGISTRATION_NOT_FOUND"}}),
-    (400, {"status": 400, "error": "Bad Request", "details": {
-        "message": "The LMS refused the registration", "externalError": True,
-        "lmsResponse": {"error": "invalid_registration_token"}}}),
-    (410, {"status": 410, "error": "Gone", "details": {"message": "REGISTRATION_ABANDONED"}}),
-], ids=["unknown-id", "lms-external-error", "abandoned"])
+
+@pytest.mark.parametrize(
+    "status_code, body",
+    [
+        (404, {"status": 404, "error": "Not Found", "details": {"message": "REGISTRATION_NOT_FOUND"}}),
+        (
+            400,
+            {
+                "status": 400,
+                "error": "Bad Request",
+                "details": {
+                    "message": "The LMS refused the registration",
+                    "externalError": True,
+                    "lmsResponse": {"error": "invalid_registration_token"},
+                },
+            },
+        ),
+        (410, {"status": 410, "error": "Gone", "details": {"message": "REGISTRATION_ABANDONED"}}),
+    ],
+    ids=["unknown-id", "lms-external-error", "abandoned"],
+)
 def test_permanent_refusal_needs_an_operator_and_keeps_the_payment(
-        client, stripe_api, ltiaas_api, ltiaas_error_bodies, paid, status_code, body):
+    client, stripe_api, ltiaas_api, ltiaas_error_bodies, paid, status_code, body
+):
     registration_id, token, session_id = paid
     ltiaas_api.complete_failures = [status_code]
     ltiaas_error_bodies.append(body)
@@ -186,9 +212,11 @@ def test_permanent_refusal_needs_an_operator_and_keeps_the_payment(
 # ---------------------------------------------------------------------------------------------
 # A process dies mid-completion
 
+
 @pytest.mark.parametrize("reached_ltiaas", [True, False], ids=["after-ltiaas-completed", "before-the-call"])
 def test_a_process_killed_mid_completion_is_resolved_by_the_worker(
-        client, stripe_api, ltiaas_api, paid, monkeypatch, reached_ltiaas):
+    client, stripe_api, ltiaas_api, paid, monkeypatch, reached_ltiaas
+):
     from paygate.gateways import ltiaas
 
     registration_id, token, session_id = paid
@@ -238,8 +266,9 @@ def test_a_process_killed_mid_completion_is_resolved_by_the_worker(
     assert no_refund(stripe_api)
 
 
-def test_a_late_answer_after_the_attempt_was_given_up_is_still_the_completion(client, stripe_api, ltiaas_api,
-                                                                             paid, monkeypatch):
+def test_a_late_answer_after_the_attempt_was_given_up_is_still_the_completion(
+    client, stripe_api, ltiaas_api, paid, monkeypatch
+):
     """An attempt that outlives the stale bound: its success wins over the retry's "unknown id"."""
     from paygate.gateways import ltiaas
 
@@ -251,8 +280,9 @@ def test_a_late_answer_after_the_attempt_was_given_up_is_still_the_completion(cl
         if not late:  # the first attempt: meanwhile the worker gives it up and retries
             late["started"] = True
             reg = db.session.scalars(select(Registration)).one()
-            later = reg.attempt_started_at + timedelta(seconds=client.application.config["SETTINGS"]
-                                                       .stale_after_seconds + 1)
+            later = reg.attempt_started_at + timedelta(
+                seconds=client.application.config["SETTINGS"].stale_after_seconds + 1
+            )
             ctx = client.application.app_context()
             ctx.push()
             try:
@@ -275,8 +305,8 @@ def test_a_late_answer_after_the_attempt_was_given_up_is_still_the_completion(cl
 # ---------------------------------------------------------------------------------------------
 # Events late, repeated or out of order
 
-def test_late_repeated_and_out_of_order_events_never_move_a_state_backwards(client, stripe_api, ltiaas_api,
-                                                                            paid):
+
+def test_late_repeated_and_out_of_order_events_never_move_a_state_backwards(client, stripe_api, ltiaas_api, paid):
     registration_id, token, session_id = paid
     # Out of order: the delayed method's success arrives before the first "completed" (sent unpaid).
     succeeded = stripe_api.event("checkout.session.async_payment_succeeded", session_id)
@@ -300,12 +330,16 @@ def test_late_repeated_and_out_of_order_events_never_move_a_state_backwards(clie
     assert reg.state == "completed" and states(reg) == ["pending", "paid", "completing", "completed"]
     assert reg.checkout_sessions[0].status == "complete" and reg.checkout_sessions[0].failed_at is None
     late_notes = [e for e in reg.timeline if e.kind == "event"]
-    assert [e.message for e in late_notes] == ["Stripe confirmed the payment again; already recorded, ignored.",
-                                               "Late 'expired' for the session that paid; ignored.",
-                                               "Late 'failed' for the session that paid; ignored."]
-    assert [e.cause for e in late_notes] == [f"webhook {first['id']} (checkout.session.completed)",
-                                             "webhook evt_late_expired (checkout.session.expired)",
-                                             "webhook evt_late_failed (checkout.session.async_payment_failed)"]
+    assert [e.message for e in late_notes] == [
+        "Stripe confirmed the payment again; already recorded, ignored.",
+        "Late 'expired' for the session that paid; ignored.",
+        "Late 'failed' for the session that paid; ignored.",
+    ]
+    assert [e.cause for e in late_notes] == [
+        f"webhook {first['id']} (checkout.session.completed)",
+        "webhook evt_late_expired (checkout.session.expired)",
+        "webhook evt_late_failed (checkout.session.async_payment_failed)",
+    ]
     with client.application.app_context():
         row = db.session.get(StripeEvent, first["id"])
         assert row.deliveries == 100 and row.registration_pk == reg.id and row.outcome == "already paid"
@@ -318,16 +352,21 @@ def test_late_repeated_and_out_of_order_events_never_move_a_state_backwards(clie
 # ---------------------------------------------------------------------------------------------
 # A session that does not belong
 
-@pytest.mark.parametrize("tamper, problem", [
-    ({"amount_total": 100}, "amount"),
-    ({"currency": "eur"}, "currency"),
-    ({"_line_items": [{"price": {"id": "price_someone_elses"}, "quantity": 1}]}, "price"),
-    ({"client_reference_id": "another-registration"}, "client_reference_id"),
-    ({"metadata": {"registration_pk": "999999", "registration_id": "x"}}, "metadata.registration_pk"),
-])
+
+@pytest.mark.parametrize(
+    "tamper, problem",
+    [
+        ({"amount_total": 100}, "amount"),
+        ({"currency": "eur"}, "currency"),
+        ({"_line_items": [{"price": {"id": "price_someone_elses"}, "quantity": 1}]}, "price"),
+        ({"client_reference_id": "another-registration"}, "client_reference_id"),
+        ({"metadata": {"registration_pk": "999999", "registration_id": "x"}}, "metadata.registration_pk"),
+    ],
+)
 @pytest.mark.parametrize("path", ["webhook", "reconcile"])
 def test_a_session_that_does_not_match_what_was_sold_is_flagged_not_fulfilled(
-        client, stripe_api, ltiaas_api, path, tamper, problem):
+    client, stripe_api, ltiaas_api, path, tamper, problem
+):
     _registration_id, token, _ = open_frame(client, ltiaas_api)
     client.get(f"/flow/{token}/pay")
     session_id = stripe_api.only_session()["id"]
@@ -359,11 +398,21 @@ def test_a_strangers_session_naming_our_registration_is_flagged(client, stripe_a
     _registration_id, _token, _ = open_frame(client, ltiaas_api)
     reg = load(client)
     stripe_api.sessions["cs_test_stranger"] = {
-        "id": "cs_test_stranger", "object": "checkout.session", "status": "open", "payment_status": "unpaid",
-        "client_reference_id": "not-ours", "metadata": {"registration_pk": str(reg.id)},
-        "amount_total": 4900, "currency": "usd", "payment_intent": None, "customer_details": None,
-        "created": int(time.time()), "expires_at": int(time.time()) + 3600, "url": None,
-        "_price": "price_registration"}
+        "id": "cs_test_stranger",
+        "object": "checkout.session",
+        "status": "open",
+        "payment_status": "unpaid",
+        "client_reference_id": "not-ours",
+        "metadata": {"registration_pk": str(reg.id)},
+        "amount_total": 4900,
+        "currency": "usd",
+        "payment_intent": None,
+        "customer_details": None,
+        "created": int(time.time()),
+        "expires_at": int(time.time()) + 3600,
+        "url": None,
+        "_price": "price_registration",
+    }
     stripe_api.pay("cs_test_stranger")
     deliver(client, stripe_api, stripe_api.event("checkout.session.completed", "cs_test_stranger"))
     assert ltiaas_api.complete_calls == []
@@ -374,6 +423,7 @@ def test_a_strangers_session_naming_our_registration_is_flagged(client, stripe_a
 
 # ---------------------------------------------------------------------------------------------
 # The success return and the webhook: Stripe is asked, the payment recorded, LTIaaS completed once
+
 
 def test_success_return_confirms_with_stripe_and_completes_once(client, stripe_api, ltiaas_api):
     registration_id, token, _ = open_frame(client, ltiaas_api)
@@ -392,8 +442,12 @@ def test_success_return_confirms_with_stripe_and_completes_once(client, stripe_a
         assert reg.payer_email == "it@school.example" and reg.amount_paid == 4900
         assert reg.payment_intent_id.startswith("pi_")
         causes = [(e.to_state, e.cause) for e in reg.timeline if e.kind == "state"]
-        assert causes == [("pending", "pre-approval"), ("paid", "success return"),
-                          ("completing", "success return"), ("completed", "success return")]
+        assert causes == [
+            ("pending", "pre-approval"),
+            ("paid", "success return"),
+            ("completing", "success return"),
+            ("completed", "success return"),
+        ]
 
 
 def test_success_url_alone_proves_nothing(client, stripe_api, ltiaas_api):
@@ -408,19 +462,28 @@ def test_success_url_alone_proves_nothing(client, stripe_api, ltiaas_api):
 
 
 def test_completion_body_comes_from_configuration(database_url, stripe_api, ltiaas_api):
-    app = make_app(database_url, ltiaas_platform_name="Acme Quiz",
-                   ltiaas_messages='[{"type": "LtiResourceLinkRequest", "placements": ["course_navigation"]}]')
+    app = make_app(
+        database_url,
+        ltiaas_platform_name="Acme Quiz",
+        ltiaas_messages='[{"type": "LtiResourceLinkRequest", "placements": ["course_navigation"]}]',
+    )
     client = app.test_client()
     _, token, _ = open_frame(client, ltiaas_api)
     client.get(f"/flow/{token}/pay")
     stripe_api.pay(stripe_api.only_session()["id"])
     client.get(f"/flow/{token}/paid?session_id={stripe_api.only_session()['id']}")
-    assert ltiaas_api.complete_bodies == [{"platformName": "Acme Quiz", "autoActivate": True, "messages": [
-        {"type": "LtiResourceLinkRequest", "placements": ["course_navigation"]}]}]
+    assert ltiaas_api.complete_bodies == [
+        {
+            "platformName": "Acme Quiz",
+            "autoActivate": True,
+            "messages": [{"type": "LtiResourceLinkRequest", "placements": ["course_navigation"]}],
+        }
+    ]
 
 
-def test_unset_completion_settings_leave_ltiaas_defaults_but_the_licence_decides_activation(client, stripe_api,
-                                                                                             ltiaas_api):
+def test_unset_completion_settings_leave_ltiaas_defaults_but_the_licence_decides_activation(
+    client, stripe_api, ltiaas_api
+):
     _, token, _ = open_frame(client, ltiaas_api)
     client.get(f"/flow/{token}/pay")
     stripe_api.pay(stripe_api.only_session()["id"])
@@ -462,6 +525,7 @@ def test_mismatched_amount_is_flagged_not_fulfilled(client, stripe_api, ltiaas_a
 
 # ---------------------------------------------------------------------------------------------
 # Prices as vendors configure them
+
 
 def test_a_price_in_another_currency_is_accepted(client, stripe_api, ltiaas_api):
     stripe_api.set_price(currency_options={"eur": 4500})

@@ -4,6 +4,7 @@ https://evil.example"). Organisation and PO number refuse web addresses, e-mail 
 numbers (one sentence per field, in the admin's language), and each billing e-mail domain gets at most
 INVOICE_REQUESTS_PER_DOMAIN_PER_DAY invoice requests a day (3 by default); a refused request makes nothing
 at Stripe."""
+
 import html
 import re
 from datetime import timedelta
@@ -16,31 +17,36 @@ from paygate.core.db import db
 from paygate.core.models import Licence, Registration
 from tests.helpers.apps import BASE_CONFIG, make_app
 
-ANSWERS = {"billing_email": "finance@school.example", "organisation": "Springfield Elementary",
-           "po_number": "PO-2024-117"}
+ANSWERS = {
+    "billing_email": "finance@school.example",
+    "organisation": "Springfield Elementary",
+    "po_number": "PO-2024-117",
+}
 SPANISH, FRENCH = "es-ES,es;q=0.9", "fr-FR,fr;q=0.9"
 CONTACT = {
     "organisation": {
         None: "The name of your school or organisation cannot contain a web address, an e-mail address or a phone "
-              "number.",
+        "number.",
         SPANISH: "El nombre de su centro educativo u organización no puede contener una dirección web, una "
-                 "dirección de correo electrónico ni un número de teléfono.",
+        "dirección de correo electrónico ni un número de teléfono.",
         FRENCH: "Le nom de votre établissement ou organisation ne peut pas contenir d'adresse web, d'adresse "
-                "e-mail ni de numéro de téléphone.",
+        "e-mail ni de numéro de téléphone.",
     },
     "po_number": {
         None: "The purchase-order number cannot contain a web address, an e-mail address or a phone number.",
         SPANISH: "El número de orden de compra no puede contener una dirección web, una dirección de correo "
-                 "electrónico ni un número de teléfono.",
+        "electrónico ni un número de teléfono.",
         FRENCH: "Le numéro de bon de commande ne peut pas contenir d'adresse web, d'adresse e-mail ni de numéro "
-                "de téléphone.",
+        "de téléphone.",
     },
 }
-CAPPED = ("Too many invoices were requested today for e-mail addresses at school.example. Pay by card, or "
-          "try again tomorrow.")
+CAPPED = (
+    "Too many invoices were requested today for e-mail addresses at school.example. Pay by card, or try again tomorrow."
+)
 
 
 # Helpers (copied small, not imported from other test files)
+
 
 @pytest.fixture
 def make():
@@ -83,8 +89,9 @@ def open_frame(client, ltiaas_api):
 
 
 def ask_invoice(client, token, page_text, language=None, address=None, **answers):
-    form = re.search(r'<form method="post" action="/flow/' + re.escape(token) + r'/invoice".*?</form>', page_text,
-                     re.S).group(0)
+    form = re.search(
+        r'<form method="post" action="/flow/' + re.escape(token) + r'/invoice".*?</form>', page_text, re.S
+    ).group(0)
     data = {**ANSWERS, "form_id": re.search(r'name="form_id" value="([^"]+)"', form).group(1), **answers}
     headers = {"Accept-Language": language} if language else {}
     # Each request from its own address: the per-address rate is not what is tested here.
@@ -131,8 +138,9 @@ CONTACTS = [
 
 
 @pytest.mark.parametrize("field, value", CONTACTS)
-def test_organisation_and_po_number_refuse_web_addresses_emails_and_phone_numbers(inv_client, stripe_api, ltiaas_api,
-                                                                                  field, value):
+def test_organisation_and_po_number_refuse_web_addresses_emails_and_phone_numbers(
+    inv_client, stripe_api, ltiaas_api, field, value
+):
     _, token, page = open_frame(inv_client, ltiaas_api)
     answer = ask_invoice(inv_client, token, page.text, **{field: value})
     assert answer.status_code == 400, (field, value)
@@ -143,8 +151,9 @@ def test_organisation_and_po_number_refuse_web_addresses_emails_and_phone_number
 
 
 @pytest.mark.parametrize("language", [SPANISH, FRENCH])
-@pytest.mark.parametrize("field, value", [("organisation", "Pay at https://evil.example"),
-                                          ("po_number", "call +1 555 123 4567")])
+@pytest.mark.parametrize(
+    "field, value", [("organisation", "Pay at https://evil.example"), ("po_number", "call +1 555 123 4567")]
+)
 def test_the_refusal_is_in_the_admins_language(inv_client, stripe_api, ltiaas_api, language, field, value):
     _, token, page = open_frame(inv_client, ltiaas_api)
     answer = ask_invoice(inv_client, token, page.text, language=language, **{field: value})
@@ -153,13 +162,21 @@ def test_the_refusal_is_in_the_admins_language(inv_client, stripe_api, ltiaas_ap
     assert made_at_stripe(stripe_api) == (0, 0, 0)
 
 
-@pytest.mark.parametrize("field, value", [
-    ("organisation", "St. Mary's School"), ("organisation", "Springfield School District 186"),
-    ("organisation", "École Jules-Ferry, Lyon"), ("organisation", "U.S. Department of Education"),
-    ("organisation", "Springfield Elementary (Building 2)"), ("po_number", "PO-2024-117"),
-    ("po_number", "4500012345"), ("po_number", "2024/0117"), ("po_number", "PO 123 456"),
-    ("po_number", "PO#2024.11.7"),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("organisation", "St. Mary's School"),
+        ("organisation", "Springfield School District 186"),
+        ("organisation", "École Jules-Ferry, Lyon"),
+        ("organisation", "U.S. Department of Education"),
+        ("organisation", "Springfield Elementary (Building 2)"),
+        ("po_number", "PO-2024-117"),
+        ("po_number", "4500012345"),
+        ("po_number", "2024/0117"),
+        ("po_number", "PO 123 456"),
+        ("po_number", "PO#2024.11.7"),
+    ],
+)
 def test_ordinary_names_and_po_numbers_are_taken(inv_client, stripe_api, ltiaas_api, field, value):
     registration_id, _, answer = invoiced(inv_client, ltiaas_api, **{field: value})
     assert answer.status_code == 303, invoice_error(answer.text)
@@ -173,6 +190,7 @@ def _registration_id(client, token) -> str:
 
 
 # At most so many invoice requests per billing e-mail domain a day
+
 
 def test_the_fourth_invoice_request_of_a_day_for_one_domain_is_refused(inv_client, stripe_api, ltiaas_api):
     for n, email in enumerate(("a@school.example", "B@School.Example", "c@school.example")):

@@ -1,6 +1,7 @@
 """Pay by invoice (paygate/sales/invoicing.py): the admin's form in the frame, what is
 made at Stripe (once, whatever is clicked twice or fails halfway), completion at LTIaaS, access that
 follows the invoice, hostile input, a card payment and an invoice never both, and what operators see."""
+
 import csv
 import html
 import io
@@ -22,17 +23,23 @@ from tests.helpers.flow import open_frame, status
 from tests.helpers.operators import add_operator, form_id, sign_in
 from tests.helpers.webhooks import deliver
 
-ANSWERS = {"billing_email": "finance@school.example", "organisation": "Springfield Elementary",
-           "po_number": "PO-2024-117"}
+ANSWERS = {
+    "billing_email": "finance@school.example",
+    "organisation": "Springfield Elementary",
+    "po_number": "PO-2024-117",
+}
 DAYS = 30
 GRACE = 14  # LICENCE_GRACE_DAYS' default
 INVOICE_SENTENCE = "An invoice due in 30 days is e-mailed to your finance office; the tool is registered now."
-RETRY_SENTENCE = ("We could not reach the payment service to make your invoice. Send the form again in a moment: "
-                  "nothing is made twice.")
+RETRY_SENTENCE = (
+    "We could not reach the payment service to make your invoice. Send the form again in a moment: "
+    "nothing is made twice."
+)
 EXPIRED_FORM = "This form has expired. Reload the page and send it again."
 
 
 # Helpers
+
 
 @pytest.fixture
 def make():
@@ -67,8 +74,9 @@ def text_of(page_html: str) -> str:
 
 def invoice_form(page_text: str, token: str) -> str | None:
     """The invoice form of a frame page, or None."""
-    found = re.search(r'<form method="post" action="/flow/' + re.escape(token) + r'/invoice".*?</form>', page_text,
-                      re.S)
+    found = re.search(
+        r'<form method="post" action="/flow/' + re.escape(token) + r'/invoice".*?</form>', page_text, re.S
+    )
     return found.group(0) if found else None
 
 
@@ -118,8 +126,12 @@ def ops(stripe_api, name) -> list[str]:
 
 
 def made_at_stripe(stripe_api) -> tuple[int, int, int, int]:
-    return (len(stripe_api.customers), len(stripe_api.invoices), len(stripe_api.invoice_items),
-            len(stripe_api.subscriptions))
+    return (
+        len(stripe_api.customers),
+        len(stripe_api.invoices),
+        len(stripe_api.invoice_items),
+        len(stripe_api.subscriptions),
+    )
 
 
 def send(client, stripe_api, kind, obj):
@@ -134,6 +146,7 @@ def near(moment, expected, slack=timedelta(minutes=2)) -> bool:
 
 
 # 1. The offer
+
 
 def test_without_a_payment_term_there_is_no_invoice_form_and_a_post_is_refused(client, stripe_api, ltiaas_api):
     _registration_id, token, page = open_frame(client, ltiaas_api)
@@ -163,6 +176,7 @@ def test_with_a_payment_term_the_frame_offers_the_invoice_form(inv_client, strip
 
 
 # 2. A valid request
+
 
 def test_a_valid_request_makes_one_invoice_sends_it_and_registers_now(inv_app, inv_client, stripe_api, ltiaas_api):
     registration_id, token, answer = invoiced(inv_client, ltiaas_api)
@@ -213,8 +227,12 @@ def test_a_valid_request_makes_one_invoice_sends_it_and_registers_now(inv_app, i
     reg = registration(inv_app)
     assert reg.state == "completed" and reg.platform_id and reg.platform_active is True
     lic = reg.licence
-    assert (lic.kind, lic.status, lic.invoice_id, lic.invoice_number) == ("invoice", "open", invoice["id"],
-                                                                        invoice["number"])
+    assert (lic.kind, lic.status, lic.invoice_id, lic.invoice_number) == (
+        "invoice",
+        "open",
+        invoice["id"],
+        invoice["number"],
+    )
     assert (lic.billing_email, lic.organisation, lic.po_number) == tuple(ANSWERS.values())
     assert near(lic.due_at, utcnow() + timedelta(days=DAYS))
     assert lic.hosted_invoice_url == invoice["hosted_invoice_url"] and lic.hosted_invoice_url.startswith("https://")
@@ -232,6 +250,7 @@ def test_the_po_number_is_optional(inv_app, inv_client, stripe_api, ltiaas_api):
 
 
 # 3. Access on payment
+
 
 def test_access_on_payment_waits_for_the_invoice_to_be_paid(make, database_url, stripe_api, ltiaas_api):
     app = make(database_url, invoice_access="on_payment")
@@ -256,9 +275,12 @@ def test_access_on_payment_waits_for_the_invoice_to_be_paid(make, database_url, 
 
 # 4. Overdue, paid late, void, uncollectible
 
-def test_unpaid_past_the_grace_the_worker_deactivates_and_a_late_payment_reactivates(inv_app, inv_client,
-                                                                                   stripe_api, ltiaas_api):
+
+def test_unpaid_past_the_grace_the_worker_deactivates_and_a_late_payment_reactivates(
+    inv_app, inv_client, stripe_api, ltiaas_api
+):
     from paygate.ops import worker
+
     invoiced(inv_client, ltiaas_api)
     reg = registration(inv_app)
     due, platform_id = reg.licence.due_at, reg.platform_id
@@ -289,8 +311,9 @@ def test_a_void_or_uncollectible_invoice_ends_access(inv_app, inv_client, stripe
     invoiced(inv_client, ltiaas_api)
     reg = registration(inv_app)
     invoice_id = reg.licence.invoice_id
-    changed = (stripe_api.void_invoice(invoice_id) if event == "invoice.voided"
-               else stripe_api.mark_uncollectible(invoice_id))
+    changed = (
+        stripe_api.void_invoice(invoice_id) if event == "invoice.voided" else stripe_api.mark_uncollectible(invoice_id)
+    )
     send(inv_client, stripe_api, event, changed)
     reg = registration(inv_app)
     assert ltiaas_api.calls_for(reg.platform_id) == ["deactivate"]
@@ -299,12 +322,16 @@ def test_a_void_or_uncollectible_invoice_ends_access(inv_app, inv_client, stripe
 
 # 5. Twice, reloaded, failing halfway
 
+
 def test_the_same_form_twice_and_a_reloaded_form_make_one_invoice(inv_app, inv_client, stripe_api, ltiaas_api):
     registration_id, token, first = open_frame(inv_client, ltiaas_api)
     reloaded = inv_client.get(f"/pre-approval?registrationId={registration_id}")  # a second tab, or a reload
     assert invoice_form_id(first.text, token) != invoice_form_id(reloaded.text, token)
-    answers = [ask_invoice(inv_client, token, first.text), ask_invoice(inv_client, token, first.text),
-               ask_invoice(inv_client, token, reloaded.text)]
+    answers = [
+        ask_invoice(inv_client, token, first.text),
+        ask_invoice(inv_client, token, first.text),
+        ask_invoice(inv_client, token, reloaded.text),
+    ]
     assert [a.status_code for a in answers] == [303, 303, 303]
     assert made_at_stripe(stripe_api) == (1, 1, 1, 0)
     assert stripe_api.sent_invoices == [next(iter(stripe_api.invoices))]
@@ -314,9 +341,11 @@ def test_the_same_form_twice_and_a_reloaded_form_make_one_invoice(inv_app, inv_c
 
 @pytest.mark.parametrize("resume", ["send again", "worker"])
 @pytest.mark.parametrize("step", ["invoice_create", "invoice_finalize", "invoice_send"])
-def test_a_stripe_failure_halfway_is_said_once_and_resumes_without_duplicates(inv_app, inv_client, stripe_api,
-                                                                             ltiaas_api, step, resume):
+def test_a_stripe_failure_halfway_is_said_once_and_resumes_without_duplicates(
+    inv_app, inv_client, stripe_api, ltiaas_api, step, resume
+):
     from paygate.ops import worker
+
     registration_id, token, page = open_frame(inv_client, ltiaas_api)
     stripe_api.fail_next[step] = [500]
     answer = ask_invoice(inv_client, token, page.text)
@@ -363,8 +392,7 @@ HOSTILE = {
     "markup": ({"organisation": "<script>alert(1)</script>"}, "organisation", "< and >"),
     "e-mail with a header": ({"billing_email": "a@b.example\nBcc: x@y"}, "billing_email", "e-mail"),
     "invalid e-mail": ({"billing_email": "not an address"}, "billing_email", "e-mail"),
-    "e-mail with markup": ({"billing_email": '"><img src=x onerror=alert(1)>@b.example'}, "billing_email",
-                           "e-mail"),
+    "e-mail with markup": ({"billing_email": '"><img src=x onerror=alert(1)>@b.example'}, "billing_email", "e-mail"),
     "missing e-mail": ({"billing_email": ""}, "billing_email", "e-mail"),
     "missing organisation": ({"organisation": "   "}, "organisation", "organisation"),
     "PO number of 141 characters": ({"po_number": "P" * 141}, "po_number", "at most 140 characters"),
@@ -380,8 +408,9 @@ def nothing_made(app, stripe_api, ltiaas_api, token, client):
 
 
 @pytest.mark.parametrize("case", list(HOSTILE))
-def test_hostile_input_is_refused_with_one_sentence_and_makes_nothing(inv_app, inv_client, stripe_api, ltiaas_api,
-                                                                      caplog, case):
+def test_hostile_input_is_refused_with_one_sentence_and_makes_nothing(
+    inv_app, inv_client, stripe_api, ltiaas_api, caplog, case
+):
     answers, field, words = HOSTILE[case]
     _, token, page = open_frame(inv_client, ltiaas_api)
     with caplog.at_level(logging.DEBUG):
@@ -409,8 +438,13 @@ def test_markup_is_shown_back_as_text(inv_client, stripe_api, ltiaas_api):
 def test_a_form_without_its_id_or_with_a_forged_one_is_refused(inv_app, inv_client, stripe_api, ltiaas_api):
     _, token, page = open_frame(inv_client, ltiaas_api)
     genuine = invoice_form_id(page.text, token)
-    forged = [None, "", "forged", genuine[:-3] + ("abc" if genuine[-3:] != "abc" else "abd"),
-              genuine.split(".")[0] + ".AAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAA"]
+    forged = [
+        None,
+        "",
+        "forged",
+        genuine[:-3] + ("abc" if genuine[-3:] != "abc" else "abd"),
+        genuine.split(".")[0] + ".AAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    ]
     for value in forged:
         data = {**ANSWERS, **({"form_id": value} if value is not None else {})}
         answer = inv_client.post(f"/flow/{token}/invoice", data=data)
@@ -422,8 +456,9 @@ def test_a_form_without_its_id_or_with_a_forged_one_is_refused(inv_app, inv_clie
 def test_another_registrations_form_id_is_refused(inv_app, inv_client, stripe_api, ltiaas_api):
     _, other_token, other_page = open_frame(inv_client, ltiaas_api)
     _registration_id, token, _ = open_frame(inv_client, ltiaas_api)
-    answer = inv_client.post(f"/flow/{token}/invoice",
-                             data={**ANSWERS, "form_id": invoice_form_id(other_page.text, other_token)})
+    answer = inv_client.post(
+        f"/flow/{token}/invoice", data={**ANSWERS, "form_id": invoice_form_id(other_page.text, other_token)}
+    )
     assert answer.status_code == 400 and invoice_error(answer.text) == EXPIRED_FORM
     assert ops(stripe_api, "customer_create") == [] and made_at_stripe(stripe_api) == (0, 0, 0, 0)
     with inv_app.app_context():
@@ -433,6 +468,7 @@ def test_another_registrations_form_id_is_refused(inv_app, inv_client, stripe_ap
 
 def test_an_expired_form_id_is_refused(inv_app, inv_client, stripe_api, ltiaas_api, monkeypatch):
     from itsdangerous.timed import TimestampSigner
+
     _, token, page = open_frame(inv_client, ltiaas_api)
     later = int(time.time()) + 2 * 3600  # the LMS token's hour is long over
     monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: later)
@@ -444,6 +480,7 @@ def test_an_expired_form_id_is_refused(inv_app, inv_client, stripe_api, ltiaas_a
 
 
 # 7. A card payment and an invoice, never both
+
 
 def test_after_an_invoice_request_the_card_is_refused(inv_app, inv_client, stripe_api, ltiaas_api):
     _, token, answer = invoiced(inv_client, ltiaas_api)
@@ -464,8 +501,7 @@ def test_while_the_invoice_is_being_made_the_card_is_refused(inv_app, inv_client
     assert ops(stripe_api, "create") == [] and stripe_api.sessions == {}
 
 
-def test_an_open_checkout_session_is_expired_when_the_invoice_is_requested(inv_app, inv_client, stripe_api,
-                                                                          ltiaas_api):
+def test_an_open_checkout_session_is_expired_when_the_invoice_is_requested(inv_app, inv_client, stripe_api, ltiaas_api):
     registration_id, token, page = open_frame(inv_client, ltiaas_api)
     assert inv_client.get(f"/flow/{token}/pay").status_code == 303  # the admin opened Checkout, then changed mind
     session = stripe_api.only_session()
@@ -499,6 +535,7 @@ def test_a_card_payment_made_just_before_the_invoice_form_wins(inv_app, inv_clie
 
 # 8. A recurring Price
 
+
 def test_a_recurring_price_makes_a_subscription_billed_by_invoice(inv_app, inv_client, stripe_api, ltiaas_api):
     stripe_api.set_price(recurring="year")
     registration_id, token, page = open_frame(inv_client, ltiaas_api)
@@ -525,6 +562,7 @@ def test_a_recurring_price_makes_a_subscription_billed_by_invoice(inv_app, inv_c
 
 # 9. Invoices of others
 
+
 def test_an_invoice_event_of_no_registration_changes_nothing(inv_app, inv_client, stripe_api, ltiaas_api):
     registration_id, _, _ = invoiced(inv_client, ltiaas_api)
     reg = registration(inv_app)
@@ -532,10 +570,20 @@ def test_an_invoice_event_of_no_registration_changes_nothing(inv_app, inv_client
     calls = len(stripe_api.calls)
     others = [
         {"id": "in_other1", "object": "invoice", "status": "paid", "parent": None, "metadata": {"shop": "x"}},
-        {"id": "in_other2", "object": "invoice", "status": "void", "parent": None,
-         "metadata": {"registration_pk": str(reg.id), "registration_id": "someone-else"}},
-        {"id": "in_other3", "object": "invoice", "status": "paid", "parent": None,
-         "metadata": {"registration_pk": "999999", "registration_id": registration_id}},
+        {
+            "id": "in_other2",
+            "object": "invoice",
+            "status": "void",
+            "parent": None,
+            "metadata": {"registration_pk": str(reg.id), "registration_id": "someone-else"},
+        },
+        {
+            "id": "in_other3",
+            "object": "invoice",
+            "status": "paid",
+            "parent": None,
+            "metadata": {"registration_pk": "999999", "registration_id": registration_id},
+        },
     ]
     for kind, obj in zip(["invoice.paid", "invoice.voided", "invoice.paid"], others, strict=True):
         assert send(inv_client, stripe_api, kind, obj) == "foreign invoice"
@@ -547,6 +595,7 @@ def test_an_invoice_event_of_no_registration_changes_nothing(inv_app, inv_client
 
 # 10. Operators
 
+
 def test_operators_see_the_invoice_on_the_detail_page(inv_app, inv_client, stripe_api, ltiaas_api):
     invoiced(inv_client, ltiaas_api)
     reg = registration(inv_app)
@@ -556,8 +605,14 @@ def test_operators_see_the_invoice_on_the_detail_page(inv_app, inv_client, strip
     page = inv_client.get(f"/operator/registrations/{reg.id}")
     assert page.status_code == 200
     shown = text_of(page.text)
-    for value in ("Springfield Elementary", "finance@school.example", "PO-2024-117", lic.invoice_number,
-                  lic.due_at.strftime("%Y-%m-%d"), "49.00 USD"):
+    for value in (
+        "Springfield Elementary",
+        "finance@school.example",
+        "PO-2024-117",
+        lic.invoice_number,
+        lic.due_at.strftime("%Y-%m-%d"),
+        "49.00 USD",
+    ):
         assert value in shown, value
     assert re.search(r'id="licence-kind">invoice<', page.text)
     assert re.search(r'id="licence-status">open', page.text)
@@ -568,10 +623,12 @@ def test_operators_see_the_invoice_on_the_detail_page(inv_app, inv_client, strip
 
 def test_operators_filter_export_and_read_invoices(inv_app, inv_client, stripe_api, ltiaas_api):
     from tests.helpers.operators import api_ids, paid_registration
+
     pks = {}
     for name in ("open", "overdue", "paid"):
-        registration_id, _, answer = invoiced(inv_client, ltiaas_api, organisation=f"School {name}",
-                                              billing_email=f"{name}@school.example")
+        registration_id, _, answer = invoiced(
+            inv_client, ltiaas_api, organisation=f"School {name}", billing_email=f"{name}@school.example"
+        )
         assert answer.status_code == 303
         pks[name] = registration(inv_app, registration_id).id
     overdue = licence(inv_app, _rid(inv_app, pks["overdue"]))
@@ -593,9 +650,15 @@ def test_operators_filter_export_and_read_invoices(inv_app, inv_client, stripe_a
     row = rows[pks["open"]]
     lic = licence(inv_app, _rid(inv_app, pks["open"]))
     assert (row["organisation"], row["billing_email"], row["po_number"]) == (
-        "School open", "open@school.example", "PO-2024-117")
+        "School open",
+        "open@school.example",
+        "PO-2024-117",
+    )
     assert (row["invoice_number"], row["invoice_status"], row["invoice_amount_due"]) == (
-        lic.invoice_number, "open", "4900")
+        lic.invoice_number,
+        "open",
+        "4900",
+    )
     assert row["invoice_due_date"].startswith(lic.due_at.strftime("%Y-%m-%d"))
     assert row["hosted_invoice_url"] == lic.hosted_invoice_url and row["licence_kind"] == "invoice"
     assert rows[pks["paid"]]["invoice_status"] == "paid"
@@ -616,14 +679,18 @@ def _rid(app, pk) -> str:
 
 # 11. Many submissions at once, on PostgreSQL
 
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("forms", ["same form", "different forms"])
 def test_eight_simultaneous_submissions_make_one_invoice(make, pg_url, stripe_api, ltiaas_api, forms):
     app = make(pg_url)
     client = app.test_client()
     registration_id, token, page = open_frame(client, ltiaas_api)
-    pages = [page.text] * 8 if forms == "same form" else [
-        client.get(f"/pre-approval?registrationId={registration_id}").text for _ in range(8)]
+    pages = (
+        [page.text] * 8
+        if forms == "same form"
+        else [client.get(f"/pre-approval?registrationId={registration_id}").text for _ in range(8)]
+    )
     assert len({invoice_form_id(p, token) for p in pages}) == (1 if forms == "same form" else 8)
     stripe_api.probe = lambda op: time.sleep(0.02) if op.startswith(("customer", "invoice")) else None
     ltiaas_api.complete_delay = 0.1  # widen the windows in which a second caller could slip through
@@ -637,8 +704,10 @@ def test_eight_simultaneous_submissions_make_one_invoice(make, pg_url, stripe_ap
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(submit, pages))
     for answer in answers:
-        assert answer.status_code == 303 or (answer.status_code < 500 and "being prepared" in answer.text), \
-            (answer.status_code, invoice_error(answer.text))
+        assert answer.status_code == 303 or (answer.status_code < 500 and "being prepared" in answer.text), (
+            answer.status_code,
+            invoice_error(answer.text),
+        )
     assert made_at_stripe(stripe_api) == (1, 1, 1, 0)
     assert len(ops(stripe_api, "customer_create")) == 1 and len(stripe_api.sent_invoices) == 1
     assert ltiaas_api.complete_calls == [registration_id]

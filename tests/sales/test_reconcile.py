@@ -1,5 +1,6 @@
 """Reconciliation with Stripe (paygate/sales/reconcile.py): paid Checkout Sessions and licences whose
 webhooks were lost are found by listing Stripe, fulfilled or corrected once, and a second run changes nothing."""
+
 import responses
 
 from paygate.sales.reconcile import reconcile
@@ -11,14 +12,12 @@ from tests.helpers.licences import load as load_pk
 from tests.helpers.webhooks import deliver
 
 
-def test_lost_webhooks_are_recovered_by_reconcile_and_a_second_run_changes_nothing(
-        client, stripe_api, ltiaas_api):
+def test_lost_webhooks_are_recovered_by_reconcile_and_a_second_run_changes_nothing(client, stripe_api, ltiaas_api):
     paid_ids = []
     for _ in range(5):
         registration_id, token, _ = open_frame(client, ltiaas_api)
         client.get(f"/flow/{token}/pay")
-        session_id = next(s["id"] for s in stripe_api.sessions.values()
-                          if s["client_reference_id"] == registration_id)
+        session_id = next(s["id"] for s in stripe_api.sessions.values() if s["client_reference_id"] == registration_id)
         stripe_api.pay(session_id)
         paid_ids.append((registration_id, token, session_id))
     # The one webhook that arrives is signed with a wrongly rotated secret.
@@ -28,14 +27,26 @@ def test_lost_webhooks_are_recovered_by_reconcile_and_a_second_run_changes_nothi
     _, unpaid_token, _ = open_frame(client, ltiaas_api)
     client.get(f"/flow/{unpaid_token}/pay")
     stripe_api.sessions["cs_test_other_integration"] = {
-        **stripe_api.sessions[paid_ids[0][2]], "id": "cs_test_other_integration", "client_reference_id": None,
-        "metadata": {"order": "42"}, "amount_total": 1500}
+        **stripe_api.sessions[paid_ids[0][2]],
+        "id": "cs_test_other_integration",
+        "client_reference_id": None,
+        "metadata": {"order": "42"},
+        "amount_total": 1500,
+    }
     assert all(status(client, token)["state"] == "pending" for _, token, _ in paid_ids)
 
     with client.application.app_context():
         counts = reconcile(since_hours=48, page_size=2)
-    assert counts == {"listed": 7, "paid": 6, "known": 0, "fulfilled": 5, "completed": 5, "flagged": 0,
-                      "foreign": 1, "errors": 0}
+    assert counts == {
+        "listed": 7,
+        "paid": 6,
+        "known": 0,
+        "fulfilled": 5,
+        "completed": 5,
+        "flagged": 0,
+        "foreign": 1,
+        "errors": 0,
+    }
     pages = [url for kind, url in stripe_api.calls if kind == "list"]
     assert len(pages) == 4 and all("starting_after" in url for url in pages[1:])
     assert sorted(ltiaas_api.complete_calls) == sorted(r for r, _, _ in paid_ids)
@@ -45,7 +56,10 @@ def test_lost_webhooks_are_recovered_by_reconcile_and_a_second_run_changes_nothi
         reg = load(client, registration_id)
         assert reg.payment_session_id == session_id
         assert [(e.to_state, e.cause) for e in reg.timeline if e.kind == "state"][1:] == [
-            ("paid", "reconcile"), ("completing", "reconcile"), ("completed", "reconcile")]
+            ("paid", "reconcile"),
+            ("completing", "reconcile"),
+            ("completed", "reconcile"),
+        ]
     assert status(client, unpaid_token)["state"] == "pending"
 
     before = snapshot(client)
@@ -62,8 +76,12 @@ def test_lost_webhooks_are_recovered_by_reconcile_and_a_second_run_changes_nothi
 
 def test_reconcile_reports_stripe_failures_and_keeps_what_it_did(client, stripe_api, ltiaas_api, paid, mocked):
     _registration_id, token, _ = paid
-    mocked.replace(responses.GET, stripe_list_pattern(mocked), status=500,
-                   json={"error": {"type": "api_error", "message": "try later"}})
+    mocked.replace(
+        responses.GET,
+        stripe_list_pattern(mocked),
+        status=500,
+        json={"error": {"type": "api_error", "message": "try later"}},
+    )
     result = client.application.test_cli_runner().invoke(args=["reconcile"])
     assert result.exit_code != 0 and "could not list checkouts" in result.output
     assert "sk_test" not in result.output
@@ -71,13 +89,17 @@ def test_reconcile_reports_stripe_failures_and_keeps_what_it_did(client, stripe_
 
 
 def stripe_list_pattern(mocked):
-    return next(r.url for r in mocked.registered() if r.method == "GET"
-                and getattr(r.url, "pattern", "").endswith(r"/v1/checkout/sessions(\?.*)?$"))
+    return next(
+        r.url
+        for r in mocked.registered()
+        if r.method == "GET" and getattr(r.url, "pattern", "").endswith(r"/v1/checkout/sessions(\?.*)?$")
+    )
 
 
 def test_reconcile_corrects_a_missed_webhook(app, client, stripe_api, ltiaas_api, yearly):
     from paygate.licensing.access import sync_pending
     from paygate.sales.reconcile import reconcile_licences
+
     pk, session = buy(client, stripe_api, ltiaas_api)
     stripe_api.set_subscription_status(session["subscription"], "unpaid")  # its webhook never arrives
     with app.app_context():
@@ -91,6 +113,7 @@ def test_reconcile_corrects_a_missed_webhook(app, client, stripe_api, ltiaas_api
 
 def test_reconcile_finds_a_refund_and_a_dispute_made_while_webhooks_were_down(app, client, stripe_api, ltiaas_api):
     from paygate.sales.reconcile import reconcile_licences
+
     pk, session = buy(client, stripe_api, ltiaas_api)
     stripe_api.open_dispute(session["payment_intent"])
     with app.app_context():

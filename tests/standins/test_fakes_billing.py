@@ -1,4 +1,5 @@
 """The Stripe fake's billing endpoints, checked with the real stripe-python client (wire format)."""
+
 import threading
 import time
 from datetime import UTC, datetime
@@ -25,9 +26,16 @@ def api():
 
 
 def checkout(api, mode="payment", key="k-session", **extra):
-    params = {"mode": mode, "ui_mode": "hosted_page", "line_items": [{"price": "price_registration", "quantity": 1}],
-              "success_url": "http://paygate.test/ok", "expires_at": int(time.time()) + 3600,
-              "client_reference_id": "ref-1", "metadata": {"registration_pk": "1"}, **extra}
+    params = {
+        "mode": mode,
+        "ui_mode": "hosted_page",
+        "line_items": [{"price": "price_registration", "quantity": 1}],
+        "success_url": "http://paygate.test/ok",
+        "expires_at": int(time.time()) + 3600,
+        "client_reference_id": "ref-1",
+        "metadata": {"registration_pk": "1"},
+        **extra,
+    }
     return api.checkout.sessions.create(params=params, options={"idempotency_key": key})
 
 
@@ -57,8 +65,7 @@ def test_subscription_checkout_in_another_currency(fake, api):
     assert session["subscription"].startswith("sub_") and session["invoice"].startswith("in_")
     assert session["customer"].startswith("cus_")
 
-    sub = api.subscriptions.retrieve(session["subscription"],
-                                     params={"expand": ["latest_invoice.payments"]}).to_dict()
+    sub = api.subscriptions.retrieve(session["subscription"], params={"expand": ["latest_invoice.payments"]}).to_dict()
     assert sub["status"] == "active" and sub["metadata"] == {"registration_pk": "7"}
     assert "current_period_end" not in sub
     item = sub["items"]["data"][0]
@@ -66,12 +73,15 @@ def test_subscription_checkout_in_another_currency(fake, api):
     assert item["price"]["id"] == "price_registration"
     invoice = sub["latest_invoice"]
     assert invoice["id"] == session["invoice"] and invoice["status"] == "paid" and invoice["amount_paid"] == 4500
-    assert invoice["parent"]["subscription_details"] == {"subscription": sub["id"],
-                                                         "metadata": {"registration_pk": "7"}}
+    assert invoice["parent"]["subscription_details"] == {
+        "subscription": sub["id"],
+        "metadata": {"registration_pk": "7"},
+    }
     (payment,) = invoice["payments"]["data"]
     assert payment["object"] == "invoice_payment" and payment["payment"]["type"] == "payment_intent"
-    pi = api.payment_intents.retrieve(payment["payment"]["payment_intent"],
-                                      params={"expand": ["latest_charge"]}).to_dict()
+    pi = api.payment_intents.retrieve(
+        payment["payment"]["payment_intent"], params={"expand": ["latest_charge"]}
+    ).to_dict()
     assert pi["status"] == "succeeded" and pi["latest_charge"]["amount"] == 4500
     assert pi["latest_charge"]["currency"] == "eur"
     assert "payments" not in api.invoices.retrieve(invoice["id"]).to_dict()
@@ -84,8 +94,11 @@ def test_subscription_checkout_in_another_currency(fake, api):
     end = datetime.fromtimestamp(item["current_period_end"], UTC)  # one calendar year on, as Stripe bills
     assert renewed["items"]["data"][0]["current_period_end"] == end.replace(year=end.year + 1).timestamp()
     assert stripe_api.set_subscription_status(sub["id"], "past_due")["status"] == "past_due"
-    event = stripe_api.object_event("customer.subscription.updated", stripe_api.set_subscription_status(
-        sub["id"], "unpaid"), previous_attributes={"status": "past_due"})
+    event = stripe_api.object_event(
+        "customer.subscription.updated",
+        stripe_api.set_subscription_status(sub["id"], "unpaid"),
+        previous_attributes={"status": "past_due"},
+    )
     body, headers = stripe_api.signed(event)
     parsed = stripe.Webhook.construct_event(body, headers["Stripe-Signature"], BASE_CONFIG["stripe_webhook_secret"])
     assert parsed.data.object.status == "unpaid" and parsed.type == "customer.subscription.updated"
@@ -133,14 +146,24 @@ def test_dashboard_refund_failed_refund_and_disputes(fake, api):
 def test_invoice_by_email_with_idempotency(fake, api):
     stripe_api, rsps = fake
     stripe_api.set_price(recurring="year")
-    customer = api.customers.create(params={
-        "email": "billing@school.example", "name": "School", "metadata": {"registration_pk": "3"},
-        "invoice_settings": {"custom_fields": [{"name": "PO number", "value": "PO-1"}]}},
-        options={"idempotency_key": "c1"})
-    again = api.customers.create(params={
-        "email": "billing@school.example", "name": "School", "metadata": {"registration_pk": "3"},
-        "invoice_settings": {"custom_fields": [{"name": "PO number", "value": "PO-1"}]}},
-        options={"idempotency_key": "c1"})
+    customer = api.customers.create(
+        params={
+            "email": "billing@school.example",
+            "name": "School",
+            "metadata": {"registration_pk": "3"},
+            "invoice_settings": {"custom_fields": [{"name": "PO number", "value": "PO-1"}]},
+        },
+        options={"idempotency_key": "c1"},
+    )
+    again = api.customers.create(
+        params={
+            "email": "billing@school.example",
+            "name": "School",
+            "metadata": {"registration_pk": "3"},
+            "invoice_settings": {"custom_fields": [{"name": "PO number", "value": "PO-1"}]},
+        },
+        options={"idempotency_key": "c1"},
+    )
     assert again.id == customer.id and rsps.calls[-1].response.headers["Idempotent-Replayed"] == "true"
     with pytest.raises(stripe.IdempotencyError):
         api.customers.create(params={"email": "other@school.example"}, options={"idempotency_key": "c1"})
@@ -148,19 +171,27 @@ def test_invoice_by_email_with_idempotency(fake, api):
         api.invoices.create(params={"customer": customer.id}, options={"idempotency_key": "c1"})
     assert api.customers.retrieve(customer.id).invoice_settings.custom_fields[0].value == "PO-1"
 
-    invoice = api.invoices.create(params={
-        "customer": customer.id, "collection_method": "send_invoice", "days_until_due": 30, "auto_advance": False,
-        "pending_invoice_items_behavior": "exclude", "custom_fields": [{"name": "PO number", "value": "PO-2"}],
-        "metadata": {"registration_pk": "3"}}, options={"idempotency_key": "i1"})
+    invoice = api.invoices.create(
+        params={
+            "customer": customer.id,
+            "collection_method": "send_invoice",
+            "days_until_due": 30,
+            "auto_advance": False,
+            "pending_invoice_items_behavior": "exclude",
+            "custom_fields": [{"name": "PO number", "value": "PO-2"}],
+            "metadata": {"registration_pk": "3"},
+        },
+        options={"idempotency_key": "i1"},
+    )
     assert (invoice.status, invoice.number, invoice.due_date, invoice.amount_due) == ("draft", None, None, 0)
     with pytest.raises(stripe.InvalidRequestError):  # a draft cannot be sent
         api.invoices.send_invoice(invoice.id, options={"idempotency_key": "s0"})
-    item = api.invoice_items.create(params={"customer": customer.id, "invoice": invoice.id,
-                                            "pricing": {"price": "price_registration"}},
-                                    options={"idempotency_key": "ii1"})
+    item = api.invoice_items.create(
+        params={"customer": customer.id, "invoice": invoice.id, "pricing": {"price": "price_registration"}},
+        options={"idempotency_key": "ii1"},
+    )
     assert (item.amount, item.invoice, item.pricing.price_details.price) == (4900, invoice.id, "price_registration")
-    final = api.invoices.finalize_invoice(invoice.id, params={"auto_advance": False},
-                                          options={"idempotency_key": "f1"})
+    final = api.invoices.finalize_invoice(invoice.id, params={"auto_advance": False}, options={"idempotency_key": "f1"})
     assert final.status == "open" and final.number.startswith("INV-") and final.amount_due == 4900
     assert abs(final.due_date - (time.time() + 30 * DAY)) < 60
     assert final.hosted_invoice_url == f"https://invoice.stripe.test/i/{invoice.id}"
@@ -175,9 +206,16 @@ def test_invoice_by_email_with_idempotency(fake, api):
     assert paid.amount_remaining == 0 and paid.payments.data[0].payment.payment_intent.startswith("pi_")
     assert stripe_api.void_invoice(api.invoices.create(params={"customer": customer.id}).id)["status"] == "void"
 
-    sub = api.subscriptions.create(params={
-        "customer": customer.id, "items": [{"price": "price_registration"}], "collection_method": "send_invoice",
-        "days_until_due": 30, "metadata": {"registration_pk": "3"}}, options={"idempotency_key": "sub1"})
+    sub = api.subscriptions.create(
+        params={
+            "customer": customer.id,
+            "items": [{"price": "price_registration"}],
+            "collection_method": "send_invoice",
+            "days_until_due": 30,
+            "metadata": {"registration_pk": "3"},
+        },
+        options={"idempotency_key": "sub1"},
+    )
     assert sub.status == "active" and sub.collection_method == "send_invoice"
     first = api.invoices.retrieve(sub.latest_invoice)
     assert first.status == "draft" and first.amount_due == 4900
@@ -185,8 +223,10 @@ def test_invoice_by_email_with_idempotency(fake, api):
     assert first.parent.subscription_details.metadata.to_dict() == {"registration_pk": "3"}
     assert stripe_api.pay_invoice(first.id, out_of_band=True)["paid_out_of_band"] is True
     assert api.invoices.retrieve(first.id, params={"expand": ["payments"]}).payments.data == []
-    assert stripe_api.mark_uncollectible(
-        stripe_api.renew_subscription(sub.id, paid=False)["latest_invoice"])["status"] == "uncollectible"
+    assert (
+        stripe_api.mark_uncollectible(stripe_api.renew_subscription(sub.id, paid=False)["latest_invoice"])["status"]
+        == "uncollectible"
+    )
     canceled = api.subscriptions.cancel(sub.id, options={"idempotency_key": "x1"})
     assert canceled.status == "canceled" and canceled.canceled_at
     assert ("subscription_cancel", "x1") in stripe_api.calls
@@ -205,8 +245,14 @@ def test_injected_failures_and_missing_objects(fake, api):
     with pytest.raises(stripe.APIError):
         api.charges.retrieve(charge_id)
     assert api.charges.retrieve(charge_id).id == charge_id
-    for retrieve in (api.subscriptions.retrieve, api.invoices.retrieve, api.refunds.retrieve, api.disputes.retrieve,
-                     api.customers.retrieve, api.payment_intents.retrieve):
+    for retrieve in (
+        api.subscriptions.retrieve,
+        api.invoices.retrieve,
+        api.refunds.retrieve,
+        api.disputes.retrieve,
+        api.customers.retrieve,
+        api.payment_intents.retrieve,
+    ):
         with pytest.raises(stripe.InvalidRequestError) as caught:
             retrieve("x_missing")
         assert caught.value.code == "resource_missing"
@@ -228,8 +274,9 @@ def test_helpers_are_safe_from_several_threads(fake, api):
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert errors == [] and len(stripe_api.disputes) == 24
-    assert all(stripe_api.charges[stripe_api.payment_intents[pi]["latest_charge"]]["amount_refunded"] == 300
-               for pi in pis)
+    assert all(
+        stripe_api.charges[stripe_api.payment_intents[pi]["latest_charge"]]["amount_refunded"] == 300 for pi in pis
+    )
 
 
 def test_expiring_a_checkout_session(fake, api):

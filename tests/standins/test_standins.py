@@ -1,4 +1,5 @@
 """The local stand-ins: LTIaaS, Stripe (driven by the real `stripe` library) and the LMS page."""
+
 import re
 import threading
 import time
@@ -21,9 +22,19 @@ AUTH = {"Authorization": "Bearer k"}
 
 
 def make_settings(**overrides) -> Settings:
-    return Settings(**{"app_env": "test", "public_url": BASE, "ltiaas_api_key": "k", "stripe_secret_key": "sk_test_x",
-                       "stripe_webhook_secret": "whsec_x", "stripe_price_id": "price_x",
-                       "stripe_api_base": STRIPE_BASE, "ltiaas_url": LTIAAS, **overrides})
+    return Settings(
+        **{
+            "app_env": "test",
+            "public_url": BASE,
+            "ltiaas_api_key": "k",
+            "stripe_secret_key": "sk_test_x",
+            "stripe_webhook_secret": "whsec_x",
+            "stripe_price_id": "price_x",
+            "stripe_api_base": STRIPE_BASE,
+            "ltiaas_url": LTIAAS,
+            **overrides,
+        }
+    )
 
 
 _current: dict = {}
@@ -74,8 +85,10 @@ class Network:
         """The first `count` webhooks, each verified with the endpoint secret."""
         with self.arrived:
             assert self.arrived.wait_for(lambda: len(self.hooks) >= count, timeout), self.hooks
-            return [stripe.Webhook.construct_event(h.body, h.headers["Stripe-Signature"], "whsec_x")
-                    for h in self.hooks[:count]]
+            return [
+                stripe.Webhook.construct_event(h.body, h.headers["Stripe-Signature"], "whsec_x")
+                for h in self.hooks[:count]
+            ]
 
 
 @pytest.fixture
@@ -90,10 +103,17 @@ def sc(net):
 
 
 def create_session(sc, key=None, **overrides):
-    params = {"mode": "payment", "ui_mode": "hosted_page", "line_items": [{"price": "price_x", "quantity": 1}],
-              "client_reference_id": "reg-1", "metadata": {"registration_id": "reg-1"},
-              "success_url": BASE + "/done?session_id={CHECKOUT_SESSION_ID}", "cancel_url": BASE + "/back",
-              "expires_at": int(time.time()) + 3600, **overrides}
+    params = {
+        "mode": "payment",
+        "ui_mode": "hosted_page",
+        "line_items": [{"price": "price_x", "quantity": 1}],
+        "client_reference_id": "reg-1",
+        "metadata": {"registration_id": "reg-1"},
+        "success_url": BASE + "/done?session_id={CHECKOUT_SESSION_ID}",
+        "cancel_url": BASE + "/back",
+        "expires_at": int(time.time()) + 3600,
+        **overrides,
+    }
     return sc.v1.checkout.sessions.create(params=params, options={"idempotency_key": key} if key else {})
 
 
@@ -103,6 +123,7 @@ def pay(web, session_id, **form):
 
 # --- Stripe ---------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("key", ["sk_live_abc", "rk_live_abc"])
 def test_live_key_refused(key):
     with pytest.raises(RuntimeError, match="refuse to run with a live Stripe key"):
@@ -111,8 +132,13 @@ def test_live_key_refused(key):
 
 def test_price_retrieve_with_and_without_product(sc):
     price = sc.v1.prices.retrieve("price_x", params={"expand": ["product"]})
-    assert (price.object, price.unit_amount, price.currency, price.type, price.recurring) == \
-        ("price", 4900, "usd", "one_time", None)
+    assert (price.object, price.unit_amount, price.currency, price.type, price.recurring) == (
+        "price",
+        4900,
+        "usd",
+        "one_time",
+        None,
+    )
     assert price.product.name == "Tool registration"
     assert sc.v1.prices.retrieve("price_x").product == "prod_local"
     with pytest.raises(stripe.InvalidRequestError) as err:
@@ -140,18 +166,27 @@ def test_session_create_and_idempotent_replay(sc):
     assert create_session(sc, key="k-2").id != first.id
 
 
-@pytest.mark.parametrize("overrides, param", [
-    ({"expires_at": int(time.time()) + 600}, "expires_at"),
-    ({"expires_at": int(time.time()) + 90000}, "expires_at"),
-    ({"line_items": [{"price": "price_nope", "quantity": 1}]}, "line_items[0][price]"),
-    ({"ui_mode": "hosted"}, "ui_mode"),
-    ({"line_items": [{"price": "price_local_yearly"}]}, "line_items[0][price]"),  # recurring in payment mode
-    ({"mode": "subscription"}, "line_items"),  # one-time in subscription mode
-    ({"line_items": [{"price": "price_local_archived"}]}, "line_items[0][price]"),
-    ({"mode": "subscription", "line_items": [{"price": "price_local_yearly"}],
-      "payment_intent_data": {"metadata": {"a": "b"}}}, "payment_intent_data"),
-    ({"locale": "xx"}, "locale"),
-])
+@pytest.mark.parametrize(
+    "overrides, param",
+    [
+        ({"expires_at": int(time.time()) + 600}, "expires_at"),
+        ({"expires_at": int(time.time()) + 90000}, "expires_at"),
+        ({"line_items": [{"price": "price_nope", "quantity": 1}]}, "line_items[0][price]"),
+        ({"ui_mode": "hosted"}, "ui_mode"),
+        ({"line_items": [{"price": "price_local_yearly"}]}, "line_items[0][price]"),  # recurring in payment mode
+        ({"mode": "subscription"}, "line_items"),  # one-time in subscription mode
+        ({"line_items": [{"price": "price_local_archived"}]}, "line_items[0][price]"),
+        (
+            {
+                "mode": "subscription",
+                "line_items": [{"price": "price_local_yearly"}],
+                "payment_intent_data": {"metadata": {"a": "b"}},
+            },
+            "payment_intent_data",
+        ),
+        ({"locale": "xx"}, "locale"),
+    ],
+)
 def test_session_create_validates(sc, overrides, param):
     with pytest.raises(stripe.InvalidRequestError) as err:
         create_session(sc, **overrides)
@@ -212,9 +247,14 @@ def test_delayed_payment_settles_by_async_events(sc, net, web):
     assert web.post(f"/_local/stripe/checkout/{ok.id}/settle", data={"outcome": "succeeded"}).status_code == 303
     assert web.post(f"/_local/stripe/checkout/{bad.id}/settle", data={"outcome": "failed"}).status_code == 303
     events = net.events(4)  # delivered by threads, like Stripe's: in no guaranteed order
-    assert sorted((e.type, e.data.object.payment_status) for e in events) == sorted([
-        ("checkout.session.completed", "unpaid"), ("checkout.session.completed", "unpaid"),
-        ("checkout.session.async_payment_succeeded", "paid"), ("checkout.session.async_payment_failed", "unpaid")])
+    assert sorted((e.type, e.data.object.payment_status) for e in events) == sorted(
+        [
+            ("checkout.session.completed", "unpaid"),
+            ("checkout.session.completed", "unpaid"),
+            ("checkout.session.async_payment_succeeded", "paid"),
+            ("checkout.session.async_payment_failed", "unpaid"),
+        ]
+    )
     assert web.post(f"/_local/stripe/checkout/{ok.id}/settle", data={"outcome": "failed"}).status_code == 400
 
 
@@ -240,11 +280,13 @@ def test_refund_once(sc, web):
     session = create_session(sc)
     pay(web, session.id)
     pi = sc.v1.checkout.sessions.retrieve(session.id).payment_intent
-    refund = sc.v1.refunds.create(params={"payment_intent": pi, "metadata": {"why": "test"}},
-                                  options={"idempotency_key": "r-1"})
+    refund = sc.v1.refunds.create(
+        params={"payment_intent": pi, "metadata": {"why": "test"}}, options={"idempotency_key": "r-1"}
+    )
     assert (refund.object, refund.status, refund.amount, refund.currency) == ("refund", "succeeded", 4900, "usd")
-    replay = sc.v1.refunds.create(params={"payment_intent": pi, "metadata": {"why": "test"}},
-                                  options={"idempotency_key": "r-1"})
+    replay = sc.v1.refunds.create(
+        params={"payment_intent": pi, "metadata": {"why": "test"}}, options={"idempotency_key": "r-1"}
+    )
     assert replay.id == refund.id
     with pytest.raises(stripe.InvalidRequestError) as err:
         sc.v1.refunds.create(params={"payment_intent": pi})
@@ -268,17 +310,26 @@ def test_the_services_own_gateway_works_against_the_standin(net, web):
     gateway = Payments("sk_test_x", "whsec_x", STRIPE_BASE, max_network_retries=0)
     assert gateway.get_price("price_x").unit_amount == 4900
     view = gateway.create_checkout_session(
-        price_id="price_x", reference="reg-1", metadata={"registration_id": "reg-1"},
-        success_url=BASE + "/done?session_id={CHECKOUT_SESSION_ID}", cancel_url=BASE + "/back",
-        expires_at=datetime.now(UTC).replace(tzinfo=None) + timedelta(hours=1), idempotency_key="g-1")
+        price_id="price_x",
+        reference="reg-1",
+        metadata={"registration_id": "reg-1"},
+        success_url=BASE + "/done?session_id={CHECKOUT_SESSION_ID}",
+        cancel_url=BASE + "/back",
+        expires_at=datetime.now(UTC).replace(tzinfo=None) + timedelta(hours=1),
+        idempotency_key="g-1",
+    )
     pay(web, view.id)
     net.events(1)
     hook = net.hooks[0]
     event = gateway.construct_event(hook.body, hook.headers["Stripe-Signature"])
     assert event["data"]["object"]["id"] == view.id
     done = gateway.retrieve_checkout_session(view.id)
-    assert (done.status, done.payment_status, done.price_ids, done.payer_email) == \
-        ("complete", "paid", ["price_x"], "a@school.example")
+    assert (done.status, done.payment_status, done.price_ids, done.payer_email) == (
+        "complete",
+        "paid",
+        ["price_x"],
+        "a@school.example",
+    )
     assert [v.id for v in gateway.list_checkout_sessions(int(time.time()) - 60, page_size=1)] == [view.id]
     assert gateway.refund(done.payment_intent, "refund-1").status == "succeeded"
 
@@ -295,17 +346,24 @@ def sent_types() -> list[str]:
 
 def subscribe(sc, web, price="price_local_yearly", **form):
     """A subscription bought through Checkout and paid on the hosted page: the completed session."""
-    session = create_session(sc, mode="subscription", line_items=[{"price": price, "quantity": 1}],
-                             subscription_data={"metadata": {"registration_id": "reg-1"}}, locale="fr",
-                             customer_email="it@school.example", payment_method_types=["card"])
+    session = create_session(
+        sc,
+        mode="subscription",
+        line_items=[{"price": price, "quantity": 1}],
+        subscription_data={"metadata": {"registration_id": "reg-1"}},
+        locale="fr",
+        customer_email="it@school.example",
+        payment_method_types=["card"],
+    )
     assert pay(web, session.id, **form).status_code == 303
     return sc.v1.checkout.sessions.retrieve(session.id)
 
 
 def open_invoice(sc, customer_id) -> str:
     """A finalised invoice of the configured price, sent by e-mail: its id."""
-    draft = sc.v1.invoices.create(params={"customer": customer_id, "collection_method": "send_invoice",
-                                          "days_until_due": 30})
+    draft = sc.v1.invoices.create(
+        params={"customer": customer_id, "collection_method": "send_invoice", "days_until_due": 30}
+    )
     sc.v1.invoice_items.create(params={"customer": customer_id, "invoice": draft.id, "pricing": {"price": "price_x"}})
     return sc.v1.invoices.finalize_invoice(draft.id).id
 
@@ -324,8 +382,12 @@ def test_fixed_prices_and_currency_options(sc):
     assert multi.product.description == "Registers the tool in your LMS for one institution."
     assert "currency_options" not in sc.v1.prices.retrieve("price_local_multi")
     yearly = sc.v1.prices.retrieve("price_local_yearly", params={"expand": ["product"]})
-    assert (yearly.type, yearly.recurring.interval, yearly.unit_amount, yearly.product.name) == \
-        ("recurring", "year", 4900, "Tool licence (yearly)")
+    assert (yearly.type, yearly.recurring.interval, yearly.unit_amount, yearly.product.name) == (
+        "recurring",
+        "year",
+        4900,
+        "Tool licence (yearly)",
+    )
     monthly = sc.v1.prices.retrieve("price_local_monthly")
     assert (monthly.recurring.interval, monthly.unit_amount) == ("month", 900)
     assert sc.v1.prices.retrieve("price_local_archived").active is False
@@ -334,15 +396,23 @@ def test_fixed_prices_and_currency_options(sc):
 def test_the_configured_price_may_name_a_fixed_one(net):
     app = Flask(__name__)
     app.register_blueprint(create_standins_blueprint(make_settings(stripe_price_id="price_local_monthly")))
-    body = app.test_client().get("/_local/stripe/v1/prices/price_local_monthly",
-                                 headers={"Authorization": "Bearer sk_test_x"}).get_json()
+    body = (
+        app.test_client()
+        .get("/_local/stripe/v1/prices/price_local_monthly", headers={"Authorization": "Bearer sk_test_x"})
+        .get_json()
+    )
     assert (body["type"], body["unit_amount"]) == ("recurring", 900)
 
 
 def test_subscription_checkout_makes_a_subscription_paid_by_its_first_invoice(sc, net, web):
     session = subscribe(sc, web)
-    assert (session.mode, session.status, session.payment_status, session.payment_intent, session.locale) == \
-        ("subscription", "complete", "paid", None, "fr")
+    assert (session.mode, session.status, session.payment_status, session.payment_intent, session.locale) == (
+        "subscription",
+        "complete",
+        "paid",
+        None,
+        "fr",
+    )
     assert session.customer.startswith("cus_") and session.invoice.startswith("in_")
     sub = sc.v1.subscriptions.retrieve(session.subscription, params={"expand": ["latest_invoice.payments"]})
     assert (sub.status, sub.collection_method, sub.customer) == ("active", "charge_automatically", session.customer)
@@ -351,16 +421,24 @@ def test_subscription_checkout_makes_a_subscription_paid_by_its_first_invoice(sc
     start, end = (datetime.fromtimestamp(t, UTC) for t in (item.current_period_start, item.current_period_end))
     assert end == start.replace(year=start.year + 1) and item.price.id == "price_local_yearly"
     invoice = sub.latest_invoice
-    assert (invoice.id, invoice.status, invoice.amount_paid, invoice.amount_remaining) == \
-        (session.invoice, "paid", 4900, 0)
+    assert (invoice.id, invoice.status, invoice.amount_paid, invoice.amount_remaining) == (
+        session.invoice,
+        "paid",
+        4900,
+        0,
+    )
     assert invoice.number and invoice.billing_reason == "subscription_create"
     assert invoice.parent.subscription_details.subscription == sub.id
     assert invoice.parent.subscription_details.metadata.to_dict() == {"registration_id": "reg-1"}
     (payment,) = invoice.payments.data
     assert (payment.object, payment.status, payment.payment.type) == ("invoice_payment", "paid", "payment_intent")
     pi = sc.v1.payment_intents.retrieve(payment.payment.payment_intent, params={"expand": ["latest_charge"]})
-    assert (pi.status, pi.amount, pi.latest_charge.status, pi.latest_charge.paid) == ("succeeded", 4900, "succeeded",
-                                                                                      True)
+    assert (pi.status, pi.amount, pi.latest_charge.status, pi.latest_charge.paid) == (
+        "succeeded",
+        4900,
+        "succeeded",
+        True,
+    )
     assert "payments" not in sc.v1.invoices.retrieve(invoice.id)  # only when expanded
     assert {"customer.subscription.created", "invoice.paid", "checkout.session.completed"} <= set(sent_types())
     assert {e.type for e in net.events(len(state().events))} == set(sent_types())
@@ -368,13 +446,18 @@ def test_subscription_checkout_makes_a_subscription_paid_by_its_first_invoice(sc
 
 def test_a_delayed_subscription_payment_activates_it_when_it_arrives(sc, web):
     session = subscribe(sc, web, price="price_local_monthly", method="delayed")
-    assert (session.payment_status, sc.v1.subscriptions.retrieve(session.subscription).status) == \
-        ("unpaid", "incomplete")
+    assert (session.payment_status, sc.v1.subscriptions.retrieve(session.subscription).status) == (
+        "unpaid",
+        "incomplete",
+    )
     assert web.post(f"/_local/stripe/checkout/{session.id}/settle", data={"outcome": "succeeded"}).status_code == 303
     assert sc.v1.subscriptions.retrieve(session.subscription).status == "active"
     assert sc.v1.invoices.retrieve(session.invoice).status == "paid"
-    assert sent_types()[-3:] == ["invoice.paid", "customer.subscription.updated",
-                                 "checkout.session.async_payment_succeeded"]
+    assert sent_types()[-3:] == [
+        "invoice.paid",
+        "customer.subscription.updated",
+        "checkout.session.async_payment_succeeded",
+    ]
 
 
 def test_currency_choice_on_the_hosted_page(sc, web):
@@ -383,7 +466,8 @@ def test_currency_choice_on_the_hosted_page(sc, web):
     assert '<select id="currency"' in html and "45.00 EUR" in html and "39.00 GBP" in html
     assert f'href="{BASE}/_local/stripe/dashboard"' in html
     assert '<select id="currency"' not in web.get(f"/_local/stripe/checkout/{create_session(sc).id}").get_data(
-        as_text=True)
+        as_text=True
+    )
     assert pay(web, session.id, currency="jpy").status_code == 400
     pay(web, session.id, currency="eur")
     paid = sc.v1.checkout.sessions.retrieve(session.id, params={"expand": ["line_items"]})
@@ -393,23 +477,45 @@ def test_currency_choice_on_the_hosted_page(sc, web):
 
 
 def test_invoice_flow(sc, net):
-    customer = sc.v1.customers.create(params={
-        "email": "ap@school.example", "name": "School", "metadata": {"registration_id": "reg-9"},
-        "invoice_settings": {"custom_fields": [{"name": "PO number", "value": "PO-1"}]}})
+    customer = sc.v1.customers.create(
+        params={
+            "email": "ap@school.example",
+            "name": "School",
+            "metadata": {"registration_id": "reg-9"},
+            "invoice_settings": {"custom_fields": [{"name": "PO number", "value": "PO-1"}]},
+        }
+    )
     assert sc.v1.customers.retrieve(customer.id).invoice_settings.custom_fields[0].value == "PO-1"
-    invoice = sc.v1.invoices.create(params={
-        "customer": customer.id, "collection_method": "send_invoice", "days_until_due": 14, "auto_advance": False,
-        "pending_invoice_items_behavior": "exclude", "metadata": {"registration_id": "reg-9"}})
-    assert (invoice.status, invoice.number, invoice.due_date, invoice.amount_due, invoice.hosted_invoice_url) == \
-        ("draft", None, None, 0, None)
+    invoice = sc.v1.invoices.create(
+        params={
+            "customer": customer.id,
+            "collection_method": "send_invoice",
+            "days_until_due": 14,
+            "auto_advance": False,
+            "pending_invoice_items_behavior": "exclude",
+            "metadata": {"registration_id": "reg-9"},
+        }
+    )
+    assert (invoice.status, invoice.number, invoice.due_date, invoice.amount_due, invoice.hosted_invoice_url) == (
+        "draft",
+        None,
+        None,
+        0,
+        None,
+    )
     assert invoice.custom_fields[0].to_dict() == {"name": "PO number", "value": "PO-1"}
     with pytest.raises(stripe.InvalidRequestError) as err:
         sc.v1.invoice_items.create(params={"customer": customer.id, "invoice": invoice.id, "price": "price_x"})
     assert err.value.code == "parameter_unknown"
-    item = sc.v1.invoice_items.create(params={"customer": customer.id, "invoice": invoice.id,
-                                              "pricing": {"price": "price_local_yearly"}})
-    assert (item.object, item.amount, item.invoice, item.pricing.price_details.price) == \
-        ("invoiceitem", 4900, invoice.id, "price_local_yearly")
+    item = sc.v1.invoice_items.create(
+        params={"customer": customer.id, "invoice": invoice.id, "pricing": {"price": "price_local_yearly"}}
+    )
+    assert (item.object, item.amount, item.invoice, item.pricing.price_details.price) == (
+        "invoiceitem",
+        4900,
+        invoice.id,
+        "price_local_yearly",
+    )
     assert sc.v1.invoices.retrieve(invoice.id).amount_due == 4900
     with pytest.raises(stripe.InvalidRequestError):
         sc.v1.invoices.send_invoice(invoice.id)  # a draft cannot be sent
@@ -432,20 +538,37 @@ def test_invoice_flow(sc, net):
     assert (written_off.status, written_off.number.endswith("-0003")) == ("uncollectible", True)
     out_of_band = sc.v1.invoices.pay(written_off.id, params={"paid_out_of_band": True, "expand": ["payments"]})
     assert (out_of_band.status, out_of_band.amount_paid, out_of_band.payments.data) == ("paid", 4900, [])
-    assert sent_types() == ["invoice.finalized", "invoice.sent", "invoice.paid", "invoice.finalized",
-                            "invoice.voided", "invoice.finalized", "invoice.marked_uncollectible", "invoice.paid"]
+    assert sent_types() == [
+        "invoice.finalized",
+        "invoice.sent",
+        "invoice.paid",
+        "invoice.finalized",
+        "invoice.voided",
+        "invoice.finalized",
+        "invoice.marked_uncollectible",
+        "invoice.paid",
+    ]
 
 
 def test_invoiced_subscription_waits_for_its_first_invoice_to_be_finalised(sc, net):
     customer = sc.v1.customers.create(params={"email": "ap@school.example"})
-    sub = sc.v1.subscriptions.create(params={
-        "customer": customer.id, "items": [{"price": "price_local_yearly", "quantity": 1}],
-        "collection_method": "send_invoice", "days_until_due": 30, "metadata": {"registration_id": "reg-3"}},
-        options={"idempotency_key": "sub-1"})
+    sub = sc.v1.subscriptions.create(
+        params={
+            "customer": customer.id,
+            "items": [{"price": "price_local_yearly", "quantity": 1}],
+            "collection_method": "send_invoice",
+            "days_until_due": 30,
+            "metadata": {"registration_id": "reg-3"},
+        },
+        options={"idempotency_key": "sub-1"},
+    )
     assert (sub.status, sub.collection_method, sub.days_until_due) == ("active", "send_invoice", 30)
     invoice = sc.v1.invoices.retrieve(sub.latest_invoice)
-    assert (invoice.status, invoice.amount_due, invoice.parent.subscription_details.subscription) == \
-        ("draft", 4900, sub.id)
+    assert (invoice.status, invoice.amount_due, invoice.parent.subscription_details.subscription) == (
+        "draft",
+        4900,
+        sub.id,
+    )
     assert sc.v1.invoices.finalize_invoice(invoice.id).status == "open"
     canceled = sc.v1.subscriptions.cancel(sub.id)
     assert (canceled.status, bool(canceled.canceled_at)) == ("canceled", True)
@@ -456,9 +579,15 @@ def test_invoiced_subscription_waits_for_its_first_invoice_to_be_finalised(sc, n
 
 
 def test_unknown_ids_are_404_and_unknown_parameters_400(sc):
-    for call in (sc.v1.subscriptions.retrieve, sc.v1.invoices.retrieve, sc.v1.customers.retrieve,
-                 sc.v1.charges.retrieve, sc.v1.refunds.retrieve, sc.v1.disputes.retrieve,
-                 sc.v1.payment_intents.retrieve):
+    for call in (
+        sc.v1.subscriptions.retrieve,
+        sc.v1.invoices.retrieve,
+        sc.v1.customers.retrieve,
+        sc.v1.charges.retrieve,
+        sc.v1.refunds.retrieve,
+        sc.v1.disputes.retrieve,
+        sc.v1.payment_intents.retrieve,
+    ):
         with pytest.raises(stripe.InvalidRequestError) as err:
             call("xx_unknown")
         assert (err.value.http_status, err.value.code) == (404, "resource_missing")
@@ -523,16 +652,22 @@ def test_dashboard_payment_actions(sc, web):
     assert "already been refunded" in act(web, "charge", charge, "refund").headers["Location"].replace("+", " ")
     act(web, "charge", charge, "dispute")
     (dispute,) = sc.v1.disputes.list(params={"payment_intent": pi.id}).data
-    assert (dispute.status, dispute.charge, sc.v1.charges.retrieve(charge).disputed) == ("needs_response", charge,
-                                                                                        True)
+    assert (dispute.status, dispute.charge, sc.v1.charges.retrieve(charge).disputed) == ("needs_response", charge, True)
     assert 6 * 86400 < dispute.evidence_details.due_by - time.time() <= 7 * 86400
     assert f'id="dispute-won-{dispute.id}"' in web.get(DASHBOARD).get_data(as_text=True)
     act(web, "dispute", dispute.id, "lost")
     assert sc.v1.disputes.retrieve(dispute.id).status == "lost"
     act(web, "dispute", dispute.id, "won")  # closed already: refused, nothing sent
-    assert sent_types()[1:] == ["charge.refunded", "refund.created", "refund.updated", "charge.refund.updated",
-                                "charge.refunded", "refund.created", "charge.dispute.created",
-                                "charge.dispute.closed"]
+    assert sent_types()[1:] == [
+        "charge.refunded",
+        "refund.created",
+        "refund.updated",
+        "charge.refund.updated",
+        "charge.refunded",
+        "refund.created",
+        "charge.dispute.created",
+        "charge.dispute.closed",
+    ]
     assert web.post(f"{DASHBOARD}/charge/{charge}/nothing").status_code == 404
 
 
@@ -540,16 +675,20 @@ def test_dashboard_subscription_and_invoice_actions(sc, web):
     session = subscribe(sc, web, price="price_local_monthly")
     sub_id = session.subscription
     html = web.get(DASHBOARD).get_data(as_text=True)
-    for button in [f"sub-{s}-{sub_id}" for s in ("past_due", "unpaid", "canceled", "active", "renewal-failed")] + \
-            [f"invoice-{a}-{session.invoice}" for a in ("paid", "overdue", "void", "uncollectible")]:
+    for button in [f"sub-{s}-{sub_id}" for s in ("past_due", "unpaid", "canceled", "active", "renewal-failed")] + [
+        f"invoice-{a}-{session.invoice}" for a in ("paid", "overdue", "void", "uncollectible")
+    ]:
         assert f'id="{button}"' in html
     first_end = sc.v1.subscriptions.retrieve(sub_id)["items"].data[0].current_period_end
     del state().events[:]
 
     act(web, "subscription", sub_id, "renewal-failed")
     sub = sc.v1.subscriptions.retrieve(sub_id, params={"expand": ["latest_invoice"]})
-    assert (sub.status, sub.latest_invoice.status, sub.latest_invoice.billing_reason) == \
-        ("past_due", "open", "subscription_cycle")
+    assert (sub.status, sub.latest_invoice.status, sub.latest_invoice.billing_reason) == (
+        "past_due",
+        "open",
+        "subscription_cycle",
+    )
     assert sub["items"].data[0].current_period_start == first_end
     act(web, "subscription", sub_id, "active")  # pays the open renewal
     assert sc.v1.invoices.retrieve(sub.latest_invoice.id).status == "paid"
@@ -559,14 +698,24 @@ def test_dashboard_subscription_and_invoice_actions(sc, web):
     assert sub.status == "active" and sub["items"].data[0].current_period_start > first_end
     act(web, "subscription", sub_id, "canceled")
     assert sent_types() == [
-        "invoice.finalized", "invoice.payment_failed", "customer.subscription.updated",   # renewal fails
-        "invoice.paid", "customer.subscription.updated",                                  # → active
-        "customer.subscription.updated",                                                  # → unpaid
-        "invoice.finalized", "invoice.paid", "customer.subscription.updated",             # → active
-        "customer.subscription.deleted"]
+        "invoice.finalized",
+        "invoice.payment_failed",
+        "customer.subscription.updated",  # renewal fails
+        "invoice.paid",
+        "customer.subscription.updated",  # → active
+        "customer.subscription.updated",  # → unpaid
+        "invoice.finalized",
+        "invoice.paid",
+        "customer.subscription.updated",  # → active
+        "customer.subscription.deleted",
+    ]
     updates = [e for e in state().events if e["type"] == "customer.subscription.updated"]
-    assert [(e["data"]["previous_attributes"]["status"], e["data"]["object"]["status"]) for e in updates] == \
-        [("active", "past_due"), ("past_due", "active"), ("active", "unpaid"), ("unpaid", "active")]
+    assert [(e["data"]["previous_attributes"]["status"], e["data"]["object"]["status"]) for e in updates] == [
+        ("active", "past_due"),
+        ("past_due", "active"),
+        ("active", "unpaid"),
+        ("unpaid", "active"),
+    ]
 
     customer = sc.v1.customers.create(params={"email": "ap@school.example"})
     invoices = [open_invoice(sc, customer.id) for _ in range(3)]
@@ -598,18 +747,28 @@ def test_the_services_licence_calls_work_against_the_standin(net, web, sc):
     act(web, "charge", payment.charge, "dispute")
     (dispute,) = gateway.disputes_of(payment.payment_intent)
     assert gateway.retrieve_dispute(dispute.id).status == "needs_response"
-    customer = gateway.create_customer(email="ap@school.example", name="School", po_number="PO-1", metadata={},
-                                       idempotency_key="c-1")
-    sub = gateway.create_invoiced_subscription(customer=customer, price_id="price_local_yearly", days_until_due=30,
-                                               metadata={"registration_id": "reg-2"}, idempotency_key="s-1")
+    customer = gateway.create_customer(
+        email="ap@school.example", name="School", po_number="PO-1", metadata={}, idempotency_key="c-1"
+    )
+    sub = gateway.create_invoiced_subscription(
+        customer=customer,
+        price_id="price_local_yearly",
+        days_until_due=30,
+        metadata={"registration_id": "reg-2"},
+        idempotency_key="s-1",
+    )
     invoice = gateway.finalize_invoice(sub.latest_invoice_id, "f-1")
-    assert (invoice.status, invoice.subscription, invoice.subscription_metadata) == \
-        ("open", sub.id, {"registration_id": "reg-2"})
+    assert (invoice.status, invoice.subscription, invoice.subscription_metadata) == (
+        "open",
+        sub.id,
+        {"registration_id": "reg-2"},
+    )
     assert gateway.send_invoice(invoice.id, "send-1").status == "open"
     assert gateway.cancel_subscription(sub.id, "cancel-1").status == "canceled"
 
 
 # --- LTIaaS ---------------------------------------------------------------------------------------------------
+
 
 def start_registration(web, query="openid_configuration=https%3A%2F%2Flms.example%2Foidc&registration_token=t0k"):
     r = web.get(f"/_local/ltiaas/lti/register?{query}")
@@ -628,8 +787,11 @@ def test_ltiaas_registration_completes_once(web):
     body = details.get_json()
     assert (body["url"], body["familyCode"]) == ("https://canvas.instructure.com", "canvas")
     assert {"type": "LtiDeepLinkingRequest", "placements": ["ContentArea"]} in body["supportedMessages"]
-    done = web.post(f"/_local/ltiaas/api/registrations/{rid}/complete", headers=AUTH,
-                    json={"platformName": "School", "autoActivate": False})
+    done = web.post(
+        f"/_local/ltiaas/api/registrations/{rid}/complete",
+        headers=AUTH,
+        json={"platformName": "School", "autoActivate": False},
+    )
     assert done.status_code == 200
     platform_id = done.get_json()["platformId"]
     assert re.fullmatch(r"[A-Za-z0-9]{19}", platform_id)
@@ -640,7 +802,11 @@ def test_ltiaas_registration_completes_once(web):
     assert web.get(f"/_local/ltiaas/api/registrations/{rid}", headers=AUTH).get_json() == gone
 
     platform = web.get(f"/_local/ltiaas/admin/platforms/{platform_id}", headers=AUTH).get_json()
-    assert (platform["name"], platform["active"], platform["url"]) == ("School", False, "https://canvas.instructure.com")
+    assert (platform["name"], platform["active"], platform["url"]) == (
+        "School",
+        False,
+        "https://canvas.instructure.com",
+    )
     assert web.post(f"/_local/ltiaas/admin/platforms/{platform_id}/activate", headers=AUTH).status_code in (200, 204)
     listed = web.get(f"/_local/ltiaas/admin/platforms?id={platform_id}", headers=AUTH).get_json()["platforms"]
     assert [p["active"] for p in listed] == [True]
@@ -650,8 +816,11 @@ def test_ltiaas_registration_completes_once(web):
 
 def test_ltiaas_wants_the_api_key(web):
     rid = start_registration(web)
-    unauthorized = {"status": 401, "error": "Unauthorized", "details": {
-        "message": "INVALID_LTIK_AUTH_AUTHORIZATION_HEADER", "description": "Invalid API key"}}
+    unauthorized = {
+        "status": 401,
+        "error": "Unauthorized",
+        "details": {"message": "INVALID_LTIK_AUTH_AUTHORIZATION_HEADER", "description": "Invalid API key"},
+    }
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "k"}):
         r = web.get(f"/_local/ltiaas/api/registrations/{rid}", headers=headers)
         assert (r.status_code, r.get_json()) == (401, unauthorized)
@@ -660,8 +829,9 @@ def test_ltiaas_wants_the_api_key(web):
 
 
 def test_ltiaas_moodle_and_unknown_ids(web):
-    rid = start_registration(web, "lms=moodle&openid_configuration=http%3A%2F%2Fmoodle.test%2Foidc"
-                                  "&registration_token=t")
+    rid = start_registration(
+        web, "lms=moodle&openid_configuration=http%3A%2F%2Fmoodle.test%2Foidc&registration_token=t"
+    )
     body = web.get(f"/_local/ltiaas/api/registrations/{rid}", headers=AUTH).get_json()
     assert (body["url"], body["familyCode"]) == ("http://moodle.test", "moodle")
     assert web.get("/_local/ltiaas/api/registrations/unknown", headers=AUTH).status_code == 404
@@ -681,6 +851,7 @@ def test_the_services_own_ltiaas_client_works_against_the_standin(net, web):
 
 # --- LMS ------------------------------------------------------------------------------------------------------
 
+
 def test_lms_page_points_at_the_service(web):
     html = web.get("/_local/lms", base_url="http://localhost:9999").get_data(as_text=True)
     assert f'value="{BASE}/lti/register"' in html and "localhost" not in html
@@ -693,18 +864,32 @@ def test_lms_page_points_at_the_service(web):
 
 # --- the local run keeps the stand-ins' state across restarts ---------------------------------------------------
 
+
 def test_a_restart_of_the_local_app_keeps_the_standins_state(tmp_path):
     from paygate.application import create_app
 
     def start():
-        app = create_app({"app_env": "local", "database_url": f"sqlite:///{tmp_path / 'local.sqlite'}",
-                          "secret_key": "local-restart-test-" + "k" * 20}, standins_state_dir=str(tmp_path))
+        app = create_app(
+            {
+                "app_env": "local",
+                "database_url": f"sqlite:///{tmp_path / 'local.sqlite'}",
+                "secret_key": "local-restart-test-" + "k" * 20,
+            },
+            standins_state_dir=str(tmp_path),
+        )
         settings = app.config["SETTINGS"]
         return app.test_client(), {"Authorization": f"Bearer {settings.stripe_secret_key}"}, settings
 
     web, auth, settings = start()
-    created = web.post("/_local/stripe/v1/checkout/sessions", headers={**auth, "Idempotency-Key": "k1"}, data={
-        "mode": "payment", "line_items[0][price]": settings.stripe_price_id, "expires_at": int(time.time()) + 3600})
+    created = web.post(
+        "/_local/stripe/v1/checkout/sessions",
+        headers={**auth, "Idempotency-Key": "k1"},
+        data={
+            "mode": "payment",
+            "line_items[0][price]": settings.stripe_price_id,
+            "expires_at": int(time.time()) + 3600,
+        },
+    )
     assert created.status_code == 200, created.text
     session_id = created.get_json()["id"]
     started = web.get("/_local/ltiaas/lti/register", query_string={"registration_token": "t0k"})
@@ -714,11 +899,16 @@ def test_a_restart_of_the_local_app_keeps_the_standins_state(tmp_path):
     web, auth, settings = start()  # as after a restart: a new app from the same instance folder
     again = web.get(f"/_local/stripe/v1/checkout/sessions/{session_id}", headers=auth)
     assert again.status_code == 200 and again.get_json()["status"] == "open"
-    replayed = web.post("/_local/stripe/v1/checkout/sessions", headers={**auth, "Idempotency-Key": "k1"}, data={
-        "mode": "payment", "line_items[0][price]": settings.stripe_price_id, "expires_at": "1"})
+    replayed = web.post(
+        "/_local/stripe/v1/checkout/sessions",
+        headers={**auth, "Idempotency-Key": "k1"},
+        data={"mode": "payment", "line_items[0][price]": settings.stripe_price_id, "expires_at": "1"},
+    )
     assert replayed.status_code == 400  # the key is remembered too: other parameters are refused
-    lookup = web.get(f"/_local/ltiaas/api/registrations/{registration_id}",
-                     headers={"Authorization": f"Bearer {settings.ltiaas_api_key}"})
+    lookup = web.get(
+        f"/_local/ltiaas/api/registrations/{registration_id}",
+        headers={"Authorization": f"Bearer {settings.ltiaas_api_key}"},
+    )
     assert lookup.status_code == 200 and lookup.get_json()["familyCode"] == "canvas"
 
 

@@ -1,4 +1,5 @@
 """One payment delivered twenty times at once, on PostgreSQL: exactly one Complete call."""
+
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -58,8 +59,9 @@ def test_twenty_simultaneous_deliveries_complete_once(pg_app, stripe_api, ltiaas
     with pg_app.app_context():
         reg = db.session.scalars(select(Registration)).one()
         assert reg.state == "completed" and reg.attempt_count == 1
-        states = db.session.scalars(select(TimelineEntry.to_state).where(TimelineEntry.kind == "state")
-                                    .order_by(TimelineEntry.id)).all()
+        states = db.session.scalars(
+            select(TimelineEntry.to_state).where(TimelineEntry.kind == "state").order_by(TimelineEntry.id)
+        ).all()
         assert states == ["pending", "paid", "completing", "completed"]
 
 
@@ -85,14 +87,23 @@ def test_no_transaction_is_open_while_stripe_or_ltiaas_is_called(pg_app, stripe_
     from sqlalchemy import create_engine, text
 
     from tests.helpers.apps import PG_URL
+
     probe_engine = create_engine(PG_URL)
     seen = []
 
     def probe(call):
         with probe_engine.connect() as conn:
-            seen.append((call, conn.execute(text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()")).scalar()))
+            seen.append(
+                (
+                    call,
+                    conn.execute(
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"
+                        )
+                    ).scalar(),
+                )
+            )
 
     stripe_api.probe = ltiaas_api.probe = probe
     client = pg_app.test_client()
@@ -107,10 +118,12 @@ def test_no_transaction_is_open_while_stripe_or_ltiaas_is_called(pg_app, stripe_
 
 # Access: exactly one LTIaaS call per real change of access, whatever arrives at once.
 
+
 @pytest.mark.parametrize("round_", range(3))
 def test_simultaneous_events_of_one_change_deactivate_once(pg_app, stripe_api, ltiaas_api, round_):
     from paygate.core.db import utcnow
     from paygate.licensing import access
+
     stripe_api.set_price(recurring="year")
     client = pg_app.test_client()
     _, token, session_id = _paid_registration(client, stripe_api, ltiaas_api)
@@ -120,8 +133,10 @@ def test_simultaneous_events_of_one_change_deactivate_once(pg_app, stripe_api, l
     sub = stripe_api.set_subscription_status(stripe_api.sessions[session_id]["subscription"], "canceled")
     ltiaas_api.activation_delay = 0.2  # widen the window in which a second caller could slip through
     same = stripe_api.signed(stripe_api.object_event("customer.subscription.deleted", sub))
-    signed = [same if i % 2 else stripe_api.signed(stripe_api.object_event("customer.subscription.updated", sub))
-              for i in range(DELIVERIES - 2)]
+    signed = [
+        same if i % 2 else stripe_api.signed(stripe_api.object_event("customer.subscription.updated", sub))
+        for i in range(DELIVERIES - 2)
+    ]
     barrier = threading.Barrier(DELIVERIES)
 
     def deliver(i):
@@ -155,17 +170,21 @@ def test_a_flip_and_back_while_ltiaas_is_told_ends_in_stripes_state(pg_app, stri
     with pg_app.app_context():
         platform_id = db.session.scalars(select(Registration.platform_id)).one()
     ltiaas_api.activation_delay = 0.5
-    unpaid = stripe_api.signed(stripe_api.object_event("customer.subscription.updated",
-                                                       stripe_api.set_subscription_status(sub_id, "unpaid")))
-    first = threading.Thread(target=lambda: pg_app.test_client().post("/webhooks/stripe", data=unpaid[0],
-                                                                      headers=unpaid[1]))
+    unpaid = stripe_api.signed(
+        stripe_api.object_event("customer.subscription.updated", stripe_api.set_subscription_status(sub_id, "unpaid"))
+    )
+    first = threading.Thread(
+        target=lambda: pg_app.test_client().post("/webhooks/stripe", data=unpaid[0], headers=unpaid[1])
+    )
     first.start()
     time.sleep(0.2)  # the deactivate call is in flight
-    active = stripe_api.signed(stripe_api.object_event("customer.subscription.updated",
-                                                       stripe_api.set_subscription_status(sub_id, "active")))
+    active = stripe_api.signed(
+        stripe_api.object_event("customer.subscription.updated", stripe_api.set_subscription_status(sub_id, "active"))
+    )
     assert client.post("/webhooks/stripe", data=active[0], headers=active[1]).status_code == 200
     first.join()
     from paygate.ops import worker
+
     with pg_app.app_context():
         worker.run_once()
         reg = db.session.scalars(select(Registration)).one()
@@ -185,8 +204,10 @@ def test_events_about_one_licence_at_once_queue_and_never_fail(pg_app, stripe_ap
     stripe_api.set_subscription_status(sub_id, "unpaid")
     sub = stripe_api.renew_subscription(sub_id)
     invoice = stripe_api.invoices[sub["latest_invoice"]]
-    events = [stripe_api.signed(stripe_api.object_event(kind, obj)) for kind, obj in
-              [("invoice.paid", invoice), ("customer.subscription.updated", sub)] * 4]
+    events = [
+        stripe_api.signed(stripe_api.object_event(kind, obj))
+        for kind, obj in [("invoice.paid", invoice), ("customer.subscription.updated", sub)] * 4
+    ]
     barrier = threading.Barrier(len(events))
 
     def deliver(signed):

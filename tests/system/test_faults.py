@@ -1,5 +1,6 @@
 """Faults of the whole service: the database unavailable while a webhook is handled, and an LTIaaS that
 hangs (the webhook is answered promptly all the same, and the registration completes once afterwards)."""
+
 import contextlib
 import json
 import threading
@@ -30,8 +31,7 @@ def _fail_once(engine, statement_starts: str):
     def before(conn, cursor, statement, parameters, context, executemany):
         if state["armed"] and statement.lstrip().upper().startswith(statement_starts):
             state["armed"] = False
-            raise OperationalError(statement, parameters,
-                                   Exception("server closed the connection unexpectedly"))
+            raise OperationalError(statement, parameters, Exception("server closed the connection unexpectedly"))
 
     event.listen(engine, "before_cursor_execute", before)
     return lambda: event.remove(engine, "before_cursor_execute", before)
@@ -39,14 +39,18 @@ def _fail_once(engine, statement_starts: str):
 
 @pytest.mark.parametrize("where", ["mid-transaction", "at-commit", "database-down"])
 def test_database_unavailable_during_a_webhook_answers_5xx_and_writes_nothing(
-        client, stripe_api, ltiaas_api, paid, database_url, where):
+    client, stripe_api, ltiaas_api, paid, database_url, where
+):
     registration_id, token, session_id = paid
     completed_event = stripe_api.event("checkout.session.completed", session_id)
     before = snapshot(client)
     app = client.application
     if where == "database-down":
-        down_url = ("postgresql+psycopg://postgres@127.0.0.1:9/paygate_down" if database_url.startswith("postgresql")
-                    else "sqlite:////nonexistent-directory/paygate.sqlite")
+        down_url = (
+            "postgresql+psycopg://postgres@127.0.0.1:9/paygate_down"
+            if database_url.startswith("postgresql")
+            else "sqlite:////nonexistent-directory/paygate.sqlite"
+        )
         down = create_app({**BASE_CONFIG, "database_url": down_url})
         response = deliver(down.test_client(), stripe_api, completed_event)
     else:
@@ -55,9 +59,11 @@ def test_database_unavailable_during_a_webhook_answers_5xx_and_writes_nothing(
         if where == "mid-transaction":  # after the event row is inserted, before the state changes
             undo = _fail_once(engine, "UPDATE REGISTRATIONS")
         else:
+
             def fail_commit(conn):
                 event.remove(engine, "commit", fail_commit)
                 raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+
             event.listen(engine, "commit", fail_commit)
             undo = lambda: None  # noqa: E731  (removed when it fires)
         try:
@@ -106,8 +112,16 @@ class HangingLtiaas:
                 rid = self.path.rsplit("/", 1)[1]
                 if self.headers.get("Authorization") != f"Bearer {api_key}" or rid not in outer.registrations:
                     return self._send(404, {"status": 404, "error": "Not Found", "details": {}})
-                self._send(200, {"url": "https://canvas.instructure.com", "familyCode": "canvas",
-                                 "version": "cloud", "supportedScopes": [], "supportedMessages": []})
+                self._send(
+                    200,
+                    {
+                        "url": "https://canvas.instructure.com",
+                        "familyCode": "canvas",
+                        "version": "cloud",
+                        "supportedScopes": [],
+                        "supportedMessages": [],
+                    },
+                )
 
             def do_POST(self):
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -118,8 +132,9 @@ class HangingLtiaas:
                     if not outer.register_when_released:
                         return self._send(503, {"status": 503, "error": "Unavailable", "details": {}})
                 if rid not in outer.registrations:
-                    return self._send(404, {"status": 404, "error": "Not Found",
-                                            "details": {"message": "REGISTRATION_NOT_FOUND"}})
+                    return self._send(
+                        404, {"status": 404, "error": "Not Found", "details": {"message": "REGISTRATION_NOT_FOUND"}}
+                    )
                 outer.registrations.discard(rid)
                 self._send(200, {"platformId": "PLATFORM1", "html": CLOSE_HTML})
 
@@ -136,8 +151,7 @@ class HangingLtiaas:
 
 
 @pytest.mark.parametrize("hung_call_took_effect", [True, False], ids=["hung-call-registered", "hung-call-lost"])
-def test_the_webhook_is_answered_promptly_when_ltiaas_hangs(database_url, stripe_api, mocked,
-                                                            hung_call_took_effect):
+def test_the_webhook_is_answered_promptly_when_ltiaas_hangs(database_url, stripe_api, mocked, hung_call_took_effect):
     hanging = HangingLtiaas("hangs-on-complete", BASE_CONFIG["ltiaas_api_key"])
     mocked.add_passthru(hanging.url)
     try:
@@ -184,13 +198,15 @@ def test_the_webhook_is_answered_promptly_when_ltiaas_hangs(database_url, stripe
 
 def test_every_ltiaas_call_is_bounded_by_default():
     from paygate.core.config import Settings
+
     settings = Settings(_env_file=None)
     assert 0 < settings.ltiaas_timeout_seconds <= 5
     assert settings.stale_after_seconds > settings.ltiaas_timeout_seconds + 3.05
 
 
 def test_the_webhook_is_answered_within_a_second_while_ltiaas_hangs_and_completes_once_after(
-        database_url, stripe_api, mocked):
+    database_url, stripe_api, mocked
+):
     """Acknowledge first, measured over real HTTP: LTIaaS takes 3 s to complete,
     the webhook's answer does not wait for it, and the registration completes once afterwards."""
 
@@ -211,15 +227,15 @@ def test_the_webhook_is_answered_within_a_second_while_ltiaas_hangs_and_complete
         with serving(app, port):
             requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10)  # the server is up and warm
             started = time.monotonic()
-            response = requests.post(f"http://127.0.0.1:{port}/webhooks/stripe", data=body, headers=headers,
-                                     timeout=10)
+            response = requests.post(f"http://127.0.0.1:{port}/webhooks/stripe", data=body, headers=headers, timeout=10)
             answered = time.monotonic() - started
             assert response.status_code == 200 and response.json()["result"] == "paid"
             while load(client).state != "completed" and time.monotonic() - started < 10:
                 time.sleep(0.05)
             completed = time.monotonic() - started
-        print(f"\nwebhook answered in {answered:.2f} s; completed {completed:.2f} s after it was sent "
-              "(LTIaaS took 3 s)")
+        print(
+            f"\nwebhook answered in {answered:.2f} s; completed {completed:.2f} s after it was sent (LTIaaS took 3 s)"
+        )
         assert answered < 1.0
         assert load(client).state == "completed" and hanging.calls == ["slow-complete"]
         with app.app_context():

@@ -2,6 +2,7 @@
 status and page read one Core row yet say what the ORM objects say; paths of the frame and of Stripe
 never touch a session cookie; no rate hook runs and Flask-Login works on the operator pages only; a
 connection the server closed is still never handed out; a webhook is parsed as Stripe's library does."""
+
 import json
 import sys
 import time
@@ -20,11 +21,22 @@ from tests.helpers.flow import open_frame
 
 
 def _registration(n: int, state: str, created_at=None, html=None) -> Registration:
-    reg = Registration(registration_id=f"reg-hot-{n}", flow_token=f"tok_hot_path_{n:04d}_abcdefghij", state=state,
-                       lms_url=f"https://school{n}.example", lms_family="canvas", lms_version="cloud",
-                       price_id="price_registration", amount=4900, currency="usd", price_interval="year",
-                       product_name="Tool licence", product_description=f"For school {n}",
-                       created_at=created_at or utcnow(), completion_html=html)
+    reg = Registration(
+        registration_id=f"reg-hot-{n}",
+        flow_token=f"tok_hot_path_{n:04d}_abcdefghij",
+        state=state,
+        lms_url=f"https://school{n}.example",
+        lms_family="canvas",
+        lms_version="cloud",
+        price_id="price_registration",
+        amount=4900,
+        currency="usd",
+        price_interval="year",
+        product_name="Tool licence",
+        product_description=f"For school {n}",
+        created_at=created_at or utcnow(),
+        completion_html=html,
+    )
     db.session.add(reg)
     db.session.flush()
     return reg
@@ -32,16 +44,23 @@ def _registration(n: int, state: str, created_at=None, html=None) -> Registratio
 
 def _session(reg, n: int, status="open", payment_status="unpaid", expires_in=30, failed=False, canceled=False):
     now = utcnow()
-    db.session.add(CheckoutSession(
-        session_id=f"cs_hot_{reg.id}_{n}", registration_pk=reg.id, generation=n, status=status,
-        payment_status=payment_status, expires_at=now + timedelta(minutes=expires_in),
-        failed_at=now if failed else None, canceled_at=now if canceled else None))
+    db.session.add(
+        CheckoutSession(
+            session_id=f"cs_hot_{reg.id}_{n}",
+            registration_pk=reg.id,
+            generation=n,
+            status=status,
+            payment_status=payment_status,
+            expires_at=now + timedelta(minutes=expires_in),
+            failed_at=now if failed else None,
+            canceled_at=now if canceled else None,
+        )
+    )
     db.session.flush()
 
 
 def _licence(reg, **values):
-    db.session.add(Licence(registration_pk=reg.id, kind="invoice", billing_email="finance@school.example",
-                           **values))
+    db.session.add(Licence(registration_pk=reg.id, kind="invoice", billing_email="finance@school.example", **values))
     db.session.flush()
 
 
@@ -66,11 +85,14 @@ def _situations():
     _session(two, 1, status="complete", payment_status="unpaid")
     _session(two, 2)
     _licence(add(_registration(10, "pending")), invoicing_error="Stripe did not answer")
-    _licence(add(_registration(11, "pending")), invoicing_error="Stripe did not answer",
-             invoicing_claimed_at=utcnow())
+    _licence(add(_registration(11, "pending")), invoicing_error="Stripe did not answer", invoicing_claimed_at=utcnow())
     _licence(add(_registration(12, "paid")), invoice_sent_at=utcnow())
-    _licence(add(_registration(13, "completed", html="<script>close()</script>")), invoice_number="INV-7",
-             due_at=utcnow() + timedelta(days=30), invoice_sent_at=utcnow())
+    _licence(
+        add(_registration(13, "completed", html="<script>close()</script>")),
+        invoice_number="INV-7",
+        due_at=utcnow() + timedelta(days=30),
+        invoice_sent_at=utcnow(),
+    )
     card = add(_registration(14, "completed", html="<script>close()</script>"))
     _session(card, 1, status="complete", payment_status="paid")
     db.session.add(Licence(registration_pk=card.id, kind="payment", status="succeeded"))
@@ -90,8 +112,21 @@ def test_the_frame_says_what_the_orm_objects_say(app):
             assert frame_status(flow_view(token=reg.flow_token)) == expected, reg.registration_id
             page = flow_view(registration_id=reg.registration_id)
             assert frame_status(page) == expected, reg.registration_id
-            for field in ("id", "registration_id", "flow_token", "state", "lms_url", "lms_family", "lms_version",
-                          "amount", "currency", "price_interval", "created_at", "product_name", "product_description"):
+            for field in (
+                "id",
+                "registration_id",
+                "flow_token",
+                "state",
+                "lms_url",
+                "lms_family",
+                "lms_version",
+                "amount",
+                "currency",
+                "price_interval",
+                "created_at",
+                "product_name",
+                "product_description",
+            ):
                 assert getattr(page, field) == getattr(reg, field), field
             if reg.licence is not None:
                 assert page.licence.kind == reg.licence.kind
@@ -105,8 +140,12 @@ def test_the_frame_says_what_the_orm_objects_say(app):
 
 def test_the_frame_and_webhooks_never_touch_a_session_cookie(client, stripe_api, ltiaas_api):
     _, token, page = open_frame(client, ltiaas_api)
-    answers = [page, client.get(f"/flow/{token}/status"), client.get(f"/flow/{token}/pay"),
-               client.post("/webhooks/stripe", data=b"{}")]
+    answers = [
+        page,
+        client.get(f"/flow/{token}/status"),
+        client.get(f"/flow/{token}/pay"),
+        client.post("/webhooks/stripe", data=b"{}"),
+    ]
     client.set_cookie("session", "anything")  # an operator's cookie on the same host changes nothing
     answers.append(client.get(f"/flow/{token}/status"))
     for answer in answers:
@@ -118,32 +157,59 @@ def test_the_frame_and_webhooks_never_touch_a_session_cookie(client, stripe_api,
 
 def test_no_rate_hook_anywhere_and_remember_me_hooks_on_operator_pages_only(app):
     """Rates are counted inside the views that cause upstream work (paygate/web/throttling.py), never by a hook."""
+
     def owners(hooks):
         return {getattr(getattr(f, "__self__", None), "__class__", None) for f in hooks} | {
-            type(a) for f in hooks for a in getattr(f, "args", ())}
+            type(a) for f in hooks for a in getattr(f, "args", ())
+        }
 
-    app_wide = [f for registry in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs)
-                for f in registry.get(None, [])]
-    operator = [f for registry in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs)
-                for f in registry.get("operator", [])]
+    app_wide = [
+        f
+        for registry in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs)
+        for f in registry.get(None, [])
+    ]
+    operator = [
+        f
+        for registry in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs)
+        for f in registry.get("operator", [])
+    ]
     assert type(auth.login_manager) not in owners(app_wide)
     assert type(auth.login_manager) in owners(operator)
     hooks = app_wide + operator
-    assert not [f for f in hooks if "limit" in (getattr(f, "__module__", "") or "")
-                or "limit" in type(getattr(f, "__self__", None)).__module__]
+    assert not [
+        f
+        for f in hooks
+        if "limit" in (getattr(f, "__module__", "") or "") or "limit" in type(getattr(f, "__self__", None)).__module__
+    ]
 
 
 def test_a_webhook_is_parsed_as_stripes_library_does(app, stripe_api):
-    event = {"id": "evt_parsed", "object": "event", "type": "checkout.session.completed", "created": 1700000000,
-             "livemode": False, "data": {"object": {
-                 "id": "cs_test_parsed", "object": "checkout.session", "metadata": {"registration_pk": "7"},
-                 "amount_total": 4900, "customer": None, "customer_details": {"email": "a@b.example"},
-                 "line_items": {"object": "list", "data": [{"price": {"id": "price_x", "recurring": None},
-                                                            "quantity": 1}]}}}}
+    event = {
+        "id": "evt_parsed",
+        "object": "event",
+        "type": "checkout.session.completed",
+        "created": 1700000000,
+        "livemode": False,
+        "data": {
+            "object": {
+                "id": "cs_test_parsed",
+                "object": "checkout.session",
+                "metadata": {"registration_pk": "7"},
+                "amount_total": 4900,
+                "customer": None,
+                "customer_details": {"email": "a@b.example"},
+                "line_items": {
+                    "object": "list",
+                    "data": [{"price": {"id": "price_x", "recurring": None}, "quantity": 1}],
+                },
+            }
+        },
+    }
     body, headers = stripe_api.signed(event)
     secret = app.config["SETTINGS"].stripe_webhook_secret
     with app.app_context():
         from paygate.gateways import payments
+
         parsed = payments.gateway().construct_event(body, headers["Stripe-Signature"])
     assert parsed == stripe.Webhook.construct_event(body, headers["Stripe-Signature"], secret).to_dict()
     assert parsed == json.loads(body)

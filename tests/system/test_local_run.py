@@ -1,6 +1,7 @@
 """A newcomer's first hour: `make run`'s process (`python -m paygate.application.local`) on a chosen PORT, its
 SECRET_KEY kept in instance/ so that sign-ins survive a restart, the status poll's access line at
 DEBUG, a clean stop (the LMS stand-in's screens, in a browser: tests/browser/test_local_standins.py)."""
+
 import os
 import re
 import signal
@@ -70,27 +71,40 @@ def test_the_local_run_on_its_port_keeps_sign_ins_across_a_restart_and_polls_qui
     env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "PUBLIC_URL", "DATABASE_URL", "PORT")}
     env.update(APP_ENV="local", DATABASE_URL=f"sqlite:///{tmp_path / 'local.sqlite'}", PORT=str(port))
     subprocess.run([FLASK, "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
-    created = subprocess.run([FLASK, "--app", "wsgi", "operator", "create", "ops@local.example", "--password-stdin"],
-                             cwd=ROOT, env=env, input="twelve chars!\n", text=True, capture_output=True)
+    created = subprocess.run(
+        [FLASK, "--app", "wsgi", "operator", "create", "ops@local.example", "--password-stdin"],
+        cwd=ROOT,
+        env=env,
+        input="twelve chars!\n",
+        text=True,
+        capture_output=True,
+    )
     assert created.returncode == 0, created.stderr
     base = f"http://127.0.0.1:{port}"
 
     log = tmp_path / "run.log"
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "paygate.application.local"], cwd=ROOT, env=env, stdout=out,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "paygate.application.local"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         _wait_until_up(base, process, log)
-        frame = requests.get(f"{base}/_local/ltiaas/lti/register",
-                             params={"openid_configuration": "x", "registration_token": "local-token-t"}, timeout=30)
+        frame = requests.get(
+            f"{base}/_local/ltiaas/lti/register",
+            params={"openid_configuration": "x", "registration_token": "local-token-t"},
+            timeout=30,
+        )
         token = re.search(r'data-status-url="/flow/([^/"]+)/status"', frame.text).group(1)
         for _ in range(3):
             assert requests.get(f"{base}/flow/{token}/status", timeout=10).status_code == 200
 
         operator = requests.Session()
         csrf = re.search(r'name="csrf_token" value="([^"]+)"', operator.get(f"{base}/operator/sign-in").text).group(1)
-        signed = operator.post(f"{base}/operator/sign-in", allow_redirects=False, data={
-            "csrf_token": csrf, "email": "ops@local.example", "password": "twelve chars!"})
+        signed = operator.post(
+            f"{base}/operator/sign-in",
+            allow_redirects=False,
+            data={"csrf_token": csrf, "email": "ops@local.example", "password": "twelve chars!"},
+        )
         assert signed.status_code == 303
         assert operator.get(f"{base}/operator/", allow_redirects=False).status_code == 200
         assert _stop(process) == 0
@@ -103,8 +117,9 @@ def test_the_local_run_on_its_port_keeps_sign_ins_across_a_restart_and_polls_qui
     assert "/status" not in first_run  # ...but the frame's poll only at DEBUG
 
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "paygate.application.local"], cwd=ROOT, env=env, stdout=out,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "paygate.application.local"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         _wait_until_up(base, process, log)
         # The same cookie, after a restart: still signed in (the SECRET_KEY was kept in instance/).

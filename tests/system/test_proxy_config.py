@@ -2,6 +2,7 @@
 timeouts, so slow clients hold nginx's connections and never gunicorn's threads; its body limits are the
 application's; it sets the forwarded headers the service trusts from exactly one proxy; and gunicorn is
 reachable only through it. `nginx -t` checks the file where nginx is installed (.ci/run installs it)."""
+
 import os
 import re
 import shutil
@@ -147,6 +148,11 @@ def test_nginx_accepts_the_configuration():
         if REQUIRE_NGINX:
             pytest.fail(message + " (REQUIRE_NGINX=1)")
         pytest.skip(message)
-    result = subprocess.run([str(ROOT / "deploy" / "check-nginx")], env={**os.environ, "NGINX": nginx},
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(ROOT / "deploy" / "check-nginx")],
+        env={**os.environ, "NGINX": nginx},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr + result.stdout

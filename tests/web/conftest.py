@@ -1,4 +1,5 @@
 """Fixtures of the web tests: the shared rate store."""
+
 import pytest
 import redis
 

@@ -1,5 +1,6 @@
 """Bounded upstream work: what floods of the flow's routes cost LTIaaS and Stripe, what a slow LTIaaS
 holds, and what people see meanwhile (paygate/web/throttling.py). Run with `-s` to see the numbers."""
+
 import logging
 import secrets
 import threading
@@ -44,11 +45,13 @@ def on_redis(database_url: str, redis_url: str, prefix: str):
 # ---------------------------------------------------------------------------------------------
 # registration ids not known here
 
+
 def test_a_flood_of_random_ids_makes_a_bounded_number_of_ltiaas_calls(client, stripe_api, ltiaas_api, mocked):
     known_id, token, _ = open_frame(client, ltiaas_api)
     before = ltiaas_lookups(mocked)
-    codes = Counter(client.get("/pre-approval", query_string={"registrationId": random_id()}).status_code
-                    for _ in range(200))
+    codes = Counter(
+        client.get("/pre-approval", query_string={"registrationId": random_id()}).status_code for _ in range(200)
+    )
     calls = ltiaas_lookups(mocked) - before
     limit = per_minute(throttling.LOOKUP) - 1  # the admin's own registration took one
     print(f"\n200 random registration ids from one address: {calls} LTIaaS calls, answers {dict(codes)}")
@@ -90,8 +93,10 @@ def test_processes_sharing_redis_share_dead_ids_and_rates(database_url, redis_ur
     assert first.get(f"/pre-approval?registrationId={dead}").status_code == 410
     assert second.get(f"/pre-approval?registrationId={dead}").status_code == 410
     assert ltiaas_lookups(mocked) == 1  # the second process knew it from the store
-    codes = Counter((first, second)[n % 2].get("/pre-approval", query_string={"registrationId": random_id()})
-                    .status_code for n in range(100))
+    codes = Counter(
+        (first, second)[n % 2].get("/pre-approval", query_string={"registrationId": random_id()}).status_code
+        for n in range(100)
+    )
     print(f"\n100 random ids over two processes sharing Redis: {ltiaas_lookups(mocked) - 1} LTIaaS calls")
     assert ltiaas_lookups(mocked) == per_minute(throttling.LOOKUP)  # one limit for both, not one each
     assert codes[429] == 100 - (per_minute(throttling.LOOKUP) - 1)
@@ -99,6 +104,7 @@ def test_processes_sharing_redis_share_dead_ids_and_rates(database_url, redis_ur
 
 # ---------------------------------------------------------------------------------------------
 # the popup and the invoice form
+
 
 def test_an_admin_doing_normal_things_never_meets_a_limit(client, stripe_api, ltiaas_api):
     registration_id, token, _ = open_frame(client, ltiaas_api)
@@ -146,6 +152,7 @@ def test_a_flood_of_invoice_forms_is_refused_in_the_frame(database_url, stripe_a
 # ---------------------------------------------------------------------------------------------
 # start-up
 
+
 def test_rates_kept_per_process_are_warned_about_at_start(database_url, caplog, monkeypatch, tmp_path):
     with caplog.at_level(logging.WARNING, logger="paygate.web.throttling"):
         make_app(database_url, app_env="production", ratelimit_storage_uri="memory://", secret_key="s" * 40)
@@ -180,13 +187,17 @@ def test_a_rate_store_that_does_not_answer_never_stops_a_payment(database_url, s
 # ---------------------------------------------------------------------------------------------
 # a slow LTIaaS, under gunicorn (1 worker x 4 threads)
 
+
 @pytest.fixture(scope="module")
 def slow_service():
     database = own_database("abuse")
     url = next(database)
     upstreams = Upstreams()
-    server = Server(environment(url, upstreams, PUBLIC_URL, LTIAAS_LOOKUP_CONCURRENCY="2",
-                                 LTIAAS_TIMEOUT_SECONDS="10"), workers=1, threads=4)
+    server = Server(
+        environment(url, upstreams, PUBLIC_URL, LTIAAS_LOOKUP_CONCURRENCY="2", LTIAAS_TIMEOUT_SECONDS="10"),
+        workers=1,
+        threads=4,
+    )
     try:
         server.wait_ready()
         yield server, upstreams
@@ -229,8 +240,10 @@ def test_a_slow_ltiaas_holds_at_most_the_bound_and_healthz_still_answers(slow_se
     finally:
         upstreams.ltiaas.probe = None
     busy = [(r, t) for r, t in answers if r.status_code == 503]
-    print(f"\n12 simultaneous pre-approvals, LTIaaS answering in 3 s: at most {peak[0]} lookups in flight, "
-          f"{len(busy)} answered busy (slowest {max(t for _, t in busy):.2f} s), /healthz in {health_seconds:.2f} s")
+    print(
+        f"\n12 simultaneous pre-approvals, LTIaaS answering in 3 s: at most {peak[0]} lookups in flight, "
+        f"{len(busy)} answered busy (slowest {max(t for _, t in busy):.2f} s), /healthz in {health_seconds:.2f} s"
+    )
     assert peak[0] == 2
     assert health.status_code == 200 and health_seconds < 1
     assert len(busy) == len(ids) - 2 and all(t < 2 for _, t in busy)
@@ -239,6 +252,7 @@ def test_a_slow_ltiaas_holds_at_most_the_bound_and_healthz_still_answers(slow_se
         assert response.headers["Retry-After"] == "5"
     assert sorted(r.status_code for r, _ in answers) == [200, 200] + [503] * (len(ids) - 2)
     # Once LTIaaS is quick again, a retry opens the registration.
-    retry = requests.get(f"{server.url}/pre-approval", params={"registrationId": busy[0][0].url.split("=")[-1]},
-                         timeout=30)
+    retry = requests.get(
+        f"{server.url}/pre-approval", params={"registrationId": busy[0][0].url.split("=")[-1]}, timeout=30
+    )
     assert retry.status_code == 200

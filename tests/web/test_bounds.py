@@ -2,6 +2,7 @@
 above the limit is refused 413 before a byte is read; a chunked body is cut off at the limit while it is
 read. JSON for the webhook, a page for people; nothing is recorded. Under gunicorn, a 5 MB webhook
 leaves the worker's peak memory where it was."""
+
 import io
 import re
 import time
@@ -53,14 +54,22 @@ def test_a_5_mb_webhook_is_refused_before_its_body_is_read(app, client):
     body = Trickle(5 * MB)
     tracemalloc.start()
     try:
-        response = send(client, "POST", "/webhooks/stripe", body, 5 * MB, **{
-            "Content-Type": "application/json", "Stripe-Signature": "t=1,v1=x"})
+        response = send(
+            client,
+            "POST",
+            "/webhooks/stripe",
+            body,
+            5 * MB,
+            **{"Content-Type": "application/json", "Stripe-Signature": "t=1,v1=x"},
+        )
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert response.status_code == 413
-    assert response.get_json() == {"error": "Request Entity Too Large",
-                                   "message": "This request is too large: this address accepts at most 1 MB."}
+    assert response.get_json() == {
+        "error": "Request Entity Too Large",
+        "message": "This request is too large: this address accepts at most 1 MB.",
+    }
     assert body.read_bytes == 0
     assert peak < 512 * 1024, f"{peak} bytes allocated while refusing"
     with app.app_context():
@@ -69,16 +78,23 @@ def test_a_5_mb_webhook_is_refused_before_its_body_is_read(app, client):
 
 def test_a_chunked_webhook_is_cut_off_at_the_limit(client):
     body = Trickle(None)  # no Content-Length, and no end: only the limit stops the reading
-    response = send(client, "POST", "/webhooks/stripe", body, None, **{
-        "Content-Type": "application/json", "Stripe-Signature": "t=1,v1=x"})
+    response = send(
+        client,
+        "POST",
+        "/webhooks/stripe",
+        body,
+        None,
+        **{"Content-Type": "application/json", "Stripe-Signature": "t=1,v1=x"},
+    )
     assert response.status_code == 413 and "at most 1 MB" in response.get_json()["message"]
     assert body.read_bytes <= guard.WEBHOOK_MAX_BYTES + 64 * 1024
 
 
 def test_a_large_real_event_is_still_accepted(client, stripe_api):
     """900 KB, far above any event Stripe sends: still under the webhook's limit."""
-    event = stripe_api.object_event("customer.created", {"id": "cus_big", "object": "customer",
-                                                         "metadata": {"padding": "x" * 900_000}})
+    event = stripe_api.object_event(
+        "customer.created", {"id": "cus_big", "object": "customer", "metadata": {"padding": "x" * 900_000}}
+    )
     body, headers = stripe_api.signed(event)
     assert 900_000 < len(body) < guard.WEBHOOK_MAX_BYTES
     response = client.post("/webhooks/stripe", data=body, headers=headers)
@@ -88,15 +104,27 @@ def test_a_large_real_event_is_still_accepted(client, stripe_api):
 def test_people_get_a_page_and_forms_64_kb(client, stripe_api, ltiaas_api):
     _, token, _ = open_frame(client, ltiaas_api)
     body = Trickle(65 * 1024)
-    response = send(client, "POST", f"/flow/{token}/invoice", body, 65 * 1024,
-                    **{"Content-Type": "application/x-www-form-urlencoded"})
+    response = send(
+        client,
+        "POST",
+        f"/flow/{token}/invoice",
+        body,
+        65 * 1024,
+        **{"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert response.status_code == 413 and response.mimetype == "text/html"
     assert "This request is too large: this address accepts at most 64 KB." in response.text
     assert body.read_bytes == 0
     # Up front for every request, even one whose view never reads a body.
     assert send(client, "GET", "/healthz", Trickle(MB), MB).status_code == 413
-    chunked = send(client, "POST", "/operator/sign-in", Trickle(None), None,
-                   **{"Content-Type": "application/x-www-form-urlencoded"})
+    chunked = send(
+        client,
+        "POST",
+        "/operator/sign-in",
+        Trickle(None),
+        None,
+        **{"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert chunked.status_code == 413 and "at most 64 KB" in chunked.text
 
 
@@ -108,6 +136,7 @@ def test_the_limits_are_what_the_readme_says():
 
 # ---------------------------------------------------------------------------------------------
 # Under gunicorn: the worker's peak memory (VmHWM) before and after a 5 MB webhook
+
 
 def _peak_kb(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
@@ -127,6 +156,7 @@ def _worker_pid(master: int) -> int:
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the worker's peak memory from /proc")
 def test_a_5_mb_webhook_leaves_a_gunicorn_workers_peak_memory_flat(tmp_path):
     from tests.helpers.servers import Server, Upstreams, environment
+
     database = f"sqlite:///{tmp_path / 'bounds.sqlite'}"
     app = make_app(database)  # migrated
     with app.app_context():

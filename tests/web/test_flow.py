@@ -1,4 +1,5 @@
 """The admin's path through the frame and the popup, over HTTP, with Stripe and LTIaaS faked."""
+
 from sqlalchemy import select
 
 from paygate.core.db import db
@@ -7,8 +8,9 @@ from tests.helpers.flow import open_frame, status
 
 
 def test_pre_approval_shows_lms_and_price(client, stripe_api, ltiaas_api):
-    _, token, page = open_frame(client, ltiaas_api, family="moodle", url="https://moodle.school.example",
-                                version="4.4.1+ (Build: 20240705)")
+    _, token, page = open_frame(
+        client, ltiaas_api, family="moodle", url="https://moodle.school.example", version="4.4.1+ (Build: 20240705)"
+    )
     assert "https://moodle.school.example" in page.text
     assert "Moodle 4.4.1+" in page.text  # the LMS as admins know it (issue 9), not LTIaaS's codes
     assert "49.00 USD" in page.text
@@ -78,8 +80,10 @@ def test_unknown_flow_token_is_a_clear_404(client):
 
 
 def test_lti_register_redirects_with_query_unchanged(client):
-    query = ("openid_configuration=https%3A%2F%2Fcanvas.example%2Fapi%2Flti%2Fsecurity%2Fopenid-configuration"
-             "&registration_token=abc.def%2Bghi")
+    query = (
+        "openid_configuration=https%3A%2F%2Fcanvas.example%2Fapi%2Flti%2Fsecurity%2Fopenid-configuration"
+        "&registration_token=abc.def%2Bghi"
+    )
     response = client.get(f"/lti/register?{query}")
     assert response.status_code == 302
     assert response.headers["Location"] == f"https://ltiaas.test/lti/register?{query}"

@@ -1,6 +1,7 @@
 """Hosts, forwarded hosts and SCRIPT_NAME: bad input is answered 400 by a page that cannot fail, and
 nothing a request says (Host, X-Forwarded-*, SCRIPT_NAME) reaches a URL sent outside: those come from
 PUBLIC_URL alone. Also HSTS with an https PUBLIC_URL, and the SECRET_KEY length in production."""
+
 import pytest
 
 from paygate.application import create_app
@@ -10,8 +11,16 @@ from tests.helpers.apps import BASE_CONFIG, make_app
 from tests.helpers.flow import open_frame
 
 LONG_LABEL = "a" * 64  # over DNS's 63: IDNA encoding fails on it (it once crashed the error page)
-BAD_HOSTS = [f"{LONG_LABEL}.example.com", "evil.example", "paygate.test.evil.example", "paygate.test:x",
-             "[::1", "", "a b", "p\u00e4ygate.test"]
+BAD_HOSTS = [
+    f"{LONG_LABEL}.example.com",
+    "evil.example",
+    "paygate.test.evil.example",
+    "paygate.test:x",
+    "[::1",
+    "",
+    "a b",
+    "p\u00e4ygate.test",
+]
 PRODUCTION_SECRET = "s" * 32
 
 
@@ -26,8 +35,10 @@ def proxied(database_url):
 def _assert_refused(response, as_json=False):
     assert response.status_code == 400
     if as_json:
-        assert response.get_json() == {"error": "Bad Request",
-                                       "message": "This service does not answer to that host name."}
+        assert response.get_json() == {
+            "error": "Bad Request",
+            "message": "This service does not answer to that host name.",
+        }
     else:
         assert response.mimetype == "text/html"
         assert "This service does not answer to that host name." in response.text
@@ -43,8 +54,11 @@ def test_a_host_not_served_is_answered_400_by_a_page(client, host):
 
 
 def test_a_long_label_through_a_trusted_proxy_is_answered_400(proxied):
-    forwarded = {"X-Forwarded-Host": f"{LONG_LABEL}.example.com", "X-Forwarded-For": "203.0.113.9",
-                 "X-Forwarded-Proto": "https"}
+    forwarded = {
+        "X-Forwarded-Host": f"{LONG_LABEL}.example.com",
+        "X-Forwarded-For": "203.0.113.9",
+        "X-Forwarded-Proto": "https",
+    }
     _assert_refused(proxied.get("/pre-approval?registrationId=x", headers=forwarded))
     _assert_refused(proxied.get("/flow/AAAAAAAAAAAAAAAAAAAAAAAA/status", headers=forwarded), as_json=True)
     _assert_refused(proxied.get("/", headers={"X-Forwarded-Host": "evil.example"}))
@@ -67,8 +81,15 @@ def test_the_served_hosts(database_url, stripe_api, ltiaas_api):
         assert client.get("/operator/sign-in", headers={"Host": host}).status_code == 200, host
     with app.app_context():
         db.engine.dispose()
-    production = create_app({**BASE_CONFIG, "app_env": "production", "database_url": database_url,
-                             "public_url": "https://billing.vendor.example", "secret_key": PRODUCTION_SECRET})
+    production = create_app(
+        {
+            **BASE_CONFIG,
+            "app_env": "production",
+            "database_url": database_url,
+            "public_url": "https://billing.vendor.example",
+            "secret_key": PRODUCTION_SECRET,
+        }
+    )
     client = production.test_client()
     assert client.get("/operator/sign-in", headers={"Host": "billing.vendor.example"}).status_code == 200
     for host in ("localhost", "127.0.0.1:8000", "vendor.example"):
@@ -96,6 +117,7 @@ def test_a_script_name_does_not_move_the_urls_sent_to_stripe(client, stripe_api,
 
 def test_absolute_urls_ignore_the_request_even_inside_flask(app):
     from paygate.web.flow import _absolute
+
     with app.test_request_context("/flow/t/pay", base_url="https://evil.example:8443/evil"):
         assert _absolute("flow.paid", token="t") == "http://paygate.test/flow/t/paid"
 

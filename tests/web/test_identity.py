@@ -1,6 +1,7 @@
 """Issue 9: every page of the flow names the vendor (VENDOR_NAME, else the Stripe Product's name), what
 is bought (the Product's name and description, the price and its period) and, where the admin must
 contact the vendor, how (SUPPORT_CONTACT); the LMS is named as admins know it."""
+
 import re
 from datetime import timedelta
 
@@ -73,8 +74,10 @@ def test_without_vendor_name_the_vendor_is_the_products_name(make, stripe_api, l
 def test_a_support_url_opens_beside_the_frame(make, stripe_api, ltiaas_api):
     client = make(support_contact="https://acme.example/help?topic=lms")
     _, _, page = open_frame(client, ltiaas_api)
-    assert ('<a id="support-link" href="https://acme.example/help?topic=lms" target="_blank" '
-            'rel="noopener noreferrer">https://acme.example/help?topic=lms</a>') in page.text
+    assert (
+        '<a id="support-link" href="https://acme.example/help?topic=lms" target="_blank" '
+        'rel="noopener noreferrer">https://acme.example/help?topic=lms</a>'
+    ) in page.text
 
 
 def test_a_recurring_price_is_shown_with_its_period(make, stripe_api, ltiaas_api):
@@ -85,17 +88,21 @@ def test_a_recurring_price_is_shown_with_its_period(make, stripe_api, ltiaas_api
     assert re.search(r'id="pay">Pay 49.00 USD per month by card<', page.text)
 
 
-@pytest.mark.parametrize("family, version, shown", [
-    ("canvas", "cloud", "Canvas (cloud)"),
-    ("moodle", "4.4.1+ (Build: 20240705)", "Moodle 4.4.1+"),
-    ("desire2learn", "20.24.8", "Brightspace 20.24.8"),
-    ("sakai", "", "Sakai"),
-    ("acme-lms", "2", "acme-lms 2"),
-    ("", "", "An LMS that did not give its name"),
-])
+@pytest.mark.parametrize(
+    "family, version, shown",
+    [
+        ("canvas", "cloud", "Canvas (cloud)"),
+        ("moodle", "4.4.1+ (Build: 20240705)", "Moodle 4.4.1+"),
+        ("desire2learn", "20.24.8", "Brightspace 20.24.8"),
+        ("sakai", "", "Sakai"),
+        ("acme-lms", "2", "acme-lms 2"),
+        ("", "", "An LMS that did not give its name"),
+    ],
+)
 def test_the_lms_is_named_as_admins_know_it(app, family, version, shown):
     class Reg:
         lms_family, lms_version = family, version
+
     with app.test_request_context("/"):
         assert lms_name(Reg) == shown
 
@@ -150,8 +157,9 @@ def test_the_popups_pages_name_the_purchase(make, stripe_api, ltiaas_api):
 
 
 @pytest.mark.parametrize("situation", ["needs attention", "timed out"])
-def test_where_the_frame_sends_the_admin_to_the_vendor_the_contact_is_on_the_page(make, stripe_api, ltiaas_api,
-                                                                                   situation):
+def test_where_the_frame_sends_the_admin_to_the_vendor_the_contact_is_on_the_page(
+    make, stripe_api, ltiaas_api, situation
+):
     client = make(vendor_name="Acme Learning", support_contact="help@acme.example")
     registration_id, token, _ = open_frame(client, ltiaas_api)
     if situation == "needs attention":
@@ -183,23 +191,29 @@ def test_without_a_logo_the_csp_allows_no_other_images(make, stripe_api, ltiaas_
     assert "vendor-logo" not in page.text
 
 
-@pytest.mark.parametrize("value, href", [
-    ("help@acme.example", "mailto:help@acme.example"),
-    ("mailto:Help@Acme.Example", "mailto:Help@acme.example"),
-    ("https://acme.example/support", "https://acme.example/support"),
-])
+@pytest.mark.parametrize(
+    "value, href",
+    [
+        ("help@acme.example", "mailto:help@acme.example"),
+        ("mailto:Help@Acme.Example", "mailto:Help@acme.example"),
+        ("https://acme.example/support", "https://acme.example/support"),
+    ],
+)
 def test_support_contact_forms(value, href):
     assert parse_support(value).href == href
 
 
-@pytest.mark.parametrize("name, value", [
-    ("support_contact", "call us"),
-    ("support_contact", "http://acme.example/support"),
-    ("support_contact", "javascript:alert(1)"),
-    ("support_contact", "https://acme.example/\"><script>"),
-    ("vendor_logo_url", "http://cdn.acme.example/logo.png"),
-    ("vendor_logo_url", "logo.png"),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("support_contact", "call us"),
+        ("support_contact", "http://acme.example/support"),
+        ("support_contact", "javascript:alert(1)"),
+        ("support_contact", 'https://acme.example/"><script>'),
+        ("vendor_logo_url", "http://cdn.acme.example/logo.png"),
+        ("vendor_logo_url", "logo.png"),
+    ],
+)
 def test_a_malformed_identity_setting_stops_start_up_naming_it(name, value):
     with pytest.raises(ConfigError) as err:
         load_settings({**BASE_CONFIG, "app_env": "production", "secret_key": "k" * 40, name: value})

@@ -1,6 +1,7 @@
 """Issue 9: the admin's pages, the frame's sentences and Checkout in the admin's language (English,
 Spanish, French, from Accept-Language; English otherwise), from message catalogs; amounts and dates
 written for the locale; the catalogs complete and compiled."""
+
 import io
 import os
 import re
@@ -37,15 +38,23 @@ def lang_of(page_html: str) -> str:
     return re.search(r'<html lang="([^"]+)">', page_html).group(1)
 
 
-@pytest.mark.parametrize("header, lang, h1, price, status", [
-    (None, "en", "Register this tool in your LMS", "49.00 USD, paid once", "Pay to finish registering"),
-    ("de-DE,de;q=0.9", "en", "Register this tool in your LMS", "49.00 USD, paid once", "Pay to finish registering"),
-    (SPANISH, "es", "Registre esta herramienta en su LMS", "49,00 USD, pago único", "Pague para terminar"),
-    ("es-MX", "es", "Registre esta herramienta en su LMS", "49,00 USD, pago único", "Pague para terminar"),
-    (FRENCH, "fr", "Enregistrer cet outil dans votre LMS", "49,00 USD, paiement unique", "Payez pour terminer"),
-    ("de, fr;q=0.5, es;q=0.8", "es", "Registre esta herramienta en su LMS", "49,00 USD, pago único",
-     "Pague para terminar"),
-])
+@pytest.mark.parametrize(
+    "header, lang, h1, price, status",
+    [
+        (None, "en", "Register this tool in your LMS", "49.00 USD, paid once", "Pay to finish registering"),
+        ("de-DE,de;q=0.9", "en", "Register this tool in your LMS", "49.00 USD, paid once", "Pay to finish registering"),
+        (SPANISH, "es", "Registre esta herramienta en su LMS", "49,00 USD, pago único", "Pague para terminar"),
+        ("es-MX", "es", "Registre esta herramienta en su LMS", "49,00 USD, pago único", "Pague para terminar"),
+        (FRENCH, "fr", "Enregistrer cet outil dans votre LMS", "49,00 USD, paiement unique", "Payez pour terminer"),
+        (
+            "de, fr;q=0.5, es;q=0.8",
+            "es",
+            "Registre esta herramienta en su LMS",
+            "49,00 USD, pago único",
+            "Pague para terminar",
+        ),
+    ],
+)
 def test_the_frame_speaks_the_admins_language(client, stripe_api, ltiaas_api, header, lang, h1, price, status):
     _, token, page = frame(client, ltiaas_api, header)
     assert lang_of(page.text) == lang
@@ -61,9 +70,11 @@ def test_english_is_unchanged_by_the_catalogs(client, stripe_api, ltiaas_api):
     """Without Accept-Language (or in English) the sentences are the ones the English tests know."""
     _, _token, page = frame(client, ltiaas_api, "en-GB,en;q=0.9")
     text = text_of(page.text).replace(" ,", ",")  # a link's end tag before the comma
-    for sentence in ("Pay to finish registering this tool in your LMS. The payment opens in a new window; keep "
-                     "this one open.", "Your browser blocked the payment window. Open the payment page, then "
-                     "come back to this window.", "After paying, reload this page to finish the registration."):
+    for sentence in (
+        "Pay to finish registering this tool in your LMS. The payment opens in a new window; keep this one open.",
+        "Your browser blocked the payment window. Open the payment page, then come back to this window.",
+        "After paying, reload this page to finish the registration.",
+    ):
         assert sentence in text
     assert re.search(r'id="pay">Pay 49.00 USD by card<', page.text)
 
@@ -119,8 +130,10 @@ def test_popup_and_error_pages_are_translated(client, stripe_api, ltiaas_api):
     assert unknown.status_code == 404 and lang_of(unknown.text) == "es"
     assert "No reconocemos este enlace de registro. Vuelva a iniciar el registro desde su LMS." in text_of(unknown.text)
     poll = client.get("/flow/tok_unknown_unknown_unknown/status", headers={"Accept-Language": FRENCH})
-    assert poll.get_json()["message"] == "Ce lien d'enregistrement est inconnu. Recommencez l'enregistrement " \
-                                         "depuis votre LMS."
+    assert (
+        poll.get_json()["message"] == "Ce lien d'enregistrement est inconnu. Recommencez l'enregistrement "
+        "depuis votre LMS."
+    )
     nowhere = client.get("/flow/nothing/here/at/all", headers={"Accept-Language": FRENCH})
     assert nowhere.status_code == 404 and "<h1>Introuvable</h1>" in nowhere.text
     damaged = client.get("/pre-approval?registrationId=bad!", headers={"Accept-Language": FRENCH})
@@ -141,15 +154,27 @@ def test_the_invoice_form_its_refusals_and_its_due_date_are_translated(inv_clien
     text = text_of(page.text)
     assert "Pagar mediante factura" in text and "con vencimiento a 30 días" in text
     assert "Centro educativo u organización" in text
-    refused = inv_client.post(f"/flow/{token}/invoice", headers={"Accept-Language": SPANISH}, data={
-        "billing_email": "finance@school.example", "organisation": "",
-        "form_id": re.search(r'name="form_id" value="([^"]+)"', page.text).group(1)})
+    refused = inv_client.post(
+        f"/flow/{token}/invoice",
+        headers={"Accept-Language": SPANISH},
+        data={
+            "billing_email": "finance@school.example",
+            "organisation": "",
+            "form_id": re.search(r'name="form_id" value="([^"]+)"', page.text).group(1),
+        },
+    )
     assert refused.status_code == 400
     assert "Indique el nombre de su centro educativo u organización." in text_of(refused.text)
 
-    sent = inv_client.post(f"/flow/{token}/invoice", headers={"Accept-Language": FRENCH}, data={
-        "billing_email": "finance@school.example", "organisation": "École Jules Ferry",
-        "form_id": re.search(r'name="form_id" value="([^"]+)"', page.text).group(1)})
+    sent = inv_client.post(
+        f"/flow/{token}/invoice",
+        headers={"Accept-Language": FRENCH},
+        data={
+            "billing_email": "finance@school.example",
+            "organisation": "École Jules Ferry",
+            "form_id": re.search(r'name="form_id" value="([^"]+)"', page.text).group(1),
+        },
+    )
     assert sent.status_code == 303, sent.text
     fr = inv_client.get(f"/flow/{token}/status", headers={"Accept-Language": FRENCH}).get_json()["message"]
     en = inv_client.get(f"/flow/{token}/status").get_json()["message"]
@@ -161,14 +186,19 @@ def test_the_invoice_form_its_refusals_and_its_due_date_are_translated(inv_clien
 
 
 def test_amounts_and_dates_are_written_for_the_locale(app):
-    for header, expected in ((None, ["49.00 USD", "1,234.50 EUR", "4,900 JPY", "every 3 months", "2025-01-31"]),
-                             ("es", ["49,00 USD", "1.234,50 EUR", "4.900 JPY", "cada 3 meses",
-                                     "31 de enero de 2025"]),
-                             ("fr", ["49,00 USD", "1\u202f234,50 EUR", "4\u202f900 JPY", "tous les 3 mois",
-                                     "31 janvier 2025"])):
+    for header, expected in (
+        (None, ["49.00 USD", "1,234.50 EUR", "4,900 JPY", "every 3 months", "2025-01-31"]),
+        ("es", ["49,00 USD", "1.234,50 EUR", "4.900 JPY", "cada 3 meses", "31 de enero de 2025"]),
+        ("fr", ["49,00 USD", "1\u202f234,50 EUR", "4\u202f900 JPY", "tous les 3 mois", "31 janvier 2025"]),
+    ):
         with app.test_request_context("/", headers={"Accept-Language": header} if header else {}):
-            got = [languages.money(4900, "usd"), languages.money(123450, "eur"), languages.money(4900, "jpy"),
-                   languages.period("3 month"), languages.format_day(datetime(2025, 1, 31, 23, 0))]
+            got = [
+                languages.money(4900, "usd"),
+                languages.money(123450, "eur"),
+                languages.money(4900, "jpy"),
+                languages.period("3 month"),
+                languages.format_day(datetime(2025, 1, 31, 23, 0)),
+            ]
             assert got == expected, header
 
 
@@ -187,8 +217,11 @@ def test_adding_a_language_is_adding_a_catalog(tmp_path):
     folder.mkdir(parents=True)
     (folder / "messages.po").write_text('msgid ""\nmsgstr ""\n"Language: de\\n"\n\nmsgid "Price"\nmsgstr "Preis"\n')
     assert languages.compiled_languages(str(tmp_path)) == ("en",)  # not compiled yet: not offered (and logged)
-    subprocess.run([os.path.join(os.path.dirname(sys.executable), "pybabel"), "compile", "-d", str(tmp_path)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "pybabel"), "compile", "-d", str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
     assert languages.compiled_languages(str(tmp_path)) == ("en", "de")
     assert {"de", "es", "fr", "en"} <= languages.CHECKOUT_LOCALES and "eo" not in languages.CHECKOUT_LOCALES
 
@@ -230,8 +263,21 @@ def test_the_catalogs_are_complete_checked_and_compiled():
 def test_the_template_holds_every_sentence_of_the_sources(tmp_path):
     """`make messages` was run after the last change of an admin's sentence."""
     out = tmp_path / "now.pot"
-    subprocess.run([os.path.join(os.path.dirname(sys.executable), "pybabel"), "extract", "-F", "babel.cfg", "-o",
-                    str(out), "--no-location", "."], cwd=REPO, check=True, capture_output=True)
+    subprocess.run(
+        [
+            os.path.join(os.path.dirname(sys.executable), "pybabel"),
+            "extract",
+            "-F",
+            "babel.cfg",
+            "-o",
+            str(out),
+            "--no-location",
+            ".",
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
 
     def ids(path):
         with open(path, "rb") as f:
@@ -242,14 +288,16 @@ def test_the_template_holds_every_sentence_of_the_sources(tmp_path):
 
 
 @pytest.mark.parametrize("header", [None, SPANISH, FRENCH])
-def test_pages_compiled_in_a_language_say_what_the_catalog_says_at_render_time(client, stripe_api, ltiaas_api,
-                                                                            header, monkeypatch):
+def test_pages_compiled_in_a_language_say_what_the_catalog_says_at_render_time(
+    client, stripe_api, ltiaas_api, header, monkeypatch
+):
     """The flow's pages are compiled per language with their sentences translated in (the hot path);
     they are identical to the same templates translated call by call."""
     from flask import render_template
 
     from paygate.web.flow import _preapproval_page
     from paygate.web.flow.status import flow_view
+
     registration_id, _, _ = frame(client, ltiaas_api, header)
     app = client.application
     with app.test_request_context("/", headers={"Accept-Language": header} if header else {}):

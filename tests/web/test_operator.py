@@ -1,6 +1,7 @@
 """Operators over HTTP: sign-in, access control, CSRF, review (filters, search, pages, export, API)
 and actions (retry, platform, notes; refunds: tests/licensing/test_refunds.py), with Stripe and LTIaaS faked
 by `responses`."""
+
 import csv
 import io
 import re
@@ -43,13 +44,21 @@ def test_every_operator_route_refuses_an_anonymous_caller(app, client, stripe_ap
     before = len(entries(app, pk))
     token = csrf_token(client)  # a valid CSRF token: refused for want of a sign-in, not of the token
     routes = list(_operator_urls(app, pk))
-    assert {e for e, _, _ in routes} >= {"operator.registrations", "operator.detail", "operator.export_csv",
-                                        "operator.retry", "operator.refund", "operator.access_override",
-                                        "operator.note",
-                                        "operator.api_registrations", "operator.api_registration"}
+    assert {e for e, _, _ in routes} >= {
+        "operator.registrations",
+        "operator.detail",
+        "operator.export_csv",
+        "operator.retry",
+        "operator.refund",
+        "operator.access_override",
+        "operator.note",
+        "operator.api_registrations",
+        "operator.api_registration",
+    }
     for endpoint, method, url in routes:
-        response = client.open(url, method=method, data={"csrf_token": token, "form_id": "x" * 22,
-                                                         "active": "0", "text": "hi"})
+        response = client.open(
+            url, method=method, data={"csrf_token": token, "form_id": "x" * 22, "active": "0", "text": "hi"}
+        )
         if "/api/" in url:
             assert response.status_code == 401, (endpoint, method)
             assert response.get_json()["error"] == "Unauthorized"
@@ -67,14 +76,22 @@ def test_every_operator_route_refuses_an_anonymous_caller(app, client, stripe_ap
 def test_sign_in_remembers_where_the_operator_was_going(client, operator):
     response = client.get("/operator/registrations/7?x=1")
     assert response.headers["Location"] == "/operator/sign-in?next=/operator/registrations/7?x%3D1"
-    signed = client.post("/operator/sign-in", data={"email": EMAIL, "password": PASSWORD,
-                                                    "next": "/operator/registrations/7?x=1",
-                                                    "csrf_token": csrf_token(client)})
+    signed = client.post(
+        "/operator/sign-in",
+        data={
+            "email": EMAIL,
+            "password": PASSWORD,
+            "next": "/operator/registrations/7?x=1",
+            "csrf_token": csrf_token(client),
+        },
+    )
     assert signed.headers["Location"] == "/operator/registrations/7?x=1"
     client.post("/operator/sign-out", data={"csrf_token": csrf_token(client, "/operator/")})
     for evil in ("https://evil.example/", "//evil.example/operator", "/flow/x", "/operator\\@evil"):
-        signed = client.post("/operator/sign-in", data={"email": EMAIL, "password": PASSWORD, "next": evil,
-                                                        "csrf_token": csrf_token(client)})
+        signed = client.post(
+            "/operator/sign-in",
+            data={"email": EMAIL, "password": PASSWORD, "next": evil, "csrf_token": csrf_token(client)},
+        )
         assert signed.headers["Location"] == "/operator/", evil
         client.post("/operator/sign-out", data={"csrf_token": csrf_token(client, "/operator/")})
 
@@ -94,12 +111,13 @@ def test_wrong_password_is_refused_and_sign_out_ends_the_session(client, operato
 def test_csrf_is_required_for_every_operator_form(app, ops, stripe_api, ltiaas_api):
     pk = paid_registration(ops, stripe_api, ltiaas_api)
     before = len(entries(app, pk))
-    for path, data in [(f"/operator/registrations/{pk}/notes", {"text": "hi", "form_id": "f" * 22}),
-                       (f"/operator/registrations/{pk}/refund", {}),
-                       (f"/operator/registrations/{pk}/retry", {}),
-                       (f"/operator/registrations/{pk}/access",
-                        {"override": "revoke", "text": "t", "form_id": "f" * 22}),
-                       ("/operator/sign-out", {})]:
+    for path, data in [
+        (f"/operator/registrations/{pk}/notes", {"text": "hi", "form_id": "f" * 22}),
+        (f"/operator/registrations/{pk}/refund", {}),
+        (f"/operator/registrations/{pk}/retry", {}),
+        (f"/operator/registrations/{pk}/access", {"override": "revoke", "text": "t", "form_id": "f" * 22}),
+        ("/operator/sign-out", {}),
+    ]:
         missing = ops.post(path, data=data)
         forged = ops.post(path, data={**data, "csrf_token": "forged.token.value"})
         assert missing.status_code == 400 and "CSRF" in missing.text, path
@@ -143,10 +161,13 @@ def test_production_cookies_and_csrf_over_https(database_url):
     token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
     data = {"email": EMAIL, "password": PASSWORD, "csrf_token": token}
     assert client.post("/operator/sign-in", data=data, **https).status_code == 400  # no Referer
-    assert client.post("/operator/sign-in", data=data, headers={"Referer": "https://evil.example/"},
-                       **https).status_code == 400
-    signed = client.post("/operator/sign-in", data=data,
-                         headers={"Referer": "https://billing.vendor.example/operator/sign-in"}, **https)
+    assert (
+        client.post("/operator/sign-in", data=data, headers={"Referer": "https://evil.example/"}, **https).status_code
+        == 400
+    )
+    signed = client.post(
+        "/operator/sign-in", data=data, headers={"Referer": "https://billing.vendor.example/operator/sign-in"}, **https
+    )
     assert signed.status_code == 303
     cookie = signed.headers["Set-Cookie"]
     assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
@@ -154,8 +175,13 @@ def test_production_cookies_and_csrf_over_https(database_url):
 
 def test_operator_pages_are_never_frameable_nor_cached(app, ops, stripe_api, ltiaas_api):
     pk = paid_registration(ops, stripe_api, ltiaas_api)
-    for path in ("/operator/sign-in", "/operator/", f"/operator/registrations/{pk}",
-                 f"/operator/registrations/{pk}/refund", "/operator/api/registrations"):
+    for path in (
+        "/operator/sign-in",
+        "/operator/",
+        f"/operator/registrations/{pk}",
+        f"/operator/registrations/{pk}/refund",
+        "/operator/api/registrations",
+    ):
         response = ops.get(path)
         assert response.status_code == (302 if path.endswith("sign-in") else 200), path
         assert response.headers["X-Frame-Options"] == "DENY", path
@@ -213,14 +239,30 @@ def test_api_token_from_the_cli(app, client, operator):
 
 # Review: list, filters, search, paging, export, detail
 
+
 def test_list_shows_payment_platform_and_stripe_links(app, ops, stripe_api, ltiaas_api):
-    pk = paid_registration(ops, stripe_api, ltiaas_api, email="it@school.example", family="moodle",
-                           url="https://moodle.school.example", version="4.4.1+")
+    pk = paid_registration(
+        ops,
+        stripe_api,
+        ltiaas_api,
+        email="it@school.example",
+        family="moodle",
+        url="https://moodle.school.example",
+        version="4.4.1+",
+    )
     reg = load(app, pk)
     page = ops.get("/operator/")
     assert page.status_code == 200
-    for text in ("completed", "https://moodle.school.example", "moodle", "4.4.1+", reg.platform_id,
-                 "49.00 USD", "it@school.example", f"/operator/registrations/{pk}"):
+    for text in (
+        "completed",
+        "https://moodle.school.example",
+        "moodle",
+        "4.4.1+",
+        reg.platform_id,
+        "49.00 USD",
+        "it@school.example",
+        f"/operator/registrations/{pk}",
+    ):
         assert text in page.text, text
     assert f'href="https://dashboard.stripe.com/test/checkout/sessions/{reg.payment_session_id}"' in page.text
     assert f'href="https://dashboard.stripe.com/test/payments/{reg.payment_intent_id}"' in page.text
@@ -240,8 +282,7 @@ def test_live_keys_link_to_the_live_dashboard(database_url):
 
 
 def test_needs_attention_comes_first_and_is_obvious(app, ops):
-    old_trouble = seed(app, state="needs_attention", attention="completion_refused",
-                       created_at=datetime(2025, 1, 1))[0]
+    old_trouble = seed(app, state="needs_attention", attention="completion_refused", created_at=datetime(2025, 1, 1))[0]
     seed(app, 60)  # newer, fine: the troubled one is not on the first page of the plain list
     page = ops.get("/operator/")
     section = page.text.split('id="attention-section"')[1].split("All registrations")[0]
@@ -256,8 +297,9 @@ def test_filters(app, ops):
     jan, feb, mar = datetime(2026, 1, 15, 12), datetime(2026, 2, 15, 12), datetime(2026, 3, 15, 12)
     canvas_done = seed(app, created_at=jan)[0]
     moodle_paid = seed(app, state="paid", lms_family="moodle", created_at=feb)[0]
-    moodle_trouble = seed(app, state="needs_attention", attention="completion_expired", lms_family="moodle",
-                          created_at=mar)[0]
+    moodle_trouble = seed(
+        app, state="needs_attention", attention="completion_expired", lms_family="moodle", created_at=mar
+    )[0]
     duplicate = seed(app, attention="duplicate_payment", created_at=mar + timedelta(hours=1))[0]
     assert api_ids(ops) == [duplicate, moodle_trouble, moodle_paid, canvas_done]
     assert api_ids(ops, state="paid") == [moodle_paid]
@@ -272,25 +314,49 @@ def test_filters(app, ops):
     # The HTML list takes the same filters, and says when one is wrong.
     page = ops.get("/operator/", query_string={"family": "moodle", "state": "paid"})
     assert f"/operator/registrations/{moodle_paid}" in page.text
-    assert f"/operator/registrations/{moodle_trouble}\"" not in page.text.split("All registrations")[-1]
+    assert f'/operator/registrations/{moodle_trouble}"' not in page.text.split("All registrations")[-1]
     assert "must look like" in ops.get("/operator/?since=yesterday").text
     assert ops.get("/operator/api/registrations?state=bogus").status_code == 400
     assert ops.get("/operator/api/registrations?since=2026-03-01&until=2026-01-01").status_code == 400
 
 
 def test_search_by_every_kind(app, ops, stripe_api, ltiaas_api):
-    pk = paid_registration(ops, stripe_api, ltiaas_api, email="IT.Admin@School.example",
-                           url="https://Canvas.Springfield.edu", family="canvas")
-    other = paid_registration(ops, stripe_api, ltiaas_api, email="someone@else.example",
-                              url="https://moodle.shelbyville.edu", family="moodle")
+    pk = paid_registration(
+        ops,
+        stripe_api,
+        ltiaas_api,
+        email="IT.Admin@School.example",
+        url="https://Canvas.Springfield.edu",
+        family="canvas",
+    )
+    other = paid_registration(
+        ops, stripe_api, ltiaas_api, email="someone@else.example", url="https://moodle.shelbyville.edu", family="moodle"
+    )
     reg = load(app, pk)
     with app.app_context():  # a session of the registration that did not pay is found too
-        db.session.add(CheckoutSession(session_id="cs_test_unpaid_first_try", registration_pk=pk, generation=0,
-                                       status="expired", payment_status="unpaid"))
+        db.session.add(
+            CheckoutSession(
+                session_id="cs_test_unpaid_first_try",
+                registration_pk=pk,
+                generation=0,
+                status="expired",
+                payment_status="unpaid",
+            )
+        )
         db.session.commit()
-    for q in ("it.admin@school.example", "IT.ADMIN@SCHOOL.EXAMPLE", "https://canvas.springfield.edu",
-              "canvas.springfield", "HTTPS://CANVAS.SPRING", reg.platform_id, reg.registration_id, str(pk),
-              reg.payment_session_id, reg.payment_intent_id, "cs_test_unpaid_first_try"):
+    for q in (
+        "it.admin@school.example",
+        "IT.ADMIN@SCHOOL.EXAMPLE",
+        "https://canvas.springfield.edu",
+        "canvas.springfield",
+        "HTTPS://CANVAS.SPRING",
+        reg.platform_id,
+        reg.registration_id,
+        str(pk),
+        reg.payment_session_id,
+        reg.payment_intent_id,
+        "cs_test_unpaid_first_try",
+    ):
         assert api_ids(ops, q=q) == [pk], q
     assert api_ids(ops, q="moodle.shelbyville.edu/") == []
     assert api_ids(ops, q="moodle.shelbyville") == [other]
@@ -299,7 +365,7 @@ def test_search_by_every_kind(app, ops, stripe_api, ltiaas_api):
         assert api_ids(ops, q=q) == [], q
     page = ops.get("/operator/", query_string={"q": "it.admin@school.example"})
     assert "payer e-mail" in page.text and f"/operator/registrations/{pk}" in page.text
-    assert f"/operator/registrations/{other}\"" not in page.text
+    assert f'/operator/registrations/{other}"' not in page.text
 
 
 def test_keyset_pages_walk_everything_once_in_both_directions(app, ops):
@@ -314,8 +380,9 @@ def test_keyset_pages_walk_everything_once_in_both_directions(app, ops):
         url = body["next"]
     assert len(seen) == 125 and len(set(seen)) == 125
     with app.app_context():
-        order = db.session.scalars(select(Registration.id).order_by(Registration.created_at.desc(),
-                                                                    Registration.id.desc())).all()
+        order = db.session.scalars(
+            select(Registration.id).order_by(Registration.created_at.desc(), Registration.id.desc())
+        ).all()
     assert seen == order
     assert [len(p) for p, _ in pages] == [40, 40, 40, 5]
     # Going back from the last page gives the third page again.
@@ -330,7 +397,7 @@ def test_keyset_pages_walk_everything_once_in_both_directions(app, ops):
 
 
 def test_csv_export_of_the_filtered_list(app, ops):
-    seed(app, 3, lms_family="moodle", payer_email="=HYPERLINK(\"http://evil\")")
+    seed(app, 3, lms_family="moodle", payer_email='=HYPERLINK("http://evil")')
     seed(app, 2, lms_family="canvas")
     response = ops.get("/operator/registrations.csv?family=moodle")
     assert response.status_code == 200 and response.mimetype == "text/csv"
@@ -354,13 +421,27 @@ def test_detail_shows_the_whole_history(app, ops, stripe_api, ltiaas_api):
         pk = db.session.scalars(select(Registration.id)).one()
     page = ops.get(f"/operator/registrations/{pk}")
     assert page.status_code == 200
-    for text in ("pending", "paid", "completing", "retrying in", "LTIaaS answered 503", f"webhook {event['id']}",
-                 "checkout.session.completed", session_id, "it@school.example", "pre-approval"):
+    for text in (
+        "pending",
+        "paid",
+        "completing",
+        "retrying in",
+        "LTIaaS answered 503",
+        f"webhook {event['id']}",
+        "checkout.session.completed",
+        session_id,
+        "it@school.example",
+        "pre-approval",
+    ):
         assert text in page.text, text
     body = ops.get(f"/operator/api/registrations/{pk}").get_json()
     assert body["registration_id"] == registration_id and body["state"] == "paid"
     assert [e["to_state"] for e in body["timeline"] if e["kind"] == "state"] == [
-        "pending", "paid", "completing", "paid"]
+        "pending",
+        "paid",
+        "completing",
+        "paid",
+    ]
     assert body["stripe_events"][0]["id"] == event["id"] and body["stripe_events"][0]["outcome"] == "paid"
     assert body["attempts"]["last_error"]["status"] == 503
     assert body["checkout_sessions"][0]["id"] == session_id
@@ -378,6 +459,7 @@ def test_lms_strings_are_escaped_on_operator_pages(app, ops):
 
 # Actions
 
+
 def test_retry_completion_of_a_refused_completion(app, ops, stripe_api, ltiaas_api):
     pk = paid_registration(ops, stripe_api, ltiaas_api, fail_completion=400)
     reg = load(app, pk)
@@ -391,8 +473,11 @@ def test_retry_completion_of_a_refused_completion(app, ops, stripe_api, ltiaas_a
     assert reg.state == "completed" and reg.attention is None and reg.platform_id
     assert len(ltiaas_api.complete_calls) == 2
     states = [(e.from_state, e.to_state, e.cause) for e in reg.timeline if e.kind == "state"][-3:]
-    assert states == [("needs_attention", "paid", f"operator {EMAIL}"), ("paid", "completing", f"operator {EMAIL}"),
-                      ("completing", "completed", f"operator {EMAIL}")]
+    assert states == [
+        ("needs_attention", "paid", f"operator {EMAIL}"),
+        ("paid", "completing", f"operator {EMAIL}"),
+        ("completing", "completed", f"operator {EMAIL}"),
+    ]
     # A second click finds nothing to retry and calls nobody.
     again = post(ops, f"/operator/registrations/{pk}/retry")
     assert "Nothing to retry: the registration is completed" in ops.get(again.headers["Location"]).text
@@ -442,12 +527,18 @@ def test_operator_override_revokes_grants_and_gives_access_back_to_the_licence(a
     reg = load(app, pk)
     assert reg.platform_active is True and reg.access_override is None
     body = ops.get(f"/operator/api/registrations/{pk}").get_json()
-    assert body["platform"] == {"id": platform_id, "active": True, "override": None, "access_wanted": True,
-                                "access_reason": "paid"}
+    assert body["platform"] == {
+        "id": platform_id,
+        "active": True,
+        "override": None,
+        "access_wanted": True,
+        "access_reason": "paid",
+    }
 
 
 def test_platform_call_failure_is_retried_until_ltiaas_has_it(app, ops, stripe_api, ltiaas_api):
     from paygate.ops import worker
+
     pk = paid_registration(ops, stripe_api, ltiaas_api)
     platform = dict(ltiaas_api.platforms)
     ltiaas_api.platforms.clear()  # LTIaaS answers 404
@@ -508,8 +599,15 @@ def test_duplicate_payment_can_be_marked_resolved(app, ops):
 
 def test_csrf_exempts_only_the_webhook_and_the_local_standins(app, tmp_path):
     from paygate.application import create_app
-    local = create_app({"app_env": "local", "database_url": f"sqlite:///{tmp_path / 'local.sqlite'}",
-                        "public_url": "http://127.0.0.1:5999", "secret_key": "local"})
+
+    local = create_app(
+        {
+            "app_env": "local",
+            "database_url": f"sqlite:///{tmp_path / 'local.sqlite'}",
+            "public_url": "http://127.0.0.1:5999",
+            "secret_key": "local",
+        }
+    )
     for each, expected in ((app, {"webhooks"}), (local, {"webhooks", "standins"})):
         csrf = each.extensions["csrf"]
         assert {bp.name for bp in csrf._exempt_blueprints} == expected
@@ -517,13 +615,22 @@ def test_csrf_exempts_only_the_webhook_and_the_local_standins(app, tmp_path):
         assert csrf._exempt_views == {"paygate.web.flow.invoice"}
 
 
-@pytest.mark.parametrize("path", [
-    "/operator/registrations/99999999999", "/operator/api/registrations/2147483648",
-    "/operator/?q=a%00b", "/operator/api/registrations?q=%00", "/operator/registrations.csv?q=%00",
-    "/operator/api/registrations?family=%00", "/operator/?until=9999-12-31",
-    "/operator/api/registrations?since=0001-01-01",
-    "/operator/api/registrations?limit=99999999999999999999", "/operator/?after=9999-12-31T23:59:59~1",
-    "/operator/registrations/99999999999/refund"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/operator/registrations/99999999999",
+        "/operator/api/registrations/2147483648",
+        "/operator/?q=a%00b",
+        "/operator/api/registrations?q=%00",
+        "/operator/registrations.csv?q=%00",
+        "/operator/api/registrations?family=%00",
+        "/operator/?until=9999-12-31",
+        "/operator/api/registrations?since=0001-01-01",
+        "/operator/api/registrations?limit=99999999999999999999",
+        "/operator/?after=9999-12-31T23:59:59~1",
+        "/operator/registrations/99999999999/refund",
+    ],
+)
 def test_operator_parameters_out_of_range_get_a_sentence_not_a_5xx(ops, path):
     response = ops.get(path)
     assert response.status_code < 500, response.text

@@ -1,6 +1,7 @@
 """Operator pages say what is known: one access button at a time, an unknown state at LTIaaS said as
 such and checked at LTIaaS on request, the payer beside the LMS URL (every Canvas cloud school has
 the same one), and the password field focused after a failed sign-in."""
+
 import html
 import json
 import re
@@ -29,10 +30,16 @@ def platform_reads(mocked, ltiaas_api):
         platform_id = PLATFORM_GET.match(request.url).group(2)
         found = ltiaas_api.platforms.get(platform_id)
         if found is None:
-            return 404, {}, json.dumps({"status": 404, "error": "Not Found",
-                                        "details": {"message": "PLATFORM_NOT_FOUND"}})
-        return 200, {}, json.dumps({"id": platform_id, "url": "https://canvas.instructure.com",
-                                    "active": found["active"]})
+            return (
+                404,
+                {},
+                json.dumps({"status": 404, "error": "Not Found", "details": {"message": "PLATFORM_NOT_FOUND"}}),
+            )
+        return (
+            200,
+            {},
+            json.dumps({"id": platform_id, "url": "https://canvas.instructure.com", "active": found["active"]}),
+        )
 
     mocked.add_callback("GET", PLATFORM_GET, read)
     return reads
@@ -74,8 +81,10 @@ def test_an_unknown_state_at_ltiaas_is_said_and_checked_there(app, ops, stripe_a
     assert "has platform" in after and "active, as the licence says" in after
     reg = load(app, pk)
     assert reg.platform_active is True
-    assert any(e.cause == f"operator {EMAIL}" and "Checked at LTIaaS" in e.message and "is active there" in e.message
-               for e in entries(app, pk, "access"))
+    assert any(
+        e.cause == f"operator {EMAIL}" and "Checked at LTIaaS" in e.message and "is active there" in e.message
+        for e in entries(app, pk, "access")
+    )
     assert access_buttons(after) == {"revoke"}  # known now: no check offered
 
     again = check(ops, pk)  # a second click reads nothing
@@ -109,8 +118,14 @@ def test_a_check_ltiaas_does_not_answer_changes_nothing(app, ops, stripe_api, lt
 @pytest.mark.parametrize("wanted", [None, True, False])
 @pytest.mark.parametrize("override", [None, True, False])
 def test_every_detail_page_offers_one_access_button_at_most(app, ops, active, wanted, override):
-    pk, = seed(app, platform_id="Pseeded00001", platform_active=active, access_wanted=wanted,
-               access_override=override, access_reason="seeded")
+    (pk,) = seed(
+        app,
+        platform_id="Pseeded00001",
+        platform_active=active,
+        access_wanted=wanted,
+        access_override=override,
+        access_reason="seeded",
+    )
     found = access_buttons(ops.get(f"/operator/registrations/{pk}").text)
     assert len(found & {"grant", "revoke"}) == 1
     assert ("check-access" in found) is (active is None)
@@ -118,12 +133,21 @@ def test_every_detail_page_offers_one_access_button_at_most(app, ops, active, wa
 
 def test_the_payer_is_shown_beside_the_lms_url(app, ops, stripe_api, ltiaas_api):
     card = paid_registration(ops, stripe_api, ltiaas_api, email="bursar@springfield.example")
-    invoiced, = seed(app, state="completed", lms_url="https://canvas.instructure.com",
-                     payer_email="finance@shelbyville.example")
+    (invoiced,) = seed(
+        app, state="completed", lms_url="https://canvas.instructure.com", payer_email="finance@shelbyville.example"
+    )
     with app.app_context():
-        db.session.add(Licence(registration_pk=invoiced, kind="invoice", status="open",
-                               billing_email="finance@shelbyville.example", organisation="Shelbyville School District",
-                               created_at=datetime(2026, 1, 1), updated_at=datetime(2026, 1, 1)))
+        db.session.add(
+            Licence(
+                registration_pk=invoiced,
+                kind="invoice",
+                status="open",
+                billing_email="finance@shelbyville.example",
+                organisation="Shelbyville School District",
+                created_at=datetime(2026, 1, 1),
+                updated_at=datetime(2026, 1, 1),
+            )
+        )
         db.session.commit()
     reg = load(app, card)
     assert reg.payer_name == "A. Admin"  # Checkout's customer_details.name, kept with the payment
@@ -146,13 +170,14 @@ def test_the_payer_is_shown_beside_the_lms_url(app, ops, stripe_api, ltiaas_api)
 
 
 def test_payer_names_are_escaped(app, ops):
-    pk, = seed(app, payer_name="<script>alert(1)</script>", payer_email="x@school.example")
+    (pk,) = seed(app, payer_name="<script>alert(1)</script>", payer_email="x@school.example")
     page = ops.get(f"/operator/registrations/{pk}").text
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;" in page
 
 
 def test_a_failed_sign_in_focuses_the_password(client, operator):
     from tests.helpers.operators import sign_in
+
     response = sign_in(client, password="wrong password, twelve+")
     assert response.status_code == 401
     email = re.search(r'<input type="email"[^>]*>', response.text).group(0)

@@ -1,6 +1,7 @@
 """What the fuzz test (tests/web/test_fuzz.py) found on the operator side, pinned: a NUL in the sign-in e-mail,
 or a control character in a note, a resolution or an override's reason, gets one sentence and changes
 nothing (PostgreSQL refused the NUL: a 500). Line breaks in a note stay welcome."""
+
 import pytest
 
 from tests.helpers.operators import EMAIL, add_operator, entries, form_id, load, post, seed, sign_in
@@ -14,11 +15,14 @@ def test_a_control_character_in_the_sign_in_email_is_a_wrong_email(app, client, 
     assert sign_in(client).status_code == 303  # the account itself is untouched
 
 
-@pytest.mark.parametrize("action, field, extra, sentence", [
-    ("notes", "text", {}, "The note cannot contain control characters."),
-    ("resolve", "text", {}, "The text cannot contain control characters."),
-    ("access", "text", {"override": "revoke"}, "The reason cannot contain control characters."),
-])
+@pytest.mark.parametrize(
+    "action, field, extra, sentence",
+    [
+        ("notes", "text", {}, "The note cannot contain control characters."),
+        ("resolve", "text", {}, "The text cannot contain control characters."),
+        ("access", "text", {"override": "revoke"}, "The reason cannot contain control characters."),
+    ],
+)
 def test_a_control_character_in_an_operators_text_gets_a_sentence(app, ops, action, field, extra, sentence):
     pk = seed(app, attention="duplicate_payment", payment_intent_id="pi_1", payment_session_id="cs_1")[0]
     before = len(entries(app, pk))

@@ -3,6 +3,7 @@ they enter: control and invisible characters (NUL, U+202E...) dropped, white spa
 numbers taken as text. A payer's NUL no longer fails the payment's record on PostgreSQL (the paid
 registration used to stay pending), operators read clean text, and the admin is served although LTIaaS
 describes the LMS oddly. Only what the flow cannot work without refuses, with a page naming the LMS problem."""
+
 import html
 import re
 import secrets
@@ -17,14 +18,20 @@ from paygate.core.models import Operator, Registration
 from paygate.web.operator.auth import new_api_token
 from paygate.web.operator.passwords import hash_password
 
-GOOD = {"url": "https://moodle.school.example", "familyCode": "moodle", "version": "4.4.1+ (Build: 20240705)",
-        "supportedScopes": ["openid"], "supportedMessages": [{"type": "LtiResourceLinkRequest"}]}
+GOOD = {
+    "url": "https://moodle.school.example",
+    "familyCode": "moodle",
+    "version": "4.4.1+ (Build: 20240705)",
+    "supportedScopes": ["openid"],
+    "supportedMessages": [{"type": "LtiResourceLinkRequest"}],
+}
 HOSTILE_NAME = "Evil\x00 \u202eemaN\n\r\tSchool\u200b Board"
 HOSTILE_EMAIL = "adm\x00in@school.example\n\u202e"
 INVISIBLE = ("\x00", "\u202e", "\u200b", "\r", "\n", "\t", "\x07")
 
 
 # Helpers (copied small, not imported from other test files)
+
 
 def answer_with(ltiaas_api, body) -> str:
     """A registration id for which LTIaaS answers `body` (any JSON) to the lookup."""
@@ -50,8 +57,11 @@ def text_of(page_html: str) -> str:
 def api_token(app) -> str:
     token, digest = new_api_token()
     with app.app_context():
-        db.session.add(Operator(email="ops@vendor.example", password_hash=hash_password("a long password here"),
-                                api_token_hash=digest))
+        db.session.add(
+            Operator(
+                email="ops@vendor.example", password_hash=hash_password("a long password here"), api_token_hash=digest
+            )
+        )
         db.session.commit()
     return token
 
@@ -59,8 +69,10 @@ def api_token(app) -> str:
 def sign_in(client) -> None:
     page = client.get("/operator/sign-in")
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-    answer = client.post("/operator/sign-in", data={"email": "ops@vendor.example", "password": "a long password here",
-                                                    "csrf_token": csrf})
+    answer = client.post(
+        "/operator/sign-in",
+        data={"email": "ops@vendor.example", "password": "a long password here", "csrf_token": csrf},
+    )
     assert answer.status_code == 303
 
 
@@ -74,22 +86,42 @@ def visible(text: str) -> bool:
 
 # The one function
 
-@pytest.mark.parametrize("value, max_len, expected", [
-    (None, 10, None), ("", 10, None), ("  \n\t ", 10, None), ("\x00\u202e", 10, None),
-    ("a\x00b", 10, "ab"), ("Evil \u202eemaN", 20, "Evil emaN"), ("a\r\n\tb   c", 20, "a b c"),
-    ("a\u2028b\u2029c", 20, "a b c"), ("x" * 50, 10, "x" * 10), ("  padded  ", 20, "padded"),
-    (4.4, 10, "4.4"), (7, 10, "7"), (True, 10, "true"), ({"a": 1}, 10, None), ([1, 2], 10, None),
-    ("zero\u200bwidth\ufeff", 20, "zerowidth"), ("e\u0301", 5, "\u00e9"), ("\ud800x", 5, "x"),
-])
+
+@pytest.mark.parametrize(
+    "value, max_len, expected",
+    [
+        (None, 10, None),
+        ("", 10, None),
+        ("  \n\t ", 10, None),
+        ("\x00\u202e", 10, None),
+        ("a\x00b", 10, "ab"),
+        ("Evil \u202eemaN", 20, "Evil emaN"),
+        ("a\r\n\tb   c", 20, "a b c"),
+        ("a\u2028b\u2029c", 20, "a b c"),
+        ("x" * 50, 10, "x" * 10),
+        ("  padded  ", 20, "padded"),
+        (4.4, 10, "4.4"),
+        (7, 10, "7"),
+        (True, 10, "true"),
+        ({"a": 1}, 10, None),
+        ([1, 2], 10, None),
+        ("zero\u200bwidth\ufeff", 20, "zerowidth"),
+        ("e\u0301", 5, "\u00e9"),
+        ("\ud800x", 5, "x"),
+    ],
+)
 def test_clean(value, max_len, expected):
     from paygate.core.text import clean
+
     assert clean(value, max_len) == expected
 
 
 # Payer data from Checkout
 
+
 def test_a_payer_name_and_email_with_nul_bidi_and_line_breaks_still_complete_the_paid_registration(
-        client, stripe_api, ltiaas_api):
+    client, stripe_api, ltiaas_api
+):
     """Success return and webhook alike: the payment is recorded and completed, on PostgreSQL too."""
     registration_id = ltiaas_api.add()
     page = client.get(f"/pre-approval?registrationId={registration_id}")
@@ -144,23 +176,30 @@ def test_a_payer_email_that_is_only_invisible_characters_is_no_email(client, str
 
 # What LTIaaS says of the LMS
 
-@pytest.mark.parametrize("field, value, stored", [
-    ("version", 4.4, "4.4"),
-    ("version", 12, "12"),
-    ("version", "4.4\x00 \u202e(Build)\n", "4.4 (Build)"),
-    ("familyCode", 7, "7"),
-    ("familyCode", "moo\x00dle", "moodle"),
-    ("familyCode", "c" * 100_000, "c" * 100),
-    ("familyCode", None, None),
-    ("familyCode", ["moodle"], None),
-    ("version", {"major": 4}, None),
-    ("url", "https://moodle.school\x00.example", "https://moodle.school.example"),
-    ("url", " https://moodle.school.example/\u202e ", "https://moodle.school.example/"),
-    ("supportedScopes", ["open\x00id", 5, None], None),
-    ("supportedScopes", "openid", None),
-    ("supportedMessages", [{"type": 5}, "x", {"type": "Lti\x00DeepLinkingRequest", "placements": [1, "a\x00b"]}],
-     None),
-])
+
+@pytest.mark.parametrize(
+    "field, value, stored",
+    [
+        ("version", 4.4, "4.4"),
+        ("version", 12, "12"),
+        ("version", "4.4\x00 \u202e(Build)\n", "4.4 (Build)"),
+        ("familyCode", 7, "7"),
+        ("familyCode", "moo\x00dle", "moodle"),
+        ("familyCode", "c" * 100_000, "c" * 100),
+        ("familyCode", None, None),
+        ("familyCode", ["moodle"], None),
+        ("version", {"major": 4}, None),
+        ("url", "https://moodle.school\x00.example", "https://moodle.school.example"),
+        ("url", " https://moodle.school.example/\u202e ", "https://moodle.school.example/"),
+        ("supportedScopes", ["open\x00id", 5, None], None),
+        ("supportedScopes", "openid", None),
+        (
+            "supportedMessages",
+            [{"type": 5}, "x", {"type": "Lti\x00DeepLinkingRequest", "placements": [1, "a\x00b"]}],
+            None,
+        ),
+    ],
+)
 def test_hostile_lms_display_fields_still_serve_the_admin(client, stripe_api, ltiaas_api, field, value, stored):
     registration_id = answer_with(ltiaas_api, {**GOOD, field: value})
     page = client.get(f"/pre-approval?registrationId={registration_id}")
@@ -178,18 +217,35 @@ def test_hostile_lms_display_fields_still_serve_the_admin(client, stripe_api, lt
 
 
 def test_lms_details_keep_what_makes_sense_of_odd_lists(client, stripe_api, ltiaas_api):
-    body = {**GOOD, "supportedScopes": ["open\x00id", 5, None, "  "],
-            "supportedMessages": [{"type": 5}, "x", {"type": "Lti\x00DeepLinkingRequest", "placements": [1, "a\x00b"]}]}
+    body = {
+        **GOOD,
+        "supportedScopes": ["open\x00id", 5, None, "  "],
+        "supportedMessages": [{"type": 5}, "x", {"type": "Lti\x00DeepLinkingRequest", "placements": [1, "a\x00b"]}],
+    }
     assert client.get(f"/pre-approval?registrationId={answer_with(ltiaas_api, body)}").status_code == 200
     (reg,) = registrations(client.application)
-    assert reg.lms_details == {"supportedScopes": ["openid", "5"],
-                               "supportedMessages": [{"type": "5"},
-                                                     {"type": "LtiDeepLinkingRequest", "placements": ["1", "ab"]}]}
+    assert reg.lms_details == {
+        "supportedScopes": ["openid", "5"],
+        "supportedMessages": [{"type": "5"}, {"type": "LtiDeepLinkingRequest", "placements": ["1", "ab"]}],
+    }
 
 
-@pytest.mark.parametrize("url", [None, 12345, "", "   ", "javascript:alert(1)", "moodle.school.example",
-                                 "https://", "ftp://moodle.school.example", "https://x" + "y" * 600 + ".example",
-                                 ["https://moodle.school.example"], "https://moodle .school.example"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        None,
+        12345,
+        "",
+        "   ",
+        "javascript:alert(1)",
+        "moodle.school.example",
+        "https://",
+        "ftp://moodle.school.example",
+        "https://x" + "y" * 600 + ".example",
+        ["https://moodle.school.example"],
+        "https://moodle .school.example",
+    ],
+)
 def test_an_unusable_lms_url_gets_a_page_naming_the_lms_problem(client, stripe_api, ltiaas_api, url):
     body = {k: v for k, v in GOOD.items() if k != "url" or url is not None}
     if url is not None:
@@ -213,31 +269,59 @@ def test_a_missing_registration_id_gets_a_page_naming_the_problem(client, stripe
 
 # Whatever shape LTIaaS answers in
 
-NASTY_TEXT = st.sampled_from(["\x00", "\u202e", "\n", "\ud800", "\u2028", " ", "https://", "javascript:", "\ufeff",
-                              "x" * 3000, "<script>", "%00"])
+NASTY_TEXT = st.sampled_from(
+    [
+        "\x00",
+        "\u202e",
+        "\n",
+        "\ud800",
+        "\u2028",
+        " ",
+        "https://",
+        "javascript:",
+        "\ufeff",
+        "x" * 3000,
+        "<script>",
+        "%00",
+    ]
+)
 TEXTS = st.lists(st.text() | NASTY_TEXT, max_size=4).map("".join)
 SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | TEXTS
-JSON_VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3)
-                           | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
+JSON_VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
 URLS = JSON_VALUES | st.builds(lambda a, b: f"https://{a}moodle.example/{b}", TEXTS, TEXTS)
-FIELDS = {"url": URLS, "familyCode": JSON_VALUES, "version": JSON_VALUES, "supportedScopes": JSON_VALUES,
-          "supportedMessages": JSON_VALUES | st.lists(st.dictionaries(st.sampled_from(["type", "placements", "x"]),
-                                                                      JSON_VALUES, max_size=3), max_size=3)}
+FIELDS = {
+    "url": URLS,
+    "familyCode": JSON_VALUES,
+    "version": JSON_VALUES,
+    "supportedScopes": JSON_VALUES,
+    "supportedMessages": JSON_VALUES
+    | st.lists(st.dictionaries(st.sampled_from(["type", "placements", "x"]), JSON_VALUES, max_size=3), max_size=3),
+}
 ANSWERS = st.fixed_dictionaries({}, optional=FIELDS).flatmap(
-    lambda body: st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=2).map(lambda extra: {**extra, **body}))
+    lambda body: st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=2).map(lambda extra: {**extra, **body})
+)
 
 
-@settings(max_examples=150, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                 HealthCheck.data_too_large])
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(body=ANSWERS)
 def test_no_shape_of_registration_answer_gets_a_5xx(client, stripe_api, ltiaas_api, body):
     """Any JSON object LTIaaS may answer: the registration page, or a 4xx naming the LMS problem having
     stored nothing; never a 5xx, never an invisible character on the page."""
     before = count(client.application)
     admin = f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.{secrets.randbelow(250) + 1}"  # not throttled
-    page = client.get(f"/pre-approval?registrationId={answer_with(ltiaas_api, body)}",
-                      environ_base={"REMOTE_ADDR": admin})
+    page = client.get(
+        f"/pre-approval?registrationId={answer_with(ltiaas_api, body)}", environ_base={"REMOTE_ADDR": admin}
+    )
     assert page.status_code < 500, (page.status_code, page.text)
     assert page.status_code in (200, 422), page.status_code  # {} too: an answer without a usable LMS URL
     assert count(client.application) == before + (page.status_code == 200)

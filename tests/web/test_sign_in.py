@@ -1,6 +1,7 @@
 """Operator sessions and sign-in under attack: sign-out ends the session on the server, failed sign-ins
 are counted before the password is checked (parallel guesses cannot pass the rate), and guesses from
 elsewhere never lock an operator out. Run with `-s` to see the numbers."""
+
 import re
 import secrets
 import threading
@@ -46,8 +47,10 @@ def test_guesses_from_many_addresses_never_lock_the_operator_out(app):
     add_operator(app)
     attacker = app.test_client()
     for n in range(1, 11):  # ten addresses, each up to its limit and beyond
-        answers = [sign_in(attacker, password="a wrong guess", **from_address(f"203.0.113.{n}")).status_code
-                   for _ in range(per_minute(throttling.SIGN_IN) + 2)]
+        answers = [
+            sign_in(attacker, password="a wrong guess", **from_address(f"203.0.113.{n}")).status_code
+            for _ in range(per_minute(throttling.SIGN_IN) + 2)
+        ]
         assert answers == [401] * per_minute(throttling.SIGN_IN) + [429, 429]
     operator = app.test_client()
     assert sign_in(operator, **from_address("198.51.100.7")).status_code == 303
@@ -57,8 +60,10 @@ def test_guesses_from_many_addresses_never_lock_the_operator_out(app):
 def test_one_address_guessing_many_accounts_is_throttled(app):
     add_operator(app)
     client = app.test_client()
-    spray = [sign_in(client, email=f"user{n}@vendor.example", password="a wrong guess").status_code
-             for n in range(per_minute(throttling.SIGN_IN_ANY) + 1)]
+    spray = [
+        sign_in(client, email=f"user{n}@vendor.example", password="a wrong guess").status_code
+        for n in range(per_minute(throttling.SIGN_IN_ANY) + 1)
+    ]
     assert spray == [401] * per_minute(throttling.SIGN_IN_ANY) + [429]
     assert sign_in(client).status_code == 429  # from that address, even the real operator waits
     assert sign_in(app.test_client(), **from_address("198.51.100.7")).status_code == 303
@@ -88,8 +93,9 @@ def test_twenty_parallel_wrong_attempts_check_at_most_the_limit_of_passwords(pg_
                 form = browser.get(base, timeout=30).text
                 token = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
                 barrier.wait()
-                return browser.post(base, data={"email": EMAIL, "password": "a wrong guess", "csrf_token": token},
-                                    timeout=60).status_code
+                return browser.post(
+                    base, data={"email": EMAIL, "password": "a wrong guess", "csrf_token": token}, timeout=60
+                ).status_code
 
         with ThreadPoolExecutor(20) as pool:
             codes = Counter(pool.map(attempt, range(20)))

@@ -1,6 +1,7 @@
 """A webhook signed for a time more than Stripe's tolerance (300 s) away from now is refused, whether
 in the past (Stripe's own check) or in the future (ours): 400 JSON, nothing recorded, nothing done.
 A clock a little ahead is no reason to lose an event."""
+
 import time
 
 import pytest
@@ -18,8 +19,9 @@ def events(client) -> int:
 
 
 @pytest.mark.parametrize("ahead", [301, 3600, 10 * 365 * 86400])
-def test_a_signature_dated_in_the_future_is_refused_and_changes_nothing(client, stripe_api, ltiaas_api, checkout,
-                                                                        ahead):
+def test_a_signature_dated_in_the_future_is_refused_and_changes_nothing(
+    client, stripe_api, ltiaas_api, checkout, ahead
+):
     _, token, session_id = checkout
     stripe_api.pay(session_id)
     event = stripe_api.event("checkout.session.completed", session_id)

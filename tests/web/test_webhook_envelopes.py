@@ -3,6 +3,7 @@ printable string, data that is no object, JSON nested without end, a body that i
 as malformed (2xx: Stripe's retries would bring the same bytes), logged in one line, and changes nothing, on
 SQLite and on PostgreSQL. Fields an event may carry in odd shapes (metadata, an invoice's parent) count as absent.
 A chunked body whose framing is broken is a 400 in one sentence, never a 5xx."""
+
 import hashlib
 import hmac
 import json
@@ -31,8 +32,9 @@ def open_frame(client, ltiaas_api):
 
 
 def signed_raw(stripe_api, payload: bytes) -> dict:
-    header = stripe.WebhookSignature.generate_signature_header(payload.decode("utf-8", "surrogateescape"),
-                                                               stripe_api.config["stripe_webhook_secret"])
+    header = stripe.WebhookSignature.generate_signature_header(
+        payload.decode("utf-8", "surrogateescape"), stripe_api.config["stripe_webhook_secret"]
+    )
     return {"Stripe-Signature": header, "Content-Type": "application/json"}
 
 
@@ -75,6 +77,7 @@ def _set(path, value):
         for key in parents:
             target = target[key]
         target[last] = value
+
     return change
 
 
@@ -126,7 +129,8 @@ def _payload(event, shape) -> bytes:
 
 @pytest.mark.parametrize("shape", list(ENVELOPES) + list(RAW_BODIES))
 def test_a_signed_malformed_envelope_is_acknowledged_logged_once_and_changes_nothing(
-        app, client, stripe_api, ltiaas_api, paid_not_told, caplog, shape):
+    app, client, stripe_api, ltiaas_api, paid_not_told, caplog, shape
+):
     _, event = paid_not_told
     before = seen(app)
     caplog.clear()
@@ -158,9 +162,16 @@ def test_a_body_that_is_not_utf8_changes_nothing(app, client, stripe_api, paid_n
 
 # Fields whose odd shape means "absent": the event is about nothing of ours.
 
+
 def _invoice_event(stripe_api, registration_id, pk, **changes):
-    obj = {"id": "in_forged", "object": "invoice", "status": "paid", "parent": None,
-           "metadata": {"registration_pk": str(pk), "registration_id": registration_id}, **changes}
+    obj = {
+        "id": "in_forged",
+        "object": "invoice",
+        "status": "paid",
+        "parent": None,
+        "metadata": {"registration_pk": str(pk), "registration_id": registration_id},
+        **changes,
+    }
     return stripe_api.object_event("invoice.paid", obj)
 
 
@@ -169,16 +180,31 @@ ODD_FIELDS = {
     "invoice metadata a string": ("invoice", {"metadata": "registration_pk=1"}, "foreign invoice"),
     "invoice parent a string": ("invoice", {"parent": "sub_1", "metadata": None}, "foreign invoice"),
     "invoice parent a list": ("invoice", {"parent": ["sub_1"], "metadata": None}, "foreign invoice"),
-    "invoice subscription_details a string": ("invoice", {"parent": {"subscription_details": "sub_1"},
-                                                          "metadata": None}, "foreign invoice"),
-    "invoice parent metadata a list": ("invoice", {"parent": {"subscription_details": {
-        "subscription": None, "metadata": [1, 2]}}, "metadata": None}, "foreign invoice"),
-    "invoice subscription with a NUL": ("invoice", {"parent": {"subscription_details": {
-        "subscription": "sub_\x00", "metadata": None}}, "metadata": None}, "foreign invoice"),
-    "registration_pk past any integer": ("invoice", {"metadata": {
-        "registration_pk": "99999999999999999999", "registration_id": "x"}}, "foreign invoice"),
-    "registration_pk in other digits": ("invoice", {"metadata": {
-        "registration_pk": "\u0661", "registration_id": "x"}}, "foreign invoice"),
+    "invoice subscription_details a string": (
+        "invoice",
+        {"parent": {"subscription_details": "sub_1"}, "metadata": None},
+        "foreign invoice",
+    ),
+    "invoice parent metadata a list": (
+        "invoice",
+        {"parent": {"subscription_details": {"subscription": None, "metadata": [1, 2]}}, "metadata": None},
+        "foreign invoice",
+    ),
+    "invoice subscription with a NUL": (
+        "invoice",
+        {"parent": {"subscription_details": {"subscription": "sub_\x00", "metadata": None}}, "metadata": None},
+        "foreign invoice",
+    ),
+    "registration_pk past any integer": (
+        "invoice",
+        {"metadata": {"registration_pk": "99999999999999999999", "registration_id": "x"}},
+        "foreign invoice",
+    ),
+    "registration_pk in other digits": (
+        "invoice",
+        {"metadata": {"registration_pk": "\u0661", "registration_id": "x"}},
+        "foreign invoice",
+    ),
     "subscription metadata a list": ("subscription", {"metadata": ["registration_pk"]}, "foreign subscription"),
     "charge payment_intent a list": ("charge", {"payment_intent": ["pi_1"]}, "foreign payment"),
     "refund payment_intent a dict of a list": ("refund", {"payment_intent": {"id": ["pi_1"]}}, "foreign payment"),
@@ -194,8 +220,9 @@ def test_an_odd_field_counts_as_absent(app, client, stripe_api, ltiaas_api, shap
     if kind == "invoice":
         event = _invoice_event(stripe_api, registration_id, pk, **changes)
     elif kind == "subscription":
-        event = stripe_api.object_event("customer.subscription.deleted",
-                                        {"id": "sub_forged", "object": "subscription", **changes})
+        event = stripe_api.object_event(
+            "customer.subscription.deleted", {"id": "sub_forged", "object": "subscription", **changes}
+        )
     elif kind == "charge":
         event = stripe_api.object_event("charge.refunded", {"id": "ch_forged", "object": "charge", **changes})
     else:
@@ -228,10 +255,13 @@ def test_nesting_up_to_the_bound_is_accepted(app, client, stripe_api, ltiaas_api
 
 # A chunked body with a broken chunk size, over a real socket (the test client does no chunked framing).
 
+
 def _raw_post(port: int, body: bytes, headers: dict) -> tuple[int, dict, bytes]:
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    request = (f"POST /webhooks/stripe HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n"
-               f"Transfer-Encoding: chunked\r\n{head}\r\n").encode() + body
+    request = (
+        f"POST /webhooks/stripe HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n"
+        f"Transfer-Encoding: chunked\r\n{head}\r\n"
+    ).encode() + body
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(request)
         sock.shutdown(socket.SHUT_WR)
@@ -249,18 +279,26 @@ def _raw_post(port: int, body: bytes, headers: dict) -> tuple[int, dict, bytes]:
             size = int(size, 16)
             if size == 0:
                 break
-            body_out, data = body_out + data[:size], data[size + 2:]
+            body_out, data = body_out + data[:size], data[size + 2 :]
         rest = body_out
     return status, fields, rest
 
 
-@pytest.mark.parametrize("framing, expected", [
-    (b"zz\r\n{}\r\n0\r\n\r\n", 400), (b"-5\r\n{}\r\n0\r\n\r\n", 400), (b"2\r\n{}XX0\r\n\r\n", 400),
-    (b"ffffffffffffffffffffff\r\n{}\r\n", 413)], ids=["size no number", "size negative", "no line end", "size huge"])
+@pytest.mark.parametrize(
+    "framing, expected",
+    [
+        (b"zz\r\n{}\r\n0\r\n\r\n", 400),
+        (b"-5\r\n{}\r\n0\r\n\r\n", 400),
+        (b"2\r\n{}XX0\r\n\r\n", 400),
+        (b"ffffffffffffffffffffff\r\n{}\r\n", 413),
+    ],
+    ids=["size no number", "size negative", "no line end", "size huge"],
+)
 def test_a_broken_chunked_body_is_a_4xx_in_one_sentence(app, stripe_api, framing, expected):
     with serving(app) as port:
-        status, fields, body = _raw_post(port, framing, {"Content-Type": "application/json",
-                                                         "Stripe-Signature": "t=1,v1=00"})
+        status, fields, body = _raw_post(
+            port, framing, {"Content-Type": "application/json", "Stripe-Signature": "t=1,v1=00"}
+        )
     assert status == expected, body
     assert fields["content-type"].startswith("application/json")
     answer = json.loads(body)
@@ -278,7 +316,6 @@ def test_a_well_framed_chunked_event_is_delivered(app, stripe_api, ltiaas_api, p
         status, _, body = _raw_post(port, framed, signed_raw(stripe_api, payload))
     assert status == 200, body
     assert json.loads(body)["result"] == "paid"
-
 
 
 def test_the_nesting_check_reads_a_hostile_body_once():

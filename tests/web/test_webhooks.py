@@ -1,6 +1,7 @@
 """Stripe webhooks (paygate/web/webhooks.py): signatures on the raw body, each event recorded once however
 often it comes, events of other integrations acknowledged and ignored, Stripe unreachable meanwhile. What a
 confirming event does: tests/sales/test_fulfilment.py; a closing one: tests/sales/test_checkout.py."""
+
 import json
 import time
 
@@ -38,8 +39,9 @@ def test_bad_signatures_are_refused_and_change_nothing(client, stripe_api, ltiaa
         response = deliver(client, stripe_api, event, timestamp=int(time.time()) - 301)
     else:
         body, headers = stripe_api.signed(event)
-        response = client.post("/webhooks/stripe", data=body.replace(b"checkout.session", b"checkout.sessioN"),
-                               headers=headers)
+        response = client.post(
+            "/webhooks/stripe", data=body.replace(b"checkout.session", b"checkout.sessioN"), headers=headers
+        )
     assert response.status_code == 400
     assert response.get_json() == {"error": "invalid signature"}
     assert ltiaas_api.complete_calls == []
@@ -60,12 +62,20 @@ def test_same_event_many_times_is_recorded_once(client, stripe_api, ltiaas_api, 
         assert row.deliveries == 5 and row.outcome == "paid"
         assert json.loads(row.payload)["id"] == event["id"]
     assert [e.to_state for e in registration(client).timeline if e.kind == "state"] == [
-        "pending", "paid", "completing", "completed"]
+        "pending",
+        "paid",
+        "completing",
+        "completed",
+    ]
 
 
 def test_events_of_other_integrations_are_acknowledged_and_ignored(client, stripe_api):
-    event = {"id": "evt_other", "object": "event", "type": "invoice.paid",
-             "data": {"object": {"id": "in_other", "object": "invoice"}}}
+    event = {
+        "id": "evt_other",
+        "object": "event",
+        "type": "invoice.paid",
+        "data": {"object": {"id": "in_other", "object": "invoice"}},
+    }
     response = deliver(client, stripe_api, event)
     assert response.status_code == 200 and response.get_json()["result"] == "foreign invoice"
     unknown = {"id": "evt_unknown", "object": "event", "type": "customer.tax_id.created", "data": {"object": {}}}

@@ -1,5 +1,6 @@
 """What Stripe's objects mean here: plain views of sessions, payments, subscriptions, invoices, refunds and
 disputes, the Price, id checks and errors. Read from Stripe's JSON by paygate/gateways/payments/client.py."""
+
 import json
 import logging
 import re
@@ -26,17 +27,30 @@ PAYER_EMAIL_MAX, PAYER_NAME_MAX = 320, 200  # registrations.payer_email, payer_n
 
 # The `operation` label of paygate_stripe_calls_total for each call (fixed names; unlisted: "other").
 OPERATIONS = {
-    "read the price": "price.retrieve", "start the checkout": "checkout_session.create",
-    "confirm the payment": "checkout_session.retrieve", "list checkouts": "checkout_session.list",
-    "expire the checkout": "checkout_session.expire", "refund the payment": "refund.create",
-    "read the payment": "payment_intent.retrieve", "read the subscription": "subscription.retrieve",
-    "read the invoice": "invoice.retrieve", "read the charge": "charge.retrieve", "read the refund": "refund.retrieve",
-    "list the refunds": "refund.list", "read the dispute": "dispute.retrieve", "list the disputes": "dispute.list",
-    "create the customer": "customer.create", "create the invoice": "invoice.create",
-    "add the price to the invoice": "invoice_item.create", "create the subscription": "subscription.create",
-    "look for the customer": "customer.list", "look for the invoice": "invoice.list",
-    "look for the subscription": "subscription.list", "finalise the invoice": "invoice.finalize",
-    "send the invoice": "invoice.send", "cancel the subscription": "subscription.cancel",
+    "read the price": "price.retrieve",
+    "start the checkout": "checkout_session.create",
+    "confirm the payment": "checkout_session.retrieve",
+    "list checkouts": "checkout_session.list",
+    "expire the checkout": "checkout_session.expire",
+    "refund the payment": "refund.create",
+    "read the payment": "payment_intent.retrieve",
+    "read the subscription": "subscription.retrieve",
+    "read the invoice": "invoice.retrieve",
+    "read the charge": "charge.retrieve",
+    "read the refund": "refund.retrieve",
+    "list the refunds": "refund.list",
+    "read the dispute": "dispute.retrieve",
+    "list the disputes": "dispute.list",
+    "create the customer": "customer.create",
+    "create the invoice": "invoice.create",
+    "add the price to the invoice": "invoice_item.create",
+    "create the subscription": "subscription.create",
+    "look for the customer": "customer.list",
+    "look for the invoice": "invoice.list",
+    "look for the subscription": "subscription.list",
+    "finalise the invoice": "invoice.finalize",
+    "send the invoice": "invoice.send",
+    "cancel the subscription": "subscription.cancel",
 }
 
 PO_FIELD = "PO number"  # the invoice custom field (Stripe: name <= 40, value <= 140 characters)
@@ -138,6 +152,7 @@ class Price:
 @dataclass(frozen=True)
 class PaymentView:
     """A PaymentIntent with its latest charge: what was paid, refunded and disputed."""
+
     payment_intent: str
     status: str | None
     charge: str | None
@@ -204,6 +219,7 @@ class DisputeView:
 @dataclass(frozen=True)
 class CheckoutView:
     """What we read of a Checkout Session."""
+
     id: str
     status: str | None
     payment_status: str | None
@@ -255,13 +271,22 @@ def checkout_view(session) -> CheckoutView:
     details = data.get("customer_details") or {}
     line_items = (data.get("line_items") or {}).get("data") or []
     return CheckoutView(
-        id=data["id"], status=data.get("status"), payment_status=data.get("payment_status"),
-        client_reference_id=data.get("client_reference_id"), metadata=dict(data.get("metadata") or {}),
-        amount_total=data.get("amount_total"), currency=(data.get("currency") or "").lower() or None,
-        payment_intent=pi, payer_email=clean(details.get("email") or data.get("customer_email"), PAYER_EMAIL_MAX),
-        url=data.get("url"), expires_at=from_epoch(data.get("expires_at")), created=data.get("created"),
+        id=data["id"],
+        status=data.get("status"),
+        payment_status=data.get("payment_status"),
+        client_reference_id=data.get("client_reference_id"),
+        metadata=dict(data.get("metadata") or {}),
+        amount_total=data.get("amount_total"),
+        currency=(data.get("currency") or "").lower() or None,
+        payment_intent=pi,
+        payer_email=clean(details.get("email") or data.get("customer_email"), PAYER_EMAIL_MAX),
+        url=data.get("url"),
+        expires_at=from_epoch(data.get("expires_at")),
+        created=data.get("created"),
         price_ids=[(item.get("price") or {}).get("id") for item in line_items if item.get("price")],
-        mode=data.get("mode"), subscription=id_of(data.get("subscription")), customer=id_of(data.get("customer")),
+        mode=data.get("mode"),
+        subscription=id_of(data.get("subscription")),
+        customer=id_of(data.get("customer")),
         payer_name=clean(details.get("name"), PAYER_NAME_MAX),
     )
 
@@ -270,14 +295,20 @@ def invoice_view(data: dict) -> InvoiceView:
     parent = data.get("parent") or {}
     details = parent.get("subscription_details") or {}
     payments = (data.get("payments") or {}).get("data") or []
-    intents = [id_of((p.get("payment") or {}).get("payment_intent")) for p in payments
-               if p.get("status") == "paid"]
+    intents = [id_of((p.get("payment") or {}).get("payment_intent")) for p in payments if p.get("status") == "paid"]
     return InvoiceView(
-        id=data["id"], status=data.get("status"), number=data.get("number"), customer=id_of(data.get("customer")),
-        subscription=id_of(details.get("subscription")), metadata=dict(data.get("metadata") or {}),
-        subscription_metadata=dict(details.get("metadata") or {}), due_date=from_epoch(data.get("due_date")),
-        amount_due=data.get("amount_due"), amount_paid=data.get("amount_paid"),
-        amount_remaining=data.get("amount_remaining"), currency=(data.get("currency") or "").lower() or None,
+        id=data["id"],
+        status=data.get("status"),
+        number=data.get("number"),
+        customer=id_of(data.get("customer")),
+        subscription=id_of(details.get("subscription")),
+        metadata=dict(data.get("metadata") or {}),
+        subscription_metadata=dict(details.get("metadata") or {}),
+        due_date=from_epoch(data.get("due_date")),
+        amount_due=data.get("amount_due"),
+        amount_paid=data.get("amount_paid"),
+        amount_remaining=data.get("amount_remaining"),
+        currency=(data.get("currency") or "").lower() or None,
         hosted_invoice_url=data.get("hosted_invoice_url"),
         paid_at=from_epoch((data.get("status_transitions") or {}).get("paid_at")),
         payment_intents=[pi for pi in intents if pi],
@@ -289,8 +320,11 @@ def subscription_view(data: dict) -> SubscriptionView:
     ends = [item.get("current_period_end") for item in items if item.get("current_period_end")]
     latest = data.get("latest_invoice")
     return SubscriptionView(
-        id=data["id"], status=data.get("status"), customer=id_of(data.get("customer")),
-        metadata=dict(data.get("metadata") or {}), period_end=from_epoch(max(ends)) if ends else None,
+        id=data["id"],
+        status=data.get("status"),
+        customer=id_of(data.get("customer")),
+        metadata=dict(data.get("metadata") or {}),
+        period_end=from_epoch(max(ends)) if ends else None,
         collection_method=data.get("collection_method"),
         latest_invoice=invoice_view(latest) if isinstance(latest, dict) else None,
         latest_invoice_id=id_of(latest),
@@ -301,24 +335,36 @@ def payment_view(data: dict) -> PaymentView:
     charge = data.get("latest_charge")
     charge = charge if isinstance(charge, dict) else {"id": charge}
     return PaymentView(
-        payment_intent=data["id"], status=data.get("status"), charge=charge.get("id"),
+        payment_intent=data["id"],
+        status=data.get("status"),
+        charge=charge.get("id"),
         amount=charge.get("amount", data.get("amount")),
         currency=(charge.get("currency") or data.get("currency") or "").lower() or None,
-        amount_refunded=charge.get("amount_refunded") or 0, disputed=bool(charge.get("disputed")),
+        amount_refunded=charge.get("amount_refunded") or 0,
+        disputed=bool(charge.get("disputed")),
         created=from_epoch(data.get("created")),
     )
 
 
 def refund_view(data: dict) -> RefundView:
-    return RefundView(id=data["id"], status=data.get("status"), amount=data.get("amount"),
-                      currency=(data.get("currency") or "").lower() or None, charge=id_of(data.get("charge")),
-                      payment_intent=id_of(data.get("payment_intent")), failure_reason=data.get("failure_reason"))
+    return RefundView(
+        id=data["id"],
+        status=data.get("status"),
+        amount=data.get("amount"),
+        currency=(data.get("currency") or "").lower() or None,
+        charge=id_of(data.get("charge")),
+        payment_intent=id_of(data.get("payment_intent")),
+        failure_reason=data.get("failure_reason"),
+    )
 
 
 def dispute_view(data: dict) -> DisputeView:
-    return DisputeView(id=data["id"], status=data.get("status"), amount=data.get("amount"),
-                       charge=id_of(data.get("charge")), payment_intent=id_of(data.get("payment_intent")),
-                       reason=data.get("reason"),
-                       due_by=from_epoch((data.get("evidence_details") or {}).get("due_by")))
-
-
+    return DisputeView(
+        id=data["id"],
+        status=data.get("status"),
+        amount=data.get("amount"),
+        charge=id_of(data.get("charge")),
+        payment_intent=id_of(data.get("payment_intent")),
+        reason=data.get("reason"),
+        due_by=from_epoch((data.get("evidence_details") or {}).get("due_by")),
+    )

@@ -5,6 +5,7 @@ bracket keys, JSON objects with "object" fields, Stripe's error objects, idempot
 One module per resource group; `state` holds what a stand-in holds (`State`, with the dials tests turn), `core`
 the API plumbing and event delivery.
 """
+
 from flask import request
 
 from paygate.standins.stripe import charges, checkout, core, customers, dashboard, invoices, prices, subscriptions

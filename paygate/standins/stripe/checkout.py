@@ -1,4 +1,5 @@
 """Checkout Sessions (payment and subscription mode) and the hosted page the admin pays on."""
+
 import copy
 import logging
 import time
@@ -11,9 +12,49 @@ log = logging.getLogger(__name__)
 
 UI_MODES = ("hosted_page", "embedded_page", "elements", "form")  # names since API version 2026-03-25
 MODES = ("payment", "subscription")
-LOCALES = ("auto", "bg", "cs", "da", "de", "el", "en", "en-GB", "es", "es-419", "et", "fi", "fil", "fr", "fr-CA",
-           "hr", "hu", "id", "it", "ja", "ko", "lt", "lv", "ms", "mt", "nb", "nl", "pl", "pt", "pt-BR", "ro", "ru",
-           "sk", "sl", "sv", "th", "tr", "vi", "zh", "zh-HK", "zh-TW")
+LOCALES = (
+    "auto",
+    "bg",
+    "cs",
+    "da",
+    "de",
+    "el",
+    "en",
+    "en-GB",
+    "es",
+    "es-419",
+    "et",
+    "fi",
+    "fil",
+    "fr",
+    "fr-CA",
+    "hr",
+    "hu",
+    "id",
+    "it",
+    "ja",
+    "ko",
+    "lt",
+    "lv",
+    "ms",
+    "mt",
+    "nb",
+    "nl",
+    "pl",
+    "pt",
+    "pt-BR",
+    "ro",
+    "ru",
+    "sk",
+    "sl",
+    "sv",
+    "th",
+    "tr",
+    "vi",
+    "zh",
+    "zh-HK",
+    "zh-TW",
+)
 # Without payment_method_types Stripe offers what the account enables: here, a card or a (delayed) bank debit.
 DYNAMIC_METHODS = ("card", "us_bank_account")
 MIN_EXPIRY, MAX_EXPIRY = 30 * 60, 24 * 3600
@@ -62,8 +103,9 @@ button{margin:.5rem .5rem 0 0;padding:.5rem 1rem}</style></head><body>
 
 def _include_line_items(body: dict, record: dict, expand: set) -> None:
     if "line_items" in expand:
-        body["line_items"] = core.list_of(copy.deepcopy(record["_line_items"]),
-                                          f"/v1/checkout/sessions/{record['id']}/line_items")
+        body["line_items"] = core.list_of(
+            copy.deepcopy(record["_line_items"]), f"/v1/checkout/sessions/{record['id']}/line_items"
+        )
 
 
 core.INCLUDES["checkout.session"] = ("line_items", _include_line_items)
@@ -95,24 +137,44 @@ def _line_items(st, params: dict, mode: str) -> list[tuple[dict, int]]:
             raise core.StripeFail(400, f"Missing required param: {param}.", "parameter_missing", param)
         price = prices.usable(st, item["price"], param)
         if mode == "payment" and price["type"] == "recurring":
-            raise core.StripeFail(400, "You specified `payment` mode but passed a recurring price. Either switch to "
-                                       "`subscription` mode or use only one-time prices.", "parameter_invalid", param)
+            raise core.StripeFail(
+                400,
+                "You specified `payment` mode but passed a recurring price. Either switch to "
+                "`subscription` mode or use only one-time prices.",
+                "parameter_invalid",
+                param,
+            )
         quantity = core.to_int(item.get("quantity", 1), f"line_items[{i}][quantity]")
         if quantity < 1:
-            raise core.StripeFail(400, "Quantity must be at least 1.", "parameter_invalid_integer",
-                                  f"line_items[{i}][quantity]")
+            raise core.StripeFail(
+                400, "Quantity must be at least 1.", "parameter_invalid_integer", f"line_items[{i}][quantity]"
+            )
         chosen.append((price, quantity))
     if mode == "subscription" and [p["type"] for p, _ in chosen] != ["recurring"]:
-        raise core.StripeFail(400, "You must provide one recurring price in `subscription` mode (the local stand-in "
-                                   "sells one per subscription).", "parameter_invalid", "line_items")
+        raise core.StripeFail(
+            400,
+            "You must provide one recurring price in `subscription` mode (the local stand-in "
+            "sells one per subscription).",
+            "parameter_invalid",
+            "line_items",
+        )
     return chosen
 
 
 def _line_item(st, price: dict, quantity: int, currency: str) -> dict:
     amount = quantity * prices.amount(price, currency)
-    return {"id": "li_" + core.rand(24), "object": "item", "amount_discount": 0, "amount_subtotal": amount,
-            "amount_tax": 0, "amount_total": amount, "currency": currency,
-            "description": prices.product_name(st, price), "price": prices.public(st, price), "quantity": quantity}
+    return {
+        "id": "li_" + core.rand(24),
+        "object": "item",
+        "amount_discount": 0,
+        "amount_subtotal": amount,
+        "amount_tax": 0,
+        "amount_total": amount,
+        "currency": currency,
+        "description": prices.product_name(st, price),
+        "price": prices.public(st, price),
+        "quantity": quantity,
+    }
 
 
 def _mode_data(params: dict, mode: str) -> tuple[dict, dict]:
@@ -132,29 +194,44 @@ def create(st, params: dict) -> dict:
         core.required(params, name)
     mode = params["mode"]
     if mode not in MODES:
-        raise core.StripeFail(400, f"The local stand-in sells in mode {' or '.join(MODES)}, not {mode}.",
-                              "parameter_invalid", "mode")
+        raise core.StripeFail(
+            400, f"The local stand-in sells in mode {' or '.join(MODES)}, not {mode}.", "parameter_invalid", "mode"
+        )
     ui_mode = params.get("ui_mode", "hosted_page")
     if ui_mode not in UI_MODES:
-        raise core.StripeFail(400, f"Invalid ui_mode: must be one of {', '.join(UI_MODES)}",
-                              "parameter_invalid_string", "ui_mode")
+        raise core.StripeFail(
+            400, f"Invalid ui_mode: must be one of {', '.join(UI_MODES)}", "parameter_invalid_string", "ui_mode"
+        )
     locale = params.get("locale") or None
     if locale and locale not in LOCALES:
-        raise core.StripeFail(400, f"Invalid locale: must be one of {', '.join(LOCALES)}", "parameter_invalid_string",
-                              "locale")
+        raise core.StripeFail(
+            400, f"Invalid locale: must be one of {', '.join(LOCALES)}", "parameter_invalid_string", "locale"
+        )
     methods = core.as_list(params, "payment_method_types")
     customer_creation = params.get("customer_creation") or ("if_required" if mode == "payment" else None)
     if customer_creation not in ("always", "if_required", None) or (customer_creation and mode != "payment"):
-        raise core.StripeFail(400, "customer_creation is always or if_required, in payment mode only.",
-                              "parameter_invalid", "customer_creation")
+        raise core.StripeFail(
+            400,
+            "customer_creation is always or if_required, in payment mode only.",
+            "parameter_invalid",
+            "customer_creation",
+        )
     ts = core.now()
     expires_at = core.to_int(params.get("expires_at", ts + MAX_EXPIRY), "expires_at")
     if expires_at < ts + MIN_EXPIRY - CLOCK_SLACK:
-        raise core.StripeFail(400, "The `expires_at` timestamp must be at least 30 minutes from Checkout Session "
-                                   "creation.", "parameter_invalid_integer", "expires_at")
+        raise core.StripeFail(
+            400,
+            "The `expires_at` timestamp must be at least 30 minutes from Checkout Session creation.",
+            "parameter_invalid_integer",
+            "expires_at",
+        )
     if expires_at > ts + MAX_EXPIRY + CLOCK_SLACK:
-        raise core.StripeFail(400, "The `expires_at` timestamp must be less than 24 hours from Checkout Session "
-                                   "creation.", "parameter_invalid_integer", "expires_at")
+        raise core.StripeFail(
+            400,
+            "The `expires_at` timestamp must be less than 24 hours from Checkout Session creation.",
+            "parameter_invalid_integer",
+            "expires_at",
+        )
     chosen = _line_items(st, params, mode)
     pi_metadata, sub_metadata = _mode_data(params, mode)
     # The currencies every line item can be paid in, each with the session's total in it.
@@ -164,16 +241,40 @@ def create(st, params: dict) -> dict:
     success_url = params.get("success_url")
     if success_url and "%7BCHECKOUT_SESSION_ID%7D" in success_url.upper():
         log.warning("local Stripe: success_url has {CHECKOUT_SESSION_ID} URL-encoded; Stripe will not fill it in")
-    record = core.create(st,
-        "checkout.session", "cs_test_", 58, amount_subtotal=totals[currency], amount_total=totals[currency],
-        cancel_url=params.get("cancel_url"), client_reference_id=params.get("client_reference_id"),
-        currency=currency, customer=None, customer_creation=customer_creation, customer_details=None,
+    record = core.create(
+        st,
+        "checkout.session",
+        "cs_test_",
+        58,
+        amount_subtotal=totals[currency],
+        amount_total=totals[currency],
+        cancel_url=params.get("cancel_url"),
+        client_reference_id=params.get("client_reference_id"),
+        currency=currency,
+        customer=None,
+        customer_creation=customer_creation,
+        customer_details=None,
         customer_email=params.get("customer_email"),
-        expires_at=expires_at, invoice=None, locale=locale, metadata=core.metadata(params.get("metadata")),
-        mode=mode, payment_intent=None, payment_method_types=methods or list(DYNAMIC_METHODS), payment_status="unpaid",
-        status="open", subscription=None, success_url=success_url, ui_mode=ui_mode, url=None,
-        _line_items=[_line_item(st, p, q, currency) for p, q in chosen], _chosen=chosen, _totals=totals,
-        _pi_metadata=pi_metadata, _sub_metadata=sub_metadata, _pi=None)
+        expires_at=expires_at,
+        invoice=None,
+        locale=locale,
+        metadata=core.metadata(params.get("metadata")),
+        mode=mode,
+        payment_intent=None,
+        payment_method_types=methods or list(DYNAMIC_METHODS),
+        payment_status="unpaid",
+        status="open",
+        subscription=None,
+        success_url=success_url,
+        ui_mode=ui_mode,
+        url=None,
+        _line_items=[_line_item(st, p, q, currency) for p, q in chosen],
+        _chosen=chosen,
+        _totals=totals,
+        _pi_metadata=pi_metadata,
+        _sub_metadata=sub_metadata,
+        _pi=None,
+    )
     if ui_mode == "hosted_page":
         record["url"] = f"{st.settings.public_url.rstrip('/')}/_local/stripe/checkout/{record['id']}"
     return record
@@ -186,8 +287,9 @@ def _list(st, params: dict) -> dict:
     tests = {"gt": int.__gt__, "gte": int.__ge__, "lt": int.__lt__, "lte": int.__le__}
     for op, limit_value in bounds.items():
         if op not in tests:
-            raise core.StripeFail(400, f"Received unknown parameter: created[{op}]", "parameter_unknown",
-                                  f"created[{op}]")
+            raise core.StripeFail(
+                400, f"Received unknown parameter: created[{op}]", "parameter_unknown", f"created[{op}]"
+            )
         bound = core.to_int(limit_value, f"created[{op}]")
         records = [r for r in records if tests[op](r["created"], bound)]
     for record in records:
@@ -199,29 +301,49 @@ def pay(st, record: dict, email: str, currency: str, delayed: bool, name: str | 
     """The admin pays: a PaymentIntent (payment mode: a guest, unless the session asked for a customer), or a
     customer, a subscription and its first invoice."""
     if currency != record["currency"]:  # a price's currency_options: the buyer chose another currency
-        record.update(currency=currency, amount_subtotal=record["_totals"][currency],
-                      amount_total=record["_totals"][currency],
-                      _line_items=[_line_item(st, p, q, currency) for p, q in record["_chosen"]])
+        record.update(
+            currency=currency,
+            amount_subtotal=record["_totals"][currency],
+            amount_total=record["_totals"][currency],
+            _line_items=[_line_item(st, p, q, currency) for p, q in record["_chosen"]],
+        )
     guest = record["mode"] == "payment" and record.get("customer_creation") != "always"
     customer = None if guest else customers.create(st, email)
     outcome = "processing" if delayed else "succeeded"
     if record["mode"] == "payment":
         names = ", ".join(prices.product_name(st, p) for p, _ in record["_chosen"])
-        pi = charges.create_payment(st, record["amount_total"], currency, customer and customer["id"], email,
-                                    record["_pi_metadata"], names, outcome)
+        pi = charges.create_payment(
+            st,
+            record["amount_total"],
+            currency,
+            customer and customer["id"],
+            email,
+            record["_pi_metadata"],
+            names,
+            outcome,
+        )
         pi["_session"] = record["id"]
         record["payment_intent"] = pi["id"]
     else:
         price, quantity = record["_chosen"][0]
-        sub = subscriptions.start(st, customer, price, quantity, currency, record["_sub_metadata"],
-                                  outcome=outcome)
+        sub = subscriptions.start(st, customer, price, quantity, currency, record["_sub_metadata"], outcome=outcome)
         invoice = core.get(st, "invoice", sub["latest_invoice"])
         pi = core.get(st, "payment_intent", invoice["_payments"][-1]["payment"]["payment_intent"])
         record.update(subscription=sub["id"], invoice=invoice["id"])
-    record.update(status="complete", payment_status="unpaid" if delayed else "paid",
-                  customer=customer and customer["id"], _pi=pi["id"],
-                  customer_details={"address": None, "email": email, "name": name or None, "phone": None,
-                                    "tax_exempt": "none", "tax_ids": []})
+    record.update(
+        status="complete",
+        payment_status="unpaid" if delayed else "paid",
+        customer=customer and customer["id"],
+        _pi=pi["id"],
+        customer_details={
+            "address": None,
+            "email": email,
+            "name": name or None,
+            "phone": None,
+            "tax_exempt": "none",
+            "tax_ids": [],
+        },
+    )
     core.emit(st, "checkout.session.completed", record)
 
 
@@ -276,11 +398,18 @@ def register(bp, st) -> None:
         pi = st.stores["payment_intent"].get(record["_pi"])
         price = record["_chosen"][0][0]
         text = render_template_string(
-            CHECKOUT_PAGE, s=record, page=f"{base}/_local/stripe/checkout/{session_id}", money=core.money,
-            dashboard=f"{base}/_local/stripe/dashboard", product=prices.product_name(st, price),
+            CHECKOUT_PAGE,
+            s=record,
+            page=f"{base}/_local/stripe/checkout/{session_id}",
+            money=core.money,
+            dashboard=f"{base}/_local/stripe/dashboard",
+            product=prices.product_name(st, price),
             description=prices.product(st, price).get("description"),
-            amount=core.money(record["amount_total"], record["currency"]), totals=record["_totals"],
-            interval=(price["recurring"] or {}).get("interval"), pending=bool(pi and pi["status"] == "processing"))
+            amount=core.money(record["amount_total"], record["currency"]),
+            totals=record["_totals"],
+            interval=(price["recurring"] or {}).get("interval"),
+            pending=bool(pi and pi["status"] == "processing"),
+        )
         return core.html(text, status)
 
     @bp.get("/stripe/checkout/<session_id>")

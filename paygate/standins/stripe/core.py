@@ -1,4 +1,5 @@
 """The stand-in's shared machinery: stores, Stripe's error objects, form decoding, idempotency, rendering, events."""
+
 import calendar
 import copy
 import functools
@@ -24,8 +25,15 @@ DAY = 24 * 3600
 API = "/stripe/v1"  # under the blueprint's /_local
 
 # Fields that hold an id and may be expanded into the object (expand[]=latest_invoice.payments ...).
-EXPANDABLE = {"customer": "customer", "latest_invoice": "invoice", "latest_charge": "charge", "charge": "charge",
-              "payment_intent": "payment_intent", "subscription": "subscription", "invoice": "invoice"}
+EXPANDABLE = {
+    "customer": "customer",
+    "latest_invoice": "invoice",
+    "latest_charge": "charge",
+    "charge": "charge",
+    "payment_intent": "payment_intent",
+    "subscription": "subscription",
+    "invoice": "invoice",
+}
 # Object type -> (field, fn(body, obj, expand)) adding what Stripe returns only when asked (invoice.payments ...).
 INCLUDES: dict = {}
 
@@ -41,8 +49,14 @@ def now() -> int:
 class StripeFail(Exception):
     """An API error, answered as Stripe's {"error": {...}} object."""
 
-    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None,
-                 kind: str = "invalid_request_error"):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        param: str | None = None,
+        kind: str = "invalid_request_error",
+    ):
         super().__init__(message)
         self.status, self.message, self.code, self.param, self.kind = status, message, code, param, kind
 
@@ -150,8 +164,12 @@ def custom_fields(value, param: str = "custom_fields") -> list | None:
         for name, most in (("name", 40), ("value", 140)):
             text = field.get(name) if isinstance(field, dict) else None
             if not text or len(text) > most:
-                raise StripeFail(400, f"{param}[{i}][{name}] must be 1 to {most} characters.", "parameter_invalid",
-                                 f"{param}[{i}][{name}]")
+                raise StripeFail(
+                    400,
+                    f"{param}[{i}][{name}] must be 1 to {most} characters.",
+                    "parameter_invalid",
+                    f"{param}[{i}][{name}]",
+                )
     return [{"name": f["name"], "value": f["value"]} for f in value]
 
 
@@ -168,10 +186,18 @@ def add_interval(ts: int, interval: str, count: int = 1) -> int:
 
 # --- objects --------------------------------------------------------------------------------------------------
 
+
 def create(st, kind: str, prefix: str, id_length: int = 24, **fields) -> dict:
     """A new object of `kind` in its store, with the fields every Stripe object has."""
-    obj = {"id": prefix + rand(id_length), "object": kind, "created": now(), "livemode": False, "metadata": {},
-           **fields, "_seq": st.next_seq()}
+    obj = {
+        "id": prefix + rand(id_length),
+        "object": kind,
+        "created": now(),
+        "livemode": False,
+        "metadata": {},
+        **fields,
+        "_seq": st.next_seq(),
+    }
     st.stores[kind][obj["id"]] = obj
     return obj
 
@@ -189,12 +215,14 @@ def get(st, kind: str, object_id, param: str | None = None) -> dict:
 def _still_named(st, pi: dict) -> bool:
     """With `payments_follow_sessions`, a Checkout payment is known only while a session names it."""
     return not (st.payments_follow_sessions and pi.get("_session")) or any(
-        s.get("payment_intent") == pi["id"] for s in st.stores["checkout.session"].values())
+        s.get("payment_intent") == pi["id"] for s in st.stores["checkout.session"].values()
+    )
 
 
 def newest(st, kind: str, test=lambda obj: True) -> list[dict]:
-    return sorted((o for o in st.stores[kind].values() if test(o)), key=lambda o: (o["created"], o.get("_seq", 0)),
-                  reverse=True)
+    return sorted(
+        (o for o in st.stores[kind].values() if test(o)), key=lambda o: (o["created"], o.get("_seq", 0)), reverse=True
+    )
 
 
 def render(st, obj: dict, expand=()) -> dict:
@@ -236,8 +264,8 @@ def page(st, kind: str, objs: list[dict], params: dict, url: str) -> dict:
         ids = [o["id"] for o in objs]
         if cursor not in ids:
             raise missing(kind, cursor, "starting_after", 400)
-        objs = objs[ids.index(cursor) + 1:]
-    inner = {path[len("data."):] for path in expansions(params) if path.startswith("data.")}
+        objs = objs[ids.index(cursor) + 1 :]
+    inner = {path[len("data.") :] for path in expansions(params) if path.startswith("data.")}
     return {**list_of([render(st, o, inner) for o in objs[:limit]], url), "has_more": len(objs) > limit}
 
 
@@ -249,6 +277,7 @@ def change(st, obj: dict, event_type: str, **fields) -> dict:
 
 
 # --- the API views --------------------------------------------------------------------------------------------
+
 
 def scripted(status: int) -> StripeFail:
     """The error of a failure scripted into `State.failures`."""
@@ -264,6 +293,7 @@ def scripted(status: int) -> StripeFail:
 def api(st, op: str):
     """A decorator for the view of operation `op`: auth, parameter decoding, one lock around the whole call,
     idempotent replays, scripted failures, error objects."""
+
     def wrap(fn):
         @functools.wraps(fn)
         def view(**kwargs):
@@ -277,7 +307,9 @@ def api(st, op: str):
                     return _answer(st, op, fn, kwargs, key if request.method == "POST" else None)
                 except StripeFail as exc:
                     return exc.response()
+
         return view
+
     return wrap
 
 
@@ -293,9 +325,13 @@ def _answer(st, op: str, fn, kwargs: dict, key: str | None) -> Response:
             raise StripeFail(400, "Idempotency keys are at most 255 characters long.", param="Idempotency-Key")
         seen = st.idempotency.get(key)
         if seen and seen[0] != fingerprint:
-            raise StripeFail(400, "Keys for idempotent requests can only be used with the same parameters they "
-                             f"were first used with. Try using a key other than '{key}' if you meant to execute a "
-                             "different request.", kind="idempotency_error")
+            raise StripeFail(
+                400,
+                "Keys for idempotent requests can only be used with the same parameters they "
+                f"were first used with. Try using a key other than '{key}' if you meant to execute a "
+                "different request.",
+                kind="idempotency_error",
+            )
         if seen:
             return _raw(seen[2], seen[1], replayed=True)
     failure = st.failures[op].pop(0) if st.failures.get(op) else None
@@ -319,31 +355,38 @@ def _answer(st, op: str, fn, kwargs: dict, key: str | None) -> Response:
 def api_routes(bp, st):
     """`route(rule, *methods, op=None)` (GET by default): a decorator adding an `api` view at /stripe/v1{rule} to
     `bp`; the operation is named `op`, or after the function ("customer_create", "retrieve_charge", ...)."""
+
     def route(rule: str, *methods: str, op: str | None = None):
         def add(fn):
             endpoint = f"stripe_{fn.__module__.rsplit('.', 1)[-1]}_{fn.__name__}"
             bp.add_url_rule(API + rule, endpoint, api(st, op or fn.__name__)(fn), methods=list(methods or ["GET"]))
             return fn
+
         return add
+
     return route
 
 
 def add_retrieve(st, route, rule: str, kind: str) -> None:
     """GET {rule} (ending in <object_id>): the stored `kind` object, with `expand`."""
+
     def retrieve(params, object_id):
         obj = get(st, kind, object_id)
         check_expand(obj, expansions(params))
         return render(st, obj, expansions(params))
+
     retrieve.__name__ = f"retrieve_{kind.replace('.', '_')}"
     route(rule)(retrieve)
 
 
 def add_list(st, route, path: str, kind: str, keys: tuple) -> None:
     """GET /v1{path}: the stored `kind` objects, newest first, filtered by equality on `keys`."""
+
     def view(params):
         wanted = {k: params[k] for k in keys if params.get(k)}
         found = newest(st, kind, lambda obj: all(obj.get(k) == v for k, v in wanted.items()))
         return page(st, kind, found, params, "/v1" + path)
+
     view.__name__ = f"list_{kind}s"
     route(path)(view)
 
@@ -354,12 +397,20 @@ def money(amount: int, currency: str) -> str:
 
 def html(body: str, status: int = 200) -> Response:
     """A stand-in page: like Stripe's own, never framed and never cached."""
-    return Response(body, status, mimetype="text/html", headers={
-        "X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'",
-        "Cache-Control": "no-store"})
+    return Response(
+        body,
+        status,
+        mimetype="text/html",
+        headers={
+            "X-Frame-Options": "DENY",
+            "Content-Security-Policy": "frame-ancestors 'none'",
+            "Cache-Control": "no-store",
+        },
+    )
 
 
 # --- events ---------------------------------------------------------------------------------------------------
+
 
 def emit(st, event_type: str, obj: dict, previous: dict | None = None) -> dict:
     """Send `event_type` with the object's current JSON; `previous` = the changed fields' old values."""
@@ -371,9 +422,17 @@ def send_event(event_type: str, obj: dict, st: State, previous: dict | None = No
     data = {"object": obj}
     if previous:
         data["previous_attributes"] = previous
-    event = {"id": "evt_" + rand(24), "object": "event", "api_version": stripe.api_version,
-             "created": now(), "type": event_type, "livemode": False, "pending_webhooks": 1,
-             "request": {"id": None, "idempotency_key": None}, "data": data}
+    event = {
+        "id": "evt_" + rand(24),
+        "object": "event",
+        "api_version": stripe.api_version,
+        "created": now(),
+        "type": event_type,
+        "livemode": False,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "data": data,
+    }
     payload = json.dumps(event, indent=2)
     signature = stripe.WebhookSignature.generate_signature_header(payload, st.settings.stripe_webhook_secret)
     with st.lock:
@@ -385,18 +444,28 @@ def send_event(event_type: str, obj: dict, st: State, previous: dict | None = No
 def _post_event(st, event: dict, payload: str, signature: str) -> None:
     """POST the event to the service's webhook in a background thread, as Stripe does (not waiting on it)."""
     url = st.settings.public_url.rstrip("/") + "/webhooks/stripe"
-    threading.Thread(target=_deliver, args=(url, payload, signature, event), daemon=True,
-                     name=f"stripe-standin-{event['id']}").start()
+    threading.Thread(
+        target=_deliver, args=(url, payload, signature, event), daemon=True, name=f"stripe-standin-{event['id']}"
+    ).start()
 
 
 def _deliver(url: str, payload: str, signature: str, event: dict) -> None:
     # Stripe answers nobody's redirects and waits at most a few seconds; so do we.
     try:
-        response = requests.post(url, data=payload.encode("utf-8"), timeout=10, allow_redirects=False, headers={
-            "Content-Type": "application/json; charset=utf-8", "Stripe-Signature": signature,
-            "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)"})
+        response = requests.post(
+            url,
+            data=payload.encode("utf-8"),
+            timeout=10,
+            allow_redirects=False,
+            headers={
+                "Content-Type": "application/json; charset=utf-8",
+                "Stripe-Signature": signature,
+                "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+            },
+        )
         if response.status_code >= 300:
-            log.warning("local Stripe: %s %s got HTTP %s from the webhook", event["type"], event["id"],
-                        response.status_code)
+            log.warning(
+                "local Stripe: %s %s got HTTP %s from the webhook", event["type"], event["id"], response.status_code
+            )
     except requests.RequestException as exc:
         log.warning("local Stripe: %s %s not delivered: %s", event["type"], event["id"], type(exc).__name__)

@@ -1,16 +1,44 @@
 """Customers: created by Checkout or by the caller, with the invoice st invoices copy."""
+
 from paygate.standins.stripe import core
 
 
-def create(st, email: str | None, name: str | None = None, meta: dict | None = None,
-           fields: list | None = None, description: str | None = None) -> dict:
+def create(
+    st,
+    email: str | None,
+    name: str | None = None,
+    meta: dict | None = None,
+    fields: list | None = None,
+    description: str | None = None,
+) -> dict:
     """A new customer; its invoices are numbered {invoice_prefix}-0001, -0002, ..."""
-    return core.create(st, "customer", "cus_", email=email, name=name, metadata=meta or {}, description=description,
-                       address=None, balance=0, currency=None, default_source=None, delinquent=False,
-                       invoice_prefix=core.rand(8).upper(), next_invoice_sequence=1, phone=None,
-                       preferred_locales=[], shipping=None, tax_exempt="none", test_clock=None,
-                       invoice_settings={"custom_fields": fields, "default_payment_method": None, "footer": None,
-                                         "rendering_options": None})
+    return core.create(
+        st,
+        "customer",
+        "cus_",
+        email=email,
+        name=name,
+        metadata=meta or {},
+        description=description,
+        address=None,
+        balance=0,
+        currency=None,
+        default_source=None,
+        delinquent=False,
+        invoice_prefix=core.rand(8).upper(),
+        next_invoice_sequence=1,
+        phone=None,
+        preferred_locales=[],
+        shipping=None,
+        tax_exempt="none",
+        test_clock=None,
+        invoice_settings={
+            "custom_fields": fields,
+            "default_payment_method": None,
+            "footer": None,
+            "rendering_options": None,
+        },
+    )
 
 
 def next_invoice_number(customer: dict) -> str:
@@ -29,8 +57,14 @@ def register(bp, st) -> None:
         if not isinstance(settings_param, dict):
             raise core.StripeFail(400, "Invalid object", "parameter_invalid", "invoice_settings")
         fields = core.custom_fields(settings_param.get("custom_fields"), "invoice_settings[custom_fields]")
-        customer = create(st, params.get("email"), params.get("name"), core.metadata(params.get("metadata")),
-                          fields, params.get("description"))
+        customer = create(
+            st,
+            params.get("email"),
+            params.get("name"),
+            core.metadata(params.get("metadata")),
+            fields,
+            params.get("description"),
+        )
         return core.render(st, customer)
 
     core.add_retrieve(st, route, "/customers/<object_id>", "customer")

@@ -1,4 +1,5 @@
 """A small dashboard: what the stand-in holds, and buttons for what Stripe or the customer would do next."""
+
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
@@ -111,8 +112,11 @@ def registration(st, obj: dict) -> str:
     if obj["object"] == "charge":
         pi = st.stores["payment_intent"].get(obj["payment_intent"]) or {}
         invoice = st.stores["invoice"].get(pi.get("_invoice"))
-        return obj["metadata"].get("registration_id") or (pi.get("metadata") or {}).get("registration_id") or \
-            (registration(st, invoice) if invoice else "")
+        return (
+            obj["metadata"].get("registration_id")
+            or (pi.get("metadata") or {}).get("registration_id")
+            or (registration(st, invoice) if invoice else "")
+        )
     details = ((obj.get("parent") or {}).get("subscription_details") or {}).get("metadata") or {}
     return obj["metadata"].get("registration_id") or details.get("registration_id") or ""
 
@@ -130,10 +134,14 @@ def when(ts: int | None) -> str:
 
 def snapshot(st) -> dict:
     """Every store's objects, newest first, and the events sent, for tests and curious people."""
-    stores = {kind: [core.render(st, obj, {"payments"} if kind == "invoice" else ()) for obj in core.newest(st, kind)]
-              for kind in st.stores}
-    events = [{"id": e["id"], "type": e["type"], "created": e["created"], "object": e["data"]["object"].get("id")}
-              for e in st.events]
+    stores = {
+        kind: [core.render(st, obj, {"payments"} if kind == "invoice" else ()) for obj in core.newest(st, kind)]
+        for kind in st.stores
+    }
+    events = [
+        {"id": e["id"], "type": e["type"], "created": e["created"], "object": e["data"]["object"].get("id")}
+        for e in st.events
+    ]
     return {**stores, "events": events}
 
 
@@ -145,12 +153,21 @@ def register(bp, st) -> None:
     def stripe_dashboard():
         with st.lock:
             text = render_template_string(
-                PAGE, base=base, prefix=PREFIX, statuses=SUB_STATUSES, notice=request.args.get("notice"),
-                charges=core.newest(st, "charge"), subscriptions=core.newest(st, "subscription"),
-                invoices=core.newest(st, "invoice"), registration=lambda obj: registration(st, obj), when=when,
-                plan=plan, money=core.money,
+                PAGE,
+                base=base,
+                prefix=PREFIX,
+                statuses=SUB_STATUSES,
+                notice=request.args.get("notice"),
+                charges=core.newest(st, "charge"),
+                subscriptions=core.newest(st, "subscription"),
+                invoices=core.newest(st, "invoice"),
+                registration=lambda obj: registration(st, obj),
+                when=when,
+                plan=plan,
+                money=core.money,
                 refunds=lambda c: core.newest(st, "refund", lambda r: r["charge"] == c["id"]),
-                disputes=lambda c: core.newest(st, "dispute", lambda d: d["charge"] == c["id"]))
+                disputes=lambda c: core.newest(st, "dispute", lambda d: d["charge"] == c["id"]),
+            )
         return core.html(text)
 
     @bp.get("/stripe/dashboard.json")

@@ -1,5 +1,6 @@
 """Prices and their products, from the State's catalogue (the local run's: the configured one-time Price plus a
 few fixed ones to try other plans with)."""
+
 import copy
 
 from paygate.standins.stripe import core, state
@@ -17,12 +18,17 @@ def usable(st, price_id, param: str, recurring: bool | None = None) -> dict:
     """A price a new purchase may use: active, and recurring or one-time if asked."""
     price = find(st, price_id, param)
     if not price["active"]:
-        raise core.StripeFail(400, "The price specified is inactive. This field only accepts active prices.",
-                              "price_inactive", param)
+        raise core.StripeFail(
+            400, "The price specified is inactive. This field only accepts active prices.", "price_inactive", param
+        )
     if recurring is not None and (price["type"] == "recurring") != recurring:
         wanted, got = ("recurring", "one_time") if recurring else ("one_time", "recurring")
-        raise core.StripeFail(400, f"The price specified is set to `type={got}` but this field only accepts prices "
-                                   f"with `type={wanted}`.", "parameter_invalid", param)
+        raise core.StripeFail(
+            400,
+            f"The price specified is set to `type={got}` but this field only accepts prices with `type={wanted}`.",
+            "parameter_invalid",
+            param,
+        )
     return price
 
 
@@ -42,8 +48,14 @@ def public(st, price: dict, expand=()) -> dict:
         body["product"] = copy.deepcopy(st.products[price["product"]])
     if "currency_options" in expand:
         body["currency_options"] = {
-            currency: {"custom_unit_amount": None, "tax_behavior": "unspecified", "unit_amount": unit,
-                       "unit_amount_decimal": str(unit)} for currency, unit in price["_options"].items()}
+            currency: {
+                "custom_unit_amount": None,
+                "tax_behavior": "unspecified",
+                "unit_amount": unit,
+                "unit_amount_decimal": str(unit),
+            }
+            for currency, unit in price["_options"].items()
+        }
     return body
 
 
@@ -55,15 +67,28 @@ def product_name(st, price: dict) -> str:
     return product(st, price)["name"]
 
 
-def change(st, price_id: str, *, interval: str | None = None, currency_options: dict | None = None,
-           active: bool = True, unit_amount: int | None = None) -> dict:
+def change(
+    st,
+    price_id: str,
+    *,
+    interval: str | None = None,
+    currency_options: dict | None = None,
+    active: bool = True,
+    unit_amount: int | None = None,
+) -> dict:
     """Make a Price of the catalogue one-time or recurring ("year", "month"), sold in other currencies too
     ({"eur": 4500}), archived (active=False), or for another unit amount. Returns it, expanded."""
     price = st.prices[price_id]
     unit = price["unit_amount"] if unit_amount is None else unit_amount
     options = {k.lower(): v for k, v in (currency_options or {}).items() if k.lower() != price["currency"]}
-    price.update(active=active, type="recurring" if interval else "one_time", recurring=state.recurring(interval),
-                 unit_amount=unit, unit_amount_decimal=str(unit), _options={price["currency"]: unit, **options})
+    price.update(
+        active=active,
+        type="recurring" if interval else "one_time",
+        recurring=state.recurring(interval),
+        unit_amount=unit,
+        unit_amount_decimal=str(unit),
+        _options={price["currency"]: unit, **options},
+    )
     return public(st, price, {"product", "currency_options"})
 
 

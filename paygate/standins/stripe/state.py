@@ -1,42 +1,93 @@
 """What one Stripe stand-in holds (`State`), and what a fresh one sells (its catalogue of prices and products)."""
+
 import threading
 
-KINDS = ("checkout.session", "customer", "payment_intent", "charge", "refund", "dispute", "subscription", "invoice",
-         "invoiceitem")
+KINDS = (
+    "checkout.session",
+    "customer",
+    "payment_intent",
+    "charge",
+    "refund",
+    "dispute",
+    "subscription",
+    "invoice",
+    "invoiceitem",
+)
 DESCRIPTION = "Registers the tool in your LMS for one institution."
 
 
 def make_product(product_id: str, name: str, description: str | None = DESCRIPTION) -> dict:
-    return {"id": product_id, "object": "product", "active": True, "created": 1700000000, "description": description,
-            "livemode": False, "metadata": {}, "name": name, "type": "service", "default_price": None}
+    return {
+        "id": product_id,
+        "object": "product",
+        "active": True,
+        "created": 1700000000,
+        "description": description,
+        "livemode": False,
+        "metadata": {},
+        "name": name,
+        "type": "service",
+        "default_price": None,
+    }
 
 
 def recurring(interval: str | None) -> dict | None:
     """A price's `recurring` field: every `interval` ("year", "month"), or None for a one-time price."""
-    return {"interval": interval, "interval_count": 1, "usage_type": "licensed", "meter": None,
-            "trial_period_days": None} if interval else None
+    return (
+        {"interval": interval, "interval_count": 1, "usage_type": "licensed", "meter": None, "trial_period_days": None}
+        if interval
+        else None
+    )
 
 
-def make_price(price_id: str, product: str, unit_amount: int = 4900, interval: str | None = None,
-               active: bool = True, currency: str = "usd", **currency_options: int) -> dict:
+def make_price(
+    price_id: str,
+    product: str,
+    unit_amount: int = 4900,
+    interval: str | None = None,
+    active: bool = True,
+    currency: str = "usd",
+    **currency_options: int,
+) -> dict:
     """A Price; its private `_options` holds its unit amount in each currency it sells in."""
-    return {"id": price_id, "object": "price", "active": active, "billing_scheme": "per_unit", "created": 1700000000,
-            "currency": currency, "livemode": False, "lookup_key": None, "metadata": {}, "nickname": None,
-            "product": product, "tax_behavior": "unspecified", "unit_amount": unit_amount,
-            "unit_amount_decimal": str(unit_amount), "type": "recurring" if interval else "one_time",
-            "recurring": recurring(interval), "_options": {currency: unit_amount, **currency_options}}
+    return {
+        "id": price_id,
+        "object": "price",
+        "active": active,
+        "billing_scheme": "per_unit",
+        "created": 1700000000,
+        "currency": currency,
+        "livemode": False,
+        "lookup_key": None,
+        "metadata": {},
+        "nickname": None,
+        "product": product,
+        "tax_behavior": "unspecified",
+        "unit_amount": unit_amount,
+        "unit_amount_decimal": str(unit_amount),
+        "type": "recurring" if interval else "one_time",
+        "recurring": recurring(interval),
+        "_options": {currency: unit_amount, **currency_options},
+    }
 
 
 def local_catalogue(price_id: str) -> tuple[dict, dict]:
     """(prices, products) of the local run: the configured one-time Price plus a few fixed ones to try other plans
     with (the configured id may name one of those)."""
-    products = {pid: make_product(pid, name) for pid, name in (
-        ("prod_local", "Tool registration"), ("prod_local_yearly", "Tool licence (yearly)"),
-        ("prod_local_monthly", "Tool licence (monthly)"))}
-    fixed = [make_price("price_local_yearly", "prod_local_yearly", interval="year"),
-             make_price("price_local_monthly", "prod_local_monthly", 900, interval="month"),
-             make_price("price_local_multi", "prod_local", eur=4500, gbp=3900),
-             make_price("price_local_archived", "prod_local", active=False)]
+    products = {
+        pid: make_product(pid, name)
+        for pid, name in (
+            ("prod_local", "Tool registration"),
+            ("prod_local_yearly", "Tool licence (yearly)"),
+            ("prod_local_monthly", "Tool licence (monthly)"),
+        )
+    }
+    fixed = [
+        make_price("price_local_yearly", "prod_local_yearly", interval="year"),
+        make_price("price_local_monthly", "prod_local_monthly", 900, interval="month"),
+        make_price("price_local_multi", "prod_local", eur=4500, gbp=3900),
+        make_price("price_local_archived", "prod_local", active=False),
+    ]
     prices = {price_id: make_price(price_id, "prod_local"), **{p["id"]: p for p in fixed}}
     return prices, products
 
@@ -102,8 +153,13 @@ class State:
     def dump(self) -> dict:
         """What survives a restart (JSON)."""
         with self.lock:
-            return {"stores": self.stores, "idempotency": self.idempotency, "events": self.events, "seq": self.seq,
-                    "invoice_seq": self.invoice_seq}
+            return {
+                "stores": self.stores,
+                "idempotency": self.idempotency,
+                "events": self.events,
+                "seq": self.seq,
+                "invoice_seq": self.invoice_seq,
+            }
 
     def load(self, saved: dict) -> None:
         with self.lock:

@@ -5,6 +5,7 @@ with `flow_view`: one indexed Core SELECT of only the columns they need, the reg
 latest Checkout Session and its licence, instead of loading ORM objects and their relationships.
 `frame_status` takes that view or a Registration alike.
 """
+
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -28,6 +29,7 @@ def restart() -> str:
 @dataclass(frozen=True, slots=True)
 class SessionView:
     """The columns of a Checkout Session that the frame's message depends on."""
+
     status: str
     payment_status: str
     expires_at: datetime | None
@@ -38,6 +40,7 @@ class SessionView:
 @dataclass(frozen=True, slots=True)
 class LicenceView:
     """A licence as the frame reads it: its kind, and for an invoice what the frame says of it."""
+
     kind: str
     invoicing_error: str | None = None
     invoicing_claimed_at: datetime | None = None
@@ -51,6 +54,7 @@ class LicenceView:
 class FlowView:
     """A registration as the frame reads it: what `frame_status` uses and, read by its registration id
     for the pre-approval page, what preapproval.html shows (those fields are None in a status poll's)."""
+
     state: str
     created_at: datetime
     completion_html: str | None
@@ -74,22 +78,41 @@ _LATEST = select(func.max(_S.c.id)).where(_S.c.registration_pk == _R.c.id).corre
 # Column order is the views' field order; a session's status and a licence's kind are never NULL, so
 # a NULL there means there is none. Only an invoice's licence says more (a second, rarer read).
 _STATUS_COLUMNS = (
-    _R.c.state, _R.c.created_at, _R.c.completion_html,
-    *(_S.c[name].label(f"s_{name}") for name in ("status", "payment_status", "expires_at", "failed_at",
-                                                    "canceled_at")),
+    _R.c.state,
+    _R.c.created_at,
+    _R.c.completion_html,
+    *(_S.c[name].label(f"s_{name}") for name in ("status", "payment_status", "expires_at", "failed_at", "canceled_at")),
     _L.c.kind.label("l_kind"),
 )
-_PAGE_COLUMNS = (_R.c.id, _R.c.flow_token, _R.c.lms_url, _R.c.lms_family, _R.c.lms_version, _R.c.amount,
-                 _R.c.currency, _R.c.price_interval, _R.c.product_name, _R.c.product_description)
-_INVOICE_COLUMNS = (_L.c.invoicing_error, _L.c.invoicing_claimed_at, _L.c.billing_email, _L.c.due_at,
-                    _L.c.invoice_number, _L.c.invoice_sent_at)
+_PAGE_COLUMNS = (
+    _R.c.id,
+    _R.c.flow_token,
+    _R.c.lms_url,
+    _R.c.lms_family,
+    _R.c.lms_version,
+    _R.c.amount,
+    _R.c.currency,
+    _R.c.price_interval,
+    _R.c.product_name,
+    _R.c.product_description,
+)
+_INVOICE_COLUMNS = (
+    _L.c.invoicing_error,
+    _L.c.invoicing_claimed_at,
+    _L.c.billing_email,
+    _L.c.due_at,
+    _L.c.invoice_number,
+    _L.c.invoice_sent_at,
+)
 _JOINED = _R.outerjoin(_S, _S.c.id == _LATEST).outerjoin(_L, _L.c.registration_pk == _R.c.id)
 _BY_TOKEN = _R.c.flow_token == bindparam("key")
 _BY_REGISTRATION_ID = _R.c.registration_id == bindparam("key")
 _STATUS = select(*_STATUS_COLUMNS).select_from(_JOINED).where(_BY_TOKEN)
 _PAGE = select(*_STATUS_COLUMNS, *_PAGE_COLUMNS).select_from(_JOINED).where(_BY_REGISTRATION_ID)
-_INVOICE = {key: select(*_INVOICE_COLUMNS).select_from(_L.join(_R, _R.c.id == _L.c.registration_pk)).where(where)
-            for key, where in (("token", _BY_TOKEN), ("registration_id", _BY_REGISTRATION_ID))}
+_INVOICE = {
+    key: select(*_INVOICE_COLUMNS).select_from(_L.join(_R, _R.c.id == _L.c.registration_pk)).where(where)
+    for key, where in (("token", _BY_TOKEN), ("registration_id", _BY_REGISTRATION_ID))
+}
 
 
 def flow_view(*, token: str | None = None, registration_id: str | None = None) -> FlowView | None:
@@ -131,67 +154,142 @@ def frame_status(reg: Registration | FlowView) -> dict:
     invoiced = licence is not None and licence.kind == "invoice"
     if state is State.PENDING and invoiced:
         if licence.invoicing_error and licence.invoicing_claimed_at is None:
-            return _status(reg, "invoice", _("We could not make your invoice yet: the payment service did not "
-                                             "answer. Send the invoice form again: nothing is made twice."))
+            return _status(
+                reg,
+                "invoice",
+                _(
+                    "We could not make your invoice yet: the payment service did not "
+                    "answer. Send the invoice form again: nothing is made twice."
+                ),
+            )
         return _status(reg, "wait", _("Preparing the invoice for %(email)s…", email=licence.billing_email))
     if state in (State.PAID, State.COMPLETING) and invoiced:
-        return _status(reg, "wait", _("Invoice sent to %(email)s. Finishing the registration in your LMS…",
-                                      email=licence.billing_email))
+        return _status(
+            reg,
+            "wait",
+            _("Invoice sent to %(email)s. Finishing the registration in your LMS…", email=licence.billing_email),
+        )
     if state is State.COMPLETED and invoiced:
         if licence.due_at:
-            message = _("Invoice %(number)s sent to %(email)s, due %(due)s, and the tool is registered. This "
-                        "dialog closes by itself; if it does not, close it.", number=licence.invoice_number or "",
-                        email=licence.billing_email, due=format_day(licence.due_at))
+            message = _(
+                "Invoice %(number)s sent to %(email)s, due %(due)s, and the tool is registered. This "
+                "dialog closes by itself; if it does not, close it.",
+                number=licence.invoice_number or "",
+                email=licence.billing_email,
+                due=format_day(licence.due_at),
+            )
         else:
-            message = _("Invoice %(number)s sent to %(email)s, and the tool is registered. This dialog closes by "
-                        "itself; if it does not, close it.", number=licence.invoice_number or "",
-                        email=licence.billing_email)
+            message = _(
+                "Invoice %(number)s sent to %(email)s, and the tool is registered. This dialog closes by "
+                "itself; if it does not, close it.",
+                number=licence.invoice_number or "",
+                email=licence.billing_email,
+            )
         return _status(reg, "done", message, html=reg.completion_html)
     if state is State.PENDING:
         session = _latest(reg)
-        open_session = session is not None and session.status == "open" and session.failed_at is None \
-            and session.expires_at is not None and session.expires_at > utcnow()
-        if session is not None and session.failed_at is None and session.status == "complete" \
-                and session.payment_status == "unpaid":
-            return _status(reg, "wait", _("Your payment is being processed by your bank. This window finishes "
-                                          "the registration by itself once the payment is confirmed."))
+        open_session = (
+            session is not None
+            and session.status == "open"
+            and session.failed_at is None
+            and session.expires_at is not None
+            and session.expires_at > utcnow()
+        )
+        if (
+            session is not None
+            and session.failed_at is None
+            and session.status == "complete"
+            and session.payment_status == "unpaid"
+        ):
+            return _status(
+                reg,
+                "wait",
+                _(
+                    "Your payment is being processed by your bank. This window finishes "
+                    "the registration by itself once the payment is confirmed."
+                ),
+            )
         if not open_session and not can_open_checkout(reg):
             if session is not None and session.status == "open" and session.failed_at is None:
                 # Stripe has not said "expired" yet: a payment may still be on its way to us.
-                return _status(reg, "wait", _("This registration has timed out. If you paid, your payment is "
-                                              "safe: the registration finishes here or you are refunded. If "
-                                              "you did not pay, nothing was charged.") + " " + restart())
-            return _status(reg, "stop", _("This registration has timed out before it was paid, and nothing "
-                                          "was charged.") + " " + restart())
+                return _status(
+                    reg,
+                    "wait",
+                    _(
+                        "This registration has timed out. If you paid, your payment is "
+                        "safe: the registration finishes here or you are refunded. If "
+                        "you did not pay, nothing was charged."
+                    )
+                    + " "
+                    + restart(),
+                )
+            return _status(
+                reg,
+                "stop",
+                _("This registration has timed out before it was paid, and nothing was charged.") + " " + restart(),
+            )
         if session is None:
-            return _status(reg, "pay", _("Pay to finish registering this tool in your LMS. The payment opens "
-                                         "in a new window; keep this one open."))
+            return _status(
+                reg,
+                "pay",
+                _(
+                    "Pay to finish registering this tool in your LMS. The payment opens "
+                    "in a new window; keep this one open."
+                ),
+            )
         if session.failed_at is not None:
-            return _status(reg, "pay", _("The payment did not go through, and nothing was charged. "
-                                         "Press Pay to try again, perhaps with another payment method."))
+            return _status(
+                reg,
+                "pay",
+                _(
+                    "The payment did not go through, and nothing was charged. "
+                    "Press Pay to try again, perhaps with another payment method."
+                ),
+            )
         if not open_session:
-            return _status(reg, "pay", _("The payment window expired before a payment was made, and nothing "
-                                         "was charged. Press Pay to start again."))
+            return _status(
+                reg,
+                "pay",
+                _(
+                    "The payment window expired before a payment was made, and nothing "
+                    "was charged. Press Pay to start again."
+                ),
+            )
         if session.canceled_at is not None:
-            return _status(reg, "pay", _("The payment was cancelled, and nothing was charged. Press Pay to "
-                                         "try again."))
-        return _status(reg, "pay", _("Complete the payment in the payment window. This window updates by "
-                                     "itself; if you closed the payment window, press Pay to reopen it."))
+            return _status(reg, "pay", _("The payment was cancelled, and nothing was charged. Press Pay to try again."))
+        return _status(
+            reg,
+            "pay",
+            _(
+                "Complete the payment in the payment window. This window updates by "
+                "itself; if you closed the payment window, press Pay to reopen it."
+            ),
+        )
     if state in (State.PAID, State.COMPLETING):
         return _status(reg, "wait", _("Payment received. Finishing the registration in your LMS…"))
     if state is State.COMPLETED:
-        return _status(reg, "done", _("Payment received and the tool is registered. This dialog closes by "
-                                      "itself; if it does not, close it."), html=reg.completion_html)
+        return _status(
+            reg,
+            "done",
+            _("Payment received and the tool is registered. This dialog closes by itself; if it does not, close it."),
+            html=reg.completion_html,
+        )
     if state is State.NEEDS_ATTENTION:
-        return _status(reg, "wait", _("Your payment is recorded and safe, but the registration could not be "
-                                      "finished automatically. The vendor's support team sees it and will "
-                                      "finish it or refund you; this window updates by itself if it is "
-                                      "finished while open."))
+        return _status(
+            reg,
+            "wait",
+            _(
+                "Your payment is recorded and safe, but the registration could not be "
+                "finished automatically. The vendor's support team sees it and will "
+                "finish it or refund you; this window updates by itself if it is "
+                "finished while open."
+            ),
+        )
     if state is State.REFUNDED:
-        return _status(reg, "stop", _("This registration was cancelled and its payment refunded.") + " "
-                       + restart())
-    return _status(reg, "stop", _("This registration expired before it was paid, and nothing was charged.") + " "
-                   + restart())
+        return _status(reg, "stop", _("This registration was cancelled and its payment refunded.") + " " + restart())
+    return _status(
+        reg, "stop", _("This registration expired before it was paid, and nothing was charged.") + " " + restart()
+    )
 
 
 def _status(reg: Registration | FlowView, phase: str, message: str, html: str | None = None) -> dict:

@@ -3,6 +3,7 @@
 Views are thin: reading the list is in `queries`, one registration in `detail`, its JSON shape in `as_json`,
 the CSV rows in `export`, acting in `actions`, sign-in in `auth`; the blueprint and its routes are in `views`.
 """
+
 from flask import Flask
 
 from paygate.web.operator import auth, views

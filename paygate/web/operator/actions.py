@@ -3,6 +3,7 @@
 Pattern: check, commit (no lock or transaction is held while Stripe or LTIaaS is asked), call,
 record the outcome, commit. Every state change goes through `registrations.transition`.
 """
+
 import logging
 import re
 import unicodedata
@@ -27,6 +28,8 @@ RETRYABLE_ATTENTION = {"completion_refused", "completion_uncertain", "completion
 def reasons(reg: Registration) -> set[str]:
     """The reasons an operator must look, one registration may have several (comma-separated)."""
     return {r for r in (reg.attention or "").split(",") if r}
+
+
 NOTE_MAX = 4000
 _FORM_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
@@ -43,11 +46,11 @@ def cause_of(email: str) -> str:
 
 # What may be done, for the pages to offer the right buttons.
 
+
 def can_retry(reg: Registration) -> bool:
     if reg.payment_session_id is None:
         return False
-    return reg.state == State.PAID or (reg.state == State.NEEDS_ATTENTION
-                                       and bool(reasons(reg) & RETRYABLE_ATTENTION))
+    return reg.state == State.PAID or (reg.state == State.NEEDS_ATTENTION and bool(reasons(reg) & RETRYABLE_ATTENTION))
 
 
 def refundable_payment(reg: Registration) -> str | None:
@@ -61,10 +64,16 @@ def refundable_payment(reg: Registration) -> str | None:
     current = access.current_payment(reg.licence) if reg.licence is not None else None
     if current is not None:  # a subscription's or an invoice's payment
         return current.payment_intent_id
-    paid = [s.payment_intent_id for s in db.session.scalars(
-        select(CheckoutSession).where(CheckoutSession.registration_pk == reg.id,
-                                      CheckoutSession.payment_status == "paid",
-                                      CheckoutSession.payment_intent_id.is_not(None)))]
+    paid = [
+        s.payment_intent_id
+        for s in db.session.scalars(
+            select(CheckoutSession).where(
+                CheckoutSession.registration_pk == reg.id,
+                CheckoutSession.payment_status == "paid",
+                CheckoutSession.payment_intent_id.is_not(None),
+            )
+        )
+    ]
     return paid[0] if len(set(paid)) == 1 else None
 
 
@@ -75,10 +84,15 @@ def can_refund(reg: Registration) -> bool:
 def refund_key(reg: Registration, payment_intent: str) -> str:
     """One key per payment, so a second click replays the first refund; after an answer Stripe keeps
     and would replay (a 5xx), the next try takes a new key (Stripe never refunds a payment twice)."""
-    replayed = sum(1 for e in db.session.scalars(select(TimelineEntry).where(
-        TimelineEntry.registration_pk == reg.id, TimelineEntry.kind == "operator"))
-        if isinstance(e.details, dict) and e.details.get("replayed")
-        and e.details.get("payment_intent") == payment_intent)
+    replayed = sum(
+        1
+        for e in db.session.scalars(
+            select(TimelineEntry).where(TimelineEntry.registration_pk == reg.id, TimelineEntry.kind == "operator")
+        )
+        if isinstance(e.details, dict)
+        and e.details.get("replayed")
+        and e.details.get("payment_intent") == payment_intent
+    )
     return f"paygate-refund-{reg.id}-{payment_intent}" + (f"-{replayed}" if replayed else "")
 
 
@@ -90,32 +104,49 @@ def _already_done(reg: Registration, form_id: str) -> bool:
     """Whether this form (one render of it) was already submitted; locks the row on PostgreSQL first,
     so that of two simultaneous submissions the second sees the first."""
     db.session.execute(select(Registration.id).where(Registration.id == reg.id).with_for_update())
-    entries = db.session.scalars(select(TimelineEntry).where(
-        TimelineEntry.registration_pk == reg.id, TimelineEntry.kind.in_(("note", "operator"))))
+    entries = db.session.scalars(
+        select(TimelineEntry).where(
+            TimelineEntry.registration_pk == reg.id, TimelineEntry.kind.in_(("note", "operator"))
+        )
+    )
     return any(isinstance(e.details, dict) and e.details.get("form") == form_id for e in entries)
 
 
 # The actions.
 
+
 def retry_completion(reg: Registration, email: str) -> Result:
     cause = cause_of(email)
     if not can_retry(reg):
         db.session.rollback()
-        return Result("info", f"Nothing to retry: the registration is {reg.state}"
-                      + (f" ({reg.attention})." if reg.attention else "."))
+        return Result(
+            "info",
+            f"Nothing to retry: the registration is {reg.state}" + (f" ({reg.attention})." if reg.attention else "."),
+        )
     if reg.state == State.NEEDS_ATTENTION:
         reason = reg.attention
-        if not transition(reg, State.PAID, cause=cause, expect={State.NEEDS_ATTENTION},
-                          message=f"Retry of the completion requested (was: {reason}).",
-                          details={"attention": reason}, next_attempt_at=None,
-                          # the completion's reasons are answered by the retry; a second payment's stay
-                          attention=",".join(sorted(reasons(reg) - RETRYABLE_ATTENTION)) or None):
+        if not transition(
+            reg,
+            State.PAID,
+            cause=cause,
+            expect={State.NEEDS_ATTENTION},
+            message=f"Retry of the completion requested (was: {reason}).",
+            details={"attention": reason},
+            next_attempt_at=None,
+            # the completion's reasons are answered by the retry; a second payment's stay
+            attention=",".join(sorted(reasons(reg) - RETRYABLE_ATTENTION)) or None,
+        ):
             db.session.commit()
             return Result("info", f"Nothing to retry: the registration is now {reg.state}.")
     else:
-        record(reg, "operator", cause=cause, message="Retry of the completion requested, now.",
-               details={"next_attempt_at": reg.next_attempt_at.isoformat() if reg.next_attempt_at else None},
-               next_attempt_at=None)
+        record(
+            reg,
+            "operator",
+            cause=cause,
+            message="Retry of the completion requested, now.",
+            details={"next_attempt_at": reg.next_attempt_at.isoformat() if reg.next_attempt_at else None},
+            next_attempt_at=None,
+        )
     db.session.commit()
     complete(reg, cause)  # claims the move to completing, calls LTIaaS outside any transaction, commits
     db.session.refresh(reg)
@@ -123,8 +154,9 @@ def retry_completion(reg: Registration, email: str) -> Result:
         return Result("ok", f"Completed: registered at LTIaaS as platform {reg.platform_id}.")
     error = (reg.last_error or {}).get("message") or "unknown error"
     if reg.state == State.PAID:
-        return Result("error", f"The completion did not go through ({error}); it will be retried "
-                               f"automatically, or retry again.")
+        return Result(
+            "error", f"The completion did not go through ({error}); it will be retried automatically, or retry again."
+        )
     if reg.state == State.NEEDS_ATTENTION:
         return Result("error", f"The completion failed again: {error}.")
     return Result("info", f"Another caller is completing it right now (state {reg.state}).")
@@ -141,16 +173,21 @@ def refund(reg: Registration, email: str) -> Result:
     payment_intent = refundable_payment(reg)
     if reg.state not in REFUNDABLE or payment_intent is None:
         db.session.rollback()
-        return Result("error", f"Nothing to refund: the registration is {reg.state} and has no payment "
-                               "that can be refunded here.")
+        return Result(
+            "error", f"Nothing to refund: the registration is {reg.state} and has no payment that can be refunded here."
+        )
     key = refund_key(reg, payment_intent)
     # Hold the completion first: a worker must not register the platform while money goes back.
-    if reg.state == State.PAID and not transition(reg, State.NEEDS_ATTENTION, cause=cause, expect={State.PAID},
-                                                  message="Refund started: the completion is held.",
-                                                  attention="refunding"):
+    if reg.state == State.PAID and not transition(
+        reg,
+        State.NEEDS_ATTENTION,
+        cause=cause,
+        expect={State.PAID},
+        message="Refund started: the completion is held.",
+        attention="refunding",
+    ):
         db.session.commit()
-        return Result("info", f"The registration changed to {reg.state} meanwhile; look again before "
-                              "refunding.")
+        return Result("info", f"The registration changed to {reg.state} meanwhile; look again before refunding.")
     metadata = {"registration_pk": str(reg.id), "registration_id": reg.registration_id}
     row = refunds.find_payment(payment_intent)
     licence = row.licence if row is not None else None
@@ -163,8 +200,13 @@ def refund(reg: Registration, email: str) -> Result:
             level, message = _refund_unaccepted(reg, payment_intent, key, metadata, cause)
     except payments.PaymentProviderError as exc:
         db.session.rollback()
-        record(reg, "operator", cause=cause, message=f"Refund failed at Stripe: {exc} Nothing was changed.",
-               details={"payment_intent": payment_intent, "idempotency_key": key, "replayed": exc.replayed})
+        record(
+            reg,
+            "operator",
+            cause=cause,
+            message=f"Refund failed at Stripe: {exc} Nothing was changed.",
+            details={"payment_intent": payment_intent, "idempotency_key": key, "replayed": exc.replayed},
+        )
         db.session.commit()
         return Result("error", f"{exc} Nothing was changed; try again, or refund in the Stripe dashboard.")
     if subscription_id and level != "error":
@@ -179,18 +221,28 @@ def _cancel_subscription(reg: Registration, subscription_id: str, cause: str) ->
     try:
         sub = payments.gateway().cancel_subscription(subscription_id, key)
     except payments.PaymentProviderError as exc:
-        record(reg, "operator", cause=cause, message=f"The subscription {subscription_id} could not be "
-               f"cancelled: {exc} Cancel it in the Stripe dashboard.", details={"subscription": subscription_id})
+        record(
+            reg,
+            "operator",
+            cause=cause,
+            message=f"The subscription {subscription_id} could not be "
+            f"cancelled: {exc} Cancel it in the Stripe dashboard.",
+            details={"subscription": subscription_id},
+        )
         db.session.commit()
         return f"The subscription {subscription_id} could not be cancelled: cancel it in the Stripe dashboard."
-    record(reg, "operator", cause=cause, message=f"Subscription {subscription_id} cancelled ({sub.status}).",
-           details={"subscription": subscription_id, "status": sub.status})
+    record(
+        reg,
+        "operator",
+        cause=cause,
+        message=f"Subscription {subscription_id} cancelled ({sub.status}).",
+        details={"subscription": subscription_id, "status": sub.status},
+    )
     db.session.commit()
     return f"Subscription {subscription_id} cancelled."
 
 
-def _refund_unaccepted(reg: Registration, payment_intent: str, key: str, metadata: dict,
-                       cause: str) -> tuple[str, str]:
+def _refund_unaccepted(reg: Registration, payment_intent: str, key: str, metadata: dict, cause: str) -> tuple[str, str]:
     """A payment that was never accepted as this registration's (a mismatch): it has no licence."""
     try:
         refunded = payments.gateway().refund(payment_intent, key, metadata=metadata)
@@ -198,11 +250,17 @@ def _refund_unaccepted(reg: Registration, payment_intent: str, key: str, metadat
         refunded = None
     details = {"payment_intent": payment_intent, "idempotency_key": key}
     if refunded is not None:
-        details.update(refund_id=refunded.id, status=refunded.status, amount=refunded.amount,
-                       currency=refunded.currency)
+        details.update(
+            refund_id=refunded.id, status=refunded.status, amount=refunded.amount, currency=refunded.currency
+        )
         if refunded.status in ("failed", "canceled"):
-            record(reg, "operator", cause=cause, details=details,
-                   message=f"Stripe refused the refund {refunded.id} ({refunded.status}). Nothing was changed.")
+            record(
+                reg,
+                "operator",
+                cause=cause,
+                details=details,
+                message=f"Stripe refused the refund {refunded.id} ({refunded.status}). Nothing was changed.",
+            )
             db.session.commit()
             return "error", f"Stripe refused the refund ({refunded.status}). Nothing was changed."
     refund_id = refunded.id if refunded is not None else None
@@ -210,17 +268,34 @@ def _refund_unaccepted(reg: Registration, payment_intent: str, key: str, metadat
     db.session.refresh(reg)
     # A second payment still waiting for its own refund keeps the registration in view.
     attention = "duplicate_payment" if "duplicate_payment" in reasons(reg) else None
-    if transition(reg, State.REFUNDED, cause=cause, expect=REFUNDABLE, details=details,
-                  message=f"Refunded {amount} ({refund_id or 'already refunded at Stripe'}).",
-                  refund_id=refund_id, refunded_at=utcnow(), attention=attention, next_attempt_at=None):
+    if transition(
+        reg,
+        State.REFUNDED,
+        cause=cause,
+        expect=REFUNDABLE,
+        details=details,
+        message=f"Refunded {amount} ({refund_id or 'already refunded at Stripe'}).",
+        refund_id=refund_id,
+        refunded_at=utcnow(),
+        attention=attention,
+        next_attempt_at=None,
+    ):
         db.session.commit()
         return "ok", f"Refunded {amount} ({refund_id or 'at Stripe'})."
-    record(reg, "operator", cause=cause, details=details, attention="refund_unrecorded",
-           message=f"Stripe refunded {amount} ({refund_id}) but the registration moved to {reg.state} "
-                   "meanwhile; refund again to record it here (Stripe will not refund twice).")
+    record(
+        reg,
+        "operator",
+        cause=cause,
+        details=details,
+        attention="refund_unrecorded",
+        message=f"Stripe refunded {amount} ({refund_id}) but the registration moved to {reg.state} "
+        "meanwhile; refund again to record it here (Stripe will not refund twice).",
+    )
     db.session.commit()
-    return "error", (f"Stripe refunded {amount} ({refund_id}), but the registration changed to {reg.state} "
-                     "meanwhile. Refund again to record it; no second refund is made.")
+    return "error", (
+        f"Stripe refunded {amount} ({refund_id}), but the registration changed to {reg.state} "
+        "meanwhile. Refund again to record it; no second refund is made."
+    )
 
 
 OVERRIDES = {"grant": True, "revoke": False, "licence": None}
@@ -249,9 +324,12 @@ def override_access(reg: Registration, choice: str, note: str, email: str, form_
     if reg.platform_id is None:
         return Result("ok", "Recorded; the platform gets this access when it is registered.")
     if reg.access_wanted != reg.platform_active:
-        return Result("error", "Recorded, but LTIaaS did not take it yet "
-                               f"({(reg.access_error or {}).get('message', 'unknown error')}); it is retried "
-                               "automatically.")
+        return Result(
+            "error",
+            "Recorded, but LTIaaS did not take it yet "
+            f"({(reg.access_error or {}).get('message', 'unknown error')}); it is retried "
+            "automatically.",
+        )
     return Result("ok", f"Done: the platform is {word} at LTIaaS ({reg.access_reason}).")
 
 
@@ -265,8 +343,9 @@ def check_access(reg: Registration, email: str) -> Result:
         return Result("info", "No platform yet: there is nothing to check at LTIaaS.")
     if reg.platform_active is not None:
         db.session.rollback()
-        return Result("info", f"Already known: LTIaaS has the platform "
-                              f"{'active' if reg.platform_active else 'inactive'}.")
+        return Result(
+            "info", f"Already known: LTIaaS has the platform {'active' if reg.platform_active else 'inactive'}."
+        )
     pk, platform_id = reg.id, reg.platform_id
     db.session.commit()  # nothing is held while LTIaaS is asked
     try:
@@ -275,44 +354,79 @@ def check_access(reg: Registration, email: str) -> Result:
             raise ltiaas.LtiaasError("LTIaaS answered without the platform's active flag")
     except (ltiaas.LtiaasError, ValueError) as exc:
         reg = db.session.get(Registration, pk)
-        record(reg, "access", cause=cause, details={"platform_id": platform_id, "error": str(exc)},
-               message=f"Checked platform {platform_id} at LTIaaS: no answer ({exc}). Nothing was changed.")
+        record(
+            reg,
+            "access",
+            cause=cause,
+            details={"platform_id": platform_id, "error": str(exc)},
+            message=f"Checked platform {platform_id} at LTIaaS: no answer ({exc}). Nothing was changed.",
+        )
         db.session.commit()
         return Result("error", f"LTIaaS did not say ({exc}). Nothing was changed; try again later.")
     reg = db.session.get(Registration, pk)
-    values = {"platform_active": found, "access_attempts": 0, "access_next_at": None, "access_error": None,
-              "updated_at": utcnow()}
+    values = {
+        "platform_active": found,
+        "access_attempts": 0,
+        "access_next_at": None,
+        "access_error": None,
+        "updated_at": utcnow(),
+    }
     if found == reg.access_wanted and reg.attention:  # LTIaaS has what it should: no longer unsynced
-        values["attention"] = ",".join(r for r in reg.attention.split(",")
-                                      if r and r not in access.SYNC_ATTENTION) or None
+        values["attention"] = (
+            ",".join(r for r in reg.attention.split(",") if r and r not in access.SYNC_ATTENTION) or None
+        )
     # Not while the reconciler is telling LTIaaS (its claim): what it records then is newer than this.
-    taken = db.session.execute(
-        update(Registration).where(Registration.id == pk, Registration.platform_active.is_(None),
-                                   Registration.access_claimed_at.is_(None))
-        .values(**values).execution_options(synchronize_session=False)).rowcount == 1
+    taken = (
+        db.session.execute(
+            update(Registration)
+            .where(
+                Registration.id == pk, Registration.platform_active.is_(None), Registration.access_claimed_at.is_(None)
+            )
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        == 1
+    )
     if not taken:
         db.session.rollback()
         return Result("info", "The platform's access changed meanwhile (LTIaaS is being told); look again.")
     db.session.refresh(reg)
     word = "active" if found else "inactive"
     differs = reg.access_wanted is not None and reg.access_wanted != found
-    record(reg, "access", cause=cause, details={"platform_id": platform_id, "active": found},
-           message=f"Checked at LTIaaS: platform {platform_id} is {word} there"
-                   + (f"; the licence says {'active' if reg.access_wanted else 'inactive'}, so LTIaaS is told."
-                      if differs else "."))
+    record(
+        reg,
+        "access",
+        cause=cause,
+        details={"platform_id": platform_id, "active": found},
+        message=f"Checked at LTIaaS: platform {platform_id} is {word} there"
+        + (
+            f"; the licence says {'active' if reg.access_wanted else 'inactive'}, so LTIaaS is told."
+            if differs
+            else "."
+        ),
+    )
     db.session.commit()
     if not differs:
-        return Result("ok", f"LTIaaS has platform {platform_id} {word}"
-                            + (", as the licence says." if reg.access_wanted is not None else "."))
+        return Result(
+            "ok",
+            f"LTIaaS has platform {platform_id} {word}"
+            + (", as the licence says." if reg.access_wanted is not None else "."),
+        )
     access.sync(pk, cause)
     reg = db.session.get(Registration, pk)
     db.session.refresh(reg)
     if reg.platform_active == reg.access_wanted:
-        return Result("ok", f"LTIaaS had platform {platform_id} {word}; it was told the licence's access and "
-                            f"now has it {'active' if reg.platform_active else 'inactive'}.")
-    return Result("error", f"LTIaaS has platform {platform_id} {word}, not what the licence says; telling it "
-                           f"failed ({(reg.access_error or {}).get('message', 'unknown error')}) and is retried "
-                           "automatically.")
+        return Result(
+            "ok",
+            f"LTIaaS had platform {platform_id} {word}; it was told the licence's access and "
+            f"now has it {'active' if reg.platform_active else 'inactive'}.",
+        )
+    return Result(
+        "error",
+        f"LTIaaS has platform {platform_id} {word}, not what the licence says; telling it "
+        f"failed ({(reg.access_error or {}).get('message', 'unknown error')}) and is retried "
+        "automatically.",
+    )
 
 
 def _text_problem(text: str, empty: str | None, noun: str) -> Result | None:
@@ -357,7 +471,13 @@ def resolve_attention(reg: Registration, text: str, email: str, form_id: str) ->
         db.session.rollback()
         return Result("info", "Already resolved.")
     reason = reg.attention
-    record(reg, "operator", cause=cause_of(email), details={"form": form_id, "attention": reason},
-           message=f"Marked resolved ({reason}): {text}", attention=None)
+    record(
+        reg,
+        "operator",
+        cause=cause_of(email),
+        details={"form": form_id, "attention": reason},
+        message=f"Marked resolved ({reason}): {text}",
+        attention=None,
+    )
     db.session.commit()
     return Result("ok", "Marked resolved.")

@@ -1,4 +1,5 @@
 """What a registration looks like to the operator API: a list row (`summary`) and the detail (`full`)."""
+
 from datetime import datetime
 
 from paygate.core.models import Licence
@@ -30,18 +31,26 @@ def summary(reg) -> dict:
         "state": reg.state,
         "attention": reg.attention,
         "lms": {"url": reg.lms_url, "family": reg.lms_family, "version": reg.lms_version},
-        "platform": {"id": reg.platform_id, "active": reg.platform_active, "override": reg.access_override,
-                     "access_wanted": reg.access_wanted, "access_reason": reg.access_reason},
+        "platform": {
+            "id": reg.platform_id,
+            "active": reg.platform_active,
+            "override": reg.access_override,
+            "access_wanted": reg.access_wanted,
+            "access_reason": reg.access_reason,
+        },
         "licence": licence_json(reg.licence),
-        "price": {"amount": reg.amount, "currency": reg.currency,
-                  "display": format_amount(reg.amount, reg.currency)},
+        "price": {"amount": reg.amount, "currency": reg.currency, "display": format_amount(reg.amount, reg.currency)},
         "payment": {
-            "amount": reg.amount_paid, "currency": reg.currency_paid,
+            "amount": reg.amount_paid,
+            "currency": reg.currency_paid,
             "display": format_amount(reg.amount_paid, reg.currency_paid) if paid else None,
-            "payer_email": reg.payer_email, "payer_name": reg.payer_name,
+            "payer_email": reg.payer_email,
+            "payer_name": reg.payer_name,
             "checkout_session_id": reg.payment_session_id,
-            "payment_intent_id": reg.payment_intent_id, "paid_at": iso(reg.paid_at),
-            "refund_id": reg.refund_id, "refunded_at": iso(reg.refunded_at),
+            "payment_intent_id": reg.payment_intent_id,
+            "paid_at": iso(reg.paid_at),
+            "refund_id": reg.refund_id,
+            "refunded_at": iso(reg.refunded_at),
         },
         "stripe_dashboard": stripe_links(reg),
         "created_at": iso(reg.created_at),
@@ -55,48 +64,102 @@ def licence_json(licence: Licence | None) -> dict | None:
         return None
     invoice = None
     if licence.kind == "invoice":
-        invoice = {"organisation": licence.organisation, "billing_email": licence.billing_email,
-                   "po_number": licence.po_number, "number": licence.invoice_number,
-                   "amount_due": licence.amount_due, "amount_remaining": licence.amount_remaining,
-                   "currency": licence.currency, "hosted_invoice_url": licence.hosted_invoice_url,
-                   "sent_at": iso(licence.invoice_sent_at)}
+        invoice = {
+            "organisation": licence.organisation,
+            "billing_email": licence.billing_email,
+            "po_number": licence.po_number,
+            "number": licence.invoice_number,
+            "amount_due": licence.amount_due,
+            "amount_remaining": licence.amount_remaining,
+            "currency": licence.currency,
+            "hosted_invoice_url": licence.hosted_invoice_url,
+            "sent_at": iso(licence.invoice_sent_at),
+        }
     return {
-        "kind": licence.kind, "status": licence.status, "subscription_status": licence.subscription_status,
-        "customer_id": licence.customer_id, "subscription_id": licence.subscription_id,
-        "invoice_id": licence.invoice_id, "period_end": iso(licence.period_end), "due_date": iso(licence.due_at),
-        "disputed": licence.dispute_open, "invoice": invoice,
-        "payments": [{
-            "payment_intent_id": p.payment_intent_id, "charge_id": p.charge_id, "invoice_id": p.invoice_id,
-            "amount": p.amount, "currency": p.currency, "paid_at": iso(p.paid_at),
-            "amount_refunded": p.amount_refunded, "refund_id": p.refund_id, "refund_status": p.refund_status,
-            "dispute_id": p.dispute_id, "dispute_status": p.dispute_status, "dispute_due_by": iso(p.dispute_due_by),
-        } for p in licence.payments],
+        "kind": licence.kind,
+        "status": licence.status,
+        "subscription_status": licence.subscription_status,
+        "customer_id": licence.customer_id,
+        "subscription_id": licence.subscription_id,
+        "invoice_id": licence.invoice_id,
+        "period_end": iso(licence.period_end),
+        "due_date": iso(licence.due_at),
+        "disputed": licence.dispute_open,
+        "invoice": invoice,
+        "payments": [
+            {
+                "payment_intent_id": p.payment_intent_id,
+                "charge_id": p.charge_id,
+                "invoice_id": p.invoice_id,
+                "amount": p.amount,
+                "currency": p.currency,
+                "paid_at": iso(p.paid_at),
+                "amount_refunded": p.amount_refunded,
+                "refund_id": p.refund_id,
+                "refund_status": p.refund_status,
+                "dispute_id": p.dispute_id,
+                "dispute_status": p.dispute_status,
+                "dispute_due_by": iso(p.dispute_due_by),
+            }
+            for p in licence.payments
+        ],
     }
 
 
 def full(d: Detail) -> dict:
     reg = d.registration
     data = summary(reg)
-    data.update({
-        "lms": {**data["lms"], "details": reg.lms_details},
-        "attempts": {"count": reg.attempt_count, "uncertain": reg.attempt_uncertain,
-                     "started_at": iso(reg.attempt_started_at), "next_at": iso(reg.next_attempt_at),
-                     "last_error": reg.last_error},
-        "updated_at": iso(reg.updated_at),
-        "checkout_sessions": [{
-            "id": s.session_id, "generation": s.generation, "status": s.status,
-            "payment_status": s.payment_status, "amount_total": s.amount_total, "currency": s.currency,
-            "payment_intent_id": s.payment_intent_id, "payer_email": s.payer_email,
-            "created_at": iso(s.created_at), "expires_at": iso(s.expires_at),
-            "canceled_at": iso(s.canceled_at), "failed_at": iso(s.failed_at),
-        } for s in d.sessions],
-        "stripe_events": [{
-            "id": e.event_id, "type": e.type, "session_id": e.session_id, "received_at": iso(e.received_at),
-            "deliveries": e.deliveries, "outcome": e.outcome,
-        } for e in d.events],
-        "timeline": [{
-            "at": iso(t.at), "kind": t.kind, "from_state": t.from_state, "to_state": t.to_state,
-            "cause": t.cause, "message": t.message, "details": t.details,
-        } for t in d.timeline],
-    })
+    data.update(
+        {
+            "lms": {**data["lms"], "details": reg.lms_details},
+            "attempts": {
+                "count": reg.attempt_count,
+                "uncertain": reg.attempt_uncertain,
+                "started_at": iso(reg.attempt_started_at),
+                "next_at": iso(reg.next_attempt_at),
+                "last_error": reg.last_error,
+            },
+            "updated_at": iso(reg.updated_at),
+            "checkout_sessions": [
+                {
+                    "id": s.session_id,
+                    "generation": s.generation,
+                    "status": s.status,
+                    "payment_status": s.payment_status,
+                    "amount_total": s.amount_total,
+                    "currency": s.currency,
+                    "payment_intent_id": s.payment_intent_id,
+                    "payer_email": s.payer_email,
+                    "created_at": iso(s.created_at),
+                    "expires_at": iso(s.expires_at),
+                    "canceled_at": iso(s.canceled_at),
+                    "failed_at": iso(s.failed_at),
+                }
+                for s in d.sessions
+            ],
+            "stripe_events": [
+                {
+                    "id": e.event_id,
+                    "type": e.type,
+                    "session_id": e.session_id,
+                    "received_at": iso(e.received_at),
+                    "deliveries": e.deliveries,
+                    "outcome": e.outcome,
+                }
+                for e in d.events
+            ],
+            "timeline": [
+                {
+                    "at": iso(t.at),
+                    "kind": t.kind,
+                    "from_state": t.from_state,
+                    "to_state": t.to_state,
+                    "cause": t.cause,
+                    "message": t.message,
+                    "details": t.details,
+                }
+                for t in d.timeline
+            ],
+        }
+    )
     return data

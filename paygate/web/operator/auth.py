@@ -1,6 +1,7 @@
 """Who is an operator: sign-in sessions (Flask-Login, each kept on the server), API tokens and CSRF.
 
 Failed sign-ins are throttled in the sign-in view (paygate/web/throttling.py decides the rates)."""
+
 import hashlib
 import hmac
 import secrets
@@ -67,9 +68,14 @@ def _load_from_session(user_id: str):
         return None
     # The session must still exist on the server: signing out deleted it, whatever the cookie says.
     operator = db.session.scalars(
-        select(Operator).join(OperatorSession, OperatorSession.operator_id == Operator.id)
-        .where(Operator.id == int(pk), OperatorSession.token_hash == token_hash(session_id),
-               OperatorSession.expires_at > utcnow())).first()
+        select(Operator)
+        .join(OperatorSession, OperatorSession.operator_id == Operator.id)
+        .where(
+            Operator.id == int(pk),
+            OperatorSession.token_hash == token_hash(session_id),
+            OperatorSession.expires_at > utcnow(),
+        )
+    ).first()
     if operator is None or not hmac.compare_digest(password_stamp(operator), stamp):
         return None
     return SignedIn(operator, "session")
@@ -91,8 +97,7 @@ def _load_from_token(req):
 @login_manager.unauthorized_handler
 def _unauthorized():
     if request.path.startswith(API_PREFIX):
-        response = jsonify(error="Unauthorized",
-                           message="Sign in, or send Authorization: Bearer <operator API token>.")
+        response = jsonify(error="Unauthorized", message="Sign in, or send Authorization: Bearer <operator API token>.")
         response.status_code = 401
         response.headers["WWW-Authenticate"] = 'Bearer realm="operator"'
         return response
@@ -145,10 +150,17 @@ def sign_in(operator: Operator) -> None:
     session.clear()  # nothing from before the sign-in survives it
     session_id = secrets.token_urlsafe(32)
     now = utcnow()
-    db.session.execute(delete(OperatorSession).where(OperatorSession.operator_id == operator.id,
-                                                     OperatorSession.expires_at <= now))
-    db.session.add(OperatorSession(operator_id=operator.id, token_hash=token_hash(session_id), created_at=now,
-                                   expires_at=now + timedelta(seconds=SESSION_MAX_AGE_SECONDS)))
+    db.session.execute(
+        delete(OperatorSession).where(OperatorSession.operator_id == operator.id, OperatorSession.expires_at <= now)
+    )
+    db.session.add(
+        OperatorSession(
+            operator_id=operator.id,
+            token_hash=token_hash(session_id),
+            created_at=now,
+            expires_at=now + timedelta(seconds=SESSION_MAX_AGE_SECONDS),
+        )
+    )
     db.session.commit()
     session[SESSION_ID] = session_id
     login_user(SignedIn(operator, "session"))
@@ -208,6 +220,7 @@ def init_app(app: Flask) -> None:
     def _csrf_protect():
         if request.method in app.config["WTF_CSRF_METHODS"] and app.config["WTF_CSRF_ENABLED"]:
             csrf.protect(apply_exemptions=True)
+
     for name in ("webhooks", "standins"):  # Stripe and the stand-ins' Stripe-style calls carry no token of ours
         if name in app.blueprints:
             csrf.exempt(app.blueprints[name])

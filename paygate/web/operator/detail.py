@@ -1,4 +1,5 @@
 """One registration as an operator reads it: the registration, its timeline, Checkout sessions and Stripe events."""
+
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -23,13 +24,34 @@ def detail(pk: int) -> Detail | None:
     reg = db.session.get(Registration, pk)
     if reg is None:
         return None
-    timeline = list(db.session.scalars(select(TimelineEntry).where(TimelineEntry.registration_pk == pk)
-                                       .order_by(TimelineEntry.at, TimelineEntry.id)))
-    sessions = list(db.session.scalars(select(CheckoutSession).where(CheckoutSession.registration_pk == pk)
-                                       .order_by(CheckoutSession.id)))
-    events = list(db.session.scalars(
-        select(StripeEvent).options(load_only(StripeEvent.event_id, StripeEvent.type, StripeEvent.session_id,
-                                              StripeEvent.received_at, StripeEvent.deliveries,
-                                              StripeEvent.outcome, StripeEvent.registration_pk))
-        .where(StripeEvent.registration_pk == pk).order_by(StripeEvent.received_at, StripeEvent.event_id)))
+    timeline = list(
+        db.session.scalars(
+            select(TimelineEntry)
+            .where(TimelineEntry.registration_pk == pk)
+            .order_by(TimelineEntry.at, TimelineEntry.id)
+        )
+    )
+    sessions = list(
+        db.session.scalars(
+            select(CheckoutSession).where(CheckoutSession.registration_pk == pk).order_by(CheckoutSession.id)
+        )
+    )
+    events = list(
+        db.session.scalars(
+            select(StripeEvent)
+            .options(
+                load_only(
+                    StripeEvent.event_id,
+                    StripeEvent.type,
+                    StripeEvent.session_id,
+                    StripeEvent.received_at,
+                    StripeEvent.deliveries,
+                    StripeEvent.outcome,
+                    StripeEvent.registration_pk,
+                )
+            )
+            .where(StripeEvent.registration_pk == pk)
+            .order_by(StripeEvent.received_at, StripeEvent.event_id)
+        )
+    )
     return Detail(reg, timeline, sessions, events)

@@ -1,30 +1,96 @@
 """The CSV export's rows: one per registration, with cells a spreadsheet cannot run as formulas."""
+
 import unicodedata
 
 from paygate.web.operator.as_json import iso
 
-CSV_COLUMNS = ("id", "created_at", "state", "attention", "lms_url", "lms_family", "lms_version",
-               "platform_id", "platform_active", "amount_paid", "currency_paid", "payer_email",
-               "checkout_session_id", "payment_intent_id", "paid_at", "completed_at", "refund_id",
-               "refunded_at", "price_amount", "price_currency", "registration_id", "access_override",
-               "licence_kind", "licence_status", "subscription_id", "period_end", "organisation",
-               "billing_email", "po_number", "invoice_id", "invoice_number", "invoice_status", "invoice_due_date",
-               "invoice_amount_due", "invoice_amount_remaining", "hosted_invoice_url")
+CSV_COLUMNS = (
+    "id",
+    "created_at",
+    "state",
+    "attention",
+    "lms_url",
+    "lms_family",
+    "lms_version",
+    "platform_id",
+    "platform_active",
+    "amount_paid",
+    "currency_paid",
+    "payer_email",
+    "checkout_session_id",
+    "payment_intent_id",
+    "paid_at",
+    "completed_at",
+    "refund_id",
+    "refunded_at",
+    "price_amount",
+    "price_currency",
+    "registration_id",
+    "access_override",
+    "licence_kind",
+    "licence_status",
+    "subscription_id",
+    "period_end",
+    "organisation",
+    "billing_email",
+    "po_number",
+    "invoice_id",
+    "invoice_number",
+    "invoice_status",
+    "invoice_due_date",
+    "invoice_amount_due",
+    "invoice_amount_remaining",
+    "hosted_invoice_url",
+)
 
 
 def csv_row(reg) -> list:
     lic = reg.licence
     invoiced = lic is not None and lic.kind == "invoice"
-    values = [reg.id, iso(reg.created_at), reg.state, reg.attention, reg.lms_url, reg.lms_family,
-              reg.lms_version, reg.platform_id, reg.platform_active, reg.amount_paid, reg.currency_paid,
-              reg.payer_email, reg.payment_session_id, reg.payment_intent_id, iso(reg.paid_at),
-              iso(reg.completed_at), reg.refund_id, iso(reg.refunded_at), reg.amount, reg.currency,
-              reg.registration_id, reg.access_override,
-              lic.kind if lic else None, lic.status if lic else None, lic.subscription_id if lic else None,
-              iso(lic.period_end) if lic else None]
-    values += ([lic.organisation, lic.billing_email, lic.po_number, lic.invoice_id, lic.invoice_number, lic.status,
-                iso(lic.due_at), lic.amount_due, lic.amount_remaining, lic.hosted_invoice_url]
-               if invoiced else [None] * 10)
+    values = [
+        reg.id,
+        iso(reg.created_at),
+        reg.state,
+        reg.attention,
+        reg.lms_url,
+        reg.lms_family,
+        reg.lms_version,
+        reg.platform_id,
+        reg.platform_active,
+        reg.amount_paid,
+        reg.currency_paid,
+        reg.payer_email,
+        reg.payment_session_id,
+        reg.payment_intent_id,
+        iso(reg.paid_at),
+        iso(reg.completed_at),
+        reg.refund_id,
+        iso(reg.refunded_at),
+        reg.amount,
+        reg.currency,
+        reg.registration_id,
+        reg.access_override,
+        lic.kind if lic else None,
+        lic.status if lic else None,
+        lic.subscription_id if lic else None,
+        iso(lic.period_end) if lic else None,
+    ]
+    values += (
+        [
+            lic.organisation,
+            lic.billing_email,
+            lic.po_number,
+            lic.invoice_id,
+            lic.invoice_number,
+            lic.status,
+            iso(lic.due_at),
+            lic.amount_due,
+            lic.amount_remaining,
+            lic.hosted_invoice_url,
+        ]
+        if invoiced
+        else [None] * 10
+    )
     return [_csv_safe(v) for v in values]
 
 
@@ -44,5 +110,8 @@ def _csv_safe(value):
 
 
 def _may_start_a_formula(first: str) -> bool:
-    return (unicodedata.normalize("NFKC", first)[:1] in _FORMULA_STARTS or first.isspace()
-            or unicodedata.category(first) in ("Cc", "Cf", "Zl", "Zp", "Zs"))
+    return (
+        unicodedata.normalize("NFKC", first)[:1] in _FORMULA_STARTS
+        or first.isspace()
+        or unicodedata.category(first) in ("Cc", "Cf", "Zl", "Zp", "Zs")
+    )

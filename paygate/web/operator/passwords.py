@@ -1,4 +1,5 @@
 """Operator accounts: password hashing (Argon2id)."""
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 

@@ -6,6 +6,7 @@ indexed ids, the LMS family and the lower-cased payer e-mail, and prefix matches
 LMS URL (all indexed, see migrations 0001 and 0002). One registration's detail is in `detail`, the
 JSON shape in `as_json`, the CSV rows in `export`.
 """
+
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -27,30 +28,30 @@ KNOWN_FAMILIES = ("canvas", "moodle", "desire2learn", "blackboard", "sakai", "sc
 
 ATTENTION_REASONS = {
     "completion_refused": "LTIaaS refused the completion. The LMS admin may need to register again; "
-                          "retry only if the LMS side was fixed, otherwise refund.",
+    "retry only if the LMS side was fixed, otherwise refund.",
     "completion_uncertain": "A completion attempt may have registered the platform at LTIaaS. Check LTIaaS "
-                            "before retrying or refunding.",
+    "before retrying or refunding.",
     "completion_expired": "The LMS registration token ran out before the completion succeeded. Refund, or "
-                          "ask the LMS admin to register again.",
+    "ask the LMS admin to register again.",
     "payment_mismatch": "The payment does not match what was sold (amount, currency, price or reference). "
-                        "It was not fulfilled: refund it.",
+    "It was not fulfilled: refund it.",
     "duplicate_payment": "A second payment arrived for an already paid registration. Refund the extra "
-                         "payment in the Stripe dashboard (see Checkout sessions), then mark this resolved.",
+    "payment in the Stripe dashboard (see Checkout sessions), then mark this resolved.",
     "no_payment": "Checkout completed without a payment (for example a 100 % discount). Not fulfilled.",
     "completion_late": "LTIaaS registered a platform after the attempt had been given up (see the timeline "
-                       "for its id). Check it at LTIaaS, then refund or mark resolved.",
+    "for its id). Check it at LTIaaS, then refund or mark resolved.",
     "refunding": "A refund was started and the completion is held. If the refund failed, refund again or "
-                 "retry the completion.",
+    "retry the completion.",
     "refund_unrecorded": "Stripe refunded the payment while the registration changed state. Refund again to "
-                         "record it (Stripe will not refund twice).",
+    "record it (Stripe will not refund twice).",
     "refund_failed": "A refund failed after it was recorded: the money stayed with you and the access was "
-                     "restored. Tell the school, refund again, or mark resolved.",
+    "restored. Tell the school, refund again, or mark resolved.",
     "disputed": "The payer's bank opened a dispute: answer it in the Stripe dashboard before the evidence "
-                "deadline (see the licence). Lost: the access ends; won: this clears.",
+    "deadline (see the licence). Lost: the access ends; won: this clears.",
     "access_unsynced": "LTIaaS has not taken the platform's new access yet; it is retried automatically. "
-                       "Check LTIaaS if this lasts.",
+    "Check LTIaaS if this lasts.",
     "access_refused": "LTIaaS refused to change the platform's access (the platform may be gone there). "
-                      "Check it at LTIaaS.",
+    "Check it at LTIaaS.",
 }
 
 LAPSED = ("unpaid", "canceled", "incomplete_expired", "paused")
@@ -63,28 +64,53 @@ ACCESS_FILTERS = {
 }
 # name -> (label, condition on licences)
 LICENCE_FILTERS = {
-    "lapsed": ("subscription lapsed", lambda: or_(Licence.status.in_(LAPSED) & (Licence.kind == "subscription"),
-                                                  Licence.subscription_status.in_(LAPSED))),
+    "lapsed": (
+        "subscription lapsed",
+        lambda: or_(
+            Licence.status.in_(LAPSED) & (Licence.kind == "subscription"), Licence.subscription_status.in_(LAPSED)
+        ),
+    ),
     "past_due": ("past due", lambda: or_(Licence.status == "past_due", Licence.subscription_status == "past_due")),
     "disputed": ("disputed", lambda: Licence.dispute_open.is_(True)),
-    "refunded": ("refunded", lambda: Licence.id.in_(select(LicencePayment.licence_pk)
-                                                    .where(LicencePayment.amount_refunded > 0))),
+    "refunded": (
+        "refunded",
+        lambda: Licence.id.in_(select(LicencePayment.licence_pk).where(LicencePayment.amount_refunded > 0)),
+    ),
     "invoice_open": ("invoice open", lambda: (Licence.kind == "invoice") & (Licence.status == "open")),
-    "invoice_overdue": ("invoice overdue", lambda: (Licence.kind == "invoice") & (Licence.status == "open")
-                        & (Licence.due_at < utcnow())),
+    "invoice_overdue": (
+        "invoice overdue",
+        lambda: (Licence.kind == "invoice") & (Licence.status == "open") & (Licence.due_at < utcnow()),
+    ),
     "invoice_paid": ("invoice paid", lambda: (Licence.kind == "invoice") & (Licence.status == "paid")),
 }
 
 # Columns a list row needs (the completion html and LMS details stay in the database).
 LIST_COLUMNS = (
-    Registration.id, Registration.registration_id, Registration.state, Registration.attention,
-    Registration.lms_url, Registration.lms_family, Registration.lms_version, Registration.amount,
-    Registration.currency, Registration.amount_paid, Registration.currency_paid, Registration.payer_email,
+    Registration.id,
+    Registration.registration_id,
+    Registration.state,
+    Registration.attention,
+    Registration.lms_url,
+    Registration.lms_family,
+    Registration.lms_version,
+    Registration.amount,
+    Registration.currency,
+    Registration.amount_paid,
+    Registration.currency_paid,
+    Registration.payer_email,
     Registration.payer_name,
-    Registration.payment_session_id, Registration.payment_intent_id, Registration.paid_at,
-    Registration.platform_id, Registration.platform_active, Registration.completed_at,
-    Registration.refund_id, Registration.refunded_at, Registration.created_at, Registration.access_wanted,
-    Registration.access_override, Registration.access_reason,
+    Registration.payment_session_id,
+    Registration.payment_intent_id,
+    Registration.paid_at,
+    Registration.platform_id,
+    Registration.platform_active,
+    Registration.completed_at,
+    Registration.refund_id,
+    Registration.refunded_at,
+    Registration.created_at,
+    Registration.access_wanted,
+    Registration.access_override,
+    Registration.access_reason,
 )
 
 _CURSOR = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?)~(\d{1,12})$")
@@ -110,11 +136,18 @@ class Search:
 
     @property
     def label(self) -> str:
-        return {"id": "registration number", "registration_id": "LTIaaS registration id",
-                "platform_id": "platform id", "checkout_session": "Checkout Session id",
-                "payment_intent": "payment intent id", "payer_email": "payer e-mail",
-                "lms_url": "LMS URL starting with", "lms_family": "LMS family",
-                "subscription": "subscription id", "invoice": "invoice id"}[self.kind]
+        return {
+            "id": "registration number",
+            "registration_id": "LTIaaS registration id",
+            "platform_id": "platform id",
+            "checkout_session": "Checkout Session id",
+            "payment_intent": "payment intent id",
+            "payer_email": "payer e-mail",
+            "lms_url": "LMS URL starting with",
+            "lms_family": "LMS family",
+            "subscription": "subscription id",
+            "invoice": "invoice id",
+        }[self.kind]
 
 
 @dataclass(frozen=True)
@@ -148,16 +181,29 @@ class Filters:
         licence = (args.get("licence") or "").strip() or None
         if licence is not None and licence not in LICENCE_FILTERS:
             raise BadQuery(f"Unknown licence filter {licence!r}.")
-        return cls(state=state, family=family, since=since, until=until, attention=attention, q=q,
-                   access=access, licence=licence)
+        return cls(
+            state=state,
+            family=family,
+            since=since,
+            until=until,
+            attention=attention,
+            q=q,
+            access=access,
+            licence=licence,
+        )
 
     def to_args(self) -> dict:
         """The query-string form, for links (empty filters left out)."""
-        args = {"state": self.state, "family": self.family,
-                "since": self.since.isoformat() if self.since else None,
-                "until": self.until.isoformat() if self.until else None,
-                "attention": "1" if self.attention else None, "q": self.q or None,
-                "access": self.access, "licence": self.licence}
+        args = {
+            "state": self.state,
+            "family": self.family,
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+            "attention": "1" if self.attention else None,
+            "q": self.q or None,
+            "access": self.access,
+            "licence": self.licence,
+        }
         return {k: v for k, v in args.items() if v}
 
     def searches(self) -> list[Search]:
@@ -220,11 +266,12 @@ def _search_condition(searches: list[Search]):
             conditions.append(Registration.platform_id == s.value)
         elif s.kind in ("checkout_session", "payment_intent"):
             # Any session of a registration (not only the one that paid), looked up first: tiny and indexed.
-            own, other = ((Registration.payment_session_id, CheckoutSession.session_id)
-                          if s.kind == "checkout_session" else
-                          (Registration.payment_intent_id, CheckoutSession.payment_intent_id))
-            pks = db.session.scalars(select(CheckoutSession.registration_pk).where(other == s.value)
-                                     .limit(100)).all()
+            own, other = (
+                (Registration.payment_session_id, CheckoutSession.session_id)
+                if s.kind == "checkout_session"
+                else (Registration.payment_intent_id, CheckoutSession.payment_intent_id)
+            )
+            pks = db.session.scalars(select(CheckoutSession.registration_pk).where(other == s.value).limit(100)).all()
             conditions.append(own == s.value)
             if pks:
                 conditions.append(Registration.id.in_(pks))
@@ -252,8 +299,7 @@ def conditions(filters: Filters) -> list:
     if filters.since:
         where.append(Registration.created_at >= datetime.combine(filters.since, datetime.min.time()))
     if filters.until:
-        where.append(Registration.created_at < datetime.combine(filters.until + timedelta(days=1),
-                                                                datetime.min.time()))
+        where.append(Registration.created_at < datetime.combine(filters.until + timedelta(days=1), datetime.min.time()))
     if filters.attention:
         where.append(Registration.attention.is_not(None))
     if filters.access:
@@ -293,17 +339,18 @@ class Page:
     searches: list[Search] = field(default_factory=list)
 
 
-def list_page(filters: Filters, after: str | None = None, before: str | None = None,
-              limit: int = PAGE_SIZE) -> Page:
+def list_page(filters: Filters, after: str | None = None, before: str | None = None, limit: int = PAGE_SIZE) -> Page:
     """One page, newest first. `after` pages towards older rows, `before` towards newer ones."""
     limit = max(1, min(limit, MAX_PAGE_SIZE))
     key = tuple_(Registration.created_at, Registration.id)
-    stmt = (select(Registration).options(load_only(*LIST_COLUMNS), selectinload(Registration.licence))
-            .where(*conditions(filters)))
+    stmt = (
+        select(Registration)
+        .options(load_only(*LIST_COLUMNS), selectinload(Registration.licence))
+        .where(*conditions(filters))
+    )
     after_key, before_key = decode_cursor(after), decode_cursor(before)
     if before_key is not None:
-        stmt = stmt.where(key > tuple_(*before_key)).order_by(Registration.created_at.asc(),
-                                                              Registration.id.asc())
+        stmt = stmt.where(key > tuple_(*before_key)).order_by(Registration.created_at.asc(), Registration.id.asc())
     else:
         if after_key is not None:
             stmt = stmt.where(key < tuple_(*after_key))
@@ -336,10 +383,15 @@ def iter_all(filters: Filters, batch: int = 1000):
 
 def attention_preview(limit: int = ATTENTION_PREVIEW) -> tuple[list[Registration], int]:
     """The newest registrations needing attention, and how many there are (counted up to a cap)."""
-    rows = list(db.session.scalars(
-        select(Registration).options(load_only(*LIST_COLUMNS), selectinload(Registration.licence))
-        .where(Registration.attention.is_not(None))
-        .order_by(Registration.created_at.desc(), Registration.id.desc()).limit(limit)))
+    rows = list(
+        db.session.scalars(
+            select(Registration)
+            .options(load_only(*LIST_COLUMNS), selectinload(Registration.licence))
+            .where(Registration.attention.is_not(None))
+            .order_by(Registration.created_at.desc(), Registration.id.desc())
+            .limit(limit)
+        )
+    )
     capped = select(Registration.id).where(Registration.attention.is_not(None)).limit(ATTENTION_COUNT_CAP + 1)
     count = db.session.scalar(select(func.count()).select_from(capped.subquery()))
     return rows, count

@@ -1,4 +1,5 @@
 """The operator blueprint: its access hooks and routes (read arguments, check access, act, answer)."""
+
 import csv
 import io
 import secrets
@@ -54,7 +55,6 @@ def _private(response):
     return response
 
 
-
 @bp.context_processor
 def _helpers():
     return {
@@ -87,6 +87,7 @@ def _back(pk: int, result: actions.Result):
 
 # Sign-in
 
+
 @bp.route("/sign-in", methods=["GET", "POST"])
 def sign_in():
     next_url = auth.safe_next(request.values.get("next"))
@@ -99,16 +100,25 @@ def sign_in():
     try:
         attempt = throttling.sign_in_attempt(email)
     except throttling.StoreUnavailable:
-        return render_template("operator/sign_in.html", email=email, next_url=next_url,
-                               error="Signing in is unavailable for a moment. Try again shortly."), 503
+        return render_template(
+            "operator/sign_in.html",
+            email=email,
+            next_url=next_url,
+            error="Signing in is unavailable for a moment. Try again shortly.",
+        ), 503
     if attempt is None:
-        page = render_template("operator/sign_in.html", email=email, next_url=next_url,
-                               error="Too many failed sign-ins from your address. Wait a few minutes, then try again.")
+        page = render_template(
+            "operator/sign_in.html",
+            email=email,
+            next_url=next_url,
+            error="Too many failed sign-ins from your address. Wait a few minutes, then try again.",
+        )
         return page, 429, {"Retry-After": str(throttling.RETRY_AFTER_SECONDS)}
     operator = auth.authenticate(email, request.form.get("password") or "")
     if operator is None:
-        return render_template("operator/sign_in.html", email=email, next_url=next_url,
-                               error="Wrong e-mail or password."), 401
+        return render_template(
+            "operator/sign_in.html", email=email, next_url=next_url, error="Wrong e-mail or password."
+        ), 401
     attempt.succeeded()
     auth.sign_in(operator)
     return redirect(next_url or url_for("operator.registrations"), 303)
@@ -122,6 +132,7 @@ def sign_out():
 
 
 # Review
+
 
 def _filters_or_400() -> queries.Filters:
     try:
@@ -142,9 +153,15 @@ def registrations():
     first_page = not request.args.get("after") and not request.args.get("before")
     if first_page and not filters.attention and not filters.q:
         attention, attention_count = queries.attention_preview()
-    return render_template("operator/list.html", filters=filters, page=page, attention=attention,
-                           attention_count=attention_count, count_cap=queries.ATTENTION_COUNT_CAP,
-                           families=queries.KNOWN_FAMILIES)
+    return render_template(
+        "operator/list.html",
+        filters=filters,
+        page=page,
+        attention=attention,
+        attention_count=attention_count,
+        count_cap=queries.ATTENTION_COUNT_CAP,
+        families=queries.KNOWN_FAMILIES,
+    )
 
 
 @bp.get("/registrations.csv")
@@ -164,8 +181,11 @@ def export_csv():
         yield buffer.getvalue()
 
     name = f"registrations-{utcnow():%Y%m%d-%H%M%S}.csv"
-    return Response(stream_with_context(rows()), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return Response(
+        stream_with_context(rows()),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
 
 @bp.get("/registrations/<int:pk>")
@@ -174,11 +194,13 @@ def detail(pk: int):
     if found is None:
         abort(404, description="No such registration.")
     reg = found.registration
-    return render_template("operator/detail.html", d=found, reg=reg, can_retry=actions.can_retry(reg),
-                           can_refund=actions.can_refund(reg))
+    return render_template(
+        "operator/detail.html", d=found, reg=reg, can_retry=actions.can_retry(reg), can_refund=actions.can_refund(reg)
+    )
 
 
 # Actions: each a POST with the CSRF token, answered by a redirect to the detail page.
+
 
 @bp.post("/registrations/<int:pk>/retry")
 def retry(pk: int):
@@ -191,8 +213,9 @@ def refund(pk: int):
     reg = _registration_or_404(pk)
     if request.method == "GET":
         payment_intent = actions.refundable_payment(reg)
-        return render_template("operator/refund.html", reg=reg, payment_intent=payment_intent,
-                               can_refund=actions.can_refund(reg))
+        return render_template(
+            "operator/refund.html", reg=reg, payment_intent=payment_intent, can_refund=actions.can_refund(reg)
+        )
     return _back(pk, actions.refund(reg, current_user.email))
 
 
@@ -212,8 +235,7 @@ def access_override(pk: int):
     choice = request.form.get("override")
     if choice not in actions.OVERRIDES:
         abort(400, description="Reload the page and try again.")
-    return _back(pk, actions.override_access(reg, choice, request.form.get("text", ""), current_user.email,
-                                             form_id))
+    return _back(pk, actions.override_access(reg, choice, request.form.get("text", ""), current_user.email, form_id))
 
 
 @bp.post("/registrations/<int:pk>/check-access")
@@ -239,13 +261,15 @@ def resolve(pk: int):
 
 # JSON API: same sign-in, or Authorization: Bearer <operator API token>.
 
+
 @bp.get("/api/registrations")
 def api_registrations():
     filters = _filters_or_400()
     try:
         limit = int(request.args.get("limit", queries.PAGE_SIZE))
-        page = queries.list_page(filters, after=request.args.get("after"), before=request.args.get("before"),
-                                 limit=limit)
+        page = queries.list_page(
+            filters, after=request.args.get("after"), before=request.args.get("before"), limit=limit
+        )
     except ValueError as exc:  # BadQuery too
         abort(400, description=str(exc) if isinstance(exc, queries.BadQuery) else "limit must be a number")
     args = filters.to_args()
@@ -253,8 +277,7 @@ def api_registrations():
         items=[as_json.summary(reg) for reg in page.items],
         search=[{"kind": s.kind, "value": s.value} for s in page.searches],
         next=url_for("operator.api_registrations", after=page.older, limit=limit, **args) if page.older else None,
-        previous=url_for("operator.api_registrations", before=page.newer, limit=limit, **args)
-        if page.newer else None,
+        previous=url_for("operator.api_registrations", before=page.newer, limit=limit, **args) if page.newer else None,
     )
 
 
