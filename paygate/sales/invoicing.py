@@ -12,19 +12,12 @@ the invoice) and completed at LTIaaS exactly once, as for a card.
 """
 
 import logging
-import re
-import secrets
-import unicodedata
-from dataclasses import dataclass
 from datetime import timedelta
 
-from email_validator import EmailNotValidError, validate_email
 from flask import current_app
-from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import or_, select, update
 
 from paygate.core.db import db, lock, utcnow
-from paygate.core.languages import N_
 from paygate.core.languages import gettext as _
 from paygate.core.models import CheckoutSession, Licence, Registration, State
 from paygate.core.money import format_amount
@@ -33,181 +26,17 @@ from paygate.gateways import payments
 from paygate.licensing import access, licences
 from paygate.sales.checkout import reference
 from paygate.sales.fulfilment import complete, fulfil_checkout
+from paygate.sales.invoice_form import (
+    InvoiceRefused,
+    billing_domain,
+    check_form,
+    form_nonce,
+    refuse_if_domain_capped,
+)
 
 log = logging.getLogger(__name__)
 
 CAUSE = "invoice"
-EMAIL_MAX, ORGANISATION_MAX, PO_MAX = 254, 120, 140  # PO: Stripe's custom field value limit
-_FORM_SALT = "paygate-invoice-form"
-
-
-class InvoiceRefused(Exception):
-    """The form cannot be accepted; the message is one sentence for the admin, `field` names where,
-    `status` is the HTTP status of the page that says so."""
-
-    def __init__(self, message: str, field: str | None = None, status: int = 400):
-        super().__init__(message)
-        self.field = field
-        self.status = status
-
-
-@dataclass(frozen=True)
-class InvoiceForm:
-    billing_email: str
-    organisation: str
-    po_number: str | None
-
-
-# Each field's refusals, whole sentences for the catalogs (paygate/translations), in the admin's language.
-_REFUSALS = {
-    "billing_email": (
-        N_("Enter the billing e-mail address."),
-        N_("The billing e-mail address is too long: at most %(maximum)d characters."),
-        N_("The billing e-mail address cannot contain line breaks, control characters or the signs < and >."),
-    ),
-    "organisation": (
-        N_("Enter the name of your school or organisation."),
-        N_("The name of your school or organisation is too long: at most %(maximum)d characters."),
-        N_(
-            "The name of your school or organisation cannot contain line breaks, control characters "
-            "or the signs < and >."
-        ),
-    ),
-    "po_number": (
-        N_("Enter the purchase-order number."),
-        N_("The purchase-order number is too long: at most %(maximum)d characters."),
-        N_("The purchase-order number cannot contain line breaks, control characters or the signs < and >."),
-    ),
-}
-
-
-def _clean(value, field: str, maximum: int, required: bool) -> str | None:
-    missing, too_long, forbidden = _REFUSALS[field]
-    text = value.strip() if isinstance(value, str) else ""
-    if not text:
-        if required:
-            raise InvoiceRefused(_(missing), field)
-        return None
-    if len(text) > maximum:
-        raise InvoiceRefused(_(too_long, maximum=maximum), field)
-    # Line breaks, control and invisible characters, and markup never reach Stripe, a page or a log.
-    if any(unicodedata.category(c) in ("Cc", "Cf", "Co", "Cs", "Zl", "Zp") for c in text) or "<" in text or ">" in text:
-        raise InvoiceRefused(_(forbidden), field)
-    return text
-
-
-# Organisation and PO number go into the invoice Stripe e-mails from the vendor's account: they must not
-# carry a way to reach someone ("URGENT: pay at https://evil.example", "call +1 555 123 4567").
-_CONTACT_REFUSALS = {
-    "organisation": N_(
-        "The name of your school or organisation cannot contain a web address, an e-mail address or a phone number."
-    ),
-    "po_number": N_("The purchase-order number cannot contain a web address, an e-mail address or a phone number."),
-}
-_LABEL = r"[^\W_](?:[\w-]{0,61}[^\W_])?"
-_WEB = re.compile(
-    r"[a-z][a-z0-9+.-]*:/|\bwww\.|(?<![\w.@-])" + _LABEL + r"(?:\." + _LABEL + r")*\.[^\W\d_]{2,24}(?!\w)",
-    re.IGNORECASE,
-)  # a scheme, www., or a name.tld
-_EMAIL = re.compile(r"[^\s@]@[^\s@]")
-_PHONE = re.compile(
-    r"\+\s*\(?\d(?:[\s().-]*\d){6,}"  # +1 555 123 4567, +44 (0)20 7946 0958
-    r"|\(\d{1,5}\)[\s.-]*\d(?:[\s.-]?\d){3,}"  # (555) 123-4567
-    r"|(?<!\d)\d{3}[\s.-]\d{3}[\s.-]\d{4}(?!\d)"  # 555-123-4567, 555.123.4567
-    r"|\b(?:tel|phone|call|fax|mobile|whatsapp)\b\W{0,3}\+?\d",
-    re.IGNORECASE,
-)  # tel. 020 7946 0958
-# An organisation's name has no run of seven digits (a PO number may: PO-2024-117, 4500012345).
-_DIGITS = re.compile(r"\d(?:[\s().-]?\d){6,}")
-
-
-def _refuse_contact(text: str | None, field: str) -> None:
-    if text and (
-        _WEB.search(text)
-        or _EMAIL.search(text)
-        or _PHONE.search(text)
-        or (field == "organisation" and _DIGITS.search(text))
-    ):
-        raise InvoiceRefused(_(_CONTACT_REFUSALS[field]), field)
-
-
-def check_form(form) -> InvoiceForm:
-    """The admin's answers, or InvoiceRefused with the first problem."""
-    email = _clean(form.get("billing_email"), "billing_email", EMAIL_MAX, True)
-    try:
-        email = validate_email(email, check_deliverability=False).normalized
-    except EmailNotValidError:
-        raise InvoiceRefused(
-            _("The billing e-mail address is not one an invoice can be sent to; check it."), "billing_email"
-        ) from None
-    organisation = _clean(form.get("organisation"), "organisation", ORGANISATION_MAX, True)
-    _refuse_contact(organisation, "organisation")
-    po_number = _clean(form.get("po_number"), "po_number", PO_MAX, False)
-    _refuse_contact(po_number, "po_number")
-    return InvoiceForm(email, organisation, po_number)
-
-
-# At most INVOICE_REQUESTS_PER_DOMAIN_PER_DAY invoice licences per billing e-mail domain in 24 hours,
-# counted in the database: exact across processes and restarts, and never waved through when a rate
-# store is down (the rate store lets the flow pass then). Counted again under a lock per domain after
-# this request's licence is written, so that simultaneous requests cannot all pass.
-
-_CAPPED = N_(
-    "Too many invoices were requested today for e-mail addresses at %(domain)s. Pay by card, or try again tomorrow."
-)
-
-
-def _domain(email: str) -> str:
-    return email.rpartition("@")[2].lower()
-
-
-def _requests_today(domain: str) -> int:
-    pattern = "%@" + domain.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return db.session.scalar(
-        select(func.count())
-        .select_from(Licence)
-        .where(
-            Licence.kind == "invoice",
-            Licence.created_at >= utcnow() - timedelta(days=1),
-            func.lower(Licence.billing_email).like(pattern, escape="\\"),
-        )
-    )
-
-
-def _refuse_if_domain_capped(email: str, counted: bool) -> None:
-    """InvoiceRefused (429) once the e-mail's domain had its invoice requests of the day; `counted` when
-    this request's own licence, written in this transaction under the domain's lock, is among them."""
-    domain = _domain(email)
-    cap = current_app.config["SETTINGS"].invoice_requests_per_domain_per_day
-    if _requests_today(domain) > (cap if counted else cap - 1):
-        log.warning("pay by invoice: %s invoice requests for one billing domain in 24 hours reached; refused", cap)
-        raise InvoiceRefused(_(_CAPPED, domain=domain), "billing_email", status=429)
-
-
-# The form's one-time id: signed (the frame has no cookies for a CSRF token), bound to the registration.
-
-
-def _serializer() -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=_FORM_SALT)
-
-
-def new_form_id(reg: Registration) -> str:
-    return _serializer().dumps({"r": reg.id, "n": secrets.token_urlsafe(12)})
-
-
-def form_nonce(reg: Registration, form_id: str | None) -> str:
-    """The nonce of a form id issued for this registration within its window, or InvoiceRefused."""
-    window = current_app.config["SETTINGS"].registration_window_minutes * 60
-    try:
-        data = _serializer().loads(form_id or "", max_age=window)
-    except BadSignature:
-        raise InvoiceRefused(_("This form has expired. Reload the page and send it again.")) from None
-    if not isinstance(data, dict) or data.get("r") != reg.id or not isinstance(data.get("n"), str):
-        raise InvoiceRefused(_("This form has expired. Reload the page and send it again."))
-    return data["n"]
-
-
-# The request.
 
 
 def request_invoice(reg: Registration, form, cause: str = CAUSE) -> None:
@@ -224,9 +53,9 @@ def request_invoice(reg: Registration, form, cause: str = CAUSE) -> None:
     if licence is not None and licence.kind == "invoice" and licence.customer_id is None:
         # Nothing was made at Stripe yet: corrected answers (a mistyped e-mail) still count.
         answers = check_form(form)
-        moved = _domain(answers.billing_email) != _domain(licence.billing_email or "")
+        moved = billing_domain(answers.billing_email) != billing_domain(licence.billing_email or "")
         if moved:
-            lock("invoice-domain:" + _domain(answers.billing_email))
+            lock("invoice-domain:" + billing_domain(answers.billing_email))
         licence.billing_email, licence.organisation, licence.po_number = (
             answers.billing_email,
             answers.organisation,
@@ -234,19 +63,19 @@ def request_invoice(reg: Registration, form, cause: str = CAUSE) -> None:
         )
         if moved:  # into another domain: counted there now
             db.session.flush()
-            _refuse_if_domain_capped(answers.billing_email, counted=True)
+            refuse_if_domain_capped(answers.billing_email, counted=True)
         db.session.commit()
     elif licence is None:
         answers = check_form(form)
         if reg.state != State.PENDING:
             raise InvoiceRefused(_("This registration needs no payment now."))
         _refuse_if_card_payment_started(reg)
-        _refuse_if_domain_capped(answers.billing_email, counted=False)  # before anything is asked of Stripe
+        refuse_if_domain_capped(answers.billing_email, counted=False)  # before anything is asked of Stripe
         # Before the licence exists: a session paid a moment ago is then fulfilled as the card payment.
         reg_pk = reg.id
         _expire_open_sessions(reg_pk, cause)
         reg = db.session.get(Registration, reg_pk)
-        lock("invoice-domain:" + _domain(answers.billing_email))  # until the commit below
+        lock("invoice-domain:" + billing_domain(answers.billing_email))  # until the commit below
         licence, created = licences.open_licence(
             reg,
             "invoice",
@@ -256,7 +85,7 @@ def request_invoice(reg: Registration, form, cause: str = CAUSE) -> None:
             invoice_form_id=nonce,
         )
         if created:
-            _refuse_if_domain_capped(answers.billing_email, counted=True)  # the caller rolls the licence back
+            refuse_if_domain_capped(answers.billing_email, counted=True)  # the caller rolls the licence back
         if created:  # of simultaneous submissions, the one that made it says so
             record(
                 reg,

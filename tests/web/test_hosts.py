@@ -116,7 +116,7 @@ def test_a_script_name_does_not_move_the_urls_sent_to_stripe(client, stripe_api,
 
 
 def test_absolute_urls_ignore_the_request_even_inside_flask(app):
-    from paygate.web.flow import _absolute
+    from paygate.web.flow.pages import absolute as _absolute
 
     with app.test_request_context("/flow/t/pay", base_url="https://evil.example:8443/evil"):
         assert _absolute("flow.paid", token="t") == "http://paygate.test/flow/t/paid"
