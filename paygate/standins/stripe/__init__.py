@@ -9,7 +9,7 @@ the API plumbing and event delivery.
 from flask import request
 
 from paygate.standins.stripe import charges, checkout, core, customers, dashboard, invoices, prices, subscriptions
-from paygate.standins.stripe.core import send_event
+from paygate.standins.stripe.events import send_event
 from paygate.standins.stripe.state import State
 
 __all__ = ["State", "register", "send_event"]

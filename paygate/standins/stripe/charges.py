@@ -1,6 +1,6 @@
 """Payments: PaymentIntents and their charges, refunds and disputes."""
 
-from paygate.standins.stripe import core
+from paygate.standins.stripe import core, events
 
 CARD = {
     "type": "card",
@@ -183,8 +183,8 @@ def refund(
         receipt_number=None,
         status=status,
     )
-    core.emit(st, "charge.refunded", charge)
-    core.emit(st, "refund.created", created)
+    events.emit(st, "charge.refunded", charge)
+    events.emit(st, "refund.created", created)
     return created
 
 
@@ -210,14 +210,14 @@ def set_refund_status(st, refund_: dict, status: str, reason: str | None = None)
         charge = core.get(st, "charge", refund_["charge"])
         charge["amount_refunded"] -= refund_["amount"]
         charge["refunded"] = charge["amount_refunded"] >= charge["amount"]
-    core.change(
+    events.change(
         st,
         refund_,
         "refund.updated",
         status=status,
         failure_reason=reason if status == "failed" else refund_["failure_reason"],
     )
-    core.emit(st, "charge.refund.updated", refund_)
+    events.emit(st, "charge.refund.updated", refund_)
     return refund_
 
 
@@ -250,7 +250,7 @@ def open_dispute(st, charge: dict, reason: str = "fraudulent") -> dict:
         },
         payment_method_details={"type": "card", "card": {"brand": "visa", "network_reason_code": None}},
     )
-    core.emit(st, "charge.dispute.created", dispute)
+    events.emit(st, "charge.dispute.created", dispute)
     return dispute
 
 
@@ -258,7 +258,7 @@ def close_dispute(st, dispute: dict, won: bool) -> dict:
     """The card network decides; charge.dispute.closed."""
     if dispute["status"] not in OPEN_DISPUTES:
         raise core.state_error(f"Dispute {dispute['id']} is already closed ({dispute['status']}).")
-    core.change(st, dispute, "charge.dispute.closed", status="won" if won else "lost")
+    events.change(st, dispute, "charge.dispute.closed", status="won" if won else "lost")
     return dispute
 
 

@@ -6,7 +6,7 @@ import time
 
 from flask import redirect, render_template_string, request
 
-from paygate.standins.stripe import charges, core, customers, invoices, prices, subscriptions
+from paygate.standins.stripe import charges, core, customers, events, invoices, prices, subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def refresh(record: dict, st) -> None:
     """Expire an open session whose time is up, as Stripe does on its own."""
     if record["status"] == "open" and time.time() >= record["expires_at"]:
         record["status"] = "expired"
-        core.emit(st, "checkout.session.expired", record)
+        events.emit(st, "checkout.session.expired", record)
 
 
 def _line_items(st, params: dict, mode: str) -> list[tuple[dict, int]]:
@@ -344,7 +344,7 @@ def pay(st, record: dict, email: str, currency: str, delayed: bool, name: str | 
             "tax_ids": [],
         },
     )
-    core.emit(st, "checkout.session.completed", record)
+    events.emit(st, "checkout.session.completed", record)
 
 
 def settle(st, record: dict, succeeded: bool) -> None:
@@ -354,7 +354,7 @@ def settle(st, record: dict, succeeded: bool) -> None:
     invoices.payment_settled(st, pi)
     if succeeded:
         record["payment_status"] = "paid"
-    core.emit(st, f"checkout.session.async_payment_{'succeeded' if succeeded else 'failed'}", record)
+    events.emit(st, f"checkout.session.async_payment_{'succeeded' if succeeded else 'failed'}", record)
 
 
 def expire(st, record: dict) -> None:
@@ -362,7 +362,7 @@ def expire(st, record: dict) -> None:
     if record["status"] != "open":
         raise core.StripeFail(400, 'Only Checkout Sessions with a status in ["open"] can be expired.')
     record["status"] = "expired"
-    core.emit(st, "checkout.session.expired", record)
+    events.emit(st, "checkout.session.expired", record)
 
 
 def register(bp, st) -> None:

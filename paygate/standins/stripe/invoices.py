@@ -2,7 +2,7 @@
 
 import copy
 
-from paygate.standins.stripe import charges, core, customers, prices
+from paygate.standins.stripe import charges, core, customers, events, prices
 
 DEFAULT_DAYS_UNTIL_DUE = 30  # Stripe's default payment terms (Billing st)
 RETRY_DAYS = 3  # when a failed automatic payment is tried again
@@ -145,7 +145,7 @@ def finalize(st, invoice: dict) -> None:
     invoice["status_transitions"]["finalized_at"] = ts
     if invoice["collection_method"] == "send_invoice" and invoice["due_date"] is None:
         invoice["due_date"] = ts + (invoice["_days_until_due"] or DEFAULT_DAYS_UNTIL_DUE) * core.DAY
-    core.emit(st, "invoice.finalized", invoice)
+    events.emit(st, "invoice.finalized", invoice)
     if invoice["amount_due"] == 0:
         mark_paid(st, invoice)
 
@@ -157,7 +157,7 @@ def send(st, invoice: dict) -> None:
     if invoice["status"] != "open":
         raise core.state_error(f"You can only send an open invoice; this one is {invoice['status']}.")
     invoice["_sent"] += 1
-    core.emit(st, "invoice.sent", invoice)
+    events.emit(st, "invoice.sent", invoice)
 
 
 def pay(st, invoice: dict, out_of_band: bool = False, outcome: str = "succeeded") -> None:
@@ -214,7 +214,7 @@ def payment_settled(st, pi: dict) -> None:
     elif pi["status"] == "requires_payment_method":
         if invoice["collection_method"] == "charge_automatically":
             invoice["next_payment_attempt"] = core.now() + RETRY_DAYS * core.DAY
-        core.emit(st, "invoice.payment_failed", invoice)
+        events.emit(st, "invoice.payment_failed", invoice)
 
 
 def mark_paid(st, invoice: dict, pi: dict | None = None) -> None:
@@ -231,14 +231,14 @@ def mark_paid(st, invoice: dict, pi: dict | None = None) -> None:
         if pi and payment["payment"]["payment_intent"] == pi["id"]:
             payment.update(status="paid", amount_paid=pi["amount"])
             payment["status_transitions"]["paid_at"] = ts
-    core.emit(st, "invoice.paid", invoice)
+    events.emit(st, "invoice.paid", invoice)
     subscription = _subscription_of(st, invoice)
     if (
         subscription
         and subscription["latest_invoice"] == invoice["id"]
         and subscription["status"] in ("incomplete", "past_due", "unpaid")
     ):
-        core.change(st, subscription, "customer.subscription.updated", status="active")
+        events.change(st, subscription, "customer.subscription.updated", status="active")
 
 
 def _close(st, invoice: dict, status: str, allowed: tuple, event: str, stamp: str) -> None:
@@ -248,7 +248,7 @@ def _close(st, invoice: dict, status: str, allowed: tuple, event: str, stamp: st
         )
     invoice["status"] = status
     invoice["status_transitions"][stamp] = core.now()
-    core.emit(st, event, invoice)
+    events.emit(st, event, invoice)
 
 
 def void(st, invoice: dict, drafts_too: bool = False) -> None:
@@ -266,7 +266,7 @@ def overdue(st, invoice: dict, days: int = 1) -> None:
     if invoice["status"] != "open":
         raise core.state_error(f"Only an open invoice can be overdue; this one is {invoice['status']}.")
     invoice["due_date"] = core.now() - days * core.DAY
-    core.emit(st, "invoice.overdue", invoice)
+    events.emit(st, "invoice.overdue", invoice)
 
 
 def _include_payments(body: dict, invoice: dict, expand: set) -> None:

@@ -1,6 +1,6 @@
 """Subscriptions: one recurring price, billed every interval by charge or by invoice, and their lifecycle."""
 
-from paygate.standins.stripe import core, invoices, prices
+from paygate.standins.stripe import core, events, invoices, prices
 
 
 def start(
@@ -61,7 +61,7 @@ def start(
     }
     sub["items"] = core.list_of([item], f"/v1/subscription_items?subscription={sub['id']}")
     invoice = _bill(st, sub, "subscription_create")
-    core.emit(st, "customer.subscription.created", sub)
+    events.emit(st, "customer.subscription.created", sub)
     if not by_invoice:
         invoices.pay(st, invoice, outcome=outcome)
     return sub
@@ -119,7 +119,7 @@ def renew(st, sub: dict, outcome: str | None = "succeeded") -> dict:
     else:
         invoices.pay(st, invoice, outcome=outcome)
     if outcome == "failed":
-        core.change(st, sub, "customer.subscription.updated", status="past_due")
+        events.change(st, sub, "customer.subscription.updated", status="past_due")
     return invoice
 
 
@@ -131,7 +131,7 @@ def set_status(st, sub: dict, status: str, collect: bool = True) -> None:
     elif status == sub["status"] != "active":
         raise core.state_error(f"Subscription {sub['id']} is {status} already.")
     elif status != "active" or not collect:
-        core.change(st, sub, "customer.subscription.updated", status=status)
+        events.change(st, sub, "customer.subscription.updated", status=status)
     else:
         latest = st.stores["invoice"].get(sub["latest_invoice"])
         if latest and latest["status"] in invoices.PAYABLE:
@@ -139,7 +139,7 @@ def set_status(st, sub: dict, status: str, collect: bool = True) -> None:
         else:
             renew(st, sub)
         if sub["status"] != "active":
-            core.change(st, sub, "customer.subscription.updated", status="active", canceled_at=None, ended_at=None)
+            events.change(st, sub, "customer.subscription.updated", status="active", canceled_at=None, ended_at=None)
 
 
 def cancel(st, sub: dict) -> None:
@@ -149,7 +149,7 @@ def cancel(st, sub: dict) -> None:
     ts = core.now()
     sub.update(status="canceled", canceled_at=ts, ended_at=ts)
     sub["cancellation_details"]["reason"] = "cancellation_requested"
-    core.emit(st, "customer.subscription.deleted", sub)
+    events.emit(st, "customer.subscription.deleted", sub)
 
 
 def _create(st, params: dict) -> dict:

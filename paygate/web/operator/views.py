@@ -25,7 +25,7 @@ from paygate.core.models import Registration, State
 from paygate.core.money import format_amount
 from paygate.gateways import payments
 from paygate.web import throttling
-from paygate.web.operator import actions, as_json, auth, export, queries
+from paygate.web.operator import actions, as_json, auth, export, queries, refunding
 from paygate.web.operator import detail as registration_detail
 
 bp = Blueprint("operator", __name__, url_prefix="/operator")
@@ -195,7 +195,7 @@ def detail(pk: int):
         abort(404, description="No such registration.")
     reg = found.registration
     return render_template(
-        "operator/detail.html", d=found, reg=reg, can_retry=actions.can_retry(reg), can_refund=actions.can_refund(reg)
+        "operator/detail.html", d=found, reg=reg, can_retry=actions.can_retry(reg), can_refund=refunding.can_refund(reg)
     )
 
 
@@ -212,11 +212,11 @@ def retry(pk: int):
 def refund(pk: int):
     reg = _registration_or_404(pk)
     if request.method == "GET":
-        payment_intent = actions.refundable_payment(reg)
+        payment_intent = refunding.refundable_payment(reg)
         return render_template(
-            "operator/refund.html", reg=reg, payment_intent=payment_intent, can_refund=actions.can_refund(reg)
+            "operator/refund.html", reg=reg, payment_intent=payment_intent, can_refund=refunding.can_refund(reg)
         )
-    return _back(pk, actions.refund(reg, current_user.email))
+    return _back(pk, refunding.refund(reg, current_user.email))
 
 
 def _form_id_or_400() -> str:
