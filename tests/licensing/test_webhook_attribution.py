@@ -12,27 +12,10 @@ from paygate.core.models import Registration, StripeEvent
 from paygate.core.telemetry import webhook_outcome
 from paygate.gateways import payments
 from tests.helpers.apps import make_app
+from tests.helpers.flow import open_frame, status
+from tests.helpers.webhooks import deliver
 
-# Helpers (small copies, so that this file stands alone)
-
-
-def open_frame(client, ltiaas_api):
-    registration_id = ltiaas_api.add()
-    page = client.get(f"/pre-approval?registrationId={registration_id}")
-    assert page.status_code == 200, page.text
-    token = re.search(r'data-status-url="/flow/([^/]+)/status"', page.text).group(1)
-    return registration_id, token, page
-
-
-def status(client, token):
-    response = client.get(f"/flow/{token}/status")
-    assert response.status_code == 200
-    return response.get_json()
-
-
-def deliver(client, stripe_api, event):
-    body, headers = stripe_api.signed(event)
-    return client.post("/webhooks/stripe", data=body, headers=headers)
+# Helpers
 
 
 def send(client, stripe_api, kind, obj):
