@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from paygate.core.config import ConfigError, load_settings
 from paygate.core.db import db
 from paygate.core.models import Licence, Registration
-from tests.helpers.apps import BASE_CONFIG, make_app
+from tests.helpers.apps import BASE_CONFIG
 
 ANSWERS = {
     "billing_email": "finance@school.example",
@@ -45,27 +45,7 @@ CAPPED = (
 )
 
 
-# Helpers (copied small, not imported from other test files)
-
-
-@pytest.fixture
-def make():
-    apps = []
-
-    def factory(database_url, **overrides):
-        app = make_app(database_url, **{"invoice_days_until_due": 30, **overrides})
-        apps.append(app)
-        return app
-
-    yield factory
-    for app in apps:
-        with app.app_context():
-            db.engine.dispose()
-
-
-@pytest.fixture
-def inv_client(make, database_url, stripe_api, ltiaas_api):
-    return make(database_url).test_client()
+# Helpers
 
 
 def text_of(page_html: str) -> str:

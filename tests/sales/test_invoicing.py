@@ -18,7 +18,6 @@ from sqlalchemy import select
 from paygate.core.db import db, utcnow
 from paygate.core.models import Licence, Registration
 from tests.fakes import CLOSE_HTML
-from tests.helpers.apps import make_app
 from tests.helpers.flow import open_frame, status
 from tests.helpers.operators import add_operator, form_id, sign_in
 from tests.helpers.webhooks import deliver
@@ -39,32 +38,6 @@ EXPIRED_FORM = "This form has expired. Reload the page and send it again."
 
 
 # Helpers
-
-
-@pytest.fixture
-def make():
-    """make(database_url, **settings): an app offering pay by invoice (30 days), disposed after the test."""
-    apps = []
-
-    def factory(database_url, **overrides):
-        app = make_app(database_url, **{"invoice_days_until_due": DAYS, **overrides})
-        apps.append(app)
-        return app
-
-    yield factory
-    for app in apps:
-        with app.app_context():
-            db.engine.dispose()
-
-
-@pytest.fixture
-def inv_app(make, database_url, stripe_api, ltiaas_api):
-    return make(database_url)
-
-
-@pytest.fixture
-def inv_client(inv_app):
-    return inv_app.test_client()
 
 
 def text_of(page_html: str) -> str:
