@@ -1,6 +1,7 @@
 """The browser tests' fixtures: Debian's chromium via Playwright (popup blocker on, third-party cookies
 blocked), and the service with its built-in stand-ins served on a free port."""
 
+import contextlib
 import os
 import shutil
 
@@ -46,25 +47,41 @@ def browser():
 
 
 @pytest.fixture
-def local_service(database_url):
-    """The service with its built-in stand-ins, served on a free port: (app, port)."""
-    port = free_port()
-    app = create_app(
-        {
-            "app_env": "local",
-            "database_url": database_url,
-            "public_url": f"http://127.0.0.1:{port}",
-            "secret_key": "browser-test",
-        }
-    )
-    empty(app)
-    from paygate.standins import reset
+def start_service(database_url):
+    """start(**settings) -> (app, port): the local service with its stand-ins, on 127.0.0.1."""
+    stack = contextlib.ExitStack()
+    apps = []
 
-    reset()
-    with serving(app, port):
-        yield app, port
-    with app.app_context():
-        db.engine.dispose()
+    def start(**settings):
+        port = free_port()
+        app = create_app(
+            {
+                "app_env": "local",
+                "database_url": database_url,
+                "public_url": f"http://127.0.0.1:{port}",
+                "secret_key": "browser-test",
+                **settings,
+            }
+        )
+        empty(app)
+        from paygate.standins import reset
+
+        reset()
+        stack.enter_context(serving(app, port))
+        apps.append(app)
+        return app, port
+
+    yield start
+    stack.close()
+    for app in apps:
+        with app.app_context():
+            db.engine.dispose()
+
+
+@pytest.fixture
+def local_service(start_service):
+    """The service with its built-in stand-ins, served on a free port: (app, port)."""
+    return start_service()
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -8,7 +8,6 @@ built-in stand-ins (APP_ENV=local). The stand-in dashboard and the operator page
 they open in a browser context of their own.
 """
 
-import contextlib
 import re
 import time
 
@@ -16,13 +15,10 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from paygate.application import create_app
 from paygate.core.db import db
 from paygate.core.models import Licence, Registration, StripeEvent
-from tests.helpers.apps import empty
 from tests.helpers.browser import open_checkout_popup
 from tests.helpers.operators import EMAIL, PASSWORD, add_operator
-from tests.helpers.servers import free_port, serving
 
 pytestmark = pytest.mark.browser
 
@@ -44,38 +40,6 @@ STATUS_RECORDER = """
   });
 })();
 """
-
-
-@pytest.fixture
-def start_service(database_url):
-    """start(**settings) -> (app, port): the local service with its stand-ins, on 127.0.0.1."""
-    stack = contextlib.ExitStack()
-    apps = []
-
-    def start(**settings):
-        port = free_port()
-        app = create_app(
-            {
-                "app_env": "local",
-                "database_url": database_url,
-                "public_url": f"http://127.0.0.1:{port}",
-                "secret_key": "browser-test",
-                **settings,
-            }
-        )
-        empty(app)
-        from paygate.standins import reset
-
-        reset()
-        stack.enter_context(serving(app, port))
-        apps.append(app)
-        return app, port
-
-    yield start
-    stack.close()
-    for app in apps:
-        with app.app_context():
-            db.engine.dispose()
 
 
 def open_lms(browser, port):
