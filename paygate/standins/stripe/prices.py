@@ -33,8 +33,29 @@ def usable(st, price_id, param: str, recurring: bool | None = None) -> dict:
 
 
 def amount(price: dict, currency: str) -> int:
-    """The unit amount in one of the price's currencies."""
-    return price["_options"][currency]
+    """The unit amount in one of the price's currencies (a tiered price: what one unit costs)."""
+    return total(price, 1, currency)
+
+
+def total(price: dict, quantity: int, currency: str) -> int:
+    """What `quantity` units cost in one of the price's currencies, before discounts and tax, as Stripe bills
+    it: per unit, or by its tiers (volume: every unit at the tier the quantity falls in; graduated: each tier's
+    part at that tier's rate), a tier's flat amount added once."""
+    tiers = price.get("_tiers")
+    if not tiers:
+        return price["_options"][currency] * quantity
+    if price["tiers_mode"] == "volume":
+        tier = next(t for t in tiers if t["up_to"] is None or quantity <= t["up_to"])
+        return (tier["unit_amount"] or 0) * quantity + (tier["flat_amount"] or 0)
+    cost, below = 0, 0
+    for tier in tiers:
+        top = quantity if tier["up_to"] is None else min(quantity, tier["up_to"])
+        if top > below:
+            cost += (tier["unit_amount"] or 0) * (top - below) + (tier["flat_amount"] or 0)
+        below = top
+        if below >= quantity:
+            break
+    return cost
 
 
 def currencies(price: dict) -> list[str]:
@@ -46,6 +67,17 @@ def public(st, price: dict, expand=()) -> dict:
     body = copy.deepcopy({k: v for k, v in price.items() if not k.startswith("_")})
     if "product" in expand and price["product"] in st.products:
         body["product"] = copy.deepcopy(st.products[price["product"]])
+    if "tiers" in expand and price.get("_tiers"):
+        body["tiers"] = [
+            {
+                "flat_amount": t["flat_amount"],
+                "flat_amount_decimal": None if t["flat_amount"] is None else str(t["flat_amount"]),
+                "unit_amount": t["unit_amount"],
+                "unit_amount_decimal": None if t["unit_amount"] is None else str(t["unit_amount"]),
+                "up_to": t["up_to"],
+            }
+            for t in price["_tiers"]
+        ]
     if "currency_options" in expand:
         body["currency_options"] = {
             currency: {

@@ -2,6 +2,8 @@
 
 import threading
 
+from paygate.standins.stripe import promotions
+
 KINDS = (
     "checkout.session",
     "customer",
@@ -43,31 +45,41 @@ def recurring(interval: str | None) -> dict | None:
 def make_price(
     price_id: str,
     product: str,
-    unit_amount: int = 4900,
+    unit_amount: int | None = 4900,
     interval: str | None = None,
     active: bool = True,
     currency: str = "usd",
+    metadata: dict | None = None,
+    tiers: list | None = None,
+    tiers_mode: str | None = None,
     **currency_options: int,
 ) -> dict:
-    """A Price; its private `_options` holds its unit amount in each currency it sells in."""
+    """A Price; its private `_options` holds its unit amount in each currency it sells in. With `tiers`
+    ([{up_to, unit_amount, flat_amount}], the last up_to None for "inf") it is tiered (`tiers_mode` volume or
+    graduated) and has no unit amount."""
+    if tiers:
+        unit_amount = None
     return {
         "id": price_id,
         "object": "price",
         "active": active,
-        "billing_scheme": "per_unit",
+        "billing_scheme": "tiered" if tiers else "per_unit",
         "created": 1700000000,
         "currency": currency,
         "livemode": False,
         "lookup_key": None,
-        "metadata": {},
+        "metadata": dict(metadata or {}),
         "nickname": None,
         "product": product,
         "tax_behavior": "unspecified",
+        "tiers_mode": tiers_mode if tiers else None,
+        "transform_quantity": None,
         "unit_amount": unit_amount,
-        "unit_amount_decimal": str(unit_amount),
+        "unit_amount_decimal": None if unit_amount is None else str(unit_amount),
         "type": "recurring" if interval else "one_time",
         "recurring": recurring(interval),
         "_options": {currency: unit_amount, **currency_options},
+        "_tiers": [dict(t) for t in tiers] if tiers else None,
     }
 
 
@@ -80,15 +92,42 @@ def local_catalogue(price_id: str) -> tuple[dict, dict]:
             ("prod_local", "Tool registration"),
             ("prod_local_yearly", "Tool licence (yearly)"),
             ("prod_local_monthly", "Tool licence (monthly)"),
+            ("prod_local_seats", "Tool licence per student (yearly)"),
+            ("prod_local_tiered", "Tool licence per teacher (volume pricing)"),
         )
     }
+    products["prod_local_seats"]["description"] = "Every student of the school uses the tool for a year."
+    products["prod_local_tiered"]["description"] = "Teachers use the tool; the more teachers, the less each costs."
     fixed = [
+        # 3.00 USD per student per year, 10 to 5000 students.
+        make_price(
+            "price_local_seats_yearly",
+            "prod_local_seats",
+            300,
+            interval="year",
+            metadata={"seats": "10-5000", "seat_unit": "student"},
+        ),
+        # Paid once, graduated: the first 10 teachers 20.00 USD each, the next 40 15.00, every further one 10.00.
+        make_price(
+            "price_local_tiered",
+            "prod_local_tiered",
+            metadata={"seats": "1-500", "seat_unit": "teacher"},
+            tiers_mode="graduated",
+            tiers=[
+                {"up_to": 10, "unit_amount": 2000, "flat_amount": None},
+                {"up_to": 50, "unit_amount": 1500, "flat_amount": None},
+                {"up_to": None, "unit_amount": 1000, "flat_amount": None},
+            ],
+        ),
         make_price("price_local_yearly", "prod_local_yearly", interval="year"),
         make_price("price_local_monthly", "prod_local_monthly", 900, interval="month"),
         make_price("price_local_multi", "prod_local", eur=4500, gbp=3900),
         make_price("price_local_archived", "prod_local", active=False),
     ]
-    prices = {price_id: make_price(price_id, "prod_local"), **{p["id"]: p for p in fixed}}
+    # STRIPE_PRICE_ID may list several; each id not among the fixed ones sells flat, once, 49.00 USD.
+    configured = [p.strip() for p in (price_id or "").split(",") if p.strip()]
+    prices = {pid: make_price(pid, "prod_local") for pid in configured}
+    prices.update({p["id"]: p for p in fixed})
     return prices, products
 
 
@@ -123,6 +162,7 @@ class State:
         self.seq = 0
         self.invoice_seq = 0
         self.prices, self.products = local_catalogue(settings.stripe_price_id)
+        self.coupons, self.promotion_codes = promotions.local_promotions()
         self.deliver = deliver
         self.on_change = None
         self.calls: list[tuple[str, str | None]] | None = None
