@@ -16,6 +16,8 @@ from sqlalchemy.exc import ArgumentError
 LOCAL_PORT = 5000
 # SECRET_KEY signs operator sessions and form ids: a short one can be guessed offline from one cookie.
 SECRET_KEY_MIN = 32
+# Offers shown in the frame at once: an LMS dialog holds a few, not a catalogue.
+MAX_OFFERS = 6
 
 
 class ConfigError(Exception):
@@ -50,6 +52,11 @@ class Settings(BaseSettings):
     # Card (wallets included) by default: a delayed method (SEPA, ACH...) confirms days later, long
     # after the LMS token has died. Empty: whatever the Stripe dashboard enables.
     stripe_payment_method_types: str = "card"
+    # Offers (README "Offers"): promotion codes in Checkout and the invoice form; Stripe Tax on every payment
+    # with the school's tax ID; a Stripe invoice with every one-time card payment.
+    promotion_codes: bool = False
+    stripe_tax: bool = False
+    card_payment_invoice: bool = False
 
     public_url: str = ""
     secret_key: str = ""
@@ -132,8 +139,16 @@ class Settings(BaseSettings):
         if not self.stripe_secret_key:
             self.stripe_secret_key = "sk_test_local_standin"  # noqa: S105 - the local stand-in's, not Stripe's
             self.stripe_webhook_secret = self.stripe_webhook_secret or "whsec_local_standin"
-            self.stripe_price_id = self.stripe_price_id or "price_local_registration"
+            # Three offers to choose among: per student and year, once, and per teacher by volume.
+            self.stripe_price_id = (
+                self.stripe_price_id or "price_local_seats_yearly,price_local_registration,price_local_tiered"
+            )
             self.stripe_api_base = self.stripe_api_base or self.standin_url("stripe")
+            if "promotion_codes" not in self.model_fields_set:  # the stand-in's codes can be tried (SCHOOL20...)
+                self.promotion_codes = True
+        # A newcomer sees who sells and whom to ask, as a vendor's deployment would show them.
+        self.vendor_name = self.vendor_name or "Example Learning Tools"
+        self.support_contact = self.support_contact or "support@tools.example"
         return self
 
     def standin_url(self, name: str) -> str:
@@ -153,6 +168,11 @@ class Settings(BaseSettings):
     def invoicing(self) -> bool:
         """Whether the admin may choose to pay by invoice."""
         return bool(self.invoice_days_until_due)
+
+    @property
+    def price_ids(self) -> list[str]:
+        """STRIPE_PRICE_ID's Prices, in the order given (the offers), each once."""
+        return list(dict.fromkeys(p.strip() for p in self.stripe_price_id.split(",") if p.strip()))
 
     @property
     def payment_method_types(self) -> list[str]:
@@ -200,6 +220,10 @@ def load_settings(overrides: dict | None = None) -> Settings:
             raise ConfigError(f"{field.upper()} is required")
         if prefixes and not value.startswith(prefixes):
             raise ConfigError(f"{field.upper()} is malformed: must start with {' or '.join(prefixes)}")
+    if not settings.price_ids or not all(p.startswith("price_") for p in settings.price_ids):
+        raise ConfigError("STRIPE_PRICE_ID is malformed: must be Stripe Price ids (price_...) separated by commas")
+    if len(settings.price_ids) > MAX_OFFERS:
+        raise ConfigError(f"STRIPE_PRICE_ID is malformed: at most {MAX_OFFERS} Prices")
     if settings.app_env == "production" and len(settings.secret_key) < SECRET_KEY_MIN:
         raise ConfigError(
             f"SECRET_KEY is malformed: must be at least {SECRET_KEY_MIN} characters (make one with "

@@ -52,6 +52,10 @@ class Registration(db.Model):
     # What the Price costs in its other currencies ({"eur": 4500}), and its period if recurring.
     price_options: Mapped[dict | None] = mapped_column(JSON)
     price_interval: Mapped[str | None] = mapped_column(String(20))  # "year", "2 month"...
+    # The offer chosen (paygate/sales/offers.py): `price_id` above, this many of it (seats, or 1), in this unit
+    # (student, teacher...; None for an offer sold once). `amount` and `price_options` are the total for it.
+    quantity: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    seat_unit: Mapped[str | None] = mapped_column(String(20))
     # The Stripe Product of the Price, as the admin was shown it (paygate/web/identity.py).
     product_name: Mapped[str | None] = mapped_column(String(250))
     product_description: Mapped[str | None] = mapped_column(String(1000))
@@ -161,8 +165,20 @@ class Licence(db.Model):
     due_at: Mapped[datetime | None] = mapped_column(DateTime)
     first_paid_at: Mapped[datetime | None] = mapped_column(DateTime)
     currency: Mapped[str | None] = mapped_column(String(3))
+    # What was bought, as Stripe billed it: the Price, how many (seats), in what unit; the amount after
+    # discounts and before tax, the discount and the tax (minor units), and the promotion code used.
+    price_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    quantity: Mapped[int | None] = mapped_column(Integer)
+    seat_unit: Mapped[str | None] = mapped_column(String(20))
+    amount: Mapped[int | None] = mapped_column(Integer)
+    discount: Mapped[int | None] = mapped_column(Integer)
+    tax: Mapped[int | None] = mapped_column(Integer)
+    promotion_code: Mapped[str | None] = mapped_column(String(100))
+    # The invoice's PDF (a card payment's paper trail with CARD_PAYMENT_INVOICE, or the invoice sent).
+    invoice_pdf: Mapped[str | None] = mapped_column(Text)
 
-    # Pay by invoice: who gets it, and what Stripe made of it.
+    # Who pays: the school or organisation (the invoice form, or Checkout's required field), and for
+    # invoices the billing e-mail and purchase order.
     billing_email: Mapped[str | None] = mapped_column(String(320))
     organisation: Mapped[str | None] = mapped_column(String(200))
     po_number: Mapped[str | None] = mapped_column(String(140))
@@ -244,6 +260,11 @@ class CheckoutSession(db.Model):
     currency: Mapped[str | None] = mapped_column(String(3))
     payment_intent_id: Mapped[str | None] = mapped_column(String(255), index=True)
     payer_email: Mapped[str | None] = mapped_column(String(320))
+    # The choice it was opened for: it is fulfilled only for this Price and quantity, at these totals
+    # before discounts and tax ({"usd": 36000, "eur": 33000}).
+    price_id: Mapped[str | None] = mapped_column(String(255))
+    quantity: Mapped[int | None] = mapped_column(Integer)
+    amounts: Mapped[dict | None] = mapped_column(JSON)
     canceled_at: Mapped[datetime | None] = mapped_column(DateTime)  # the admin came back via cancel_url
     failed_at: Mapped[datetime | None] = mapped_column(DateTime)  # async payment failed
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -886,7 +886,7 @@ def test_a_restart_of_the_local_app_keeps_the_standins_state(tmp_path):
         headers={**auth, "Idempotency-Key": "k1"},
         data={
             "mode": "payment",
-            "line_items[0][price]": settings.stripe_price_id,
+            "line_items[0][price]": "price_local_registration",
             "expires_at": int(time.time()) + 3600,
         },
     )
@@ -902,7 +902,7 @@ def test_a_restart_of_the_local_app_keeps_the_standins_state(tmp_path):
     replayed = web.post(
         "/_local/stripe/v1/checkout/sessions",
         headers={**auth, "Idempotency-Key": "k1"},
-        data={"mode": "payment", "line_items[0][price]": settings.stripe_price_id, "expires_at": "1"},
+        data={"mode": "payment", "line_items[0][price]": "price_local_registration", "expires_at": "1"},
     )
     assert replayed.status_code == 400  # the key is remembered too: other parameters are refused
     lookup = web.get(
