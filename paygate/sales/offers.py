@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 from flask import current_app
 
+from paygate.core import languages
 from paygate.core.db import db
 from paygate.core.languages import N_
+from paygate.core.languages import gettext as _
 from paygate.core.models import Registration
 from paygate.gateways import payments
 
@@ -215,9 +217,23 @@ def current_choice(reg, offers: list[Offer]) -> Choice:
     return Choice(offer, quantity or offer.first_quantity)
 
 
-# Sentences for the admin (translated where shown: paygate/web/flow/choice.py).
+# Sentences for the admin, in the admin's language.
 REFUSALS = {
     "offer": N_("This offer is not on sale. Choose one of the offers shown."),
     "seats_whole": N_("Enter the number of %(units)s as a whole number from %(min)s to %(max)s."),
     "seats_range": N_("The number of %(units)s must be from %(min)s to %(max)s."),
 }
+UNIT_NAMES = {"seat": N_("seats"), "student": N_("students"), "teacher": N_("teachers"), "user": N_("users")}
+
+
+def refusal(exc: ChoiceRefused) -> str:
+    """One sentence for a choice that cannot be sold."""
+    offer = exc.offer
+    if offer is None or not offer.per_seat:
+        return _(REFUSALS["offer"])
+    return _(
+        REFUSALS[exc.reason],
+        units=_(UNIT_NAMES[offer.seat_unit]),
+        min=languages.number(offer.min_seats),
+        max=languages.number(offer.max_seats),
+    )

@@ -169,7 +169,7 @@ class Payments(Catalogue, Billing):
             "confirm the payment",
             self._client.v1.checkout.sessions.retrieve,
             session_id,
-            params={"expand": ["line_items", "discounts.promotion_code"]},
+            params={"expand": ["line_items", "discounts.promotion_code", "invoice"]},
         )
         return self.with_subscription(checkout_view(session))
 

@@ -232,7 +232,9 @@ class CheckoutView:
     amount_tax: int | None = None
     promotion_code: str | None = None  # the code the payer entered (e.g. SCHOOL20)
     organisation: str | None = None  # the school or organisation the payer named (our custom field)
-    invoice: str | None = None  # the invoice of a card payment (invoice_creation)
+    invoice: str | None = None  # the invoice of a card payment (invoice_creation), with its links
+    invoice_url: str | None = None
+    invoice_pdf: str | None = None
 
 
 def valid_session_id(value: str | None) -> bool:
@@ -290,7 +292,13 @@ def checkout_view(session) -> CheckoutView:
         promotion_code=_promotion_code(data.get("discounts")),
         organisation=_custom_text(data.get("custom_fields"), ORGANISATION_FIELD),
         invoice=id_of(data.get("invoice")),
+        invoice_url=_mapping(data.get("invoice")).get("hosted_invoice_url"),
+        invoice_pdf=_mapping(data.get("invoice")).get("invoice_pdf"),
     )
+
+
+def _mapping(value) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def _promotion_code(discounts) -> str | None:
