@@ -11,6 +11,7 @@ import logging
 import re
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 
 from flask import current_app
@@ -30,7 +31,8 @@ _SEATS = re.compile(r"^\s*(\d{1,6})\s*-\s*(\d{1,6})\s*$")
 _QUANTITY = re.compile(r"^\d{1,7}$")
 # An unsellable Price is not asked about again for this long (each ask is a Stripe call and an ERROR).
 _REFUSED_TTL = 300.0
-_refused: dict[str, float] = {}
+# Per gateway (an app's): {price_id: when refused}.
+_refused: "weakref.WeakKeyDictionary[object, dict[str, float]]" = weakref.WeakKeyDictionary()
 _refused_lock = threading.Lock()
 
 
@@ -111,16 +113,21 @@ def offer_of(price: payments.Price) -> Offer | None:
 
 def _read(price_id: str, gateway) -> Offer | None:
     with _refused_lock:
-        refused_at = _refused.get(price_id)
+        refused_at = _refused.get(gateway, {}).get(price_id)
     if refused_at is not None and time.monotonic() - refused_at < _REFUSED_TTL:
         return None
     try:
         offer = offer_of(gateway.get_price(price_id))
     except payments.PriceNotSellable:
         offer = None
+    except payments.PaymentProviderError:
+        cached = gateway.cached_price(price_id)  # Stripe unreachable: what was read before still sells
+        if cached is None:
+            raise
+        offer = offer_of(cached)
     if offer is None:
         with _refused_lock:
-            _refused[price_id] = time.monotonic()
+            _refused.setdefault(gateway, {})[price_id] = time.monotonic()
     return offer
 
 
