@@ -92,7 +92,7 @@ def test_a_code_that_takes_the_whole_invoice_leaves_it_paid(shop_with, stripe_ap
 
 def test_with_tax_the_form_asks_for_the_country_and_stripe_taxes_the_invoice(shop_with, stripe_api, ltiaas_api):
     client = shop_with(stripe_tax=True)
-    _, token, page = open_frame(client, ltiaas_api)
+    _, _, page = open_frame(client, ltiaas_api)
     assert '<select id="country" name="country"' in page.text
     missing = send_form(client, ltiaas_api, offer=ONCE)
     assert missing.status_code == 400 and "country" in missing.text and stripe_api.customers == {}

@@ -9,7 +9,7 @@ from paygate.core.db import db
 from paygate.core.models import Licence
 from tests.helpers.flow import open_frame, status
 from tests.helpers.webhooks import registration, send
-from tests.sales.test_offers import ONCE, OFFERS, SEATS, add_offers
+from tests.sales.test_offers import OFFERS, ONCE, SEATS, add_offers
 
 
 @pytest.fixture

@@ -7,9 +7,8 @@ import pytest
 from sqlalchemy import select
 
 from paygate.core.db import db
-from paygate.core.models import CheckoutSession, Licence, Registration
+from paygate.core.models import Licence, Registration
 from paygate.standins.stripe.state import make_price, make_product
-from tests.helpers.apps import make_app
 from tests.helpers.flow import open_frame, status
 from tests.helpers.webhooks import registration, send
 
