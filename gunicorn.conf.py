@@ -35,6 +35,19 @@ def on_starting(server):
     _warn_if_rates_are_per_process(server)
 
 
+def when_ready(server):
+    """Listening: every Price of STRIPE_PRICE_ID that cannot be sold is named in an ERROR now, not at the first
+    school's visit (read in the background; the workers read the offers again themselves)."""
+    try:
+        from paygate.application.cli import check_offers_soon
+        from paygate.core.config import load_settings
+
+        settings = load_settings()
+    except Exception:  # noqa: BLE001 - a bad setting: each worker's start-up names it
+        return
+    check_offers_soon(settings)
+
+
 def _warn_if_rates_are_per_process(server):
     """memory:// with several workers makes every rate limit that many times looser: said at start
     (a warning, not a refusal: RATELIMIT_STORAGE_URI is optional, and a deployment that sets only the

@@ -110,6 +110,7 @@ def worker_command(once: bool, interval: float | None, reconcile: bool | None) -
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    check_offers_soon(settings)
     worker.run_forever(
         current_app._get_current_object(),
         interval or settings.worker_interval_seconds,
@@ -175,3 +176,18 @@ def register(app: Flask) -> None:
     app.cli.add_command(worker_command)
     app.cli.add_command(reconcile_command)
     app.cli.add_command(prune_command)
+
+
+def check_offers_soon(settings, delay: float = 0.0) -> None:
+    """Name every Price of STRIPE_PRICE_ID that cannot be sold in an ERROR now, at start-up (in the background:
+    a slow Stripe never holds a start)."""
+    import threading
+    import time
+
+    from paygate.sales import offers
+
+    def check():
+        time.sleep(delay)
+        offers.check_at_startup(settings)
+
+    threading.Thread(target=check, name="offers-check", daemon=True).start()

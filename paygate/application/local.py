@@ -18,6 +18,7 @@ from flask import Flask
 from werkzeug.serving import run_simple
 
 from paygate.application import create_app
+from paygate.application.cli import check_offers_soon
 from paygate.core.config import LOCAL_PORT, ConfigError
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ def main() -> None:
             f"  Stop with Ctrl+C.\n",
             flush=True,
         )
+    check_offers_soon(settings, delay=1.0)  # once the stand-in it asks is listening
     # The worker retries failed completions; in production it is its own process (`flask worker`).
     stop = threading.Event()
     from paygate.ops.worker import run_forever
