@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 SEAT_UNITS = ("seat", "student", "teacher", "user")
 STRIPE_MAX_QUANTITY = 999_999  # Checkout's line item quantity
 _SEATS = re.compile(r"^\s*(\d{1,6})\s*-\s*(\d{1,6})\s*$")
-_QUANTITY = re.compile(r"^\d{1,7}$")
+_QUANTITY = re.compile(r"^[0-9]{1,7}$")  # ASCII digits only: int() would read "١٢" as 12
 # An unsellable Price is not asked about again for this long (each ask is a Stripe call and an ERROR).
 _REFUSED_TTL = 300.0
 # Per gateway (an app's): {price_id: when refused}.

@@ -139,12 +139,11 @@ def test_the_same_choice_twice_reuses_its_session_and_another_choice_replaces_it
 def test_a_session_for_another_quantity_is_not_fulfilled(shop, ltiaas_api, stripe_api):
     _, token, _ = open_frame(shop, ltiaas_api)
     shop.get(f"/flow/{token}/pay?offer={SEATS}&seats=120")
-    session = stripe_api.only_session()
+    session = stripe_api.sessions[stripe_api.only_session()["id"]]
     # Someone changed the quantity at Stripe (adjustable quantity, a crafted session): 12 seats paid, not 120.
-    for item in session["_line_items"]:
-        item["quantity"] = 12
-    session["amount_subtotal"] = session["amount_total"] = 3600
+    session["_chosen"] = [(price, 12) for price, _ in session["_chosen"]]
     stripe_api.pay(session["id"])
+    assert stripe_api.sessions[session["id"]]["amount_total"] == 3600
     send(shop, stripe_api, "checkout.session.completed", stripe_api.sessions[session["id"]])
     reg = registration(shop)
     assert reg.state == "needs_attention" and reg.attention == "payment_mismatch"

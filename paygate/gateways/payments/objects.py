@@ -288,7 +288,8 @@ def checkout_view(session) -> CheckoutView:
         quantity=line_items[0].get("quantity") if len(line_items) == 1 else None,
         amount_subtotal=data.get("amount_subtotal"),
         amount_discount=totals.get("amount_discount") or 0,
-        amount_tax=totals.get("amount_tax"),
+        # Tax only where Stripe Tax computed it (0 then is a tax of 0); without it, none (null), not 0.
+        amount_tax=totals.get("amount_tax") if _mapping(data.get("automatic_tax")).get("enabled") else None,
         promotion_code=_promotion_code(data.get("discounts")),
         organisation=_custom_text(data.get("custom_fields"), ORGANISATION_FIELD),
         invoice=id_of(data.get("invoice")),
@@ -346,7 +347,9 @@ def invoice_view(data: dict) -> InvoiceView:
         invoice_pdf=data.get("invoice_pdf"),
         subtotal=data.get("subtotal"),
         discount=sum(d.get("amount") or 0 for d in data.get("total_discount_amounts") or [] if isinstance(d, dict)),
-        tax=sum(t.get("amount") or 0 for t in taxes if isinstance(t, dict)) if isinstance(taxes, list) else None,
+        tax=sum(t.get("amount") or 0 for t in taxes if isinstance(t, dict))
+        if isinstance(taxes, list) and _mapping(data.get("automatic_tax")).get("enabled")
+        else None,
         price_id=id_of(price),
         quantity=line.get("quantity"),
     )
