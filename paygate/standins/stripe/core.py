@@ -16,6 +16,10 @@ from datetime import UTC, datetime
 import stripe
 from flask import Response, request
 
+from paygate.standins.stripe import parameters
+
+known = parameters.known  # routes declare what they know with core.known(...)
+
 log = logging.getLogger(__name__)
 
 DAY = 24 * 3600
@@ -114,51 +118,6 @@ def _listify(node, name: str = ""):
     if out and name != "metadata" and all(k.isdigit() for k in out):
         return [out[k] for k in sorted(out, key=int)]
     return out
-
-
-# --- known parameters -----------------------------------------------------------------------------------------
-
-ANY = "*"  # below this, any key (metadata's own keys, expand's paths)
-
-
-def known(*paths: str) -> dict:
-    """The parameters an operation knows, as a tree, from bracket paths: "mode", "line_items[][price]" (each item of
-    an array), "metadata[*]" (any key below), "automatic_tax[enabled]". A parent named alone accepts anything."""
-    tree: dict = {}
-    for path in paths:
-        node = tree
-        for part in _parts(path):
-            node = node.setdefault(part, {})
-    return tree
-
-
-def _parts(path: str) -> list[str]:
-    head, _, rest = path.partition("[")
-    return [head, *re.findall(r"([^\[\]]*)\]", "[" + rest)] if rest else [head]
-
-
-def unknown_param(name: str) -> StripeFail:
-    return StripeFail(400, f"Received unknown parameter: {name}", "parameter_unknown", name)
-
-
-def check_known(params, spec: dict, prefix: str = "") -> None:
-    """Refuse, as Stripe does, the first parameter that `spec` (from `known`) does not name."""
-    if ANY in spec or not spec:
-        return
-    if isinstance(params, list):
-        inner = spec.get("")
-        if inner is None:  # an array where the spec names keys: Stripe reads it as keys 0, 1, ...
-            raise unknown_param(f"{prefix}[0]")
-        for i, item in enumerate(params):
-            check_known(item, inner, f"{prefix}[{i}]")
-        return
-    if not isinstance(params, dict):
-        return  # a scalar where an object may go ("" unsets it)
-    for key, value in params.items():
-        name = f"{prefix}[{key}]" if prefix else key
-        if key not in spec or key == "":
-            raise unknown_param(name)
-        check_known(value, spec[key], name)
 
 
 def to_int(value, param: str) -> int:
@@ -355,8 +314,9 @@ def _answer(st, op: str, fn, kwargs: dict, key: str | None, spec: dict | None = 
         raise StripeFail(401, "Invalid API Key provided.")
     pairs = list((request.form if request.method == "POST" else request.args).items(multi=True))
     params = decode_form(pairs)
-    if spec is not None:
-        check_known(params, spec)
+    name = parameters.first_unknown(params, spec) if spec is not None else None
+    if name:
+        raise StripeFail(400, f"Received unknown parameter: {name}", "parameter_unknown", name)
     fingerprint = json.dumps([request.path, sorted(pairs)])
     if key:
         if len(key) > 255:
