@@ -11,6 +11,7 @@ from flask import request
 from paygate.standins.stripe import (
     charges,
     checkout,
+    checkout_page,
     core,
     customers,
     dashboard,
@@ -27,7 +28,7 @@ __all__ = ["State", "register", "send_event"]
 
 def register(bp, st: State) -> None:
     """Add the Stripe routes (/_local/stripe/...) serving `st` to `bp`."""
-    for module in (prices, promotions, checkout, customers, invoices, subscriptions, charges, dashboard):
+    for module in (prices, promotions, checkout, checkout_page, customers, invoices, subscriptions, charges, dashboard):
         module.register(bp, st)
     route = core.api_routes(bp, st)
 
