@@ -64,8 +64,9 @@ def pay(
     be paid with raises Refused, nothing changed."""
     location = _address(record, address)
     tax_ids = _tax_ids(record, tax_id)
-    try:
-        checkout_terms.recompute(st, record, currency, address=location)
+    try:  # amounts change with the currency chosen and, taxed, the address; otherwise they stay as they are
+        if currency != record["currency"] or record["automatic_tax"]["enabled"]:
+            checkout_terms.recompute(st, record, currency, address=location)
     except core.StripeFail:  # the code's amount is in another currency than the one chosen
         checkout_terms.recompute(st, record)
         raise Refused(checkout_terms.INVALID_CODE) from None
