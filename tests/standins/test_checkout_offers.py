@@ -177,6 +177,10 @@ def test_a_code_for_another_product_is_refused(sc, web):
     assert session_of(sc, session.id)["discounts"] == []
     seats = session_of(sc, subscribe(sc, discounts=[{"promotion_code": "promo_local_seats15"}]).id)
     assert amounts(seats) == (36000, 5400, 0, 30600)
+    assert pay(web, seats["id"]).status_code == 303
+    invoice = sc.v1.checkout.sessions.retrieve(seats["id"], params={"expand": ["invoice"]}).invoice
+    assert (invoice.status, invoice.subtotal, invoice.amount_paid) == ("paid", 36000, 30600)
+    assert [d.amount for d in invoice.total_discount_amounts] == [5400]
 
 
 def test_codes_and_allow_promotion_codes_exclude_each_other(sc):

@@ -69,8 +69,25 @@ def find(session_id: str, st) -> dict:
     return record
 
 
+# What a session saved by an older stand-in (the local run's instance/) lacks.
+NEWER_FIELDS = {
+    "allow_promotion_codes": None,
+    "automatic_tax": checkout_terms.automatic_tax(False),
+    "custom_fields": [],
+    "discounts": [],
+    "invoice_creation": None,
+    "tax_id_collection": None,
+    "_promo": None,
+    "_address": None,
+}
+
+
 def refresh(record: dict, st) -> None:
     """Expire an open session whose time is up, as Stripe does on its own."""
+    for name, value in NEWER_FIELDS.items():
+        record.setdefault(name, copy.deepcopy(value))
+    if "total_details" not in record:
+        checkout_terms.recompute(st, record)
     if record["status"] == "open" and time.time() >= record["expires_at"]:
         record["status"] = "expired"
         events.emit(st, "checkout.session.expired", record)

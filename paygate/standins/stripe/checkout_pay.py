@@ -129,9 +129,9 @@ def pay(
     )
     if record["_promo"]:
         promotions.redeem(st, promotions.find(st, record["_promo"]))
-    events.emit(st, "checkout.session.completed", record)
-    if invoiced and record["payment_status"] != "unpaid":
+    if invoiced and record["payment_status"] != "unpaid":  # the completed session names its invoice
         _invoice(st, record, customer, pi)
+    events.emit(st, "checkout.session.completed", record)
 
 
 def settle(st, record: dict, succeeded: bool) -> None:
@@ -178,7 +178,7 @@ def _discount(record: dict, customer: dict, invoice: dict) -> dict | None:
         "promotion_code": record["_promo"],
         "source": {"coupon": record["discounts"][0]["coupon"], "type": "coupon"},
         "start": core.now(),
-        "subscription": invoice.get("subscription"),
+        "subscription": ((invoice.get("parent") or {}).get("subscription_details") or {}).get("subscription"),
         "subscription_item": None,
     }
 
