@@ -8,7 +8,18 @@ the API plumbing and event delivery.
 
 from flask import request
 
-from paygate.standins.stripe import charges, checkout, core, customers, dashboard, invoices, prices, subscriptions
+from paygate.standins.stripe import (
+    charges,
+    checkout,
+    checkout_page,
+    core,
+    customers,
+    dashboard,
+    invoices,
+    prices,
+    promotions,
+    subscriptions,
+)
 from paygate.standins.stripe.events import send_event
 from paygate.standins.stripe.state import State
 
@@ -17,7 +28,7 @@ __all__ = ["State", "register", "send_event"]
 
 def register(bp, st: State) -> None:
     """Add the Stripe routes (/_local/stripe/...) serving `st` to `bp`."""
-    for module in (prices, checkout, customers, invoices, subscriptions, charges, dashboard):
+    for module in (prices, promotions, checkout, checkout_page, customers, invoices, subscriptions, charges, dashboard):
         module.register(bp, st)
     route = core.api_routes(bp, st)
 
