@@ -8,7 +8,17 @@ the API plumbing and event delivery.
 
 from flask import request
 
-from paygate.standins.stripe import charges, checkout, core, customers, dashboard, invoices, prices, subscriptions
+from paygate.standins.stripe import (
+    charges,
+    checkout,
+    core,
+    customers,
+    dashboard,
+    invoice_items,
+    invoices,
+    prices,
+    subscriptions,
+)
 from paygate.standins.stripe.events import send_event
 from paygate.standins.stripe.state import State
 
@@ -17,7 +27,7 @@ __all__ = ["State", "register", "send_event"]
 
 def register(bp, st: State) -> None:
     """Add the Stripe routes (/_local/stripe/...) serving `st` to `bp`."""
-    for module in (prices, checkout, customers, invoices, subscriptions, charges, dashboard):
+    for module in (prices, checkout, customers, invoices, invoice_items, subscriptions, charges, dashboard):
         module.register(bp, st)
     route = core.api_routes(bp, st)
 

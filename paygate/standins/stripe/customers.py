@@ -1,6 +1,11 @@
-"""Customers: created by Checkout or by the caller, with the invoice st invoices copy."""
+"""Customers: created by Checkout or by the caller, with the invoice settings invoices copy and the address tax
+is worked out from."""
+
+import re
 
 from paygate.standins.stripe import core
+
+ADDRESS_FIELDS = ("city", "country", "line1", "line2", "postal_code", "state")
 
 
 def create(
@@ -10,6 +15,7 @@ def create(
     meta: dict | None = None,
     fields: list | None = None,
     description: str | None = None,
+    address: dict | None = None,
 ) -> dict:
     """A new customer; its invoices are numbered {invoice_prefix}-0001, -0002, ..."""
     return core.create(
@@ -20,7 +26,7 @@ def create(
         name=name,
         metadata=meta or {},
         description=description,
-        address=None,
+        address=address,
         balance=0,
         currency=None,
         default_source=None,
@@ -39,6 +45,30 @@ def create(
             "rendering_options": None,
         },
     )
+
+
+def parse_address(value, param: str = "address") -> dict | None:
+    """An `address[...]` parameter as Stripe stores it: every field present (None when not given), the country
+    a two-letter code."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise core.StripeFail(400, "Invalid object", "parameter_invalid", param)
+    for key in value:
+        if key not in ADDRESS_FIELDS:
+            raise core.StripeFail(
+                400, f"Received unknown parameter: {param}[{key}]", "parameter_unknown", f"{param}[{key}]"
+            )
+    country = value.get("country") or None
+    if country is not None and not re.fullmatch(r"[A-Za-z]{2}", country):
+        raise core.StripeFail(
+            400,
+            f"Country '{country}' is unknown. Try using a 2-character alphanumeric country code instead, "
+            "such as 'US', 'EG', or 'GB'.",
+            "parameter_invalid",
+            f"{param}[country]",
+        )
+    return {key: (value.get(key) or None) for key in ADDRESS_FIELDS} | {"country": country and country.upper()}
 
 
 def next_invoice_number(customer: dict) -> str:
@@ -64,6 +94,7 @@ def register(bp, st) -> None:
             core.metadata(params.get("metadata")),
             fields,
             params.get("description"),
+            parse_address(params.get("address")),
         )
         return core.render(st, customer)
 
