@@ -16,6 +16,10 @@ from datetime import UTC, datetime
 import stripe
 from flask import Response, request
 
+from paygate.standins.stripe import parameters
+
+known = parameters.known  # routes declare what they know with core.known(...)
+
 log = logging.getLogger(__name__)
 
 DAY = 24 * 3600
@@ -280,9 +284,10 @@ def scripted(status: int) -> StripeFail:
     return StripeFail(status, "Stripe is having trouble", kind="api_error")
 
 
-def api(st, op: str):
-    """A decorator for the view of operation `op`: auth, parameter decoding, one lock around the whole call,
-    idempotent replays, scripted failures, error objects."""
+def api(st, op: str, params: dict | None = None):
+    """A decorator for the view of operation `op`: auth, parameter decoding (refusing any parameter not in `params`,
+    a tree from `known`, when given), one lock around the whole call, idempotent replays, scripted failures, error
+    objects."""
 
     def wrap(fn):
         @functools.wraps(fn)
@@ -294,7 +299,7 @@ def api(st, op: str):
                 if st.calls is not None:
                     st.calls.append((op, key or next(iter(kwargs.values()), None) or request.full_path))
                 try:
-                    return _answer(st, op, fn, kwargs, key if request.method == "POST" else None)
+                    return _answer(st, op, fn, kwargs, key if request.method == "POST" else None, params)
                 except StripeFail as exc:
                     return exc.response()
 
@@ -303,12 +308,15 @@ def api(st, op: str):
     return wrap
 
 
-def _answer(st, op: str, fn, kwargs: dict, key: str | None) -> Response:
+def _answer(st, op: str, fn, kwargs: dict, key: str | None, spec: dict | None = None) -> Response:
     expected = f"Bearer {st.settings.stripe_secret_key}".encode()
     if not hmac.compare_digest(request.headers.get("Authorization", "").encode(), expected):
         raise StripeFail(401, "Invalid API Key provided.")
     pairs = list((request.form if request.method == "POST" else request.args).items(multi=True))
     params = decode_form(pairs)
+    name = parameters.first_unknown(params, spec) if spec is not None else None
+    if name:
+        raise StripeFail(400, f"Received unknown parameter: {name}", "parameter_unknown", name)
     fingerprint = json.dumps([request.path, sorted(pairs)])
     if key:
         if len(key) > 255:
@@ -343,13 +351,16 @@ def _answer(st, op: str, fn, kwargs: dict, key: str | None) -> Response:
 
 
 def api_routes(bp, st):
-    """`route(rule, *methods, op=None)` (GET by default): a decorator adding an `api` view at /stripe/v1{rule} to
-    `bp`; the operation is named `op`, or after the function ("customer_create", "retrieve_charge", ...)."""
+    """`route(rule, *methods, op=None, params=None)` (GET by default): a decorator adding an `api` view at
+    /stripe/v1{rule} to `bp`; the operation is named `op`, or after the function ("customer_create",
+    "retrieve_charge", ...). With `params` (a tree from `known`) any other parameter is refused as Stripe refuses
+    it; without, the route accepts anything (opt-in, route by route)."""
 
-    def route(rule: str, *methods: str, op: str | None = None):
+    def route(rule: str, *methods: str, op: str | None = None, params: dict | None = None):
         def add(fn):
             endpoint = f"stripe_{fn.__module__.rsplit('.', 1)[-1]}_{fn.__name__}"
-            bp.add_url_rule(API + rule, endpoint, api(st, op or fn.__name__)(fn), methods=list(methods or ["GET"]))
+            view = api(st, op or fn.__name__, params)(fn)
+            bp.add_url_rule(API + rule, endpoint, view, methods=list(methods or ["GET"]))
             return fn
 
         return add
@@ -357,8 +368,11 @@ def api_routes(bp, st):
     return route
 
 
-def add_retrieve(st, route, rule: str, kind: str) -> None:
-    """GET {rule} (ending in <object_id>): the stored `kind` object, with `expand`."""
+RETRIEVE = known("expand[]")  # what every retrieval knows
+
+
+def add_retrieve(st, route, rule: str, kind: str, params: dict | None = None) -> None:
+    """GET {rule} (ending in <object_id>): the stored `kind` object, with `expand`; `params` as in `route`."""
 
     def retrieve(params, object_id):
         obj = get(st, kind, object_id)
@@ -366,11 +380,15 @@ def add_retrieve(st, route, rule: str, kind: str) -> None:
         return render(st, obj, expansions(params))
 
     retrieve.__name__ = f"retrieve_{kind.replace('.', '_')}"
-    route(rule)(retrieve)
+    route(rule, params=params)(retrieve)
 
 
-def add_list(st, route, path: str, kind: str, keys: tuple) -> None:
-    """GET /v1{path}: the stored `kind` objects, newest first, filtered by equality on `keys`."""
+LIST = ("limit", "starting_after", "expand[]")  # what every list knows, besides its filters
+
+
+def add_list(st, route, path: str, kind: str, keys: tuple, params: dict | None = None) -> None:
+    """GET /v1{path}: the stored `kind` objects, newest first, filtered by equality on `keys`; `params` as in
+    `route` (e.g. `known(*LIST, *keys)`)."""
 
     def view(params):
         wanted = {k: params[k] for k in keys if params.get(k)}
@@ -378,7 +396,7 @@ def add_list(st, route, path: str, kind: str, keys: tuple) -> None:
         return page(st, kind, found, params, "/v1" + path)
 
     view.__name__ = f"list_{kind}s"
-    route(path)(view)
+    route(path, params=params)(view)
 
 
 def money(amount: int, currency: str) -> str:

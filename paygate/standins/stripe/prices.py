@@ -128,6 +128,6 @@ def register(bp, st) -> None:
     """GET /v1/prices/{id}."""
     route = core.api_routes(bp, st)
 
-    @route("/prices/<price_id>")
+    @route("/prices/<price_id>", params=core.RETRIEVE)
     def retrieve_price(params, price_id):
         return public(st, find(st, price_id), core.expansions(params))
