@@ -6,6 +6,16 @@ import re
 from paygate.standins.stripe import core
 
 ADDRESS_FIELDS = ("city", "country", "line1", "line2", "postal_code", "state")
+CREATE = core.known(
+    "email",
+    "name",
+    "description",
+    "metadata[*]",
+    "invoice_settings[custom_fields][][name]",
+    "invoice_settings[custom_fields][][value]",
+    *(f"address[{field}]" for field in ADDRESS_FIELDS),
+    "expand[]",
+)
 
 
 def create(
@@ -54,11 +64,6 @@ def parse_address(value, param: str = "address") -> dict | None:
         return None
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise core.StripeFail(400, "Invalid object", "parameter_invalid", param)
-    for key in value:
-        if key not in ADDRESS_FIELDS:
-            raise core.StripeFail(
-                400, f"Received unknown parameter: {param}[{key}]", "parameter_unknown", f"{param}[{key}]"
-            )
     country = value.get("country") or None
     if country is not None and not re.fullmatch(r"[A-Za-z]{2}", country):
         raise core.StripeFail(
@@ -81,7 +86,7 @@ def register(bp, st) -> None:
     """POST /v1/customers, GET /v1/customers/{id}."""
     route = core.api_routes(bp, st)
 
-    @route("/customers", "POST")
+    @route("/customers", "POST", params=CREATE)
     def customer_create(params):
         settings_param = params.get("invoice_settings") or {}
         if not isinstance(settings_param, dict):
@@ -98,5 +103,5 @@ def register(bp, st) -> None:
         )
         return core.render(st, customer)
 
-    core.add_retrieve(st, route, "/customers/<object_id>", "customer")
-    core.add_list(st, route, "/customers", "customer", ("email",))
+    core.add_retrieve(st, route, "/customers/<object_id>", "customer", core.RETRIEVE)
+    core.add_list(st, route, "/customers", "customer", ("email",), core.known(*core.LIST, "email"))

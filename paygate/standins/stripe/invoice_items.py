@@ -3,6 +3,11 @@ invoice or pending until the next one."""
 
 from paygate.standins.stripe import billing, core, prices
 
+# `price` is refused below with Stripe's hint to use pricing[price]
+CREATE = core.known(
+    "customer", "invoice", "pricing[price]", "price", "quantity", "currency", "description", "metadata[*]", "expand[]"
+)
+
 
 def make(
     st,
@@ -128,8 +133,8 @@ def _create(st, params: dict) -> dict:
 def register(bp, st) -> None:
     """POST /v1/invoiceitems, GET /v1/invoiceitems/{id}."""
     route = core.api_routes(bp, st)
-    core.add_retrieve(st, route, "/invoiceitems/<object_id>", "invoiceitem")
+    core.add_retrieve(st, route, "/invoiceitems/<object_id>", "invoiceitem", core.RETRIEVE)
 
-    @route("/invoiceitems", "POST")
+    @route("/invoiceitems", "POST", params=CREATE)
     def invoiceitem_create(params):
         return core.render(st, _create(st, params))

@@ -12,6 +12,24 @@ DEFAULT_DAYS_UNTIL_DUE = 30  # Stripe's default payment terms (Billing st)
 RETRY_DAYS = 3  # when a failed automatic payment is tried again
 PAYABLE = ("open", "uncollectible")
 COLLECTION_METHODS = ("charge_automatically", "send_invoice")
+CREATE = core.known(
+    "customer",
+    "collection_method",
+    "days_until_due",
+    "due_date",
+    "auto_advance",
+    "pending_invoice_items_behavior",
+    "currency",
+    "description",
+    "metadata[*]",
+    "custom_fields[][name]",
+    "custom_fields[][value]",
+    "automatic_tax[enabled]",
+    "discounts[][promotion_code]",
+    "discounts[][coupon]",
+    "expand[]",
+)
+LISTED_BY = ("customer", "status", "subscription")
 
 # What invoice_pdf serves: Stripe's is a PDF; the stand-in's is a page with the same figures.
 PDF_PAGE = """<!doctype html>
@@ -335,10 +353,10 @@ def _create_invoice(st, params: dict) -> dict:
 def register(bp, st) -> None:
     """Invoices under /v1, and each finalised invoice's PDF (a page) at /stripe/invoices/{id}/pdf."""
     route = core.api_routes(bp, st)
-    core.add_retrieve(st, route, "/invoices/<object_id>", "invoice")
-    core.add_list(st, route, "/invoices", "invoice", ("customer", "status", "subscription"))
+    core.add_retrieve(st, route, "/invoices/<object_id>", "invoice", core.RETRIEVE)
+    core.add_list(st, route, "/invoices", "invoice", LISTED_BY, core.known(*core.LIST, *LISTED_BY))
 
-    @route("/invoices", "POST")
+    @route("/invoices", "POST", params=CREATE)
     def invoice_create(params):
         return core.render(st, _create_invoice(st, params), core.expansions(params))
 
@@ -354,14 +372,15 @@ def register(bp, st) -> None:
             due = invoice["due_date"] and datetime.fromtimestamp(invoice["due_date"], UTC).strftime("%Y-%m-%d")
             return core.html(render_template_string(PDF_PAGE, i=invoice, money=core.money, due=due))
 
-    for name, action, options in (
-        ("finalize", finalize, None),
-        ("send", send, None),
-        ("pay", pay, out_of_band),
-        ("void", void, None),
-        ("mark_uncollectible", mark_uncollectible, None),
+    for name, action, options, known in (
+        ("finalize", finalize, None, ("auto_advance",)),
+        ("send", send, None, ()),
+        ("pay", pay, out_of_band, ("paid_out_of_band",)),
+        ("void", void, None, ()),
+        ("mark_uncollectible", mark_uncollectible, None, ()),
     ):
-        route(f"/invoices/<object_id>/{name}", "POST")(_action_view(st, name, action, options))
+        view = _action_view(st, name, action, options)
+        route(f"/invoices/<object_id>/{name}", "POST", params=core.known(*known, "expand[]"))(view)
 
 
 def _action_view(st, name: str, action, options=None):

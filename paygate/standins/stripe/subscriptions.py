@@ -7,6 +7,23 @@ from datetime import UTC, datetime
 from paygate.standins.stripe import billing, core, events, invoice_items, invoices, prices
 
 PRORATIONS = ("create_prorations", "none", "always_invoice")
+CREATE = core.known(
+    "customer",
+    "items[][price]",
+    "items[][quantity]",
+    "collection_method",
+    "days_until_due",
+    "currency",
+    "metadata[*]",
+    "automatic_tax[enabled]",
+    "discounts[][promotion_code]",
+    "discounts[][coupon]",
+    "expand[]",
+)
+UPDATE = core.known(
+    "items[][id]", "items[][price]", "items[][quantity]", "proration_behavior", "metadata[*]", "expand[]"
+)
+LISTED_BY = ("customer", "status")
 
 
 def start(
@@ -313,20 +330,20 @@ def _update(st, sub: dict, params: dict) -> None:
 def register(bp, st) -> None:
     """Subscriptions under /v1."""
     route = core.api_routes(bp, st)
-    core.add_retrieve(st, route, "/subscriptions/<object_id>", "subscription")
-    core.add_list(st, route, "/subscriptions", "subscription", ("customer", "status"))
+    core.add_retrieve(st, route, "/subscriptions/<object_id>", "subscription", core.RETRIEVE)
+    core.add_list(st, route, "/subscriptions", "subscription", LISTED_BY, core.known(*core.LIST, *LISTED_BY))
 
-    @route("/subscriptions", "POST")
+    @route("/subscriptions", "POST", params=CREATE)
     def subscription_create(params):
         return core.render(st, _create(st, params), core.expansions(params))
 
-    @route("/subscriptions/<object_id>", "POST")
+    @route("/subscriptions/<object_id>", "POST", params=UPDATE)
     def subscription_update(params, object_id):
         sub = core.get(st, "subscription", object_id)
         _update(st, sub, params)
         return core.render(st, sub, core.expansions(params))
 
-    @route("/subscriptions/<object_id>", "DELETE")
+    @route("/subscriptions/<object_id>", "DELETE", params=core.RETRIEVE)
     def subscription_cancel(params, object_id):
         sub = core.get(st, "subscription", object_id)
         cancel(st, sub)
