@@ -111,9 +111,16 @@ def _item(sub: dict) -> dict:
 
 def _invoice(st, sub: dict, reason: str) -> dict:
     """A draft invoice of the subscription, with its tax and the discounts still running; it becomes the
-    subscription's latest invoice. A `once` coupon's discount leaves the subscription with its first invoice."""
+    subscription's latest invoice. A `once` coupon's discount stays on the subscription until the next invoice,
+    which it leaves without discounting."""
     start = _item(sub)["current_period_start"]
+    if any(d.get("_billed") for d in sub.get("_discounts", [])):
+        sub["_discounts"] = [d for d in sub["_discounts"] if not d.get("_billed")]
+        sub["discounts"] = [d["id"] for d in sub["_discounts"]]
     running = [d for d in sub.get("_discounts", []) if d["end"] is None or d["end"] > start]
+    for discount in running:
+        if (billing.coupon_of(st, discount) or {}).get("duration") == "once":
+            discount["_billed"] = True
     invoice = invoices.create(
         st,
         core.get(st, "customer", sub["customer"]),
@@ -126,10 +133,6 @@ def _invoice(st, sub: dict, reason: str) -> dict:
         automatic_tax=sub.get("automatic_tax", {}).get("enabled", False),
         discounts=running,
     )
-    once = [d for d in running if (billing.coupon_of(st, d) or {}).get("duration") == "once"]
-    if once:
-        sub["_discounts"] = [d for d in sub["_discounts"] if d not in once]
-        sub["discounts"] = [d["id"] for d in sub["_discounts"]]
     sub["latest_invoice"] = invoice["id"]
     return invoice
 
