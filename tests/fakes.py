@@ -217,9 +217,16 @@ class Stripe:
         email: str = "admin@school.example",
         payment_status: str = "paid",
         currency: str | None = None,
+        promotion_code: str | None = None,
+        fields: dict | None = None,
+        address: dict | None = None,
+        tax_id: str | dict | None = None,
     ) -> dict:
         """The buyer completes Checkout (payment_status="unpaid": by a delayed method; a second pay() of it: the
-        money arrives). `currency` picks one of the Price's currency_options."""
+        money arrives). `currency` picks one of the Price's currency_options; `promotion_code` is the code typed on
+        the page (one it cannot apply raises ValueError with Checkout's sentence); `fields` fill the custom fields by
+        key (a required one left out gets "Springfield Elementary"); `address` ({"country", "postal_code"}) places
+        the buyer (automatic tax without one: US 94105); `tax_id` a value (EU VAT) or {"type", "value"}."""
         with self.lock:
             record = self.sessions[session_id]
             paid = payment_status != "unpaid"
@@ -230,7 +237,17 @@ class Stripe:
             currency = (currency or record["currency"]).lower()
             if currency != record["currency"] and currency not in record["_totals"]:
                 raise ValueError(f"the price has no {currency!r} currency option")
-            standin.checkout.pay(self.state, record, email, currency, not paid, "A. Admin")
+            if promotion_code is not None:
+                problem = standin.checkout_terms.apply_code(self.state, record, promotion_code)
+                if problem:
+                    raise ValueError(problem)
+            given = dict(fields or {})
+            for field in record["custom_fields"]:
+                if not field["optional"]:
+                    given.setdefault(field["key"], "Springfield Elementary")
+            if address is None and record["automatic_tax"]["enabled"]:
+                address = {"country": "US", "postal_code": "94105"}
+            standin.checkout.pay(self.state, record, email, currency, not paid, "A. Admin", given, address, tax_id)
             return self._json(record)
 
     def expire(self, session_id: str) -> dict:

@@ -37,6 +37,9 @@ def upgrade():
         batch_op.add_column(sa.Column("discount", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("tax", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("promotion_code", sa.String(length=100), nullable=True))
+        batch_op.add_column(sa.Column("promotion_code_id", sa.String(length=255), nullable=True))
+        batch_op.add_column(sa.Column("billing_country", sa.String(length=2), nullable=True))
+        batch_op.add_column(sa.Column("billing_postal_code", sa.String(length=20), nullable=True))
         batch_op.add_column(sa.Column("invoice_pdf", sa.Text(), nullable=True))
         batch_op.create_index(batch_op.f("ix_licences_price_id"), ["price_id"], unique=False)
 
@@ -44,7 +47,7 @@ def upgrade():
 def downgrade():
     with op.batch_alter_table("licences", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_licences_price_id"))
-        for column in ("invoice_pdf", "promotion_code", "tax", "discount", "amount", "seat_unit", "quantity", "price_id"):
+        for column in ("invoice_pdf", "billing_postal_code", "billing_country", "promotion_code_id", "promotion_code", "tax", "discount", "amount", "seat_unit", "quantity", "price_id"):
             batch_op.drop_column(column)
     with op.batch_alter_table("checkout_sessions", schema=None) as batch_op:
         for column in ("amounts", "quantity", "price_id"):

@@ -18,7 +18,7 @@ from decimal import Decimal
 
 from babel import Locale
 from babel.dates import format_date as _babel_format_date
-from babel.numbers import format_currency
+from babel.numbers import format_currency, format_decimal
 from babel.support import NullTranslations
 from flask import Flask, current_app, render_template
 from flask.globals import _cv_request  # the request's context without LocalProxy hops (hot paths)
@@ -353,6 +353,11 @@ def money(amount: int | None, currency: str | None) -> str:
     if len(_MONEY) < _CACHE_LIMIT:
         _MONEY[key] = text
     return text
+
+
+def number(value: int) -> str:
+    """A whole number as the admin writes it: 1,200 (en), 1200 or 12.000 (es), 1 200 (fr)."""
+    return format_decimal(value, locale=_LOCALES.get(language()) or DEFAULT)
 
 
 def format_day(day: date | datetime) -> str:

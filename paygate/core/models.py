@@ -174,6 +174,10 @@ class Licence(db.Model):
     discount: Mapped[int | None] = mapped_column(Integer)
     tax: Mapped[int | None] = mapped_column(Integer)
     promotion_code: Mapped[str | None] = mapped_column(String(100))
+    promotion_code_id: Mapped[str | None] = mapped_column(String(255))  # the invoice form's, sent to Stripe
+    # Where Stripe Tax places an invoiced school (STRIPE_TAX): kept until the Stripe Customer is made with it.
+    billing_country: Mapped[str | None] = mapped_column(String(2))
+    billing_postal_code: Mapped[str | None] = mapped_column(String(20))
     # The invoice's PDF (a card payment's paper trail with CARD_PAYMENT_INVOICE, or the invoice sent).
     invoice_pdf: Mapped[str | None] = mapped_column(Text)
 

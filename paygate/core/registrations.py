@@ -117,9 +117,13 @@ def record(reg: Registration, kind: str, *, cause: str, message: str, details: d
     _alert(reg, values)
 
 
-def open_registration(registration_id: str, lms, price, cause: str) -> Registration:
-    """The registration for an LTIaaS id, created in state pending on first sight; flushes."""
+def open_registration(
+    registration_id: str, lms, price, cause: str, quantity: int = 1, seat_unit: str | None = None
+) -> Registration:
+    """The registration for an LTIaaS id, created in state pending on first sight, priced at `quantity` of the
+    first offer's Price (paygate/sales/offers.py); flushes."""
     now = utcnow()
+    totals = price.totals(quantity)
     created = insert_ignoring_duplicates(
         Registration,
         {
@@ -131,9 +135,11 @@ def open_registration(registration_id: str, lms, price, cause: str) -> Registrat
             "lms_version": clean(lms.version, 200),
             "lms_details": {"supportedScopes": lms.supported_scopes, "supportedMessages": lms.supported_messages},
             "price_id": price.id,
-            "amount": price.unit_amount,
+            "quantity": quantity,
+            "seat_unit": seat_unit,
+            "amount": totals[price.currency],
             "currency": price.currency,
-            "price_options": price.currency_options or None,
+            "price_options": {c: v for c, v in totals.items() if c != price.currency} or None,
             "product_name": clean(price.product_name, 250),
             "product_description": clean(price.product_description, 1000),
             "price_interval": price.period,
@@ -154,7 +160,8 @@ def open_registration(registration_id: str, lms, price, cause: str) -> Registrat
                 to_state=State.PENDING.value,
                 cause=cause,
                 message=f"Registration opened by {lms.family or 'an LMS'} "
-                f"at {lms.url}; price {format_amount(price.unit_amount, price.currency)}"
+                f"at {lms.url}; price {format_amount(totals[price.currency], price.currency)}"
+                f"{f' for {quantity} {seat_unit}(s)' if seat_unit else ''}"
                 f"{' per ' + price.interval if price.recurring else ''}.",
             )
         )

@@ -70,6 +70,10 @@ def decide(licence: Licence | None, override: bool | None, now: datetime, settin
     if licence.kind == "payment":
         if licence.status == "succeeded":
             return Decision(True, "paid")
+        if licence.status == "no_payment_required":
+            return Decision(
+                True, f"promotion code {licence.promotion_code or ''} took the whole amount".replace("  ", " ")
+            )
         return Decision(False, f"payment {licence.status or 'not confirmed'}")
     if licence.kind == "subscription":
         if licence.status in ACTIVE_SUBSCRIPTION:

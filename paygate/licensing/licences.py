@@ -129,15 +129,24 @@ def _update(reg: Registration, licence: Licence, cause: str, changes: dict, what
 def record_checkout(reg: Registration, view: payments.CheckoutView, cause: str) -> Licence:
     """The licence a paid session starts; called in the transaction that records the payment."""
     now = utcnow()
+    bought = _bought(reg, view)
     if view.subscription_view is not None:
         sub = view.subscription_view
         licence, _ = open_licence(
-            reg, "subscription", subscription_id=sub.id, customer_id=sub.customer, currency=view.currency
+            reg, "subscription", subscription_id=sub.id, customer_id=sub.customer, currency=view.currency, **bought
         )
         apply_subscription(reg, licence, sub, cause)
     else:
+        # A promotion code that took the whole amount: Stripe made no payment (`no_payment_required`).
+        status = "succeeded" if view.payment_status == "paid" else view.payment_status
         licence, _ = open_licence(
-            reg, "payment", status="succeeded", currency=view.currency, first_paid_at=now, customer_id=view.customer
+            reg,
+            "payment",
+            status=status,
+            currency=view.currency,
+            first_paid_at=now,
+            customer_id=view.customer,
+            **bought,
         )
         if view.payment_intent:
             add_payment(licence, view.payment_intent, amount=view.amount_total, currency=view.currency)
@@ -152,12 +161,32 @@ def record_checkout(reg: Registration, view: payments.CheckoutView, cause: str) 
     return licence
 
 
+def _bought(reg: Registration, view: payments.CheckoutView) -> dict:
+    """What a paid session bought, as Stripe billed it (the session was checked against the choice already)."""
+    subtotal = view.amount_subtotal if view.amount_subtotal is not None else view.amount_total
+    return {
+        "price_id": view.price_ids[0] if view.price_ids else reg.price_id,
+        "quantity": view.quantity or reg.quantity,
+        "seat_unit": reg.seat_unit,
+        "amount": None if subtotal is None else subtotal - (view.amount_discount or 0),
+        "discount": view.amount_discount or None,
+        "tax": view.amount_tax,
+        "promotion_code": view.promotion_code,
+        "organisation": view.organisation,
+        "invoice_id": view.invoice,
+        "hosted_invoice_url": view.invoice_url,
+        "invoice_pdf": view.invoice_pdf,
+    }
+
+
 # Subscriptions and invoices.
 
 
 def apply_subscription(reg: Registration, licence: Licence, sub: payments.SubscriptionView, cause: str) -> bool:
     """What Stripe says of the subscription now (status, period, newest invoice and its payments)."""
     changes = {"customer_id": sub.customer or licence.customer_id}
+    if sub.quantity is not None:  # seats changed at Stripe (dashboard, portal): the licence follows
+        changes.update(quantity=sub.quantity, price_id=sub.price_id or licence.price_id)
     if licence.kind == "subscription":
         changes.update(status=sub.status, period_end=sub.period_end)
     else:  # billed by invoice: the invoice decides, the subscription can still end it
@@ -168,7 +197,8 @@ def apply_subscription(reg: Registration, licence: Licence, sub: payments.Subscr
         cause,
         changes,
         f"subscription {sub.id} is {sub.status}"
-        + (f", period ends {sub.period_end:%Y-%m-%d}" if sub.period_end else ""),
+        + (f", period ends {sub.period_end:%Y-%m-%d}" if sub.period_end else "")
+        + (f", {sub.quantity} {licence.seat_unit or 'seat'}(s)" if sub.quantity is not None else ""),
     )
     if sub.latest_invoice is not None:
         changed |= apply_invoice(reg, licence, sub.latest_invoice, cause)
@@ -206,6 +236,7 @@ def apply_invoice(reg: Registration, licence: Licence, invoice: payments.Invoice
         "invoice_id": invoice.id,
         "invoice_number": invoice.number or licence.invoice_number,
         "hosted_invoice_url": invoice.hosted_invoice_url or licence.hosted_invoice_url,
+        "invoice_pdf": invoice.invoice_pdf or licence.invoice_pdf,
         "amount_due": invoice.amount_due,
         "amount_remaining": invoice.amount_remaining,
         "currency": invoice.currency or licence.currency,
@@ -276,7 +307,7 @@ def _ours_before_stored(licence: Licence, customer: str | None, *metadata: dict)
     """An object of an invoiced licence that Stripe made before its id was stored here (a crash between the
     two): our customer, and our reference in the object's own metadata as Stripe has it."""
     return (
-        licence.kind == "invoice"
+        licence.kind in ("invoice", "payment")  # a card payment's invoice (CARD_PAYMENT_INVOICE) comes after it
         and licence.customer_id is not None
         and customer == licence.customer_id
         and any(_names(m, licence.registration) for m in metadata)

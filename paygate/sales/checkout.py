@@ -1,5 +1,6 @@
 """Opening a Checkout Session for a registration: at most one open at a time, reused on every click."""
 
+import hashlib
 import logging
 from datetime import timedelta
 
@@ -10,6 +11,7 @@ from paygate.core.db import db, insert_ignoring_duplicates, utcnow
 from paygate.core.models import CheckoutSession, Licence, Registration, State
 from paygate.core.registrations import record
 from paygate.gateways import payments
+from paygate.sales import offers
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +39,15 @@ def reference(reg: Registration) -> dict:
     }
 
 
-def _usable(row: CheckoutSession | None, now) -> bool:
+def _usable(row: CheckoutSession | None, now, reg: Registration) -> bool:
+    """An open session of this registration's current choice (its Price and seats), with time left to pay."""
     return (
         row is not None
         and row.status == "open"
         and row.failed_at is None
         and row.expires_at is not None
         and row.expires_at > now + REUSE_MARGIN
+        and (row.price_id or reg.price_id, row.quantity or 1) == (reg.price_id, reg.quantity)
     )
 
 
@@ -56,8 +60,17 @@ def _current_session(reg: Registration) -> CheckoutSession | None:
     ).first()
 
 
-def open_checkout(reg: Registration, success_url: str, cancel_url: str, locale: str | None = None) -> str:
-    """The URL of the registration's open Checkout Session, creating one if none is usable.
+def open_checkout(
+    reg: Registration,
+    success_url: str,
+    cancel_url: str,
+    locale: str | None = None,
+    choice: offers.Choice | None = None,
+    organisation_label: str | None = None,
+) -> str:
+    """The URL of the registration's open Checkout Session for the admin's `choice` (offer and seats; the stored
+    one when None), creating one if none is usable. A new choice is stored first and gets its own session; the
+    session of the previous choice is expired at Stripe, so that one registration is never paid twice.
 
     Generation g has one idempotency key and one expiry, so a double click, a reload or a retry
     after a network failure or a rate limit replays the same request and Stripe answers with the
@@ -77,11 +90,14 @@ def open_checkout(reg: Registration, success_url: str, cancel_url: str, locale: 
     current = _current_session(reg)
     if current is not None and current.status == "complete" and current.failed_at is None:
         raise NotPayable("processing")  # a delayed payment is on its way: never a second charge
-    if _usable(current, now):
+    if choice is not None and offers.apply_choice(reg, choice):
+        db.session.commit()
+    if _usable(current, now, reg):
         if current.canceled_at is not None:  # the admin is trying again in the same session
             current.canceled_at = None
             db.session.commit()
         return current.url
+    replaced = current if current is not None and current.status == "open" else None
     generation_spent = (
         reg.checkout_generation == 0
         or current is not None
@@ -103,7 +119,7 @@ def open_checkout(reg: Registration, success_url: str, cancel_url: str, locale: 
         db.session.commit()
         db.session.refresh(reg)
         current = _current_session(reg)
-        if _usable(current, now):  # a concurrent click got there first
+        if _usable(current, now, reg):  # a concurrent click got there first
             return current.url
     if reg.checkout_expires_at < now + STRIPE_MIN_EXPIRY:
         raise NotPayable("too_late")  # Stripe would refuse this generation's expiry by now
@@ -116,11 +132,19 @@ def open_checkout(reg: Registration, success_url: str, cancel_url: str, locale: 
         "success_url": success_url,
         "cancel_url": cancel_url,
         "expires_at": expires_at,
-        "idempotency_key": f"paygate-checkout-{reg.id}-{reg.registration_id}-{generation}",
+        # The choice is in the key: two clicks on different offers at once never reuse each other's key.
+        "idempotency_key": f"paygate-checkout-{reg.id}-{reg.registration_id}-{generation}-{_digest(reg)}",
         "recurring": reg.price_interval is not None,
         "locale": reg.checkout_locale,
+        "quantity": reg.quantity,
+        "organisation_label": organisation_label,
     }
     reg_pk = reg.id
+    chosen = {
+        "price_id": reg.price_id,
+        "quantity": reg.quantity,
+        "amounts": {reg.currency: reg.amount, **(reg.price_options or {})},
+    }
     db.session.commit()  # no transaction stays open while Stripe is called
     try:
         view = payments.gateway().create_checkout_session(**request)
@@ -149,10 +173,26 @@ def open_checkout(reg: Registration, success_url: str, cancel_url: str, locale: 
             "currency": view.currency,
             "created_at": now,
             "updated_at": now,
+            **chosen,
         },
     )
     db.session.commit()
+    if replaced is not None and replaced.session_id != view.id:
+        _expire_replaced(replaced.session_id)
     return view.url
+
+
+def _digest(reg: Registration) -> str:
+    return hashlib.sha256(f"{reg.price_id}\n{reg.quantity}".encode()).hexdigest()[:16]
+
+
+def _expire_replaced(session_id: str) -> None:
+    """The session of an earlier choice closes at Stripe (best effort: if it is paid after all, the second payment
+    is caught like any other and shown to operators)."""
+    try:
+        payments.gateway().expire_checkout_session(session_id)
+    except payments.PaymentProviderError as exc:
+        log.warning("Checkout Session %s of an earlier choice not expired: %s", session_id, exc)
 
 
 def _row(session_id: str) -> CheckoutSession | None:

@@ -36,26 +36,58 @@ class Outcome:
 
 
 def _belongs(reg: Registration, view: payments.CheckoutView) -> list[str]:
-    """What does not match between what was sold and what the session says."""
+    """What does not match between what was sold and what the session says. A session is checked against the
+    choice it was opened for (its row: Price, seats, totals), else the registration's; the amount compared is
+    the one before discounts and tax, and a discount is allowed only with PROMOTION_CODES."""
     problems = []
     if view.client_reference_id != reg.registration_id:
         problems.append("client_reference_id")
     if view.metadata.get("registration_pk") != str(reg.id):
         problems.append("metadata.registration_pk")
+    row = _row(view.id)
+    price_id = (row.price_id if row is not None else None) or reg.price_id
+    quantity = (row.quantity if row is not None else None) or (reg.quantity if row is None else 1)
     # Checkout may charge in one of the Price's other currencies (currency_options, adaptive pricing).
-    offered = {reg.currency.lower(): reg.amount, **(reg.price_options or {})}
+    offered = (row.amounts if row is not None else None) or {
+        reg.currency.lower(): reg.amount,
+        **(reg.price_options or {}),
+    }
     currency = (view.currency or "").lower()
+    subtotal = view.amount_subtotal if view.amount_subtotal is not None else view.amount_total
     if currency not in offered:
         problems.append("currency")
-    elif view.amount_total != offered[currency]:
+    elif subtotal != offered[currency]:
         problems.append("amount")
+    discount, tax = view.amount_discount or 0, view.amount_tax or 0
+    if discount and not current_app.config["SETTINGS"].promotion_codes:
+        problems.append("discount")
+    if subtotal is not None and view.amount_total not in (subtotal - discount, subtotal - discount + tax):
+        problems.append("amount_total")  # tax inclusive or exclusive; nothing else may change the total
     if view.mode == "subscription" and (
         view.subscription_view is None or view.subscription_view.metadata.get("registration_pk") != str(reg.id)
     ):
         problems.append("subscription")
-    if view.price_ids and view.price_ids != [reg.price_id]:
+    if view.price_ids and view.price_ids != [price_id]:
         problems.append("price")
+    if view.quantity is not None and view.quantity != quantity:
+        problems.append("quantity")
     return problems
+
+
+def _row(session_id: str) -> CheckoutSession | None:
+    return db.session.scalars(select(CheckoutSession).where(CheckoutSession.session_id == session_id)).first()
+
+
+def free_by_code(view: payments.CheckoutView) -> bool:
+    """A session Stripe completed without a payment because a promotion code took the whole amount (offered only
+    with PROMOTION_CODES); anything else without a payment is not something we sell."""
+    return (
+        view.status == "complete"
+        and view.payment_status == "no_payment_required"
+        and current_app.config["SETTINGS"].promotion_codes
+        and view.amount_total == 0
+        and (view.amount_discount or 0) > 0
+    )
 
 
 def registration_for(view: payments.CheckoutView) -> Registration | None:
@@ -117,7 +149,7 @@ def apply_checkout(view: payments.CheckoutView, cause: str) -> Outcome:
     if reg is None:
         log.warning("Checkout Session %s belongs to no registration here (cause %s); ignored", view.id, cause)
         return Outcome(None, False, "unknown session")
-    paid = view.status == "complete" and view.payment_status == "paid"
+    paid = (view.status == "complete" and view.payment_status == "paid") or free_by_code(view)
     if not paid and not _ours(reg, view):
         # Anyone can open a Payment Link with a registration's id as client_reference_id; unpaid, it must not
         # hold the registration "processing" or in attention. (Money received naming it is still shown below.)
@@ -137,7 +169,7 @@ def apply_checkout(view: payments.CheckoutView, cause: str) -> Outcome:
             )
             return Outcome(reg, False, "processing")
         if view.status == "complete" and view.payment_status == "no_payment_required":
-            # Nothing we sell is free: a 100 % discount was not offered by us, so it is not honoured.
+            # Nothing we sell is free: only a promotion code (PROMOTION_CODES) may take the whole amount.
             transition(
                 reg,
                 State.NEEDS_ATTENTION,
@@ -156,6 +188,9 @@ def apply_checkout(view: payments.CheckoutView, cause: str) -> Outcome:
         "payment_intent": view.payment_intent,
         "amount": view.amount_total,
         "currency": view.currency,
+        "quantity": view.quantity,
+        "discount": view.amount_discount or None,
+        "tax": view.amount_tax,
     }
     if problems:
         evidence["mismatch"] = problems
@@ -191,6 +226,7 @@ def apply_checkout(view: payments.CheckoutView, cause: str) -> Outcome:
             where=(Registration.payment_session_id.is_(None),),
             expect={State.PENDING, State.ABANDONED, State.NEEDS_ATTENTION},
             message=f"Paid {format_amount(view.amount_total, view.currency)}"
+            + (f" with promotion code {view.promotion_code}" if view.promotion_code else "")
             + (f" for subscription {view.subscription}." if view.subscription else "."),
             details=evidence,
             payment_session_id=view.id,

@@ -9,6 +9,7 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 
+from babel import Locale
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -18,10 +19,15 @@ from paygate.core.db import db, utcnow
 from paygate.core.languages import N_
 from paygate.core.languages import gettext as _
 from paygate.core.models import Licence, Registration
+from paygate.gateways import payments
 
 log = logging.getLogger(__name__)
 
 EMAIL_MAX, ORGANISATION_MAX, PO_MAX = 254, 120, 140  # PO: Stripe's custom field value limit
+CODE_MAX, POSTAL_MAX = 100, 20
+_POSTAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 -]{0,18}[A-Za-z0-9]?$")
+# CLDR's two-letter codes that are no country (groupings, "unknown").
+_NOT_COUNTRIES = frozenset({"EU", "EZ", "UN", "QO", "XA", "XB", "XK", "ZZ"})
 _FORM_SALT = "paygate-invoice-form"
 
 
@@ -40,6 +46,9 @@ class InvoiceForm:
     billing_email: str
     organisation: str
     po_number: str | None
+    promotion_code: str | None = None  # as typed (PROMOTION_CODES); checked at Stripe by the caller
+    country: str | None = None  # ISO 3166 alpha-2 (STRIPE_TAX)
+    postal_code: str | None = None
 
 
 # Each field's refusals, whole sentences for the catalogs (paygate/translations), in the admin's language.
@@ -128,7 +137,37 @@ def check_form(form) -> InvoiceForm:
     _refuse_contact(organisation, "organisation")
     po_number = _clean(form.get("po_number"), "po_number", PO_MAX, False)
     _refuse_contact(po_number, "po_number")
-    return InvoiceForm(email, organisation, po_number)
+    settings = current_app.config["SETTINGS"]
+    code = _code(form.get("promotion_code")) if settings.promotion_codes else None
+    country, postal_code = _location(form) if settings.stripe_tax else (None, None)
+    return InvoiceForm(email, organisation, po_number, code, country, postal_code)
+
+
+def _code(value) -> str | None:
+    text = value.strip() if isinstance(value, str) else ""
+    if not text:
+        return None
+    # Stripe's codes are letters, digits and dashes, at most 100: anything else is no code (and never sent).
+    if len(text) > CODE_MAX or not payments.valid_code(text):
+        raise InvoiceRefused(
+            _("This promotion code is not valid. Check it, or leave the field empty."), "promotion_code"
+        )
+    return text
+
+
+def _location(form) -> tuple[str, str | None]:
+    """The billing country and postal code that Stripe Tax needs (a postal code in the US and Canada)."""
+    country = form.get("country")
+    country = country.strip().upper() if isinstance(country, str) else ""
+    if len(country) != 2 or country in _NOT_COUNTRIES or country not in Locale.parse("en").territories:
+        raise InvoiceRefused(_("Choose the country of your billing address."), "country")
+    postal = form.get("postal_code")
+    postal = postal.strip() if isinstance(postal, str) else ""
+    if postal and (len(postal) > POSTAL_MAX or not _POSTAL.match(postal)):
+        raise InvoiceRefused(_("The postal code can contain only letters, digits, spaces and dashes."), "postal_code")
+    if not postal and country in ("US", "CA"):
+        raise InvoiceRefused(_("Enter the postal code of your billing address."), "postal_code")
+    return country, postal or None
 
 
 # At most INVOICE_REQUESTS_PER_DOMAIN_PER_DAY invoice licences per billing e-mail domain in 24 hours,

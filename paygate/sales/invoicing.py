@@ -24,6 +24,7 @@ from paygate.core.money import format_amount
 from paygate.core.registrations import record, transition
 from paygate.gateways import payments
 from paygate.licensing import access, licences
+from paygate.sales import offers
 from paygate.sales.checkout import reference
 from paygate.sales.fulfilment import complete, fulfil_checkout
 from paygate.sales.invoice_form import (
@@ -53,6 +54,7 @@ def request_invoice(reg: Registration, form, cause: str = CAUSE) -> None:
     if licence is not None and licence.kind == "invoice" and licence.customer_id is None:
         # Nothing was made at Stripe yet: corrected answers (a mistyped e-mail) still count.
         answers = check_form(form)
+        bought = _what_is_bought(reg, form, answers)
         moved = billing_domain(answers.billing_email) != billing_domain(licence.billing_email or "")
         if moved:
             lock("invoice-domain:" + billing_domain(answers.billing_email))
@@ -61,6 +63,8 @@ def request_invoice(reg: Registration, form, cause: str = CAUSE) -> None:
             answers.organisation,
             answers.po_number,
         )
+        for key, value in bought.items():
+            setattr(licence, key, value)
         if moved:  # into another domain: counted there now
             db.session.flush()
             refuse_if_domain_capped(answers.billing_email, counted=True)
@@ -69,6 +73,7 @@ def request_invoice(reg: Registration, form, cause: str = CAUSE) -> None:
         answers = check_form(form)
         if reg.state != State.PENDING:
             raise InvoiceRefused(_("This registration needs no payment now."))
+        bought = _what_is_bought(reg, form, answers)
         _refuse_if_card_payment_started(reg)
         refuse_if_domain_capped(answers.billing_email, counted=False)  # before anything is asked of Stripe
         # Before the licence exists: a session paid a moment ago is then fulfilled as the card payment.
@@ -83,6 +88,7 @@ def request_invoice(reg: Registration, form, cause: str = CAUSE) -> None:
             organisation=answers.organisation,
             po_number=answers.po_number,
             invoice_form_id=nonce,
+            **bought,
         )
         if created:
             refuse_if_domain_capped(answers.billing_email, counted=True)  # the caller rolls the licence back
@@ -104,6 +110,44 @@ def request_invoice(reg: Registration, form, cause: str = CAUSE) -> None:
     if licence.kind != "invoice":
         raise InvoiceRefused(_("This registration is already paid by card."))
     advance(reg.id, cause)
+
+
+def _what_is_bought(reg: Registration, form, answers) -> dict:
+    """The offer and seats the admin chose (stored on the registration), and the promotion code, checked at Stripe
+    before anything is made there: the licence's values. InvoiceRefused when any cannot be sold."""
+    try:
+        on_sale = offers.available()
+        chosen = (
+            offers.choose(on_sale, form.get("offer"), form.get("seats"))
+            if form.get("offer") or form.get("seats")
+            else offers.current_choice(reg, on_sale)
+        )
+    except offers.ChoiceRefused as exc:
+        raise InvoiceRefused(offers.refusal(exc), "seats") from None
+    except payments.PriceNotSellable:
+        raise InvoiceRefused(_("This offer is not on sale. Choose one of the offers shown."), "seats") from None
+    promo = None
+    if answers.promotion_code:
+        promo = payments.gateway().find_promotion_code(answers.promotion_code)
+        price = chosen.offer.price
+        if promo is None or not promo.usable_for(price, chosen.amount, price.currency, utcnow()):
+            raise InvoiceRefused(
+                _(
+                    "This promotion code cannot be used for this offer: it is unknown, expired or used up, "
+                    "or meant for another offer."
+                ),
+                "promotion_code",
+            )
+    offers.apply_choice(reg, chosen)
+    return {
+        "price_id": chosen.offer.id,
+        "quantity": chosen.quantity,
+        "seat_unit": chosen.offer.seat_unit,
+        "promotion_code": promo.code if promo else None,
+        "promotion_code_id": promo.id if promo else None,
+        "billing_country": answers.country,
+        "billing_postal_code": answers.postal_code,
+    }
 
 
 def _refuse_if_card_payment_started(reg: Registration) -> None:
@@ -214,7 +258,10 @@ def _make_and_send(reg_pk: int, licence_pk: int) -> None:
     licence = db.session.get(Licence, licence_pk)
     attempt = licence.invoicing_attempt
     key = f"paygate-invoice-{reg.id}-{reg.registration_id}-" + (f"{attempt}-" if attempt else "")
-    price_id, recurring = reg.price_id, reg.price_interval is not None
+    price_id, recurring = licence.price_id or reg.price_id, reg.price_interval is not None
+    quantity, promo = licence.quantity or 1, licence.promotion_code_id
+    address = {"country": licence.billing_country, "postal_code": licence.billing_postal_code}
+    address = {k: v for k, v in address.items() if v} or None
     email, organisation, po_number = licence.billing_email, licence.organisation, licence.po_number
     customer, invoice_id, status = licence.customer_id, licence.invoice_id, licence.status
     db.session.commit()
@@ -226,7 +273,12 @@ def _make_and_send(reg_pk: int, licence_pk: int) -> None:
 
     if customer is None:
         customer = (attempt and gateway.find_customer(email, ref)) or gateway.create_customer(
-            email=email, name=organisation, po_number=po_number, metadata=ref, idempotency_key=key + "customer"
+            email=email,
+            name=organisation,
+            po_number=po_number,
+            metadata=ref,
+            idempotency_key=key + "customer",
+            address=address,
         )
         save(customer_id=customer)
     if invoice_id is None and recurring:
@@ -236,12 +288,19 @@ def _make_and_send(reg_pk: int, licence_pk: int) -> None:
             days_until_due=days,
             metadata=ref,
             idempotency_key=key + "subscription",
+            quantity=quantity,
+            promotion_code=promo,
         )
         invoice_id, status = sub.latest_invoice_id, "draft"
         save(subscription_id=sub.id, subscription_status=sub.status, invoice_id=invoice_id, status=status)
     elif invoice_id is None:
         invoice = (attempt and gateway.find_invoice(customer, ref)) or gateway.create_invoice(
-            customer=customer, days_until_due=days, po_number=po_number, metadata=ref, idempotency_key=key + "invoice"
+            customer=customer,
+            days_until_due=days,
+            po_number=po_number,
+            metadata=ref,
+            idempotency_key=key + "invoice",
+            promotion_code=promo,
         )
         invoice_id, status = invoice.id, invoice.status
         save(invoice_id=invoice_id, status=status)
@@ -251,7 +310,12 @@ def _make_and_send(reg_pk: int, licence_pk: int) -> None:
         if not recurring and not (attempt and gateway.retrieve_invoice(invoice_id).amount_due):
             # Replayed if it was added before a failure: never a second item.
             gateway.add_invoice_item(
-                customer=customer, invoice=invoice_id, price_id=price_id, metadata=ref, idempotency_key=key + "item"
+                customer=customer,
+                invoice=invoice_id,
+                price_id=price_id,
+                metadata=ref,
+                idempotency_key=key + "item",
+                quantity=quantity,
             )
         invoice = gateway.finalize_invoice(invoice_id, idempotency_key=key + "finalize")
         _save_invoice(save, invoice)
@@ -265,9 +329,14 @@ def _save_invoice(save, invoice: payments.InvoiceView, **more) -> None:
         invoice_number=invoice.number,
         due_at=invoice.due_date,
         hosted_invoice_url=invoice.hosted_invoice_url,
+        invoice_pdf=invoice.invoice_pdf,
         amount_due=invoice.amount_due,
         amount_remaining=invoice.amount_remaining,
         currency=invoice.currency,
+        # As Stripe billed it: after discounts and before tax, the discount, the tax Stripe Tax computed.
+        amount=None if invoice.subtotal is None else invoice.subtotal - invoice.discount,
+        discount=invoice.discount or None,
+        tax=invoice.tax,
         **more,
     )
 

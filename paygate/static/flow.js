@@ -14,6 +14,16 @@
   var nonce = document.currentScript && document.currentScript.nonce;
   var payUrl = payArea && payArea.getAttribute("action");
   var payLabel = payButton && payButton.textContent;
+  var quoteUrl = root.getAttribute("data-quote-url");
+  var seats = document.getElementById("seats");
+  var seatsArea = document.getElementById("seats-area");
+  var seatsLabel = document.getElementById("seats-label");
+  var seatsError = document.getElementById("seats-error");
+  var quoteText = document.getElementById("quote");
+  var priceText = document.getElementById("price");
+  var termsList = document.getElementById("terms");
+  var quoteTimer = null;
+  var quoteSeq = 0;
   var ran = false;
   var timer = null;
   var popup = null;        // the payment window while it is open
@@ -63,16 +73,135 @@
     }, 500);
   }
 
+  // The offer and the number of seats: the server says what they cost (one place decides the amount).
+  function chosenOffer() {
+    if (!payArea) { return null; }
+    return payArea.querySelector("input[name=offer]:checked") ||
+           payArea.querySelector("input[type=hidden][name=offer]");
+  }
+
+  function setText(element, sentence) {
+    if (element && element.textContent !== sentence) { element.textContent = sentence; }
+  }
+
+  function showSeatsError(sentence) {
+    setText(seatsError, sentence || "");
+    setHidden(seatsError, !sentence);
+    if (seats) {
+      if (sentence) { seats.setAttribute("aria-invalid", "true"); } else { seats.removeAttribute("aria-invalid"); }
+    }
+  }
+
+  // The number as the admin typed it, checked as the server checks it: a whole number within the offer's range.
+  function seatsProblem() {
+    var offer = chosenOffer();
+    if (!offer || offer.getAttribute("data-per-seat") !== "yes" || !seats) { return null; }
+    var value = seats.value.trim();
+    var low = parseInt(offer.getAttribute("data-min"), 10), high = parseInt(offer.getAttribute("data-max"), 10);
+    if (!/^\d{1,7}$/.test(value) || parseInt(value, 10) < low || parseInt(value, 10) > high) {
+      return offer.getAttribute("data-refusal");
+    }
+    return null;
+  }
+
+  function choiceQuery() {
+    var offer = chosenOffer();
+    var query = "offer=" + encodeURIComponent(offer ? offer.value : "");
+    if (offer && offer.getAttribute("data-per-seat") === "yes" && seats) {
+      query += "&seats=" + encodeURIComponent(seats.value.trim());
+    }
+    return query;
+  }
+
+  function offerChanged() {
+    var offer = chosenOffer();
+    if (!offer || !seats) { return; }
+    var perSeat = offer.getAttribute("data-per-seat") === "yes";
+    setHidden(seatsArea, !perSeat);
+    seats.disabled = !perSeat;
+    if (perSeat) {
+      var low = offer.getAttribute("data-min"), high = offer.getAttribute("data-max");
+      if (seats.min !== low || seats.max !== high) {
+        seats.min = low;
+        seats.max = high;
+        seats.value = low;  // another offer's range: its minimum at first, as on arrival
+      }
+      setText(seatsLabel, offer.getAttribute("data-seats-label"));
+    }
+    requestQuote();
+  }
+
+  function requestQuote() {
+    clearTimeout(quoteTimer);
+    var problem = seatsProblem();
+    showSeatsError(problem);
+    if (problem || !quoteUrl) { return; }
+    quoteTimer = setTimeout(function () {
+      var seq = ++quoteSeq;
+      fetch(quoteUrl + "?" + choiceQuery(), { cache: "no-store", credentials: "omit",
+                                              headers: { "Accept": "application/json" } })
+        .then(function (response) { return response.json(); })
+        .then(function (quote) {
+          if (seq !== quoteSeq) { return; }  // an older answer: a newer question is on its way
+          if (quote.error) { showSeatsError(quote.error); return; }
+          setText(quoteText, quote.breakdown);
+          setText(priceText, quote.total);
+          payLabel = quote.pay_label;
+          labelButton();
+          if (termsList) {
+            termsList.textContent = "";
+            quote.terms.forEach(function (line) {
+              var item = document.createElement("li");
+              item.textContent = line;
+              termsList.appendChild(item);
+            });
+          }
+        })
+        .catch(function () { /* the server checks the choice again when Pay is pressed */ });
+    }, 250);
+  }
+
+  if (payArea) {
+    Array.prototype.forEach.call(payArea.querySelectorAll("input[name=offer]"), function (radio) {
+      radio.addEventListener("change", offerChanged);
+    });
+    if (seats) { seats.addEventListener("input", requestQuote); }
+  }
+  var invoiceForm = document.getElementById("invoice-form");
+  if (invoiceForm) {
+    invoiceForm.addEventListener("submit", function (event) {  // the invoice is for the offer chosen above
+      var problem = seatsProblem();
+      if (problem) {
+        event.preventDefault();
+        showSeatsError(problem);
+        if (seats) { seats.focus(); }
+        return;
+      }
+      var offer = chosenOffer();
+      var offerField = document.getElementById("invoice-offer"), seatsField = document.getElementById("invoice-seats");
+      if (offer && offerField) { offerField.value = offer.value; }
+      if (seatsField) { seatsField.value = offer && offer.getAttribute("data-per-seat") === "yes" && seats ? seats.value.trim() : ""; }
+    });
+  }
+
   // window.open must run synchronously in the click (Enter and Space on the button are clicks too),
   // or popup blockers stop it.
   if (payArea && payButton) {
     payArea.addEventListener("submit", function (event) {
       event.preventDefault();  // the form is the fallback without script: a new tab
+      var problem = seatsProblem();
+      if (problem) {  // said here, in the frame: nothing is opened, nothing is made at Stripe
+        showSeatsError(problem);
+        if (seats) { seats.focus(); }
+        return;
+      }
       if (popup && !popup.closed) {
         try { popup.focus(); } catch (e) { /* another browser's window: nothing to do */ }
         return;
       }
-      var opened = window.open(payUrl, "paygate-checkout", "popup,width=520,height=760");
+      var target = payUrl + "?" + choiceQuery();
+      if (blockedLink) { blockedLink.setAttribute("href", target); }
+      var opened = window.open(target, "paygate-checkout", "popup,width=520,height=760");
       if (!opened) {
         popup = null;
         setHidden(blocked, false);

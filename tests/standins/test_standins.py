@@ -353,7 +353,7 @@ def subscribe(sc, web, price="price_local_yearly", **form):
         subscription_data={"metadata": {"registration_id": "reg-1"}},
         locale="fr",
         customer_email="it@school.example",
-        payment_method_types=["card"],
+        allowed_payment_method_types=["card"],
     )
     assert pay(web, session.id, **form).status_code == 303
     return sc.v1.checkout.sessions.retrieve(session.id)

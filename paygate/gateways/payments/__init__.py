@@ -1,8 +1,10 @@
 """Stripe, behind one small interface: `gateway()` gives the application's `Payments`, whose methods take
 and return plain values (the views in `objects`), never StripeObjects. `client` is the one module that calls
-Stripe; `objects` says what Stripe's JSON means here."""
+Stripe (with its mixins `catalogue`, for Prices and promotion codes, and `billing`, for invoices and
+subscriptions); `objects` says what Stripe's JSON means here."""
 
-from paygate.gateways.payments.client import Payments, gateway
+from paygate.gateways.payments.catalogue import Price, PromotionCode, Tier, valid_code
+from paygate.gateways.payments.client import CheckoutOptions, Payments, gateway
 from paygate.gateways.payments.objects import (
     OPERATIONS,
     PO_FIELD,
@@ -14,7 +16,6 @@ from paygate.gateways.payments.objects import (
     ObjectMissing,
     PaymentProviderError,
     PaymentView,
-    Price,
     PriceNotSellable,
     RefundView,
     SubscriptionView,
@@ -27,6 +28,7 @@ __all__ = [
     "OPERATIONS",
     "PO_FIELD",
     "AlreadyRefunded",
+    "CheckoutOptions",
     "CheckoutView",
     "DisputeView",
     "InvoiceView",
@@ -37,10 +39,13 @@ __all__ = [
     "Payments",
     "Price",
     "PriceNotSellable",
+    "PromotionCode",
     "RefundView",
     "SubscriptionView",
+    "Tier",
     "gateway",
     "id_of",
+    "valid_code",
     "valid_id",
     "valid_session_id",
 ]

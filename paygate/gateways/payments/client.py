@@ -1,19 +1,20 @@
 """Stripe: the one module that talks to it. Views and fulfilment see plain values, never StripeObjects."""
 
 import logging
-import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import stripe
 from flask import current_app
 
 from paygate.core import telemetry
+from paygate.gateways.payments.billing import Billing
+from paygate.gateways.payments.catalogue import Catalogue
 from paygate.gateways.payments.objects import (
     OPERATIONS,
-    PO_FIELD,
-    PRICE_TTL_SECONDS,
+    ORGANISATION_FIELD,
+    ORGANISATION_MAX,
     AlreadyRefunded,
     CheckoutView,
     DisputeView,
@@ -21,8 +22,6 @@ from paygate.gateways.payments.objects import (
     ObjectMissing,
     PaymentProviderError,
     PaymentView,
-    Price,
-    PriceNotSellable,
     RefundView,
     SubscriptionView,
     check_id,
@@ -30,7 +29,6 @@ from paygate.gateways.payments.objects import (
     dispute_view,
     id_of,
     invoice_view,
-    ours,
     parse_event,
     payment_view,
     raise_,
@@ -43,7 +41,43 @@ from paygate.gateways.payments.objects import (
 log = logging.getLogger(__name__)
 
 
-class Payments:
+@dataclass(frozen=True)
+class CheckoutOptions:
+    """What Checkout Sessions also carry (settings PROMOTION_CODES, STRIPE_TAX, CARD_PAYMENT_INVOICE)."""
+
+    promotion_codes: bool = False
+    tax: bool = False
+    card_payment_invoice: bool = False
+
+    def checkout_params(self, recurring: bool, metadata: dict, organisation_label: str | None) -> dict:
+        params = {}
+        if organisation_label:  # the paying school's name: every Canvas cloud school has the same LMS URL
+            params["custom_fields"] = [
+                {
+                    "key": ORGANISATION_FIELD,
+                    "label": {"type": "custom", "custom": organisation_label[:50]},
+                    "type": "text",
+                    "optional": False,
+                    "text": {"maximum_length": ORGANISATION_MAX},
+                }
+            ]
+        if self.promotion_codes:
+            params["allow_promotion_codes"] = True
+        if self.tax:
+            params["automatic_tax"] = {"enabled": True}
+            params["tax_id_collection"] = {"enabled": True}
+        if not recurring:
+            # A Customer for every payment: receipts, the paper trail and later the billing portal need one.
+            params["customer_creation"] = "always"
+            if self.card_payment_invoice:
+                params["invoice_creation"] = {"enabled": True, "invoice_data": {"metadata": metadata}}
+        return params
+
+
+class Payments(Catalogue, Billing):
+    """Stripe through one client: Checkout, payments and refunds here, Prices and promotion codes
+    (`Catalogue`), customers, invoices and subscriptions (`Billing`)."""
+
     def __init__(
         self,
         secret_key: str,
@@ -52,6 +86,7 @@ class Payments:
         max_network_retries: int = 2,
         timeout: float = 8,
         payment_method_types: list[str] = (),
+        offers=None,
     ):
         base = {"api": api_base} if api_base else None
         self._client = stripe.StripeClient(
@@ -62,9 +97,10 @@ class Payments:
         )
         self._webhook_secret = webhook_secret
         self._payment_method_types = list(payment_method_types)
+        # What Checkout also does, from the settings: promotion codes, tax, the card payment's invoice.
+        self._offers = offers or CheckoutOptions()
         self.live = secret_key.startswith(("sk_live_", "rk_live_"))
-        self._prices: dict[str, tuple[float, Price]] = {}
-        self._lock = threading.Lock()
+        self._init_catalogue()
 
     def _call(self, what: str, fn, *args, **kwargs):
         try:
@@ -85,54 +121,6 @@ class Payments:
                 ) from None
             raise PaymentProviderError(f"The payment provider could not {what}.", http_status=exc.http_status) from None
 
-    def get_price(self, price_id: str) -> Price:
-        """The Price sold for one registration, cached for a few minutes."""
-        with self._lock:
-            cached = self._prices.get(price_id)
-        if cached and time.monotonic() - cached[0] < PRICE_TTL_SECONDS:
-            return cached[1]
-        try:
-            with telemetry.outbound("stripe", OPERATIONS["read the price"]):
-                p = self._client.v1.prices.retrieve(
-                    price_id, params={"expand": ["product", "currency_options"]}
-                ).to_dict()
-        except (stripe.InvalidRequestError, stripe.PermissionError) as exc:
-            # Unknown, deleted, or out of the key's reach: no retry will help; the vendor must act.
-            log.error(
-                "Stripe refuses the price: check STRIPE_PRICE_ID (%s, http %s)", type(exc).__name__, exc.http_status
-            )
-            raise PriceNotSellable("STRIPE_PRICE_ID names a price Stripe refuses") from None
-        except stripe.StripeError as exc:
-            self._call("read the price", raise_, exc)
-        product = p.get("product") if isinstance(p.get("product"), dict) else {}
-        recurring = p.get("recurring") or {}
-        options = {
-            currency.lower(): option.get("unit_amount")
-            for currency, option in (p.get("currency_options") or {}).items()
-            if isinstance(option, dict) and option.get("unit_amount") is not None
-        }
-        price = Price(
-            id=p["id"],
-            unit_amount=p.get("unit_amount") or 0,
-            currency=p["currency"].lower(),
-            recurring=bool(recurring),
-            product_name=product.get("name"),
-            product_description=product.get("description"),
-            interval=recurring.get("interval"),
-            interval_count=recurring.get("interval_count") or 1,
-            active=p.get("active", True) is not False,
-            currency_options=options,
-        )
-        with self._lock:
-            self._prices[price_id] = (time.monotonic(), price)
-        return price
-
-    def cached_price(self, price_id: str) -> Price | None:
-        """The Price as last read (however long ago), without asking Stripe; None if never read."""
-        with self._lock:
-            cached = self._prices.get(price_id)
-        return cached[1] if cached else None
-
     def create_checkout_session(
         self,
         *,
@@ -145,11 +133,14 @@ class Payments:
         idempotency_key: str,
         recurring: bool = False,
         locale: str | None = None,
+        quantity: int = 1,
+        organisation_label: str | None = None,
     ) -> CheckoutView:
+        """A hosted Checkout Session for `quantity` of the Price, fixed (the admin chose it in the frame)."""
         params = {
             "mode": "subscription" if recurring else "payment",
             "ui_mode": "hosted_page",
-            "line_items": [{"price": price_id, "quantity": 1}],
+            "line_items": [{"price": price_id, "quantity": quantity}],
             "client_reference_id": reference,
             "metadata": metadata,
             # The reference travels with the money: on the PaymentIntent, or on the subscription.
@@ -158,8 +149,9 @@ class Payments:
             "cancel_url": cancel_url,
             "expires_at": int(expires_at.replace(tzinfo=UTC).timestamp()),
         }
-        if self._payment_method_types:
-            params["payment_method_types"] = self._payment_method_types
+        if self._payment_method_types:  # stripe-python 16 (API 2026-10-28) knows no payment_method_types here
+            params["allowed_payment_method_types"] = self._payment_method_types
+        params.update(self._offers.checkout_params(recurring, metadata, organisation_label))
         if locale:  # Checkout speaks the admin's language (the pages' one)
             params["locale"] = locale
         session = self._call(
@@ -177,13 +169,13 @@ class Payments:
             "confirm the payment",
             self._client.v1.checkout.sessions.retrieve,
             session_id,
-            params={"expand": ["line_items"]},
+            params={"expand": ["line_items", "discounts.promotion_code", "invoice"]},
         )
         return self.with_subscription(checkout_view(session))
 
     def with_subscription(self, view: CheckoutView) -> CheckoutView:
         """A paid subscription-mode session with its subscription read now (status, invoice, payments)."""
-        if view.mode != "subscription" or not view.subscription or view.payment_status != "paid":
+        if view.mode != "subscription" or not view.subscription or view.payment_status == "unpaid":
             return view
         return replace(view, subscription_view=self.retrieve_subscription(view.subscription))
 
@@ -281,123 +273,6 @@ class Payments:
         )
         return [dispute_view(d.to_dict()) for d in page.data]
 
-    # Invoicing: each call has its caller's idempotency key, so a retry never makes a second object.
-
-    def create_customer(
-        self, *, email: str, name: str, po_number: str | None, metadata: dict, idempotency_key: str
-    ) -> str:
-        params = {"email": email, "name": name, "metadata": metadata}
-        if po_number:  # copied onto every invoice of the customer, renewals included
-            params["invoice_settings"] = {"custom_fields": [{"name": PO_FIELD, "value": po_number}]}
-        customer = self._call(
-            "create the customer",
-            self._client.v1.customers.create,
-            params=params,
-            options={"idempotency_key": idempotency_key},
-        )
-        return customer.id
-
-    def create_invoice(
-        self, *, customer: str, days_until_due: int, po_number: str | None, metadata: dict, idempotency_key: str
-    ) -> InvoiceView:
-        params = {
-            "customer": customer,
-            "collection_method": "send_invoice",
-            "days_until_due": days_until_due,
-            "auto_advance": False,
-            "pending_invoice_items_behavior": "exclude",
-            "metadata": metadata,
-        }
-        if po_number:
-            params["custom_fields"] = [{"name": PO_FIELD, "value": po_number}]
-        invoice = self._call(
-            "create the invoice",
-            self._client.v1.invoices.create,
-            params=params,
-            options={"idempotency_key": idempotency_key},
-        )
-        return invoice_view(invoice.to_dict())
-
-    def add_invoice_item(
-        self, *, customer: str, invoice: str, price_id: str, metadata: dict, idempotency_key: str
-    ) -> None:
-        self._call(
-            "add the price to the invoice",
-            self._client.v1.invoice_items.create,
-            params={"customer": customer, "invoice": invoice, "pricing": {"price": price_id}, "metadata": metadata},
-            options={"idempotency_key": idempotency_key},
-        )
-
-    def create_invoiced_subscription(
-        self, *, customer: str, price_id: str, days_until_due: int, metadata: dict, idempotency_key: str
-    ) -> SubscriptionView:
-        sub = self._call(
-            "create the subscription",
-            self._client.v1.subscriptions.create,
-            params={
-                "customer": customer,
-                "items": [{"price": price_id, "quantity": 1}],
-                "collection_method": "send_invoice",
-                "days_until_due": days_until_due,
-                "metadata": metadata,
-            },
-            options={"idempotency_key": idempotency_key},
-        )
-        return subscription_view(sub.to_dict())
-
-    # After a failure Stripe keeps (a 5xx), what the failed call may have made, found by our reference.
-
-    def find_customer(self, email: str, reference: dict) -> str | None:
-        page = self._call(
-            "look for the customer", self._client.v1.customers.list, params={"email": email, "limit": 100}
-        )
-        return next((c.id for c in page.data if ours(c, reference)), None)
-
-    def find_invoice(self, customer: str, reference: dict) -> InvoiceView | None:
-        page = self._call(
-            "look for the invoice", self._client.v1.invoices.list, params={"customer": customer, "limit": 100}
-        )
-        found = next((i for i in page.data if ours(i, reference)), None)
-        return invoice_view(found.to_dict()) if found is not None else None
-
-    def find_subscription(self, customer: str, reference: dict) -> SubscriptionView | None:
-        page = self._call(
-            "look for the subscription", self._client.v1.subscriptions.list, params={"customer": customer, "limit": 100}
-        )
-        found = next((s for s in page.data if ours(s, reference)), None)
-        return subscription_view(found.to_dict()) if found is not None else None
-
-    def finalize_invoice(self, invoice_id: str, idempotency_key: str) -> InvoiceView:
-        check_id(invoice_id, "in")
-        invoice = self._call(
-            "finalise the invoice",
-            self._client.v1.invoices.finalize_invoice,
-            invoice_id,
-            params={"auto_advance": False},
-            options={"idempotency_key": idempotency_key},
-        )
-        return invoice_view(invoice.to_dict())
-
-    def send_invoice(self, invoice_id: str, idempotency_key: str) -> InvoiceView:
-        check_id(invoice_id, "in")
-        invoice = self._call(
-            "send the invoice",
-            self._client.v1.invoices.send_invoice,
-            invoice_id,
-            options={"idempotency_key": idempotency_key},
-        )
-        return invoice_view(invoice.to_dict())
-
-    def cancel_subscription(self, subscription_id: str, idempotency_key: str) -> SubscriptionView:
-        check_id(subscription_id, "sub")
-        sub = self._call(
-            "cancel the subscription",
-            self._client.v1.subscriptions.cancel,
-            subscription_id,
-            options={"idempotency_key": idempotency_key},
-        )
-        return subscription_view(sub.to_dict())
-
     def construct_event(self, payload: bytes, signature: str | None) -> dict:
         """Verify a webhook on its raw body; raise ValueError or stripe.SignatureVerificationError, or
         MalformedEvent (a ValueError) for a body that verified but is no JSON object of bounded depth.
@@ -437,5 +312,8 @@ def gateway() -> Payments:
             s.stripe_api_base,
             s.stripe_max_network_retries,
             payment_method_types=s.payment_method_types,
+            offers=CheckoutOptions(
+                promotion_codes=s.promotion_codes, tax=s.stripe_tax, card_payment_invoice=s.card_payment_invoice
+            ),
         )
     return ext["payments"]

@@ -15,7 +15,6 @@ log = logging.getLogger(__name__)
 _SESSION_ID = re.compile(r"^cs_[A-Za-z0-9_]{1,250}$")
 # Stripe ids by prefix: checked before an id from an event or a form enters a URL.
 _ID = re.compile(r"^(sub|in|ch|re|pyr|du|dp|pi|cus)_[A-Za-z0-9_]{1,250}$")
-PRICE_TTL_SECONDS = 300
 MAX_EVENT_DEPTH = 64  # Stripe's events nest a dozen levels; json.loads recurses once per level
 # A JSON string, or what is left of one that never closes (a lone backslash at the very end included): the
 # pattern always matches from an opening quote, so the scan never restarts inside a string and stays linear.
@@ -23,6 +22,8 @@ _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.S)
 _BRACKETS = re.compile(r"[\[\]{}]")
 _DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 PAYER_EMAIL_MAX, PAYER_NAME_MAX = 320, 200  # registrations.payer_email, payer_name
+# Checkout's required text field for the paying school or organisation (licences.organisation).
+ORGANISATION_FIELD, ORGANISATION_MAX = "organisation", 200
 
 
 # The `operation` label of paygate_stripe_calls_total for each call (fixed names; unlisted: "other").
@@ -51,6 +52,8 @@ OPERATIONS = {
     "finalise the invoice": "invoice.finalize",
     "send the invoice": "invoice.send",
     "cancel the subscription": "subscription.cancel",
+    "change the subscription": "subscription.update",
+    "look up the promotion code": "promotion_code.list",
 }
 
 PO_FIELD = "PO number"  # the invoice custom field (Stripe: name <= 40, value <= 140 characters)
@@ -121,35 +124,6 @@ def check_id(value: str, prefix: str) -> None:
 
 
 @dataclass(frozen=True)
-class Price:
-    id: str
-    unit_amount: int
-    currency: str
-    recurring: bool
-    product_name: str | None = None
-    interval: str | None = None  # day, week, month, year (recurring Prices)
-    interval_count: int = 1
-    active: bool = True
-    # Other currencies the Price may be charged in: {"eur": 4500}
-    currency_options: dict = field(default_factory=dict)
-    product_description: str | None = None
-
-    @property
-    def period(self) -> str | None:
-        """How often it is charged, as registrations store it: "year", "3 month"; None if paid once."""
-        if not self.recurring:
-            return None
-        return self.interval if self.interval_count == 1 else f"{self.interval_count} {self.interval}"
-
-    def amount_in(self, currency: str | None) -> int | None:
-        """What this Price costs in `currency` (its own, or one of its currency options)."""
-        currency = (currency or "").lower()
-        if currency == self.currency:
-            return self.unit_amount
-        return self.currency_options.get(currency)
-
-
-@dataclass(frozen=True)
 class PaymentView:
     """A PaymentIntent with its latest charge: what was paid, refunded and disputed."""
 
@@ -173,6 +147,10 @@ class SubscriptionView:
     collection_method: str | None
     latest_invoice: "InvoiceView | None"
     latest_invoice_id: str | None
+    # Its one item: what it bills, how many (seats), and the item's id (to change the quantity).
+    item_id: str | None = None
+    price_id: str | None = None
+    quantity: int | None = None
 
 
 @dataclass(frozen=True)
@@ -192,6 +170,14 @@ class InvoiceView:
     hosted_invoice_url: str | None
     paid_at: datetime | None
     payment_intents: list[str] = field(default_factory=list)  # of its paid payments
+    invoice_pdf: str | None = None
+    # Before discounts and tax, the discount, and the tax Stripe computed (minor units).
+    subtotal: int | None = None
+    discount: int = 0
+    tax: int | None = None
+    # Its first line: the Price billed and how many.
+    price_id: str | None = None
+    quantity: int | None = None
 
 
 @dataclass(frozen=True)
@@ -239,6 +225,16 @@ class CheckoutView:
     # Subscription mode: the subscription as Stripe has it now (read with the session).
     subscription_view: "SubscriptionView | None" = None
     payer_name: str | None = None  # the billing name the payer gave Checkout
+    # What was bought (the first line item), before discounts and tax, the discount and tax (minor units).
+    quantity: int | None = None
+    amount_subtotal: int | None = None
+    amount_discount: int = 0
+    amount_tax: int | None = None
+    promotion_code: str | None = None  # the code the payer entered (e.g. SCHOOL20)
+    organisation: str | None = None  # the school or organisation the payer named (our custom field)
+    invoice: str | None = None  # the invoice of a card payment (invoice_creation), with its links
+    invoice_url: str | None = None
+    invoice_pdf: str | None = None
 
 
 def valid_session_id(value: str | None) -> bool:
@@ -270,6 +266,7 @@ def checkout_view(session) -> CheckoutView:
         pi = pi.get("id")
     details = data.get("customer_details") or {}
     line_items = (data.get("line_items") or {}).get("data") or []
+    totals = data.get("total_details") or {}
     return CheckoutView(
         id=data["id"],
         status=data.get("status"),
@@ -288,13 +285,47 @@ def checkout_view(session) -> CheckoutView:
         subscription=id_of(data.get("subscription")),
         customer=id_of(data.get("customer")),
         payer_name=clean(details.get("name"), PAYER_NAME_MAX),
+        quantity=line_items[0].get("quantity") if len(line_items) == 1 else None,
+        amount_subtotal=data.get("amount_subtotal"),
+        amount_discount=totals.get("amount_discount") or 0,
+        amount_tax=totals.get("amount_tax"),
+        promotion_code=_promotion_code(data.get("discounts")),
+        organisation=_custom_text(data.get("custom_fields"), ORGANISATION_FIELD),
+        invoice=id_of(data.get("invoice")),
+        invoice_url=_mapping(data.get("invoice")).get("hosted_invoice_url"),
+        invoice_pdf=_mapping(data.get("invoice")).get("invoice_pdf"),
     )
+
+
+def _mapping(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _promotion_code(discounts) -> str | None:
+    """The code of the first applied promotion code (expanded: `discounts.promotion_code`)."""
+    for discount in discounts or []:
+        promo = discount.get("promotion_code") if isinstance(discount, dict) else None
+        if isinstance(promo, dict) and isinstance(promo.get("code"), str):
+            return clean(promo["code"], 100)
+    return None
+
+
+def _custom_text(fields, key: str) -> str | None:
+    """What the payer typed into our Checkout custom text field `key`, cleaned."""
+    for custom in fields or []:
+        if isinstance(custom, dict) and custom.get("key") == key:
+            return clean((custom.get("text") or {}).get("value"), ORGANISATION_MAX)
+    return None
 
 
 def invoice_view(data: dict) -> InvoiceView:
     parent = data.get("parent") or {}
     details = parent.get("subscription_details") or {}
     payments = (data.get("payments") or {}).get("data") or []
+    lines = (data.get("lines") or {}).get("data") or []
+    line = lines[0] if lines and isinstance(lines[0], dict) else {}
+    price = ((line.get("pricing") or {}).get("price_details") or {}).get("price")
+    taxes = data.get("total_taxes")
     intents = [id_of((p.get("payment") or {}).get("payment_intent")) for p in payments if p.get("status") == "paid"]
     return InvoiceView(
         id=data["id"],
@@ -312,6 +343,12 @@ def invoice_view(data: dict) -> InvoiceView:
         hosted_invoice_url=data.get("hosted_invoice_url"),
         paid_at=from_epoch((data.get("status_transitions") or {}).get("paid_at")),
         payment_intents=[pi for pi in intents if pi],
+        invoice_pdf=data.get("invoice_pdf"),
+        subtotal=data.get("subtotal"),
+        discount=sum(d.get("amount") or 0 for d in data.get("total_discount_amounts") or [] if isinstance(d, dict)),
+        tax=sum(t.get("amount") or 0 for t in taxes if isinstance(t, dict)) if isinstance(taxes, list) else None,
+        price_id=id_of(price),
+        quantity=line.get("quantity"),
     )
 
 
@@ -319,6 +356,7 @@ def subscription_view(data: dict) -> SubscriptionView:
     items = (data.get("items") or {}).get("data") or []
     ends = [item.get("current_period_end") for item in items if item.get("current_period_end")]
     latest = data.get("latest_invoice")
+    item = items[0] if len(items) == 1 and isinstance(items[0], dict) else {}
     return SubscriptionView(
         id=data["id"],
         status=data.get("status"),
@@ -328,6 +366,9 @@ def subscription_view(data: dict) -> SubscriptionView:
         collection_method=data.get("collection_method"),
         latest_invoice=invoice_view(latest) if isinstance(latest, dict) else None,
         latest_invoice_id=id_of(latest),
+        item_id=item.get("id"),
+        price_id=id_of(item.get("price")),
+        quantity=item.get("quantity"),
     )
 
 

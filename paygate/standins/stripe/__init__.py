@@ -11,12 +11,14 @@ from flask import request
 from paygate.standins.stripe import (
     charges,
     checkout,
+    checkout_page,
     core,
     customers,
     dashboard,
     invoice_items,
     invoices,
     prices,
+    promotions,
     subscriptions,
 )
 from paygate.standins.stripe.events import send_event
@@ -27,7 +29,8 @@ __all__ = ["State", "register", "send_event"]
 
 def register(bp, st: State) -> None:
     """Add the Stripe routes (/_local/stripe/...) serving `st` to `bp`."""
-    for module in (prices, checkout, customers, invoices, invoice_items, subscriptions, charges, dashboard):
+    modules = (prices, promotions, checkout, checkout_page, customers, invoices, invoice_items, subscriptions)
+    for module in (*modules, charges, dashboard):
         module.register(bp, st)
     route = core.api_routes(bp, st)
 

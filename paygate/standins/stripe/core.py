@@ -35,7 +35,8 @@ EXPANDABLE = {
     "subscription": "subscription",
     "invoice": "invoice",
 }
-# Object type -> (field, fn(body, obj, expand)) adding what Stripe returns only when asked (invoice.payments ...).
+# Object type -> (field or fields, fn(body, obj, expand)) adding what Stripe returns only when asked
+# (invoice.payments ...).
 INCLUDES: dict = {}
 
 
@@ -243,10 +244,11 @@ def render(st, obj: dict, expand=()) -> dict:
 
 def check_expand(obj: dict, expand) -> None:
     """Refuse, as Stripe does, to expand what the object has no expandable field for."""
-    include = INCLUDES.get(obj["object"], (None,))[0]
+    include = INCLUDES.get(obj["object"], ((),))[0]
+    included = (include,) if isinstance(include, str) else include  # one name, or a tuple of them
     for path in expand:
         field = path.split(".", 1)[0]
-        if not (field in EXPANDABLE and field in obj) and field != include:
+        if not (field in EXPANDABLE and field in obj) and field not in included:
             raise StripeFail(400, f"This property cannot be expanded ({path}).", None, "expand")
 
 

@@ -130,3 +130,52 @@ def public(st, promo: dict, expand=()) -> dict:
     if "promotion.coupon" in expand:
         body["promotion"]["coupon"] = copy.deepcopy(coupon_of(st, promo))
     return body
+
+
+def _expand(params: dict, prefix: str = "") -> set:
+    """The code's expansions (`promotion.coupon`; under `prefix` in a list), refusing others as Stripe does."""
+    wanted = set()
+    for path in core.expansions(params):
+        inner = path[len(prefix) :] if path.startswith(prefix) else None
+        if inner not in ("promotion.coupon", "customer"):
+            raise core.StripeFail(400, f"This property cannot be expanded ({path}).", None, "expand")
+        wanted.add(inner)
+    return wanted
+
+
+def listed(st, params: dict) -> dict:
+    """GET /v1/promotion_codes: filtered by `code` (case-insensitive, as Stripe matches it), `active`, `coupon`."""
+    found = list(st.promotion_codes.values())[::-1]  # the newest first
+    if params.get("code"):
+        found = [p for p in found if p["code"].casefold() == params["code"].strip().casefold()]
+    if params.get("active") not in (None, ""):
+        active = core.to_bool(params["active"], "active")
+        found = [p for p in found if p["active"] == active]
+    if params.get("coupon"):
+        found = [p for p in found if p["promotion"]["coupon"] == params["coupon"]]
+    limit = core.to_int(params.get("limit", 10), "limit")
+    if not 1 <= limit <= 100:
+        raise core.StripeFail(400, "This value must be between 1 and 100.", "parameter_invalid_integer", "limit")
+    if params.get("starting_after"):
+        ids = [p["id"] for p in found]
+        if params["starting_after"] not in ids:
+            raise core.missing("promotion_code", params["starting_after"], "starting_after", 400)
+        found = found[ids.index(params["starting_after"]) + 1 :]
+    expand = _expand(params, "data.")
+    return {
+        **core.list_of([public(st, p, expand) for p in found[:limit]], "/v1/promotion_codes"),
+        "has_more": len(found) > limit,
+    }
+
+
+def register(bp, st) -> None:
+    """GET /v1/promotion_codes and /v1/promotion_codes/{id}."""
+    route = core.api_routes(bp, st)
+
+    @route("/promotion_codes", op="list_promotion_codes", params=core.known(*core.LIST, "code", "active", "coupon"))
+    def promotion_code_list(params):
+        return listed(st, params)
+
+    @route("/promotion_codes/<promo_id>", op="retrieve_promotion_code", params=core.RETRIEVE)
+    def promotion_code_get(params, promo_id):
+        return public(st, find(st, promo_id), _expand(params))

@@ -199,6 +199,11 @@ class State:
                 "events": self.events,
                 "seq": self.seq,
                 "invoice_seq": self.invoice_seq,
+                # the catalogue is rebuilt at start; what was used of its coupons and codes is not
+                "redeemed": {
+                    "coupons": {k: c["times_redeemed"] for k, c in self.coupons.items()},
+                    "promotion_codes": {k: p["times_redeemed"] for k, p in self.promotion_codes.items()},
+                },
             }
 
     def load(self, saved: dict) -> None:
@@ -211,3 +216,8 @@ class State:
             self.events[:] = saved.get("events") or []
             self.seq = int(saved.get("seq") or 0)
             self.invoice_seq = int(saved.get("invoice_seq") or 0)
+            redeemed = saved.get("redeemed") or {}
+            for kind, store in (("coupons", self.coupons), ("promotion_codes", self.promotion_codes)):
+                for object_id, count in (redeemed.get(kind) or {}).items():
+                    if object_id in store:
+                        store[object_id]["times_redeemed"] = int(count)

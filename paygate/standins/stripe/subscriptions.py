@@ -39,10 +39,12 @@ def start(
     *,
     automatic_tax: bool = False,
     discounts: list | None = None,
+    first_invoice=None,
 ) -> dict:
-    """A new subscription and its first invoice (paid by card, or by a bank debit still `processing`), taxed if
-    `automatic_tax`, discounted by `discounts` ((promotion code or None, coupon) pairs that billing.requested
-    accepted; redeemed here)."""
+    """A new subscription and its first invoice (paid by card, or by a bank debit still `processing`; with nothing
+    due, paid as it is finalised), taxed if `automatic_tax`, discounted by `discounts` ((promotion code or None,
+    coupon) pairs that billing.requested accepted; redeemed here); `first_invoice(invoice)` may change what that
+    draft bills (Checkout's discount and tax)."""
     # As in Stripe: billed by invoice, it is active at once and its first invoice waits, a draft, for the caller
     # to finalise; charged automatically, it is incomplete until that invoice is paid (Checkout's
     # customer.subscription.created says incomplete, then customer.subscription.updated says active).
@@ -99,8 +101,12 @@ def start(
     }
     sub["items"] = core.list_of([item], f"/v1/subscription_items?subscription={sub['id']}")
     invoice = _bill(st, sub, "subscription_create")
+    if first_invoice:
+        first_invoice(invoice)
     events.emit(st, "customer.subscription.created", sub)
-    if not by_invoice:
+    if not by_invoice and invoice["amount_due"] == 0:
+        invoices.finalize(st, invoice)
+    elif not by_invoice:
         invoices.pay(st, invoice, outcome=outcome)
     return sub
 

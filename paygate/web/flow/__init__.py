@@ -14,8 +14,10 @@ from paygate.core.languages import gettext as _
 from paygate.core.models import Registration, State
 from paygate.core.registrations import open_registration
 from paygate.gateways import ltiaas, payments
-from paygate.sales import invoice_form, invoicing
+from paygate.sales import invoice_form, invoicing, offers
 from paygate.web import identity, throttling
+from paygate.web.flow import choice
+from paygate.web.flow.countries import countries
 from paygate.web.flow.pages import (
     TOKEN,
     bp,
@@ -66,7 +68,7 @@ def pre_approval():
             return too_many(retry_url(registration_id))
         db.session.commit()  # no transaction stays open while LTIaaS and Stripe are asked
         try:
-            lms, price = _look_up(registration_id)
+            lms, on_sale = _look_up(registration_id)
         except _Busy:
             return busy(retry_url(registration_id))
         except ltiaas.UnusableLms as exc:  # nothing stored; asking again gives the same answer
@@ -123,10 +125,10 @@ def pre_approval():
                 502,
                 retry_url=retry_url(registration_id),
             )
-        if not price.active or price.unit_amount <= 0:
-            log.error("STRIPE_PRICE_ID names a price that cannot be sold (archived, or without an amount)")
-            return not_sellable()
-        reg = open_registration(registration_id, lms, price, cause="pre-approval")
+        first = on_sale[0]
+        reg = open_registration(
+            registration_id, lms, first.price, "pre-approval", first.first_quantity, first.seat_unit
+        )
         db.session.commit()
     return _preapproval_page(reg)
 
@@ -141,10 +143,7 @@ def _look_up(registration_id: str):
     with throttling.lookup_slot() as free:
         if not free:
             raise _Busy
-        return (
-            ltiaas.client().get_registration(registration_id),
-            payments.gateway().get_price(current_app.config["SETTINGS"].stripe_price_id),
-        )
+        return ltiaas.client().get_registration(registration_id), offers.available()
 
 
 def _preapproval_page(
@@ -155,6 +154,19 @@ def _preapproval_page(
     answers=None,
 ):
     settings = current_app.config["SETTINGS"]
+    try:
+        on_sale = offers.available()
+    except payments.PriceNotSellable:
+        return not_sellable()
+    except payments.PaymentProviderError:
+        return message_page(
+            _("Payment service unavailable"),
+            _("We could not reach the payment service. Try again in a moment."),
+            502,
+            retry_url=retry_url(reg.registration_id),
+        )
+    chosen = offers.current_choice(reg, on_sale)
+    quote = choice.quote(chosen)
     offer_invoice = (
         settings.invoicing
         and reg.state == State.PENDING.value
@@ -165,7 +177,28 @@ def _preapproval_page(
         reg=reg,
         identity=identity.of(reg),
         lms_name=identity.lms_name(reg),
-        pay_label=languages.pay_label(reg.amount, reg.currency, reg.price_interval),
+        pay_label=quote["pay_label"],
+        quote=quote,
+        offers=[
+            {
+                "id": offer.id,
+                "product": offer.price.product_name or offer.id,
+                "description": offer.price.product_description,
+                "line": choice.offer_line(offer),
+                "per_seat": offer.per_seat,
+                "min": offer.min_seats,
+                "max": offer.max_seats,
+                "seats_label": choice.seats_label(offer) if offer.per_seat else "",
+                "refusal": choice.refusal(offers.ChoiceRefused("seats_whole", offer)) if offer.per_seat else "",
+                "checked": offer.id == chosen.offer.id,
+            }
+            for offer in on_sale
+        ],
+        chosen=chosen,
+        quote_url=url_for("flow.quote", token=reg.flow_token),
+        invoice_terms=choice.invoice_terms() if offer_invoice else [],
+        countries=countries() if offer_invoice and settings.stripe_tax else [],
+        promotion_codes=settings.promotion_codes,
         status=frame_status(reg),
         pay_url=url_for("flow.pay", token=reg.flow_token),
         status_url=url_for("flow.status", token=reg.flow_token),
@@ -180,6 +213,8 @@ def _preapproval_page(
             "email": invoice_form.EMAIL_MAX,
             "organisation": invoice_form.ORGANISATION_MAX,
             "po": invoice_form.PO_MAX,
+            "code": invoice_form.CODE_MAX,
+            "postal": invoice_form.POSTAL_MAX,
         },
     ), status
 
@@ -190,7 +225,10 @@ def invoice(token: str):
     reg = registration(token)
     if not current_app.config["SETTINGS"].invoicing:
         return message_page(_("Not offered"), _("Paying by invoice is not offered for this tool."), 400, reg)
-    answers = {k: (request.form.get(k) or "")[:200] for k in ("billing_email", "organisation", "po_number")}
+    answers = {
+        k: (request.form.get(k) or "")[:200]
+        for k in ("billing_email", "organisation", "po_number", "promotion_code", "country", "postal_code")
+    }
     if not throttling.allow(throttling.INVOICE):  # each sending may make a Customer and an Invoice at Stripe
         page, status = _preapproval_page(
             reg,
@@ -218,6 +256,21 @@ def invoice(token: str):
             ),
         )
     return redirect(url_for("flow.pre_approval", registrationId=reg.registration_id), 303)
+
+
+@bp.get("/flow/<token>/quote")
+def quote(token: str):
+    """What the chosen offer and number of seats cost, said in the admin's language (the frame asks as the admin
+    types); a choice that cannot be sold gets its sentence. Reads only the cached Prices: nothing at Stripe."""
+    registration(token)
+    try:
+        on_sale = offers.available()
+        chosen = offers.choose(on_sale, request.args.get("offer"), request.args.get("seats"))
+    except offers.ChoiceRefused as exc:
+        return jsonify(error=choice.refusal(exc)), 400
+    except (payments.PriceNotSellable, payments.PaymentProviderError):
+        return jsonify(error=_("We could not reach the payment service. Try again in a moment.")), 503
+    return jsonify(choice.quote(chosen))
 
 
 @bp.get("/flow/<token>/status")

@@ -13,6 +13,7 @@ from paygate.core.languages import gettext as _
 from paygate.core.models import CheckoutSession
 from paygate.core.registrations import record
 from paygate.gateways import payments
+from paygate.sales import offers
 from paygate.sales.checkout import NotPayable, open_checkout
 from paygate.sales.fulfilment import complete_later, fulfil_checkout
 from paygate.web import throttling
@@ -27,14 +28,33 @@ log = logging.getLogger(__name__)
 def pay(token: str):
     """The popup: send it to the registration's one open Checkout Session."""
     reg = registration(token)
+    asked = {k: request.args.get(k) for k in ("offer", "seats") if k in request.args}
     if not throttling.allow(throttling.CHECKOUT):  # each opening may ask Stripe
-        return too_many(url_for("flow.pay", token=token), reg)
+        return too_many(url_for("flow.pay", token=token, **asked), reg)
+    try:
+        on_sale = offers.available()
+        # Without a choice in the URL (a link kept from before): what the registration was last priced at.
+        chosen = offers.choose(on_sale, asked.get("offer"), asked.get("seats")) if asked else None
+    except offers.ChoiceRefused as exc:  # nothing is made at Stripe
+        return message_page(_("Check your choice"), offers.refusal(exc) + " " + close_and_retry(), 400, reg)
+    except payments.PriceNotSellable:
+        return not_sellable()
+    except payments.PaymentProviderError:
+        return message_page(
+            _("Payment service busy"),
+            _("We could not open the payment page. Try again: you will not be charged twice."),
+            503,
+            reg,
+            retry_url=url_for("flow.pay", token=token, **asked),
+        )
     try:
         url = open_checkout(
             reg,
             success_url=absolute("flow.paid", token=token) + "?session_id={CHECKOUT_SESSION_ID}",
             cancel_url=absolute("flow.cancelled", token=token),
             locale=languages.checkout_locale(),
+            choice=chosen,
+            organisation_label=_("School or organisation"),
         )
     except NotPayable as exc:
         if exc.reason == "too_late":
@@ -86,9 +106,14 @@ def pay(token: str):
             _("We could not open the payment page. Try again: you will not be charged twice."),
             503,
             reg,
-            retry_url=url_for("flow.pay", token=token),
+            retry_url=url_for("flow.pay", token=token, **asked),
         )
     return redirect(url, 303)
+
+
+def close_and_retry() -> str:
+    """The end of a refusal in the popup: the choice is made in the frame."""
+    return _("Close this window, correct it in your LMS window and press Pay again.")
 
 
 @bp.get("/flow/<token>/paid")

@@ -71,6 +71,9 @@ class FlowView:
     price_interval: str | None = None
     product_name: str | None = None
     product_description: str | None = None
+    price_id: str | None = None
+    quantity: int | None = None
+    seat_unit: str | None = None
 
 
 _R, _S, _L = Registration.__table__, CheckoutSession.__table__, Licence.__table__
@@ -95,6 +98,9 @@ _PAGE_COLUMNS = (
     _R.c.price_interval,
     _R.c.product_name,
     _R.c.product_description,
+    _R.c.price_id,
+    _R.c.quantity,
+    _R.c.seat_unit,
 )
 _INVOICE_COLUMNS = (
     _L.c.invoicing_error,

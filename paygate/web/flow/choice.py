@@ -1,0 +1,146 @@
+"""The offers as the frame shows them, in the admin's language: each offer's line, the seats field, the quote for a
+choice (unit price, number, total, the Pay button's label) and the terms of what is bought. What can be chosen and
+what it costs is decided in paygate/sales/offers.py; this module only says it."""
+
+from flask import current_app
+
+from paygate.core import languages
+from paygate.core.languages import N_, ngettext
+from paygate.core.languages import gettext as _
+from paygate.sales import offers
+
+# Seat units (Price metadata `seat_unit`), each with its count ("120 students"), its name in a sentence ("the
+# number of students") and its price line ("3.00 USD per student").
+_COUNT = {
+    "seat": (N_("%(count)s seat"), N_("%(count)s seats")),
+    "student": (N_("%(count)s student"), N_("%(count)s students")),
+    "teacher": (N_("%(count)s teacher"), N_("%(count)s teachers")),
+    "user": (N_("%(count)s user"), N_("%(count)s users")),
+}
+_PER = {
+    "seat": N_("%(price)s per seat"),
+    "student": N_("%(price)s per student"),
+    "teacher": N_("%(price)s per teacher"),
+    "user": N_("%(price)s per user"),
+}
+_LABEL = {
+    "seat": N_("Number of seats"),
+    "student": N_("Number of students"),
+    "teacher": N_("Number of teachers"),
+    "user": N_("Number of users"),
+}
+
+
+def count(quantity: int, unit: str | None) -> str:
+    """ "120 students", "1 teacher" (the number in the admin's number format)."""
+    singular, plural = _COUNT.get(unit or "seat", _COUNT["seat"])
+    return ngettext(singular, plural, quantity, count=languages.number(quantity))
+
+
+def _with_period(text: str, offer: offers.Offer) -> str:
+    every = languages.period(offer.price.period)
+    if every is None:
+        return _("%(price)s, paid once", price=text)
+    return _("%(price)s %(period)s", price=text, period=every)
+
+
+def offer_line(offer: offers.Offer) -> str:
+    """ "3.00 USD per student per year (10 to 5,000 students)", "49.00 USD, paid once"."""
+    price = offer.price
+    if not offer.per_seat:
+        return languages.price_line(offer.total(1), price.currency, price.period)
+    unit = offer.seat_unit
+    if price.tiers:
+        first = price.tiers[0].unit_amount
+        line = _("from %(price)s", price=_(_PER[unit], price=languages.money(first, price.currency)))
+    else:
+        line = _(_PER[unit], price=languages.money(price.unit_amount, price.currency))
+    return _(
+        "%(price_line)s (%(minimum)s to %(maximum)s)",
+        price_line=_with_period(line, offer),
+        minimum=languages.number(offer.min_seats),
+        maximum=count(offer.max_seats, unit),
+    )
+
+
+def seats_label(offer: offers.Offer) -> str:
+    return _(_LABEL[offer.seat_unit])
+
+
+def refusal(exc: offers.ChoiceRefused) -> str:
+    return offers.refusal(exc)
+
+
+def quote(choice: offers.Choice) -> dict:
+    """What the frame shows for a choice before paying: the breakdown, the total, the Pay button's label."""
+    offer, price = choice.offer, choice.offer.price
+    total = choice.amount
+    if not offer.per_seat:
+        breakdown = languages.price_line(total, price.currency, price.period)
+    elif price.tiers:  # Stripe's tiers decide: the total it will charge, not a unit price times the number
+        breakdown = _(
+            "%(seats)s: %(total)s",
+            seats=count(choice.quantity, offer.seat_unit),
+            total=languages.price_line(total, price.currency, price.period),
+        )
+    else:
+        breakdown = _(
+            "%(seats)s × %(unit_price)s = %(total)s",
+            seats=count(choice.quantity, offer.seat_unit),
+            unit_price=languages.money(price.unit_amount, price.currency),
+            total=languages.price_line(total, price.currency, price.period),
+        )
+    return {
+        "offer": offer.id,
+        "seats": choice.quantity,
+        "breakdown": breakdown,
+        "total": languages.price_line(total, price.currency, price.period),
+        "pay_label": languages.pay_label(total, price.currency, price.period),
+        "terms": terms(offer),
+    }
+
+
+def terms(offer: offers.Offer) -> list[str]:
+    """The terms of the offer, said before paying: renewal and where to cancel, or paid once; then the invoice's."""
+    settings = current_app.config["SETTINGS"]
+    every = languages.period(offer.price.period)
+    if every is None:
+        said = [_("Paid once: it does not renew.")]
+    else:
+        said = [
+            _(
+                "Renews automatically (%(period)s) until cancelled. To cancel, write to the vendor's support "
+                "before the renewal date; the tool stays registered until the end of the paid period.",
+                period=every,
+            )
+        ]
+    if settings.promotion_codes:
+        said.append(_("Have a promotion code? Enter it on the payment page (or in the invoice form)."))
+    if settings.stripe_tax:
+        said.append(_("Tax is added where it applies; the payment page shows it before you pay."))
+    return said
+
+
+def invoice_terms() -> list[str]:
+    """What paying by invoice means: its due date, and what happens after the grace."""
+    settings = current_app.config["SETTINGS"]
+    said = [
+        ngettext(
+            "The invoice is due %(num)d day after it is sent.",
+            "The invoice is due %(num)d days after it is sent.",
+            settings.invoice_days_until_due or 0,
+        )
+    ]
+    if settings.invoice_access == "on_payment":
+        said.append(_("The tool is switched on when the invoice is paid."))
+    else:
+        said.append(
+            ngettext(
+                "The tool works at once; if the invoice is still unpaid %(num)d day after its due date, it is "
+                "switched off until it is paid.",
+                "The tool works at once; if the invoice is still unpaid %(num)d days after its due date, it is "
+                "switched off until it is paid.",
+                settings.licence_grace_days,
+            )
+        )
+    return said
