@@ -175,11 +175,14 @@ def finalize(st, invoice: dict) -> None:
 
 
 def send(st, invoice: dict) -> None:
-    """E-mail an open invoice to the customer (remembered, nothing else changes); invoice.sent."""
+    """E-mail a finalised invoice to the customer (remembered, nothing else changes); invoice.sent. As in Stripe, a
+    paid one may be sent too (an invoice a code took all of is paid as it is finalised)."""
     if invoice["collection_method"] != "send_invoice":
         raise core.state_error("You can only manually send an invoice if its collection method is 'send_invoice'.")
-    if invoice["status"] != "open":
-        raise core.state_error(f"You can only send an open invoice; this one is {invoice['status']}.")
+    if invoice["status"] in ("draft", "void"):
+        raise core.state_error(
+            f"You can only send a finalized invoice that is not void; this one is {invoice['status']}."
+        )
     invoice["_sent"] += 1
     events.emit(st, "invoice.sent", invoice)
 
