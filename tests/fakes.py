@@ -303,6 +303,14 @@ class Stripe:
             standin.subscriptions.renew(self.state, sub, "succeeded" if paid else None)
             return self._json(sub)
 
+    def change_quantity(self, sub_id: str, quantity: int, proration_behavior: str = "create_prorations") -> dict:
+        """The vendor changes the subscription's quantity in the dashboard (customer.subscription.updated; prorations
+        as `proration_behavior` says). Returns the subscription."""
+        with self.lock:
+            sub = self._get("subscription", sub_id)
+            standin.subscriptions.change_quantity(self.state, sub, quantity, proration_behavior)
+            return self._json(sub)
+
     def pay_invoice(self, invoice_id: str, out_of_band: bool = False) -> dict:
         """The customer pays the invoice (a PaymentIntent, a charge and an invoice payment), or it is marked
         paid out of band (none of them). A past_due/unpaid subscription whose latest invoice it is turns active."""

@@ -15,6 +15,7 @@ from paygate.standins.stripe import (
     core,
     customers,
     dashboard,
+    invoice_items,
     invoices,
     prices,
     promotions,
@@ -28,7 +29,8 @@ __all__ = ["State", "register", "send_event"]
 
 def register(bp, st: State) -> None:
     """Add the Stripe routes (/_local/stripe/...) serving `st` to `bp`."""
-    for module in (prices, promotions, checkout, checkout_page, customers, invoices, subscriptions, charges, dashboard):
+    modules = (prices, promotions, checkout, checkout_page, customers, invoices, invoice_items, subscriptions)
+    for module in (*modules, charges, dashboard):
         module.register(bp, st)
     route = core.api_routes(bp, st)
 

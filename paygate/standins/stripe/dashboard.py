@@ -23,6 +23,17 @@ def _set_status(status: str):
     return lambda st, sub, form: subscriptions.set_status(st, sub, status)
 
 
+def _quantity(st, sub, form):
+    """The vendor changes the quantity, as in Stripe's dashboard (prorations as the form says)."""
+    try:
+        quantity = int(form.get("quantity", ""))
+    except ValueError:
+        raise core.state_error("The quantity must be a whole number.") from None
+    if quantity < 0:
+        raise core.state_error("The quantity must not be negative.")
+    subscriptions.change_quantity(st, sub, quantity, form.get("proration_behavior") or "create_prorations")
+
+
 def _refund_half(st, charge, form):
     return charges.refund(st, charge, max(1, (charge["amount"] - charge["amount_refunded"]) // 2))
 
@@ -36,6 +47,7 @@ ACTIONS = {
     ("dispute", "lost"): lambda s, obj, form: charges.close_dispute(s, obj, False),
     **{("subscription", status): _set_status(status) for status in SUB_STATUSES},
     ("subscription", "renewal-failed"): lambda s, obj, form: subscriptions.renew(s, obj, "failed"),
+    ("subscription", "quantity"): _quantity,
     ("invoice", "paid"): lambda s, obj, form: invoices.pay(s, obj),
     ("invoice", "overdue"): lambda s, obj, form: invoices.overdue(s, obj, _days(form)),
     ("invoice", "void"): lambda s, obj, form: invoices.void(s, obj, drafts_too=True),
@@ -85,7 +97,11 @@ button{margin:.1rem}#notice{background:#e7f1ff;padding:.5rem 1rem}</style></head
 <td>{{ plan(s) }}</td>
 <td>{{ when(s["items"].data[0].current_period_end) }}</td><td><code>{{ s.latest_invoice }}</code></td>
 <td>{% for status in statuses %}{% call act("subscription", s.id, status, "→ " ~ status) %}{% endcall %}{% endfor %}
-  {% call act("subscription", s.id, "renewal-failed", "Renewal payment fails") %}{% endcall %}</td></tr>
+  {% call act("subscription", s.id, "renewal-failed", "Renewal payment fails") %}{% endcall %}
+  {% call act("subscription", s.id, "quantity", "Change quantity") %}<input type="number" min="0" name="quantity"
+    value="{{ s["items"].data[0].quantity }}" id="quantity-{{ s.id }}" aria-label="quantity" style="width:4rem">
+    <select name="proration_behavior" id="proration-{{ s.id }}" aria-label="prorations">{% for p in prorations %}
+    <option>{{ p }}</option>{% endfor %}</select>{% endcall %}</td></tr>
 {% endfor %}</table>
 
 <h2>Invoices</h2>
@@ -95,8 +111,12 @@ button{margin:.1rem}#notice{background:#e7f1ff;padding:.5rem 1rem}</style></head
 <td><code>{{ i.id }}</code> {{ i.number or "(draft)" }}<br><code>{{ i.customer }}</code> {{ i.customer_email or "" }}
   {% if i.parent %}<br><code>{{ i.parent.subscription_details.subscription }}</code>{% endif %}</td>
 <td>{{ registration(i) }}</td><td>{{ i.status }}<br>{{ i.collection_method }}{% if i._sent %}, sent{% endif %}</td>
-<td>due {{ money(i.amount_due, i.currency) }}<br>paid {{ money(i.amount_paid, i.currency) }}<br>
-  remaining {{ money(i.amount_remaining, i.currency) }}</td>
+<td>subtotal {{ money(i.subtotal, i.currency) }}{% for d in i.total_discount_amounts or [] %}<br>
+  discount {{ money(d.amount, i.currency) }}{% endfor %}{% for t in i.total_taxes or [] %}<br>
+  tax {{ money(t.amount, i.currency) }}{% endfor %}<br>
+  due {{ money(i.amount_due, i.currency) }}<br>paid {{ money(i.amount_paid, i.currency) }}<br>
+  remaining {{ money(i.amount_remaining, i.currency) }}{% if i.invoice_pdf %}<br>
+  <a href="{{ i.invoice_pdf }}">PDF</a>{% endif %}</td>
 <td>{{ when(i.due_date) }}</td>
 <td>{% call act("invoice", i.id, "paid", "Paid") %}{% endcall %}
   {% call act("invoice", i.id, "overdue", "Overdue") %}<input type="number" min="0" name="days" value="1"
@@ -122,10 +142,11 @@ def registration(st, obj: dict) -> str:
 
 
 def plan(sub: dict) -> str:
-    """What the subscription costs each interval, in its currency."""
+    """What the subscription's quantity costs each interval (by its price's tiers), in its currency, before
+    discounts and tax."""
     quantity = sub["items"]["data"][0]["quantity"]
-    amount = quantity * prices.amount(sub["_price"], sub["currency"])
-    return f"{core.money(amount, sub['currency'])} / {sub['_price']['recurring']['interval']}"
+    amount = prices.total(sub["_price"], quantity, sub["currency"])
+    return f"quantity {quantity}: {core.money(amount, sub['currency'])} / {sub['_price']['recurring']['interval']}"
 
 
 def when(ts: int | None) -> str:
@@ -157,6 +178,7 @@ def register(bp, st) -> None:
                 base=base,
                 prefix=PREFIX,
                 statuses=SUB_STATUSES,
+                prorations=subscriptions.PRORATIONS,
                 notice=request.args.get("notice"),
                 charges=core.newest(st, "charge"),
                 subscriptions=core.newest(st, "subscription"),

@@ -1,13 +1,59 @@
-"""Invoices and invoice items: drafts, lines, finalising, sending, paying, voiding, writing off."""
+"""Invoices: drafts, finalising, sending, paying, voiding, writing off, and the PDF page (what they bill:
+paygate/standins/stripe/billing.py; their items: invoice_items.py)."""
 
 import copy
+from datetime import UTC, datetime
 
-from paygate.standins.stripe import charges, core, customers, events, prices
+from flask import render_template_string
+
+from paygate.standins.stripe import billing, charges, core, customers, events, invoice_items
 
 DEFAULT_DAYS_UNTIL_DUE = 30  # Stripe's default payment terms (Billing st)
 RETRY_DAYS = 3  # when a failed automatic payment is tried again
 PAYABLE = ("open", "uncollectible")
 COLLECTION_METHODS = ("charge_automatically", "send_invoice")
+CREATE = core.known(
+    "customer",
+    "collection_method",
+    "days_until_due",
+    "due_date",
+    "auto_advance",
+    "pending_invoice_items_behavior",
+    "currency",
+    "description",
+    "metadata[*]",
+    "custom_fields[][name]",
+    "custom_fields[][value]",
+    "automatic_tax[enabled]",
+    "discounts[][promotion_code]",
+    "discounts[][coupon]",
+    "expand[]",
+)
+LISTED_BY = ("customer", "status", "subscription")
+
+# What invoice_pdf serves: Stripe's is a PDF; the stand-in's is a page with the same figures.
+PDF_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Invoice {{ i.number }}</title>
+<style>body{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto}td,th{padding:.2rem .5rem;text-align:left}
+.banner{background:#fff3cd;border:1px solid #d6b656;padding:.5rem 1rem}</style></head><body>
+<p class="banner"><strong>Local Stripe stand-in — not a real invoice</strong></p>
+<h1>Invoice <span id="number">{{ i.number }}</span></h1>
+<p id="status">{{ i.status }}</p>
+<p>{{ i.customer_name or "" }} {{ i.customer_email or "" }}{% if i.customer_address %}<br>
+  {{ i.customer_address.postal_code or "" }} {{ i.customer_address.country or "" }}{% endif %}</p>
+{% for f in i.custom_fields or [] %}<p>{{ f.name }}: {{ f.value }}</p>{% endfor %}
+<table id="lines"><tr><th>description</th><th>quantity</th><th>amount</th></tr>
+{% for l in i.lines.data %}<tr><td>{{ l.description }}</td><td>{{ l.quantity }}</td>
+<td>{{ money(l.amount, i.currency) }}</td></tr>{% endfor %}</table>
+<p>Subtotal <span id="subtotal">{{ money(i.subtotal, i.currency) }}</span></p>
+{% for d in i.total_discount_amounts %}<p>Discount <span class="discount">{{ money(-d.amount, i.currency) }}</span>
+  </p>{% endfor %}
+{% for t in i.total_taxes %}<p>Tax ({{ t.tax_rate_details.tax_rate }}) on {{ money(t.taxable_amount, i.currency) }}
+  <span class="tax">{{ money(t.amount, i.currency) }}</span></p>{% endfor %}
+<p>Total <span id="total">{{ money(i.total, i.currency) }}</span></p>
+<p>Amount due <span id="amount-due">{{ money(i.amount_due, i.currency) }}</span>{% if i.due_date %}
+  by {{ due }}{% endif %}; paid {{ money(i.amount_paid, i.currency) }}</p>
+</body></html>"""
 
 
 def create(
@@ -24,8 +70,11 @@ def create(
     auto_advance: bool = False,
     description: str | None = None,
     due_date: int | None = None,
+    automatic_tax: bool = False,
+    discounts: list | None = None,
 ) -> dict:
-    """A draft invoice; a subscription's names it in `parent.subscription_details`."""
+    """A draft invoice, taxed by the stand-in's tax if `automatic_tax`, with `discounts` (Discount objects); a
+    subscription's names it in `parent.subscription_details`."""
     parent = subscription and {
         "type": "subscription_details",
         "quote_details": None,
@@ -46,13 +95,17 @@ def create(
         attempt_count=0,
         attempted=False,
         auto_advance=auto_advance,
+        automatic_tax=billing.automatic_tax(automatic_tax),
         billing_reason=billing_reason,
         collection_method=collection_method,
         currency=currency,
         customer=customer["id"],
+        customer_address=copy.deepcopy(customer.get("address")),
         customer_email=customer["email"],
         customer_name=customer["name"],
+        customer_tax_exempt=customer.get("tax_exempt", "none"),
         description=description,
+        discounts=[d["id"] for d in discounts or ()],
         due_date=due_date,
         effective_at=None,
         hosted_invoice_url=None,
@@ -66,54 +119,22 @@ def create(
         period_start=ts,
         status="draft",
         subtotal=0,
+        subtotal_excluding_tax=0,
         total=0,
+        total_discount_amounts=[],
+        total_excluding_tax=0,
+        total_pretax_credit_amounts=[],
+        total_taxes=[],
         webhooks_delivered_at=None,
         status_transitions={"finalized_at": None, "marked_uncollectible_at": None, "paid_at": None, "voided_at": None},
         custom_fields=customer["invoice_settings"]["custom_fields"] if fields is None else fields,
         _days_until_due=days_until_due,
+        _discounts=list(discounts or ()),
         _payments=[],
         _sent=0,
     )
     invoice["lines"] = core.list_of([], f"/v1/invoices/{invoice['id']}/lines")
     return invoice
-
-
-def add_line(invoice: dict, price: dict, quantity: int, period: dict, parent: dict, description: str) -> None:
-    """A line billing `quantity` × `price` in the invoice's currency; the totals follow."""
-    unit = unit_amount(price, invoice["currency"])
-    invoice["lines"]["data"].append(
-        {
-            "id": "il_" + core.rand(24),
-            "object": "line_item",
-            "amount": unit * quantity,
-            "currency": invoice["currency"],
-            "description": description,
-            "discountable": True,
-            "discounts": [],
-            "invoice": invoice["id"],
-            "livemode": False,
-            "metadata": {},
-            "parent": parent,
-            "period": period,
-            "quantity": quantity,
-            "taxes": [],
-            "pricing": {
-                "type": "price_details",
-                "unit_amount_decimal": str(unit),
-                "price_details": {"price": price["id"], "product": price["product"]},
-            },
-        }
-    )
-    total = sum(line["amount"] for line in invoice["lines"]["data"])
-    invoice.update(subtotal=total, total=total, amount_due=total, amount_remaining=total)
-
-
-def unit_amount(price: dict, currency: str) -> int:
-    if currency not in prices.currencies(price):
-        raise core.StripeFail(
-            400, f"The price {price['id']} has no amount in {currency}.", "parameter_invalid", "pricing[price]"
-        )
-    return prices.amount(price, currency)
 
 
 def _subscription_of(st, invoice: dict) -> dict | None:
@@ -122,11 +143,14 @@ def _subscription_of(st, invoice: dict) -> dict | None:
 
 
 def finalize(st, invoice: dict) -> None:
-    """Draft → open: numbered, due, payable at its hosted URL; an invoice of nothing is paid at once."""
+    """Draft → open: totals fixed, numbered, due, payable at its hosted URL; one with nothing due (nothing billed,
+    or all of it discounted) is paid at once."""
     if invoice["status"] != "draft":
         raise core.state_error("This invoice is already finalized, you can't re-finalize a non-draft invoice.")
+    billing.recompute(st, invoice)
     ts = core.now()
-    url = f"{st.settings.public_url.rstrip('/')}/_local/stripe/dashboard#{invoice['id']}"
+    base = f"{st.settings.public_url.rstrip('/')}/_local/stripe"
+    url = f"{base}/dashboard#{invoice['id']}"
     if st.invoice_url:
         url = st.invoice_url.format(id=invoice["id"])
     if st.invoice_prefix:  # numbered account-wide
@@ -139,7 +163,7 @@ def finalize(st, invoice: dict) -> None:
         number=number,
         effective_at=ts,
         hosted_invoice_url=url,
-        invoice_pdf=url,
+        invoice_pdf=f"{base}/invoices/{invoice['id']}/pdf",
         amount_remaining=invoice["amount_due"],
     )
     invoice["status_transitions"]["finalized_at"] = ts
@@ -151,11 +175,14 @@ def finalize(st, invoice: dict) -> None:
 
 
 def send(st, invoice: dict) -> None:
-    """E-mail an open invoice to the customer (remembered, nothing else changes); invoice.sent."""
+    """E-mail a finalised invoice to the customer (remembered, nothing else changes); invoice.sent. As in Stripe, a
+    paid one may be sent too (an invoice a code took all of is paid as it is finalised)."""
     if invoice["collection_method"] != "send_invoice":
         raise core.state_error("You can only manually send an invoice if its collection method is 'send_invoice'.")
-    if invoice["status"] != "open":
-        raise core.state_error(f"You can only send an open invoice; this one is {invoice['status']}.")
+    if invoice["status"] in ("draft", "void"):
+        raise core.state_error(
+            f"You can only send a finalized invoice that is not void; this one is {invoice['status']}."
+        )
     invoice["_sent"] += 1
     events.emit(st, "invoice.sent", invoice)
 
@@ -164,6 +191,8 @@ def pay(st, invoice: dict, out_of_band: bool = False, outcome: str = "succeeded"
     """Collect what is due: outside Stripe, or by card (a PaymentIntent, charge and invoice payment)."""
     if invoice["status"] == "draft":  # Stripe finalises a draft before it tries to collect it
         finalize(st, invoice)
+        if invoice["status"] == "paid":  # nothing was due
+            return
     if invoice["status"] == "paid":
         raise core.state_error("Invoice is already paid.")
     if invoice["status"] not in PAYABLE:
@@ -277,77 +306,6 @@ def _include_payments(body: dict, invoice: dict, expand: set) -> None:
 core.INCLUDES["invoice"] = ("payments", _include_payments)
 
 
-def _create_item(st, params: dict) -> dict:
-    customer = core.get(st, "customer", core.required(params, "customer"), "customer")
-    if "price" in params:  # gone since API 2025-03-31: a common mistake, refused as Stripe does
-        raise core.StripeFail(
-            400, "Received unknown parameter: price. Did you mean pricing[price]?", "parameter_unknown", "price"
-        )
-    pricing = params.get("pricing") or {}
-    price_id = pricing.get("price") if isinstance(pricing, dict) else None
-    if not price_id:
-        raise core.StripeFail(400, "Missing required param: pricing[price].", "parameter_missing", "pricing[price]")
-    price = prices.usable(st, price_id, "pricing[price]")
-    quantity = core.to_int(params.get("quantity", 1), "quantity")
-    invoice = core.get(st, "invoice", params["invoice"], "invoice") if params.get("invoice") else None
-    if invoice and (invoice["status"] != "draft" or invoice["customer"] != customer["id"]):
-        raise core.StripeFail(
-            400,
-            f"You can only add invoice items to draft invoices of customer {customer['id']}.",
-            "invoice_not_editable",
-            "invoice",
-        )
-    currency = invoice["currency"] if invoice else params.get("currency") or price["currency"]
-    unit = unit_amount(price, currency)
-    ts = core.now()
-    item = core.create(
-        st,
-        "invoiceitem",
-        "ii_",
-        amount=unit * quantity,
-        currency=currency,
-        customer=customer["id"],
-        date=ts,
-        description=params.get("description") or prices.product_name(st, price),
-        discountable=True,
-        discounts=[],
-        invoice=invoice and invoice["id"],
-        metadata=core.metadata(params.get("metadata")),
-        parent=None,
-        period={"start": ts, "end": ts},
-        proration=False,
-        quantity=quantity,
-        tax_rates=[],
-        test_clock=None,
-        pricing={
-            "type": "price_details",
-            "unit_amount_decimal": str(unit),
-            "price_details": {"price": price["id"], "product": price["product"]},
-        },
-        _price=price,
-    )
-    if invoice:
-        attach(invoice, item)
-    return item
-
-
-def attach(invoice: dict, item: dict) -> None:
-    """Bill an invoice item on the invoice."""
-    item["invoice"] = invoice["id"]
-    add_line(
-        invoice,
-        item["_price"],
-        item["quantity"],
-        item["period"],
-        {
-            "type": "invoice_item_details",
-            "subscription_item_details": None,
-            "invoice_item_details": {"invoice_item": item["id"], "proration": False, "subscription": None},
-        },
-        item["description"],
-    )
-
-
 def _create_invoice(st, params: dict) -> dict:
     customer = core.get(st, "customer", core.required(params, "customer"), "customer")
     method = params.get("collection_method") or "charge_automatically"
@@ -368,54 +326,64 @@ def _create_invoice(st, params: dict) -> dict:
             "days_until_due" if days else "due_date",
         )
     behaviour = params.get("pending_invoice_items_behavior") or "exclude"
+    currency = params.get("currency") or "usd"
+    meta, fields = core.metadata(params.get("metadata")), core.custom_fields(params.get("custom_fields"))
+    auto_advance = core.to_bool(params.get("auto_advance"), "auto_advance")
+    taxed = billing.wants_tax(params, customer.get("address"))
+    wanted = billing.requested(st, params, currency)  # all refusals come before anything is made or redeemed
     invoice = create(
         st,
         customer,
         collection_method=method,
         days_until_due=days,
         due_date=due,
-        currency=params.get("currency") or "usd",
-        meta=core.metadata(params.get("metadata")),
-        fields=core.custom_fields(params.get("custom_fields")),
-        auto_advance=core.to_bool(params.get("auto_advance"), "auto_advance"),
+        currency=currency,
+        meta=meta,
+        fields=fields,
+        auto_advance=auto_advance,
         description=params.get("description"),
+        automatic_tax=taxed,
     )
+    for promo, coupon in wanted:
+        invoice["_discounts"].append(billing.apply(st, promo, coupon, customer["id"], invoice=invoice["id"]))
+    invoice["discounts"] = [d["id"] for d in invoice["_discounts"]]
     if behaviour == "include":
-        for item in core.newest(
-            st,
-            "invoiceitem",
-            lambda i: i["customer"] == customer["id"] and i["invoice"] is None and i["currency"] == invoice["currency"],
-        )[::-1]:
-            attach(invoice, item)
+        for item in invoice_items.pending(st, customer["id"], currency):
+            invoice_items.attach(st, invoice, item)
     return invoice
 
 
 def register(bp, st) -> None:
-    """Invoices and invoice items under /v1."""
+    """Invoices under /v1, and each finalised invoice's PDF (a page) at /stripe/invoices/{id}/pdf."""
     route = core.api_routes(bp, st)
-    core.add_retrieve(st, route, "/invoices/<object_id>", "invoice")
-    core.add_list(st, route, "/invoices", "invoice", ("customer", "status", "subscription"))
-    core.add_retrieve(st, route, "/invoiceitems/<object_id>", "invoiceitem")
+    core.add_retrieve(st, route, "/invoices/<object_id>", "invoice", core.RETRIEVE)
+    core.add_list(st, route, "/invoices", "invoice", LISTED_BY, core.known(*core.LIST, *LISTED_BY))
 
-    @route("/invoices", "POST")
+    @route("/invoices", "POST", params=CREATE)
     def invoice_create(params):
         return core.render(st, _create_invoice(st, params), core.expansions(params))
-
-    @route("/invoiceitems", "POST")
-    def invoiceitem_create(params):
-        return core.render(st, _create_item(st, params))
 
     def out_of_band(params):
         return {"out_of_band": core.to_bool(params.get("paid_out_of_band"), "paid_out_of_band")}
 
-    for name, action, options in (
-        ("finalize", finalize, None),
-        ("send", send, None),
-        ("pay", pay, out_of_band),
-        ("void", void, None),
-        ("mark_uncollectible", mark_uncollectible, None),
+    @bp.get("/stripe/invoices/<invoice_id>/pdf")
+    def stripe_invoice_pdf(invoice_id):
+        with st.lock:
+            invoice = st.stores["invoice"].get(invoice_id)
+            if invoice is None or invoice["status"] == "draft":  # a draft has no PDF yet
+                return core.html("<h1>No such invoice</h1>", 404)
+            due = invoice["due_date"] and datetime.fromtimestamp(invoice["due_date"], UTC).strftime("%Y-%m-%d")
+            return core.html(render_template_string(PDF_PAGE, i=invoice, money=core.money, due=due))
+
+    for name, action, options, known in (
+        ("finalize", finalize, None, ("auto_advance",)),
+        ("send", send, None, ()),
+        ("pay", pay, out_of_band, ("paid_out_of_band",)),
+        ("void", void, None, ()),
+        ("mark_uncollectible", mark_uncollectible, None, ()),
     ):
-        route(f"/invoices/<object_id>/{name}", "POST")(_action_view(st, name, action, options))
+        view = _action_view(st, name, action, options)
+        route(f"/invoices/<object_id>/{name}", "POST", params=core.known(*known, "expand[]"))(view)
 
 
 def _action_view(st, name: str, action, options=None):

@@ -1,6 +1,29 @@
-"""Subscriptions: one recurring price, billed every interval by charge or by invoice, and their lifecycle."""
+"""Subscriptions: one recurring price × a quantity, billed every interval by charge or by invoice, with their
+discounts and tax, quantity changes and their prorations, and their lifecycle."""
 
-from paygate.standins.stripe import core, events, invoices, prices
+import copy
+from datetime import UTC, datetime
+
+from paygate.standins.stripe import billing, core, events, invoice_items, invoices, prices
+
+PRORATIONS = ("create_prorations", "none", "always_invoice")
+CREATE = core.known(
+    "customer",
+    "items[][price]",
+    "items[][quantity]",
+    "collection_method",
+    "days_until_due",
+    "currency",
+    "metadata[*]",
+    "automatic_tax[enabled]",
+    "discounts[][promotion_code]",
+    "discounts[][coupon]",
+    "expand[]",
+)
+UPDATE = core.known(
+    "items[][id]", "items[][price]", "items[][quantity]", "proration_behavior", "metadata[*]", "expand[]"
+)
+LISTED_BY = ("customer", "status")
 
 
 def start(
@@ -13,11 +36,15 @@ def start(
     collection_method: str = "charge_automatically",
     days_until_due: int | None = None,
     outcome: str = "succeeded",
+    *,
+    automatic_tax: bool = False,
+    discounts: list | None = None,
     first_invoice=None,
 ) -> dict:
     """A new subscription and its first invoice (paid by card, or by a bank debit still `processing`; with nothing
-    due, paid as it is finalised); `first_invoice(invoice)` may change what that draft bills (Checkout's discount
-    and tax)."""
+    due, paid as it is finalised), taxed if `automatic_tax`, discounted by `discounts` ((promotion code or None,
+    coupon) pairs that billing.requested accepted; redeemed here); `first_invoice(invoice)` may change what that
+    draft bills (Checkout's discount and tax)."""
     # As in Stripe: billed by invoice, it is active at once and its first invoice waits, a draft, for the caller
     # to finalise; charged automatically, it is incomplete until that invoice is paid (Checkout's
     # customer.subscription.created says incomplete, then customer.subscription.updated says active).
@@ -28,6 +55,11 @@ def start(
         "subscription",
         "sub_",
         application=None,
+        automatic_tax={
+            "disabled_reason": None,
+            "enabled": automatic_tax,
+            "liability": {"account": None, "type": "self"} if automatic_tax else None,
+        },
         billing_cycle_anchor=ts,
         cancel_at=None,
         cancel_at_period_end=False,
@@ -39,6 +71,7 @@ def start(
         days_until_due=(days_until_due or invoices.DEFAULT_DAYS_UNTIL_DUE) if by_invoice else None,
         default_payment_method=None,
         description=None,
+        discounts=[],
         ended_at=None,
         latest_invoice=None,
         metadata=meta or {},
@@ -47,8 +80,12 @@ def start(
         status="active" if by_invoice else "incomplete",
         trial_end=None,
         trial_start=None,
+        _discounts=[],
         _price=price,
     )
+    for promo, coupon in discounts or ():
+        sub["_discounts"].append(billing.apply(st, promo, coupon, customer["id"], subscription=sub["id"]))
+    sub["discounts"] = [d["id"] for d in sub["_discounts"]]
     item = {
         "id": "si_" + core.rand(24),
         "object": "subscription_item",
@@ -78,9 +115,18 @@ def _item(sub: dict) -> dict:
     return sub["items"]["data"][0]
 
 
-def _bill(st, sub: dict, reason: str) -> dict:
-    """A draft invoice for the item's current period; it becomes the subscription's latest invoice."""
-    item = _item(sub)
+def _invoice(st, sub: dict, reason: str) -> dict:
+    """A draft invoice of the subscription, with its tax and the discounts still running; it becomes the
+    subscription's latest invoice. A `once` coupon's discount stays on the subscription until the next invoice,
+    which it leaves without discounting."""
+    start = _item(sub)["current_period_start"]
+    if any(d.get("_billed") for d in sub.get("_discounts", [])):
+        sub["_discounts"] = [d for d in sub["_discounts"] if not d.get("_billed")]
+        sub["discounts"] = [d["id"] for d in sub["_discounts"]]
+    running = [d for d in sub.get("_discounts", []) if d["end"] is None or d["end"] > start]
+    for discount in running:
+        if (billing.coupon_of(st, discount) or {}).get("duration") == "once":
+            discount["_billed"] = True
     invoice = invoices.create(
         st,
         core.get(st, "customer", sub["customer"]),
@@ -90,27 +136,44 @@ def _bill(st, sub: dict, reason: str) -> dict:
         subscription=sub,
         billing_reason=reason,
         auto_advance=True,
+        automatic_tax=sub.get("automatic_tax", {}).get("enabled", False),
+        discounts=running,
     )
+    sub["latest_invoice"] = invoice["id"]
+    return invoice
+
+
+def _bill(st, sub: dict, reason: str) -> dict:
+    """A draft invoice for the item's current period (quantity × price, by its tiers) and the prorations pending."""
+    item = _item(sub)
+    invoice = _invoice(st, sub, reason)
     period = {"start": item["current_period_start"], "end": item["current_period_end"]}
     invoice.update(period_start=period["start"], period_end=period["end"])
-    invoices.add_line(
+    amount = billing.amount(sub["_price"], item["quantity"], sub["currency"], "items[0][price]")
+    billing.add_line(
+        st,
         invoice,
-        sub["_price"],
-        item["quantity"],
-        period,
+        {
+            "amount": amount,
+            "quantity": item["quantity"],
+            "pricing": billing.pricing(sub["_price"], amount, item["quantity"]),
+            "period": period,
+            "description": f"{item['quantity']} × {prices.product_name(st, sub['_price'])}",
+        },
         {
             "type": "subscription_item_details",
             "invoice_item_details": None,
             "subscription_item_details": {
                 "invoice_item": None,
                 "proration": False,
+                "proration_details": {"credited_items": None},
                 "subscription": sub["id"],
                 "subscription_item": item["id"],
             },
         },
-        f"{item['quantity']} × {prices.product_name(st, sub['_price'])}",
     )
-    sub["latest_invoice"] = invoice["id"]
+    for pending in invoice_items.pending(st, sub["customer"], sub["currency"], sub["id"]):
+        invoice_items.attach(st, invoice, pending)
     return invoice
 
 
@@ -177,29 +240,119 @@ def _create(st, params: dict) -> dict:
     currency = params.get("currency") or price["currency"]
     if currency not in prices.currencies(price):
         raise core.StripeFail(400, f"The price has no amount in {currency}.", "parameter_invalid", "currency")
-    return start(
-        st,
-        customer,
-        price,
-        core.to_int(items[0].get("quantity", 1), "items[0][quantity]"),
-        currency,
-        core.metadata(params.get("metadata")),
-        method,
-        days,
-    )
+    count = billing.quantity(items[0].get("quantity", 1), "items[0][quantity]")
+    meta = core.metadata(params.get("metadata"))
+    taxed = billing.wants_tax(params, customer.get("address"))
+    wanted = billing.requested(st, params, currency)  # all refusals come before anything is made or redeemed
+    return start(st, customer, price, count, currency, meta, method, days, automatic_tax=taxed, discounts=wanted)
+
+
+def change_quantity(st, sub: dict, quantity: int, proration_behavior: str = "create_prorations", **fields) -> None:
+    """A new quantity for the subscription's item (and `fields`, e.g. metadata), as the API or the dashboard
+    changes it; customer.subscription.updated with the old items in previous_attributes, if anything changed.
+
+    Prorations, kept simple: for the rest of the current period, one invoice item credits the old quantity's
+    price and one charges the new one's (each the full period's amount × the share of it left, rounded); they wait
+    for the next invoice (create_prorations), are billed at once on an invoice of their own (always_invoice:
+    charged, or finalised for send_invoice), or are not made (none)."""
+    if proration_behavior not in PRORATIONS:
+        raise core.StripeFail(
+            400,
+            f"Invalid proration_behavior: must be one of {', '.join(PRORATIONS)}",
+            "parameter_invalid_string",
+            "proration_behavior",
+        )
+    old = _item(sub)["quantity"]
+    changes = {k: v for k, v in fields.items() if sub.get(k) != v}
+    if quantity != old:
+        if sub["status"] in ("canceled", "incomplete_expired"):
+            raise core.state_error("A canceled subscription can only update its cancellation_details and metadata.")
+        billing.amount(sub["_price"], quantity, sub["currency"], "items[0][quantity]")
+        if proration_behavior != "none":
+            _prorate(st, sub, old, quantity)
+        changes["items"] = copy.deepcopy(sub["items"])
+        changes["items"]["data"][0]["quantity"] = quantity
+    if changes:
+        events.change(st, sub, "customer.subscription.updated", **changes)
+    if quantity != old and proration_behavior == "always_invoice":
+        invoice = _invoice(st, sub, "subscription_update")
+        for pending in invoice_items.pending(st, sub["customer"], sub["currency"], sub["id"]):
+            invoice_items.attach(st, invoice, pending)
+        if sub["collection_method"] == "charge_automatically":
+            invoices.pay(st, invoice)
+        else:
+            invoices.finalize(st, invoice)
+
+
+def _prorate(st, sub: dict, old: int, new: int) -> None:
+    item, ts = _item(sub), core.now()
+    start, end = item["current_period_start"], item["current_period_end"]
+    left = min(max(end - ts, 0), end - start) / (end - start) if end > start else 0.0
+    price, currency = sub["_price"], sub["currency"]
+    since = datetime.fromtimestamp(ts, UTC).strftime("%d %b %Y")
+    for count, sign, words in ((old, -1, "Unused time on"), (new, 1, "Remaining time on")):
+        full = billing.amount(price, count, currency, "items[0][quantity]")
+        invoice_items.make(
+            st,
+            sub["customer"],
+            price,
+            count,
+            currency,
+            amount=sign * round(full * left),
+            description=f"{words} {count} × {prices.product_name(st, price)} after {since}",
+            subscription=sub,
+            period={"start": ts, "end": end},
+        )
+
+
+def _update(st, sub: dict, params: dict) -> None:
+    """POST /v1/subscriptions/{id}: the item's quantity (items[0][id], items[0][quantity]), proration_behavior,
+    metadata (merged; a key set to "" is removed, metadata="" removes all)."""
+    quantity = _item(sub)["quantity"]
+    for i, entry in enumerate(core.as_list(params, "items")):
+        if not isinstance(entry, dict) or not entry.get("id"):
+            raise core.StripeFail(
+                400,
+                f"The local stand-in changes the subscription's one item, named by items[{i}][id].",
+                "parameter_missing",
+                f"items[{i}][id]",
+            )
+        if entry["id"] != _item(sub)["id"]:
+            raise core.missing("subscription_item", str(entry["id"]), f"items[{i}][id]", 400)
+        if entry.get("price") not in (None, sub["_price"]["id"]):
+            raise core.StripeFail(
+                400,
+                "The local stand-in does not change a subscription's price.",
+                "parameter_invalid",
+                f"items[{i}][price]",
+            )
+        if "quantity" in entry:
+            quantity = billing.quantity(entry["quantity"], f"items[{i}][quantity]")
+    fields = {}
+    if "metadata" in params:
+        added = core.metadata(params["metadata"])
+        merged = {k: v for k, v in {**sub["metadata"], **added}.items() if v != ""} if params["metadata"] else {}
+        fields["metadata"] = merged
+    change_quantity(st, sub, quantity, params.get("proration_behavior") or "create_prorations", **fields)
 
 
 def register(bp, st) -> None:
     """Subscriptions under /v1."""
     route = core.api_routes(bp, st)
-    core.add_retrieve(st, route, "/subscriptions/<object_id>", "subscription")
-    core.add_list(st, route, "/subscriptions", "subscription", ("customer", "status"))
+    core.add_retrieve(st, route, "/subscriptions/<object_id>", "subscription", core.RETRIEVE)
+    core.add_list(st, route, "/subscriptions", "subscription", LISTED_BY, core.known(*core.LIST, *LISTED_BY))
 
-    @route("/subscriptions", "POST")
+    @route("/subscriptions", "POST", params=CREATE)
     def subscription_create(params):
         return core.render(st, _create(st, params), core.expansions(params))
 
-    @route("/subscriptions/<object_id>", "DELETE")
+    @route("/subscriptions/<object_id>", "POST", params=UPDATE)
+    def subscription_update(params, object_id):
+        sub = core.get(st, "subscription", object_id)
+        _update(st, sub, params)
+        return core.render(st, sub, core.expansions(params))
+
+    @route("/subscriptions/<object_id>", "DELETE", params=core.RETRIEVE)
     def subscription_cancel(params, object_id):
         sub = core.get(st, "subscription", object_id)
         cancel(st, sub)

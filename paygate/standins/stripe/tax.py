@@ -32,3 +32,21 @@ def rate(address: dict | None) -> int:
 def amount(base: int, address: dict | None) -> int:
     """Tax on `base` (minor units, after discounts; tax exclusive), rounded half up."""
     return (base * rate(address) + 50) // 100
+
+
+def rate_id(address: dict | None) -> str:
+    """The id of the stand-in's tax rate for the address (Stripe Tax names a txr_ rate per jurisdiction)."""
+    return "txr_local_" + (((address or {}).get("country") or "").lower() or "default")
+
+
+def line_tax(base: int, address: dict | None) -> dict:
+    """One entry of a line's `taxes` (and, summed per rate, of an invoice's `total_taxes`), tax exclusive."""
+    return {
+        "amount": amount(base, address) if base >= 0 else -amount(-base, address),  # a credit's tax, rounded alike
+        "tax_behavior": "exclusive",
+        # a 0 % country stands for one where the account collects no tax
+        "taxability_reason": "standard_rated" if rate(address) else "not_collecting",
+        "taxable_amount": base,
+        "type": "tax_rate_details",
+        "tax_rate_details": {"tax_rate": rate_id(address)},
+    }
