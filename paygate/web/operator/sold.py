@@ -104,6 +104,8 @@ class Offer:
 
 # Each distinct Price by a skip over ix_registrations_price_id_created_at_id (migration 0008): one index
 # probe per Price instead of a scan of every registration, with the product name of its newest registration.
+# That one is the first row at or below the Price in the index's order: with `price_id = ...` PostgreSQL
+# would rather walk every registration by date, filtering, which takes seconds for a Price sold long ago.
 _OFFERS_SEEN = text(
     """
     WITH RECURSIVE seen(price_id) AS (
@@ -113,8 +115,8 @@ _OFFERS_SEEN = text(
         FROM seen WHERE seen.price_id IS NOT NULL
     )
     SELECT price_id, (
-        SELECT r.product_name FROM registrations r WHERE r.price_id = seen.price_id
-        ORDER BY r.created_at DESC, r.id DESC LIMIT 1
+        SELECT r.product_name FROM registrations r WHERE r.price_id <= seen.price_id
+        ORDER BY r.price_id DESC, r.created_at DESC, r.id DESC LIMIT 1
     ) AS product_name
     FROM seen WHERE price_id IS NOT NULL LIMIT :limit
     """
