@@ -116,6 +116,8 @@ class Registration(db.Model):
     __table_args__ = (
         Index("ix_registrations_created_at_id", "created_at", "id"),
         Index("ix_registrations_state_created_at_id", "state", "created_at", "id"),
+        # The operator list's offer filter and its list of Prices seen (migration 0008).
+        Index("ix_registrations_price_id_created_at_id", "price_id", "created_at", "id"),
         Index("ix_registrations_attention", "attention"),
         Index("ix_registrations_lms_family", "lms_family"),
         Index("ix_registrations_lms_url", "lms_url"),

@@ -6,6 +6,7 @@ from paygate.core.models import Licence
 from paygate.core.money import format_amount
 from paygate.gateways import payments
 from paygate.web.operator.detail import Detail
+from paygate.web.operator.sold import sold
 
 
 def iso(value: datetime | None) -> str | None:
@@ -38,7 +39,13 @@ def summary(reg) -> dict:
             "access_wanted": reg.access_wanted,
             "access_reason": reg.access_reason,
         },
-        "licence": licence_json(reg.licence),
+        "offer": {  # the offer chosen in the frame, before or without a licence
+            "price_id": reg.price_id,
+            "product_name": reg.product_name,
+            "quantity": reg.quantity,
+            "seat_unit": reg.seat_unit,
+        },
+        "licence": licence_json(reg.licence, reg),
         "price": {"amount": reg.amount, "currency": reg.currency, "display": format_amount(reg.amount, reg.currency)},
         "payment": {
             "amount": reg.amount_paid,
@@ -58,10 +65,13 @@ def summary(reg) -> dict:
     }
 
 
-def licence_json(licence: Licence | None) -> dict | None:
-    """The licence as operators' scripts see it: kind, Stripe's status, ids, dates."""
+def licence_json(licence: Licence | None, reg) -> dict | None:
+    """The licence as operators' scripts see it: kind, Stripe's status, ids, dates, what was sold."""
     if licence is None:
         return None
+    # A licence from before the offers were recorded reads as the registration's Price, once, at what was
+    # paid (see `sold.sold`); `offer_source` says which.
+    what = sold(reg)
     invoice = None
     if licence.kind == "invoice":
         invoice = {
@@ -85,6 +95,20 @@ def licence_json(licence: Licence | None) -> dict | None:
         "period_end": iso(licence.period_end),
         "due_date": iso(licence.due_at),
         "disputed": licence.dispute_open,
+        "price_id": what.price_id,
+        "product_name": what.product_name,
+        "quantity": what.quantity,
+        "seat_unit": what.seat_unit,
+        "amount": what.amount,
+        "currency": what.currency,
+        "display": format_amount(what.amount, what.currency) or None,
+        "discount": what.discount,
+        "tax": what.tax,
+        "promotion_code": what.promotion_code,
+        "payer": what.payer,
+        "invoice_pdf": what.invoice_pdf,
+        "hosted_invoice_url": what.hosted_invoice_url,
+        "offer_source": what.source,
         "invoice": invoice,
         "payments": [
             {

@@ -3,6 +3,7 @@
 import unicodedata
 
 from paygate.web.operator.as_json import iso
+from paygate.web.operator.sold import sold
 
 CSV_COLUMNS = (
     "id",
@@ -41,6 +42,19 @@ CSV_COLUMNS = (
     "invoice_amount_due",
     "invoice_amount_remaining",
     "hosted_invoice_url",
+    # What was sold (any kind of licence; the registration's offer where there is none, see `sold.sold`).
+    "price_id",
+    "product",
+    "quantity",
+    "seat_unit",
+    "amount",
+    "currency",
+    "discount",
+    "tax",
+    "promotion_code",
+    "payer",
+    "invoice_pdf",
+    "invoice_hosted_url",
 )
 
 
@@ -91,6 +105,21 @@ def csv_row(reg) -> list:
         if invoiced
         else [None] * 10
     )
+    what = sold(reg)
+    values += [
+        what.price_id,
+        what.product_name,
+        what.quantity,
+        what.seat_unit,
+        what.amount if what.charged else None,
+        what.currency if what.charged else None,
+        what.discount,
+        what.tax,
+        what.promotion_code,
+        what.payer,
+        what.invoice_pdf,
+        what.hosted_invoice_url,
+    ]
     return [_csv_safe(v) for v in values]
 
 

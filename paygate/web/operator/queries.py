@@ -3,8 +3,9 @@
 Every list query is ORDER BY created_at DESC, id DESC with a keyset cursor on that pair, so any page
 costs about as much as the first one; nothing counts all rows. Searches are exact matches on
 indexed ids, the LMS family and the lower-cased payer e-mail, and prefix matches on the lower-cased
-LMS URL (all indexed, see migrations 0001 and 0002). One registration's detail is in `detail`, the
-JSON shape in `as_json`, the CSV rows in `export`.
+LMS URL (all indexed, see migrations 0001 and 0002); the offer is an indexed equality (0008). One
+registration's detail is in `detail`, what was sold in `sold`, the JSON shape in `as_json`, the CSV rows
+in `export`.
 """
 
 import re
@@ -93,6 +94,10 @@ LIST_COLUMNS = (
     Registration.lms_url,
     Registration.lms_family,
     Registration.lms_version,
+    Registration.price_id,
+    Registration.product_name,
+    Registration.quantity,
+    Registration.seat_unit,
     Registration.amount,
     Registration.currency,
     Registration.amount_paid,
@@ -117,6 +122,8 @@ _CURSOR = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?)~(\d{1,12}
 _MAX_INT = 2**31 - 1
 FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2999, 12, 31)
 _WORD = re.compile(r"^[A-Za-z][A-Za-z0-9]{1,99}$")
+# A Stripe Price id as STRIPE_PRICE_ID takes it (price_ and printable ASCII, the column's length).
+_PRICE_ID = re.compile(r"^price_[!-~]{1,249}$")
 
 
 def valid_pk(pk: int) -> bool:
@@ -160,13 +167,14 @@ class Filters:
     q: str = ""
     access: str | None = None  # active, inactive, override, unsynced
     licence: str | None = None  # see LICENCE_FILTERS
+    offer: str | None = None  # a Price id: the offer the registration was sold (or shown)
 
     @classmethod
     def from_args(cls, args) -> "Filters":
         state = (args.get("state") or "").strip() or None
         if state is not None and state not in {s.value for s in State}:
             raise BadQuery(f"Unknown state {state!r}.")
-        for name in ("q", "family", "state", "access", "licence"):
+        for name in ("q", "family", "state", "access", "licence", "offer"):
             if any(unicodedata.category(c) == "Cc" for c in args.get(name) or ""):
                 raise BadQuery("Searches and filters cannot contain control characters.")
         family = (args.get("family") or "").strip()[:100] or None
@@ -181,6 +189,9 @@ class Filters:
         licence = (args.get("licence") or "").strip() or None
         if licence is not None and licence not in LICENCE_FILTERS:
             raise BadQuery(f"Unknown licence filter {licence!r}.")
+        offer = (args.get("offer") or "").strip() or None
+        if offer is not None and not _PRICE_ID.match(offer):
+            raise BadQuery("The offer must be a Stripe Price id (price_...).")
         return cls(
             state=state,
             family=family,
@@ -190,6 +201,7 @@ class Filters:
             q=q,
             access=access,
             licence=licence,
+            offer=offer,
         )
 
     def to_args(self) -> dict:
@@ -203,6 +215,7 @@ class Filters:
             "q": self.q or None,
             "access": self.access,
             "licence": self.licence,
+            "offer": self.offer,
         }
         return {k: v for k, v in args.items() if v}
 
@@ -304,6 +317,10 @@ def conditions(filters: Filters) -> list:
         where.append(Registration.attention.is_not(None))
     if filters.access:
         where.append(ACCESS_FILTERS[filters.access][1]())
+    if filters.offer:
+        # The registration's Price: the offer chosen in the frame, which fulfilment checks the paid session
+        # against, so it is the licence's too; one indexed column keeps the list one keyset query.
+        where.append(Registration.price_id == filters.offer)
     if filters.licence:
         where.append(Registration.id.in_(select(Licence.registration_pk).where(LICENCE_FILTERS[filters.licence][1]())))
     if filters.q:
@@ -339,13 +356,19 @@ class Page:
     searches: list[Search] = field(default_factory=list)
 
 
-def list_page(filters: Filters, after: str | None = None, before: str | None = None, limit: int = PAGE_SIZE) -> Page:
-    """One page, newest first. `after` pages towards older rows, `before` towards newer ones."""
+def list_page(
+    filters: Filters, after: str | None = None, before: str | None = None, limit: int = PAGE_SIZE, payments=False
+) -> Page:
+    """One page, newest first. `after` pages towards older rows, `before` towards newer ones.
+
+    `payments`: with each licence's payments (the JSON API lists them), in one more query rather than one a row.
+    """
     limit = max(1, min(limit, MAX_PAGE_SIZE))
     key = tuple_(Registration.created_at, Registration.id)
+    licence = selectinload(Registration.licence)
     stmt = (
         select(Registration)
-        .options(load_only(*LIST_COLUMNS), selectinload(Registration.licence))
+        .options(load_only(*LIST_COLUMNS), licence.selectinload(Licence.payments) if payments else licence)
         .where(*conditions(filters))
     )
     after_key, before_key = decode_cursor(after), decode_cursor(before)

@@ -3,12 +3,14 @@
 import csv
 import io
 import secrets
+import unicodedata
 from datetime import datetime
 
 from flask import (
     Blueprint,
     Response,
     abort,
+    current_app,
     flash,
     g,
     jsonify,
@@ -25,7 +27,7 @@ from paygate.core.models import Registration, State
 from paygate.core.money import format_amount
 from paygate.gateways import payments
 from paygate.web import throttling
-from paygate.web.operator import actions, as_json, auth, export, queries, refunding
+from paygate.web.operator import actions, as_json, auth, export, queries, refunding, sold
 from paygate.web.operator import detail as registration_detail
 
 bp = Blueprint("operator", __name__, url_prefix="/operator")
@@ -66,7 +68,22 @@ def _helpers():
         "form_id": lambda: secrets.token_urlsafe(16),
         "access_filters": queries.ACCESS_FILTERS,
         "licence_filters": queries.LICENCE_FILTERS,
+        "sold": sold.sold,
+        "web_url": _web_url,
     }
+
+
+@bp.app_template_filter("visible")
+def _visible(value) -> str:
+    """Control and format characters (ESC, U+202E...) as their code, so that none hides or reorders a page."""
+    if value is None:
+        return ""
+    return "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in ("Cc", "Cf", "Cs") else c for c in str(value))
+
+
+def _web_url(value: str | None) -> str | None:
+    """`value` if it can be a link (Stripe's invoice pages), else None: no javascript: or data: in an href."""
+    return value if value and value.startswith(("https://", "http://")) else None
 
 
 def _fmt_time(value: datetime | None) -> str:
@@ -161,6 +178,7 @@ def registrations():
         attention_count=attention_count,
         count_cap=queries.ATTENTION_COUNT_CAP,
         families=queries.KNOWN_FAMILIES,
+        offers=sold.offers_seen(current_app.config["SETTINGS"].price_ids),
     )
 
 
@@ -268,7 +286,7 @@ def api_registrations():
     try:
         limit = int(request.args.get("limit", queries.PAGE_SIZE))
         page = queries.list_page(
-            filters, after=request.args.get("after"), before=request.args.get("before"), limit=limit
+            filters, after=request.args.get("after"), before=request.args.get("before"), limit=limit, payments=True
         )
     except ValueError as exc:  # BadQuery too
         abort(400, description=str(exc) if isinstance(exc, queries.BadQuery) else "limit must be a number")
