@@ -68,7 +68,7 @@ def test_the_quote_shows_unit_price_number_and_total_in_the_admins_language(shop
     assert quote["breakdown"] == "1,200 students × 3.00 USD = 3,600.00 USD per year"
     assert quote["pay_label"] == "Pay 3,600.00 USD per year by card"
     spanish = shop.get(f"/flow/{token}/quote?offer={SEATS}&seats=1200", headers={"Accept-Language": "es"}).get_json()
-    assert spanish["breakdown"] == "1200 estudiantes × 3,00 USD = 3600,00 USD al año"
+    assert spanish["breakdown"] == "1.200 estudiantes × 3,00 USD = 3.600,00 USD al año"
 
 
 def test_a_tiered_price_shows_the_total_stripe_will_charge(shop, ltiaas_api, stripe_api):

@@ -9,14 +9,7 @@ from paygate.core.languages import N_, ngettext
 from paygate.core.languages import gettext as _
 from paygate.sales import offers
 
-# Seat units (Price metadata `seat_unit`), each with its count ("120 students"), its name in a sentence ("the
-# number of students") and its price line ("3.00 USD per student").
-_COUNT = {
-    "seat": (N_("%(count)s seat"), N_("%(count)s seats")),
-    "student": (N_("%(count)s student"), N_("%(count)s students")),
-    "teacher": (N_("%(count)s teacher"), N_("%(count)s teachers")),
-    "user": (N_("%(count)s user"), N_("%(count)s users")),
-}
+# Seat units (Price metadata `seat_unit`): the price line ("3.00 USD per student") and the seats field's label.
 _PER = {
     "seat": N_("%(price)s per seat"),
     "student": N_("%(price)s per student"),
@@ -32,9 +25,16 @@ _LABEL = {
 
 
 def count(quantity: int, unit: str | None) -> str:
-    """ "120 students", "1 teacher" (the number in the admin's number format)."""
-    singular, plural = _COUNT.get(unit or "seat", _COUNT["seat"])
-    return ngettext(singular, plural, quantity, count=languages.number(quantity))
+    """ "120 students", "1 teacher" (the number in the admin's number format). Each unit is its own ngettext call:
+    the catalogs then hold its plural forms."""
+    n = languages.number(quantity)
+    if unit == "student":
+        return ngettext("%(count)s student", "%(count)s students", quantity, count=n)
+    if unit == "teacher":
+        return ngettext("%(count)s teacher", "%(count)s teachers", quantity, count=n)
+    if unit == "user":
+        return ngettext("%(count)s user", "%(count)s users", quantity, count=n)
+    return ngettext("%(count)s seat", "%(count)s seats", quantity, count=n)
 
 
 def _with_period(text: str, offer: offers.Offer) -> str:
