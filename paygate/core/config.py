@@ -147,8 +147,10 @@ class Settings(BaseSettings):
             if "promotion_codes" not in self.model_fields_set:  # the stand-in's codes can be tried (SCHOOL20...)
                 self.promotion_codes = True
         # A newcomer sees who sells and whom to ask, as a vendor's deployment would show them.
-        self.vendor_name = self.vendor_name or "Example Learning Tools"
-        self.support_contact = self.support_contact or "support@tools.example"
+        if "vendor_name" not in self.model_fields_set:
+            self.vendor_name = "Example Learning Tools"
+        if "support_contact" not in self.model_fields_set:
+            self.support_contact = "support@tools.example"
         return self
 
     def standin_url(self, name: str) -> str:

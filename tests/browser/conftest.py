@@ -60,6 +60,7 @@ def start_service(database_url):
                 "database_url": database_url,
                 "public_url": f"http://127.0.0.1:{port}",
                 "secret_key": "browser-test",
+                "stripe_price_id": "price_local_registration",  # one offer, 49.00 USD once, unless a test sells more
                 **settings,
             }
         )

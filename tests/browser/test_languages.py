@@ -33,6 +33,7 @@ def service(tmp_path):
                 "secret_key": "browser-test",
                 "vendor_name": VENDOR,
                 "support_contact": SUPPORT,
+                "stripe_price_id": "price_local_registration",
                 **settings,
             }
         )

@@ -67,7 +67,7 @@ td,th{text-align:left;padding:.2rem .4rem}td.n{text-align:right}.error{color:#a4
   {% for f in s.custom_fields %}{% set limits = f[f.type] %}
   <p><label for="custom-{{ f.key }}">{{ f.label.custom }}{% if f.optional %} (optional){% endif %}</label>
     <input id="custom-{{ f.key }}" name="custom-{{ f.key }}" value="{{ form['custom-' ~ f.key] or limits.default_value
-      or '' }}"{% if limits.maximum_length %} maxlength="{{ limits.maximum_length }}"{% endif %}{% if
+      or ('' if f.optional else example_answer) }}"{% if limits.maximum_length %} maxlength="{{ limits.maximum_length }}"{% endif %}{% if
       limits.minimum_length %} minlength="{{ limits.minimum_length }}"{% endif %}{% if f.type == "numeric" %}
       inputmode="numeric" pattern="[0-9]*"{% endif %}{% if not f.optional %} required{% endif %}></p>
   {% endfor %}
@@ -167,6 +167,8 @@ def register(bp, st) -> None:
             error=error,
             code_error=code_error,
             form=form or {},
+            # A required text field comes filled in, so that a click-through of the local run pays at once.
+            example_answer="Springfield Elementary",
         )
         return core.html(text, status)
 
