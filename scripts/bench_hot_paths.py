@@ -17,7 +17,11 @@ endpoint must do:
 
 * status poll, `GET /flow/<token>/status`: one indexed read of the registration, rendered as JSON;
 * pre-approval repeat visit, `GET /pre-approval?registrationId=R` of a known registration: one
-  indexed read rendered with a template of the same size and markup as the service's page;
+  indexed read rendered with a template of the same size and markup as the service's page: the three
+  offers of OFFERS (per student and year, paid once, per teacher by graduated tiers; their lines written
+  once at start, as the service reads each Price once and keeps it), the seat field, the quote of the
+  registration's choice (120 students x unit price = total) and the terms (renewal, promotion code, tax:
+  the service runs with PROMOTION_CODES=on and STRIPE_TAX=on);
 * webhook, `POST /webhooks/stripe`: the Stripe signature check (`stripe.WebhookSignature`), the JSON
   parse and one idempotent insert of the event (INSERT ... ON CONFLICT DO NOTHING).
 
@@ -30,7 +34,8 @@ the service and its floor ask Stripe for the session (a fake Stripe in this proc
 its CPU, like the client's, is not counted).
 
 Every upstream address (LTIaaS, the Stripe API) points at that fake, which counts what it is asked:
-the script fails if the measured paths call LTIaaS, or Stripe outside the checkout row.
+the script fails if the measured paths call LTIaaS, or Stripe outside the checkout row and the reads
+of the offers' Prices (each worker process reads them once and keeps them for five minutes).
 
 Each app is loaded from --clients threads, each on one keep-alive http.client connection, the
 connections spread evenly over the worker processes (a connection stays with the worker that took
@@ -66,12 +71,43 @@ sys.path.insert(0, REPO)
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/paygate_hotpath_bench"
 WEBHOOK_SECRET = "whsec_bench_hot_paths"
-PRICE_ID = "price_bench_yearly"
 PENDING, PAID = 5_000, 45_000  # registrations 1..PENDING pending, then PAID completed ones
 WARM_UP = 200  # requests per endpoint and app before the rounds
-PRODUCT = ("Tool licence (yearly)", "Registers the tool in your LMS for one institution.")  # the Price's Product
 SUPPORT = "support@vendor.example"
+VENDOR = "Example Learning Tools"
+# The offers (STRIPE_PRICE_ID, in this order), as the fake Stripe serves their Prices: per student and year (sold
+# per seat, 10 to 5000), a registration paid once, and per teacher by graduated tiers (1 to 500). The pending
+# registrations have chosen the first, with SEATS students; the completed ones paid the second.
+SEATS = 120
+OFFERS = (
+    {
+        "id": "price_bench_seats_yearly",
+        "product": ("Tool licence per student (yearly)", "Every student of the school uses the tool for a year."),
+        "unit_amount": 300,
+        "interval": "year",
+        "metadata": {"seats": "10-5000", "seat_unit": "student"},
+    },
+    {
+        "id": "price_bench_registration",
+        "product": ("Tool registration", "Registers the tool in your LMS for one institution."),
+        "unit_amount": 4900,
+        "interval": None,
+        "metadata": {},
+    },
+    {
+        "id": "price_bench_tiered",
+        "product": ("Tool licence per teacher", "Teachers use the tool; the more teachers, the less each costs."),
+        "unit_amount": None,
+        "interval": None,
+        "metadata": {"seats": "1-500", "seat_unit": "teacher"},
+        "tiers": ((10, 2000), (50, 1500), (None, 1000)),  # graduated: (up_to, unit_amount)
+    },
+)
+PRICE_IDS = ",".join(o["id"] for o in OFFERS)
+CHOSEN, PAID_OFFER = OFFERS[0], OFFERS[1]
+PRICE_ID = PAID_OFFER["id"]  # what the completed registrations paid (the checkout row's session)
 TARGETS = {"status": 1.5, "preapproval": 1.3, "webhook": 1.5}
+PRICE_TTL = 300  # seconds a worker keeps a Price it read (paygate/gateways/payments/catalogue.py)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,6 +120,7 @@ FLOOR_PAGE = """<!doctype html>
   <meta name="viewport" content="width=device-width, initial-scale=1">
   <title>Register the tool</title>
   <link rel="stylesheet" href="{{ url_for('static', filename='style.css') }}">
+  <link rel="icon" href="/favicon.ico" sizes="32x32">
 </head>
 <body>
 <main class="card">
@@ -91,18 +128,36 @@ FLOOR_PAGE = """<!doctype html>
   data-opened-text="Complete the payment in the payment window. This window updates by itself."
   data-blocked-text="Your browser blocked the payment window. Open the payment page with the link below, then come back to this window."
   data-reopen-text="Reopen the payment window"
-  data-unknown-text="This registration link is not known. Start the registration again from your LMS.">
+  data-unknown-text="This registration link is not known. Start the registration again from your LMS."
+  data-quote-url="{{ url_for('quote', token=r.flow_token) }}">
   <h1>Register this tool in your LMS</h1>
   <dl class="facts">
-    <dt>Vendor</dt><dd id="vendor">{{ r.product_name }}</dd>
-    <dt>Product</dt><dd id="product"><span id="product-name">{{ r.product_name }}</span><br><span id="product-description" class="hint">{{ r.product_description }}</span></dd>
-    <dt>LMS</dt><dd id="lms" data-family="{{ r.lms_family }}"><span id="lms-name">Canvas ({{ r.lms_version }})</span><br><span id="lms-url" class="hint">{{ r.lms_url }}</span></dd>
-    <dt>Price</dt><dd id="price">{{ price }} per year</dd>
+    <dt>Vendor</dt><dd id="vendor">{{ vendor }}</dd>
+    <dt>LMS</dt><dd id="lms" data-family="{{ r.lms_family }}"><span id="lms-name">Canvas {{ r.lms_version }}</span><br><span id="lms-url" class="hint">{{ r.lms_url }}</span></dd>
+    <dt>Price</dt><dd id="price">{{ total }}</dd>
     <dt>Support</dt><dd id="support"><a id="support-link" href="mailto:{{ support }}">{{ support }}</a></dd>
   </dl>
   <p id="status" role="status" aria-live="polite">{{ message }}</p>
-  <form id="pay-area" action="{{ url_for('pay', token=r.flow_token) }}" method="get" target="_blank" rel="noopener" >
-    <button type="submit" class="button" id="pay">Pay {{ price }} per year by card</button>
+  <form id="pay-area" action="{{ url_for('pay', token=r.flow_token) }}" method="get" target="_blank" rel="noopener" novalidate >
+    <fieldset id="offers"><legend>Choose what to buy</legend>
+      {% for o in offers %}
+      <div class="offer"><input type="radio" name="offer" id="offer-{{ loop.index }}" value="{{ o.id }}" {% if o.id == chosen.id %}checked{% endif %}
+          aria-describedby="offer-{{ loop.index }}-line" data-per-seat="{{ 'yes' if o.per_seat else 'no' }}"
+          data-min="{{ o.min }}" data-max="{{ o.max }}" data-seats-label="{{ o.seats_label }}" data-refusal="{{ o.refusal }}">
+        <label for="offer-{{ loop.index }}" class="offer-name">{{ o.product }}</label>
+        <span id="offer-{{ loop.index }}-line" class="hint">{{ o.line }}. {{ o.description }}</span></div>
+      {% endfor %}
+    </fieldset>
+    <p id="seats-area" >
+      <label for="seats" id="seats-label">{{ chosen.seats_label }}</label>
+      <input id="seats" name="seats" type="number" inputmode="numeric" step="1" required
+             min="{{ chosen.min }}" max="{{ chosen.max }}" value="{{ r.quantity }}"
+             aria-describedby="seats-error" >
+    </p>
+    <p id="seats-error" class="error" role="alert" hidden></p>
+    <p id="quote" aria-live="polite">{{ breakdown }}</p>
+    <ul id="terms" class="hint">{% for line in terms %}<li>{{ line }}</li>{% endfor %}</ul>
+    <button type="submit" class="button" id="pay">Pay {{ total }} by card</button>
   </form>
   <p id="blocked" class="notice" hidden>Your browser blocked the payment window.
     <a id="blocked-link" href="{{ url_for('pay', token=r.flow_token) }}" target="_blank" rel="noopener">Open the payment page</a>, then come back to this window.</p>
@@ -113,6 +168,45 @@ FLOOR_PAGE = """<!doctype html>
 </body>
 </html>
 """  # noqa: E501 - a page's markup, kept as written
+FLOOR_TERMS = (
+    "Renews automatically (per year) until cancelled. To cancel, write to the vendor's support before the renewal "
+    "date; the tool stays registered until the end of the paid period.",
+    "Have a promotion code? Enter it on the payment page (or in the invoice form).",
+    "Tax is added where it applies; the payment page shows it before you pay.",
+)
+
+
+def floor_offers() -> dict:
+    """The offers as the floor shows them, written once (the service, too, reads each Price once and keeps it)."""
+    shown = {}
+    for offer in OFFERS:
+        seats = offer["metadata"].get("seats")
+        unit = offer["metadata"].get("seat_unit")
+        low, high = (int(x) for x in seats.split("-")) if seats else ("", "")
+        tiers = offer.get("tiers")
+        every = " per year" if offer["interval"] else ", paid once"
+        if not seats:
+            line = f"{offer['unit_amount'] / 100:,.2f} USD{every}"
+        else:
+            unit_price = (tiers[0][1] if tiers else offer["unit_amount"]) / 100
+            line = f"{'from ' if tiers else ''}{unit_price:,.2f} USD per {unit}{every} ({low:,} to {high:,} {unit}s)"
+        shown[offer["id"]] = {
+            "id": offer["id"],
+            "product": offer["product"][0],
+            "description": offer["product"][1],
+            "line": line,
+            "per_seat": bool(seats),
+            "min": low,
+            "max": high,
+            "unit": unit,
+            "unit_amount": offer["unit_amount"],
+            "every": every,
+            "seats_label": f"Number of {unit}s" if seats else "",
+            "refusal": f"Enter the number of {unit}s as a whole number from {low:,} to {high:,}." if seats else "",
+        }
+    return shown
+
+
 FLOOR_MESSAGE = (
     "Complete the payment in the payment window. This window updates by itself; if you closed "
     "the payment window, press Pay to reopen it."
@@ -145,10 +239,8 @@ def floor_app():
         Column("lms_url", String),
         Column("lms_family", String),
         Column("lms_version", String),
-        Column("amount", Integer),
-        Column("currency", String),
-        Column("product_name", String),
-        Column("product_description", String),
+        Column("price_id", String),
+        Column("quantity", Integer),
     )
     events = Table(
         "stripe_events",
@@ -176,11 +268,11 @@ def floor_app():
         regs.c.lms_url,
         regs.c.lms_family,
         regs.c.lms_version,
-        regs.c.amount,
-        regs.c.currency,
-        regs.c.product_name,
-        regs.c.product_description,
+        regs.c.price_id,
+        regs.c.quantity,
     ).where(regs.c.registration_id == bindparam("rid"))
+    offers = floor_offers()
+    shown = list(offers.values())
 
     @app.get("/healthz")
     def healthz():
@@ -204,10 +296,29 @@ def floor_app():
             r = conn.execute(by_id, {"rid": request.args.get("registrationId", "")}).first()
         if r is None:
             abort(404)
-        price = f"{r.amount / 100:,.2f} {r.currency.upper()}"
+        chosen = offers.get(r.price_id)
+        if chosen is None:
+            abort(404)
+        # The quote of the registration's choice (a per-seat offer sold per unit): number x unit price = total.
+        total = f"{chosen['unit_amount'] * r.quantity / 100:,.2f} USD{chosen['every']}"
+        breakdown = f"{r.quantity:,} {chosen['unit']}s × {chosen['unit_amount'] / 100:,.2f} USD = {total}"
         return render_template(
-            "page.html", r=r, price=price, message=FLOOR_MESSAGE, support=SUPPORT, nonce=secrets.token_urlsafe(16)
+            "page.html",
+            r=r,
+            vendor=VENDOR,
+            offers=shown,
+            chosen=chosen,
+            total=total,
+            breakdown=breakdown,
+            terms=FLOOR_TERMS,
+            message=FLOOR_MESSAGE,
+            support=SUPPORT,
+            nonce=secrets.token_urlsafe(16),
         )
+
+    @app.get("/flow/<token>/quote")
+    def quote(token):
+        abort(404)
 
     @app.post("/webhooks/stripe")
     def webhook():
@@ -243,16 +354,24 @@ def floor_app():
 # ---------------------------------------------------------------------------------------------
 # Seeding
 
+CHOSEN_AMOUNT = CHOSEN["unit_amount"] * SEATS
 SEED = f"""
 INSERT INTO registrations (id, registration_id, flow_token, state, lms_url, lms_family, lms_version,
-    lms_details, price_id, amount, currency, price_interval, product_name, product_description,
+    lms_details, price_id, quantity, seat_unit, amount, currency, price_interval, product_name, product_description,
     checkout_generation, checkout_expires_at, payment_session_id, payment_intent_id, amount_paid, currency_paid,
     payer_email, paid_at,
     platform_id, completion_html, completed_at, platform_active, attempt_count, attempt_uncertain,
     access_wanted, access_reason, access_attempts, created_at, updated_at)
 SELECT i, 'reg-bench-' || i, 'tok_' || md5(i::text), CASE WHEN i <= {PENDING} THEN 'pending' ELSE 'completed' END,
     'https://school' || i || '.instructure.com', 'canvas', 'cloud ' || (i % 7),
-    '{{"product_family_code": "canvas"}}', '{PRICE_ID}', 4900, 'usd', 'year', '{PRODUCT[0]}', '{PRODUCT[1]}', 1,
+    '{{"product_family_code": "canvas"}}',
+    CASE WHEN i <= {PENDING} THEN '{CHOSEN["id"]}' ELSE '{PAID_OFFER["id"]}' END,
+    CASE WHEN i <= {PENDING} THEN {SEATS} ELSE 1 END,
+    CASE WHEN i <= {PENDING} THEN '{CHOSEN["metadata"]["seat_unit"]}' END,
+    CASE WHEN i <= {PENDING} THEN {CHOSEN_AMOUNT} ELSE {PAID_OFFER["unit_amount"]} END, 'usd',
+    CASE WHEN i <= {PENDING} THEN '{CHOSEN["interval"]}' END,
+    CASE WHEN i <= {PENDING} THEN '{CHOSEN["product"][0]}' ELSE '{PAID_OFFER["product"][0]}' END,
+    CASE WHEN i <= {PENDING} THEN '{CHOSEN["product"][1]}' ELSE '{PAID_OFFER["product"][1]}' END, 1,
     now() + interval '50 minutes',
     CASE WHEN i > {PENDING} THEN 'cs_bench_paid_' || i END,
     CASE WHEN i > {PENDING} THEN 'pi_bench_' || i END,
@@ -269,13 +388,18 @@ SELECT i, 'reg-bench-' || i, 'tok_' || md5(i::text), CASE WHEN i <= {PENDING} TH
 FROM generate_series(1, {PENDING + PAID}) AS i;
 
 INSERT INTO checkout_sessions (id, session_id, registration_pk, generation, status, payment_status, url,
-    expires_at, amount_total, currency, payment_intent_id, payer_email, created_at, updated_at)
+    expires_at, amount_total, currency, payment_intent_id, payer_email, price_id, quantity, amounts,
+    created_at, updated_at)
 SELECT i, CASE WHEN i <= {PENDING} THEN 'cs_bench_open_' || i ELSE 'cs_bench_paid_' || i END, i, 1,
     CASE WHEN i <= {PENDING} THEN 'open' ELSE 'complete' END,
     CASE WHEN i <= {PENDING} THEN 'unpaid' ELSE 'paid' END,
-    'https://checkout.stripe.com/c/pay/cs_bench_' || i, now() + interval '45 minutes', 4900, 'usd',
+    'https://checkout.stripe.com/c/pay/cs_bench_' || i, now() + interval '45 minutes',
+    CASE WHEN i <= {PENDING} THEN {CHOSEN_AMOUNT} ELSE 4900 END, 'usd',
     CASE WHEN i > {PENDING} THEN 'pi_bench_' || i END,
     CASE WHEN i > {PENDING} THEN 'admin' || i || '@school.example' END,
+    CASE WHEN i <= {PENDING} THEN '{CHOSEN["id"]}' ELSE '{PAID_OFFER["id"]}' END,
+    CASE WHEN i <= {PENDING} THEN {SEATS} ELSE 1 END,
+    CASE WHEN i <= {PENDING} THEN '{{"usd": {CHOSEN_AMOUNT}}}' ELSE '{{"usd": 4900}}' END::json,
     now() - interval '1 minute', now() - interval '1 minute'
 FROM generate_series(1, {PENDING + PAID}) AS i;
 
@@ -322,7 +446,7 @@ def prepare_database(url: str) -> None:
             "ltiaas_api_key": "k",
             "stripe_secret_key": "sk_test_bench",
             "stripe_webhook_secret": WEBHOOK_SECRET,
-            "stripe_price_id": PRICE_ID,
+            "stripe_price_id": PRICE_IDS,
             "public_url": "http://127.0.0.1",
             "secret_key": "bench",
         }
@@ -357,6 +481,7 @@ class FakeUpstream(http.server.ThreadingHTTPServer):
 
     def __init__(self):
         self.stripe_calls: dict = {}  # by the caller's API key: the service's and the floor's
+        self.price_reads = 0  # the service's reads of the offers' Prices
         self.other_calls = []
         self.lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), _UpstreamHandler)
@@ -383,6 +508,12 @@ class _UpstreamHandler(http.server.BaseHTTPRequestHandler):
         if length:
             self.rfile.read(length)
         path = self.path.split("?", 1)[0]
+        price = next((o for o in OFFERS if path == "/v1/prices/" + o["id"]), None)
+        if self.command == "GET" and price is not None:  # read once per worker process, then cached there
+            with self.server.lock:
+                self.server.price_reads += 1
+            self._answer(200, price_object(price))
+            return
         prefix = "/v1/checkout/sessions/cs_bench_paid_"
         if self.command == "GET" and path.startswith(prefix) and path[len(prefix) :].isdigit():
             with self.server.lock:
@@ -398,6 +529,37 @@ class _UpstreamHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+def price_object(offer: dict) -> dict:
+    """The offer's Price as Stripe answers it, with `expand=[product, currency_options, tiers]`."""
+    tiers = offer.get("tiers")
+    recurring = offer["interval"] and {"interval": offer["interval"], "interval_count": 1, "usage_type": "licensed"}
+    return {
+        "id": offer["id"],
+        "object": "price",
+        "active": True,
+        "billing_scheme": "tiered" if tiers else "per_unit",
+        "currency": "usd",
+        "currency_options": {}
+        if tiers
+        else {"usd": {"unit_amount": offer["unit_amount"], "tax_behavior": "exclusive"}},
+        "livemode": False,
+        "metadata": offer["metadata"],
+        "product": {
+            "id": "prod_" + offer["id"][6:],
+            "object": "product",
+            "name": offer["product"][0],
+            "description": offer["product"][1],
+            "active": True,
+        },
+        "recurring": recurring or None,
+        "tax_behavior": "exclusive",
+        "tiers_mode": "graduated" if tiers else None,
+        "tiers": [{"up_to": up, "unit_amount": unit, "flat_amount": None} for up, unit in tiers] if tiers else None,
+        "type": "recurring" if recurring else "one_time",
+        "unit_amount": offer["unit_amount"],
+    }
 
 
 def paid_session(pk: int) -> dict:
@@ -598,6 +760,18 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+
+
+def page_size(server: "Server") -> int:
+    """The bytes of one pre-approval page (the floor's template must stay the size of the service's)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("GET", "/pre-approval?registrationId=reg-bench-1", headers={"Accept-Language": "en-US,en;q=0.9"})
+    response = conn.getresponse()
+    body = response.read()
+    conn.close()
+    if response.status != 200:
+        raise SystemExit(f"{server.name}: the pre-approval page answered {response.status}")
+    return len(body)
 
 
 def free_port() -> int:
@@ -838,7 +1012,11 @@ def main() -> None:
         "STRIPE_SECRET_KEY": "sk_test_bench",
         "STRIPE_API_BASE": fake.url,
         "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "STRIPE_PRICE_ID": PRICE_ID,
+        "STRIPE_PRICE_ID": PRICE_IDS,
+        # The frame then also says that a promotion code may be entered and that tax is added.
+        "PROMOTION_CODES": "on",
+        "STRIPE_TAX": "on",
+        "VENDOR_NAME": VENDOR,
         "SECRET_KEY": "bench-secret-key-of-at-least-32-characters",
         "PUBLIC_URL": "http://127.0.0.1",
         "RATELIMIT_STORAGE_URI": "memory://",
@@ -866,6 +1044,8 @@ def main() -> None:
     try:
         for s in servers:
             s.wait_ready()
+        sizes = {s.name: page_size(s) for s in servers}
+        print(f"pre-approval page: service {sizes['service']} bytes, floor {sizes['floor']} bytes", flush=True)
         # Warm up: connections in every worker's pool, templates compiled, imports done.
         for e in rows:
             for s in servers:
@@ -888,6 +1068,9 @@ def main() -> None:
         fake.shutdown()
 
     checkout_rounds = WARM_UP + args.rounds * count(rows[-1]) if args.extras else 0  # per app
+    # The offers' Prices, cached per worker process for PRICE_TTL seconds (a worker may also be asked for a page
+    # while another of its threads reads them).
+    price_reads_allowed = len(OFFERS) * args.workers * args.threads * (1 + int(time.monotonic() - t0) // PRICE_TTL)
     print(
         f"hot paths: server CPU ms per request (gunicorn gthread --workers {args.workers} --threads "
         f"{args.threads}, {args.requests} requests per round (fewer for webhooks) from {args.clients} keep-alive "
@@ -919,7 +1102,8 @@ def main() -> None:
     calls = {"service": fake.stripe_calls.get("sk_test_bench", 0), "floor": fake.stripe_calls.get("sk_test_floor", 0)}
     print(
         f"upstream calls: Stripe {calls['service']} from the service, {calls['floor']} from the floor "
-        f"({checkout_rounds} each expected: the checkout row's), other {len(fake.other_calls)}"
+        f"({checkout_rounds} each expected: the checkout row's), Prices read by the service {fake.price_reads} "
+        f"(each worker reads the {len(OFFERS)} offers once, again after {PRICE_TTL} s), other {len(fake.other_calls)}"
         + (": " + ", ".join(sorted(set(fake.other_calls))[:5]) if fake.other_calls else "")
     )
     print(
@@ -930,7 +1114,7 @@ def main() -> None:
         print(f"logs: {logdir}")
     else:
         shutil.rmtree(logdir, ignore_errors=True)
-    if fake.other_calls or set(calls.values()) != {checkout_rounds}:
+    if fake.other_calls or set(calls.values()) != {checkout_rounds} or fake.price_reads > price_reads_allowed:
         sys.exit("upstream calls outside the checkout row: the measured paths are not the intended ones")
 
 

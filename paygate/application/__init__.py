@@ -88,9 +88,10 @@ def create_app(test_config: dict | None = None, standins_state_dir: str | None =
     guard.init_app(app)  # bounded bodies (64 KB, the webhook 1 MB), refused before they are read
 
     from paygate.application import cli
-    from paygate.web import flow, health, openapi, webhooks
+    from paygate.web import favicon, flow, health, openapi, webhooks
 
     app.register_blueprint(health.bp)
+    app.register_blueprint(favicon.bp)  # GET /favicon.ico, which browsers ask for
     app.register_blueprint(openapi.bp)  # GET /openapi.json
     app.register_blueprint(flow.bp)
     app.register_blueprint(webhooks.bp)
