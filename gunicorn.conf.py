@@ -35,17 +35,16 @@ def on_starting(server):
     _warn_if_rates_are_per_process(server)
 
 
-def when_ready(server):
-    """Listening: every Price of STRIPE_PRICE_ID that cannot be sold is named in an ERROR now, not at the first
-    school's visit (read in the background; the workers read the offers again themselves)."""
+def post_worker_init(worker):
+    """A worker is ready: every Price of STRIPE_PRICE_ID that cannot be sold is named in an ERROR now, not at the
+    first school's visit (read in the background, after the fork: a thread in the master would be copied into
+    every worker mid-flight, its locks held)."""
     try:
         from paygate.application.cli import check_offers_soon
-        from paygate.core.config import load_settings
 
-        settings = load_settings()
-    except Exception:  # noqa: BLE001 - a bad setting: each worker's start-up names it
-        return
-    check_offers_soon(settings)
+        check_offers_soon(worker.wsgi.config["SETTINGS"])
+    except Exception:  # noqa: BLE001 - never let this check stop a worker
+        worker.log.exception("the start-up check of the offers could not run")
 
 
 def _warn_if_rates_are_per_process(server):

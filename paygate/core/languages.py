@@ -109,6 +109,7 @@ LANGUAGES: tuple[str, ...] = ()
 _LOCALES: dict[str, Locale] = {}
 _CHOICES: dict[str, str] = {}  # Accept-Language header -> language
 _MONEY: dict[tuple, str] = {}
+_NUMBERS: dict[tuple, str] = {}
 _DATE_PATTERNS: dict[str, str] = {}
 
 
@@ -356,8 +357,15 @@ def money(amount: int | None, currency: str | None) -> str:
 
 
 def number(value: int) -> str:
-    """A whole number as the admin writes it: 1,200 (en), 1200 or 12.000 (es), 1 200 (fr)."""
-    return format_decimal(value, locale=_LOCALES.get(language()) or DEFAULT)
+    """A whole number as the admin writes it: 1,200 (en), 1.200 (es), 1 200 (fr)."""
+    lang = language()
+    key = (value, lang)
+    text = _NUMBERS.get(key)
+    if text is None:
+        text = format_decimal(value, locale=_LOCALES.get(lang) or DEFAULT)
+        if len(_NUMBERS) < _CACHE_LIMIT:
+            _NUMBERS[key] = text
+    return text
 
 
 def format_day(day: date | datetime) -> str:

@@ -66,8 +66,9 @@ td,th{text-align:left;padding:.2rem .4rem}td.n{text-align:right}.error{color:#a4
     </label></p>
   {% for f in s.custom_fields %}{% set limits = f[f.type] %}
   <p><label for="custom-{{ f.key }}">{{ f.label.custom }}{% if f.optional %} (optional){% endif %}</label>
-    <input id="custom-{{ f.key }}" name="custom-{{ f.key }}" value="{{ form['custom-' ~ f.key] or limits.default_value
-      or ('' if f.optional else example_answer) }}"{% if limits.maximum_length %} maxlength="{{ limits.maximum_length }}"{% endif %}{% if
+    <input id="custom-{{ f.key }}" name="custom-{{ f.key }}" value="{{ form['custom-' ~ f.key]
+      or limits.default_value or ('' if f.optional else example_answer) }}"
+      {%- if limits.maximum_length %} maxlength="{{ limits.maximum_length }}"{% endif %}{% if
       limits.minimum_length %} minlength="{{ limits.minimum_length }}"{% endif %}{% if f.type == "numeric" %}
       inputmode="numeric" pattern="[0-9]*"{% endif %}{% if not f.optional %} required{% endif %}></p>
   {% endfor %}

@@ -179,22 +179,9 @@ def _preapproval_page(
         lms_name=identity.lms_name(reg),
         pay_label=quote["pay_label"],
         quote=quote,
-        offers=[
-            {
-                "id": offer.id,
-                "product": offer.price.product_name or offer.id,
-                "description": offer.price.product_description,
-                "line": choice.offer_line(offer),
-                "per_seat": offer.per_seat,
-                "min": offer.min_seats,
-                "max": offer.max_seats,
-                "seats_label": choice.seats_label(offer) if offer.per_seat else "",
-                "refusal": choice.refusal(offers.ChoiceRefused("seats_whole", offer)) if offer.per_seat else "",
-                "checked": offer.id == chosen.offer.id,
-            }
-            for offer in on_sale
-        ],
+        offers=choice.offer_rows(on_sale),
         chosen=chosen,
+        chosen_row=next(row for row in choice.offer_rows(on_sale) if row["id"] == chosen.offer.id),
         quote_url=url_for("flow.quote", token=reg.flow_token),
         invoice_terms=choice.invoice_terms() if offer_invoice else [],
         countries=countries() if offer_invoice and settings.stripe_tax else [],

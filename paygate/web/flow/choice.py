@@ -71,8 +71,54 @@ def refusal(exc: offers.ChoiceRefused) -> str:
     return offers.refusal(exc)
 
 
+# Built once per Price read from Stripe (the same object while it is cached), language and choice: the frame's
+# page is a hot path, and these sentences change only with them.
+_BUILT: dict[tuple, object] = {}
+_BUILT_LIMIT = 4096
+
+
+def _once(key: tuple, keep: tuple, build):
+    """`build()`, kept under `key`. The objects whose ids are in the key are kept with the value, so that no id
+    is reused while its entry lives (the app's settings are in every key: terms depend on them)."""
+    settings = current_app.config["SETTINGS"]
+    key = (id(settings), *key)
+    try:
+        return _BUILT[key][1]
+    except KeyError:
+        value = build()
+        if len(_BUILT) >= _BUILT_LIMIT:
+            _BUILT.clear()  # Prices read again after their cache time: the old keys are dead
+        _BUILT[key] = ((settings, *keep), value)
+        return value
+
+
+def offer_rows(on_sale: list[offers.Offer]) -> list[dict]:
+    """Each offer as the frame's choice shows it."""
+    key = ("rows", languages.language(), *(id(offer.price) for offer in on_sale))
+    return _once(key, tuple(offer.price for offer in on_sale), lambda: [_row(offer) for offer in on_sale])
+
+
+def _row(offer: offers.Offer) -> dict:
+    return {
+        "id": offer.id,
+        "product": offer.price.product_name or offer.id,
+        "description": offer.price.product_description,
+        "line": offer_line(offer),
+        "per_seat": offer.per_seat,
+        "min": offer.min_seats,
+        "max": offer.max_seats,
+        "seats_label": seats_label(offer) if offer.per_seat else "",
+        "refusal": offers.refusal(offers.ChoiceRefused("seats_whole", offer)) if offer.per_seat else "",
+    }
+
+
 def quote(choice: offers.Choice) -> dict:
     """What the frame shows for a choice before paying: the breakdown, the total, the Pay button's label."""
+    key = ("quote", languages.language(), id(choice.offer.price), choice.quantity)
+    return _once(key, (choice.offer.price,), lambda: _quote(choice))
+
+
+def _quote(choice: offers.Choice) -> dict:
     offer, price = choice.offer, choice.offer.price
     total = choice.amount
     if not offer.per_seat:
