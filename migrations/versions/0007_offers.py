@@ -25,6 +25,7 @@ def upgrade():
     with op.batch_alter_table("registrations", schema=None) as batch_op:
         batch_op.add_column(sa.Column("quantity", sa.Integer(), server_default="1", nullable=False))
         batch_op.add_column(sa.Column("seat_unit", sa.String(length=20), nullable=True))
+        batch_op.add_column(sa.Column("checkout_payer_label", sa.String(length=50), nullable=True))
     with op.batch_alter_table("checkout_sessions", schema=None) as batch_op:
         batch_op.add_column(sa.Column("price_id", sa.String(length=255), nullable=True))
         batch_op.add_column(sa.Column("quantity", sa.Integer(), nullable=True))
@@ -53,5 +54,6 @@ def downgrade():
         for column in ("amounts", "quantity", "price_id"):
             batch_op.drop_column(column)
     with op.batch_alter_table("registrations", schema=None) as batch_op:
+        batch_op.drop_column("checkout_payer_label")
         batch_op.drop_column("seat_unit")
         batch_op.drop_column("quantity")

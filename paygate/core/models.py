@@ -64,6 +64,8 @@ class Registration(db.Model):
     checkout_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
     # Checkout's language (its `locale`), fixed with the generation: a retry replays the same request.
     checkout_locale: Mapped[str | None] = mapped_column(String(10))
+    # The label of Checkout's "school or organisation" field, in that language, fixed with the generation too.
+    checkout_payer_label: Mapped[str | None] = mapped_column(String(50))
 
     # Evidence of payment, committed before LTIaaS is called.
     payment_session_id: Mapped[str | None] = mapped_column(String(255))

@@ -90,14 +90,18 @@ def open_checkout(
     current = _current_session(reg)
     if current is not None and current.status == "complete" and current.failed_at is None:
         raise NotPayable("processing")  # a delayed payment is on its way: never a second charge
-    if choice is not None and offers.apply_choice(reg, choice):
+    if choice is not None and (choice.offer.id, choice.quantity) != (reg.price_id, reg.quantity):
+        if current is not None and current.status == "open":
+            _close_for_new_choice(current.session_id)  # before anything else: never two payable sessions
+            db.session.refresh(reg)
+            current = _current_session(reg)
+        offers.apply_choice(reg, choice)
         db.session.commit()
     if _usable(current, now, reg):
         if current.canceled_at is not None:  # the admin is trying again in the same session
             current.canceled_at = None
             db.session.commit()
         return current.url
-    replaced = current if current is not None and current.status == "open" else None
     generation_spent = (
         reg.checkout_generation == 0
         or current is not None
@@ -112,7 +116,10 @@ def open_checkout(
             update(Registration)
             .where(Registration.id == reg.id, Registration.checkout_generation == reg.checkout_generation)
             .values(
-                checkout_generation=reg.checkout_generation + 1, checkout_expires_at=expires_at, checkout_locale=locale
+                checkout_generation=reg.checkout_generation + 1,
+                checkout_expires_at=expires_at,
+                checkout_locale=locale,
+                checkout_payer_label=(organisation_label or "")[:50] or None,
             )
             .execution_options(synchronize_session=False)
         )
@@ -137,7 +144,7 @@ def open_checkout(
         "recurring": reg.price_interval is not None,
         "locale": reg.checkout_locale,
         "quantity": reg.quantity,
-        "organisation_label": organisation_label,
+        "organisation_label": reg.checkout_payer_label,
     }
     reg_pk = reg.id
     chosen = {
@@ -177,8 +184,6 @@ def open_checkout(
         },
     )
     db.session.commit()
-    if replaced is not None and replaced.session_id != view.id:
-        _expire_replaced(replaced.session_id)
     return view.url
 
 
@@ -186,13 +191,26 @@ def _digest(reg: Registration) -> str:
     return hashlib.sha256(f"{reg.price_id}\n{reg.quantity}".encode()).hexdigest()[:16]
 
 
-def _expire_replaced(session_id: str) -> None:
-    """The session of an earlier choice closes at Stripe (best effort: if it is paid after all, the second payment
-    is caught like any other and shown to operators)."""
+def _close_for_new_choice(session_id: str) -> None:
+    """The open session of the admin's previous choice is expired at Stripe before the new choice is stored. If
+    Stripe says it was paid meanwhile, that payment stands (NotPayable "processing": the webhook or the return
+    records it); if Stripe cannot be asked, nothing changes (PaymentProviderError: try again)."""
+    db.session.commit()  # no transaction stays open while Stripe is called
     try:
-        payments.gateway().expire_checkout_session(session_id)
-    except payments.PaymentProviderError as exc:
-        log.warning("Checkout Session %s of an earlier choice not expired: %s", session_id, exc)
+        view = payments.gateway().expire_checkout_session(session_id)
+    except payments.PaymentProviderError:
+        view = read_session(session_id)
+        if view is None or view.status == "open":
+            raise
+    if view.status == "complete":
+        raise NotPayable("processing")
+    db.session.execute(
+        update(CheckoutSession)
+        .where(CheckoutSession.session_id == session_id, CheckoutSession.status == "open")
+        .values(status="expired", updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
 
 
 def _row(session_id: str) -> CheckoutSession | None:

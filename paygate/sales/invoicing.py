@@ -307,7 +307,7 @@ def _make_and_send(reg_pk: int, licence_pk: int) -> None:
     if attempt and status in (None, "draft"):
         status = gateway.retrieve_invoice(invoice_id).status  # the failed finalisation may have happened
     if status in (None, "draft"):
-        if not recurring and not (attempt and gateway.retrieve_invoice(invoice_id).amount_due):
+        if not recurring and not (attempt and _has_line(gateway.retrieve_invoice(invoice_id))):
             # Replayed if it was added before a failure: never a second item.
             gateway.add_invoice_item(
                 customer=customer,
@@ -323,6 +323,11 @@ def _make_and_send(reg_pk: int, licence_pk: int) -> None:
     _save_invoice(save, invoice, invoice_sent_at=utcnow(), invoicing_claimed_at=None, invoicing_error=None)
 
 
+def _has_line(invoice: payments.InvoiceView) -> bool:
+    """Whether the Price is on the invoice already: a promotion code may leave nothing due, never no subtotal."""
+    return invoice.price_id is not None or bool(invoice.subtotal)
+
+
 def _save_invoice(save, invoice: payments.InvoiceView, **more) -> None:
     save(
         status=invoice.status,
@@ -334,7 +339,7 @@ def _save_invoice(save, invoice: payments.InvoiceView, **more) -> None:
         amount_remaining=invoice.amount_remaining,
         currency=invoice.currency,
         # As Stripe billed it: after discounts and before tax, the discount, the tax Stripe Tax computed.
-        amount=None if invoice.subtotal is None else invoice.subtotal - invoice.discount,
+        amount=invoice.amount_before_tax,
         discount=invoice.discount or None,
         tax=invoice.tax,
         **more,

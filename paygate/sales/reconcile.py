@@ -18,7 +18,7 @@ from paygate.core.db import db, utcnow
 from paygate.core.models import CheckoutSession, Licence, LicencePayment, State
 from paygate.gateways import payments
 from paygate.licensing import licences, refunds
-from paygate.sales.fulfilment import apply_checkout, complete, registration_for
+from paygate.sales.fulfilment import apply_checkout, complete, free_by_code, registration_for
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def reconcile(since_hours: float = 48, page_size: int = 100) -> dict:
     created_gte = int(time.time() - since_hours * 3600)
     for view in payments.gateway().list_checkout_sessions(created_gte=created_gte, page_size=page_size):
         counts["listed"] += 1
-        if not (view.status == "complete" and view.payment_status == "paid"):
+        if not ((view.status == "complete" and view.payment_status == "paid") or free_by_code(view)):
             continue
         counts["paid"] += 1
         try:

@@ -27,6 +27,7 @@
   var ran = false;
   var timer = null;
   var popup = null;        // the payment window while it is open
+  var openedTarget = null; // the choice it was opened for
   var watcher = null;      // notices the payment window closing
   var phase = root.getAttribute("data-phase");
   var serverText = statusText.textContent;  // the server's last sentence
@@ -195,11 +196,16 @@
         if (seats) { seats.focus(); }
         return;
       }
+      var target = payUrl + "?" + choiceQuery();
       if (popup && !popup.closed) {
+        // Another offer or number of seats since the window opened: it goes to that choice's payment page
+        // (the server closes the previous choice's session first, so that only one can be paid).
+        if (target !== openedTarget) {
+          try { popup.location.href = target; openedTarget = target; } catch (e) { /* closed meanwhile */ }
+        }
         try { popup.focus(); } catch (e) { /* another browser's window: nothing to do */ }
         return;
       }
-      var target = payUrl + "?" + choiceQuery();
       if (blockedLink) { blockedLink.setAttribute("href", target); }
       var opened = window.open(target, "paygate-checkout", "popup,width=520,height=760");
       if (!opened) {
@@ -215,6 +221,7 @@
       // window.opener. The popup needs nothing of ours: the frame learns the outcome from the server.
       try { opened.opener = null; } catch (e) { /* not ours to change: nothing of ours to sever */ }
       popup = opened;
+      openedTarget = target;
       setHidden(blocked, true);
       saySoon(text("opened", "Complete the payment in the payment window. This window updates by itself."));
       labelButton();

@@ -115,3 +115,23 @@ def test_bad_seats_in_the_invoice_form_make_nothing(shop_with, stripe_api, ltiaa
     answer = send_form(client, ltiaas_api, offer=SEATS, seats=seats)
     assert answer.status_code == 400 and "students" in answer.text
     assert stripe_api.customers == {} and only_licence(client) is None
+
+
+def test_a_finalise_failure_with_a_free_code_never_bills_the_price_twice(shop_with, stripe_api, ltiaas_api):
+    from paygate.ops import worker
+
+    client = shop_with(promotion_codes=True)
+    stripe_api.fail_next["invoice_finalize"] = [500]  # Stripe keeps this answer under its key: new keys next time
+    assert send_form(client, ltiaas_api, offer=ONCE, promotion_code="PILOT100").status_code == 503
+    with client.application.app_context():
+        worker.run_once()
+    (invoice,) = stripe_api.invoices.values()
+    assert len(stripe_api.invoice_items) == 1 and invoice["subtotal"] == 4900 and invoice["amount_due"] == 0
+
+
+def test_a_refused_form_keeps_the_offer_and_seats_the_admin_chose(shop_with, stripe_api, ltiaas_api):
+    client = shop_with(stripe_tax=True)
+    answer = send_form(client, ltiaas_api, offer=SEATS, seats="250")  # no country: refused
+    assert answer.status_code == 400
+    assert 'id="invoice-seats" value="250"' in answer.text and f'id="invoice-offer" value="{SEATS}"' in answer.text
+    assert 'value="250"' in answer.text.split('id="seats"')[1][:400]  # the seat field too

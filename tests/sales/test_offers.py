@@ -142,6 +142,9 @@ def test_a_session_for_another_quantity_is_not_fulfilled(shop, ltiaas_api, strip
     session = stripe_api.sessions[stripe_api.only_session()["id"]]
     # Someone changed the quantity at Stripe (adjustable quantity, a crafted session): 12 seats paid, not 120.
     session["_chosen"] = [(price, 12) for price, _ in session["_chosen"]]
+    for item in session["_line_items"]:
+        item.update(quantity=12, amount_subtotal=3600, amount_total=3600)
+    session["amount_subtotal"] = session["amount_total"] = 3600
     stripe_api.pay(session["id"])
     assert stripe_api.sessions[session["id"]]["amount_total"] == 3600
     send(shop, stripe_api, "checkout.session.completed", stripe_api.sessions[session["id"]])
@@ -182,3 +185,30 @@ def test_checkout_uses_the_payment_method_parameter_stripe_still_knows(shop, lti
     session = stripe_api.only_session()
     assert session["custom_fields"][0]["key"] == "organisation" and not session["custom_fields"][0]["optional"]
     assert session["allow_promotion_codes"] is True
+
+
+def test_a_new_choice_never_leaves_the_previous_session_payable(shop, ltiaas_api, stripe_api):
+    _, token, _ = open_frame(shop, ltiaas_api)
+    shop.get(f"/flow/{token}/pay?offer={SEATS}&seats=120")
+    first = stripe_api.only_session()["id"]
+    stripe_api.pay(first)  # paid in the first window a moment ago; no webhook yet
+    answer = shop.get(f"/flow/{token}/pay?offer={ONCE}")
+    assert answer.status_code == 409 and "still being processed" in answer.text
+    assert len(stripe_api.sessions) == 1  # no second session to pay
+    with shop.application.app_context():
+        reg = db.session.scalars(select(Registration)).one()
+        assert (reg.price_id, reg.quantity) == (SEATS, 120)  # the choice that was paid stays the registration's
+
+
+def test_a_paid_registrations_page_shows_what_was_bought_without_asking_stripe(shop, ltiaas_api, stripe_api):
+    registration_id, token, _ = open_frame(shop, ltiaas_api)
+    shop.get(f"/flow/{token}/pay?offer={SEATS}&seats=120")
+    session_id = stripe_api.only_session()["id"]
+    stripe_api.pay(session_id)
+    shop.get(f"/flow/{token}/paid?session_id={session_id}")
+    for price in stripe_api.state.prices.values():
+        price["active"] = False  # the vendor archived every Price since
+    stripe_api.state.calls.clear()
+    page = shop.get(f"/pre-approval?registrationId={registration_id}")
+    assert page.status_code == 200 and "120 students: 360.00 USD per year" in page.text
+    assert [c for c in stripe_api.calls if c[0] == "price"] == []

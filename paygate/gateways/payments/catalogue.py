@@ -104,10 +104,11 @@ class PromotionCode:
     currency: str | None
     products: tuple[str, ...]
     coupon_valid: bool
+    customer: str | None = None  # a code only one Stripe customer may use: never a new school's
 
     def usable_for(self, price: Price, subtotal: int, currency: str, now: datetime) -> bool:
         """Whether Stripe would take this code for a purchase of `price` costing `subtotal` in `currency`."""
-        if not self.active or not self.coupon_valid:
+        if not self.active or not self.coupon_valid or self.customer is not None:
             return False
         if self.expires_at is not None and self.expires_at <= now:
             return False
@@ -185,6 +186,7 @@ def promotion_code_view(data: dict) -> PromotionCode:
         currency=coupon.get("currency"),
         products=tuple((coupon.get("applies_to") or {}).get("products") or ()),
         coupon_valid=bool(coupon) and coupon.get("valid") is not False,
+        customer=id_of(data.get("customer")),
     )
 
 

@@ -183,7 +183,11 @@ class Payments(Catalogue, Billing):
         """Every Checkout Session created since `created_gte`, newest first, across pages."""
         starting_after = None
         while True:
-            params = {"limit": page_size, "created": {"gte": created_gte}, "expand": ["data.line_items"]}
+            params = {
+                "limit": page_size,
+                "created": {"gte": created_gte},
+                "expand": ["data.line_items", "data.discounts.promotion_code", "data.invoice"],
+            }
             if starting_after:
                 params["starting_after"] = starting_after
             page = self._call("list checkouts", self._client.v1.checkout.sessions.list, params=params)

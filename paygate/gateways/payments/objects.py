@@ -178,6 +178,14 @@ class InvoiceView:
     # Its first line: the Price billed and how many.
     price_id: str | None = None
     quantity: int | None = None
+    total_excluding_tax: int | None = None
+
+    @property
+    def amount_before_tax(self) -> int | None:
+        """After discounts, before tax, whether the Price's tax is exclusive or inclusive."""
+        if self.total_excluding_tax is not None:
+            return self.total_excluding_tax
+        return None if self.subtotal is None else self.subtotal - self.discount
 
 
 @dataclass(frozen=True)
@@ -352,6 +360,7 @@ def invoice_view(data: dict) -> InvoiceView:
         else None,
         price_id=id_of(price),
         quantity=line.get("quantity"),
+        total_excluding_tax=data.get("total_excluding_tax"),
     )
 
 

@@ -133,6 +133,17 @@ def pre_approval():
     return _preapproval_page(reg)
 
 
+def _chosen(reg, on_sale, answers: dict) -> offers.Choice:
+    """The choice the page shows: the one a refused invoice form carried (so that its correction is invoiced for
+    it), else the registration's."""
+    if answers.get("offer"):
+        try:
+            return offers.choose(on_sale, answers["offer"], answers.get("seats") or None)
+        except offers.ChoiceRefused:
+            pass
+    return offers.current_choice(reg, on_sale)
+
+
 class _Busy(Exception):
     """Every LTIaaS lookup slot of this process is taken."""
 
@@ -154,19 +165,24 @@ def _preapproval_page(
     answers=None,
 ):
     settings = current_app.config["SETTINGS"]
-    try:
-        on_sale = offers.available()
-    except payments.PriceNotSellable:
-        return not_sellable()
-    except payments.PaymentProviderError:
-        return message_page(
-            _("Payment service unavailable"),
-            _("We could not reach the payment service. Try again in a moment."),
-            502,
-            retry_url=retry_url(reg.registration_id),
-        )
-    chosen = offers.current_choice(reg, on_sale)
-    quote = choice.quote(chosen)
+    answers = answers or {}
+    if reg.state != State.PENDING.value:
+        # Paid, completed, refunded...: what was bought is stored; no offer is read, Stripe may be down.
+        on_sale, chosen, rows, quote = [], None, [], choice.stored_quote(reg)
+    else:
+        try:
+            on_sale = offers.available()
+        except payments.PriceNotSellable:
+            return not_sellable()
+        except payments.PaymentProviderError:
+            return message_page(
+                _("Payment service unavailable"),
+                _("We could not reach the payment service. Try again in a moment."),
+                502,
+                retry_url=retry_url(reg.registration_id),
+            )
+        chosen = _chosen(reg, on_sale, answers)
+        rows, quote = choice.offer_rows(on_sale), choice.quote(chosen)
     offer_invoice = (
         settings.invoicing
         and reg.state == State.PENDING.value
@@ -179,9 +195,9 @@ def _preapproval_page(
         lms_name=identity.lms_name(reg),
         pay_label=quote["pay_label"],
         quote=quote,
-        offers=choice.offer_rows(on_sale),
+        offers=rows,
         chosen=chosen,
-        chosen_row=next(row for row in choice.offer_rows(on_sale) if row["id"] == chosen.offer.id),
+        chosen_row=next((row for row in rows if chosen and row["id"] == chosen.offer.id), None),
         quote_url=url_for("flow.quote", token=reg.flow_token),
         invoice_terms=choice.invoice_terms() if offer_invoice else [],
         countries=countries() if offer_invoice and settings.stripe_tax else [],
@@ -195,7 +211,7 @@ def _preapproval_page(
         invoice_form_id=invoice_form.new_form_id(reg) if offer_invoice else None,
         invoice_error=invoice_error,
         invoice_field=invoice_field,
-        answers=answers or {},
+        answers=answers,
         limits={
             "email": invoice_form.EMAIL_MAX,
             "organisation": invoice_form.ORGANISATION_MAX,
@@ -214,7 +230,16 @@ def invoice(token: str):
         return message_page(_("Not offered"), _("Paying by invoice is not offered for this tool."), 400, reg)
     answers = {
         k: (request.form.get(k) or "")[:200]
-        for k in ("billing_email", "organisation", "po_number", "promotion_code", "country", "postal_code")
+        for k in (
+            "billing_email",
+            "organisation",
+            "po_number",
+            "promotion_code",
+            "country",
+            "postal_code",
+            "offer",
+            "seats",
+        )
     }
     if not throttling.allow(throttling.INVOICE):  # each sending may make a Customer and an Invoice at Stripe
         page, status = _preapproval_page(

@@ -146,6 +146,19 @@ def _quote(choice: offers.Choice) -> dict:
     }
 
 
+def stored_quote(reg) -> dict:
+    """What a registration past choosing shows of its price: what it was priced at, from the registration."""
+    line = languages.price_line(reg.amount, reg.currency, reg.price_interval)
+    if getattr(reg, "seat_unit", None) and reg.quantity:
+        line = _("%(seats)s: %(total)s", seats=count(reg.quantity, reg.seat_unit), total=line)
+    return {
+        "breakdown": "",
+        "total": line,
+        "pay_label": languages.pay_label(reg.amount, reg.currency, reg.price_interval),
+        "terms": [],
+    }
+
+
 def terms(offer: offers.Offer) -> list[str]:
     """The terms of the offer, said before paying: renewal and where to cancel, or paid once; then the invoice's."""
     settings = current_app.config["SETTINGS"]
