@@ -43,7 +43,7 @@ def post_worker_init(worker):
         from paygate.application.cli import check_offers_soon
 
         check_offers_soon(worker.wsgi.config["SETTINGS"])
-    except Exception:  # noqa: BLE001 - never let this check stop a worker
+    except Exception:  # never let this check stop a worker
         worker.log.exception("the start-up check of the offers could not run")
 
 
