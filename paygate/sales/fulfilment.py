@@ -61,8 +61,9 @@ def _belongs(reg: Registration, view: payments.CheckoutView) -> list[str]:
     discount, tax = view.amount_discount or 0, view.amount_tax or 0
     if discount and not current_app.config["SETTINGS"].promotion_codes:
         problems.append("discount")
-    if subtotal is not None and view.amount_total not in (subtotal - discount, subtotal - discount + tax):
-        problems.append("amount_total")  # tax inclusive or exclusive; nothing else may change the total
+    total_fits = subtotal is None or view.amount_total in (subtotal - discount, subtotal - discount + tax)
+    if not total_fits and "amount" not in problems:
+        problems.append("amount")  # tax inclusive or exclusive; nothing else may change the total
     if view.mode == "subscription" and (
         view.subscription_view is None or view.subscription_view.metadata.get("registration_pk") != str(reg.id)
     ):
