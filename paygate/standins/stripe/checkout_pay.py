@@ -64,8 +64,11 @@ def pay(
     be paid with raises Refused, nothing changed."""
     location = _address(record, address)
     tax_ids = _tax_ids(record, tax_id)
-    try:  # amounts change with the currency chosen and, taxed, the address; otherwise they stay as they are
-        if currency != record["currency"] or record["automatic_tax"]["enabled"]:
+    # A test that changes what was bought (the quantities) gets the amounts billed for it; one that changes only an
+    # amount or a line's price keeps its change, as a session Stripe answered with.
+    changed = [item["quantity"] for item in record["_line_items"]] != [q for _, q in record["_chosen"]]
+    try:  # amounts follow the quantities, the currency chosen and, taxed, the address; otherwise they stay
+        if changed or currency != record["currency"] or record["automatic_tax"]["enabled"]:
             checkout_terms.recompute(st, record, currency, address=location)
     except core.StripeFail:  # the code's amount is in another currency than the one chosen
         checkout_terms.recompute(st, record)
