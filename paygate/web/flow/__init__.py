@@ -144,6 +144,12 @@ def _chosen(reg, on_sale, answers: dict) -> offers.Choice:
     return offers.current_choice(reg, on_sale)
 
 
+def flow_url(token: str, what: str) -> str:
+    """`url_for("flow.<what>", token=token)` for the flow's /flow/<token>/<what> routes, without building it through
+    the URL map on the frame's hot path (the token is URL-safe base64)."""
+    return f"{request.script_root}/flow/{token}/{what}"
+
+
 class _Busy(Exception):
     """Every LTIaaS lookup slot of this process is taken."""
 
@@ -197,14 +203,14 @@ def _preapproval_page(
         quote=quote,
         offers=rows,
         chosen=chosen,
-        chosen_row=next((row for row in rows if chosen and row["id"] == chosen.offer.id), None),
-        quote_url=url_for("flow.quote", token=reg.flow_token),
+        choice_markup=choice.choice_markup(on_sale, chosen),
+        quote_url=flow_url(reg.flow_token, "quote"),
         invoice_terms=choice.invoice_terms() if offer_invoice else [],
         countries=countries() if offer_invoice and settings.stripe_tax else [],
         promotion_codes=settings.promotion_codes,
         status=frame_status(reg),
-        pay_url=url_for("flow.pay", token=reg.flow_token),
-        status_url=url_for("flow.status", token=reg.flow_token),
+        pay_url=flow_url(reg.flow_token, "pay"),
+        status_url=flow_url(reg.flow_token, "status"),
         invoice_days=settings.invoice_days_until_due,
         offer_invoice=offer_invoice,
         invoice_url=url_for("flow.invoice", token=reg.flow_token) if offer_invoice else None,

@@ -3,6 +3,7 @@ choice (unit price, number, total, the Pay button's label) and the terms of what
 what it costs is decided in paygate/sales/offers.py; this module only says it."""
 
 from flask import current_app
+from markupsafe import Markup
 
 from paygate.core import languages
 from paygate.core.languages import N_, ngettext
@@ -96,6 +97,21 @@ def offer_rows(on_sale: list[offers.Offer]) -> list[dict]:
     """Each offer as the frame's choice shows it."""
     key = ("rows", languages.language(), *(id(offer.price) for offer in on_sale))
     return _once(key, tuple(offer.price for offer in on_sale), lambda: [_row(offer) for offer in on_sale])
+
+
+def choice_markup(on_sale: list[offers.Offer], chosen: offers.Choice | None) -> Markup:
+    """The pay form's offers and seat field for this choice, rendered once per offer list, choice and language."""
+    if chosen is None:
+        return Markup("")
+    key = ("markup", languages.language(), chosen.offer.id, chosen.quantity, *(id(o.price) for o in on_sale))
+
+    def build():
+        rows = offer_rows(on_sale)
+        chosen_row = next(row for row in rows if row["id"] == chosen.offer.id)
+        html = languages.render_page("_offers.html", offers=rows, chosen=chosen, chosen_row=chosen_row)
+        return Markup(html)  # noqa: S704 - an autoescaped template, rendered whole
+
+    return _once(key, tuple(o.price for o in on_sale), build)
 
 
 def _row(offer: offers.Offer) -> dict:
