@@ -128,6 +128,9 @@ def _what_is_bought(reg: Registration, form, answers) -> dict:
         raise InvoiceRefused(_("This offer is not on sale. Choose one of the offers shown."), "seats") from None
     promo = None
     if answers.promotion_code:
+        reg_pk = reg.id
+        db.session.commit()  # no transaction stays open while Stripe is asked
+        reg = db.session.get(Registration, reg_pk)
         promo = payments.gateway().find_promotion_code(answers.promotion_code)
         price = chosen.offer.price
         if promo is None or not promo.usable_for(price, chosen.amount, price.currency, utcnow()):

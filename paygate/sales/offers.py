@@ -94,6 +94,9 @@ def offer_of(price: payments.Price) -> Offer | None:
             "STRIPE_PRICE_ID: price %s has no amount (free or custom amounts are not sold); not offered", price.id
         )
         return None
+    if any(t.unit_amount < 0 or t.flat_amount < 0 for t in price.tiers):
+        log.error("STRIPE_PRICE_ID: tiered price %s bills fractions of a cent; not offered", price.id)
+        return None
     raw = price.metadata.get("seats")
     if raw is None:  # sold once: quantity 1 (a tiered Price at its first tier)
         return Offer(price)
@@ -103,6 +106,9 @@ def offer_of(price: payments.Price) -> Offer | None:
         log.error(
             "STRIPE_PRICE_ID: price %s has malformed metadata seats=%r (want MIN-MAX); not offered", price.id, raw
         )
+        return None
+    if price.total(low) <= 0:
+        log.error("STRIPE_PRICE_ID: price %s costs nothing for %s seats; not offered", price.id, low)
         return None
     unit = (price.metadata.get("seat_unit") or "seat").strip().lower()
     if unit not in SEAT_UNITS:

@@ -7,6 +7,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 
 import stripe
 
@@ -144,8 +145,8 @@ def price_view(p: dict) -> Price:
     tiers = tuple(
         Tier(
             up_to=t.get("up_to") if isinstance(t.get("up_to"), int) else None,
-            unit_amount=t.get("unit_amount") or 0,
-            flat_amount=t.get("flat_amount") or 0,
+            unit_amount=_whole(t.get("unit_amount"), t.get("unit_amount_decimal")),
+            flat_amount=_whole(t.get("flat_amount"), t.get("flat_amount_decimal")),
         )
         for t in (p.get("tiers") or [])
         if isinstance(t, dict)
@@ -166,6 +167,20 @@ def price_view(p: dict) -> Price:
         tiers_mode=p.get("tiers_mode") if tiered else None,
         tiers=tiers if tiered else (),
     )
+
+
+def _whole(amount, decimal) -> int:
+    """A tier's amount in minor units; a fraction of a cent (`*_decimal` only) is -1: no total we could show is
+    what Stripe charges, so the offer is refused (paygate/sales/offers.py)."""
+    if isinstance(amount, int):
+        return amount
+    if decimal in (None, ""):
+        return 0
+    try:
+        value = Decimal(str(decimal))
+    except InvalidOperation:
+        return -1
+    return int(value) if value == value.to_integral_value() else -1
 
 
 def promotion_code_view(data: dict) -> PromotionCode:

@@ -279,7 +279,8 @@ def invoice(token: str):
 @bp.get("/flow/<token>/quote")
 def quote(token: str):
     """What the chosen offer and number of seats cost, said in the admin's language (the frame asks as the admin
-    types); a choice that cannot be sold gets its sentence. Reads only the cached Prices: nothing at Stripe."""
+    types); a choice that cannot be sold gets its sentence. Reads the Prices as cached (Stripe only once their
+    cache time is up, as the page does); makes nothing at Stripe."""
     registration(token)
     try:
         on_sale = offers.available()
