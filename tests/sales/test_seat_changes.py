@@ -64,3 +64,25 @@ def test_twenty_simultaneous_deliveries_of_a_seat_purchase_complete_once(pg_url,
         licence = db.session.scalars(select(Licence)).one()
         assert (licence.quantity, licence.amount) == (120, 36000)
         db.engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_double_click_on_a_seat_choice_opens_one_checkout_session(pg_url, stripe_api, ltiaas_api):
+    add_offers(stripe_api)
+    app = make_app(pg_url, stripe_price_id=OFFERS)
+    _, token, _ = open_frame(app.test_client(), ltiaas_api)
+    barrier = threading.Barrier(8)
+
+    def click(_):
+        own = app.test_client()
+        barrier.wait()
+        return own.get(f"/flow/{token}/pay?offer={SEATS}&seats=120")
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(click, range(8)))
+    assert {a.status_code for a in answers} == {303}
+    assert len({a.headers["Location"] for a in answers}) == 1
+    (session,) = stripe_api.sessions.values()
+    assert session["amount_subtotal"] == 36000
+    with app.app_context():
+        db.engine.dispose()
