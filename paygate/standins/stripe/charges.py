@@ -300,9 +300,9 @@ def register(bp, st) -> None:
         ("refund", "/refunds"),
         ("dispute", "/disputes"),
     ):
-        core.add_retrieve(st, route, rule + "/<object_id>", kind)
+        core.add_retrieve(st, route, rule + "/<object_id>", kind, core.RETRIEVE)
 
-    @route("/refunds", "POST")
+    @route("/refunds", "POST", params=core.known("payment_intent", "charge", "amount", "reason", "metadata[*]"))
     def refund_create(params):
         target = _refund_target(st, params)
         amount = core.to_int(params["amount"], "amount") if params.get("amount") not in (None, "") else None
@@ -312,4 +312,6 @@ def register(bp, st) -> None:
         )
 
     for kind, path in (("refund", "/refunds"), ("dispute", "/disputes")):
-        core.add_list(st, route, path, kind, ("charge", "payment_intent"))
+        core.add_list(
+            st, route, path, kind, ("charge", "payment_intent"), core.known(*core.LIST, "charge", "payment_intent")
+        )
