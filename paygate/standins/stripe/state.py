@@ -93,7 +93,7 @@ def local_catalogue(price_id: str) -> tuple[dict, dict]:
             ("prod_local_yearly", "Tool licence (yearly)"),
             ("prod_local_monthly", "Tool licence (monthly)"),
             ("prod_local_seats", "Tool licence per student (yearly)"),
-            ("prod_local_tiered", "Tool licence per teacher (volume pricing)"),
+            ("prod_local_tiered", "Tool licence per teacher (tiered pricing)"),
         )
     }
     products["prod_local_seats"]["description"] = "Every student of the school uses the tool for a year."
