@@ -169,7 +169,7 @@ def registrations():
     attention, attention_count = [], 0
     first_page = not request.args.get("after") and not request.args.get("before")
     if first_page and not filters.attention and not filters.q:
-        attention, attention_count = queries.attention_preview()
+        attention, attention_count = queries.attention_preview(filters)
     return render_template(
         "operator/list.html",
         filters=filters,
@@ -286,7 +286,7 @@ def api_registrations():
     try:
         limit = int(request.args.get("limit", queries.PAGE_SIZE))
         page = queries.list_page(
-            filters, after=request.args.get("after"), before=request.args.get("before"), limit=limit, payments=True
+            filters, after=request.args.get("after"), before=request.args.get("before"), limit=limit
         )
     except ValueError as exc:  # BadQuery too
         abort(400, description=str(exc) if isinstance(exc, queries.BadQuery) else "limit must be a number")
