@@ -27,7 +27,7 @@ from paygate.core.models import Registration, State
 from paygate.core.money import format_amount
 from paygate.gateways import payments
 from paygate.web import throttling
-from paygate.web.operator import actions, as_json, auth, export, queries, refunding, sold
+from paygate.web.operator import actions, as_json, auth, export, queries, refunding, sold, standing
 from paygate.web.operator import detail as registration_detail
 
 bp = Blueprint("operator", __name__, url_prefix="/operator")
@@ -69,6 +69,7 @@ def _helpers():
         "access_filters": queries.ACCESS_FILTERS,
         "licence_filters": queries.LICENCE_FILTERS,
         "sold": sold.sold,
+        "standing": standing.standing,
         "web_url": _web_url,
     }
 
