@@ -7,6 +7,7 @@ from paygate.core.money import format_amount
 from paygate.gateways import payments
 from paygate.web.operator.detail import Detail
 from paygate.web.operator.sold import sold
+from paygate.web.operator.standing import standing
 
 
 def iso(value: datetime | None) -> str | None:
@@ -85,8 +86,11 @@ def licence_json(licence: Licence | None, reg) -> dict | None:
             "hosted_invoice_url": licence.hosted_invoice_url,
             "sent_at": iso(licence.invoice_sent_at),
         }
+    said = standing(reg)
     return {
         "kind": licence.kind,
+        # What the money says (refunds, disputes, the access rule), beside Stripe's own status.
+        "standing": {"label": said.label, "active": said.active},
         "status": licence.status,
         "subscription_status": licence.subscription_status,
         "customer_id": licence.customer_id,

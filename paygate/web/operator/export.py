@@ -4,6 +4,7 @@ import unicodedata
 
 from paygate.web.operator.as_json import iso
 from paygate.web.operator.sold import sold
+from paygate.web.operator.standing import standing
 
 CSV_COLUMNS = (
     "id",
@@ -55,6 +56,8 @@ CSV_COLUMNS = (
     "payer",
     "invoice_pdf",
     "invoice_hosted_url",
+    # What the money says (see `standing.standing`): "refunded 49.00 USD", "dispute lost", "cancelled (ended ...)".
+    "standing",
 )
 
 
@@ -119,6 +122,7 @@ def csv_row(reg) -> list:
         what.payer,
         what.invoice_pdf,
         what.hosted_invoice_url,
+        standing(reg).label if lic else None,
     ]
     return [_csv_safe(v) for v in values]
 

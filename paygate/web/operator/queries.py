@@ -118,6 +118,10 @@ LIST_COLUMNS = (
     Registration.access_reason,
 )
 
+# What a row shows: its columns, and its licence with the payments whose refunds and disputes decide what the
+# row says (`standing`), each relation by one more query for the whole page rather than one a row.
+_ROW_OPTIONS = (load_only(*LIST_COLUMNS), selectinload(Registration.licence).selectinload(Licence.payments))
+
 _CURSOR = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?)~(\d{1,12})$")
 _MAX_INT = 2**31 - 1
 FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2999, 12, 31)
@@ -356,21 +360,11 @@ class Page:
     searches: list[Search] = field(default_factory=list)
 
 
-def list_page(
-    filters: Filters, after: str | None = None, before: str | None = None, limit: int = PAGE_SIZE, payments=False
-) -> Page:
-    """One page, newest first. `after` pages towards older rows, `before` towards newer ones.
-
-    `payments`: with each licence's payments (the JSON API lists them), in one more query rather than one a row.
-    """
+def list_page(filters: Filters, after: str | None = None, before: str | None = None, limit: int = PAGE_SIZE) -> Page:
+    """One page, newest first. `after` pages towards older rows, `before` towards newer ones."""
     limit = max(1, min(limit, MAX_PAGE_SIZE))
     key = tuple_(Registration.created_at, Registration.id)
-    licence = selectinload(Registration.licence)
-    stmt = (
-        select(Registration)
-        .options(load_only(*LIST_COLUMNS), licence.selectinload(Licence.payments) if payments else licence)
-        .where(*conditions(filters))
-    )
+    stmt = select(Registration).options(*_ROW_OPTIONS).where(*conditions(filters))
     after_key, before_key = decode_cursor(after), decode_cursor(before)
     if before_key is not None:
         stmt = stmt.where(key > tuple_(*before_key)).order_by(Registration.created_at.asc(), Registration.id.asc())
@@ -404,17 +398,18 @@ def iter_all(filters: Filters, batch: int = 1000):
         after = page.older
 
 
-def attention_preview(limit: int = ATTENTION_PREVIEW) -> tuple[list[Registration], int]:
-    """The newest registrations needing attention, and how many there are (counted up to a cap)."""
+def attention_preview(filters: Filters, limit: int = ATTENTION_PREVIEW) -> tuple[list[Registration], int]:
+    """The newest registrations needing attention among those `filters` select, and how many (up to a cap)."""
+    where = [*conditions(filters), Registration.attention.is_not(None)]
     rows = list(
         db.session.scalars(
             select(Registration)
-            .options(load_only(*LIST_COLUMNS), selectinload(Registration.licence))
-            .where(Registration.attention.is_not(None))
+            .options(*_ROW_OPTIONS)
+            .where(*where)
             .order_by(Registration.created_at.desc(), Registration.id.desc())
             .limit(limit)
         )
     )
-    capped = select(Registration.id).where(Registration.attention.is_not(None)).limit(ATTENTION_COUNT_CAP + 1)
+    capped = select(Registration.id).where(*where).limit(ATTENTION_COUNT_CAP + 1)
     count = db.session.scalar(select(func.count()).select_from(capped.subquery()))
     return rows, count

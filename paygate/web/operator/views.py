@@ -27,7 +27,7 @@ from paygate.core.models import Registration, State
 from paygate.core.money import format_amount
 from paygate.gateways import payments
 from paygate.web import throttling
-from paygate.web.operator import actions, as_json, auth, export, queries, refunding, sold
+from paygate.web.operator import actions, as_json, auth, export, queries, refunding, sold, standing
 from paygate.web.operator import detail as registration_detail
 
 bp = Blueprint("operator", __name__, url_prefix="/operator")
@@ -69,6 +69,7 @@ def _helpers():
         "access_filters": queries.ACCESS_FILTERS,
         "licence_filters": queries.LICENCE_FILTERS,
         "sold": sold.sold,
+        "standing": standing.standing,
         "web_url": _web_url,
     }
 
@@ -169,7 +170,7 @@ def registrations():
     attention, attention_count = [], 0
     first_page = not request.args.get("after") and not request.args.get("before")
     if first_page and not filters.attention and not filters.q:
-        attention, attention_count = queries.attention_preview()
+        attention, attention_count = queries.attention_preview(filters)
     return render_template(
         "operator/list.html",
         filters=filters,
@@ -286,7 +287,7 @@ def api_registrations():
     try:
         limit = int(request.args.get("limit", queries.PAGE_SIZE))
         page = queries.list_page(
-            filters, after=request.args.get("after"), before=request.args.get("before"), limit=limit, payments=True
+            filters, after=request.args.get("after"), before=request.args.get("before"), limit=limit
         )
     except ValueError as exc:  # BadQuery too
         abort(400, description=str(exc) if isinstance(exc, queries.BadQuery) else "limit must be a number")
