@@ -1,7 +1,11 @@
 """The CSV export's rows: one per registration, with cells a spreadsheet cannot run as formulas."""
 
 import unicodedata
+from dataclasses import dataclass
+from decimal import Decimal
 
+from paygate.core.money import ZERO_DECIMAL
+from paygate.licensing import access
 from paygate.web.operator.as_json import iso
 from paygate.web.operator.sold import sold
 from paygate.web.operator.standing import standing
@@ -58,6 +62,14 @@ CSV_COLUMNS = (
     "invoice_hosted_url",
     # What the money says (see `standing.standing`): "refunded 49.00 USD", "dispute lost", "cancelled (ended ...)".
     "standing",
+    # The money in major units, for sums in a spreadsheet (see `money`): paid, refunded, the current payment's
+    # dispute status, and what stays after refunds and a lost dispute.
+    "amount_major",
+    "currency_code",
+    "refunded_major",
+    "dispute",
+    "net_major",
+    "payer_name",
 )
 
 
@@ -124,7 +136,62 @@ def csv_row(reg) -> list:
         what.hosted_invoice_url,
         standing(reg).label if lic else None,
     ]
-    return [_csv_safe(v) for v in values]
+    counted = money(reg)
+    # The amounts are numbers written here (a net below zero stays "-1.00", not text); the rest is guarded.
+    return [_csv_safe(v) for v in values] + [
+        major(counted.paid, counted.currency) or "",
+        _csv_safe(counted.currency.upper() if counted.currency else None),
+        major(counted.refunded, counted.currency) or "",
+        _csv_safe(counted.dispute),
+        major(counted.net, counted.currency) or "",
+        _csv_safe(reg.payer_name),
+    ]
+
+
+@dataclass(frozen=True)
+class Money:
+    """What a registration's payments add up to, in minor units of one currency."""
+
+    paid: int | None  # None: nothing was paid (and no promotion code took the whole amount)
+    currency: str | None
+    refunded: int = 0
+    lost: int = 0  # taken back by the bank in lost disputes
+    dispute: str | None = None  # the current payment's dispute status
+
+    @property
+    def net(self) -> int | None:
+        return None if self.paid is None else self.paid - self.refunded - self.lost
+
+
+def money(reg) -> Money:
+    """The licence's paid payments summed; a registration paid before licences by its own columns."""
+    lic = reg.licence
+    paid = [p for p in lic.payments if p.paid_at is not None and p.amount is not None] if lic else []
+    if paid:
+        current = access.current_payment(lic)
+        return Money(
+            paid=sum(p.amount for p in paid),
+            currency=paid[0].currency or lic.currency,
+            refunded=sum(p.amount_refunded or 0 for p in paid),
+            # A dispute covers at most what was not refunded already.
+            lost=sum(max(p.amount - (p.amount_refunded or 0), 0) for p in paid if p.dispute_status == "lost"),
+            dispute=current.dispute_status if current is not None else None,
+        )
+    if reg.amount_paid is not None:
+        # Such a registration was refunded in full or not at all (its refund is one column).
+        return Money(reg.amount_paid, reg.currency_paid, refunded=reg.amount_paid if reg.refunded_at else 0)
+    if lic is not None and lic.status == "no_payment_required":
+        return Money(0, lic.currency or reg.currency)
+    return Money(None, None)
+
+
+def major(amount: int | None, currency: str | None) -> str | None:
+    """4900, "usd" -> "49.00"; 4900, "jpy" -> "4900": a decimal string a spreadsheet sums exactly."""
+    if amount is None or not currency:
+        return None
+    if currency.lower() in ZERO_DECIMAL:
+        return str(amount)
+    return str((Decimal(amount) / 100).quantize(Decimal("0.01")))
 
 
 # A cell a spreadsheet may read as a formula (OWASP "CSV Injection"): one starting with = + - @, their
