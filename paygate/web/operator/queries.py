@@ -1,7 +1,7 @@
 """Reading the registrations list for operators: filters, search, keyset pages, the attention preview.
 
 Every list query is ORDER BY created_at DESC, id DESC with a keyset cursor on that pair, so any page
-costs about as much as the first one; nothing counts all rows. Searches are exact matches on
+costs about as much as the first one; the one count (`total`) stops at a cap. Searches are exact matches on
 indexed ids, the LMS family and the lower-cased payer e-mail, and prefix matches on the lower-cased
 LMS URL (all indexed, see migrations 0001 and 0002); the offer is an indexed equality (0008). One
 registration's detail is in `detail`, what was sold in `sold`, the JSON shape in `as_json`, the CSV rows
@@ -24,6 +24,8 @@ PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 ATTENTION_PREVIEW = 20
 ATTENTION_COUNT_CAP = 1000
+# The list's count of matching rows stops here ("10,000+"): past it an exact number costs a scan and says no more.
+TOTAL_COUNT_CAP = 10_000
 # Families LTIaaS reports (familyCode); the filter takes any value, these are suggestions.
 KNOWN_FAMILIES = ("canvas", "moodle", "desire2learn", "blackboard", "sakai", "schoology")
 
@@ -413,3 +415,9 @@ def attention_preview(filters: Filters, limit: int = ATTENTION_PREVIEW) -> tuple
     capped = select(Registration.id).where(*where).limit(ATTENTION_COUNT_CAP + 1)
     count = db.session.scalar(select(func.count()).select_from(capped.subquery()))
     return rows, count
+
+
+def total(filters: Filters) -> int:
+    """How many registrations `filters` select, by one COUNT (up to TOTAL_COUNT_CAP + 1)."""
+    capped = select(Registration.id).where(*conditions(filters)).limit(TOTAL_COUNT_CAP + 1)
+    return db.session.scalar(select(func.count()).select_from(capped.subquery()))

@@ -167,6 +167,7 @@ def registrations():
     except queries.BadQuery as exc:
         flash(str(exc), "error")
         filters, page = queries.Filters(), None
+    total = queries.total(filters) if page is not None else None
     attention, attention_count = [], 0
     first_page = not request.args.get("after") and not request.args.get("before")
     if first_page and not filters.attention and not filters.q:
@@ -178,6 +179,8 @@ def registrations():
         attention=attention,
         attention_count=attention_count,
         count_cap=queries.ATTENTION_COUNT_CAP,
+        total=total,
+        total_cap=queries.TOTAL_COUNT_CAP,
         families=queries.KNOWN_FAMILIES,
         offers=sold.offers_seen(current_app.config["SETTINGS"].price_ids),
     )
