@@ -4,13 +4,14 @@ Failed sign-ins are throttled in the sign-in view (paygate/web/throttling.py dec
 
 import hashlib
 import hmac
+import logging
 import secrets
 from datetime import timedelta
 from urllib.parse import unquote, urlsplit
 
 from flask import Flask, jsonify, redirect, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
-from flask_login import LoginManager, UserMixin, login_user, logout_user
+from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import delete, select
 
@@ -25,6 +26,7 @@ SESSION_MAX_AGE_SECONDS = 12 * 3600
 # The key of the session's server-side id in the signed cookie.
 SESSION_ID = "operator_session"
 
+log = logging.getLogger(__name__)
 login_manager = LoginManager()
 # Verifying against this when the e-mail is unknown keeps both answers equally slow.
 _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
@@ -141,8 +143,19 @@ def authenticate(email: str, password: str) -> Operator | None:
     operator = db.session.scalars(select(Operator).where(Operator.email == email)).first() if known else None
     if operator is None:
         check_password(_DUMMY_HASH, password or "")
+        log.warning("operator sign-in failed: no operator %s, from %s", _typed(email), request.remote_addr)
         return None
-    return operator if check_password(operator.password_hash, password or "") else None
+    if not check_password(operator.password_hash, password or ""):
+        log.warning("operator sign-in failed: wrong password for %s, from %s", operator.email, request.remote_addr)
+        return None
+    return operator
+
+
+def _typed(email: str) -> str:
+    """What was typed as the e-mail, for a log: a password typed in the wrong field is not written down."""
+    if "@" in email and " " not in email and len(email) <= 320:
+        return repr(email)  # quoted and escaped: nothing typed can forge a log line
+    return "(not an e-mail address)"
 
 
 def sign_in(operator: Operator) -> None:
@@ -164,15 +177,18 @@ def sign_in(operator: Operator) -> None:
     db.session.commit()
     session[SESSION_ID] = session_id
     login_user(SignedIn(operator, "session"))
+    log.info("operator %s signed in, from %s", operator.email, request.remote_addr)
 
 
 def sign_out() -> None:
     """End the session on the server too: its cookie, wherever a copy of it is, is refused from now on."""
     session_id = session.get(SESSION_ID)
+    email = current_user.email if current_user.is_authenticated else None
     if isinstance(session_id, str):
         db.session.execute(delete(OperatorSession).where(OperatorSession.token_hash == token_hash(session_id)))
         db.session.commit()
     logout_user()
+    log.info("operator %s signed out", email or "(not signed in)")
     session.clear()
 
 
