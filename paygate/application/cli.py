@@ -15,7 +15,11 @@ operator_cli = AppGroup("operator", help="Operator accounts.")
 
 @operator_cli.command("create")
 @click.argument("email")
-@click.option("--password-stdin", is_flag=True, required=True, help="Read the password from standard input.")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from standard input (one line); at a terminal it is asked twice, unechoed.",
+)
 def create_operator(email: str, password_stdin: bool) -> None:
     """Create an operator, or reset the password of an existing one."""
     from paygate.core.models import Operator, OperatorSession
@@ -24,7 +28,13 @@ def create_operator(email: str, password_stdin: bool) -> None:
     email = email.strip().lower()
     if "@" not in email or len(email) > 320:
         raise click.BadParameter("not an email address", param_hint="EMAIL")
-    password = sys.stdin.readline().rstrip("\r\n")
+    if sys.stdin.isatty():
+        # Typed by a person: a line read as is would show the password on screen and keep a typo.
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    elif password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        raise click.UsageError("pipe the password in with --password-stdin, or run this at a terminal")
     if len(password) < 12:
         raise click.ClickException("the password must have at least 12 characters")
     operator = db.session.scalars(select(Operator).where(Operator.email == email)).first()
