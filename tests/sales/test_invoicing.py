@@ -590,7 +590,7 @@ def test_operators_see_the_invoice_on_the_detail_page(inv_app, inv_client, strip
     ):
         assert value in shown, value
     assert re.search(r'id="licence-kind">invoice<', page.text)
-    assert re.search(r'id="licence-status">open', page.text)
+    assert re.search(r'id="licence-status"><span[^>]*>invoice open, due', page.text)
     assert f'href="https://dashboard.stripe.com/test/invoices/{lic.invoice_id}"' in page.text
     assert f'href="{lic.hosted_invoice_url}"' in page.text
     assert lic.invoice_id.startswith("in_")
