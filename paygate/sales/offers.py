@@ -151,15 +151,7 @@ def available(price_ids=None, gateway=None) -> list[Offer]:
 def check_at_startup(settings) -> list[str]:
     """Read every offer once when a process starts, so that an unsellable Price is named in an ERROR then, not at
     the first school's visit. Returns the ids on sale; Stripe unreachable is a warning (pages retry)."""
-    from paygate.gateways.payments.client import CheckoutOptions, Payments
-
-    gateway = Payments(
-        settings.stripe_secret_key,
-        settings.stripe_webhook_secret,
-        settings.stripe_api_base,
-        settings.stripe_max_network_retries,
-        offers=CheckoutOptions(),
-    )
+    gateway = payments.from_settings(settings)
     try:
         on_sale = [offer.id for offer in available(settings.price_ids, gateway)]
     except payments.PriceNotSellable:

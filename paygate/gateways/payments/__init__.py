@@ -4,7 +4,7 @@ Stripe (with its mixins `catalogue`, for Prices and promotion codes, and `billin
 subscriptions); `objects` says what Stripe's JSON means here."""
 
 from paygate.gateways.payments.catalogue import Price, PromotionCode, Tier, valid_code
-from paygate.gateways.payments.client import CheckoutOptions, Payments, gateway
+from paygate.gateways.payments.client import CheckoutOptions, Payments, from_settings, gateway
 from paygate.gateways.payments.objects import (
     OPERATIONS,
     PO_FIELD,
@@ -43,6 +43,7 @@ __all__ = [
     "RefundView",
     "SubscriptionView",
     "Tier",
+    "from_settings",
     "gateway",
     "id_of",
     "valid_code",

@@ -309,15 +309,19 @@ def gateway() -> Payments:
     """The application's Stripe gateway; tests may put their own into app.extensions['payments']."""
     ext = current_app.extensions
     if "payments" not in ext:
-        s = current_app.config["SETTINGS"]
-        ext["payments"] = Payments(
-            s.stripe_secret_key,
-            s.stripe_webhook_secret,
-            s.stripe_api_base,
-            s.stripe_max_network_retries,
-            payment_method_types=s.payment_method_types,
-            offers=CheckoutOptions(
-                promotion_codes=s.promotion_codes, tax=s.stripe_tax, card_payment_invoice=s.card_payment_invoice
-            ),
-        )
+        ext["payments"] = from_settings(current_app.config["SETTINGS"])
     return ext["payments"]
+
+
+def from_settings(s) -> Payments:
+    """A gateway for these settings (the app's, or a process's start-up check before any app context)."""
+    return Payments(
+        s.stripe_secret_key,
+        s.stripe_webhook_secret,
+        s.stripe_api_base,
+        s.stripe_max_network_retries,
+        payment_method_types=s.payment_method_types,
+        offers=CheckoutOptions(
+            promotion_codes=s.promotion_codes, tax=s.stripe_tax, card_payment_invoice=s.card_payment_invoice
+        ),
+    )
