@@ -27,7 +27,7 @@ EMAIL_MAX, ORGANISATION_MAX, PO_MAX = 254, 120, 140  # PO: Stripe's custom field
 CODE_MAX, POSTAL_MAX = 100, 20
 _POSTAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 -]{0,18}[A-Za-z0-9]?$")
 # CLDR's two-letter codes that are no country (groupings, "unknown").
-_NOT_COUNTRIES = frozenset({"EU", "EZ", "UN", "QO", "XA", "XB", "XK", "ZZ"})
+NOT_COUNTRIES = frozenset({"EU", "EZ", "UN", "QO", "XA", "XB", "XK", "ZZ"})
 _FORM_SALT = "paygate-invoice-form"
 
 
@@ -159,7 +159,7 @@ def _location(form) -> tuple[str, str | None]:
     """The billing country and postal code that Stripe Tax needs (a postal code in the US and Canada)."""
     country = form.get("country")
     country = country.strip().upper() if isinstance(country, str) else ""
-    if len(country) != 2 or country in _NOT_COUNTRIES or country not in Locale.parse("en").territories:
+    if len(country) != 2 or country in NOT_COUNTRIES or country not in Locale.parse("en").territories:
         raise InvoiceRefused(_("Choose the country of your billing address."), "country")
     postal = form.get("postal_code")
     postal = postal.strip() if isinstance(postal, str) else ""

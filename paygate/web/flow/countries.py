@@ -4,9 +4,8 @@ admin's language from CLDR (Babel), sorted as the admin reads them; kept per lan
 from babel import Locale
 
 from paygate.core import languages
+from paygate.sales.invoice_form import NOT_COUNTRIES  # what the form accepts is what it lists
 
-# CLDR's two-letter codes that are no country a school is in (groupings, "unknown").
-_NOT_COUNTRIES = frozenset({"EU", "EZ", "UN", "QO", "XA", "XB", "XK", "ZZ"})
 _BUILT: dict[str, list[tuple[str, str]]] = {}
 
 
@@ -19,7 +18,7 @@ def countries() -> list[tuple[str, str]]:
             (
                 (code, name)
                 for code, name in names.items()
-                if len(code) == 2 and code.isalpha() and code not in _NOT_COUNTRIES
+                if len(code) == 2 and code.isalpha() and code not in NOT_COUNTRIES
             ),
             key=lambda item: item[1].casefold(),
         )
