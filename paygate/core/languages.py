@@ -403,7 +403,12 @@ def period(interval: str | None) -> str | None:
 
 def price_line(amount: int | None, currency: str | None, interval: str | None) -> str:
     """ "49.00 USD, paid once", "49.00 USD per year"."""
-    price, every = money(amount, currency), period(interval)
+    return with_period(money(amount, currency), interval)
+
+
+def with_period(price: str, interval: str | None) -> str:
+    """A price already written out, with how often it is charged: "…, paid once", "… per year"."""
+    every = period(interval)
     if every is None:
         return gettext("%(price)s, paid once", price=price)
     return gettext("%(price)s %(period)s", price=price, period=every)

@@ -38,13 +38,6 @@ def count(quantity: int, unit: str | None) -> str:
     return ngettext("%(count)s seat", "%(count)s seats", quantity, count=n)
 
 
-def _with_period(text: str, offer: offers.Offer) -> str:
-    every = languages.period(offer.price.period)
-    if every is None:
-        return _("%(price)s, paid once", price=text)
-    return _("%(price)s %(period)s", price=text, period=every)
-
-
 def offer_line(offer: offers.Offer) -> str:
     """ "3.00 USD per student per year (10 to 5,000 students)", "49.00 USD, paid once"."""
     price = offer.price
@@ -58,7 +51,7 @@ def offer_line(offer: offers.Offer) -> str:
         line = _(_PER[unit], price=languages.money(price.unit_amount, price.currency))
     return _(
         "%(price_line)s (%(minimum)s to %(maximum)s)",
-        price_line=_with_period(line, offer),
+        price_line=languages.with_period(line, offer.price.period),
         minimum=languages.number(offer.min_seats),
         maximum=count(offer.max_seats, unit),
     )
