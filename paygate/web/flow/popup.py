@@ -40,13 +40,7 @@ def pay(token: str):
     except payments.PriceNotSellable:
         return not_sellable()
     except payments.PaymentProviderError:
-        return message_page(
-            _("Payment service busy"),
-            _("We could not open the payment page. Try again: you will not be charged twice."),
-            503,
-            reg,
-            retry_url=url_for("flow.pay", token=token, **asked),
-        )
+        return _busy(reg, token, asked)
     try:
         url = open_checkout(
             reg,
@@ -101,14 +95,19 @@ def pay(token: str):
         if exc.http_status in (400, 403, 404):  # Stripe refuses what we sell: no retry will help
             log.error("Stripe refused to open a Checkout Session (http %s): check STRIPE_PRICE_ID", exc.http_status)
             return not_sellable()
-        return message_page(
-            _("Payment service busy"),
-            _("We could not open the payment page. Try again: you will not be charged twice."),
-            503,
-            reg,
-            retry_url=url_for("flow.pay", token=token, **asked),
-        )
+        return _busy(reg, token, asked)
     return redirect(url, 303)
+
+
+def _busy(reg, token: str, asked: dict):
+    """Stripe could not be asked: try again, with the same choice (nothing is made twice)."""
+    return message_page(
+        _("Payment service busy"),
+        _("We could not open the payment page. Try again: you will not be charged twice."),
+        503,
+        reg,
+        retry_url=url_for("flow.pay", token=token, **asked),
+    )
 
 
 def close_and_retry() -> str:
