@@ -163,16 +163,11 @@ def record_checkout(reg: Registration, view: payments.CheckoutView, cause: str) 
 
 def _bought(reg: Registration, view: payments.CheckoutView) -> dict:
     """What a paid session bought, as Stripe billed it (the session was checked against the choice already)."""
-    subtotal = view.amount_subtotal if view.amount_subtotal is not None else view.amount_total
-    # After discounts, before tax: the total less the tax covers inclusive and exclusive tax alike.
-    before_tax = view.amount_total - view.amount_tax if view.amount_tax is not None else None
-    if before_tax is None and subtotal is not None:
-        before_tax = subtotal - (view.amount_discount or 0)
     return {
         "price_id": view.price_ids[0] if view.price_ids else reg.price_id,
         "quantity": view.quantity or reg.quantity,
         "seat_unit": reg.seat_unit,
-        "amount": before_tax,
+        "amount": view.amount_before_tax,
         "discount": view.amount_discount or None,
         "tax": view.amount_tax,
         "promotion_code": view.promotion_code,

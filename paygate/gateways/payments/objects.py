@@ -244,6 +244,15 @@ class CheckoutView:
     invoice_url: str | None = None
     invoice_pdf: str | None = None
 
+    @property
+    def amount_before_tax(self) -> int | None:
+        """After discounts, before tax (as InvoiceView's): the total less the tax covers inclusive and exclusive tax
+        alike; without Stripe Tax, the subtotal less the discount."""
+        if self.amount_tax is not None and self.amount_total is not None:
+            return self.amount_total - self.amount_tax
+        subtotal = self.amount_subtotal if self.amount_subtotal is not None else self.amount_total
+        return None if subtotal is None else subtotal - (self.amount_discount or 0)
+
 
 def valid_session_id(value: str | None) -> bool:
     return bool(value) and _SESSION_ID.match(value) is not None
