@@ -420,18 +420,25 @@ def test_gunicorn_with_two_workers_shows_the_same_totals_whichever_answers(gunic
         def total(body: str, name: str, **labels) -> float:
             return sum(v for (n, ls), v in parse(body).items() if n == name and labels.items() <= dict(ls).items())
 
-        scrapes, answered_by = 0, {}
-        while scrapes < 40:
+        def scrape(_=None) -> float:
             response = requests.get(server.url + "/metrics", headers={**AUTH, "Connection": "close"}, timeout=10)
             assert response.status_code == 200, response.text
             assert total(response.text, "paygate_http_requests_total", route="/healthz") == sent
-            # Each scrape counts the ones before it, whichever process answered them.
-            assert total(response.text, "paygate_http_requests_total", route="/metrics", status="200") == scrapes
             assert total(response.text, "paygate_registrations") == 0
-            scrapes += 1
-            answered_by = _per_process(str(directory), "/metrics")
-            if scrapes >= 6 and sum(1 for n in answered_by.values() if n) == 2:
-                break
+            return total(response.text, "paygate_http_requests_total", route="/metrics", status="200")
+
+        # One scrape alone (it counts exactly the ones before it, whichever process answered them), then four
+        # at once, so that both workers are busy and both answer some: an idle worker may win every accept.
+        scrapes, answered_by = 0, {}
+        with ThreadPoolExecutor(4) as pool:
+            for _ in range(20):
+                assert scrape() == scrapes
+                scrapes += 1
+                assert all(scrapes <= n < scrapes + 4 for n in pool.map(scrape, range(4)))
+                scrapes += 4
+                answered_by = _per_process(str(directory), "/metrics")
+                if scrapes >= 10 and sum(1 for n in answered_by.values() if n) == 2:
+                    break
         assert sum(1 for n in answered_by.values() if n) == 2, answered_by  # both workers answered scrapes
         print(
             f"\n{sent} requests answered per process {per_process}; {scrapes} scrapes, the /metrics route "
