@@ -14,8 +14,8 @@ as the webhook would), half have an open invoice whose due date + grace has pass
 reconciler's clock review finds those). A fake LTIaaS on 127.0.0.1 answers activate/deactivate
 with 200 at once.
 
-It times ONE `paygate.licensing.access.sync_pending(now)` (what the worker runs each pass), then, if differences
-are left (access.BATCH caps a pass), further passes until none is, and prints the numbers, whether
+It times ONE `paygate.licensing.reconciler.sync_pending(now)` (what the worker runs each pass), then, if differences
+are left (reconciler.BATCH caps a pass), further passes until none is, and prints the numbers, whether
 anything still differs, whether any registration that needed no change was touched, and the two
 queries of a pass alone (EXPLAIN ANALYZE execution time, with work waiting and when idle).
 """
@@ -113,6 +113,8 @@ SELECT i, i, kind, status, 'cus_' || substr(md5(i::text || 'c'), 1, 14),
     CASE WHEN kind = 'invoice' THEN t END, false, t, t, TIMESTAMP '{UNTOUCHED}'
 FROM ({ROWS}) rows
 """
+# Each licence holds the platform of the registration that opened it (same ids).
+LINK_LICENCES = "UPDATE registrations SET licence_pk = id WHERE id BETWEEN :start AND :stop"
 
 FILL_PAYMENTS = f"""
 INSERT INTO licence_payments (id, licence_pk, registration_pk, payment_intent_id, charge_id, invoice_id, amount,
@@ -220,7 +222,7 @@ def recreate_database(url: str) -> None:
 def fill(db, rows: int, step: int, now, grace: int) -> None:
     for start in range(1, rows + 1, FILL_CHUNK):
         params = {"start": start, "stop": min(start + FILL_CHUNK - 1, rows), "step": step, "now": now, "grace": grace}
-        for sql in (FILL_REGISTRATIONS, FILL_LICENCES, FILL_PAYMENTS):
+        for sql in (FILL_REGISTRATIONS, FILL_LICENCES, LINK_LICENCES, FILL_PAYMENTS):
             db.session.execute(text(sql), params)
         db.session.commit()
     for table in ("registrations", "licences", "licence_payments"):
@@ -264,7 +266,7 @@ def check_decide_agrees(db, app, now, step: int, sample: int = 400) -> int:
 def pass_queries(now, limit):
     """The pass's two queries, built as paygate/licensing/access.py review_due() and pending() build them."""
     from paygate.core.models import ACCESS_DIFFERS, Registration
-    from paygate.licensing import access
+    from paygate.licensing import reconciler
 
     review = (
         select(Registration.id)
@@ -272,7 +274,7 @@ def pass_queries(now, limit):
         .order_by(Registration.access_review_at)
         .limit(limit)
     )
-    stale = now - access._stale_bound()
+    stale = now - reconciler._stale_bound()
     pending = (
         select(Registration.id)
         .where(
@@ -395,7 +397,7 @@ def main() -> None:
     from paygate.application import create_app
     from paygate.core.db import db, utcnow
     from paygate.core.models import ACCESS_DIFFERS, Registration
-    from paygate.licensing import access
+    from paygate.licensing import access, reconciler
 
     app = create_app({**BASE_CONFIG, "database_url": url_text, "ltiaas_url": server.url})
     if not args.show_log:  # the worker's lines are still formatted and written, to /dev/null
@@ -407,7 +409,7 @@ def main() -> None:
     print(
         f"database {url.database} on {url.host}:{url.port} (dropped and recreated); "
         f"fake LTIaaS at {server.url} (own process, {args.latency_ms:g} ms per call); "
-        f"access.BATCH = {access.BATCH}; CPUs {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}"
+        f"reconciler.BATCH = {reconciler.BATCH}; CPUs {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}"
     )
 
     with app.app_context():
@@ -473,7 +475,7 @@ def main() -> None:
 
         # The pass's two queries alone, with its work waiting.
         before_q = {}
-        for name, stmt in pass_queries(check_now, access.BATCH).items():
+        for name, stmt in pass_queries(check_now, reconciler.BATCH).items():
             before_q[name] = explain_times(db, stmt, args.runs)
 
         meter = SqlMeter(db.engine)
@@ -495,7 +497,7 @@ def main() -> None:
             t = time.perf_counter()
             if profiler:
                 profiler.enable()
-            counts = access.sync_pending(pass_now)
+            counts = reconciler.sync_pending(pass_now)
             if profiler:
                 profiler.disable()
             took = time.perf_counter() - t
@@ -535,7 +537,7 @@ def main() -> None:
         # The same two queries when nothing is left: what every idle worker pass pays.
         after_q = {}
         idle_now = utcnow()
-        for name, stmt in pass_queries(idle_now, access.BATCH).items():
+        for name, stmt in pass_queries(idle_now, reconciler.BATCH).items():
             after_q[name] = explain_times(db, stmt, args.runs)
 
         differs_after = scalar(f"SELECT count(*) FROM registrations WHERE {ACCESS_DIFFERS}")
@@ -581,7 +583,7 @@ def main() -> None:
     )
     print(f"  before the pass: ACCESS_DIFFERS rows {differs_before}, access_review_at <= now rows {due_before}")
     print()
-    print("ONE pass: access.sync_pending(now)")
+    print("ONE pass: reconciler.sync_pending(now)")
     print(f"  duration                                           {first[0]:>10.3f} s")
     print(f"  LTIaaS calls made                                  {first[1]:>10,}")
     print(f"  calls per second                                   {first[1] / first[0]:>10.1f}")

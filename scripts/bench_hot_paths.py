@@ -408,6 +408,8 @@ INSERT INTO licences (id, registration_pk, kind, status, customer_id, currency, 
 SELECT i, i, 'payment', 'succeeded', 'cus_bench_' || i, 'usd', now(), 0, false, now(), now(), now()
 FROM generate_series({PENDING + 1}, {PENDING + PAID}) AS i;
 
+UPDATE registrations SET licence_pk = id WHERE id > {PENDING};
+
 INSERT INTO licence_payments (id, licence_pk, registration_pk, payment_intent_id, charge_id, amount, currency,
     paid_at, amount_refunded, created_at, updated_at)
 SELECT i, i, i, 'pi_bench_' || i, 'ch_bench_' || i, 4900, 'usd', now(), 0, now(), now()

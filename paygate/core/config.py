@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     # Invoice requests accepted per billing e-mail domain in 24 hours: nobody makes the vendor's Stripe
     # account e-mail invoices to many addresses of one school (or of a stranger's domain).
     invoice_requests_per_domain_per_day: int = Field(default=3, ge=1, le=10_000)
+    # A free pilot of this many days beside paying (unset or 0: none); the local run offers 30.
+    pilot_days: int | None = Field(default=None, ge=0, le=3650)
+    # How many LMS platforms one licence holds at once (a school's production and test LMS).
+    platforms_per_licence: int = Field(default=2, ge=1, le=1000)
     # How far back reconciliation re-reads charges for refunds and disputes.
     licence_recheck_days: float = Field(default=120, gt=0)
 
@@ -132,6 +136,8 @@ class Settings(BaseSettings):
         self.public_url = self.public_url or f"http://127.0.0.1:{LOCAL_PORT}"
         if self.invoice_days_until_due is None:  # a newcomer sees both ways to pay (0 turns it off)
             self.invoice_days_until_due = 30
+        if self.pilot_days is None:  # and the free pilot (0 turns it off)
+            self.pilot_days = 30
         self.secret_key = self.secret_key or secrets.token_urlsafe(32)
         if not self.ltiaas_url:
             self.ltiaas_url = self.standin_url("ltiaas")

@@ -3,7 +3,7 @@
 import enum
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, func, text
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, event, func, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from paygate.core.db import db, utcnow
@@ -78,6 +78,12 @@ class Registration(db.Model):
     paid_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     platform_id: Mapped[str | None] = mapped_column(String(200))
+    # The licence this platform belongs to (docs/architecture.md, invariant 10): the one its payment, pilot or
+    # key opened, or the one an admin joined with its key. Access is decided from that licence.
+    # use_alter: licences also point at registrations (the one that opened each); the cycle is broken here.
+    licence_pk: Mapped[int | None] = mapped_column(ForeignKey("licences.id", use_alter=True), index=True)
+    # Set when a newer platform took this one's place on its licence (PLATFORMS_PER_LICENCE): inactive for good.
+    replaced_at: Mapped[datetime | None] = mapped_column(DateTime)
     completion_html: Mapped[str | None] = mapped_column(Text)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime)
     platform_active: Mapped[bool | None] = mapped_column(Boolean)
@@ -113,7 +119,7 @@ class Registration(db.Model):
         back_populates="registration", order_by="CheckoutSession.id"
     )
     timeline: Mapped[list["TimelineEntry"]] = relationship(back_populates="registration", order_by="TimelineEntry.id")
-    licence: Mapped["Licence | None"] = relationship(back_populates="registration", uselist=False)
+    licence: Mapped["Licence | None"] = relationship(back_populates="platforms", foreign_keys=[licence_pk])
 
     __table_args__ = (
         Index("ix_registrations_created_at_id", "created_at", "id"),
@@ -151,13 +157,22 @@ class Registration(db.Model):
 
 
 class Licence(db.Model):
-    """What Stripe says of a registration's money: the facts that decide its platform's access."""
+    """A school's licence: what Stripe says of its money (or its pilot), the facts that decide the access
+    of every platform on it."""
 
     __tablename__ = "licences"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The registration that opened it (its payment, invoice or pilot); its Stripe objects name that one.
     registration_pk: Mapped[int] = mapped_column(ForeignKey("registrations.id"), unique=True)
-    kind: Mapped[str] = mapped_column(String(20))  # payment, subscription, invoice
+    kind: Mapped[str] = mapped_column(String(20))  # payment, subscription, invoice, pilot
+    # The licence key, kept only as its SHA-256 (paygate/licensing/keys.py), and its last 4 characters.
+    key_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    key_hint: Mapped[str | None] = mapped_column(String(4))
+    # A pilot's end (PILOT_DAYS); kept once the pilot is paid for, so that its LMS gets no second pilot.
+    pilot_ends_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
+    # A payment started on the licence page before the pilot ended: access holds until its Checkout expires.
+    payment_pending_until: Mapped[datetime | None] = mapped_column(DateTime)
     # Stripe's status of the licence's object: the PaymentIntent's, the subscription's or the invoice's.
     status: Mapped[str | None] = mapped_column(String(40))
     # A subscription billed by invoice: the subscription's status beside the invoice's.
@@ -212,7 +227,11 @@ class Licence(db.Model):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
-    registration: Mapped[Registration] = relationship(back_populates="licence")
+    registration: Mapped[Registration] = relationship(foreign_keys=[registration_pk])
+    # Its platforms, oldest first (a platform replaced on it stays here, inactive).
+    platforms: Mapped[list[Registration]] = relationship(
+        back_populates="licence", foreign_keys=[Registration.licence_pk], order_by=Registration.id
+    )
     payments: Mapped[list["LicencePayment"]] = relationship(back_populates="licence", order_by="LicencePayment.id")
 
     __table_args__ = (
@@ -336,3 +355,15 @@ class OperatorSession(db.Model):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the cookie's session id
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+@event.listens_for(Licence, "after_insert")
+def _holds_the_platform_that_opened_it(mapper, connection, licence: Licence) -> None:
+    """A licence holds the platform of the registration that opened it (paygate/licensing/licences.py sets it
+    too, for its own INSERT ... ON CONFLICT, which bypasses the ORM): one rule wherever a licence is written."""
+    registrations = Registration.__table__
+    connection.execute(
+        registrations.update()
+        .where(registrations.c.id == licence.registration_pk, registrations.c.licence_pk.is_(None))
+        .values(licence_pk=licence.id)
+    )
