@@ -143,7 +143,7 @@ def reconcile_command(since_hours: float | None) -> None:
     from flask import current_app
 
     from paygate.gateways.payments import PaymentProviderError
-    from paygate.licensing.access import sync_pending
+    from paygate.licensing.reconciler import sync_pending
     from paygate.sales.reconcile import reconcile, reconcile_licences
 
     settings = current_app.config["SETTINGS"]

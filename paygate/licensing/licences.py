@@ -1,35 +1,36 @@
-"""Licences: what Stripe says of a registration's money, kept current from Stripe's own objects.
+"""Licences: what Stripe says of a school's money, kept current from Stripe's own objects.
 
-A licence is one per registration: a one-time payment, a subscription, or an invoice (with its
-subscription when the Price is recurring), with the payments made for it. Every update here comes
-from an object just read from Stripe (never from an event's snapshot), so late, repeated and
-out-of-order events converge on Stripe's truth; an event's snapshot only says which licence to look at,
-and what Stripe gives back is applied only if it is that licence's (`invoice_belongs`, `subscription_belongs`).
-Each change of a licence leaves a timeline entry and decides the access again (paygate/licensing/access.py).
-Functions flush; their callers commit.
+A registration opens at most one licence (a one-time payment, a subscription, an invoice with its subscription
+when the Price is recurring, or a pilot), which holds its platform and those that join it by key. Every update
+comes from an object just read from Stripe (never an event's snapshot), so late, repeated and out-of-order
+events converge on Stripe's truth; what Stripe gives back is applied only if it is that licence's
+(`invoice_belongs`, `subscription_belongs`). Each change leaves a timeline entry and decides the access of
+every platform on the licence again (paygate/licensing/access.py). Functions flush; their callers commit.
 """
 
 import logging
 
-from sqlalchemy import or_, select
+from flask import current_app
+from sqlalchemy import or_, select, update
 
 from paygate.core.db import db, insert_ignoring_duplicates, utcnow
 from paygate.core.models import Licence, LicencePayment, Registration
 from paygate.core.registrations import record
 from paygate.gateways import payments
-from paygate.licensing import access
+from paygate.licensing import access, keys
 
 log = logging.getLogger(__name__)
 
 
 def of(reg: Registration) -> Licence | None:
-    return db.session.scalars(select(Licence).where(Licence.registration_pk == reg.id)).first()
+    """The licence the registration's platform belongs to (the one it opened, or joined by key)."""
+    db.session.refresh(reg, ["licence_pk"])  # another transaction may have just opened or joined one
+    return db.session.get(Licence, reg.licence_pk) if reg.licence_pk is not None else None
 
 
 def locked(licence_pk: int) -> Licence:
-    """The licence row, locked for this transaction (PostgreSQL), read afresh. Every writer of a licence
-    or its payments takes this lock first, so that two events about one licence queue instead of
-    deadlocking on the licence row and a payment row taken in opposite orders."""
+    """The licence row, locked for this transaction (PostgreSQL), read afresh. Every writer of a licence or its
+    payments takes this lock first: two events about one licence queue instead of deadlocking."""
     return db.session.scalars(
         select(Licence).where(Licence.id == licence_pk).with_for_update().execution_options(populate_existing=True)
     ).one()
@@ -60,14 +61,17 @@ def apply_fresh(licence_pk: int, fetch, apply, skipped, belongs=None, foreign=No
 
 
 def open_licence(reg: Registration, kind: str, **values) -> tuple[Licence, bool]:
-    """The registration's licence, created with `kind` on first use (a unique row per registration);
-    and whether this call created it (of simultaneous callers, one)."""
+    """The registration's licence, created with `kind` on first use (a unique row per registration) with
+    the key derived from its flow token; and whether this call created it (of simultaneous callers, one)."""
     now = utcnow()
+    key = keys.derived(reg.flow_token, current_app.config["SETTINGS"].secret_key)  # platforms.key_of
     created = insert_ignoring_duplicates(
         Licence,
         {
             "registration_pk": reg.id,
             "kind": kind,
+            "key_hash": keys.digest(key),
+            "key_hint": keys.hint(key),
             "dispute_open": False,
             "invoicing_attempt": 0,
             "created_at": now,
@@ -75,7 +79,14 @@ def open_licence(reg: Registration, kind: str, **values) -> tuple[Licence, bool]
             **values,
         },
     )
-    licence = of(reg)
+    licence = db.session.scalars(select(Licence).where(Licence.registration_pk == reg.id)).one()
+    if created:  # the registration's platform belongs to the licence it opened
+        db.session.execute(
+            update(Registration)
+            .where(Registration.id == reg.id, Registration.licence_pk.is_(None))
+            .values(licence_pk=licence.id)
+        )
+        db.session.refresh(reg, ["licence_pk"])
     db.session.refresh(licence)
     return licence, created
 
@@ -291,7 +302,8 @@ def _by_reference(metadata: dict) -> Licence | None:
     reg = db.session.get(Registration, int(pk))
     if reg is None or reg.registration_id != registration_id:
         return None
-    return of(reg)
+    # The licence that registration opened: a registration that joined another licence by key opened none.
+    return db.session.scalars(select(Licence).where(Licence.registration_pk == reg.id)).first()
 
 
 # What an event names is a hint: the object Stripe gives back is applied only when it is the licence's.

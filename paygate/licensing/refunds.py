@@ -126,7 +126,7 @@ def _to_refunded(reg: Registration, row: LicencePayment, cause: str) -> None:
 def settle_after_completion(reg: Registration, cause: str) -> None:
     """A refund recorded while the registration could not move (LTIaaS was completing it): it shows
     refunded now, whatever the completion's outcome. Flushes."""
-    licence = db.session.scalars(select(Licence).where(Licence.registration_pk == reg.id)).first()
+    licence = db.session.get(Licence, reg.licence_pk) if reg.licence_pk is not None else None
     current = access.current_payment(licence) if licence is not None else None
     if current is not None and current.fully_refunded:
         _to_refunded(reg, current, cause)

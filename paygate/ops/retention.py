@@ -65,6 +65,7 @@ def prunable_registration_condition(cutoff: datetime):
         r.refund_id.is_(None),
         r.platform_id.is_(None),
         r.attention.is_(None),
+        r.licence_pk.is_(None),
         not_(exists().where(Licence.registration_pk == r.id)),
         not_(exists().where(LicencePayment.registration_pk == r.id)),
         not_(completed_session),

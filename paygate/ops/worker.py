@@ -32,7 +32,7 @@ from paygate.core.db import db, utcnow
 from paygate.core.models import CheckoutSession, Registration, State
 from paygate.core.registrations import transition
 from paygate.gateways import payments
-from paygate.licensing import access
+from paygate.licensing import reconciler
 from paygate.ops import retention
 from paygate.sales import fulfilment, invoicing
 
@@ -223,7 +223,7 @@ def run_once(
     abandon_expired(clock, counts)
     result = dict(counts)
     # Access: what the clock changed (a due date passed), then every platform LTIaaS must be told about.
-    result.update(access.sync_pending(clock(), CAUSE, stop))
+    result.update(reconciler.sync_pending(clock(), CAUSE, stop))
     if reconcile:
         from paygate.sales.reconcile import reconcile as reconcile_with_stripe
         from paygate.sales.reconcile import reconcile_licences
@@ -238,7 +238,7 @@ def run_once(
             result["reconcile_failed"] = 1
         else:
             result.update({f"reconcile_{k}": v for k, v in found.items()})
-            result.update(access.sync_pending(clock(), CAUSE, stop))  # what reconciliation changed
+            result.update(reconciler.sync_pending(clock(), CAUSE, stop))  # what reconciliation changed
     if prune:
         try:
             result.update({f"pruned_{k}": v for k, v in retention.prune(clock()).items()})

@@ -18,7 +18,7 @@ from paygate.core.models import CheckoutSession, Registration, State
 from paygate.core.money import format_amount
 from paygate.core.registrations import record, transition
 from paygate.gateways import ltiaas, payments
-from paygate.licensing import access, licences, refunds
+from paygate.licensing import licences, platforms, reconciler, refunds
 
 log = logging.getLogger(__name__)
 
@@ -353,9 +353,12 @@ def complete(reg: Registration, cause: str, now=None) -> None:
             )
         else:
             refunds.settle_after_completion(reg, cause)
+            # Registered first, then the oldest platform past the licence's limit gives way (never before).
+            platforms.make_room(reg, cause)
     db.session.commit()
     if claimed and reg.platform_id:
-        access.sync(reg.id, cause)  # the licence may have changed while LTIaaS was asked
+        # The licence may have changed while LTIaaS was asked; a replaced platform is told here too.
+        reconciler.sync(reg.id, cause)
 
 
 def _record_failure(reg: Registration, exc: ltiaas.LtiaasError, cause: str, *, attempt, now) -> None:

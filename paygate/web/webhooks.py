@@ -22,7 +22,7 @@ from paygate.core.db import db, insert_ignoring_duplicates, utcnow
 from paygate.core.models import StripeEvent
 from paygate.core.registrations import record
 from paygate.gateways import payments
-from paygate.licensing import access, licences, refunds
+from paygate.licensing import licences, reconciler, refunds
 from paygate.sales import checkout
 from paygate.sales.fulfilment import apply_checkout, complete_later
 from paygate.web.after_answer import after_answer
@@ -151,7 +151,7 @@ def handle_event(event: dict, payload: str):
         registration, result = ROUTES[kind](obj, cause)
         if registration is not None:
             pk = registration.id
-            after = lambda: access.sync(pk, cause)  # noqa: E731
+            after = lambda: reconciler.sync(pk, cause)  # noqa: E731
     # The first delivery's outcome is the one operators read: it is inserted with the event.
     new = insert_ignoring_duplicates(
         StripeEvent,

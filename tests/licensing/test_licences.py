@@ -146,7 +146,7 @@ def test_ltiaas_down_during_a_change_converges_by_itself(app, client, stripe_api
 
 
 def test_ltiaas_down_for_long_reaches_an_operator_and_then_clears(app, client, stripe_api, ltiaas_api, yearly):
-    from paygate.licensing.access import ATTENTION_AFTER
+    from paygate.licensing.reconciler import ATTENTION_AFTER
     from paygate.ops import worker
 
     pk, session = buy(client, stripe_api, ltiaas_api)

@@ -97,7 +97,7 @@ def stripe_list_pattern(mocked):
 
 
 def test_reconcile_corrects_a_missed_webhook(app, client, stripe_api, ltiaas_api, yearly):
-    from paygate.licensing.access import sync_pending
+    from paygate.licensing.reconciler import sync_pending
     from paygate.sales.reconcile import reconcile_licences
 
     pk, session = buy(client, stripe_api, ltiaas_api)

@@ -122,7 +122,7 @@ def test_no_transaction_is_open_while_stripe_or_ltiaas_is_called(pg_app, stripe_
 @pytest.mark.parametrize("round_", range(3))
 def test_simultaneous_events_of_one_change_deactivate_once(pg_app, stripe_api, ltiaas_api, round_):
     from paygate.core.db import utcnow
-    from paygate.licensing import access
+    from paygate.licensing import reconciler
 
     stripe_api.set_price(recurring="year")
     client = pg_app.test_client()
@@ -144,7 +144,7 @@ def test_simultaneous_events_of_one_change_deactivate_once(pg_app, stripe_api, l
         barrier.wait()
         if i >= len(signed):  # the worker's reconciler, at the same moment
             with pg_app.app_context():
-                access.sync_pending(utcnow())
+                reconciler.sync_pending(utcnow())
             return 200
         body, headers = signed[i]
         return own.post("/webhooks/stripe", data=body, headers=headers).status_code

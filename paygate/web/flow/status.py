@@ -110,7 +110,7 @@ _INVOICE_COLUMNS = (
     _L.c.invoice_number,
     _L.c.invoice_sent_at,
 )
-_JOINED = _R.outerjoin(_S, _S.c.id == _LATEST).outerjoin(_L, _L.c.registration_pk == _R.c.id)
+_JOINED = _R.outerjoin(_S, _S.c.id == _LATEST).outerjoin(_L, _L.c.id == _R.c.licence_pk)
 _BY_TOKEN = _R.c.flow_token == bindparam("key")
 _BY_REGISTRATION_ID = _R.c.registration_id == bindparam("key")
 _STATUS = select(*_STATUS_COLUMNS).select_from(_JOINED).where(_BY_TOKEN)

@@ -15,7 +15,7 @@ from paygate.core.db import db, utcnow
 from paygate.core.models import Registration, State, TimelineEntry
 from paygate.core.registrations import record, transition
 from paygate.gateways import ltiaas
-from paygate.licensing import access
+from paygate.licensing import access, reconciler
 from paygate.sales.fulfilment import complete
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def override_access(reg: Registration, choice: str, note: str, email: str, form_
         return Result("info", "Nothing to change: that is the override already.")
     pk = reg.id
     db.session.commit()
-    access.sync(pk, cause)
+    reconciler.sync(pk, cause)
     reg = db.session.get(Registration, pk)
     word = {True: "active", False: "inactive", None: "not told yet"}[reg.platform_active]
     if reg.platform_id is None:
@@ -192,7 +192,7 @@ def check_access(reg: Registration, email: str) -> Result:
     }
     if found == reg.access_wanted and reg.attention:  # LTIaaS has what it should: no longer unsynced
         values["attention"] = (
-            ",".join(r for r in reg.attention.split(",") if r and r not in access.SYNC_ATTENTION) or None
+            ",".join(r for r in reg.attention.split(",") if r and r not in reconciler.SYNC_ATTENTION) or None
         )
     # Not while the reconciler is telling LTIaaS (its claim): what it records then is newer than this.
     taken = (
@@ -231,7 +231,7 @@ def check_access(reg: Registration, email: str) -> Result:
             f"LTIaaS has platform {platform_id} {word}"
             + (", as the licence says." if reg.access_wanted is not None else "."),
         )
-    access.sync(pk, cause)
+    reconciler.sync(pk, cause)
     reg = db.session.get(Registration, pk)
     db.session.refresh(reg)
     if reg.platform_active == reg.access_wanted:

@@ -296,7 +296,7 @@ def _search_condition(searches: list[Search]):
                 conditions.append(Registration.id.in_(pks))
         elif s.kind in ("subscription", "invoice"):
             column = Licence.subscription_id if s.kind == "subscription" else Licence.invoice_id
-            conditions.append(Registration.id.in_(select(Licence.registration_pk).where(column == s.value)))
+            conditions.append(Registration.licence_pk.in_(select(Licence.id).where(column == s.value)))
         elif s.kind == "lms_family":
             conditions.append(Registration.lms_family == s.value)
         elif s.kind == "payer_email":
@@ -328,7 +328,7 @@ def conditions(filters: Filters) -> list:
         # against, so it is the licence's too; one indexed column keeps the list one keyset query.
         where.append(Registration.price_id == filters.offer)
     if filters.licence:
-        where.append(Registration.id.in_(select(Licence.registration_pk).where(LICENCE_FILTERS[filters.licence][1]())))
+        where.append(Registration.licence_pk.in_(select(Licence.id).where(LICENCE_FILTERS[filters.licence][1]())))
     if filters.q:
         condition = _search_condition(filters.searches())
         if condition is None:

@@ -13,7 +13,7 @@ from paygate.core.models import CheckoutSession, Registration, State, TimelineEn
 from paygate.core.money import format_amount
 from paygate.core.registrations import record, transition
 from paygate.gateways import payments
-from paygate.licensing import access, refunds
+from paygate.licensing import access, reconciler, refunds
 from paygate.web.operator.actions import Result, cause_of, reasons
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def refund(reg: Registration, email: str) -> Result:
         return Result("error", f"{exc} Nothing was changed; try again, or refund in the Stripe dashboard.")
     if subscription_id and level != "error":
         message += " " + _cancel_subscription(reg, subscription_id, cause)
-    access.sync(reg.id, cause)  # a refund in full ends the access: LTIaaS is told now
+    reconciler.sync(reg.id, cause)  # a refund in full ends the access: LTIaaS is told now
     return Result(level, message)
 
 
