@@ -31,6 +31,7 @@ RETURN = "return"  # Stripe's success return: Stripe asked about the session (pe
 INVOICE = "invoice"  # pay by invoice: a Customer and an Invoice made at Stripe
 SIGN_IN = "sign-in"  # failed operator sign-ins, per address and account
 SIGN_IN_ANY = "sign-in-any"  # failed operator sign-ins, per address, whatever the account
+LICENCE_KEY = "licence-key"  # wrong licence keys, per address: the licence page and the frame's key form
 RATES = {
     LOOKUP: "40 per minute;400 per hour",
     CHECKOUT: "40 per minute;400 per hour",
@@ -39,6 +40,8 @@ RATES = {
     # No rate counts per account alone: guesses from elsewhere must never lock the operator out.
     SIGN_IN: "5 per minute;20 per hour",
     SIGN_IN_ANY: "20 per minute;100 per hour",
+    # README "Licence keys": a key is 80 random bits; this keeps guessing hopeless and a typo harmless.
+    LICENCE_KEY: "10 per minute;30 per hour",
 }
 RETRY_AFTER_SECONDS = 60
 # A registration id LTIaaS refused stays refused (ids are never reused): remembered for an hour, the
@@ -155,7 +158,7 @@ def allow(name: str, *key: str) -> bool:
 
 
 class SignInAttempt:
-    """Units of the failed-sign-in rates, taken before the password is checked."""
+    """Units of the failed-sign-in rates (or of wrong licence keys), taken before the secret is checked."""
 
     def __init__(self, throttle: _Throttle, taken):
         self._throttle, self._taken = throttle, taken
@@ -180,6 +183,22 @@ def sign_in_attempt(email: str) -> SignInAttempt | None:
         raise StoreUnavailable from None
     if taken is None:
         log.warning("failed sign-ins: rate spent for a client address; answered 429")
+        return None
+    return SignInAttempt(throttle, taken)
+
+
+def key_attempt() -> SignInAttempt | None:
+    """Take a licence-key attempt for this address before the key is looked up (so that parallel guesses
+    cannot exceed the rate); `succeeded()` gives it back when the key was right. None when spent. Raises
+    StoreUnavailable: like sign-in, fails closed."""
+    throttle = _throttle()
+    try:
+        taken = _take(throttle, [(LICENCE_KEY, (client_address(),))])
+    except throttle.storage.base_exceptions as exc:
+        log.error("rate store unavailable (RATELIMIT_STORAGE_URI): licence key refused (%s)", type(exc).__name__)
+        raise StoreUnavailable from None
+    if taken is None:
+        log.warning("wrong licence keys: rate spent for a client address; answered 429")
         return None
     return SignInAttempt(throttle, taken)
 
