@@ -12,6 +12,7 @@ from paygate.core.db import db, utcnow
 from paygate.core.models import Licence, LicencePayment, Registration, TimelineEntry
 from paygate.licensing import access, keys, platforms, reconciler
 from paygate.sales import fulfilment
+from paygate.sales.reconcile import reconcile
 from paygate.web import licence as licence_web
 from tests.fakes import Ltiaas, Stripe
 from tests.helpers.apps import BASE_CONFIG, make_app
@@ -257,3 +258,16 @@ def test_the_return_url_carries_the_one_hour_link_not_the_key(app_, stripe_api, 
         assert "/licence/m/" in url or "/licence/paid/" in url
         assert keys.normal(key) not in url.upper().replace("-", "")
     assert parse_qs(urlsplit(session["success_url"]).query)["session_id"] == ["{CHECKOUT_SESSION_ID}"]
+
+
+def test_reconciliation_finds_a_licence_paid_on_its_page_whose_webhook_was_lost(app_, stripe_api, ltiaas_api):
+    client = app_.test_client()
+    pk, platform_id, key = _pilot(app_, ltiaas_api)
+    session = _pay_page(client, key, stripe_api)
+    stripe_api.pay(session["id"])  # neither the webhook nor the return arrives
+    with app_.app_context():
+        first, second = reconcile(), reconcile()
+    assert first["fulfilled"] == 1 and second["known"] == 1 and second["fulfilled"] == 0
+    paid = _licence(app_, pk)
+    assert paid.kind == "payment" and len(paid.payments) == 1
+    assert ltiaas_api.calls_for(platform_id) == []
