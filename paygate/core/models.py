@@ -278,6 +278,8 @@ class CheckoutSession(db.Model):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     session_id: Mapped[str] = mapped_column(String(255), unique=True)
     registration_pk: Mapped[int] = mapped_column(ForeignKey("registrations.id"), index=True)
+    # The registration's Checkout generation; negative for a session opened on the licence page to pay the licence
+    # this registration opened (paygate/sales/licence_checkout.py): never the frame's session.
     generation: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(20))  # open, complete, expired
     payment_status: Mapped[str] = mapped_column(String(30))  # unpaid, paid, no_payment_required

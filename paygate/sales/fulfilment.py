@@ -19,6 +19,7 @@ from paygate.core.money import format_amount
 from paygate.core.registrations import record, transition
 from paygate.gateways import ltiaas, payments
 from paygate.licensing import licences, platforms, reconciler, refunds
+from paygate.sales import licence_checkout, licence_fulfilment
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ class Outcome:
     registration: Registration | None
     paid: bool  # this session is a confirmed payment for its registration
     note: str
+    # A session that pays a licence on its licence page: no completion, the reconciler tells LTIaaS instead.
+    licence_pk: int | None = None
 
 
 def _belongs(reg: Registration, view: payments.CheckoutView) -> list[str]:
@@ -146,6 +149,10 @@ def _remember_session(reg: Registration, view: payments.CheckoutView) -> Checkou
 
 def apply_checkout(view: payments.CheckoutView, cause: str) -> Outcome:
     """Record what Stripe says of a session, in the caller's transaction (flushes, no commit)."""
+    if licence_checkout.pays_licence(view):  # opened on a licence page: it pays that licence, not a registration
+        paid = (view.status == "complete" and view.payment_status == "paid") or free_by_code(view)
+        applied = licence_fulfilment.apply(view, paid, cause)
+        return Outcome(applied.registration, applied.paid, applied.note, applied.licence_pk)
     reg = registration_for(view)
     if reg is None:
         log.warning("Checkout Session %s belongs to no registration here (cause %s); ignored", view.id, cause)
@@ -265,8 +272,17 @@ def fulfil_checkout(session_id: str, cause: str, complete_now: bool = True) -> O
     outcome = apply_checkout(view, cause)
     db.session.commit()
     if outcome.paid and complete_now:
-        complete(outcome.registration, cause)
+        after_payment(outcome, cause)()
     return outcome
+
+
+def after_payment(outcome: Outcome, cause: str):
+    """What a confirmed payment leaves for after the answer: completing its registration once, or for a licence
+    paid on its page, telling LTIaaS every platform's access where it differs."""
+    pk = outcome.registration.id
+    if outcome.licence_pk is not None:
+        return lambda: reconciler.sync(pk, cause)
+    return complete_later(pk, cause)
 
 
 def complete_later(pk: int, cause: str):

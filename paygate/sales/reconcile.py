@@ -18,7 +18,7 @@ from paygate.core.db import db, utcnow
 from paygate.core.models import CheckoutSession, Licence, LicencePayment, State
 from paygate.gateways import payments
 from paygate.licensing import licences, refunds
-from paygate.sales.fulfilment import apply_checkout, complete, free_by_code, registration_for
+from paygate.sales.fulfilment import after_payment, apply_checkout, free_by_code, registration_for
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,8 @@ def reconcile(since_hours: float = 48, page_size: int = 100) -> dict:
                     view.id,
                     reg.id,
                 )
-                complete(outcome.registration, CAUSE)
-                if outcome.registration.state == State.COMPLETED.value:
+                after_payment(outcome, CAUSE)()  # completes it, or tells LTIaaS a licence paid on its page
+                if outcome.licence_pk is None and outcome.registration.state == State.COMPLETED.value:
                     counts["completed"] += 1
             else:
                 counts["flagged"] += 1

@@ -23,8 +23,8 @@ from paygate.core.models import StripeEvent
 from paygate.core.registrations import record
 from paygate.gateways import payments
 from paygate.licensing import licences, reconciler, refunds
-from paygate.sales import checkout
-from paygate.sales.fulfilment import apply_checkout, complete_later
+from paygate.sales import checkout, licence_checkout
+from paygate.sales.fulfilment import after_payment, apply_checkout
 from paygate.web.after_answer import after_answer
 
 log = logging.getLogger(__name__)
@@ -143,10 +143,13 @@ def handle_event(event: dict, payload: str):
         outcome = apply_checkout(view, cause) if view is not None else None
         registration, result = (outcome.registration, outcome.note) if outcome else (None, "unknown session")
         if outcome and outcome.paid:
-            after = complete_later(outcome.registration.id, cause)
+            after = after_payment(outcome, cause)
     elif kind in CLOSING and session_id:
         repeat = db.session.get(StripeEvent, event_id) is not None  # a repeat adds no timeline line
         registration, result = checkout.close_session(session_id, CLOSING[kind], cause, note=not repeat)
+        released = licence_checkout.release_session(session_id, cause) if registration is not None else None
+        if released is not None:  # a pilot's hold for its payment ended: its access may end with it
+            after = lambda: reconciler.sync(released, cause)  # noqa: E731
     elif kind in ROUTES:
         registration, result = ROUTES[kind](obj, cause)
         if registration is not None:

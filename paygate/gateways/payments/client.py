@@ -49,8 +49,10 @@ class CheckoutOptions:
     tax: bool = False
     card_payment_invoice: bool = False
 
-    def checkout_params(self, recurring: bool, metadata: dict, organisation_label: str | None) -> dict:
-        params = {}
+    def checkout_params(
+        self, recurring: bool, metadata: dict, organisation_label: str | None, customer: str | None = None
+    ) -> dict:
+        params = {"customer": customer} if customer else {}
         if organisation_label:  # the paying school's name: every Canvas cloud school has the same LMS URL
             params["custom_fields"] = [
                 {
@@ -67,8 +69,9 @@ class CheckoutOptions:
             params["automatic_tax"] = {"enabled": True}
             params["tax_id_collection"] = {"enabled": True}
         if not recurring:
-            # A Customer for every payment: receipts, the paper trail and later the billing portal need one.
-            params["customer_creation"] = "always"
+            if not customer:  # Stripe refuses both; a licence paid again keeps the Customer it has
+                # A Customer for every payment: receipts, the paper trail and later the billing portal need one.
+                params["customer_creation"] = "always"
             if self.card_payment_invoice:
                 params["invoice_creation"] = {"enabled": True, "invoice_data": {"metadata": metadata}}
         return params
@@ -135,8 +138,10 @@ class Payments(Catalogue, Billing):
         locale: str | None = None,
         quantity: int = 1,
         organisation_label: str | None = None,
+        customer: str | None = None,
     ) -> CheckoutView:
-        """A hosted Checkout Session for `quantity` of the Price, fixed (the admin chose it in the frame)."""
+        """A hosted Checkout Session for `quantity` of the Price, fixed (the admin chose it in the frame), for
+        `customer` (a licence's, when it has one) or a Customer Stripe creates."""
         params = {
             "mode": "subscription" if recurring else "payment",
             "ui_mode": "hosted_page",
@@ -151,7 +156,7 @@ class Payments(Catalogue, Billing):
         }
         if self._payment_method_types:  # stripe-python 16 (API 2026-10-28) knows no payment_method_types here
             params["allowed_payment_method_types"] = self._payment_method_types
-        params.update(self._offers.checkout_params(recurring, metadata, organisation_label))
+        params.update(self._offers.checkout_params(recurring, metadata, organisation_label, customer))
         if locale:  # Checkout speaks the admin's language (the pages' one)
             params["locale"] = locale
         session = self._call(

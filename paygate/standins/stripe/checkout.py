@@ -26,6 +26,7 @@ LIMITS = ("minimum_length", "maximum_length", "default_value")
 CREATE = core.known(
     *("mode", "ui_mode", "client_reference_id", "metadata[*]", "success_url", "cancel_url", "expires_at", "locale"),
     *("line_items[][price]", "line_items[][quantity]", "customer_creation", "customer_email", "expand[]"),
+    "customer",
     *("payment_intent_data[metadata][*]", "subscription_data[metadata][*]", "allowed_payment_method_types[]"),
     *("allow_promotion_codes", "discounts[][promotion_code]", "automatic_tax[enabled]"),
     *("tax_id_collection[enabled]", "tax_id_collection[required]"),
@@ -183,8 +184,21 @@ def create(st, params: dict) -> dict:
         raise core.StripeFail(
             400, "`customer_creation` can only be used in `payment` mode.", "parameter_invalid", "customer_creation"
         )
+    customer = params.get("customer") or None
+    if customer is not None:
+        if params.get("customer_creation"):
+            raise core.StripeFail(
+                400,
+                "You may only specify one of these parameters: customer, customer_creation.",
+                "parameter_invalid",
+                "customer_creation",
+            )
+        core.get(st, "customer", customer, "customer")  # an unknown customer is refused, as Stripe does
     customer_creation = _choice(
-        params, "customer_creation", ("always", "if_required"), "if_required" if mode == "payment" else None
+        params,
+        "customer_creation",
+        ("always", "if_required"),
+        "if_required" if mode == "payment" and customer is None else None,
     )
     expires_at = _expiry(params, core.now())
     chosen = _line_items(st, params, mode)
@@ -211,7 +225,7 @@ def create(st, params: dict) -> dict:
         "client_reference_id": params.get("client_reference_id"),
         "currency": chosen[0][0]["currency"],
         "custom_fields": fields,
-        "customer": None,
+        "customer": customer,
         "customer_creation": customer_creation,
         "customer_details": None,
         "customer_email": params.get("customer_email"),

@@ -78,9 +78,13 @@ def pay(
         raise Refused(problem)
     invoiced = (record.get("invoice_creation") or {}).get("enabled")
     guest = record["mode"] == "payment" and record.get("customer_creation") != "always" and not invoiced
-    customer = None if guest else customers.create(st, email, name or None)
-    if customer is not None:
-        customer["address"] = location
+    if record.get("customer"):  # the session was made for a Customer: it pays, none is created
+        customer = core.get(st, "customer", record["customer"])
+        customer["address"] = location or customer.get("address")
+    else:
+        customer = None if guest else customers.create(st, email, name or None)
+        if customer is not None:
+            customer["address"] = location
     free = record["amount_total"] == 0
     outcome = "processing" if delayed and not free else "succeeded"
     pi = None

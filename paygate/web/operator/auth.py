@@ -243,3 +243,7 @@ def init_app(app: Flask) -> None:
     # The invoice form runs in the LMS frame, where no cookie (so no CSRF cookie) exists: the flow
     # token in its URL and its signed one-time form id protect it instead (paygate/sales/invoicing.py).
     csrf.exempt("paygate.web.flow.invoice")
+    # The licence page's Pay: its URL holds the key or the one-hour link (no forging site knows them), and the
+    # page sends no Referer (no-referrer), which Flask-WTF's check over https would require.
+    csrf.exempt("paygate.web.licence.paying.pay_by_key")
+    csrf.exempt("paygate.web.licence.paying.pay_by_link")
