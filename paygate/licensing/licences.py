@@ -343,7 +343,7 @@ def invoice_belongs(licence: Licence, invoice: payments.InvoiceView | None) -> b
 
 def subscription_belongs(licence: Licence, sub: payments.SubscriptionView | None) -> bool:
     """Whether a subscription read from Stripe is this licence's: the one stored here."""
-    if sub is None:
+    if sub is None or licence.kind in ("payment", "pilot"):  # e.g. a lapsed subscription's, since paid once
         return False
     if licence.customer_id and sub.customer and sub.customer != licence.customer_id:
         return False

@@ -238,6 +238,7 @@ def _convert(
             kind="payment",
             status="succeeded" if view.payment_status == "paid" else view.payment_status,
             customer_id=view.customer or licence.customer_id,
+            subscription_id=None,  # a lapsed subscription's events no longer concern this licence
             period_end=None,
             first_paid_at=licence.first_paid_at or now,
         )
