@@ -10,7 +10,7 @@ is in the URL) and `noindex`.
 
 from dataclasses import dataclass
 
-from flask import Blueprint, current_app
+from flask import Blueprint, current_app, g
 
 from paygate.core.db import db
 from paygate.core.languages import gettext as _
@@ -22,8 +22,14 @@ from paygate.web.flow.pages import message_page
 bp = Blueprint("licence", __name__, url_prefix="/licence")
 
 
+# Where the page's forms lead after their redirect (Stripe's customer portal and Checkout): browsers hold a
+# form's redirect to the page's CSP form-action (paygate/application/__init__.py reads g.form_targets).
+FORM_TARGETS = " https://billing.stripe.com https://checkout.stripe.com"
+
+
 @bp.after_request
 def _headers(response):
+    g.form_targets = FORM_TARGETS
     response.headers["Cache-Control"] = "no-store"
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["X-Robots-Tag"] = "noindex, nofollow"
