@@ -39,7 +39,7 @@ def change_seats(key=None, token=None):
     if not isinstance(found, Held):
         return found
     if not seats.changeable(found.licence):
-        return render(found, 400, seats_error=_("The number of seats of this licence cannot be changed here."))
+        return render(found, 400, error=_("The number of seats of this licence cannot be changed here."))
     try:
         seats.change(found.licence, request.form.get("seats"), CAUSE)
     except offers.ChoiceRefused as exc:
@@ -59,7 +59,7 @@ def manage_billing(key=None, token=None):
         return found
     customer = found.licence.customer_id
     if not customer or not payments.valid_id(customer, "cus"):
-        return render(found, 400, billing_error=_("This licence has no billing account at Stripe to manage."))
+        return render(found, 400, error=_("This licence has no billing account at Stripe to manage."))
     return_url = found.link()  # the page for one hour, without the key: Stripe never sees the key
     db.session.commit()  # no transaction open while Stripe is asked
     try:
