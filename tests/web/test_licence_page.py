@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from paygate.core.db import db, utcnow
+from paygate.core.redaction import redact
 from paygate.core.models import Licence, Registration, TimelineEntry
 from paygate.licensing import keys, platforms
 from paygate.sales import fulfilment
@@ -279,3 +280,5 @@ def test_a_replaced_key_is_shown_once_and_the_old_one_stops_at_once(client, stri
     logged = " ".join(r.getMessage() for r in caplog.records)
     for k in (old, new, keys.normal(old), keys.normal(new)):
         assert k not in logged
+        # An access line naming the page (the server's, gunicorn's) loses the key too.
+        assert k not in redact(f'"GET /licence/{k} HTTP/1.1" 200 -') and k not in redact(f"POST /licence/{k}/key")
