@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select
 
 from paygate.core.db import db, utcnow
-from paygate.core.redaction import redact
 from paygate.core.models import Licence, Registration, TimelineEntry
+from paygate.core.redaction import redact
 from paygate.licensing import keys, platforms
 from paygate.sales import fulfilment
 from tests.helpers.apps import make_app
