@@ -22,6 +22,9 @@ endpoint must do:
   once at start, as the service reads each Price once and keeps it), the seat field, the quote of the
   registration's choice (120 students x unit price = total) and the terms (renewal, promotion code, tax:
   the service runs with PROMOTION_CODES=on and STRIPE_TAX=on);
+* licence page, `GET /licence/<key>` of a paid licence: one indexed read of the licence by its key's hash
+  (with its platform), rendered with a template of the same size and markup as the service's page (what
+  was bought, its status, its platform, its payment, the billing and key forms);
 * webhook, `POST /webhooks/stripe`: the Stripe signature check (`stripe.WebhookSignature`), the JSON
   parse and one idempotent insert of the event (INSERT ... ON CONFLICT DO NOTHING).
 
@@ -106,7 +109,7 @@ OFFERS = (
 PRICE_IDS = ",".join(o["id"] for o in OFFERS)
 CHOSEN, PAID_OFFER = OFFERS[0], OFFERS[1]
 PRICE_ID = PAID_OFFER["id"]  # what the completed registrations paid (the checkout row's session)
-TARGETS = {"status": 1.5, "preapproval": 1.3, "webhook": 1.5}
+TARGETS = {"status": 1.5, "preapproval": 1.3, "licence": 1.3, "webhook": 1.5}
 PRICE_TTL = 300  # seconds a worker keeps a Price it read (paygate/gateways/payments/catalogue.py)
 
 
@@ -168,6 +171,53 @@ FLOOR_PAGE = """<!doctype html>
 </body>
 </html>
 """  # noqa: E501 - a page's markup, kept as written
+FLOOR_LICENCE_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>Your licence</title>
+  <link rel="stylesheet" href="{{ url_for('static', filename='style.css') }}">
+  <link rel="icon" href="/favicon.ico" sizes="32x32">
+</head>
+<body>
+<main class="card">
+  <h1>Your licence</h1>
+  <dl class="facts" id="licence">
+    <dt>Vendor</dt><dd id="vendor">{{ vendor }}</dd>
+    <dt>Product</dt><dd id="product"><span id="product-name">{{ r.product_name }}</span><br><span id="product-description" class="hint">{{ r.product_description }}</span></dd>
+    <dt>Price</dt><dd id="price">{{ price }}</dd>
+    <dt>Status</dt><dd id="licence-status" data-status="active"><strong>Active</strong></dd>
+    <dt>Licence key</dt><dd id="key-hint">ends in {{ r.key_hint }}</dd>
+  </dl>
+  <h2>Platforms</h2>
+  <table id="platforms">
+    <tr><th scope="col">LMS</th><th scope="col">Registered</th><th scope="col">Access</th></tr>
+    {% for p in rows %}
+    <tr class="platform"><td><span class="lms-name">Canvas {{ p.lms_version }}</span><br><span class="hint lms-url">{{ p.lms_url }}</span></td>
+      <td>{{ p.completed_at.strftime("%Y-%m-%d") }}</td>
+      <td class="access">Active</td></tr>
+    {% endfor %}
+  </table>
+  <h2>Receipts and invoices</h2>
+  <ul id="papers">
+    <li>Payment of {{ price_paid }} on {{ r.completed_at.strftime("%Y-%m-%d") }}</li>
+  </ul>
+  <h2>Billing</h2>
+  <form method="post" action="{{ base }}/billing" id="billing-form">
+    <p class="hint">Stripe's billing page: your invoices, payment method and subscription.</p>
+    <button type="submit" class="button secondary" id="manage-billing">Manage billing</button>
+  </form>
+  <h2>Licence key</h2>
+  <form method="post" action="{{ base }}/key" id="key-form">
+    <p class="hint">Replace the key if it was shared with someone who should not have it. The current key and links stop working at once; the new key is shown once.</p>
+    <button type="submit" class="button secondary" id="replace-key">Replace the key</button>
+  </form>
+  <p id="support" class="support">Need help? Contact {{ vendor }}: <a id="support-link" href="mailto:{{ support }}">{{ support }}</a></p>
+</main>
+</body>
+</html>
+"""  # noqa: E501 - a page's markup, kept as written
 FLOOR_TERMS = (
     "Renews automatically (per year) until cancelled. To cancel, write to the vendor's support before the renewal "
     "date; the tool stays registered until the end of the paid period.",
@@ -225,7 +275,7 @@ def floor_app():
     from sqlalchemy.dialects.postgresql import insert
 
     app = Flask(__name__)
-    app.jinja_loader = jinja2.DictLoader({"page.html": FLOOR_PAGE})
+    app.jinja_loader = jinja2.DictLoader({"page.html": FLOOR_PAGE, "licence.html": FLOOR_LICENCE_PAGE})
     engine = create_engine(os.environ["FLOOR_DATABASE_URL"])
     secret = os.environ["FLOOR_WEBHOOK_SECRET"]
     meta = MetaData()
@@ -241,6 +291,20 @@ def floor_app():
         Column("lms_version", String),
         Column("price_id", String),
         Column("quantity", Integer),
+        Column("licence_pk", Integer),
+        Column("product_name", String),
+        Column("product_description", String),
+        Column("amount", Integer),
+        Column("completed_at", DateTime),
+    )
+    licences = Table(
+        "licences",
+        meta,
+        Column("id", Integer, primary_key=True),
+        Column("kind", String),
+        Column("status", String),
+        Column("key_hash", String),
+        Column("key_hint", String),
     )
     events = Table(
         "stripe_events",
@@ -271,6 +335,21 @@ def floor_app():
         regs.c.price_id,
         regs.c.quantity,
     ).where(regs.c.registration_id == bindparam("rid"))
+    by_key_hash = (
+        select(
+            licences.c.kind,
+            licences.c.status,
+            licences.c.key_hint,
+            regs.c.lms_url,
+            regs.c.lms_version,
+            regs.c.product_name,
+            regs.c.product_description,
+            regs.c.amount,
+            regs.c.completed_at,
+        )
+        .join(regs, regs.c.licence_pk == licences.c.id)
+        .where(licences.c.key_hash == bindparam("key_hash"))
+    )
     offers = floor_offers()
     shown = list(offers.values())
 
@@ -314,6 +393,25 @@ def floor_app():
             message=FLOOR_MESSAGE,
             support=SUPPORT,
             nonce=secrets.token_urlsafe(16),
+        )
+
+    @app.get("/licence/<key>")
+    def licence(key):
+        typed = key.upper().replace("-", "")
+        with engine.connect() as conn:
+            rows = conn.execute(by_key_hash, {"key_hash": hashlib.sha256(typed[2:].encode()).hexdigest()}).all()
+        if not rows:
+            abort(404)
+        price = f"{rows[0].amount / 100:,.2f} USD"
+        return render_template(
+            "licence.html",
+            r=rows[0],
+            rows=rows,
+            vendor=VENDOR,
+            support=SUPPORT,
+            price=price + ", paid once",
+            price_paid=price,
+            base=f"/licence/{key}",
         )
 
     @app.get("/flow/<token>/quote")
@@ -404,8 +502,9 @@ SELECT i, CASE WHEN i <= {PENDING} THEN 'cs_bench_open_' || i ELSE 'cs_bench_pai
 FROM generate_series(1, {PENDING + PAID}) AS i;
 
 INSERT INTO licences (id, registration_pk, kind, status, customer_id, currency, first_paid_at, invoicing_attempt,
-    dispute_open, checked_at, created_at, updated_at)
-SELECT i, i, 'payment', 'succeeded', 'cus_bench_' || i, 'usd', now(), 0, false, now(), now(), now()
+    dispute_open, checked_at, created_at, updated_at, key_hash, key_hint)
+SELECT i, i, 'payment', 'succeeded', 'cus_bench_' || i, 'usd', now(), 0, false, now(), now(), now(),
+    encode(sha256(convert_to(lpad(i::text, 16, '0'), 'UTF8')), 'hex'), right(lpad(i::text, 16, '0'), 4)
 FROM generate_series({PENDING + 1}, {PENDING + PAID}) AS i;
 
 UPDATE registrations SET licence_pk = id WHERE id > {PENDING};
@@ -764,15 +863,18 @@ class Server:
         self.log.close()
 
 
-def page_size(server: "Server") -> int:
-    """The bytes of one pre-approval page (the floor's template must stay the size of the service's)."""
+LICENCE_PATH = f"/licence/PG-0000-0000-0000-{PENDING + 1:04d}"
+
+
+def page_size(server: "Server", path: str = "/pre-approval?registrationId=reg-bench-1") -> int:
+    """The bytes of one page (the floor's templates must stay the size of the service's pages)."""
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    conn.request("GET", "/pre-approval?registrationId=reg-bench-1", headers={"Accept-Language": "en-US,en;q=0.9"})
+    conn.request("GET", path, headers={"Accept-Language": "en-US,en;q=0.9"})
     response = conn.getresponse()
     body = response.read()
     conn.close()
     if response.status != 200:
-        raise SystemExit(f"{server.name}: the pre-approval page answered {response.status}")
+        raise SystemExit(f"{server.name}: {path} answered {response.status}")
     return len(body)
 
 
@@ -891,6 +993,13 @@ def endpoints(args) -> list[Endpoint]:
             for i in range(n)
         ]
 
+    def licence(tag, n):
+        # The seeded keys: licence i's is i in 16 digits (SEED), shown as PG-0000-0000-0004-5001.
+        shown = (f"{PENDING + 1 + (i * 7) % PAID:016d}" for i in range(n))
+        return [
+            ("GET", "/licence/PG-" + "-".join(k[j : j + 4] for j in range(0, 16, 4)), None, html_accept) for k in shown
+        ]
+
     def webhook(tag, n, ids=None):
         out = []
         for i in range(n):
@@ -925,6 +1034,7 @@ def endpoints(args) -> list[Endpoint]:
     rows = [
         Endpoint("status", "status poll", status, TARGETS["status"]),
         Endpoint("preapproval", "pre-approval repeat visit", preapproval, TARGETS["preapproval"]),
+        Endpoint("licence", "licence page", licence, TARGETS["licence"]),
         Endpoint("webhook", "webhook (new customer.created)", webhook, TARGETS["webhook"], 2 / 3),
     ]
     if args.extras:
@@ -1048,6 +1158,8 @@ def main() -> None:
             s.wait_ready()
         sizes = {s.name: page_size(s) for s in servers}
         print(f"pre-approval page: service {sizes['service']} bytes, floor {sizes['floor']} bytes", flush=True)
+        sizes = {s.name: page_size(s, LICENCE_PATH) for s in servers}
+        print(f"licence page: service {sizes['service']} bytes, floor {sizes['floor']} bytes", flush=True)
         # Warm up: connections in every worker's pool, templates compiled, imports done.
         for e in rows:
             for s in servers:

@@ -96,6 +96,10 @@ def create_app(test_config: dict | None = None, standins_state_dir: str | None =
     app.register_blueprint(openapi.bp)  # GET /openapi.json
     app.register_blueprint(flow.bp)
     app.register_blueprint(webhooks.bp)
+    from paygate.web import licence  # the licence page: its key (or one-hour link) in the URL is the credential
+    from paygate.web.licence import actions, page  # noqa: F401 - its routes
+
+    app.register_blueprint(licence.bp)
     cli.register(app)
     if settings.uses_standins:  # never in production: APP_ENV=local only, and never beside anything real
         check_standins(settings)
@@ -108,6 +112,8 @@ def create_app(test_config: dict | None = None, standins_state_dir: str | None =
     from paygate.web import operator  # sign-in (Flask-Login), CSRF on every form but webhook and stand-ins
 
     operator.init_app(app)
+    # The licence page's forms post to its own URL, whose key is the credential (no cookie, so no CSRF token).
+    app.extensions["csrf"].exempt(licence.bp)
 
     _register_security_headers(app)
     _register_error_pages(app)
@@ -156,7 +162,8 @@ def _register_security_headers(app: Flask) -> None:
                 + img_src
                 + "frame-ancestors "
                 + ancestors
-                + "; base-uri 'none'; form-action 'self'",
+                + "; base-uri 'none'; form-action 'self'"
+                + getattr(context, "form_targets", ""),
             )
         return response
 

@@ -7,12 +7,15 @@ import re
 
 # The LMS registration token passes through /lti/register; a registrationId or a flow token opens
 # a registration's flow (so does the id in LTIaaS's /api/registrations/<id>; the operator pages'
-# /operator/api/registrations/<n> is our own row number, not a secret).
+# /operator/api/registrations/<n> is our own row number, not a secret). A licence key opens its licence page.
 _PATTERNS = (
     (re.compile(r"((?:registration_token|registrationtoken)=)[^&\s\"']+", re.IGNORECASE), r"\1[redacted]"),
     (re.compile(r"(registrationId=[A-Za-z0-9._~-]{4})[A-Za-z0-9._~%-]+"), r"\1…"),
     (re.compile(r"((?<!/operator)/api/registrations/[A-Za-z0-9._~-]{4})[A-Za-z0-9._~%-]+"), r"\1…"),
     (re.compile(r"(/flow/[A-Za-z0-9_-]{6})[A-Za-z0-9_-]+"), r"\1…"),
+    # A licence key is the licence page's credential; its one-hour link names the licence (paygate/web/licence/).
+    (re.compile(r"(/licence/)(?!m/)[^/\s?\"']+"), r"\1[redacted]"),
+    (re.compile(r"(/licence/m/[A-Za-z0-9_.-]{4})[A-Za-z0-9_.-]+"), r"\1…"),
 )
 # PostgreSQL quotes the offending values in its errors (a unique violation's key is a flow token or a
 # registration id; a failing row is all of them), and SQLAlchemy lists a statement's parameters where an

@@ -50,12 +50,15 @@ def key_of(reg: Registration) -> str:
     return keys.derived(reg.flow_token, current_app.config["SETTINGS"].secret_key)
 
 
-def find(typed: str | None) -> Found:
-    """The licence a typed key names, by one indexed read of its hash, compared in constant time."""
+def find(typed: str | None, *load) -> Found:
+    """The licence a typed key names, by one indexed read of its hash, compared in constant time; `load`: loader
+    options for what the caller reads of it (the licence page: its platforms and payments, in the same read)."""
     key = keys.normal(typed)
     if key is None:
         return Found("not_a_key")
-    licence = db.session.scalars(select(Licence).where(Licence.key_hash == keys.digest(key))).first()
+    licence = (
+        db.session.scalars(select(Licence).where(Licence.key_hash == keys.digest(key)).options(*load)).unique().first()
+    )
     if licence is None or not keys.matches(key, licence.key_hash):
         return Found("unknown", key=key)
     return Found("ok", licence, key)

@@ -1,4 +1,5 @@
-"""Billing at Stripe for invoiced registrations: customers, invoices, invoice items and subscriptions (mixed into
+"""Billing at Stripe for invoiced registrations: customers, invoices, invoice items and subscriptions, a
+subscription's seats and the customer portal (mixed into
 `Payments`, paygate/gateways/payments/client.py, which provides `_client`, `_call` and `_offers`). Each call has
 its caller's idempotency key, so a retry never makes a second object; after a failure Stripe keeps (a 5xx), the
 `find_*` calls look for what the failed call may have made, by our reference."""
@@ -179,6 +180,16 @@ class Billing:
             options={"idempotency_key": idempotency_key},
         )
         return subscription_view(sub.to_dict())
+
+    def create_portal_session(self, *, customer: str, return_url: str, locale: str) -> str:
+        """A short-lived customer portal session, where the school manages its billing; its URL."""
+        check_id(customer, "cus")
+        session = self._call(
+            "open the billing portal",
+            self._client.v1.billing_portal.sessions.create,
+            params={"customer": customer, "return_url": return_url, "locale": locale},
+        )
+        return session.url
 
     def _billing_extras(self, promotion_code: str | None) -> dict:
         """What an invoice or a subscription also carries: Stripe Tax, and the promotion code the admin gave."""

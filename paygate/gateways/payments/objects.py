@@ -53,6 +53,7 @@ OPERATIONS = {
     "send the invoice": "invoice.send",
     "cancel the subscription": "subscription.cancel",
     "change the subscription": "subscription.update",
+    "open the billing portal": "billing_portal_session.create",
     "look up the promotion code": "promotion_code.list",
 }
 

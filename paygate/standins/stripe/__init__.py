@@ -9,6 +9,7 @@ the API plumbing and event delivery.
 from flask import request
 
 from paygate.standins.stripe import (
+    billing_portal,
     charges,
     checkout,
     checkout_page,
@@ -30,7 +31,7 @@ __all__ = ["State", "register", "send_event"]
 def register(bp, st: State) -> None:
     """Add the Stripe routes (/_local/stripe/...) serving `st` to `bp`."""
     modules = (prices, promotions, checkout, checkout_page, customers, invoices, invoice_items, subscriptions)
-    for module in (*modules, charges, dashboard):
+    for module in (*modules, billing_portal, charges, dashboard):
         module.register(bp, st)
     route = core.api_routes(bp, st)
 

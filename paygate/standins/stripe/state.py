@@ -14,6 +14,7 @@ KINDS = (
     "subscription",
     "invoice",
     "invoiceitem",
+    "billing_portal.session",
 )
 DESCRIPTION = "Registers the tool in your LMS for one institution."
 

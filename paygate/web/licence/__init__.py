@@ -10,7 +10,8 @@ is in the URL) and `noindex`.
 
 from dataclasses import dataclass
 
-from flask import Blueprint, current_app
+from flask import Blueprint, current_app, g
+from sqlalchemy.orm import joinedload
 
 from paygate.core.db import db
 from paygate.core.languages import gettext as _
@@ -20,10 +21,19 @@ from paygate.web import throttling
 from paygate.web.flow.pages import message_page
 
 bp = Blueprint("licence", __name__, url_prefix="/licence")
+# What the page shows of a licence, read with it in one query: its platforms (the registration that opened it is
+# one of them) and its payments.
+PAGE_LOAD = (joinedload(Licence.platforms), joinedload(Licence.payments))
+
+
+# Where the page's forms lead after their redirect (Stripe's customer portal and Checkout): browsers hold a
+# form's redirect to the page's CSP form-action (paygate/application/__init__.py reads g.form_targets).
+FORM_TARGETS = " https://billing.stripe.com https://checkout.stripe.com"
 
 
 @bp.after_request
 def _headers(response):
+    g.form_targets = FORM_TARGETS
     response.headers["Cache-Control"] = "no-store"
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["X-Robots-Tag"] = "noindex, nofollow"
@@ -68,7 +78,7 @@ def by_key(typed: str):
             429,
         )
         return body, status, {"Retry-After": str(throttling.RETRY_AFTER_SECONDS)}
-    found = platforms.find(typed)
+    found = platforms.find(typed, *PAGE_LOAD)
     if found.status != "ok":
         return unknown()
     attempt.succeeded()
@@ -78,7 +88,7 @@ def by_key(typed: str):
 def by_link(token: str):
     """The licence a one-hour link names, as a Held; or a 404 page (forged, old, or its key replaced since)."""
     target = keys.link_target(token, current_app.config["SETTINGS"].secret_key)
-    licence = db.session.get(Licence, target[0]) if target else None
+    licence = db.session.get(Licence, target[0], options=PAGE_LOAD) if target else None
     if licence is None or not (licence.key_hash or "").startswith(target[1]):
         return message_page(
             _("Link expired"),
