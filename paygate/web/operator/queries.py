@@ -90,9 +90,11 @@ LICENCE_FILTERS = {
     # A range on ix_licences_pilot_ends_at: pilots still running that end within the week.
     "pilot_ending": (
         "pilot ending within 7 days",
-        lambda: (Licence.kind == "pilot")
-        & (Licence.pilot_ends_at > utcnow())
-        & (Licence.pilot_ends_at <= utcnow() + PILOT_ENDING_SOON),
+        lambda: (
+            (Licence.kind == "pilot")
+            & (Licence.pilot_ends_at > utcnow())
+            & (Licence.pilot_ends_at <= utcnow() + PILOT_ENDING_SOON)
+        ),
     ),
 }
 
