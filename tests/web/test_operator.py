@@ -533,6 +533,7 @@ def test_operator_override_revokes_grants_and_gives_access_back_to_the_licence(a
         "override": None,
         "access_wanted": True,
         "access_reason": "paid",
+        "replaced_at": None,
     }
 
 

@@ -39,6 +39,8 @@ def summary(reg) -> dict:
             "override": reg.access_override,
             "access_wanted": reg.access_wanted,
             "access_reason": reg.access_reason,
+            # A newer platform took this one's place on its licence: inactive for good.
+            "replaced_at": iso(reg.replaced_at),
         },
         "offer": {  # the offer chosen in the frame, before or without a licence
             "price_id": reg.price_id,
@@ -91,6 +93,12 @@ def licence_json(licence: Licence | None, reg) -> dict | None:
         "kind": licence.kind,
         # What the money says (refunds, disputes, the access rule), beside Stripe's own status.
         "standing": {"label": said.label, "active": said.active},
+        # The key's last 4 characters: the key itself is never stored, and never shown to operators.
+        "key_hint": licence.key_hint,
+        "pilot_ends_at": iso(licence.pilot_ends_at),
+        "platforms": platform_ids(licence),
+        # The registration that opened the licence (its payment, invoice or pilot); another one joined it by key.
+        "opened_by": licence.registration_pk,
         "status": licence.status,
         "subscription_status": licence.subscription_status,
         "customer_id": licence.customer_id,
@@ -132,6 +140,11 @@ def licence_json(licence: Licence | None, reg) -> dict | None:
             for p in licence.payments
         ],
     }
+
+
+def platform_ids(licence: Licence) -> list[str]:
+    """The platform ids on the licence, oldest first (a replaced one too: it stays on the licence, inactive)."""
+    return [p.platform_id for p in licence.platforms if p.platform_id]
 
 
 def full(d: Detail) -> dict:

@@ -6,9 +6,9 @@ from decimal import Decimal
 
 from paygate.core.money import ZERO_DECIMAL
 from paygate.licensing import access
-from paygate.web.operator.as_json import iso
+from paygate.web.operator.as_json import iso, platform_ids
 from paygate.web.operator.sold import sold
-from paygate.web.operator.standing import standing
+from paygate.web.operator.standing import joined_from, standing
 
 CSV_COLUMNS = (
     "id",
@@ -70,6 +70,10 @@ CSV_COLUMNS = (
     "dispute",
     "net_major",
     "payer_name",
+    # The licence's key hint (its last 4 characters), a pilot's end, and the platform ids on it, oldest first.
+    "key_hint",
+    "pilot_ends_at",
+    "licence_platforms",
 )
 
 
@@ -145,6 +149,9 @@ def csv_row(reg) -> list:
         _csv_safe(counted.dispute),
         major(counted.net, counted.currency) or "",
         _csv_safe(reg.payer_name),
+        _csv_safe(lic.key_hint if lic else None),
+        _csv_safe(iso(lic.pilot_ends_at) if lic else None),
+        _csv_safe(" ".join(platform_ids(lic)) if lic else None),
     ]
 
 
@@ -164,8 +171,14 @@ class Money:
 
 
 def money(reg) -> Money:
-    """The licence's paid payments summed; a registration paid before licences by its own columns."""
+    """The licence's paid payments summed; a registration paid before licences by its own columns.
+
+    Counted on the row of the registration that opened the licence only: a platform that joined it by key
+    paid nothing of its own, and a sum of the column must count each payment once.
+    """
     lic = reg.licence
+    if joined_from(reg) is not None:
+        return Money(None, None)
     paid = [p for p in lic.payments if p.paid_at is not None and p.amount is not None] if lic else []
     if paid:
         current = access.current_payment(lic)

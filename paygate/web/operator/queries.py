@@ -19,6 +19,7 @@ from sqlalchemy.orm import load_only, selectinload
 from paygate.core.db import db, utcnow
 from paygate.core.models import ACCESS_DIFFERS, CheckoutSession, Licence, LicencePayment, Registration, State
 from paygate.gateways import ltiaas
+from paygate.web.operator.standing import PILOT_ENDING_SOON
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
@@ -85,6 +86,16 @@ LICENCE_FILTERS = {
         lambda: (Licence.kind == "invoice") & (Licence.status == "open") & (Licence.due_at < utcnow()),
     ),
     "invoice_paid": ("invoice paid", lambda: (Licence.kind == "invoice") & (Licence.status == "paid")),
+    "pilot": ("pilot", lambda: Licence.kind == "pilot"),
+    # A range on ix_licences_pilot_ends_at: pilots still running that end within the week.
+    "pilot_ending": (
+        "pilot ending within 7 days",
+        lambda: (
+            (Licence.kind == "pilot")
+            & (Licence.pilot_ends_at > utcnow())
+            & (Licence.pilot_ends_at <= utcnow() + PILOT_ENDING_SOON)
+        ),
+    ),
 }
 
 # Columns a list row needs (the completion html and LMS details stay in the database).
@@ -118,11 +129,20 @@ LIST_COLUMNS = (
     Registration.access_wanted,
     Registration.access_override,
     Registration.access_reason,
+    Registration.licence_pk,
+    Registration.replaced_at,
 )
+# What a row shows of the other platforms on its licence (their ids, for the JSON and the CSV).
+PLATFORM_COLUMNS = (Registration.id, Registration.platform_id, Registration.licence_pk, Registration.replaced_at)
 
 # What a row shows: its columns, and its licence with the payments whose refunds and disputes decide what the
-# row says (`standing`), each relation by one more query for the whole page rather than one a row.
-_ROW_OPTIONS = (load_only(*LIST_COLUMNS), selectinload(Registration.licence).selectinload(Licence.payments))
+# row says (`standing`) and its platforms, each relation by one more query for the whole page rather than one a row.
+_ROW_OPTIONS = (
+    load_only(*LIST_COLUMNS),
+    selectinload(Registration.licence).options(
+        selectinload(Licence.payments), selectinload(Licence.platforms).load_only(*PLATFORM_COLUMNS)
+    ),
+)
 
 _CURSOR = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?)~(\d{1,12})$")
 _MAX_INT = 2**31 - 1

@@ -15,6 +15,7 @@ from paygate.core.registrations import record, transition
 from paygate.gateways import payments
 from paygate.licensing import access, reconciler, refunds
 from paygate.web.operator.actions import Result, cause_of, reasons
+from paygate.web.operator.standing import joined_from
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +26,13 @@ def refundable_payment(reg: Registration) -> str | None:
     """The payment intent a refund of this registration returns the money of, if any.
 
     The registration's own payment; else, for a payment that was not accepted (mismatch), the one
-    paid Checkout Session of the registration.
+    paid Checkout Session of the registration. None for a registration that joined another's licence by its
+    key: it paid nothing, and the licence's payment is refunded on the registration that opened it.
     """
     if reg.payment_intent_id:
         return reg.payment_intent_id
+    if joined_from(reg) is not None:
+        return None
     current = access.current_payment(reg.licence) if reg.licence is not None else None
     if current is not None:  # a subscription's or an invoice's payment
         return current.payment_intent_id
@@ -73,6 +77,14 @@ def refund(reg: Registration, email: str) -> Result:
         db.session.rollback()
         return Result("info", f"Already refunded ({reg.refund_id}).")
     payment_intent = refundable_payment(reg)
+    origin = joined_from(reg)
+    if origin is not None and payment_intent is None:
+        db.session.rollback()
+        return Result(
+            "error",
+            f"Nothing to refund here: registration {reg.id} joined the licence of registration {origin} by its "
+            f"key and paid nothing; refund the licence's payment on registration {origin}.",
+        )
     if reg.state not in REFUNDABLE or payment_intent is None:
         db.session.rollback()
         return Result(

@@ -71,7 +71,9 @@ def sold(reg) -> Sold:
         amount, currency = lic.amount_due, lic.currency
     else:
         amount, currency = reg.amount, reg.currency
-    charged = lic is not None or reg.amount_paid is not None
+    # A pilot's licence charged nothing: its amount is the price shown, until the pilot is paid for (its kind
+    # then becomes the payment's).
+    charged = (lic is not None and lic.kind != "pilot") or reg.amount_paid is not None
     return Sold(
         price_id=price_id,
         # The registration's product is this Price's only while the two agree (a subscription may be moved

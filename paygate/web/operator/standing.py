@@ -1,11 +1,13 @@
 """What a registration's money says, as operators read it: one standing for every badge and box.
 
 Derived from the licence's facts and `access.decide` (the one access rule), never from Stripe's raw status
-alone, so that no page says "succeeded" of a refunded payment or "until" of a cancelled subscription.
+alone, so that no page says "succeeded" of a refunded payment or "until" of a cancelled subscription. A
+platform that joined another registration's licence by its key reads that licence's money (it owes none of
+its own); a pilot reads "pilot until" or "pilot ended".
 """
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 from flask import current_app
 
@@ -24,6 +26,21 @@ class Standing:
     attention: str | None = None  # what an operator must look at, though no flag is stored for it
     paid: LicencePayment | None = None  # the payment that pays for the licence now, if it was paid
     stripe_status: str | None = None  # Stripe's own status, where it is not what decided the label
+    # The registration that opened the licence, when this one joined it by its key (no payment of its own).
+    joined_from: int | None = None
+    replaced: str | None = None  # "replaced 2026-03-01": a newer platform took this one's place on its licence
+
+    @property
+    def ended(self) -> bool:
+        """Whether this platform has no access by its licence: the money gives none, or it was replaced."""
+        return self.active is False or self.replaced is not None
+
+
+# How a platform came onto its licence, beside the licence's standing.
+JOINED = "joined by key"
+OPENED = "opened the licence"
+# A pilot ending within this many days is shown in the warning colour (and found by the list's filter).
+PILOT_ENDING_SOON = timedelta(days=7)
 
 
 def _day(value: datetime | None) -> str:
@@ -34,12 +51,43 @@ def _time(value: datetime | None) -> str:
     return f"{value:%Y-%m-%d %H:%M:%S} UTC" if value else "?"
 
 
-def standing(reg, now: datetime | None = None) -> Standing:
-    """The standing of `reg`'s licence (its payments loaded with it, as the list and detail do)."""
+def joined_from(reg) -> int | None:
+    """The registration whose licence `reg` joined by its key; None when `reg` opened its licence or has none."""
     lic: Licence | None = reg.licence
+    return lic.registration_pk if lic is not None and lic.registration_pk != reg.id else None
+
+
+def on_licence(reg) -> str:
+    """How a platform came onto its licence, and whether a newer one replaced it: one line of the platforms."""
+    how = JOINED if joined_from(reg) is not None else OPENED
+    return f"{how}; {replaced(reg)}" if reg.replaced_at is not None else how
+
+
+def replaced(reg) -> str | None:
+    return f"replaced {_day(reg.replaced_at)}" if reg.replaced_at is not None else None
+
+
+def pilot_end(lic: Licence, now: datetime | None = None) -> str | None:
+    """A pilot's end in words: "until ..." while it runs, "ended ..." after; None for a licence never a pilot."""
+    if lic.pilot_ends_at is None:
+        return None
+    ran = "until" if (now or utcnow()) < lic.pilot_ends_at else "ended"
+    return f"pilot {ran} {_time(lic.pilot_ends_at)}" + ("" if lic.kind == "pilot" else ", then paid for")
+
+
+def standing(reg, now: datetime | None = None) -> Standing:
+    """The standing of `reg`'s licence (its payments loaded with it, as the list and detail do), and how the
+    platform of `reg` stands on it (joined by key, replaced)."""
+    said = _licence_standing(reg.licence, now or utcnow())
+    return replace(said, joined_from=joined_from(reg), replaced=replaced(reg))
+
+
+def _licence_standing(lic: Licence | None, now: datetime) -> Standing:
     if lic is None:
         return Standing("no licence", None, "none")
-    decision = access.decide(lic, None, now or utcnow(), current_app.config["SETTINGS"])
+    decision = access.decide(lic, None, now, current_app.config["SETTINGS"])
+    if lic.kind == "pilot":
+        return _pilot(lic, decision, now)
     current = access.current_payment(lic)
     paid = current if current is not None and current.paid_at is not None else None
     if current is not None and current.dispute_status == "lost":
@@ -62,6 +110,16 @@ def standing(reg, now: datetime | None = None) -> Standing:
     if lic.dispute_open:
         tone = "warn"
     return Standing(label, decision.active, tone, note="; ".join(notes) or None, paid=paid, stripe_status=lic.status)
+
+
+def _pilot(lic: Licence, decision, now: datetime) -> Standing:
+    """A free pilot: active until its end (or while a payment begun before it is under way), then ended."""
+    end = lic.pilot_ends_at
+    running = end is not None and now < end
+    label = f"pilot until {_day(end)}" if running else f"pilot ended {_day(end)}"
+    note = "its payment is under way" if decision.active and not running else None
+    tone = "bad" if not decision.active else "warn" if not running or end - now <= PILOT_ENDING_SOON else "good"
+    return Standing(label, decision.active, tone, note=note, stripe_status=None)
 
 
 def _refund_note(payment: LicencePayment) -> str | None:

@@ -70,6 +70,9 @@ def _helpers():
         "licence_filters": queries.LICENCE_FILTERS,
         "sold": sold.sold,
         "standing": standing.standing,
+        "joined_from": standing.joined_from,
+        "on_licence": standing.on_licence,
+        "pilot_end": standing.pilot_end,
         "web_url": _web_url,
     }
 
