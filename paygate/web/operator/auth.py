@@ -243,3 +243,6 @@ def init_app(app: Flask) -> None:
     # The invoice form runs in the LMS frame, where no cookie (so no CSRF cookie) exists: the flow
     # token in its URL and its signed one-time form id protect it instead (paygate/sales/invoicing.py).
     csrf.exempt("paygate.web.flow.invoice")
+    # So are the frame's licence-key and pilot forms (the flow token in their URL names the registration).
+    csrf.exempt("paygate.web.flow.key")
+    csrf.exempt("paygate.web.flow.pilot")
