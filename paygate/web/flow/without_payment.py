@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 def key(reg: Registration, preapproval_page):
     """The admin typed the key of a licence the school has; a refusal is `preapproval_page(reg, status, **said)`."""
+    if reg.state not in (State.PENDING.value, State.ABANDONED.value):  # no key is looked up for nothing
+        return _already(reg)
     try:
         attempt = throttling.key_attempt()  # before the lookup: parallel guesses cannot pass the rate
     except throttling.StoreUnavailable:
