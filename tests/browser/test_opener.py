@@ -4,7 +4,7 @@ and the return pages close their own window. In Debian's chromium, popup blocker
 
 import pytest
 
-from tests.helpers.browser import open_checkout_popup, open_lms
+from tests.helpers.browser import finish, open_checkout_popup, open_lms
 
 pytestmark = pytest.mark.browser
 
@@ -33,6 +33,7 @@ def test_the_payment_popup_has_no_opener_and_still_closes_itself(browser, local_
     popup.click("#pay")
     popup.wait_for_url("**/paid?session_id=*")
     assert popup.evaluate("window.opener") is None
+    finish(frame)  # the confirmation stays until the admin presses Finish
     page.locator("#lms-status").filter(has_text="org.imsglobal.lti.close").wait_for(timeout=15000)
     popup.wait_for_event("close", timeout=10000)
     context.close()
@@ -53,5 +54,6 @@ def test_the_blocked_popup_link_opens_checkout_without_an_opener(browser, local_
     assert "/_local/stripe/checkout/" in tab.url
     assert tab.evaluate("window.opener") is None
     tab.click("#pay")
+    finish(frame)  # the confirmation stays until the admin presses Finish
     page.locator("#lms-status").filter(has_text="org.imsglobal.lti.close").wait_for(timeout=15000)
     context.close()
