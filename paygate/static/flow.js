@@ -290,7 +290,7 @@
   // Done: the confirmation stays until the admin presses Finish; only then does LTIaaS's html run (the LMS
   // closes its dialog). The page may hold it already (after a licence key: with the key typed); else the
   // status brings it.
-  function confirm(status) {
+  function showConfirmation(status) {
     completion = status.html || null;
     var section = document.getElementById("confirmation");
     if (!section && status.confirmation) {
@@ -329,7 +329,7 @@
     setHidden(invoiceOption, phase !== "pay" && phase !== "invoice");
     setHidden(keyOption, phase !== "pay");
     setHidden(pilotOption, phase !== "pay");
-    if (phase === "done") { confirm(status); }
+    if (phase === "done") { showConfirmation(status); }
   }
 
   function poll(delay) {
