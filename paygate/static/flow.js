@@ -1,7 +1,36 @@
-// The registration frame: opens Checkout in a popup and learns every outcome from the server.
+// The registration frame: opens Checkout in a popup, learns every outcome from the server, and keeps the
+// confirmation on screen until the admin presses Finish.
 // Sentences the script says itself come from data-* attributes of #flow (translated with the page).
 (function () {
   "use strict";
+  // The confirmation's Copy button (in the frame, and on the payment popup's return page).
+  function wireCopy() {
+    var button = document.getElementById("copy-key");
+    var key = document.getElementById("licence-key");
+    var said = document.getElementById("copy-said");
+    if (!button || !key || button.getAttribute("data-wired")) { return; }
+    button.setAttribute("data-wired", "yes");
+    function done() { if (said) { said.textContent = button.getAttribute("data-copied-text") || "Copied"; } }
+    function select() {  // without the clipboard (an LMS frame may deny it): select the key, copy the selection
+      var range = document.createRange();
+      range.selectNodeContents(key);
+      var selection = window.getSelection();
+      selection.removeAllRanges();
+      selection.addRange(range);
+      var copied = false;
+      try { copied = document.execCommand("copy"); } catch (e) { copied = false; }
+      if (copied) { done(); }
+    }
+    button.addEventListener("click", function () {
+      if (said) { said.textContent = ""; }
+      if (navigator.clipboard && navigator.clipboard.writeText) {
+        navigator.clipboard.writeText(key.textContent.trim()).then(done, select);
+      } else {
+        select();
+      }
+    });
+  }
+  wireCopy();
   var root = document.getElementById("flow");
   if (!root) { return; }
   var statusUrl = root.getAttribute("data-status-url");
@@ -11,6 +40,10 @@
   var blocked = document.getElementById("blocked");
   var blockedLink = document.getElementById("blocked-link");
   var invoiceOption = document.getElementById("invoice-option");
+  var keyOption = document.getElementById("key-option");
+  var pilotOption = document.getElementById("pilot-option");
+  var completion = null;   // LTIaaS's html, run when the admin presses Finish
+  var finishPressed = false;
   var nonce = document.currentScript && document.currentScript.nonce;
   var payUrl = payArea && payArea.getAttribute("action");
   var payLabel = payButton && payButton.textContent;
@@ -254,6 +287,36 @@
     });
   }
 
+  // Done: the confirmation stays until the admin presses Finish; only then does LTIaaS's html run (the LMS
+  // closes its dialog). The page may hold it already (after a licence key: with the key typed); else the
+  // status brings it.
+  function showConfirmation(status) {
+    completion = status.html || null;
+    var section = document.getElementById("confirmation");
+    if (!section && status.confirmation) {
+      var template = document.createElement("template");
+      template.innerHTML = status.confirmation;
+      statusText.parentNode.insertBefore(template.content, statusText.nextSibling);
+      section = document.getElementById("confirmation");
+    }
+    if (!section) {  // nothing to keep on screen
+      if (completion) { runCompletion(completion); }
+      return;
+    }
+    setHidden(section, false);
+    wireCopy();
+    var finish = document.getElementById("finish");
+    if (finish && !finish.getAttribute("data-wired")) {
+      finish.setAttribute("data-wired", "yes");
+      finish.addEventListener("click", function () {
+        finishPressed = true;
+        finish.disabled = true;
+        if (completion) { runCompletion(completion); }
+      });
+    }
+    if (finishPressed && completion) { runCompletion(completion); }
+  }
+
   function show(status) {
     serverText = status.message;
     phase = status.phase;
@@ -264,7 +327,9 @@
     setHidden(payArea, phase !== "pay");
     if (phase !== "pay") { setHidden(blocked, true); }
     setHidden(invoiceOption, phase !== "pay" && phase !== "invoice");
-    if (phase === "done" && status.html) { runCompletion(status.html); }
+    setHidden(keyOption, phase !== "pay");
+    setHidden(pilotOption, phase !== "pay");
+    if (phase === "done") { showConfirmation(status); }
   }
 
   function poll(delay) {

@@ -19,6 +19,7 @@ from paygate.application import create_app
 from paygate.core.db import db, utcnow
 from paygate.core.models import Registration
 from tests.helpers.apps import empty
+from tests.helpers.browser import finish
 from tests.helpers.operators import EMAIL, PASSWORD, add_operator
 from tests.helpers.servers import free_port, serving
 
@@ -126,6 +127,7 @@ def world(browser, service):
     popup.click("#pay")
     popup.wait_for_url("**/paid?session_id=*")
     paid_path = popup.url.split(base, 1)[1]
+    finish(frame)  # the confirmation stays until the admin presses Finish
     page.locator("#lms-status").filter(has_text="org.imsglobal.lti.close").wait_for(timeout=15000)
     with app.app_context():
         done = db.session.scalars(select(Registration).where(Registration.state == "completed")).one()

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from paygate.core.db import db
 from paygate.core.models import Licence, Registration, StripeEvent
-from tests.helpers.browser import open_checkout_popup
+from tests.helpers.browser import finish, open_checkout_popup
 from tests.helpers.operators import EMAIL, PASSWORD, add_operator
 
 pytestmark = pytest.mark.browser
@@ -160,6 +160,7 @@ def test_yearly_subscription_then_access_follows_the_subscription(browser, start
     popup = open_checkout_popup(page, frame)
     assert "/_local/stripe/checkout/" in popup.url
     popup.click("#pay")
+    finish(frame)  # the confirmation stays until the admin presses Finish
     page.locator("#lms-status").filter(has_text="org.imsglobal.lti.close").wait_for(timeout=15000)
     assert page.locator("#lms-status").inner_text() == CLOSED
     assert page.locator("#registration").count() == 0  # the LMS closed the dialog
@@ -269,6 +270,7 @@ def test_pay_by_invoice_in_the_frame_then_access_follows_the_invoice(browser, st
     ):
         frame.locator("#send-invoice").click()
     assert posted.value.status == 303
+    finish(frame)  # the confirmation stays until the admin presses Finish
     page.locator("#lms-status").filter(has_text="org.imsglobal.lti.close").wait_for(timeout=15000)
     assert page.locator("#lms-status").inner_text() == CLOSED
     assert page.locator("#registration").count() == 0

@@ -7,7 +7,7 @@ third-party and blocked; the popup blocker is on. The service runs with its buil
 import pytest
 
 from paygate.core.db import db
-from tests.helpers.browser import open_checkout_popup, open_lms
+from tests.helpers.browser import finish, open_checkout_popup, open_lms
 
 pytestmark = pytest.mark.browser
 
@@ -30,6 +30,7 @@ def test_admin_pays_in_popup_and_lms_receives_close(browser, local_service, lms,
     popup.wait_for_url("**/paid?session_id=*")
     assert "payment was received" in popup.locator("#message").inner_text()
 
+    finish(frame)  # the confirmation stays until the admin presses Finish
     page.locator("#lms-status").filter(has_text="org.imsglobal.lti.close").wait_for(timeout=15000)
     assert page.locator("#registration").count() == 0  # the LMS closed the dialog
     assert "ignored" not in page.locator("#lms-log").inner_text()
@@ -53,6 +54,7 @@ def test_cancel_then_pay_again_in_the_same_frame(browser, local_service):
     popup.wait_for_event("close", timeout=10000)  # the return page closes its own window
 
     open_checkout_popup(page, frame).click("#pay")
+    finish(frame)  # the confirmation stays until the admin presses Finish
     page.locator("#lms-status").filter(has_text="org.imsglobal.lti.close").wait_for(timeout=15000)
     context.close()
 
@@ -70,6 +72,7 @@ def test_payment_to_close_median(browser, local_service, capsys):
         popup = open_checkout_popup(page, frame)
         started = time.monotonic()
         popup.click("#pay")
+        finish(frame)  # the confirmation stays until the admin presses Finish
         page.locator("#lms-status").filter(has_text="org.imsglobal.lti.close").wait_for(timeout=15000)
         rounds.append(time.monotonic() - started)
         assert page.locator("#registration").count() == 0

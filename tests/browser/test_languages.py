@@ -10,7 +10,7 @@ import pytest
 from paygate.application import create_app
 from paygate.core.db import db
 from tests.helpers.apps import empty
-from tests.helpers.browser import open_checkout_popup
+from tests.helpers.browser import finish, open_checkout_popup
 from tests.helpers.servers import free_port, serving
 
 pytestmark = pytest.mark.browser
@@ -166,6 +166,7 @@ def test_the_flow_in_the_admins_language_with_checkout_in_it_too(browser, servic
     popup.wait_for_url("**/paid?session_id=*")
     assert popup.locator("html").get_attribute("lang") == lang
     assert expect["paid"] in popup.locator("#message").inner_text()
+    finish(frame)  # the confirmation stays until the admin presses Finish
     page.locator("#lms-status").filter(has_text="org.imsglobal.lti.close").wait_for(timeout=15000)
     page.screenshot(path=str(tmp_path / f"lms-{lang}-closed.png"))
     context.close()

@@ -17,3 +17,10 @@ def open_checkout_popup(page, frame):
     popup = popup_info.value
     popup.wait_for_load_state()
     return popup
+
+
+def finish(frame, timeout=15000):
+    """Press Finish in the frame's confirmation (shown once the registration completed); only then does the frame
+    run LTIaaS's html, and the LMS close its dialog."""
+    frame.locator("#confirmation #licence-key, #confirmation #key-note").first.wait_for(timeout=timeout)
+    frame.locator("#finish").click(timeout=timeout)

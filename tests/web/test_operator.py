@@ -612,8 +612,8 @@ def test_csrf_exempts_only_the_webhook_and_the_local_standins(app, tmp_path):
     for each, expected in ((app, {"webhooks"}), (local, {"webhooks", "standins"})):
         csrf = each.extensions["csrf"]
         assert {bp.name for bp in csrf._exempt_blueprints} == expected
-        # and the invoice form of the frame, which has no cookie (it is protected by its signed form id)
-        assert csrf._exempt_views == {"paygate.web.flow.invoice"}
+        # and the invoice, licence-key and pilot forms of the frame, which has no cookie (the flow token protects them)
+        assert csrf._exempt_views == {"paygate.web.flow.invoice", "paygate.web.flow.key", "paygate.web.flow.pilot"}
 
 
 @pytest.mark.parametrize(

@@ -14,15 +14,17 @@ from paygate.core.languages import gettext as _
 from paygate.core.models import Registration, State
 from paygate.core.registrations import open_registration
 from paygate.gateways import ltiaas, payments
+from paygate.licensing import platforms
 from paygate.sales import invoice_form, invoicing, offers
 from paygate.web import identity, throttling
-from paygate.web.flow import choice
+from paygate.web.flow import choice, confirmation, without_payment
 from paygate.web.flow.countries import countries
 from paygate.web.flow.pages import (
     TOKEN,
     bp,
     busy,
     expired,
+    flow_url,
     message_page,
     not_sellable,
     registration,
@@ -144,12 +146,6 @@ def _chosen(reg, on_sale, answers: dict) -> offers.Choice:
     return offers.current_choice(reg, on_sale)
 
 
-def flow_url(token: str, what: str) -> str:
-    """`url_for("flow.<what>", token=token)` for the flow's /flow/<token>/<what> routes, without building it through
-    the URL map on the frame's hot path (the token is URL-safe base64)."""
-    return f"{request.script_root}/flow/{token}/{what}"
-
-
 class _Busy(Exception):
     """Every LTIaaS lookup slot of this process is taken."""
 
@@ -169,7 +165,9 @@ def _preapproval_page(
     invoice_error: str | None = None,
     invoice_field: str | None = None,
     answers=None,
+    **said,
 ):
+    """The frame's page; `said` carries a refused key's or pilot's sentence (key_error, key_link, pilot_error)."""
     settings = current_app.config["SETTINGS"]
     answers = answers or {}
     if reg.state != State.PENDING.value:
@@ -194,9 +192,18 @@ def _preapproval_page(
         and reg.state == State.PENDING.value
         and (reg.licence is None or (reg.licence.kind == "invoice" and reg.licence.invoice_sent_at is None))
     )
+    pending = reg.state == State.PENDING.value
+    status_now = frame_status(reg)
     return languages.render_page(
         "preapproval.html",
         reg=reg,
+        key_url=flow_url(reg.flow_token, "key") if pending else None,
+        pilot_url=flow_url(reg.flow_token, "pilot") if pending and platforms.pilot_allowed(reg) else None,
+        pilot_days=settings.pilot_days,
+        confirmation=confirmation.render(registration(reg.flow_token), finish=True)
+        if status_now["phase"] == "done"
+        else None,
+        **said,
         identity=identity.of(reg),
         lms_name=identity.lms_name(reg),
         pay_label=quote["pay_label"],
@@ -208,7 +215,7 @@ def _preapproval_page(
         invoice_terms=choice.invoice_terms() if offer_invoice else [],
         countries=countries() if offer_invoice and settings.stripe_tax else [],
         promotion_codes=settings.promotion_codes,
-        status=frame_status(reg),
+        status=status_now,
         pay_url=flow_url(reg.flow_token, "pay"),
         status_url=flow_url(reg.flow_token, "status"),
         invoice_days=settings.invoice_days_until_due,
@@ -298,7 +305,23 @@ def status(token: str):
     view = flow_view(token=token) if TOKEN.match(token) else None
     if view is None:
         abort(404, description=unknown_link())
-    return jsonify(frame_status(view))
+    body = frame_status(view)
+    if body["phase"] == "done":  # read once, when the poll stops: never on the pending poll
+        body["confirmation"] = confirmation.render(registration(token), finish=True)
+    return jsonify(body)
+
+
+@bp.post("/flow/<token>/key")
+def key(token: str):
+    """The admin typed the key of a licence the school has (CSRF-exempt: the frame has no cookie; the flow
+    token in the URL names the registration)."""
+    return without_payment.key(registration(token), _preapproval_page)
+
+
+@bp.post("/flow/<token>/pilot")
+def pilot(token: str):
+    """The admin starts a free pilot (CSRF-exempt, as `key`)."""
+    return without_payment.pilot(registration(token), _preapproval_page)
 
 
 from paygate.web.flow import popup  # noqa: E402, F401 - its routes are on the same blueprint

@@ -3,7 +3,7 @@ admin's language, naming the vendor), absolute URLs on PUBLIC_URL and the regist
 
 import re
 
-from flask import Blueprint, abort, current_app, g, url_for
+from flask import Blueprint, abort, current_app, g, request, url_for
 from sqlalchemy import select
 
 from paygate.core import languages
@@ -49,6 +49,12 @@ def absolute(endpoint: str, **values) -> str:
     Host, X-Forwarded-* or SCRIPT_NAME said (the path is built from the URL map, not from the request)."""
     path = current_app.url_map.bind("localhost", script_name="/").build(endpoint, values)
     return current_app.config["SETTINGS"].public_url.rstrip("/") + path
+
+
+def flow_url(token: str, what: str) -> str:
+    """`url_for("flow.<what>", token=token)` for the flow's /flow/<token>/<what> routes, without building it through
+    the URL map on the frame's hot path (the token is URL-safe base64)."""
+    return f"{request.script_root}/flow/{token}/{what}"
 
 
 def registration(token: str) -> Registration:

@@ -18,6 +18,7 @@ from paygate.sales.checkout import NotPayable, open_checkout
 from paygate.sales.fulfilment import complete_later, fulfil_checkout
 from paygate.web import throttling
 from paygate.web.after_answer import after_answer
+from paygate.web.flow import confirmation
 from paygate.web.flow.pages import absolute, bp, message_page, not_sellable, registration, too_many
 from paygate.web.flow.status import restart
 
@@ -169,15 +170,16 @@ def paid(token: str):
             _("Payment not recognised"), _("This payment does not belong to this registration."), 400, reg
         )
     if outcome.paid:  # completed after this answer: the admin is not kept waiting on LTIaaS
+        # The confirmation stays (the key, its licence page, the reference): this window no longer closes itself.
         page, code = message_page(
             _("Payment received"),
             _(
-                "Thank you: your payment was received. Return to your LMS "
-                "window; the registration finishes there. This window can be closed."
+                "Thank you: your payment was received. Keep the details below; the registration finishes in "
+                "your LMS window, where you press Finish."
             ),
             200,
             reg,
-            close=True,
+            confirmation=confirmation.render(reg, finish=False),
         )
         return after_answer(make_response(page, code), complete_later(reg.id, "success return"))
     if outcome.note == "processing":

@@ -48,6 +48,8 @@ class LicenceView:
     due_at: datetime | None = None
     invoice_number: str | None = None
     invoice_sent_at: datetime | None = None
+    # Whether the registration opened this licence (False: it joined it by key).
+    opened: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,7 @@ _STATUS_COLUMNS = (
     _R.c.completion_html,
     *(_S.c[name].label(f"s_{name}") for name in ("status", "payment_status", "expires_at", "failed_at", "canceled_at")),
     _L.c.kind.label("l_kind"),
+    (_L.c.registration_pk == _R.c.id).label("l_opened"),
 )
 _PAGE_COLUMNS = (
     _R.c.id,
@@ -132,13 +135,13 @@ def flow_view(*, token: str | None = None, registration_id: str | None = None) -
         row = connection.execute(_STATUS if token is not None else _PAGE, {"key": key}).first()
         if row is None:
             return None
-        kind = row[8]
-        if kind == "invoice":
-            licence = LicenceView(kind, *connection.execute(_INVOICE[by], {"key": key}).one())
+        kind, opened = row[8], bool(row[9])
+        if kind == "invoice" and opened:  # a licence joined by key is not this registration's invoice
+            licence = LicenceView(kind, *connection.execute(_INVOICE[by], {"key": key}).one(), opened=opened)
         else:
-            licence = LicenceView(kind) if kind is not None else None
+            licence = LicenceView(kind, opened=opened) if kind is not None else None
     session = SessionView(*row[3:8]) if row[3] is not None else None
-    return FlowView(*row[:3], licence, session, registration_id, *row[9:])
+    return FlowView(*row[:3], licence, session, registration_id, *row[10:])
 
 
 def _latest(reg) -> CheckoutSession | SessionView | None:
@@ -157,7 +160,8 @@ def frame_status(reg: Registration | FlowView) -> dict:
     done (run html) or stop."""
     state = State(reg.state)
     licence = reg.licence
-    invoiced = licence is not None and licence.kind == "invoice"
+    free = without_payment(reg)
+    invoiced = licence is not None and licence.kind == "invoice" and free is None
     if state is State.PENDING and invoiced:
         if licence.invoicing_error and licence.invoicing_claimed_at is None:
             return _status(
@@ -178,16 +182,16 @@ def frame_status(reg: Registration | FlowView) -> dict:
     if state is State.COMPLETED and invoiced:
         if licence.due_at:
             message = _(
-                "Invoice %(number)s sent to %(email)s, due %(due)s, and the tool is registered. This "
-                "dialog closes by itself; if it does not, close it.",
+                "Invoice %(number)s sent to %(email)s, due %(due)s, and the tool is registered. Keep the "
+                "details below, then press Finish.",
                 number=licence.invoice_number or "",
                 email=licence.billing_email,
                 due=format_day(licence.due_at),
             )
         else:
             message = _(
-                "Invoice %(number)s sent to %(email)s, and the tool is registered. This dialog closes by "
-                "itself; if it does not, close it.",
+                "Invoice %(number)s sent to %(email)s, and the tool is registered. Keep the details below, "
+                "then press Finish.",
                 number=licence.invoice_number or "",
                 email=licence.billing_email,
             )
@@ -272,13 +276,29 @@ def frame_status(reg: Registration | FlowView) -> dict:
             ),
         )
     if state in (State.PAID, State.COMPLETING):
+        if free == "pilot":
+            return _status(reg, "wait", _("Your free pilot is starting. Finishing the registration in your LMS…"))
+        if free == "joined":
+            return _status(reg, "wait", _("Your licence key was accepted. Finishing the registration in your LMS…"))
         return _status(reg, "wait", _("Payment received. Finishing the registration in your LMS…"))
     if state is State.COMPLETED:
+        if free == "pilot":
+            message = _(
+                "Your free pilot has started and the tool is registered. Keep the details below, then press Finish."
+            )
+        elif free == "joined":
+            message = _("The tool is registered on your licence. Keep the details below, then press Finish.")
+        else:
+            message = _("Payment received and the tool is registered. Keep the details below, then press Finish.")
+        return _status(reg, "done", message, html=reg.completion_html)
+    if state is State.NEEDS_ATTENTION and free is not None:
         return _status(
             reg,
-            "done",
-            _("Payment received and the tool is registered. This dialog closes by itself; if it does not, close it."),
-            html=reg.completion_html,
+            "wait",
+            _(
+                "The registration could not be finished automatically. The vendor's support team sees it and "
+                "will finish it; this window updates by itself if it is finished while open."
+            ),
         )
     if state is State.NEEDS_ATTENTION:
         return _status(
@@ -296,6 +316,17 @@ def frame_status(reg: Registration | FlowView) -> dict:
     return _status(
         reg, "stop", _("This registration expired before it was paid, and nothing was charged.") + " " + restart()
     )
+
+
+def without_payment(reg: Registration | FlowView) -> str | None:
+    """`pilot` or `joined` (by key) for a registration cleared to complete with no payment of its own, else None."""
+    licence = reg.licence
+    if licence is None:
+        return None
+    opened = licence.opened if isinstance(licence, LicenceView) else licence.registration_pk == reg.id
+    if not opened:
+        return "joined"
+    return "pilot" if licence.kind == "pilot" else None
 
 
 def _status(reg: Registration | FlowView, phase: str, message: str, html: str | None = None) -> dict:

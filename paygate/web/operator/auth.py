@@ -247,3 +247,6 @@ def init_app(app: Flask) -> None:
     # page sends no Referer (no-referrer), which Flask-WTF's check over https would require.
     csrf.exempt("paygate.web.licence.paying.pay_by_key")
     csrf.exempt("paygate.web.licence.paying.pay_by_link")
+    # So are the frame's licence-key and pilot forms (the flow token in their URL names the registration).
+    csrf.exempt("paygate.web.flow.key")
+    csrf.exempt("paygate.web.flow.pilot")
