@@ -247,3 +247,6 @@ def init_app(app: Flask) -> None:
     # page sends no Referer (no-referrer), which Flask-WTF's check over https would require.
     csrf.exempt("paygate.web.licence.paying.pay_by_key")
     csrf.exempt("paygate.web.licence.paying.pay_by_link")
+    # Its invoice form likewise, with a one-time form id bound to the licence (paygate/sales/licence_invoicing.py).
+    csrf.exempt("paygate.web.licence.invoicing.invoice_by_key")
+    csrf.exempt("paygate.web.licence.invoicing.invoice_by_link")
