@@ -611,8 +611,15 @@ def test_csrf_exempts_only_the_webhook_and_the_local_standins(app, tmp_path):
     for each, expected in ((app, {"webhooks"}), (local, {"webhooks", "standins"})):
         csrf = each.extensions["csrf"]
         assert {bp.name for bp in csrf._exempt_blueprints} == expected
-        # and the invoice form of the frame, which has no cookie (it is protected by its signed form id)
-        assert csrf._exempt_views == {"paygate.web.flow.invoice"}
+        # and the invoice form of the frame, which has no cookie (it is protected by its signed form id), and the
+        # licence page's pay and invoice forms (their URL holds the key or the one-hour link)
+        assert csrf._exempt_views == {
+            "paygate.web.flow.invoice",
+            "paygate.web.licence.paying.pay_by_key",
+            "paygate.web.licence.paying.pay_by_link",
+            "paygate.web.licence.invoicing.invoice_by_key",
+            "paygate.web.licence.invoicing.invoice_by_link",
+        }
 
 
 @pytest.mark.parametrize(
