@@ -148,7 +148,7 @@ def test_a_pilot_paid_by_invoice_becomes_an_invoice_licence_with_its_key_and_pla
 
 
 def test_the_pilots_pay_form_offers_the_invoice_beside_the_card(app_, stripe_api, ltiaas_api):
-    pk, _, key = _pilot(app_, ltiaas_api)
+    pk, _, _ = _pilot(app_, ltiaas_api)
     with app_.test_request_context():
         page = render_template("_licence_pay.html", licence=db.session.get(Licence, _licence(app_, pk).id), base="/b")
     assert 'id="licence-pay-card"' in page and 'formaction="/b/invoice"' in page
@@ -260,7 +260,7 @@ BAD = {
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_input_gets_one_sentence_and_makes_nothing(app_, stripe_api, ltiaas_api, case):
     client = app_.test_client()
-    pk, platform_id, key = _pilot(app_, ltiaas_api)
+    pk, _, key = _pilot(app_, ltiaas_api)
     answers = dict(BAD[case])
     answer = _ask(client, key, answers.pop("form_id", None) if "form_id" in answers else _form_id(app_, pk), **answers)
     assert answer.status_code == 400, answer.text
