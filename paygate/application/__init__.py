@@ -89,7 +89,10 @@ def create_app(test_config: dict | None = None, standins_state_dir: str | None =
 
     from paygate.application import cli
     from paygate.web import favicon, flow, health, openapi, webhooks
-    from paygate.web.licence import paying  # noqa: F401 - paying a licence: its routes join the licence blueprint
+    from paygate.web.licence import (
+        invoicing,  # noqa: F401 - paying a licence by invoice: its routes join it too
+        paying,  # noqa: F401 - paying a licence: its routes join the licence blueprint
+    )
 
     app.register_blueprint(health.bp)
     app.register_blueprint(favicon.bp)  # GET /favicon.ico, which browsers ask for

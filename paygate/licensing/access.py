@@ -34,7 +34,12 @@ class Decision:
 
 def current_payment(licence: Licence) -> LicencePayment | None:
     """The payment that pays for the licence now: the newest one."""
-    paid = [p for p in licence.payments if p.paid_at is not None] or list(licence.payments)
+    made = list(licence.payments)
+    if licence.kind == "invoice" and licence.invoice_sent_at is not None:
+        # Recorded before its invoice was sent: a payment of what the licence was before it was converted to an
+        # invoice on its licence page (refunded, perhaps); the invoice pays for it now.
+        made = [p for p in made if p.created_at >= licence.invoice_sent_at]
+    paid = [p for p in made if p.paid_at is not None] or made
     return max(paid, key=lambda p: (p.paid_at or p.created_at, p.id)) if paid else None
 
 
@@ -96,7 +101,14 @@ def _decide_invoice(licence: Licence, now: datetime, settings) -> Decision:
         return Decision(True, f"{name} paid")
     if licence.status in ("void", "uncollectible"):
         return Decision(False, f"{name} {licence.status}")
+    pilot = _decide_pilot(licence, now) if licence.pilot_ends_at is not None else None
+    if licence.invoice_sent_at is None and licence.invoice_form_id is not None:
+        # Asked for, still being made at Stripe: a pilot converted on its licence page keeps its access (held
+        # while it is made); anything else waits for the invoice to be sent.
+        return pilot if pilot is not None and pilot.active else Decision(False, f"{name} not sent yet".strip())
     if settings.invoice_access == "on_payment" and licence.first_paid_at is None:
+        if pilot is not None and licence.pilot_ends_at > now:  # a pilot paid by invoice: until its end at least
+            return Decision(True, f"{pilot.reason}; {name} not paid yet (access on payment)", review_at=pilot.review_at)
         return Decision(False, f"{name} not paid yet (access on payment)")
     if licence.due_at is None:
         return Decision(True, f"{name} being issued")

@@ -34,7 +34,7 @@ from paygate.core.registrations import transition
 from paygate.gateways import payments
 from paygate.licensing import reconciler
 from paygate.ops import retention
-from paygate.sales import fulfilment, invoicing
+from paygate.sales import fulfilment, invoicing, licence_invoicing
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def run_once(
     started = time.monotonic()
     counts: Counter = Counter(dict.fromkeys(COUNTS, 0))
     resolve_stale(clock, counts)
-    counts["invoices"] = invoicing.resume_pending(clock())
+    counts["invoices"] = invoicing.resume_pending(clock()) + licence_invoicing.resume_pending(clock())
     retry_due(clock, counts, stop)
     abandon_expired(clock, counts)
     result = dict(counts)

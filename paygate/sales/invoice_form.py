@@ -197,12 +197,13 @@ def _requests_today(domain: str) -> int:
     )
 
 
-def refuse_if_domain_capped(email: str, counted: bool) -> None:
+def refuse_if_domain_capped(email: str, counted: bool, more=None) -> None:
     """InvoiceRefused (429) once the e-mail's domain had its invoice requests of the day; `counted` when
-    this request's own licence, written in this transaction under the domain's lock, is among them."""
+    this request's own licence, written in this transaction under the domain's lock, is among them; `more(domain)`
+    counts requests made elsewhere (a licence page's)."""
     domain = billing_domain(email)
     cap = current_app.config["SETTINGS"].invoice_requests_per_domain_per_day
-    if _requests_today(domain) > (cap if counted else cap - 1):
+    if _requests_today(domain) + (more(domain) if more else 0) > (cap if counted else cap - 1):
         log.warning("pay by invoice: %s invoice requests for one billing domain in 24 hours reached; refused", cap)
         raise InvoiceRefused(_(_CAPPED, domain=domain), "billing_email", status=429)
 

@@ -12,6 +12,7 @@ the invoice) and completed at LTIaaS exactly once, as for a card.
 """
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
@@ -220,26 +221,14 @@ def advance(reg_pk: int, cause: str) -> None:
     if licence is None or licence.kind != "invoice":
         return
     if licence.invoice_sent_at is None:
-        now = utcnow()
-        if not _claim(licence.id, now):
+        request = Request(
+            key=f"paygate-invoice-{reg.id}-{reg.registration_id}-",
+            reference=reference(reg)["metadata"],
+            recurring=reg.price_interval is not None,
+            price_id=licence.price_id or reg.price_id,
+        )
+        if not carry(licence.id, request):
             return  # another request or the worker is making it right now
-        try:
-            _make_and_send(reg_pk, licence.id)
-        except payments.PaymentProviderError as exc:
-            db.session.rollback()
-            # Stripe replays an answer it kept (a 5xx) for the same key: the next try takes new ones.
-            # Only our own claim is released: a caller who took a stale claim over keeps it.
-            db.session.execute(
-                update(Licence)
-                .where(Licence.id == licence.id, Licence.invoicing_claimed_at == now)
-                .values(
-                    invoicing_claimed_at=None,
-                    invoicing_error=str(exc)[:300],
-                    invoicing_attempt=Licence.invoicing_attempt + (1 if exc.replayed else 0),
-                )
-            )
-            db.session.commit()
-            raise
         reg = db.session.get(Registration, reg_pk)
         licence = licences.of(reg)
         _secured(reg, licence, cause)
@@ -248,20 +237,58 @@ def advance(reg_pk: int, cause: str) -> None:
         complete(reg, cause)
 
 
-def _make_and_send(reg_pk: int, licence_pk: int) -> None:
-    """The Stripe steps, each committed before the next; each key names the registration and step.
+@dataclass(frozen=True)
+class Request:
+    """What an invoice is made for at Stripe: its idempotency keys' prefix, the reference in its metadata,
+    whether its Price is recurring (a subscription billed by invoice), and that Price."""
+
+    key: str
+    reference: dict
+    recurring: bool
+    price_id: str
+
+
+def carry(licence_pk: int, request: Request) -> bool:
+    """Claim the licence's invoice and make and send it; commits. False when another caller holds the claim.
+
+    Raises payments.PaymentProviderError (what was made is kept and the claim released: the next try resumes).
+    """
+    now = utcnow()
+    if not _claim(licence_pk, now):
+        return False
+    try:
+        _make_and_send(licence_pk, request)
+    except payments.PaymentProviderError as exc:
+        db.session.rollback()
+        # Stripe replays an answer it kept (a 5xx) for the same key: the next try takes new ones.
+        # Only our own claim is released: a caller who took a stale claim over keeps it.
+        db.session.execute(
+            update(Licence)
+            .where(Licence.id == licence_pk, Licence.invoicing_claimed_at == now)
+            .values(
+                invoicing_claimed_at=None,
+                invoicing_error=str(exc)[:300],
+                invoicing_attempt=Licence.invoicing_attempt + (1 if exc.replayed else 0),
+            )
+        )
+        db.session.commit()
+        raise
+    return True
+
+
+def _make_and_send(licence_pk: int, request: Request) -> None:
+    """The Stripe steps, each committed before the next; each key names the request and step.
 
     After a failure Stripe keeps under its key (a 5xx, `invoicing_attempt` > 0), the keys change, and
     before making anything again Stripe is asked whether the failed call made it after all.
     """
     settings = current_app.config["SETTINGS"]
     gateway = payments.gateway()
-    reg = db.session.get(Registration, reg_pk)
-    ref = reference(reg)["metadata"]
+    ref = request.reference
     licence = db.session.get(Licence, licence_pk)
     attempt = licence.invoicing_attempt
-    key = f"paygate-invoice-{reg.id}-{reg.registration_id}-" + (f"{attempt}-" if attempt else "")
-    price_id, recurring = licence.price_id or reg.price_id, reg.price_interval is not None
+    key = request.key + (f"{attempt}-" if attempt else "")
+    price_id, recurring = request.price_id, request.recurring
     quantity, promo = licence.quantity or 1, licence.promotion_code_id
     address = {"country": licence.billing_country, "postal_code": licence.billing_postal_code}
     address = {k: v for k, v in address.items() if v} or None

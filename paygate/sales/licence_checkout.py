@@ -52,8 +52,16 @@ def pays_licence(view: payments.CheckoutView) -> bool:
 
 
 def payable(licence: Licence) -> bool:
-    """A pilot (running or ended), or a licence whose own facts give no access now."""
+    """A pilot (running or ended), or a licence whose own facts give no access now; never one whose invoice is
+    being made (paygate/sales/licence_invoicing.py): a card payment and an invoice are never both under way."""
+    if invoice_under_way(licence):
+        return False
     return licence.kind == "pilot" or not platforms.stands(licence)
+
+
+def invoice_under_way(licence: Licence) -> bool:
+    """An invoice was asked for and is not sent yet (being made, or a failure left it halfway)."""
+    return licence.kind == "invoice" and licence.invoice_sent_at is None and licence.invoice_form_id is not None
 
 
 def sessions_of(licence: Licence):

@@ -40,6 +40,9 @@ def licence(
         first_paid_at=NOW if paid_once else None,
         invoice_number="INV-0001",
         invoice_id="in_1",
+        pilot_ends_at=None,
+        invoice_sent_at=None,  # payments recorded before it are history (a licence converted on its page)
+        invoice_form_id=None,  # with invoice_sent_at None: asked for on the licence page, being made
     )
 
 
@@ -146,3 +149,24 @@ def test_access_on_payment_waits_for_the_first_payment_only():
         "invoice", "open", [payment(paid_days_ago=360)], subscription_status="active", due_in_days=10, paid_once=True
     )
     assert decide(renewal, None, NOW, ON_PAYMENT).active is True
+
+
+def test_an_invoice_asked_for_on_the_licence_page_keeps_a_pilot_and_gives_nothing_else_until_sent():
+    def asked(pilot_days=None, sent=False, refunded_before=False):
+        lic = licence("invoice", "open" if sent else None, due_in_days=30 if sent else None)
+        lic.invoice_form_id = "n"
+        lic.pilot_ends_at = NOW + timedelta(days=pilot_days) if pilot_days is not None else None
+        lic.payment_pending_until = None
+        lic.invoice_sent_at = NOW - timedelta(hours=1) if sent else None
+        lic.payments = [payment(refunded=4900)] if refunded_before else []
+        return lic
+
+    assert decide(asked(pilot_days=3), None, NOW, SETTINGS).active is True
+    assert decide(asked(pilot_days=-3), None, NOW, SETTINGS).active is False
+    assert decide(asked(), None, NOW, SETTINGS).active is False
+    # Sent: the invoice decides; a payment refunded before the conversion is history.
+    assert decide(asked(sent=True, refunded_before=True), None, NOW, SETTINGS).active is True
+    # On payment: a pilot keeps its access until its end, then waits for the payment.
+    running = decide(asked(pilot_days=3, sent=True), None, NOW, ON_PAYMENT)
+    assert running.active is True and running.review_at == NOW + timedelta(days=3)
+    assert decide(asked(pilot_days=-3, sent=True), None, NOW, ON_PAYMENT).active is False

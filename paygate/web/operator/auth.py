@@ -250,3 +250,6 @@ def init_app(app: Flask) -> None:
     # So are the frame's licence-key and pilot forms (the flow token in their URL names the registration).
     csrf.exempt("paygate.web.flow.key")
     csrf.exempt("paygate.web.flow.pilot")
+    # Its invoice form likewise, with a one-time form id bound to the licence (paygate/sales/licence_invoicing.py).
+    csrf.exempt("paygate.web.licence.invoicing.invoice_by_key")
+    csrf.exempt("paygate.web.licence.invoicing.invoice_by_link")
