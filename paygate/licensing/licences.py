@@ -22,10 +22,9 @@ from paygate.licensing import access, keys
 log = logging.getLogger(__name__)
 
 
-def of(reg: Registration) -> Licence | None:
-    """The licence the registration's platform belongs to (the one it opened, or joined by key)."""
+def of(reg: Registration) -> Licence | None:  # the one its platform is on: the one it opened, or joined by key
     db.session.refresh(reg, ["licence_pk"])  # another transaction may have just opened or joined one
-    return db.session.get(Licence, reg.licence_pk) if reg.licence_pk is not None else None
+    return db.session.get(Licence, reg.licence_pk) if reg.licence_pk else None
 
 
 def locked(licence_pk: int) -> Licence:
@@ -349,14 +348,15 @@ def subscription_belongs(licence: Licence, sub: payments.SubscriptionView | None
         return False
     if licence.subscription_id:
         return sub.id == licence.subscription_id
-    # Only a recurring offer ever made one; a one-time invoice's licence never had a subscription to lose.
-    return licence.registration.price_interval is not None and _ours_before_stored(licence, sub.customer, sub.metadata)
+    # Only a recurring offer's invoice makes one, stored before it is sent (a lapsed one's is not this licence's).
+    if licence.registration.price_interval is None or licence.invoice_sent_at is not None:
+        return False
+    return _ours_before_stored(licence, sub.customer, sub.metadata)
 
 
 def read_unless_missing(read, object_id: str, stored: tuple):
-    """`read(object_id)`, or None when Stripe has no such object and it is none of the `stored` ids (someone
-    else's: final). A 404 for an object stored here is a fault (another account's key, a moment of
-    inconsistency) and raises: a retry can outlive it."""
+    """`read(object_id)`, or None when Stripe has no such object and it is none of the `stored` ids (someone else's:
+    final). A 404 for an object stored here is a fault (another account's key...) and raises: a retry outlives it."""
     try:
         return read(object_id)
     except payments.ObjectMissing:

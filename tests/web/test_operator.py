@@ -609,20 +609,13 @@ def test_csrf_exempts_only_the_webhook_and_the_local_standins(app, tmp_path):
             "secret_key": "local",
         }
     )
-    for each, expected in ((app, {"webhooks"}), (local, {"webhooks", "standins"})):
+    # and the licence page, whose URL holds the key or the one-hour link (no cookie, so no CSRF token)
+    for each, expected in ((app, {"webhooks", "licence"}), (local, {"webhooks", "standins", "licence"})):
         csrf = each.extensions["csrf"]
         assert {bp.name for bp in csrf._exempt_blueprints} == expected
         # and the invoice, licence-key and pilot forms of the frame, which has no cookie (the flow token and a signed
-        # form id protect them), and the licence page's pay and invoice forms (their URL holds the key or the link)
-        assert csrf._exempt_views == {
-            "paygate.web.flow.invoice",
-            "paygate.web.flow.key",
-            "paygate.web.flow.pilot",
-            "paygate.web.licence.paying.pay_by_key",
-            "paygate.web.licence.paying.pay_by_link",
-            "paygate.web.licence.invoicing.invoice_by_key",
-            "paygate.web.licence.invoicing.invoice_by_link",
-        }
+        # form id protect them)
+        assert csrf._exempt_views == {"paygate.web.flow.invoice", "paygate.web.flow.key", "paygate.web.flow.pilot"}
 
 
 @pytest.mark.parametrize(

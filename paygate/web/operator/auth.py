@@ -243,13 +243,6 @@ def init_app(app: Flask) -> None:
     # The invoice form runs in the LMS frame, where no cookie (so no CSRF cookie) exists: the flow
     # token in its URL and its signed one-time form id protect it instead (paygate/sales/invoicing.py).
     csrf.exempt("paygate.web.flow.invoice")
-    # The licence page's Pay: its URL holds the key or the one-hour link (no forging site knows them), and the
-    # page sends no Referer (no-referrer), which Flask-WTF's check over https would require.
-    csrf.exempt("paygate.web.licence.paying.pay_by_key")
-    csrf.exempt("paygate.web.licence.paying.pay_by_link")
     # So are the frame's licence-key and pilot forms (the flow token in their URL names the registration).
     csrf.exempt("paygate.web.flow.key")
     csrf.exempt("paygate.web.flow.pilot")
-    # Its invoice form likewise, with a one-time form id bound to the licence (paygate/sales/licence_invoicing.py).
-    csrf.exempt("paygate.web.licence.invoicing.invoice_by_key")
-    csrf.exempt("paygate.web.licence.invoicing.invoice_by_link")
