@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/bench_hot_paths.py [--url postgresql+psycopg://...] [--db NAME]
         [--requests 1500] [--clients 4] [--rounds 5] [--slices 10] [--workers 2] [--threads 4]
-        [--no-extras] [--service-dir DIR] [--keep-logs]
+        [--no-extras] [--only ROW[,ROW]] [--service-dir DIR] [--keep-logs]
 
 Drops and recreates its own PostgreSQL database (default paygate_hotpath_bench; a name without
 "hotpath" in it is refused), migrates it through the app (`flask_migrate.upgrade()`) and seeds it
@@ -1042,6 +1042,14 @@ def endpoints(args) -> list[Endpoint]:
             Endpoint("repeat", "webhook (repeated delivery)", repeat, None, 1 / 3),
             Endpoint("checkout", "webhook (checkout.session.completed, already paid)", checkout, None, 1 / 5),
         ]
+    if args.only:
+        wanted = set(args.only.split(","))
+        unknown = wanted - {e.key for e in rows}
+        if unknown:
+            raise SystemExit(
+                f"--only: no such row {', '.join(sorted(unknown))} (rows: {', '.join(e.key for e in rows)})"
+            )
+        rows = [e for e in rows if e.key in wanted]
     return rows
 
 
@@ -1089,7 +1097,13 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--no-extras", dest="extras", action="store_false", help="only the three rows with targets")
+    parser.add_argument("--no-extras", dest="extras", action="store_false", help="only the rows with targets")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="measure only these rows, comma-separated keys: status, preapproval, licence, webhook (and, with the "
+        "extras, repeat, checkout)",
+    )
     parser.add_argument(
         "--service-dir",
         default=REPO,
@@ -1181,7 +1195,7 @@ def main() -> None:
             s.stop()
         fake.shutdown()
 
-    checkout_rounds = WARM_UP + args.rounds * count(rows[-1]) if args.extras else 0  # per app
+    checkout_rounds = WARM_UP + args.rounds * count(rows[-1]) if rows[-1].key == "checkout" else 0  # per app
     # The offers' Prices, cached per worker process for PRICE_TTL seconds (a worker may also be asked for a page
     # while another of its threads reads them).
     price_reads_allowed = len(OFFERS) * args.workers * args.threads * (1 + int(time.monotonic() - t0) // PRICE_TTL)

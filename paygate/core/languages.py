@@ -111,6 +111,7 @@ _CHOICES: dict[str, str] = {}  # Accept-Language header -> language
 _MONEY: dict[tuple, str] = {}
 _NUMBERS: dict[tuple, str] = {}
 _DATE_PATTERNS: dict[str, str] = {}
+_DAYS: dict[tuple, str] = {}  # (day, language) -> the day written out
 
 
 def init_app(app: Flask) -> None:
@@ -371,12 +372,20 @@ def number(value: int) -> str:
 def format_day(day: date | datetime) -> str:
     """A date as the catalog's translators chose to write it (English: 2025-01-31; es: 31 de enero de 2025)."""
     lang = language()
+    # A date pattern writes the day only (Babel drops a datetime's time too): one text per day and language.
+    key = (day.date() if isinstance(day, datetime) else day, lang)
+    text = _DAYS.get(key)
+    if text is not None:
+        return text
     pattern = _DATE_PATTERNS.get(lang)
     if pattern is None:
         # Translators: a CLDR date pattern for due dates (https://babel.pocoo.org/en/latest/dates.html),
         # e.g. "d 'de' MMMM 'de' y" for Spanish; keep yyyy-MM-dd if unsure.
         pattern = _DATE_PATTERNS[lang] = pgettext("date pattern", "yyyy-MM-dd")
-    return _babel_format_date(day, pattern, locale=_LOCALES.get(lang) or DEFAULT)
+    text = _babel_format_date(key[0], pattern, locale=_LOCALES.get(lang) or DEFAULT)
+    if len(_DAYS) < _CACHE_LIMIT:
+        _DAYS[key] = text
+    return text
 
 
 _PER_UNIT = {"day": N_("per day"), "week": N_("per week"), "month": N_("per month"), "year": N_("per year")}

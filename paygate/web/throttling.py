@@ -203,6 +203,51 @@ def key_attempt() -> SignInAttempt | None:
     return SignInAttempt(throttle, taken)
 
 
+class KeyGuess:
+    """A licence key about to be looked up, checked against the wrong-key rate without spending it."""
+
+    def __init__(self, throttle: _Throttle, address: str):
+        self._throttle, self._address = throttle, address
+
+    def wrong(self) -> None:
+        """The key named no licence: count it (a right key costs no write to the store)."""
+        throttle = self._throttle
+        try:
+            for item in throttle.rates[LICENCE_KEY]:
+                throttle.window.hit(item, throttle.prefix, LICENCE_KEY, self._address)
+        except throttle.storage.base_exceptions as exc:  # the key was wrong anyway: its answer stays the 404
+            log.error(
+                "rate store unavailable (RATELIMIT_STORAGE_URI): a wrong licence key not counted (%s)",
+                type(exc).__name__,
+            )
+
+
+def key_guess() -> KeyGuess | None:
+    """Check the wrong-key rate of this address before a key is looked up (a read of the counters, no write);
+    `wrong()` counts the key once it named no licence. None when spent. Raises StoreUnavailable: fails closed.
+
+    Why a read first and a write only for a wrong key, where `key_attempt` takes a unit before the lookup and
+    gives it back for a right one: every right key (each visit of a licence page) then costs two reads instead
+    of four writes. The price: guesses sent at once, all checked before any of them is counted, can pass the
+    rate by the number of this address's requests in flight at that moment, which the web threads bound (every
+    gunicorn worker's --threads: 8 with the default settings). Once counted, the rate refuses every key,
+    right or wrong, as before; against 80 random bits, 8 more guesses in a window change nothing.
+    """
+    throttle = _throttle()
+    address = client_address()
+    try:
+        spent = not all(
+            throttle.window.test(item, throttle.prefix, LICENCE_KEY, address) for item in throttle.rates[LICENCE_KEY]
+        )
+    except throttle.storage.base_exceptions as exc:
+        log.error("rate store unavailable (RATELIMIT_STORAGE_URI): licence key refused (%s)", type(exc).__name__)
+        raise StoreUnavailable from None
+    if spent:
+        log.warning("wrong licence keys: rate spent for a client address; answered 429")
+        return None
+    return KeyGuess(throttle, address)
+
+
 def _dead_key(throttle: _Throttle, registration_id: str) -> str:
     # A digest: the store never holds an id that could open a flow.
     return f"{throttle.prefix}/dead-registration/" + hashlib.sha256(registration_id.encode()).hexdigest()[:32]

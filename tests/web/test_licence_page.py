@@ -4,6 +4,8 @@ shown once; wrong keys refused alike and counted."""
 
 import logging
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -158,6 +160,26 @@ def test_the_eleventh_wrong_key_in_a_minute_is_refused_and_a_right_key_is_not_co
     refused = client.get("/licence/PG-0000-0000-0000-0099")
     assert refused.status_code == 429 and refused.headers["Retry-After"]
     assert "Too many wrong licence keys" in refused.text
+
+
+def test_wrong_keys_sent_at_once_are_all_counted_and_pass_the_rate_by_no_more_than_were_in_flight(
+    client, stripe_api, ltiaas_api
+):
+    _, key = _bought(client, stripe_api, ltiaas_api)
+    at_once, rounds = 8, 4  # 8 guessers, as many as the default deployment's web threads, 32 guesses
+    start = threading.Barrier(at_once)
+
+    def guesser(n):
+        start.wait()
+        own = client.application.test_client()
+        return [own.get(f"/licence/PG-0000-0000-{n:04d}-{i:04d}").status_code for i in range(rounds)]
+
+    with ThreadPoolExecutor(at_once) as pool:
+        answers = [code for codes in pool.map(guesser, range(at_once)) for code in codes]
+    looked_up = answers.count(404)
+    assert set(answers) <= {404, 429} and 10 <= looked_up <= 10 + at_once
+    refused = client.get(f"/licence/{key}")  # every wrong key was counted: the rate is spent for the right one too
+    assert refused.status_code == 429 and "Too many wrong licence keys" in refused.text
 
 
 def test_bad_input_in_the_key_is_a_404_page_never_a_5xx(client, stripe_api, ltiaas_api):

@@ -3,9 +3,9 @@
 A licence page is reached by its key (`/licence/<key>`: the key is the credential, no sign-in, no cookie)
 or by a link good for one hour (`/licence/m/<token>`, paygate/licensing/keys.py: what Stripe's return
 URLs carry, so that the key never reaches a third party). A wrong key counts against the client's address
-(paygate/web/throttling.py: 10 a minute, 30 an hour, then 429) before it is looked up, and gets a 404 page
-that says nothing of how close it was. Every answer is `no-store`, `Referrer-Policy: no-referrer` (the key
-is in the URL) and `noindex`.
+(paygate/web/throttling.py `key_guess`: 10 a minute, 30 an hour, checked before the key is looked up, then 429)
+and gets a 404 page that says nothing of how close it was. Every answer is `no-store`, `Referrer-Policy:
+no-referrer` (the key is in the URL) and `noindex`.
 """
 
 from dataclasses import dataclass
@@ -19,6 +19,7 @@ from paygate.core.models import Licence
 from paygate.licensing import keys, platforms
 from paygate.web import throttling
 from paygate.web.flow.pages import message_page
+from paygate.web.licence import view
 
 bp = Blueprint("licence", __name__, url_prefix="/licence")
 # What the page shows of a licence, read with it in one query: its platforms (the registration that opened it is
@@ -44,7 +45,7 @@ def _headers(response):
 class Held:
     """A licence as this request reached it: by its key (`key`, normal form) or by a one-hour link (`token`)."""
 
-    licence: Licence
+    licence: Licence | view.LicenceView  # the view when only the page is shown
     key: str | None = None
     token: str | None = None
 
@@ -64,31 +65,40 @@ def unknown():
     return message_page(_("Licence not found"), _("No licence has this key. Check the key and try again."), 404)
 
 
-def by_key(typed: str):
-    """The licence `typed` names, as a Held; or the answer to give (404, 429, 503) when there is none."""
+def by_key(typed: str, page: bool = False):
+    """The licence `typed` names, as a Held; or the answer to give (404, 429, 503) when there is none.
+    `page`: for showing the page only, read as paygate/web/licence/view.py does (one Core read), not the ORM."""
     try:
-        attempt = throttling.key_attempt()
+        guess = throttling.key_guess()
     except throttling.StoreUnavailable:
         body, status = message_page(_("Busy"), _("The registration service is busy. Try again in a moment."), 503)
         return body, status, {"Retry-After": str(throttling.BUSY_RETRY_AFTER_SECONDS)}
-    if attempt is None:
+    if guess is None:
         body, status = message_page(
             _("Too many requests"),
             _("Too many wrong licence keys came from your network. Wait a while, then try again."),
             429,
         )
         return body, status, {"Retry-After": str(throttling.RETRY_AFTER_SECONDS)}
-    found = platforms.find(typed, *PAGE_LOAD)
-    if found.status != "ok":
+    if page:
+        key = keys.normal(typed)
+        licence = view.by_key(key) if key is not None else None
+    else:
+        found = platforms.find(typed, *PAGE_LOAD)
+        key, licence = found.key, found.licence if found.status == "ok" else None
+    if licence is None:
+        guess.wrong()
         return unknown()
-    attempt.succeeded()
-    return Held(found.licence, key=found.key)
+    return Held(licence, key=key)
 
 
-def by_link(token: str):
-    """The licence a one-hour link names, as a Held; or a 404 page (forged, old, or its key replaced since)."""
+def by_link(token: str, page: bool = False):
+    """The licence a one-hour link names, as a Held; or a 404 page (forged, old, or its key replaced since).
+    `page`: as for `by_key`."""
     target = keys.link_target(token, current_app.config["SETTINGS"].secret_key)
-    licence = db.session.get(Licence, target[0], options=PAGE_LOAD) if target else None
+    licence = None
+    if target:
+        licence = view.by_id(target[0]) if page else db.session.get(Licence, target[0], options=PAGE_LOAD)
     if licence is None or not (licence.key_hash or "").startswith(target[1]):
         return message_page(
             _("Link expired"),

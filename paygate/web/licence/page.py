@@ -22,9 +22,10 @@ NOTICES = {
 }
 
 
-def held(key: str | None = None, token: str | None = None):
-    """The Held the URL names, or the answer to give instead (404, 429, 503)."""
-    return by_link(token) if token is not None else by_key(key)
+def held(key: str | None = None, token: str | None = None, page: bool = False):
+    """The Held the URL names, or the answer to give instead (404, 429, 503); `page`: only to show the page
+    (its licence is then paygate/web/licence/view.py's, read in one query, not the ORM's)."""
+    return by_link(token, page) if token is not None else by_key(key, page)
 
 
 def render(held: Held, status: int = 200, **context):
@@ -57,7 +58,7 @@ def render(held: Held, status: int = 200, **context):
 @bp.get("/<key>")
 @bp.get("/m/<token>")
 def licence_page(key=None, token=None):
-    found = held(key, token)
+    found = held(key, token, page=True)
     if not isinstance(found, Held):
         return found
     done = request.args.get("done")
