@@ -98,6 +98,8 @@ _LICENCE_COLUMNS = (
     "seat_unit",
     "amount",
     "promotion_code",
+    "invoice_sent_at",  # the access rule reads these two for an invoice asked for on the licence page
+    "invoice_form_id",
 )
 _PLATFORM_COLUMNS = tuple(PlatformView.__dataclass_fields__)
 _PAYMENT_COLUMNS = tuple(PaymentView.__dataclass_fields__)
@@ -133,6 +135,8 @@ class LicenceView(_FromOrm):
     seat_unit: str | None
     amount: int | None
     promotion_code: str | None
+    invoice_sent_at: datetime | None
+    invoice_form_id: str | None
     platforms: tuple[PlatformView, ...]
     payments: tuple[PaymentView, ...]
     registration: PlatformView
