@@ -156,10 +156,31 @@ _BY_HASH = _READ.where(_L.c.key_hash == bindparam("key"))
 _BY_ID = _READ.where(_L.c.id == bindparam("key"))
 
 
+_COMPILED: dict = {}  # (statement, dialect) -> the statement compiled once
+
+
+def _fetch(connection, statement, key) -> list:
+    """The rows as plain tuples. On PostgreSQL straight from the driver: SQLAlchemy's result set-up and the driver's
+    description of ~50 columns cost more than the read itself on this hot path (scripts/bench_hot_paths.py);
+    psycopg returns timestamps and booleans as Python values already. SQLite's driver returns dates as text, so
+    there SQLAlchemy reads them."""
+    if connection.dialect.name != "postgresql":
+        return connection.execute(statement, {"key": key}).all()
+    compiled = _COMPILED.get(statement)
+    if compiled is None:
+        compiled = _COMPILED[statement] = statement.compile(dialect=connection.dialect)
+    cursor = connection.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(compiled.string, {"key": key})
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
 def _read(statement, key) -> LicenceView | None:
     # Not the ORM session, and in autocommit: one read needs no BEGIN and ROLLBACK round trips.
     with autocommit_reads().connect() as connection:
-        rows = connection.execute(statement, {"key": key}).all()
+        rows = _fetch(connection, statement, key)
     if not rows:
         return None
     n, m = len(_LICENCE_COLUMNS), len(_PLATFORM_COLUMNS)
