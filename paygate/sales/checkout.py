@@ -272,3 +272,33 @@ def close_session(session_id: str, how: str, cause: str, note: bool = True):
             else "The delayed payment failed; nothing was charged.",
         )
     return reg, how
+
+
+def charged_as_offered(
+    view: payments.CheckoutView, offered: dict, price_id: str, quantity: int, registration_pk: int
+) -> list[str]:
+    """What differs between what a session was opened for (its amounts before discounts and tax, per currency; its
+    Price and number) and what Stripe says it charged. A discount is allowed only with PROMOTION_CODES, tax on top
+    or included; a subscription must name the registration. Both a registration's and a licence's sessions."""
+    problems = []
+    currency = (view.currency or "").lower()
+    subtotal = view.amount_subtotal if view.amount_subtotal is not None else view.amount_total
+    if currency not in offered:
+        problems.append("currency")
+    elif subtotal != offered[currency]:
+        problems.append("amount")
+    discount, tax = view.amount_discount or 0, view.amount_tax or 0
+    if discount and not current_app.config["SETTINGS"].promotion_codes:
+        problems.append("discount")
+    fits = subtotal is None or view.amount_total in (subtotal - discount, subtotal - discount + tax)
+    if not fits and "amount" not in problems:
+        problems.append("amount")  # tax inclusive or exclusive; nothing else may change the total
+    if view.mode == "subscription" and (
+        view.subscription_view is None or view.subscription_view.metadata.get("registration_pk") != str(registration_pk)
+    ):
+        problems.append("subscription")
+    if view.price_ids and view.price_ids != [price_id]:
+        problems.append("price")
+    if view.quantity is not None and view.quantity != quantity:
+        problems.append("quantity")
+    return problems

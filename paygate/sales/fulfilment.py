@@ -19,7 +19,7 @@ from paygate.core.money import format_amount
 from paygate.core.registrations import record, transition
 from paygate.gateways import ltiaas, payments
 from paygate.licensing import licences, platforms, reconciler, refunds
-from paygate.sales import licence_checkout, licence_fulfilment
+from paygate.sales import checkout, licence_checkout, licence_fulfilment
 
 log = logging.getLogger(__name__)
 
@@ -55,27 +55,7 @@ def _belongs(reg: Registration, view: payments.CheckoutView) -> list[str]:
         reg.currency.lower(): reg.amount,
         **(reg.price_options or {}),
     }
-    currency = (view.currency or "").lower()
-    subtotal = view.amount_subtotal if view.amount_subtotal is not None else view.amount_total
-    if currency not in offered:
-        problems.append("currency")
-    elif subtotal != offered[currency]:
-        problems.append("amount")
-    discount, tax = view.amount_discount or 0, view.amount_tax or 0
-    if discount and not current_app.config["SETTINGS"].promotion_codes:
-        problems.append("discount")
-    total_fits = subtotal is None or view.amount_total in (subtotal - discount, subtotal - discount + tax)
-    if not total_fits and "amount" not in problems:
-        problems.append("amount")  # tax inclusive or exclusive; nothing else may change the total
-    if view.mode == "subscription" and (
-        view.subscription_view is None or view.subscription_view.metadata.get("registration_pk") != str(reg.id)
-    ):
-        problems.append("subscription")
-    if view.price_ids and view.price_ids != [price_id]:
-        problems.append("price")
-    if view.quantity is not None and view.quantity != quantity:
-        problems.append("quantity")
-    return problems
+    return problems + checkout.charged_as_offered(view, offered, price_id, quantity, reg.id)
 
 
 def _row(session_id: str) -> CheckoutSession | None:

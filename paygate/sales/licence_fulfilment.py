@@ -12,7 +12,6 @@ the reconciler tell LTIaaS after its commit. The registration's state never chan
 import logging
 from dataclasses import dataclass
 
-from flask import current_app
 from sqlalchemy import select, update
 
 from paygate.core.db import db, insert_ignoring_duplicates, utcnow
@@ -21,7 +20,7 @@ from paygate.core.money import format_amount
 from paygate.core.registrations import record
 from paygate.gateways import payments
 from paygate.licensing import access, licences
-from paygate.sales import offers
+from paygate.sales import checkout, offers
 from paygate.sales.licence_checkout import licence_named
 
 log = logging.getLogger(__name__)
@@ -66,29 +65,7 @@ def mismatch(origin: Registration, row: CheckoutSession | None, view: payments.C
     """What differs between what the session was opened for (its row) and what Stripe says it charged."""
     if row is None or row.price_id is None:
         return ["opened elsewhere"]  # no choice recorded here to check it against: an operator looks
-    problems = []
-    currency = (view.currency or "").lower()
-    subtotal = view.amount_subtotal if view.amount_subtotal is not None else view.amount_total
-    offered = row.amounts or {}
-    if currency not in offered:
-        problems.append("currency")
-    elif subtotal != offered[currency]:
-        problems.append("amount")
-    discount, tax = view.amount_discount or 0, view.amount_tax or 0
-    if discount and not current_app.config["SETTINGS"].promotion_codes:
-        problems.append("discount")
-    fits = subtotal is None or view.amount_total in (subtotal - discount, subtotal - discount + tax)
-    if not fits and "amount" not in problems:
-        problems.append("amount")  # tax inclusive or exclusive; nothing else may change the total
-    if view.mode == "subscription" and (
-        view.subscription_view is None or view.subscription_view.metadata.get("registration_pk") != str(origin.id)
-    ):
-        problems.append("subscription")
-    if view.price_ids and view.price_ids != [row.price_id]:
-        problems.append("price")
-    if view.quantity is not None and view.quantity != (row.quantity or 1):
-        problems.append("quantity")
-    return problems
+    return checkout.charged_as_offered(view, row.amounts or {}, row.price_id, row.quantity or 1, origin.id)
 
 
 def _remember(origin: Registration, view: payments.CheckoutView) -> CheckoutSession:
