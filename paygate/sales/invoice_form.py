@@ -232,3 +232,22 @@ def form_nonce(reg: Registration, form_id: str | None) -> str:
 
 
 # The request.
+
+
+def promotion_for(code: str | None, chosen) -> payments.PromotionCode | None:
+    """The promotion code typed in an invoice form (the frame's or the licence page's), looked up at Stripe with no
+    transaction open (commits) and checked for the offer and amount chosen; InvoiceRefused when it cannot be used."""
+    if not code:
+        return None
+    db.session.commit()  # no transaction stays open while Stripe is asked
+    promo = payments.gateway().find_promotion_code(code)
+    price = chosen.offer.price
+    if promo is None or not promo.usable_for(price, chosen.amount, price.currency, utcnow()):
+        raise InvoiceRefused(
+            _(
+                "This promotion code cannot be used for this offer: it is unknown, expired or used up, "
+                "or meant for another offer."
+            ),
+            "promotion_code",
+        )
+    return promo

@@ -33,6 +33,7 @@ from paygate.sales.invoice_form import (
     billing_domain,
     check_form,
     form_nonce,
+    promotion_for,
     refuse_if_domain_capped,
 )
 
@@ -127,21 +128,9 @@ def _what_is_bought(reg: Registration, form, answers) -> dict:
         raise InvoiceRefused(offers.refusal(exc), "seats") from None
     except payments.PriceNotSellable:
         raise InvoiceRefused(_("This offer is not on sale. Choose one of the offers shown."), "seats") from None
-    promo = None
-    if answers.promotion_code:
-        reg_pk = reg.id
-        db.session.commit()  # no transaction stays open while Stripe is asked
-        reg = db.session.get(Registration, reg_pk)
-        promo = payments.gateway().find_promotion_code(answers.promotion_code)
-        price = chosen.offer.price
-        if promo is None or not promo.usable_for(price, chosen.amount, price.currency, utcnow()):
-            raise InvoiceRefused(
-                _(
-                    "This promotion code cannot be used for this offer: it is unknown, expired or used up, "
-                    "or meant for another offer."
-                ),
-                "promotion_code",
-            )
+    reg_pk = reg.id
+    promo = promotion_for(answers.promotion_code, chosen)
+    reg = db.session.get(Registration, reg_pk)
     offers.apply_choice(reg, chosen)
     return {
         "price_id": chosen.offer.id,

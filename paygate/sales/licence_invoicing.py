@@ -29,7 +29,13 @@ from paygate.core.registrations import record
 from paygate.gateways import payments
 from paygate.licensing import access, licences
 from paygate.sales import invoicing, licence_checkout, offers
-from paygate.sales.invoice_form import InvoiceRefused, billing_domain, check_form, refuse_if_domain_capped
+from paygate.sales.invoice_form import (
+    InvoiceRefused,
+    billing_domain,
+    check_form,
+    promotion_for,
+    refuse_if_domain_capped,
+)
 
 log = logging.getLogger(__name__)
 
@@ -204,20 +210,7 @@ def _what_is_bought(form, answers):
         raise InvoiceRefused(offers.refusal(exc), "seats") from None
     except payments.PriceNotSellable:
         raise InvoiceRefused(_("This offer is not on sale. Choose one of the offers shown."), "seats") from None
-    promo = None
-    if answers.promotion_code:
-        db.session.commit()  # no transaction stays open while Stripe is asked
-        promo = payments.gateway().find_promotion_code(answers.promotion_code)
-        price = chosen.offer.price
-        if promo is None or not promo.usable_for(price, chosen.amount, price.currency, utcnow()):
-            raise InvoiceRefused(
-                _(
-                    "This promotion code cannot be used for this offer: it is unknown, expired or used up, "
-                    "or meant for another offer."
-                ),
-                "promotion_code",
-            )
-    return chosen, promo
+    return chosen, promotion_for(answers.promotion_code, chosen)
 
 
 def _expire_open_sessions(licence_pk: int) -> None:
