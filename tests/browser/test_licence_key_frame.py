@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from paygate.core.db import db
 from paygate.core.models import Registration
-from tests.helpers.browser import open_checkout_popup, open_lms
+from tests.helpers.browser import open_checkout_popup, open_lms, press_finish
 
 pytestmark = pytest.mark.browser
 
@@ -44,7 +44,7 @@ def test_pay_keep_the_key_finish_then_register_another_lms_with_it(browser, loca
     frame.locator("#copy-said").filter(has_text="Copied").wait_for(timeout=5000)
     page.wait_for_timeout(1500)  # well past the old automatic close
     assert page.locator("#registration").count() == 1 and CLOSED not in page.locator("#lms-status").inner_text()
-    frame.locator("#finish").click()
+    press_finish(frame)
     page.locator("#lms-status").filter(has_text=CLOSED).wait_for(timeout=15000)
     assert page.locator("#registration").count() == 0
 
@@ -57,7 +57,7 @@ def test_pay_keep_the_key_finish_then_register_another_lms_with_it(browser, loca
     frame.locator("#finish").wait_for(timeout=15000)
     assert frame.locator("#licence-key").inner_text() == key
     assert "No payment was made" in frame.locator("#confirm-reference").inner_text()
-    frame.locator("#finish").click()
+    press_finish(frame)
     page.locator("#lms-status").filter(has_text=CLOSED).wait_for(timeout=15000)
     assert page.locator("#registration").count() == 0
     assert "ignored" not in page.locator("#lms-log").inner_text()

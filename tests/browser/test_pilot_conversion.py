@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from paygate.core.db import db
 from paygate.core.models import Registration, TimelineEntry
-from tests.helpers.browser import open_lms
+from tests.helpers.browser import open_lms, press_finish
 
 pytestmark = pytest.mark.browser
 
@@ -35,7 +35,7 @@ def test_a_pilot_started_in_the_frame_is_paid_on_its_licence_page_and_never_deac
     link = frame.locator("#licence-link").get_attribute("href")
     assert re.fullmatch(r"PG(-[0-9A-HJKMNP-TV-Z]{4}){4}", key) and link.endswith(f"/licence/{key}")
     assert "pilot" in frame.locator("#confirm-bought").inner_text().lower()
-    frame.locator("#finish").click()
+    press_finish(frame)
     page.locator("#lms-status").filter(has_text=CLOSED).wait_for(timeout=15000)
     with app.app_context():
         reg = db.session.scalars(select(Registration)).one()
