@@ -6,6 +6,7 @@ import logging
 import re
 import secrets
 import unicodedata
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -20,6 +21,7 @@ from paygate.core.languages import N_
 from paygate.core.languages import gettext as _
 from paygate.core.models import Licence, Registration
 from paygate.gateways import payments
+from paygate.sales import offers
 
 log = logging.getLogger(__name__)
 
@@ -251,3 +253,27 @@ def promotion_for(code: str | None, chosen) -> payments.PromotionCode | None:
             "promotion_code",
         )
     return promo
+
+
+@contextmanager
+def choice_refused():
+    """An offer or a number of seats that cannot be sold, said as the invoice form's sentence (on the seats)."""
+    try:
+        yield
+    except offers.ChoiceRefused as exc:
+        raise InvoiceRefused(offers.refusal(exc), "seats") from None
+    except payments.PriceNotSellable:
+        raise InvoiceRefused(_("This offer is not on sale. Choose one of the offers shown."), "seats") from None
+
+
+def bought(chosen, promo: payments.PromotionCode | None, answers: InvoiceForm) -> dict:
+    """What an invoice form buys, as the licence stores it: the offer, its seats, the code and the billing place."""
+    return {
+        "price_id": chosen.offer.id,
+        "quantity": chosen.quantity,
+        "seat_unit": chosen.offer.seat_unit,
+        "promotion_code": promo.code if promo else None,
+        "promotion_code_id": promo.id if promo else None,
+        "billing_country": answers.country,
+        "billing_postal_code": answers.postal_code,
+    }

@@ -31,7 +31,9 @@ from paygate.sales.fulfilment import complete, fulfil_checkout
 from paygate.sales.invoice_form import (
     InvoiceRefused,
     billing_domain,
+    bought,
     check_form,
+    choice_refused,
     form_nonce,
     promotion_for,
     refuse_if_domain_capped,
@@ -117,30 +119,18 @@ def request_invoice(reg: Registration, form, cause: str = CAUSE) -> None:
 def _what_is_bought(reg: Registration, form, answers) -> dict:
     """The offer and seats the admin chose (stored on the registration), and the promotion code, checked at Stripe
     before anything is made there: the licence's values. InvoiceRefused when any cannot be sold."""
-    try:
+    with choice_refused():
         on_sale = offers.available()
         chosen = (
             offers.choose(on_sale, form.get("offer"), form.get("seats"))
             if form.get("offer") or form.get("seats")
             else offers.current_choice(reg, on_sale)
         )
-    except offers.ChoiceRefused as exc:
-        raise InvoiceRefused(offers.refusal(exc), "seats") from None
-    except payments.PriceNotSellable:
-        raise InvoiceRefused(_("This offer is not on sale. Choose one of the offers shown."), "seats") from None
     reg_pk = reg.id
     promo = promotion_for(answers.promotion_code, chosen)
     reg = db.session.get(Registration, reg_pk)
     offers.apply_choice(reg, chosen)
-    return {
-        "price_id": chosen.offer.id,
-        "quantity": chosen.quantity,
-        "seat_unit": chosen.offer.seat_unit,
-        "promotion_code": promo.code if promo else None,
-        "promotion_code_id": promo.id if promo else None,
-        "billing_country": answers.country,
-        "billing_postal_code": answers.postal_code,
-    }
+    return bought(chosen, promo, answers)
 
 
 def _refuse_if_card_payment_started(reg: Registration) -> None:

@@ -32,7 +32,9 @@ from paygate.sales import invoicing, licence_checkout, offers
 from paygate.sales.invoice_form import (
     InvoiceRefused,
     billing_domain,
+    bought,
     check_form,
+    choice_refused,
     promotion_for,
     refuse_if_domain_capped,
 )
@@ -126,13 +128,7 @@ def _accept(licence_pk: int, form, nonce: str, cause: str) -> None:
         "organisation": answers.organisation,
         "po_number": answers.po_number,
         "invoice_form_id": nonce,
-        "price_id": chosen.offer.id,
-        "quantity": chosen.quantity,
-        "seat_unit": chosen.offer.seat_unit,
-        "promotion_code": promo.code if promo else None,
-        "promotion_code_id": promo.id if promo else None,
-        "billing_country": answers.country,
-        "billing_postal_code": answers.postal_code,
+        **bought(chosen, promo, answers),
         "payment_pending_until": hold,
         # What billed the licence before is history; the customer stays (the invoice is made for it).
         "status": None,
@@ -203,13 +199,8 @@ def _page_requests(domain: str) -> int:
 
 def _what_is_bought(form, answers):
     """The offer and seats chosen (as the card form's), and the promotion code checked at Stripe; InvoiceRefused."""
-    try:
-        on_sale = offers.available()
-        chosen = offers.choose(on_sale, form.get("offer"), form.get("seats"))
-    except offers.ChoiceRefused as exc:
-        raise InvoiceRefused(offers.refusal(exc), "seats") from None
-    except payments.PriceNotSellable:
-        raise InvoiceRefused(_("This offer is not on sale. Choose one of the offers shown."), "seats") from None
+    with choice_refused():
+        chosen = offers.choose(offers.available(), form.get("offer"), form.get("seats"))
     return chosen, promotion_for(answers.promotion_code, chosen)
 
 
