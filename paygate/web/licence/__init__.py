@@ -106,3 +106,10 @@ def by_link(token: str, page: bool = False):
             404,
         )
     return Held(licence, token=token)
+
+
+def held(key: str | None = None, token: str | None = None, page: bool = False):
+    """The Held a route under both credentials names (`/licence/<key>...` or `/licence/m/<token>...`), or the answer
+    to give instead (404, 429, 503); `page`: only to show the page (its licence is then paygate/web/licence/view.py's,
+    read in one query, not the ORM's)."""
+    return by_link(token, page) if token is not None else by_key(key, page)

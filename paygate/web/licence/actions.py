@@ -20,8 +20,8 @@ from paygate.gateways import payments
 from paygate.licensing import keys, licence_keys
 from paygate.sales import offers, seats
 from paygate.web import identity
-from paygate.web.licence import Held, bp, unknown
-from paygate.web.licence.page import held, render
+from paygate.web.licence import Held, bp, held, unknown
+from paygate.web.licence.page import render
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from paygate.web import throttling
 from paygate.web.flow import choice as choice_text
 from paygate.web.flow.countries import countries
 from paygate.web.flow.pages import message_page
-from paygate.web.licence import Held, bp, by_key, by_link
+from paygate.web.licence import Held, bp, held
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +64,11 @@ def licence_invoice_notice(licence: Licence, notice: str | None) -> str | None:
 
 
 @bp.post("/<key>/invoice")
-def invoice_by_key(key: str):
-    held = by_key(key)
-    return _invoice(held) if isinstance(held, Held) else held
-
-
 @bp.post("/m/<token>/invoice")
-def invoice_by_link(token: str):
-    held = by_link(token)
-    return _invoice(held) if isinstance(held, Held) else held
+def invoice(key=None, token=None):
+    """The admin asked to pay this licence by invoice."""
+    found = held(key, token)
+    return _invoice(found) if isinstance(found, Held) else found
 
 
 def _invoice(held: Held):

@@ -13,19 +13,13 @@ from paygate.core.languages import N_
 from paygate.core.languages import gettext as _
 from paygate.sales import seats
 from paygate.web import identity
-from paygate.web.licence import Held, bp, by_key, by_link
+from paygate.web.licence import Held, bp, held
 from paygate.web.licence import shown as say
 
 # The one-line notices an action leaves after its redirect (`?done=...`: a word, never a sentence from outside).
 NOTICES = {
     "seats": N_("The number of seats was changed. Stripe adds the difference to your next invoice."),
 }
-
-
-def held(key: str | None = None, token: str | None = None, page: bool = False):
-    """The Held the URL names, or the answer to give instead (404, 429, 503); `page`: only to show the page
-    (its licence is then paygate/web/licence/view.py's, read in one query, not the ORM's)."""
-    return by_link(token, page) if token is not None else by_key(key, page)
 
 
 def render(held: Held, status: int = 200, **context):

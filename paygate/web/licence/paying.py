@@ -25,7 +25,7 @@ from paygate.web import throttling
 from paygate.web.after_answer import after_answer
 from paygate.web.flow import choice as choice_text
 from paygate.web.flow.pages import message_page
-from paygate.web.licence import Held, bp, by_key, by_link
+from paygate.web.licence import Held, bp, by_link, held
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +44,11 @@ def licence_payment(licence: Licence) -> dict | None:
 
 
 @bp.post("/<key>/pay")
-def pay_by_key(key: str):
-    held = by_key(key)
-    return _pay(held) if isinstance(held, Held) else held
-
-
 @bp.post("/m/<token>/pay")
-def pay_by_link(token: str):
-    held = by_link(token)
-    return _pay(held) if isinstance(held, Held) else held
+def pay(key=None, token=None):
+    """The admin's offer and seats, checked, then to a Checkout Session that pays this licence."""
+    found = held(key, token)
+    return _pay(found) if isinstance(found, Held) else found
 
 
 def _pay(held: Held):
@@ -109,32 +105,32 @@ def _busy():
 def paid(token: str):
     """Stripe's success return for a licence page's session: the URL proves nothing, so Stripe is asked; the
     payment is recorded, then the admin goes back to the licence page (a fresh one-hour link) with a notice."""
-    held = by_link(token)
-    if not isinstance(held, Held):
-        return held
+    found = by_link(token)
+    if not isinstance(found, Held):
+        return found
     session_id = request.args.get("session_id", "")
     owner = None
     if payments.valid_session_id(session_id):
         owner = db.session.scalars(
             select(CheckoutSession).where(
                 CheckoutSession.session_id == session_id,
-                CheckoutSession.registration_pk == held.licence.registration_pk,
+                CheckoutSession.registration_pk == found.licence.registration_pk,
                 CheckoutSession.generation < 0,
             )
         ).first()
     if owner is None:  # Stripe is asked only about sessions this licence's page opened
         return message_page(_("Payment not recognised"), _("This payment link does not belong to this licence."), 400)
-    if not throttling.allow(throttling.RETURN, f"licence-{held.licence.id}"):  # each return asks Stripe
-        return redirect(held.link() + "?notice=confirming", 303)
+    if not throttling.allow(throttling.RETURN, f"licence-{found.licence.id}"):  # each return asks Stripe
+        return redirect(found.link() + "?notice=confirming", 303)
     try:
         outcome = fulfil_checkout(session_id, cause="licence page return", complete_now=False)
     except payments.PaymentProviderError:
         db.session.rollback()
-        return redirect(held.link() + "?notice=confirming", 303)
-    if outcome.licence_pk != held.licence.id:
+        return redirect(found.link() + "?notice=confirming", 303)
+    if outcome.licence_pk != found.licence.id:
         return message_page(_("Payment not recognised"), _("This payment does not belong to this licence."), 400)
     notice = "paid" if outcome.paid else "processing" if outcome.note == "processing" else "unpaid"
-    back = redirect(f"{held.link()}?notice={notice}", 303)
+    back = redirect(f"{found.link()}?notice={notice}", 303)
     if outcome.paid:  # LTIaaS is told after the answer: the admin is not kept waiting on it
         return after_answer(back, after_payment(outcome, "licence page return"))
     return back
