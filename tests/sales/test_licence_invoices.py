@@ -6,17 +6,14 @@ from datetime import timedelta
 
 import pytest
 from flask import render_template
-from sqlalchemy import select, update
 
 from paygate.core.db import db, utcnow
 from paygate.core.models import Licence, Registration
 from paygate.licensing import access, keys, platforms, reconciler
 from paygate.ops import worker
-from paygate.sales import fulfilment, licence_invoicing
-from paygate.web import licence as licence_web
+from paygate.sales import licence_invoicing
 from tests.helpers.apps import make_app
-from tests.helpers.flow import open_frame
-from tests.helpers.licences import buy
+from tests.helpers.licences import buy, completed_pilot, licence_of
 from tests.helpers.webhooks import send
 
 DAYS = 30
@@ -24,10 +21,7 @@ ANSWERS = {"billing_email": "finance@school.example", "organisation": "Springfie
 
 
 def _app(database_url, **settings):
-    app = make_app(database_url, **{"pilot_days": 30, "invoice_days_until_due": DAYS, **settings})
-    if "licence" not in app.blueprints:  # the licence page's own registration may not be merged yet
-        app.register_blueprint(licence_web.bp)
-    return app
+    return make_app(database_url, **{"pilot_days": 30, "invoice_days_until_due": DAYS, **settings})
 
 
 @pytest.fixture
@@ -36,33 +30,6 @@ def app_(database_url):
     yield app
     with app.app_context():
         db.engine.dispose()
-
-
-def _pilot(app, ltiaas_api, ends_in: timedelta | None = None):
-    """A completed pilot: (registration pk, platform id, key)."""
-    client = app.test_client()
-    registration_id, _, _ = open_frame(client, ltiaas_api, url="https://lms.school.example")
-    with app.app_context():
-        reg = db.session.scalars(select(Registration).where(Registration.registration_id == registration_id)).one()
-        assert platforms.start_pilot(reg, "test") is not None
-        db.session.commit()
-        fulfilment.complete(reg, "test")
-        if ends_in is not None:
-            db.session.execute(update(Licence).values(pilot_ends_at=utcnow() + ends_in))
-            access.refresh(reg, "test")
-            db.session.commit()
-        reg = db.session.get(Registration, reg.id)
-        assert reg.state == "completed" and reg.platform_active is True
-        return reg.id, reg.platform_id, keys.shown(platforms.key_of(reg))
-
-
-def _licence(app, pk: int) -> Licence:
-    with app.app_context():
-        reg = db.session.get(Registration, pk)
-        licence = db.session.get(Licence, reg.licence_pk)
-        _ = licence.payments, licence.platforms
-        db.session.expunge_all()
-        return licence
 
 
 def _reg(app, pk: int) -> Registration:
@@ -75,7 +42,7 @@ def _reg(app, pk: int) -> Registration:
 
 def _form_id(app, pk: int) -> str:
     with app.test_request_context():
-        return licence_invoicing.new_form_id(db.session.get(Licence, _licence(app, pk).id))
+        return licence_invoicing.new_form_id(db.session.get(Licence, licence_of(app, pk).id))
 
 
 def _ask(client, key: str, form_id: str, **answers):
@@ -96,8 +63,8 @@ def test_a_pilot_paid_by_invoice_becomes_an_invoice_licence_with_its_key_and_pla
     app_, stripe_api, ltiaas_api, mocked
 ):
     client = app_.test_client()
-    pk, platform_id, key = _pilot(app_, ltiaas_api)
-    pilot = _licence(app_, pk)
+    pk, platform_id, key = completed_pilot(app_, ltiaas_api)
+    pilot = licence_of(app_, pk)
     answer = _ask(client, key, _form_id(app_, pk))
     assert answer.status_code == 303, answer.text
     assert "/licence/m/" in answer.location and answer.location.endswith("?notice=invoice")
@@ -116,7 +83,7 @@ def test_a_pilot_paid_by_invoice_becomes_an_invoice_licence_with_its_key_and_pla
     assert invoice["metadata"]["licence"] == str(pilot.id)
     assert stripe_api.sent_invoices == [invoice["id"]]
 
-    paid = _licence(app_, pk)
+    paid = licence_of(app_, pk)
     assert (paid.kind, paid.status, paid.invoice_id, paid.invoice_number) == (
         "invoice",
         "open",
@@ -148,9 +115,9 @@ def test_a_pilot_paid_by_invoice_becomes_an_invoice_licence_with_its_key_and_pla
 
 
 def test_the_pilots_pay_form_offers_the_invoice_beside_the_card(app_, stripe_api, ltiaas_api):
-    pk, _, _ = _pilot(app_, ltiaas_api)
+    pk, _, _ = completed_pilot(app_, ltiaas_api)
     with app_.test_request_context():
-        page = render_template("_licence_pay.html", licence=db.session.get(Licence, _licence(app_, pk).id), base="/b")
+        page = render_template("_licence_pay.html", licence=db.session.get(Licence, licence_of(app_, pk).id), base="/b")
     assert 'id="licence-pay-card"' in page and 'formaction="/b/invoice"' in page
     assert 'name="billing_email"' in page and 'name="form_id"' in page and 'name="seats"' in page
 
@@ -158,7 +125,7 @@ def test_the_pilots_pay_form_offers_the_invoice_beside_the_card(app_, stripe_api
 def test_a_lapsed_licence_paid_by_invoice_is_active_again_on_its_customer(app_, stripe_api, ltiaas_api):
     client = app_.test_client()
     pk, _ = buy(client, stripe_api, ltiaas_api)
-    first = _licence(app_, pk)
+    first = licence_of(app_, pk)
     with app_.app_context():
         reg = db.session.get(Registration, pk)
         platform_id, key = reg.platform_id, keys.shown(platforms.key_of(reg))
@@ -171,7 +138,7 @@ def test_a_lapsed_licence_paid_by_invoice_is_active_again_on_its_customer(app_, 
     assert len(stripe_api.customers) == 1  # the licence's own customer, no new one
     invoice = next(iter(stripe_api.invoices.values()))
     assert invoice["customer"] == first.customer_id and stripe_api.sent_invoices == [invoice["id"]]
-    again = _licence(app_, pk)
+    again = licence_of(app_, pk)
     assert again.kind == "invoice" and again.status == "open" and again.key_hash == first.key_hash
     assert again.customer_id == first.customer_id
     with app_.app_context():
@@ -183,7 +150,7 @@ def test_a_lapsed_licence_paid_by_invoice_is_active_again_on_its_customer(app_, 
 
 def test_a_double_submit_makes_one_invoice_and_invoice_paid_then_marks_it_paid(app_, stripe_api, ltiaas_api):
     client = app_.test_client()
-    pk, platform_id, key = _pilot(app_, ltiaas_api)
+    pk, platform_id, key = completed_pilot(app_, ltiaas_api)
     form_id = _form_id(app_, pk)
     for _ in range(2):
         answer = _ask(client, key, form_id)
@@ -193,10 +160,10 @@ def test_a_double_submit_makes_one_invoice_and_invoice_paid_then_marks_it_paid(a
     assert _made(stripe_api) == (1, 1, 1)
     assert len(stripe_api.invoice_items) == 1
 
-    lic = _licence(app_, pk)
+    lic = licence_of(app_, pk)
     paid = stripe_api.pay_invoice(lic.invoice_id)
     assert send(client, stripe_api, "invoice.paid", paid).startswith("invoice paid")
-    lic = _licence(app_, pk)
+    lic = licence_of(app_, pk)
     assert lic.status == "paid" and lic.first_paid_at is not None and len(lic.payments) == 1
     with app_.app_context():
         reconciler.sync_pending(now=lic.pilot_ends_at + timedelta(days=400))
@@ -205,11 +172,11 @@ def test_a_double_submit_makes_one_invoice_and_invoice_paid_then_marks_it_paid(a
 
 def test_a_failure_halfway_is_resumed_by_the_worker_once_while_the_pilot_holds(app_, stripe_api, ltiaas_api):
     client = app_.test_client()
-    pk, platform_id, key = _pilot(app_, ltiaas_api, ends_in=timedelta(minutes=5))
+    pk, platform_id, key = completed_pilot(app_, ltiaas_api, ends_in=timedelta(minutes=5))
     stripe_api.fail_next["invoice_create"] = [500]
     answer = _ask(client, key, _form_id(app_, pk))
     assert answer.status_code == 503 and "nothing is made twice" in answer.text
-    held = _licence(app_, pk)
+    held = licence_of(app_, pk)
     assert held.kind == "invoice" and held.invoice_sent_at is None and held.payment_pending_until is not None
     assert _made(stripe_api)[0] == 1 and stripe_api.sent_invoices == []
     # The card is not offered beside an invoice being made.
@@ -221,7 +188,7 @@ def test_a_failure_halfway_is_resumed_by_the_worker_once_while_the_pilot_holds(a
     with app_.app_context():
         worker.run_once()
     assert _made(stripe_api) == (1, 1, 1)
-    lic = _licence(app_, pk)
+    lic = licence_of(app_, pk)
     assert lic.status == "open" and lic.invoice_sent_at is not None and lic.payment_pending_until is None
     with app_.app_context():
         reconciler.sync_pending(now=held.pilot_ends_at + timedelta(days=1))
@@ -233,9 +200,9 @@ def test_on_payment_a_pilot_keeps_its_access_until_its_end_then_waits_for_the_pa
 ):
     app = _app(database_url, invoice_access="on_payment")
     client = app.test_client()
-    pk, platform_id, key = _pilot(app, ltiaas_api)
+    pk, platform_id, key = completed_pilot(app, ltiaas_api)
     assert _ask(client, key, _form_id(app, pk)).status_code == 303
-    lic = _licence(app, pk)
+    lic = licence_of(app, pk)
     assert lic.kind == "invoice" and _reg(app, pk).access_wanted is True  # the pilot runs on
     with app.app_context():
         reconciler.sync_pending(now=lic.pilot_ends_at + timedelta(minutes=1))
@@ -260,33 +227,33 @@ BAD = {
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_input_gets_one_sentence_and_makes_nothing(app_, stripe_api, ltiaas_api, case):
     client = app_.test_client()
-    pk, _, key = _pilot(app_, ltiaas_api)
+    pk, _, key = completed_pilot(app_, ltiaas_api)
     answers = dict(BAD[case])
     answer = _ask(client, key, answers.pop("form_id", None) if "form_id" in answers else _form_id(app_, pk), **answers)
     assert answer.status_code == 400, answer.text
     assert _made(stripe_api) == (0, 0, 0) and _writes(stripe_api) == []
-    lic = _licence(app_, pk)
+    lic = licence_of(app_, pk)
     assert lic.kind == "pilot" and lic.billing_email is None and lic.payment_pending_until is None
 
 
 def test_another_licences_form_id_and_a_licence_that_stands_are_refused(app_, stripe_api, ltiaas_api):
     client = app_.test_client()
     bought, _ = buy(client, stripe_api, ltiaas_api)
-    first, _, key = _pilot(app_, ltiaas_api)
+    first, _, key = completed_pilot(app_, ltiaas_api)
     with app_.app_context():
         bought_key = keys.shown(platforms.key_of(db.session.get(Registration, bought)))
     made = _made(stripe_api)
     assert _ask(client, key, _form_id(app_, bought)).status_code == 400
     assert _ask(client, bought_key, _form_id(app_, bought)).status_code == 409  # paid and active
     assert _made(stripe_api) == made
-    assert _licence(app_, first).kind == "pilot" and _licence(app_, bought).kind == "payment"
+    assert licence_of(app_, first).kind == "pilot" and licence_of(app_, bought).kind == "payment"
 
 
 def test_without_a_payment_term_the_invoice_is_not_offered(database_url, stripe_api, ltiaas_api):
     app = _app(database_url, invoice_days_until_due=0)
-    pk, _, key = _pilot(app, ltiaas_api)
+    pk, _, key = completed_pilot(app, ltiaas_api)
     with app.test_request_context():
-        licence = db.session.get(Licence, _licence(app, pk).id)
+        licence = db.session.get(Licence, licence_of(app, pk).id)
         form_id = licence_invoicing.new_form_id(licence)
         assert 'formaction="/b/invoice"' not in render_template("_licence_pay.html", licence=licence, base="/b")
     assert _ask(app.test_client(), key, form_id).status_code == 400 and _writes(stripe_api) == []

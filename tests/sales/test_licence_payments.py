@@ -6,26 +6,20 @@ from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
-from paygate.core.db import db, utcnow
-from paygate.core.models import Licence, LicencePayment, Registration, TimelineEntry
-from paygate.licensing import access, keys, platforms, reconciler
-from paygate.sales import fulfilment
+from paygate.core.db import db
+from paygate.core.models import LicencePayment, Registration, TimelineEntry
+from paygate.licensing import keys, platforms, reconciler
 from paygate.sales.reconcile import reconcile
-from paygate.web import licence as licence_web
 from tests.fakes import Ltiaas, Stripe
 from tests.helpers.apps import BASE_CONFIG, make_app
-from tests.helpers.flow import open_frame
-from tests.helpers.licences import buy
+from tests.helpers.licences import buy, completed_pilot, licence_of
 from tests.helpers.webhooks import send
 
 
 def _app(database_url, **settings):
-    app = make_app(database_url, **settings)
-    if "licence" not in app.blueprints:  # the licence page's own registration may not be merged yet
-        app.register_blueprint(licence_web.bp)
-    return app
+    return make_app(database_url, **settings)
 
 
 @pytest.fixture
@@ -34,33 +28,6 @@ def app_(database_url):
     yield app
     with app.app_context():
         db.engine.dispose()
-
-
-def _pilot(app, ltiaas_api, ends_in: timedelta | None = None):
-    """A completed pilot: (registration pk, platform id, key)."""
-    client = app.test_client()
-    registration_id, _, _ = open_frame(client, ltiaas_api, url="https://lms.school.example")
-    with app.app_context():
-        reg = db.session.scalars(select(Registration).where(Registration.registration_id == registration_id)).one()
-        assert platforms.start_pilot(reg, "test") is not None
-        db.session.commit()
-        fulfilment.complete(reg, "test")
-        if ends_in is not None:
-            db.session.execute(update(Licence).values(pilot_ends_at=utcnow() + ends_in))
-            access.refresh(reg, "test")
-            db.session.commit()
-        reg = db.session.get(Registration, reg.id)
-        assert reg.state == "completed" and reg.platform_active is True
-        return reg.id, reg.platform_id, keys.shown(platforms.key_of(reg))
-
-
-def _licence(app, pk: int) -> Licence:
-    with app.app_context():
-        reg = db.session.get(Registration, pk)
-        licence = db.session.get(Licence, reg.licence_pk)
-        _ = licence.payments, licence.platforms
-        db.session.expunge_all()
-        return licence
 
 
 def _pay_page(client, key: str, stripe_api, **form) -> dict:
@@ -82,17 +49,17 @@ def _return(client, session: dict):
 
 def test_a_pilot_paid_by_card_becomes_a_payment_with_its_key_and_platforms(app_, stripe_api, ltiaas_api, mocked):
     client = app_.test_client()
-    pk, platform_id, key = _pilot(app_, ltiaas_api)
-    pilot = _licence(app_, pk)
+    pk, platform_id, key = completed_pilot(app_, ltiaas_api)
+    pilot = licence_of(app_, pk)
     session = _pay_page(client, key, stripe_api)
     assert session["mode"] == "payment" and session["customer_creation"] == "always"
     assert session["metadata"]["licence"] == str(pilot.id)
-    assert _licence(app_, pk).payment_pending_until is not None  # the pilot holds while it is being paid
+    assert licence_of(app_, pk).payment_pending_until is not None  # the pilot holds while it is being paid
     stripe_api.pay(session["id"])
     back = _return(client, session)
     assert back.status_code == 303 and "/licence/m/" in back.location and back.location.endswith("?notice=paid")
     assert client.get(urlsplit(back.location).path).status_code in (200, 404)  # the page is the page helper's
-    paid = _licence(app_, pk)
+    paid = licence_of(app_, pk)
     assert paid.kind == "payment" and paid.status == "succeeded"
     assert paid.key_hash == pilot.key_hash and paid.pilot_ends_at == pilot.pilot_ends_at
     assert [p.id for p in paid.platforms] == [pk] and paid.payment_pending_until is None
@@ -115,7 +82,7 @@ def test_a_pilot_paid_by_card_becomes_a_payment_with_its_key_and_platforms(app_,
 def test_a_refunded_licence_paid_again_is_active_again_on_the_same_customer(app_, stripe_api, ltiaas_api):
     client = app_.test_client()
     pk, _ = buy(client, stripe_api, ltiaas_api)
-    first = _licence(app_, pk)
+    first = licence_of(app_, pk)
     with app_.app_context():
         reg = db.session.get(Registration, pk)
         platform_id, key = reg.platform_id, keys.shown(platforms.key_of(reg))
@@ -131,7 +98,7 @@ def test_a_refunded_licence_paid_again_is_active_again_on_the_same_customer(app_
             "already paid",
         )
         assert _return(client, session).status_code == 303
-    again = _licence(app_, pk)
+    again = licence_of(app_, pk)
     assert again.kind == "payment" and again.customer_id == first.customer_id and again.key_hash == first.key_hash
     assert len(again.payments) == 2 and ltiaas_api.calls_for(platform_id) == ["deactivate", "activate"]
     assert len(stripe_api.customers) == 1
@@ -155,7 +122,7 @@ def test_a_licence_that_stands_has_nothing_to_pay(app_, stripe_api, ltiaas_api):
 
 def test_a_choice_that_is_not_on_sale_is_refused_and_makes_nothing(app_, stripe_api, ltiaas_api):
     client = app_.test_client()
-    _, _, key = _pilot(app_, ltiaas_api)
+    _, _, key = completed_pilot(app_, ltiaas_api)
     answer = client.post(f"/licence/{key}/pay", data={"offer": "price_elsewhere"})
     assert answer.status_code == 400 and stripe_api.sessions == {}
     assert client.post("/licence/PG-0000-0000-0000-0000/pay").status_code == 404
@@ -163,7 +130,7 @@ def test_a_choice_that_is_not_on_sale_is_refused_and_makes_nothing(app_, stripe_
 
 def test_a_session_for_another_licence_or_with_tampered_metadata_changes_nothing(app_, stripe_api, ltiaas_api):
     client = app_.test_client()
-    pk, platform_id, key = _pilot(app_, ltiaas_api)
+    pk, platform_id, key = completed_pilot(app_, ltiaas_api)
     session = _pay_page(client, key, stripe_api)
     stripe_api.pay(session["id"])
     record = stripe_api.sessions[session["id"]]
@@ -171,7 +138,7 @@ def test_a_session_for_another_licence_or_with_tampered_metadata_changes_nothing
     assert send(client, stripe_api, "checkout.session.completed", record) == "foreign session"
     record["metadata"] = {**record["metadata"], "licence": session["metadata"]["licence"], "registration_pk": "999"}
     assert send(client, stripe_api, "checkout.session.completed", record) == "foreign session"
-    licence = _licence(app_, pk)
+    licence = licence_of(app_, pk)
     assert licence.kind == "pilot" and licence.payments == []
     assert ltiaas_api.calls_for(platform_id) == []
 
@@ -179,7 +146,7 @@ def test_a_session_for_another_licence_or_with_tampered_metadata_changes_nothing
 def test_a_return_with_another_licences_session_is_refused(app_, stripe_api, ltiaas_api):
     client = app_.test_client()
     bought_pk, _ = buy(client, stripe_api, ltiaas_api)
-    _, _, key = _pilot(app_, ltiaas_api)
+    _, _, key = completed_pilot(app_, ltiaas_api)
     session = _pay_page(client, key, stripe_api)
     stripe_api.pay(session["id"])
     with app_.app_context():
@@ -187,20 +154,20 @@ def test_a_return_with_another_licences_session_is_refused(app_, stripe_api, lti
         link = keys.link_token(reg.licence_pk, reg.licence.key_hash, BASE_CONFIG["secret_key"])
     answer = client.get(f"/licence/paid/{link}?session_id={session['id']}")
     assert answer.status_code == 400
-    assert _licence(app_, bought_pk).payments[-1].payment_intent_id != session["payment_intent"]
+    assert licence_of(app_, bought_pk).payments[-1].payment_intent_id != session["payment_intent"]
 
 
 def test_an_expired_session_ends_the_pilots_hold(app_, stripe_api, ltiaas_api):
     client = app_.test_client()
-    pk, platform_id, key = _pilot(app_, ltiaas_api, ends_in=timedelta(minutes=5))
+    pk, platform_id, key = completed_pilot(app_, ltiaas_api, ends_in=timedelta(minutes=5))
     session = _pay_page(client, key, stripe_api)
-    ends = _licence(app_, pk).pilot_ends_at
+    ends = licence_of(app_, pk).pilot_ends_at
     with app_.app_context():
         reconciler.sync_pending(now=ends + timedelta(seconds=1))
     assert ltiaas_api.calls_for(platform_id) == []  # held: its payment is under way
     stripe_api.expire(session["id"])
     send(client, stripe_api, "checkout.session.expired", stripe_api.sessions[session["id"]])
-    assert _licence(app_, pk).payment_pending_until is None
+    assert licence_of(app_, pk).payment_pending_until is None
     with app_.app_context():
         reconciler.sync_pending(now=ends + timedelta(seconds=2))
     assert ltiaas_api.calls_for(platform_id) == ["deactivate"]
@@ -211,10 +178,10 @@ def test_a_pilot_converted_while_its_end_passes_never_flaps(pg_url, mocked):
     app = _app(pg_url, pilot_days=30)
     stripe_api, ltiaas_api = Stripe(mocked, BASE_CONFIG), Ltiaas(mocked, BASE_CONFIG)
     client = app.test_client()
-    pk, platform_id, key = _pilot(app, ltiaas_api, ends_in=timedelta(minutes=2))
+    pk, platform_id, key = completed_pilot(app, ltiaas_api, ends_in=timedelta(minutes=2))
     session = _pay_page(client, key, stripe_api)  # opened before the end
     stripe_api.pay(session["id"])
-    ends = _licence(app, pk).pilot_ends_at
+    ends = licence_of(app, pk).pilot_ends_at
     event = stripe_api.object_event("checkout.session.completed", stripe_api.sessions[session["id"]])
     body, headers = stripe_api.signed(event)
     barrier, errors, answers = threading.Barrier(2), [], []
@@ -252,7 +219,7 @@ def test_a_pilot_converted_while_its_end_passes_never_flaps(pg_url, mocked):
 
 def test_the_return_url_carries_the_one_hour_link_not_the_key(app_, stripe_api, ltiaas_api):
     client = app_.test_client()
-    _, _, key = _pilot(app_, ltiaas_api)
+    _, _, key = completed_pilot(app_, ltiaas_api)
     session = _pay_page(client, key, stripe_api)
     for url in (session["success_url"], session["cancel_url"]):
         assert "/licence/m/" in url or "/licence/paid/" in url
@@ -262,12 +229,12 @@ def test_the_return_url_carries_the_one_hour_link_not_the_key(app_, stripe_api, 
 
 def test_reconciliation_finds_a_licence_paid_on_its_page_whose_webhook_was_lost(app_, stripe_api, ltiaas_api):
     client = app_.test_client()
-    pk, platform_id, key = _pilot(app_, ltiaas_api)
+    pk, platform_id, key = completed_pilot(app_, ltiaas_api)
     session = _pay_page(client, key, stripe_api)
     stripe_api.pay(session["id"])  # neither the webhook nor the return arrives
     with app_.app_context():
         first, second = reconcile(), reconcile()
     assert first["fulfilled"] == 1 and second["known"] == 1 and second["fulfilled"] == 0
-    paid = _licence(app_, pk)
+    paid = licence_of(app_, pk)
     assert paid.kind == "payment" and len(paid.payments) == 1
     assert ltiaas_api.calls_for(platform_id) == []
