@@ -2,26 +2,15 @@
 closes its dialog; a second registration from the same LMS page joins the licence with that key, without paying."""
 
 import pytest
-import requests
 from sqlalchemy import select
 
 from paygate.core.db import db
 from paygate.core.models import Registration
-from tests.helpers.browser import open_checkout_popup, open_lms, press_finish
+from tests.helpers.browser import open_checkout_popup, open_lms, platform_at_ltiaas, press_finish
 
 pytestmark = pytest.mark.browser
 
 CLOSED = "org.imsglobal.lti.close"
-
-
-def _platform(port, platform_id) -> dict:
-    answer = requests.get(
-        f"http://127.0.0.1:{port}/_local/ltiaas/admin/platforms/{platform_id}",
-        headers={"Authorization": "Bearer local-standin-api-key"},
-        timeout=10,
-    )
-    answer.raise_for_status()
-    return answer.json()
 
 
 def test_pay_keep_the_key_finish_then_register_another_lms_with_it(browser, local_service):
@@ -68,4 +57,4 @@ def test_pay_keep_the_key_finish_then_register_another_lms_with_it(browser, loca
         assert [r.state for r in regs] == ["completed", "completed"]
         assert regs[0].licence_pk == regs[1].licence_pk and regs[1].payment_session_id is None
         platform_ids = [r.platform_id for r in regs]
-    assert all(_platform(port, p)["active"] is True for p in platform_ids)
+    assert all(platform_at_ltiaas(port, p)["active"] is True for p in platform_ids)

@@ -4,26 +4,15 @@ the school pays for it by card on its licence page, and its platform is never de
 import re
 
 import pytest
-import requests
 from sqlalchemy import select
 
 from paygate.core.db import db
 from paygate.core.models import Registration, TimelineEntry
-from tests.helpers.browser import open_lms, press_finish
+from tests.helpers.browser import open_lms, platform_at_ltiaas, press_finish
 
 pytestmark = pytest.mark.browser
 
 CLOSED = "org.imsglobal.lti.close"
-
-
-def _active_at_ltiaas(port, platform_id) -> bool:
-    answer = requests.get(
-        f"http://127.0.0.1:{port}/_local/ltiaas/admin/platforms/{platform_id}",
-        headers={"Authorization": "Bearer local-standin-api-key"},
-        timeout=10,
-    )
-    answer.raise_for_status()
-    return answer.json()["active"]
 
 
 def test_a_pilot_started_in_the_frame_is_paid_on_its_licence_page_and_never_deactivated(browser, local_service):
@@ -41,7 +30,7 @@ def test_a_pilot_started_in_the_frame_is_paid_on_its_licence_page_and_never_deac
         reg = db.session.scalars(select(Registration)).one()
         assert reg.state == "completed" and reg.licence.kind == "pilot"
         platform_id = reg.platform_id
-    assert _active_at_ltiaas(port, platform_id) is True
+    assert platform_at_ltiaas(port, platform_id)["active"] is True
 
     # Weeks later, the school's licence page (a top-level tab): it says pilot, and pays by card in Checkout there.
     licence_page = context.new_page()
@@ -63,4 +52,4 @@ def test_a_pilot_started_in_the_frame_is_paid_on_its_licence_page_and_never_deac
             select(TimelineEntry.message).where(TimelineEntry.registration_pk == reg.id, TimelineEntry.kind == "access")
         ).all()
         assert not [m for m in told if "deactivate" in m], told  # never deactivated on the way
-    assert _active_at_ltiaas(port, platform_id) is True
+    assert platform_at_ltiaas(port, platform_id)["active"] is True

@@ -1,4 +1,7 @@
-"""An LMS admin's browser: the LMS stand-in's page with the registration frame, and the Checkout popup."""
+"""An LMS admin's browser: the LMS stand-in's page with the registration frame, and the Checkout popup; and what
+the local LTIaaS stand-in holds of a platform."""
+
+import requests
 
 
 def open_lms(browser, port, query=""):
@@ -30,3 +33,14 @@ def press_finish(frame, timeout=15000):
     """Click Finish. The click runs LTIaaS's html, whose close message makes the LMS remove this very frame: the
     click must not wait for what follows in a frame that is gone (`no_wait_after`), or it may wait out its timeout."""
     frame.locator("#finish").click(timeout=timeout, no_wait_after=True)
+
+
+def platform_at_ltiaas(port, platform_id) -> dict:
+    """The platform as the local run's LTIaaS stand-in holds it (its `active` is what LTIaaS was told last)."""
+    answer = requests.get(
+        f"http://127.0.0.1:{port}/_local/ltiaas/admin/platforms/{platform_id}",
+        headers={"Authorization": "Bearer local-standin-api-key"},
+        timeout=10,
+    )
+    answer.raise_for_status()
+    return answer.json()
