@@ -1,5 +1,6 @@
 """Settings, read from the environment and a `.env` file in the working directory."""
 
+import base64
 import json
 import re
 import secrets
@@ -22,6 +23,11 @@ MAX_OFFERS = 6
 
 class ConfigError(Exception):
     """A missing or malformed setting; the message names the variable, never its value."""
+
+
+# The local run's (APP_ENV=local), printed in the README: known to anyone, so never accepted in production.
+LOCAL_LICENCE_API_TOKEN = "local-licence-api-token-known-to-everyone"  # noqa: S105 - the local run's
+LOCAL_VENDOR_WEBHOOK_SECRET = "whsec_bG9jYWwtdmVuZG9yLXNpZ25pbmctc2VjcmV0LWtub3du"  # noqa: S105 - the local run's
 
 
 class Settings(BaseSettings):
@@ -90,6 +96,12 @@ class Settings(BaseSettings):
     # How far back reconciliation re-reads charges for refunds and disputes.
     licence_recheck_days: float = Field(default=120, gt=0)
 
+    # The vendor's own systems (README "The vendor's systems"): the licence API's bearer token (unset: the API
+    # is not served), and where events are POSTed, signed as Standard Webhooks (unset: none are sent).
+    licence_api_token: str | None = None
+    vendor_webhook_url: str | None = None
+    vendor_webhook_secret: str | None = None
+
     metrics_token: str | None = None
     log_format: Literal["text", "json"] = "text"
 
@@ -152,6 +164,12 @@ class Settings(BaseSettings):
             self.stripe_api_base = self.stripe_api_base or self.standin_url("stripe")
             if "promotion_codes" not in self.model_fields_set:  # the stand-in's codes can be tried (SCHOOL20...)
                 self.promotion_codes = True
+        # The vendor's systems: a stand-in endpoint receives the events; the licence API answers a known token.
+        if "vendor_webhook_url" not in self.model_fields_set:
+            self.vendor_webhook_url = self.standin_url("vendor") + "/events"
+            self.vendor_webhook_secret = self.vendor_webhook_secret or LOCAL_VENDOR_WEBHOOK_SECRET
+        if "licence_api_token" not in self.model_fields_set:
+            self.licence_api_token = LOCAL_LICENCE_API_TOKEN
         # A newcomer sees who sells and whom to ask, as a vendor's deployment would show them.
         if "vendor_name" not in self.model_fields_set:
             self.vendor_name = "Example Learning Tools"
@@ -265,9 +283,47 @@ def load_settings(overrides: dict | None = None) -> Settings:
         parse_logo(settings.vendor_logo_url, allow_http=settings.app_env != "production")
     except ValueError as exc:
         raise ConfigError(f"VENDOR_LOGO_URL is malformed: {exc}") from None
+    _check_vendor_systems(settings)
     if settings.vendor_name is not None:
         settings.vendor_name = " ".join(settings.vendor_name.split())[:120] or None
     return settings
+
+
+LICENCE_API_TOKEN_MIN = 32
+
+
+def _check_vendor_systems(settings: Settings) -> None:
+    """The licence API's token is long enough to guess at no rate; events need both a URL and a Standard
+    Webhooks secret, which the library reads as `whsec_` + base64 of 24 to 64 bytes."""
+    token = settings.licence_api_token = settings.licence_api_token or None
+    if token is not None and (len(token) < LICENCE_API_TOKEN_MIN or not token.isascii() or not token.isprintable()):
+        raise ConfigError(
+            f"LICENCE_API_TOKEN is malformed: must be at least {LICENCE_API_TOKEN_MIN} printable ASCII characters "
+            "(make one with python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    if settings.app_env == "production" and token == LOCAL_LICENCE_API_TOKEN:
+        raise ConfigError("LICENCE_API_TOKEN is malformed: it is the local run's, which the README prints")
+    url = settings.vendor_webhook_url = settings.vendor_webhook_url or None
+    secret = settings.vendor_webhook_secret = settings.vendor_webhook_secret or None
+    if url is None:
+        return
+    allowed = ("https://",) if settings.app_env == "production" else ("https://", "http://")
+    if not url.startswith(allowed) or len(url) > 2000 or not url.isascii() or not url.isprintable():
+        raise ConfigError(f"VENDOR_WEBHOOK_URL is malformed: must be an {' or '.join(allowed)} URL")
+    if secret is None:
+        raise ConfigError("VENDOR_WEBHOOK_SECRET is required with VENDOR_WEBHOOK_URL")
+    if settings.app_env == "production" and secret == LOCAL_VENDOR_WEBHOOK_SECRET:
+        raise ConfigError("VENDOR_WEBHOOK_SECRET is malformed: it is the local run's, which the README prints")
+    try:
+        raw = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except ValueError:
+        raw = b""
+    if not secret.startswith("whsec_") or not 24 <= len(raw) <= 64:
+        raise ConfigError(
+            "VENDOR_WEBHOOK_SECRET is malformed: must be whsec_ followed by the base64 of 24 to 64 random bytes "
+            '(make one with python -c \'import base64,secrets; print("whsec_" + '
+            "base64.b64encode(secrets.token_bytes(32)).decode())')"
+        )
 
 
 def check_standins(settings: Settings) -> None:

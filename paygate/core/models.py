@@ -84,6 +84,8 @@ class Registration(db.Model):
     licence_pk: Mapped[int | None] = mapped_column(ForeignKey("licences.id", use_alter=True), index=True)
     # Set when a newer platform took this one's place on its licence (PLATFORMS_PER_LICENCE): inactive for good.
     replaced_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # The access the vendor's systems were last told of (platform.access_changed; paygate/licensing/vendor_events.py).
+    vendor_access: Mapped[bool | None] = mapped_column(Boolean)
     completion_html: Mapped[str | None] = mapped_column(Text)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime)
     platform_active: Mapped[bool | None] = mapped_column(Boolean)
@@ -173,6 +175,8 @@ class Licence(db.Model):
     pilot_ends_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
     # A payment started on the licence page before the pilot ended: access holds until its Checkout expires.
     payment_pending_until: Mapped[datetime | None] = mapped_column(DateTime)
+    # SHA-256 of the licence as the vendor's systems were last told it (licence.updated is sent when it differs).
+    vendor_state: Mapped[str | None] = mapped_column(String(64))
     # Stripe's status of the licence's object: the PaymentIntent's, the subscription's or the invoice's.
     status: Mapped[str | None] = mapped_column(String(40))
     # A subscription billed by invoice: the subscription's status beside the invoice's.
@@ -334,6 +338,35 @@ class StripeEvent(db.Model):
     deliveries: Mapped[int] = mapped_column(Integer, default=1)
     outcome: Mapped[str | None] = mapped_column(String(300))
     payload: Mapped[str] = mapped_column(Text)  # the raw, verified body
+
+
+class VendorMessage(db.Model):
+    """One event for the vendor's systems (docs/architecture.md, invariant 12): written in the transaction of the
+    change it reports, then delivered in order per licence, at least once, always with the same `message_id`."""
+
+    __tablename__ = "vendor_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(40), unique=True)  # the webhook-id header, the same every try
+    type: Mapped[str] = mapped_column(String(40))  # registration.completed, licence.updated, platform.access_changed
+    registration_pk: Mapped[int] = mapped_column(ForeignKey("registrations.id"), index=True)
+    # Messages of one licence are delivered in the order written (by id); one without a licence stands alone.
+    licence_pk: Mapped[int | None] = mapped_column(ForeignKey("licences.id"))
+    payload: Mapped[str] = mapped_column(Text)  # the JSON body, signed and sent byte for byte the same every try
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending, delivered, failed (gave up)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime)  # a sender's lease while it is sending
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_status: Mapped[int | None] = mapped_column(Integer)  # the endpoint's HTTP status, None: no answer
+    last_answer: Mapped[str | None] = mapped_column(String(300))  # the start of its answer, or what went wrong
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    __table_args__ = (
+        Index("ix_vendor_messages_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_vendor_messages_licence_pk_id", "licence_pk", "id"),
+    )
 
 
 class Operator(db.Model):
