@@ -97,7 +97,7 @@ def access_changed(reg: Registration, licence: Licence | None, licence_active: b
 def completed(reg: Registration, licence: Licence | None, licence_active: bool | None, now: datetime) -> None:
     """registration.completed, once: `reg` has just become a platform at LTIaaS (its one move to completed). Its
     access is told with it (no platform.access_changed follows); then the licence, which now lists it. Flushes."""
-    if not enabled():
+    if not enabled() or _told_completed(reg):
         return
     wanted = reg.access_wanted is not False  # as LTIaaS registered it (paygate/sales/fulfilment.py)
     data = {
@@ -108,6 +108,12 @@ def completed(reg: Registration, licence: Licence | None, licence_active: bool |
     _take_access(reg, wanted)
     if licence is not None:
         licence_changed(licence, licence_active, now)
+
+
+def _told_completed(reg: Registration) -> bool:
+    """Whether registration.completed was written for `reg` already (LTIaaS completes an id once; this says so too)."""
+    told = select(VendorMessage.id).where(VendorMessage.registration_pk == reg.id, VendorMessage.type == COMPLETED)
+    return db.session.scalar(told.limit(1)) is not None
 
 
 def _take_access(reg: Registration, wanted: bool) -> bool:

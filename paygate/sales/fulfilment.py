@@ -347,6 +347,7 @@ def complete(reg: Registration, cause: str, now=None) -> None:
                 attention="completion_late",
                 platform_id=result.platform_id,
             )
+            access.completed(reg, cause)  # a platform at LTIaaS all the same: the vendor's tool will see it
         else:
             access.completed(reg, cause)  # the vendor's systems hear of it first (registration.completed)
             refunds.settle_after_completion(reg, cause)

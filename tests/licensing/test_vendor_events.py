@@ -311,3 +311,35 @@ def test_one_change_applied_twice_at_the_same_moment_is_told_once(pg_url, mocked
     assert len({m.message_id for m in later}) == 2
     with app.app_context():
         db.engine.dispose()
+
+
+def test_a_completion_that_lands_after_its_attempt_was_given_up_is_told_once(make, stripe_api, ltiaas_api, monkeypatch):
+    """LTIaaS registers the platform while the registration moved on (refunded meanwhile): a platform all the same."""
+    from paygate.gateways import ltiaas
+    from paygate.sales import fulfilment
+
+    app = make(pilot_days=30)
+    registration_id, _, _ = open_frame(app.test_client(), ltiaas_api, url="https://lms.school.example")
+    real = ltiaas.client
+
+    class Late:
+        def __getattr__(self, name):
+            return getattr(real(), name)
+
+        def complete_registration(self, *args):
+            with db.engine.begin() as conn:  # another caller moved it meanwhile
+                conn.execute(Registration.__table__.update().values(state="refunded"))
+            return real().complete_registration(*args)
+
+    monkeypatch.setattr(ltiaas, "client", Late)
+    with app.app_context():
+        reg = db.session.scalars(select(Registration).where(Registration.registration_id == registration_id)).one()
+        assert platforms.start_pilot(reg, "test") is not None
+        db.session.commit()
+        fulfilment.complete(reg, "test")
+        fulfilment.complete(db.session.get(Registration, reg.id), "test")  # nothing more to tell
+        reg = db.session.get(Registration, reg.id)
+        assert reg.attention == "completion_late" and reg.platform_id
+    written = messages(app)
+    assert [t for t, _ in written] == ["registration.completed", "licence.updated"]
+    assert written[0][1]["data"]["platform"] == {"id": reg.platform_id, "active": True}
