@@ -147,9 +147,8 @@ def completed(reg: Registration, cause: str, now: datetime | None = None) -> Non
     now = now or utcnow()
     _, licence, licence_active, decided = _decide_all(reg, cause, now, False)
     vendor_events.completed(reg, licence, licence_active, now)
-    for platform in decided:
-        if platform.id != reg.id:
-            vendor_events.access_changed(platform, licence, licence_active, now)
+    for platform in decided:  # `reg`'s own access went with its registration.completed: nothing more for it
+        vendor_events.access_changed(platform, licence, licence_active, now)
 
 
 def _decide_all(reg: Registration, cause: str, now: datetime, loaded: bool):
