@@ -18,6 +18,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from paygate.core.db import db, utcnow
 from paygate.core.models import Licence, LicencePayment, Registration, TimelineEntry
 from paygate.core.registrations import record
+from paygate.licensing import vendor_events
 
 log = logging.getLogger(__name__)
 
@@ -114,27 +115,55 @@ def _decide_invoice(licence: Licence, now: datetime, settings) -> Decision:
         return Decision(True, f"{name} being issued")
     deadline = licence.due_at + timedelta(days=settings.licence_grace_days)
     if now < deadline:
-        return Decision(True, f"{name} open, due {licence.due_at:%Y-%m-%d}", review_at=deadline)
+        # Reviewed at each moment the vendor's status changes by the clock alone (paygate/licensing/vendor_view.py):
+        # a pilot paid by invoice ending, the due date passing (active to grace), then the grace's end.
+        moments = [at for at in (licence.pilot_ends_at, licence.due_at) if at is not None and now < at]
+        return Decision(True, f"{name} open, due {licence.due_at:%Y-%m-%d}", review_at=min([*moments, deadline]))
     return Decision(
         False, f"{name} unpaid {settings.licence_grace_days} days after its due date {licence.due_at:%Y-%m-%d}"
     )
 
 
 def refresh(reg: Registration, cause: str, now: datetime | None = None, loaded: bool = False) -> bool:
-    """Store the access `reg` should have; a timeline entry when it changes. Flushes; True if changed.
+    """Store the access `reg` should have; a timeline entry when it changes, and the vendor told of what changed
+    (paygate/licensing/vendor_events.py). Flushes; True if its access changed.
 
     `loaded`: the caller read `reg` with its licence and payments in this transaction (the clock's
     review, a batch at a time, one platform each); otherwise they are read afresh here, and every other
     platform on the licence is decided again too (the licence is what changed).
     """
-    settings = current_app.config["SETTINGS"]
     now = now or utcnow()
+    changed, licence, licence_active, decided = _decide_all(reg, cause, now, loaded)
+    if licence is not None:
+        vendor_events.licence_changed(licence, licence_active, now)
+    for platform in decided:
+        vendor_events.access_changed(platform, licence, licence_active, now)
+    return changed
+
+
+def completed(reg: Registration, cause: str, now: datetime | None = None) -> None:
+    """`reg` has just completed (its one move to completed): its access decided again, and the vendor told
+    registration.completed, then of its licence, which now lists it. Flushes."""
+    now = now or utcnow()
+    _, licence, licence_active, decided = _decide_all(reg, cause, now, False)
+    vendor_events.completed(reg, licence, licence_active, now)
+    for platform in decided:  # `reg`'s own access went with its registration.completed: nothing more for it
+        vendor_events.access_changed(platform, licence, licence_active, now)
+
+
+def _decide_all(reg: Registration, cause: str, now: datetime, loaded: bool):
+    """Decide and store `reg`'s access (and, unless `loaded`, every other platform's on its licence). Returns
+    whether `reg`'s changed, its licence, the licence's own access (no override, not replaced) and the platforms
+    decided."""
+    settings = current_app.config["SETTINGS"]
     if loaded:
-        return _store(reg, decide(reg.licence, reg.access_override, now, settings, reg.replaced_at), cause)
+        licence = reg.licence
+        changed = _store(reg, decide(licence, reg.access_override, now, settings, reg.replaced_at), cause)
+        return changed, licence, _own(licence, now, settings), [reg]
     db.session.refresh(reg, ["licence_pk", "replaced_at", "access_override"])
     licence = db.session.get(Licence, reg.licence_pk) if reg.licence_pk is not None else None
     if licence is None:
-        return _store(reg, decide(None, reg.access_override, now, settings, reg.replaced_at), cause)
+        return _store(reg, decide(None, reg.access_override, now, settings, reg.replaced_at), cause), None, None, [reg]
     db.session.refresh(licence)  # its payments too: another transaction may have added one
     changed = _store(reg, decide(licence, reg.access_override, now, settings, reg.replaced_at), cause)
     others = db.session.scalars(
@@ -142,7 +171,12 @@ def refresh(reg: Registration, cause: str, now: datetime | None = None, loaded: 
     ).all()
     for other in others:
         _store(other, decide(licence, other.access_override, now, settings, other.replaced_at), cause)
-    return changed
+    return changed, licence, _own(licence, now, settings), [reg, *others]
+
+
+def _own(licence: Licence | None, now: datetime, settings) -> bool | None:
+    """The access the licence's own facts give (what the vendor reads as its status)."""
+    return None if licence is None else decide(licence, None, now, settings).active
 
 
 def _store(reg: Registration, decision: Decision, cause: str) -> bool:

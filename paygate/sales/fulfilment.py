@@ -18,7 +18,7 @@ from paygate.core.models import CheckoutSession, Registration, State
 from paygate.core.money import format_amount
 from paygate.core.registrations import record, transition
 from paygate.gateways import ltiaas, payments
-from paygate.licensing import licences, platforms, reconciler, refunds
+from paygate.licensing import access, licences, platforms, reconciler, refunds
 from paygate.sales import checkout, licence_checkout, licence_fulfilment
 
 log = logging.getLogger(__name__)
@@ -347,7 +347,9 @@ def complete(reg: Registration, cause: str, now=None) -> None:
                 attention="completion_late",
                 platform_id=result.platform_id,
             )
+            access.completed(reg, cause)  # a platform at LTIaaS all the same: the vendor's tool will see it
         else:
+            access.completed(reg, cause)  # the vendor's systems hear of it first (registration.completed)
             refunds.settle_after_completion(reg, cause)
             # Registered first, then the oldest platform past the licence's limit gives way (never before).
             platforms.make_room(reg, cause)

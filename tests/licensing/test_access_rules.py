@@ -135,10 +135,14 @@ def test_without_a_licence_nothing_is_decided():
     assert decide(None, None, NOW, SETTINGS).active is None
 
 
-def test_an_open_invoice_is_reviewed_when_its_grace_ends():
-    decision = decide(licence("invoice", "open", due_in_days=5), None, NOW, SETTINGS)
-    assert decision.active is True and decision.review_at == NOW + timedelta(days=5 + 14)
+def test_an_open_invoice_is_reviewed_at_its_due_date_then_when_its_grace_ends():
+    open_invoice = licence("invoice", "open", due_in_days=5)
+    decision = decide(open_invoice, None, NOW, SETTINGS)
+    # the due date turns the vendor's status from active to grace by the clock alone
+    assert decision.active is True and decision.review_at == NOW + timedelta(days=5)
     assert "due" in decision.reason
+    overdue = decide(open_invoice, None, NOW + timedelta(days=6), SETTINGS)
+    assert overdue.active is True and overdue.review_at == NOW + timedelta(days=5 + 14)
 
 
 def test_access_on_payment_waits_for_the_first_payment_only():
