@@ -118,6 +118,9 @@ def create_app(test_config: dict | None = None, standins_state_dir: str | None =
     # The licence page's forms post to its own URL, whose key is the credential (no cookie, so no CSRF token).
     app.extensions["csrf"].exempt(licence.bp)
 
+    from paygate.web import after_answer  # the vendor's messages a request wrote, delivered after its answer
+
+    app.after_request(after_answer.deliver_written)
     _register_security_headers(app)
     _register_error_pages(app)
     return app

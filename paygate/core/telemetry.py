@@ -85,6 +85,13 @@ STRIPE_DURATION = Histogram(
     registry=REGISTRY,
 )
 
+VENDOR_DELIVERIES = Counter(
+    "paygate_vendor_webhook_deliveries",
+    "Tries to deliver a message to the vendor's webhook endpoint, by outcome (delivered, failed, gave_up).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+
 _CALLS = {"ltiaas": (LTIAAS_CALLS, LTIAAS_DURATION), "stripe": (STRIPE_CALLS, STRIPE_DURATION)}
 _METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 UNMATCHED = "unmatched"  # the route of a request no URL rule matched (404, 405)
@@ -227,6 +234,12 @@ def outbound(service: str, operation: str):
     finally:
         elapsed = time.perf_counter() - started
         _safely(lambda: (calls.labels(operation, outcome).inc(), duration.labels(operation).observe(elapsed)))
+
+
+def vendor_deliveries(outcome: str, count: int) -> None:
+    """Count `count` tries of the vendor outbox (paygate/ops/vendor_outbox.py) with one outcome."""
+    if count:
+        _safely(lambda: VENDOR_DELIVERIES.labels(outcome).inc(count))
 
 
 # ---------------------------------------------------------------------------------------------

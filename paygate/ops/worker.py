@@ -10,7 +10,8 @@ One pass (`run_once`):
      grace period (the webhook's or the return's own attempt goes first);
   3. abandon registrations that were never paid and whose LMS token has run out;
   4. optionally reconcile with Stripe (see paygate/sales/reconcile.py);
-  5. hourly, when looping: delete what retention allows (paygate/ops/retention.py), never anything with money.
+  5. deliver the vendor's due messages (paygate/ops/vendor_outbox.py): those a request could not, and retries;
+  6. hourly, when looping: delete what retention allows (paygate/ops/retention.py), never anything with money.
 
 Several workers and web processes may run at once against one PostgreSQL. Exactly-once rests on
 the conditional updates of paygate/core/registrations.py (the move into "completing" is won by one caller);
@@ -33,7 +34,7 @@ from paygate.core.models import CheckoutSession, Registration, State
 from paygate.core.registrations import transition
 from paygate.gateways import payments
 from paygate.licensing import reconciler
-from paygate.ops import retention
+from paygate.ops import retention, vendor_outbox
 from paygate.sales import fulfilment, invoicing, licence_invoicing
 
 log = logging.getLogger(__name__)
@@ -239,6 +240,13 @@ def run_once(
         else:
             result.update({f"reconcile_{k}": v for k, v in found.items()})
             result.update(reconciler.sync_pending(clock(), CAUSE, stop))  # what reconciliation changed
+    try:  # after everything above that may have written messages
+        delivered = vendor_outbox.deliver_due(None if now is None else clock(), stop)
+        result.update({f"vendor_{k}": v for k, v in delivered.items()})
+    except Exception:  # e.g. the database went away mid-pass: the messages wait for the next pass
+        db.session.rollback()
+        log.exception("worker: delivering the vendor's messages failed")
+        result["vendor_failed"] = 1
     if prune:
         try:
             result.update({f"pruned_{k}": v for k, v in retention.prune(clock()).items()})

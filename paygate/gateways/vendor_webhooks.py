@@ -1,0 +1,167 @@
+"""The vendor's webhook endpoint (VENDOR_WEBHOOK_URL): the one module that sends to it, signed as Standard Webhooks.
+
+A try is one POST of the message's body, byte for byte as stored, with the message's id and this try's
+timestamp and signature. It succeeds on a 2xx answer only: redirects are never followed, and an endpoint that
+does not answer within TIMEOUT seconds (the whole answer included) has failed. At most MAX_ANSWER bytes of an
+answer are read. The secret never leaves this module except as a signature.
+"""
+
+import socket
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from standardwebhooks.webhooks import Webhook
+
+from paygate.core.text import clean
+
+TIMEOUT = 10.0  # seconds for a whole try: connecting, the answer's headers and as much of its body as is read
+CONNECT_TIMEOUT = 3.0
+MAX_ANSWER = 64 * 1024  # bytes of an answer read at most; the connection is closed after
+KEPT = 300  # characters of an answer kept (VendorMessage.last_answer)
+USER_AGENT = "paygate-vendor-webhooks/1 (payment-gated LTI registration)"
+
+# One pooled session for every sender thread; `trust_env` off, so that no proxy or .netrc from the
+# environment sees the messages, and no credentials of the machine are added to them.
+_session = requests.Session()
+_session.trust_env = False
+_session.mount("https://", HTTPAdapter(pool_connections=4, pool_maxsize=32))
+_session.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=32))
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the endpoint answered: its HTTP status (None: no answer) and the start of its answer or what went
+    wrong, one line."""
+
+    status: int | None
+    text: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+def headers(secret: str, message_id: str, body: str, at: datetime) -> dict[str, str]:
+    """The Standard Webhooks headers of one try at `at`: the same id every try, this try's time and signature."""
+    at = datetime.fromtimestamp(int(at.timestamp()), UTC)
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": Webhook(secret).sign(message_id, at, body),
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+        "accept-encoding": "identity",  # the answer's bytes are counted as sent, never inflated
+    }
+
+
+def send(url: str, secret: str, message_id: str, body: str) -> Answer:
+    """One try: POST `body` to `url`, signed; never raises for what the endpoint or the network does."""
+    data = body.encode()
+    started = time.monotonic()
+    limit = TIMEOUT
+    try:
+        response = _session.post(
+            url,
+            data=data,
+            headers=headers(secret, message_id, body, datetime.now(UTC)),
+            timeout=(min(CONNECT_TIMEOUT, limit), limit),
+            allow_redirects=False,
+            stream=True,
+        )
+    except requests.ConnectTimeout:
+        return Answer(None, f"no connection within {_seconds(min(CONNECT_TIMEOUT, limit))}")
+    except requests.Timeout:
+        return Answer(None, f"no answer within {_seconds(limit)}")
+    except requests.RequestException as exc:  # its text names the URL, which may hold a credential: not kept
+        return Answer(None, f"could not reach the endpoint: {_reason(exc)}")
+    try:
+        start, complete = _read(response, started + limit)
+    finally:
+        response.close()
+    status = response.status_code
+    if not complete:
+        return Answer(None, f"answered {status} but not all of it within {_seconds(limit)}")
+    if 300 <= status < 400:
+        return Answer(status, clean(f"redirect to {_where(response.headers.get('location'))} not followed", KEPT))
+    text = start.decode("utf-8", errors="replace")
+    return Answer(status, clean(text, KEPT) or "")
+
+
+def _read(response: requests.Response, deadline: float) -> tuple[bytes, bool]:
+    """Up to MAX_ANSWER bytes of the answer before `deadline`; (them, whether the deadline was kept)."""
+    raw, chunks, size = response.raw, [], 0
+    while size < MAX_ANSWER:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return b"".join(chunks), False
+        _limit_wait(raw, left)  # a slow trickle cannot hold a try past its deadline
+        try:
+            chunk = raw.read1(min(16384, MAX_ANSWER - size), decode_content=False)
+        except Exception as exc:  # noqa: BLE001 - socket's, urllib3's or http.client's: the answer ends here
+            if _timed_out(exc):
+                return b"".join(chunks), False
+            break  # the endpoint closed the connection or cut its body: what arrived is its answer
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks), time.monotonic() <= deadline
+
+
+def _limit_wait(raw, seconds: float) -> None:
+    """Each read of the answer waits at most `seconds` (the time left before the deadline)."""
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    if sock is not None:
+        sock.settimeout(max(seconds, 0.001))
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g} s"
+
+
+def _where(location: str | None) -> str:
+    """A redirect's target without its query or fragment (which may carry a credential)."""
+    if not location:
+        return "nowhere"
+    parts = urlsplit(location)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.netloc else parts.path or "nowhere"
+
+
+def _timed_out(exc: BaseException) -> bool:
+    return any(isinstance(e, (TimeoutError, socket.timeout)) or "timed out" in str(e).lower() for e in _chain(exc))
+
+
+def _chain(exc: BaseException):
+    """`exc` and what caused it, as requests and urllib3 nest them (cause, context, `reason`, first argument)."""
+    seen, depth = exc, 0
+    while isinstance(seen, BaseException) and depth < 8:
+        yield seen
+        first = seen.args[0] if seen.args else None
+        seen = seen.__cause__ or seen.__context__ or getattr(seen, "reason", None) or first
+        depth += 1
+
+
+def _reason(exc: BaseException) -> str:
+    """A connection error's cause in words, from the exception chain (never the exception's text, which
+    names the URL)."""
+    for seen in _chain(exc):
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(seen, socket.gaierror):
+            return "the host name does not resolve"
+        if isinstance(seen, (ConnectionResetError, ConnectionAbortedError)):
+            return "the connection was closed"
+        if isinstance(seen, requests.exceptions.SSLError) or type(seen).__name__.startswith("SSL"):
+            return "TLS failed"
+        if isinstance(seen, requests.exceptions.ChunkedEncodingError):
+            return "the answer was cut off"
+    text = str(exc).lower()
+    if "refused" in text:
+        return "connection refused"
+    if "reset" in text or "aborted" in text or "remote end closed" in text:
+        return "the connection was closed"
+    return type(exc).__name__
