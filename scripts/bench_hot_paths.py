@@ -25,6 +25,10 @@ endpoint must do:
 * licence page, `GET /licence/<key>` of a paid licence: one indexed read of the licence by its key's hash
   (with its platform), rendered with a template of the same size and markup as the service's page (what
   was bought, its status, its platform, its payment, the billing and key forms);
+* licence API, `GET /api/v1/platforms/<id>/licence` of a paid licence's platform: the bearer token compared in
+  constant time and one indexed read of the same shape (the newest platform with that id, its licence, the
+  licence's origin), rendered as JSON of the same size with an ETag of the row; the second row asks again with
+  that ETag in `If-None-Match` and gets 304 (each app's own ETags, read before each turn, not counted);
 * webhook, `POST /webhooks/stripe`: the Stripe signature check (`stripe.WebhookSignature`), the JSON
   parse and one idempotent insert of the event (INSERT ... ON CONFLICT DO NOTHING).
 
@@ -109,7 +113,19 @@ OFFERS = (
 PRICE_IDS = ",".join(o["id"] for o in OFFERS)
 CHOSEN, PAID_OFFER = OFFERS[0], OFFERS[1]
 PRICE_ID = PAID_OFFER["id"]  # what the completed registrations paid (the checkout row's session)
-TARGETS = {"status": 1.5, "preapproval": 1.3, "licence": 1.3, "webhook": 1.5}
+TARGETS = {
+    "status": 1.5,
+    "preapproval": 1.3,
+    "licence": 1.3,
+    "licence_api": 1.3,
+    "licence_api_304": 1.3,
+    "webhook": 1.5,
+}
+LICENCE_API_TOKEN = "bench-licence-api-token-of-at-least-32-characters"
+# The manage_url the floor answers: as long as the service's (a one-hour link of a licence in the seeded range).
+FLOOR_MANAGE_URL = "http://127.0.0.1/licence/m/" + "x" * 69
+API_PLATFORMS = 50  # distinct platforms the 304 row revalidates (their ETags read before each turn)
+PORTS: dict = {}  # app name -> its port, for the rows that read ETags first
 PRICE_TTL = 300  # seconds a worker keeps a Price it read (paygate/gateways/payments/catalogue.py)
 
 
@@ -270,8 +286,20 @@ def floor_app():
 
     import jinja2
     import stripe
-    from flask import Flask, abort, jsonify, render_template, request
-    from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, bindparam, create_engine, select
+    from flask import Flask, Response, abort, jsonify, render_template, request
+    from sqlalchemy import (
+        Boolean,
+        Column,
+        DateTime,
+        Integer,
+        MetaData,
+        String,
+        Table,
+        Text,
+        bindparam,
+        create_engine,
+        select,
+    )
     from sqlalchemy.dialects.postgresql import insert
 
     app = Flask(__name__)
@@ -296,15 +324,28 @@ def floor_app():
         Column("product_description", String),
         Column("amount", Integer),
         Column("completed_at", DateTime),
+        Column("platform_id", String),
+        Column("access_wanted", Boolean),
+        Column("access_override", Boolean),
+        Column("replaced_at", DateTime),
+        Column("access_review_at", DateTime),
     )
     licences = Table(
         "licences",
         meta,
         Column("id", Integer, primary_key=True),
+        Column("registration_pk", Integer),
         Column("kind", String),
         Column("status", String),
         Column("key_hash", String),
         Column("key_hint", String),
+        Column("subscription_status", String),
+        Column("due_at", DateTime),
+        Column("pilot_ends_at", DateTime),
+        Column("period_end", DateTime),
+        Column("price_id", String),
+        Column("quantity", Integer),
+        Column("seat_unit", String),
     )
     events = Table(
         "stripe_events",
@@ -350,6 +391,43 @@ def floor_app():
         .join(regs, regs.c.licence_pk == licences.c.id)
         .where(licences.c.key_hash == bindparam("key_hash"))
     )
+    origin = regs.alias("origin")
+    by_platform = (
+        select(
+            regs.c.licence_pk,
+            regs.c.access_wanted,
+            regs.c.access_override,
+            regs.c.replaced_at,
+            regs.c.access_review_at,
+            regs.c.product_name,
+            origin.c.product_name.label("origin_product_name"),
+            *(
+                licences.c[name]
+                for name in (
+                    "id",
+                    "key_hash",
+                    "kind",
+                    "status",
+                    "subscription_status",
+                    "due_at",
+                    "pilot_ends_at",
+                    "period_end",
+                    "price_id",
+                    "quantity",
+                    "seat_unit",
+                )
+            ),
+        )
+        .select_from(
+            regs.outerjoin(licences, licences.c.id == regs.c.licence_pk).outerjoin(
+                origin, origin.c.id == licences.c.registration_pk
+            )
+        )
+        .where(regs.c.platform_id == bindparam("platform_id"))
+        .order_by(regs.c.id.desc())
+        .limit(1)
+    )
+    api_token = os.environ["FLOOR_LICENCE_API_TOKEN"].encode()
     offers = floor_offers()
     shown = list(offers.values())
 
@@ -417,6 +495,34 @@ def floor_app():
     @app.get("/flow/<token>/quote")
     def quote(token):
         abort(404)
+
+    @app.get("/api/v1/platforms/<platform_id>/licence")
+    def licence_api(platform_id):
+        given = request.headers.get("Authorization", "").partition(" ")[2].encode()
+        if not hmac.compare_digest(given, api_token):
+            abort(401)
+        with engine.connect() as conn:
+            r = conn.execute(by_platform, {"platform_id": platform_id}).first()
+        if r is None:
+            abort(404)
+        etag = '"' + hashlib.blake2b(repr(tuple(r)).encode(), digest_size=16).hexdigest() + '"'
+        headers = {"ETag": etag, "Cache-Control": "private, max-age=60", "Vary": "Authorization"}
+        if request.headers.get("If-None-Match") == etag:
+            return Response(status=304, headers=headers)
+        body = {
+            "platform": {"id": platform_id, "active": bool(r.access_wanted)},
+            "licence": {
+                "status": "active",
+                "kind": r.kind,
+                "price_id": r.price_id,
+                "product": r.origin_product_name,
+                "quantity": r.quantity,
+                "seat_unit": r.seat_unit,
+                "ends_at": r.period_end and f"{r.period_end:%Y-%m-%dT%H:%M:%S}Z",
+                "manage_url": FLOOR_MANAGE_URL,
+            },
+        }
+        return Response(json.dumps(body), headers=headers, mimetype="application/json")
 
     @app.post("/webhooks/stripe")
     def webhook():
@@ -502,9 +608,10 @@ SELECT i, CASE WHEN i <= {PENDING} THEN 'cs_bench_open_' || i ELSE 'cs_bench_pai
 FROM generate_series(1, {PENDING + PAID}) AS i;
 
 INSERT INTO licences (id, registration_pk, kind, status, customer_id, currency, first_paid_at, invoicing_attempt,
-    dispute_open, checked_at, created_at, updated_at, key_hash, key_hint)
+    dispute_open, checked_at, created_at, updated_at, key_hash, key_hint, price_id, quantity, amount)
 SELECT i, i, 'payment', 'succeeded', 'cus_bench_' || i, 'usd', now(), 0, false, now(), now(), now(),
-    encode(sha256(convert_to(lpad(i::text, 16, '0'), 'UTF8')), 'hex'), right(lpad(i::text, 16, '0'), 4)
+    encode(sha256(convert_to(lpad(i::text, 16, '0'), 'UTF8')), 'hex'), right(lpad(i::text, 16, '0'), 4),
+    '{PAID_OFFER["id"]}', 1, {PAID_OFFER["unit_amount"]}
 FROM generate_series({PENDING + 1}, {PENDING + PAID}) AS i;
 
 UPDATE registrations SET licence_pk = id WHERE id > {PENDING};
@@ -864,12 +971,13 @@ class Server:
 
 
 LICENCE_PATH = f"/licence/PG-0000-0000-0000-{PENDING + 1:04d}"
+API_PATH = f"/api/v1/platforms/platform-{PENDING + 1}/licence"
 
 
-def page_size(server: "Server", path: str = "/pre-approval?registrationId=reg-bench-1") -> int:
+def page_size(server: "Server", path: str = "/pre-approval?registrationId=reg-bench-1", headers=None) -> int:
     """The bytes of one page (the floor's templates must stay the size of the service's pages)."""
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    conn.request("GET", path, headers={"Accept-Language": "en-US,en;q=0.9"})
+    conn.request("GET", path, headers={"Accept-Language": "en-US,en;q=0.9", **(headers or {})})
     response = conn.getresponse()
     body = response.read()
     conn.close()
@@ -952,7 +1060,8 @@ def load(port: int, reqs: list, clients: int, conns: list | None = None) -> list
                 conn.request(method, path, body=body, headers=headers)
                 response = conn.getresponse()
                 response.read()
-                if response.status != 200 and len(errors) < 5:
+                conditional = response.status == 304 and "If-None-Match" in headers
+                if response.status != 200 and not conditional and len(errors) < 5:
                     errors.append(f"{method} {path[:40]} -> {response.status}")
                 if response.will_close:
                     conn.close()
@@ -1000,6 +1109,34 @@ def endpoints(args) -> list[Endpoint]:
             ("GET", "/licence/PG-" + "-".join(k[j : j + 4] for j in range(0, 16, 4)), None, html_accept) for k in shown
         ]
 
+    api_accept = {"Accept": "application/json", "Authorization": f"Bearer {LICENCE_API_TOKEN}"}
+
+    def api_platform(i: int) -> str:
+        return f"platform-{PENDING + 1 + (i * 7) % PAID}"  # the seeded platform ids of the paid registrations
+
+    def licence_api(tag, n):
+        return [("GET", f"/api/v1/platforms/{api_platform(i)}/licence", None, api_accept) for i in range(n)]
+
+    def licence_api_304(tag, n):
+        # Each app's own ETags, read now (before the turn's CPU is read): the service's change every ten minutes.
+        conn = http.client.HTTPConnection("127.0.0.1", PORTS["service" if "service" in tag else "floor"], timeout=30)
+        etags = []
+        for i in range(API_PLATFORMS):
+            conn.request("GET", f"/api/v1/platforms/{api_platform(i)}/licence", headers=api_accept)
+            response = conn.getresponse()
+            response.read()
+            etags.append(response.getheader("ETag"))
+        conn.close()
+        return [
+            (
+                "GET",
+                f"/api/v1/platforms/{api_platform(i % API_PLATFORMS)}/licence",
+                None,
+                {**api_accept, "If-None-Match": etags[i % API_PLATFORMS]},
+            )
+            for i in range(n)
+        ]
+
     def webhook(tag, n, ids=None):
         out = []
         for i in range(n):
@@ -1035,6 +1172,8 @@ def endpoints(args) -> list[Endpoint]:
         Endpoint("status", "status poll", status, TARGETS["status"]),
         Endpoint("preapproval", "pre-approval repeat visit", preapproval, TARGETS["preapproval"]),
         Endpoint("licence", "licence page", licence, TARGETS["licence"]),
+        Endpoint("licence_api", "licence API (200)", licence_api, TARGETS["licence_api"]),
+        Endpoint("licence_api_304", "licence API (304, If-None-Match)", licence_api_304, TARGETS["licence_api_304"]),
         Endpoint("webhook", "webhook (new customer.created)", webhook, TARGETS["webhook"], 2 / 3),
     ]
     if args.extras:
@@ -1101,8 +1240,8 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="",
-        help="measure only these rows, comma-separated keys: status, preapproval, licence, webhook (and, with the "
-        "extras, repeat, checkout)",
+        help="measure only these rows, comma-separated keys: status, preapproval, licence, licence_api, "
+        "licence_api_304, webhook (and, with the extras, repeat, checkout)",
     )
     parser.add_argument(
         "--service-dir",
@@ -1147,12 +1286,14 @@ def main() -> None:
         "PUBLIC_URL": "http://127.0.0.1",
         "RATELIMIT_STORAGE_URI": "memory://",
         "SUPPORT_CONTACT": SUPPORT,
+        "LICENCE_API_TOKEN": LICENCE_API_TOKEN,
     }
     floor_env = {
         **base_env,
         "FLOOR_DATABASE_URL": url_text,
         "FLOOR_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "FLOOR_STRIPE_API_BASE": fake.url,
+        "FLOOR_LICENCE_API_TOKEN": LICENCE_API_TOKEN,
     }
     servers = [
         Server(
@@ -1170,10 +1311,13 @@ def main() -> None:
     try:
         for s in servers:
             s.wait_ready()
+            PORTS[s.name] = s.port
         sizes = {s.name: page_size(s) for s in servers}
         print(f"pre-approval page: service {sizes['service']} bytes, floor {sizes['floor']} bytes", flush=True)
         sizes = {s.name: page_size(s, LICENCE_PATH) for s in servers}
         print(f"licence page: service {sizes['service']} bytes, floor {sizes['floor']} bytes", flush=True)
+        sizes = {s.name: page_size(s, API_PATH, {"Authorization": f"Bearer {LICENCE_API_TOKEN}"}) for s in servers}
+        print(f"licence API: service {sizes['service']} bytes, floor {sizes['floor']} bytes", flush=True)
         # Warm up: connections in every worker's pool, templates compiled, imports done.
         for e in rows:
             for s in servers:

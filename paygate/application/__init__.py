@@ -103,6 +103,9 @@ def create_app(test_config: dict | None = None, standins_state_dir: str | None =
     from paygate.web.licence import actions, page  # noqa: F401 - its routes
 
     app.register_blueprint(licence.bp)
+    from paygate.web import licence_api  # GET /api/v1/platforms/<id>/licence: the vendor's tool, at launch
+
+    app.register_blueprint(licence_api.bp)
     cli.register(app)
     if settings.uses_standins:  # never in production: APP_ENV=local only, and never beside anything real
         check_standins(settings)
@@ -117,6 +120,7 @@ def create_app(test_config: dict | None = None, standins_state_dir: str | None =
     operator.init_app(app)
     # The licence page's forms post to its own URL, whose key is the credential (no cookie, so no CSRF token).
     app.extensions["csrf"].exempt(licence.bp)
+    app.extensions["csrf"].exempt(licence_api.bp)  # a bearer token, never a cookie
 
     from paygate.web import after_answer  # the vendor's messages a request wrote, delivered after its answer
 
@@ -176,7 +180,7 @@ def _register_security_headers(app: Flask) -> None:
 
 def wants_json() -> bool:
     return (
-        request.path.startswith(("/webhooks/", "/operator/api/"))
+        request.path.startswith(("/webhooks/", "/operator/api/", "/api/"))
         or request.path.endswith("/status")
         or request.accept_mimetypes.best == "application/json"
     )
@@ -196,7 +200,10 @@ def _register_error_pages(app: Flask) -> None:
         # (paygate/core/languages.py).
         title, message = gettext(exc.name), gettext(exc.description) if exc.description else ""
         if wants_json():
-            return jsonify(error=exc.name, message=message), exc.code
+            response = jsonify(error=exc.name, message=message)
+            if request.path.startswith("/api/"):  # the licence API's refusals are never kept (its 200s are)
+                response.headers["Cache-Control"] = "no-store"
+            return response, exc.code
         return render_template("message.html", title=title, message=message, show_support=exc.code >= 500), exc.code
 
     @app.errorhandler(Exception)

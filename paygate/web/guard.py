@@ -81,10 +81,10 @@ def host_name(host: str | None) -> str | None:
 
 
 def wants_json(environ: dict) -> bool:
-    """Machines get JSON: the webhook, the operators' API, metrics, the frame's poll (as app.wants_json)."""
+    """Machines get JSON: the webhook, the APIs (operators', licence), metrics, the frame's poll (as app.wants_json)."""
     path = environ.get("PATH_INFO") or ""
     return (
-        path.startswith(("/webhooks/", "/operator/api/", "/metrics"))
+        path.startswith(("/webhooks/", "/operator/api/", "/api/", "/metrics"))
         or path.endswith("/status")
         or (
             "application/json" in (environ.get("HTTP_ACCEPT") or "")

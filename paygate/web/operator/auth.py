@@ -193,8 +193,8 @@ def sign_out() -> None:
 
 
 # Paths that never use a session: the LMS admin's flow (in the frame, where cookies are third-party
-# anyway) and Stripe's webhooks.
-SESSIONLESS_PREFIXES = ("/flow/", "/pre-approval", "/lti/register", "/webhooks/")
+# anyway), Stripe's webhooks and the licence API (a bearer token).
+SESSIONLESS_PREFIXES = ("/flow/", "/pre-approval", "/lti/register", "/webhooks/", "/api/")
 
 
 class Sessions(SecureCookieSessionInterface):
