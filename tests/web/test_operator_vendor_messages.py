@@ -178,7 +178,8 @@ def test_a_signed_out_caller_cannot_send_again(app, client, operator):
     _failed(app, pk)
     token = csrf_token(client)
     page = client.post(
-        f"/operator/registrations/{pk}/vendor-messages/msg_2Failed0000000000000000001/resend", data={"csrf_token": token}
+        f"/operator/registrations/{pk}/vendor-messages/msg_2Failed0000000000000000001/resend",
+        data={"csrf_token": token},
     )
     assert page.status_code == 302 and page.headers["Location"].startswith("/operator/sign-in")
     api = client.post(

@@ -39,4 +39,3 @@ def send_again(reg: Registration, message: VendorMessage, email: str) -> Result:
     )
     db.session.commit()
     return Result("ok", f"Message {message.message_id} is sent again, with the same webhook id.")
-
