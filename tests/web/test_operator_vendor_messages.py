@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from paygate.core.db import db
 from paygate.core.models import Operator, VendorMessage
+from paygate.ops import vendor_outbox
 from paygate.web.operator.auth import new_api_token
 from tests.helpers.operators import csrf_token, entries, seed
 from tests.helpers.pages import text_of
@@ -195,3 +196,16 @@ def test_a_signed_out_caller_cannot_send_again(app, client, operator):
     assert client.get(f"/operator/api/registrations/{pk}").status_code == 401
     assert _stored(app, "msg_2Failed0000000000000000001").status == "failed"
     assert entries(app, pk, "operator") == []
+
+
+def test_the_message_sent_again_is_delivered_after_the_answer(app, ops, monkeypatch):
+    (pk,) = seed(app)
+    _failed(app, pk)
+    asked = []
+    monkeypatch.setattr(vendor_outbox, "deliver_due", lambda **kwargs: asked.append(kwargs))
+    token = csrf_token(ops, f"/operator/registrations/{pk}")
+    ops.post(
+        f"/operator/registrations/{pk}/vendor-messages/msg_2Failed0000000000000000001/resend",
+        data={"csrf_token": token},
+    )
+    assert asked == [{"licence_pks": {None}}]  # a message without a licence: its own
