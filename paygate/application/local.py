@@ -95,6 +95,7 @@ def main() -> None:
             f"\n  Open the LMS stand-in:  http://localhost:{port}/_local/lms\n"
             f"  Registration URL:       {settings.public_url}/lti/register\n"
             f"  Operator pages:         {settings.public_url}/operator/\n"
+            f"  The vendor's systems:   {settings.public_url}/_local/vendor\n"
             f"  Stop with Ctrl+C.\n",
             flush=True,
         )

@@ -22,7 +22,8 @@ LMS_PAGE = """<!doctype html>
 </head><body>
 <p><strong>Local LMS stand-in</strong> (imitates {{ imitates }}; LTIaaS sees it as <code>{{ family }}</code>).
   Other LMSes: <a href="?lms=canvas">Canvas</a> · <a href="?lms=moodle">Moodle</a> ·
-  <a href="?lms=brightspace">Brightspace</a></p>
+  <a href="?lms=brightspace">Brightspace</a> · What the vendor's systems received:
+  <a href="{{ vendor_url }}" id="vendor-standin">vendor stand-in</a></p>
 <div class="modal">
   <label for="registration-url">Registration URL</label>
   <input id="registration-url" type="url" size="70" value="{{ registration_url }}">
@@ -134,6 +135,7 @@ def register(bp, settings, ltiaas: ltiaas_api.State) -> None:
             imitates=imitates,
             mode=mode,
             scenario_base=f"{base}/_local/lms/scenario/",
+            vendor_url=f"{base}/_local/vendor",
         )
         return Response(html, mimetype="text/html", headers={"Cache-Control": "no-store"})
 

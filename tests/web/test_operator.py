@@ -34,7 +34,8 @@ from tests.helpers.webhooks import deliver
 def _operator_urls(app, pk):
     for rule in app.url_map.iter_rules():
         if rule.endpoint.startswith("operator.") and rule.endpoint != "operator.sign_in":
-            url = rule.build({"pk": pk} if "pk" in rule.arguments else {})[1]
+            values = {"pk": pk, "message_id": "msg_1"}
+            url = rule.build({k: v for k, v in values.items() if k in rule.arguments})[1]
             for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
                 yield rule.endpoint, method, url
 
@@ -54,6 +55,8 @@ def test_every_operator_route_refuses_an_anonymous_caller(app, client, stripe_ap
         "operator.note",
         "operator.api_registrations",
         "operator.api_registration",
+        "operator.resend_vendor_message",
+        "operator.api_resend_vendor_message",
     }
     for endpoint, method, url in routes:
         response = client.open(

@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from paygate.core.models import Licence
+from paygate.core.models import Licence, VendorMessage
 from paygate.core.money import format_amount
 from paygate.gateways import payments
 from paygate.web.operator.detail import Detail
@@ -201,6 +201,22 @@ def full(d: Detail) -> dict:
                 }
                 for t in d.timeline
             ],
+            "vendor_messages": [vendor_message(m) for m in d.vendor_messages],
         }
     )
     return data
+
+
+def vendor_message(message: VendorMessage) -> dict:
+    """A delivery to the vendor's systems, newest first in `full`: how it went, never its body."""
+    return {
+        "message_id": message.message_id,
+        "type": message.type,
+        "status": message.status,
+        "attempts": message.attempts,
+        "last_attempt_at": iso(message.last_attempt_at),
+        "last_status": message.last_status,  # None after a try: no answer (a timeout, a connection error)
+        "last_answer": message.last_answer,
+        "next_attempt_at": iso(message.next_attempt_at),
+        "delivered_at": iso(message.delivered_at),
+    }

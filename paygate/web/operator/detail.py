@@ -1,12 +1,13 @@
-"""One registration as an operator reads it: the registration, its timeline, Checkout sessions and Stripe events."""
+"""One registration as an operator reads it: the registration, its timeline, Checkout sessions, Stripe events and
+the messages to the vendor's systems."""
 
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.orm import load_only
+from sqlalchemy.orm import defer, load_only
 
 from paygate.core.db import db
-from paygate.core.models import CheckoutSession, Registration, StripeEvent, TimelineEntry
+from paygate.core.models import CheckoutSession, Registration, StripeEvent, TimelineEntry, VendorMessage
 from paygate.web.operator.queries import valid_pk
 
 
@@ -16,6 +17,7 @@ class Detail:
     timeline: list[TimelineEntry]
     sessions: list[CheckoutSession]
     events: list[StripeEvent]
+    vendor_messages: list[VendorMessage]
 
 
 def detail(pk: int) -> Detail | None:
@@ -54,4 +56,17 @@ def detail(pk: int) -> Detail | None:
             .order_by(StripeEvent.received_at, StripeEvent.event_id)
         )
     )
-    return Detail(reg, timeline, sessions, events)
+    return Detail(reg, timeline, sessions, events, vendor_messages(pk))
+
+
+def vendor_messages(pk: int) -> list[VendorMessage]:
+    """The registration's messages to the vendor, newest first, without their bodies (operators see how each
+    delivery went; the body is what the vendor reads)."""
+    return list(
+        db.session.scalars(
+            select(VendorMessage)
+            .options(defer(VendorMessage.payload))
+            .where(VendorMessage.registration_pk == pk)
+            .order_by(VendorMessage.id.desc())
+        )
+    )

@@ -56,6 +56,8 @@ ATTENTION_REASONS = {
     "Check LTIaaS if this lasts.",
     "access_refused": "LTIaaS refused to change the platform's access (the platform may be gone there). "
     "Check it at LTIaaS.",
+    "vendor_webhook_failed": "A message to the vendor's systems was not taken after 12 tries over 3 days (see "
+    "Deliveries to the vendor). Fix their endpoint, then Send again, and mark this resolved.",
 }
 
 LAPSED = ("unpaid", "canceled", "incomplete_expired", "paused")

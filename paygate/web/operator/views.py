@@ -26,8 +26,10 @@ from paygate.core.db import db, utcnow
 from paygate.core.models import Registration, State
 from paygate.core.money import format_amount
 from paygate.gateways import payments
+from paygate.ops import vendor_outbox
 from paygate.web import throttling
-from paygate.web.operator import actions, as_json, auth, export, queries, refunding, sold, standing
+from paygate.web.after_answer import after_answer
+from paygate.web.operator import actions, as_json, auth, deliveries, export, queries, refunding, sold, standing
 from paygate.web.operator import detail as registration_detail
 
 bp = Blueprint("operator", __name__, url_prefix="/operator")
@@ -270,6 +272,26 @@ def check_access(pk: int):
     return _back(pk, actions.check_access(reg, current_user.email))
 
 
+@bp.post("/registrations/<int:pk>/vendor-messages/<message_id>/resend")
+def resend_vendor_message(pk: int, message_id: str):
+    """Send a message to the vendor's systems again (same webhook id), delivered after the answer."""
+    reg, message = _vendor_message_or_404(pk, message_id)
+    licence_pk = message.licence_pk
+    return _delivered_after(_back(pk, deliveries.send_again(reg, message, current_user.email)), licence_pk)
+
+
+def _vendor_message_or_404(pk: int, message_id: str):
+    reg = _registration_or_404(pk)
+    message = deliveries.message_of(reg, message_id)
+    if message is None:
+        abort(404, description="No such message to the vendor on this registration.")
+    return reg, message
+
+
+def _delivered_after(response, licence_pk: int | None):
+    return after_answer(response, lambda: vendor_outbox.deliver_due(licence_pks={licence_pk}))
+
+
 @bp.post("/registrations/<int:pk>/notes")
 def note(pk: int):
     reg = _registration_or_404(pk)
@@ -312,3 +334,13 @@ def api_registration(pk: int):
     if found is None:
         abort(404, description="No such registration.")
     return jsonify(as_json.full(found))
+
+
+@bp.post("/api/registrations/<int:pk>/vendor-messages/<message_id>/resend")
+def api_resend_vendor_message(pk: int, message_id: str):
+    reg, message = _vendor_message_or_404(pk, message_id)
+    licence_pk = message.licence_pk
+    result = deliveries.send_again(reg, message, current_user.email)
+    if result.level != "ok":
+        return jsonify(error="Conflict", message=result.message), 409
+    return _delivered_after(jsonify(message_id=message_id, status="pending", message=result.message), licence_pk), 202
