@@ -12,9 +12,8 @@ a key replaced on the licence page is random, shown once and stored only as its 
 import hashlib
 import hmac
 import secrets
-from functools import lru_cache
 
-from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import BadData, URLSafeTimedSerializer
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 LENGTH = 16  # 16 characters of 5 bits: 80 bits
@@ -82,19 +81,9 @@ LINK_SECONDS = 3600
 _LINK_SALT = "licence-page-link"
 
 
-def link_token(licence_id: int, key_digest: str, secret: str, issued_at: int | None = None) -> str:
-    """A token naming licence `licence_id` (with key digest `key_digest`), good for LINK_SECONDS from now, or from
-    `issued_at` (unix seconds, not in the future): the licence API's, the same for every answer of ten minutes."""
-    if issued_at is None:
-        return URLSafeTimedSerializer(secret, salt=_LINK_SALT).dumps([licence_id, key_digest[:16]])
-    serializer = URLSafeTimedSerializer(secret, salt=_LINK_SALT, signer=_signer_issued_at(issued_at))
-    return serializer.dumps([licence_id, key_digest[:16]])
-
-
-@lru_cache(maxsize=4)
-def _signer_issued_at(issued_at: int) -> type[TimestampSigner]:
-    """A signer that dates what it signs `issued_at` (the few windows in use at once each get one class)."""
-    return type("IssuedAtSigner", (TimestampSigner,), {"get_timestamp": lambda self: issued_at})
+def link_token(licence_id: int, key_digest: str, secret: str) -> str:
+    """A token naming licence `licence_id` (with key digest `key_digest`), good for LINK_SECONDS."""
+    return URLSafeTimedSerializer(secret, salt=_LINK_SALT).dumps([licence_id, key_digest[:16]])
 
 
 def link_target(token: str, secret: str) -> tuple[int, str] | None:

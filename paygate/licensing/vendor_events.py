@@ -134,6 +134,10 @@ def _take_access(reg: Registration, wanted: bool) -> bool:
 def _write(kind: str, reg: Registration, licence_pk: int | None, now: datetime, data: dict) -> None:
     """One message, its body fixed now (it is signed and sent byte for byte the same every try); flushes so that
     ids follow the order of writing, which is the order of delivery."""
+    if licence_pk is not None:
+        # The licence's row lock, held to the commit: messages of one licence then commit in the order of their ids,
+        # so the sender (which sends a licence's oldest pending one first) never sees a later one before an earlier.
+        db.session.execute(select(Licence.id).where(Licence.id == licence_pk).with_for_update())
     body = {
         "type": kind,
         "timestamp": vendor_view.iso(now),

@@ -11,8 +11,9 @@ licence decides it; an operator's override, a replaced platform or a decision th
 paygate/licensing/vendor_view.py's.
 
 Caching: the `ETag` is a digest of the row's facts, the clock's say on them and the ten-minute window, computed
-before any JSON or link is built, so that a revalidation (`If-None-Match`, 304) is cheaper than an answer. The
-`manage_url` is dated from the window's start: the same bytes for the same tag, good for at least 50 minutes.
+before any JSON or link is built, so that a revalidation (`If-None-Match`, 304) is cheaper than an answer. It is
+weak: two answers with one tag say the same, but each carries its own `manage_url`, good for one hour from that
+answer; a kept one is confirmed (304) only within its ten minutes, so it still has 50 minutes or more to run.
 """
 
 import hashlib
@@ -32,7 +33,7 @@ from paygate.licensing import access, keys, vendor_view
 
 bp = Blueprint("licence_api", __name__, url_prefix="/api/v1")
 
-WINDOW_SECONDS = 600  # an ETag's (and a manage_url's dating) window: ten minutes
+WINDOW_SECONDS = 600  # an ETag's window: a manage_url kept and confirmed by a 304 is at most this old
 CACHE_CONTROL = "private, max-age=60"
 NOT_SERVED = "The licence API is not served here."
 UNAUTHORIZED = "Send Authorization: Bearer <LICENCE_API_TOKEN>."
@@ -131,7 +132,7 @@ def platform_licence(platform_id: str):
         licence.pilot_ends_at is not None and now < licence.pilot_ends_at,
     )
     facts = repr((row, decided, clock, window, settings.public_url)).encode()
-    etag = '"' + hashlib.blake2b(facts, digest_size=16).hexdigest() + '"'
+    etag = 'W/"' + hashlib.blake2b(facts, digest_size=16).hexdigest() + '"'
     headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL, "Vary": "Authorization"}
     if _matches(request.headers.get("If-None-Match"), etag):
         return Response(status=304, headers=headers)
@@ -141,7 +142,7 @@ def platform_licence(platform_id: str):
     )
     shown["manage_url"] = None
     if licence is not None:
-        token = keys.link_token(licence.id, licence.key_hash or "", settings.secret_key, issued_at=window)
+        token = keys.link_token(licence.id, licence.key_hash or "", settings.secret_key)
         shown["manage_url"] = f"{settings.public_url.rstrip('/')}/licence/m/{token}"
     body = json.dumps({"platform": {"id": platform_id, "active": bool(platform_active)}, "licence": shown})
     return Response(body, status=200, headers=headers, mimetype="application/json")
@@ -156,10 +157,11 @@ def _decide(licence_pk: int, override, replaced_at, now, settings) -> tuple[bool
 
 
 def _matches(header: str | None, etag: str) -> bool:
-    """RFC 9110's If-None-Match: `*`, or a list of tags compared weakly (W/"x" matches "x")."""
+    """RFC 9110's If-None-Match: `*`, or a list of tags compared weakly (W/"x" matches "x" and W/"x")."""
     if not header:
         return False
     header = header.strip()
     if header == "*":
         return True
-    return any(part.strip().removeprefix("W/") == etag for part in header.split(","))
+    opaque = etag.removeprefix("W/")
+    return any(part.strip().removeprefix("W/") == opaque for part in header.split(","))
