@@ -26,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from paygate.core import telemetry
 from paygate.core.db import db, utcnow
-from paygate.core.models import ACCESS_DIFFERS, Registration, State
+from paygate.core.models import ACCESS_DIFFERS, Registration, State, VendorMessage
 from paygate.ops.worker import due_condition, stale_condition
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,10 @@ def database_queries(settings, now) -> dict:
             func.min(func.coalesce(Registration.paid_at, Registration.created_at)),
         ).where(Registration.state.in_((State.PAID.value, State.COMPLETING.value))),
         "access_differs": select(func.count()).select_from(Registration).where(text(ACCESS_DIFFERS)),
+        # The outbox's backlog for the vendor's systems, on its (status, next_attempt_at) index.
+        "vendor_pending": select(func.count(), func.min(VendorMessage.created_at)).where(
+            VendorMessage.status == "pending"
+        ),
     }
 
 
@@ -88,6 +92,7 @@ def database_facts(settings, now=None) -> dict:
     attention = db.session.scalar(queries["attention"])
     due, stale, oldest = db.session.execute(queries["backlog"]).one()
     differs = db.session.scalar(queries["access_differs"])
+    vendor_pending, vendor_oldest = db.session.execute(queries["vendor_pending"]).one()
     db.session.commit()  # ends the read transaction
     return {
         "by_state": {s.value: by_state.get(s.value, 0) for s in State},
@@ -96,6 +101,8 @@ def database_facts(settings, now=None) -> dict:
         "stale": stale,
         "access_differs": differs,
         "oldest_paid_age": max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0,
+        "vendor_pending": vendor_pending,
+        "vendor_oldest_age": max(0.0, (now - vendor_oldest).total_seconds()) if vendor_oldest is not None else 0.0,
     }
 
 
@@ -143,6 +150,16 @@ def _database_families() -> list:
                 "Age of the oldest paid registration not yet completed (paid or completing), "
                 "since its payment; 0 when there is none.",
                 value=facts["oldest_paid_age"],
+            ),
+            GaugeMetricFamily(
+                "paygate_vendor_messages_pending",
+                "Events for the vendor's systems not delivered yet (being retried included).",
+                value=facts["vendor_pending"],
+            ),
+            GaugeMetricFamily(
+                "paygate_vendor_messages_oldest_pending_age_seconds",
+                "Age of the oldest event for the vendor's systems not delivered yet; 0 when there is none.",
+                value=facts["vendor_oldest_age"],
             ),
         ]
     families.append(

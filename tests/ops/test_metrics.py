@@ -19,10 +19,11 @@ from sqlalchemy import select
 
 from paygate.core import telemetry
 from paygate.core.db import db, utcnow
-from paygate.core.models import Registration, State
+from paygate.core.models import Registration, State, VendorMessage
 from paygate.ops import metrics_page
 from tests.helpers.apps import make_app
 from tests.helpers.flow import open_frame, status
+from tests.helpers.vendor import messages as vendor_messages
 from tests.helpers.webhooks import deliver
 
 TOKEN = "metrics-token-for-tests"
@@ -297,6 +298,23 @@ def test_registrations_by_state_attention_and_backlog_are_read_at_scrape_time(mc
     assert value(samples, "paygate_access_differs") == 1
     assert 30 * 60 - 5 <= value(samples, "paygate_paid_not_completed_oldest_age_seconds") <= 30 * 60 + 60
     assert value(samples, "paygate_metrics_database_seconds") > 0
+    assert value(samples, "paygate_vendor_messages_pending") == 0
+
+
+def test_events_the_vendor_has_not_received_are_counted_with_the_oldest_ones_age(mclient):
+    written = vendor_messages(mclient.application, licences=2, per_licence=2)
+    with mclient.application.app_context():
+        first = db.session.scalars(select(VendorMessage).order_by(VendorMessage.id)).first()
+        first.created_at = utcnow() - timedelta(hours=2)  # the endpoint has refused it for two hours
+        first.attempts = 5
+        delivered = db.session.scalars(select(VendorMessage).where(VendorMessage.licence_pk != first.licence_pk)).all()
+        for message in delivered:
+            message.status = "delivered"
+        db.session.commit()
+    assert sum(len(ids) for ids in written.values()) == 4
+    samples = scrape(mclient)
+    assert value(samples, "paygate_vendor_messages_pending") == 2
+    assert 2 * 3600 <= value(samples, "paygate_vendor_messages_oldest_pending_age_seconds") <= 2 * 3600 + 60
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
