@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import select, update
+from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from paygate.core.db import db, utcnow
@@ -128,9 +129,9 @@ def refresh(reg: Registration, cause: str, now: datetime | None = None, loaded: 
     """Store the access `reg` should have; a timeline entry when it changes, and the vendor told of what changed
     (paygate/licensing/vendor_events.py). Flushes; True if its access changed.
 
-    `loaded`: the caller read `reg` with its licence and payments in this transaction (the clock's
-    review, a batch at a time, one platform each); otherwise they are read afresh here, and every other
-    platform on the licence is decided again too (the licence is what changed).
+    `loaded`: only `reg` is decided (the clock's review, a batch at a time, one platform each); otherwise every
+    other platform on the licence is decided again too (the licence is what changed). Either way the licence is
+    locked first and read afresh, with its payments.
     """
     now = now or utcnow()
     changed, licence, licence_active, decided = _decide_all(reg, cause, now, loaded)
@@ -151,21 +152,32 @@ def completed(reg: Registration, cause: str, now: datetime | None = None) -> Non
         vendor_events.access_changed(platform, licence, licence_active, now)
 
 
+def locked(licence_pk: int, payments: bool = False) -> Licence:
+    """The licence row, locked for this transaction (PostgreSQL), read afresh (with its payments, if asked). Every
+    writer of a licence, its payments or its platforms' access takes this lock first: two changes of one licence
+    queue instead of deadlocking, and what each decides from (and tells the vendor) is what the other committed."""
+    query = select(Licence).where(Licence.id == licence_pk).with_for_update()
+    if payments:
+        query = query.options(selectinload(Licence.payments))
+    return db.session.scalars(query.execution_options(populate_existing=True)).one()
+
+
 def _decide_all(reg: Registration, cause: str, now: datetime, loaded: bool):
-    """Decide and store `reg`'s access (and, unless `loaded`, every other platform's on its licence). Returns
-    whether `reg`'s changed, its licence, the licence's own access (no override, not replaced) and the platforms
-    decided."""
+    """Decide and store `reg`'s access (and, unless `loaded`, every other platform's on its licence), the licence
+    locked first and read afresh. Returns whether `reg`'s changed, its licence, the licence's own access (no
+    override, not replaced) and the platforms decided."""
     settings = current_app.config["SETTINGS"]
-    if loaded:
-        licence = reg.licence
-        changed = _store(reg, decide(licence, reg.access_override, now, settings, reg.replaced_at), cause)
-        return changed, licence, _own(licence, now, settings), [reg]
+    licence_pk = db.session.scalar(select(Registration.licence_pk).where(Registration.id == reg.id))
+    licence = locked(licence_pk, payments=True) if licence_pk is not None else None
+    # Read after the lock: an operator's override or a replacement committed meanwhile counts.
     db.session.refresh(reg, ["licence_pk", "replaced_at", "access_override"])
-    licence = db.session.get(Licence, reg.licence_pk) if reg.licence_pk is not None else None
+    if reg.licence_pk != licence_pk:  # it joined a licence between the two reads: that one is locked instead
+        licence = None if reg.licence_pk is None else locked(reg.licence_pk, payments=True)
     if licence is None:
         return _store(reg, decide(None, reg.access_override, now, settings, reg.replaced_at), cause), None, None, [reg]
-    db.session.refresh(licence)  # its payments too: another transaction may have added one
     changed = _store(reg, decide(licence, reg.access_override, now, settings, reg.replaced_at), cause)
+    if loaded:
+        return changed, licence, _own(licence, now, settings), [reg]
     others = db.session.scalars(
         select(Registration).where(Registration.licence_pk == licence.id, Registration.id != reg.id)
     ).all()

@@ -27,12 +27,7 @@ def of(reg: Registration) -> Licence | None:  # the one its platform is on: the 
     return db.session.get(Licence, reg.licence_pk) if reg.licence_pk else None
 
 
-def locked(licence_pk: int) -> Licence:
-    """The licence row, locked for this transaction (PostgreSQL), read afresh. Every writer of a licence or its
-    payments takes this lock first: two events about one licence queue instead of deadlocking."""
-    return db.session.scalars(
-        select(Licence).where(Licence.id == licence_pk).with_for_update().execution_options(populate_existing=True)
-    ).one()
+locked = access.locked  # the licence's row lock, which every writer of a licence takes first
 
 
 def apply_fresh(licence_pk: int, fetch, apply, skipped, belongs=None, foreign=None):

@@ -13,10 +13,9 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import insert, or_, select, text, update
-from sqlalchemy.orm import selectinload
 
 from paygate.core.db import db, utcnow
-from paygate.core.models import ACCESS_DIFFERS, Licence, Registration, TimelineEntry
+from paygate.core.models import ACCESS_DIFFERS, Registration, TimelineEntry
 from paygate.core.registrations import record
 from paygate.gateways import ltiaas
 from paygate.licensing.access import refresh
@@ -293,7 +292,6 @@ def review_due(now: datetime, cause: str = "worker") -> tuple[int, int]:
     regs = db.session.scalars(
         select(Registration)
         .where(Registration.access_review_at <= now)
-        .options(selectinload(Registration.licence).selectinload(Licence.payments))
         .order_by(Registration.access_review_at)
         .limit(BATCH)
     ).all()

@@ -312,6 +312,8 @@ def complete(reg: Registration, cause: str, now=None) -> None:
         # the worker gave this attempt up as stale and a retry took over or failed. It answers the
         # completion's reasons for attention; others (a second payment) stay.
         db.session.refresh(reg)
+        if reg.licence_pk is not None:  # its licence first, as every writer of it (access.locked): no deadlock
+            access.locked(reg.licence_pk)
         remaining = ",".join(r for r in (reg.attention or "").split(",") if r and r not in _COMPLETION_ATTENTION)
         if not transition(
             reg,

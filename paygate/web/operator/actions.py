@@ -57,7 +57,11 @@ def valid_form_id(value: str | None) -> bool:
 
 def already_done(reg: Registration, form_id: str) -> bool:
     """Whether this form (one render of it) was already submitted; locks the row on PostgreSQL first,
-    so that of two simultaneous submissions the second sees the first."""
+    so that of two simultaneous submissions the second sees the first. Its licence is locked before it, as every
+    writer of a licence and its platforms does (paygate/licensing/access.py `locked`): no deadlock with a webhook."""
+    licence_pk = db.session.scalar(select(Registration.licence_pk).where(Registration.id == reg.id))
+    if licence_pk is not None:
+        access.locked(licence_pk)
     db.session.execute(select(Registration.id).where(Registration.id == reg.id).with_for_update())
     entries = db.session.scalars(
         select(TimelineEntry).where(
