@@ -6,7 +6,9 @@ does not answer within TIMEOUT seconds (the whole answer included) has failed. A
 answer are read. The secret never leaves this module except as a signature.
 """
 
+import contextlib
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,6 +17,8 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 from standardwebhooks.webhooks import Webhook
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from paygate.core.text import clean
 
@@ -24,12 +28,85 @@ MAX_ANSWER = 64 * 1024  # bytes of an answer read at most; the connection is clo
 KEPT = 300  # characters of an answer kept (VendorMessage.last_answer)
 USER_AGENT = "paygate-vendor-webhooks/1 (payment-gated LTI registration)"
 
+_running = threading.local()  # the try this thread is making: its Deadline
+
+
+class Deadline:
+    """Ends a try at TIMEOUT, whatever the endpoint does: requests' timeouts bound each wait for a byte, so an
+    endpoint sending its headers a byte at a time would hold a try (and the sender's lease) for ever. When time is
+    up, the try's socket is shut down, which ends any read blocked on it."""
+
+    def __init__(self, seconds: float):
+        self.lock = threading.Lock()
+        self.sock = None
+        self.expired = False
+        self.timer = threading.Timer(seconds, self._expire)
+        self.timer.daemon = True
+
+    def watch(self, sock) -> None:
+        with self.lock:
+            self.sock = sock
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self.lock:
+            if self.timer is None:  # the try is over: its connection may already serve another
+                return
+            self.expired = True
+            if self.sock is not None:
+                _shut(self.sock)
+
+    def finish(self) -> None:
+        with self.lock:
+            self.timer.cancel()
+            self.timer = None
+
+
+def _shut(sock) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Watched:
+    """A connection that hands its socket to the running try's Deadline before waiting for the answer (new
+    connections and reused ones alike)."""
+
+    def getresponse(self, *args, **kwargs):
+        deadline = getattr(_running, "deadline", None)
+        if deadline is not None and self.sock is not None:
+            deadline.watch(self.sock)
+        return super().getresponse(*args, **kwargs)
+
+
+class _Connection(_Watched, HTTPConnection):
+    pass
+
+
+class _TlsConnection(_Watched, HTTPSConnection):
+    pass
+
+
+class _Pool(HTTPConnectionPool):
+    ConnectionCls = _Connection
+
+
+class _TlsPool(HTTPSConnectionPool):
+    ConnectionCls = _TlsConnection
+
+
+def _adapter() -> HTTPAdapter:
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32)
+    adapter.poolmanager.pool_classes_by_scheme = {"http": _Pool, "https": _TlsPool}
+    return adapter
+
+
 # One pooled session for every sender thread; `trust_env` off, so that no proxy or .netrc from the
 # environment sees the messages, and no credentials of the machine are added to them.
 _session = requests.Session()
 _session.trust_env = False
-_session.mount("https://", HTTPAdapter(pool_connections=4, pool_maxsize=32))
-_session.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=32))
+_session.mount("https://", _adapter())
+_session.mount("http://", _adapter())
 
 
 @dataclass(frozen=True)
@@ -59,7 +136,21 @@ def headers(secret: str, message_id: str, body: str, at: datetime) -> dict[str, 
 
 
 def send(url: str, secret: str, message_id: str, body: str) -> Answer:
-    """One try: POST `body` to `url`, signed; never raises for what the endpoint or the network does."""
+    """One try: POST `body` to `url`, signed, over in TIMEOUT seconds at most; never raises for what the endpoint
+    or the network does."""
+    deadline = _running.deadline = Deadline(TIMEOUT)
+    deadline.timer.start()
+    try:
+        answer = _send(url, secret, message_id, body)
+    finally:
+        deadline.finish()
+        _running.deadline = None
+    if deadline.expired and not answer.ok:
+        return Answer(None, f"no answer within {_seconds(TIMEOUT)}")
+    return answer
+
+
+def _send(url: str, secret: str, message_id: str, body: str) -> Answer:
     data = body.encode()
     started = time.monotonic()
     limit = TIMEOUT
@@ -79,9 +170,11 @@ def send(url: str, secret: str, message_id: str, body: str) -> Answer:
     except requests.RequestException as exc:  # its text names the URL, which may hold a credential: not kept
         return Answer(None, f"could not reach the endpoint: {_reason(exc)}")
     try:
-        start, complete = _read(response, started + limit)
+        start, complete, ended = _read(response, started + limit)
+        if complete and ended:  # read to its end: the connection goes back to the pool for the next try
+            response.raw.release_conn()
     finally:
-        response.close()
+        response.close()  # otherwise it is closed: an answer left unread must not be read by the next try
     status = response.status_code
     if not complete:
         return Answer(None, f"answered {status} but not all of it within {_seconds(limit)}")
@@ -91,25 +184,26 @@ def send(url: str, secret: str, message_id: str, body: str) -> Answer:
     return Answer(status, clean(text, KEPT) or "")
 
 
-def _read(response: requests.Response, deadline: float) -> tuple[bytes, bool]:
-    """Up to MAX_ANSWER bytes of the answer before `deadline`; (them, whether the deadline was kept)."""
+def _read(response: requests.Response, deadline: float) -> tuple[bytes, bool, bool]:
+    """Up to MAX_ANSWER bytes of the answer before `deadline`; (them, whether the deadline was kept, whether the
+    answer was read to its end)."""
     raw, chunks, size = response.raw, [], 0
     while size < MAX_ANSWER:
         left = deadline - time.monotonic()
         if left <= 0:
-            return b"".join(chunks), False
+            return b"".join(chunks), False, False
         _limit_wait(raw, left)  # a slow trickle cannot hold a try past its deadline
         try:
             chunk = raw.read1(min(16384, MAX_ANSWER - size), decode_content=False)
         except Exception as exc:  # noqa: BLE001 - socket's, urllib3's or http.client's: the answer ends here
             if _timed_out(exc):
-                return b"".join(chunks), False
-            break  # the endpoint closed the connection or cut its body: what arrived is its answer
+                return b"".join(chunks), False, False
+            return b"".join(chunks), time.monotonic() <= deadline, False  # closed or cut: what arrived is its answer
         if not chunk:
-            break
+            return b"".join(chunks), time.monotonic() <= deadline, True
         chunks.append(chunk)
         size += len(chunk)
-    return b"".join(chunks), time.monotonic() <= deadline
+    return b"".join(chunks), time.monotonic() <= deadline, False
 
 
 def _limit_wait(raw, seconds: float) -> None:
