@@ -16,6 +16,7 @@ still the sender's own. A sender that dies mid-send leaves a lease that runs out
 
 import logging
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -55,6 +56,10 @@ CLAIM_BATCH = 32  # messages claimed at once: at most 4 tries one after another 
 # the whole answer), so that no other sender takes a message over while its try is still to come.
 LEASE = timedelta(seconds=120)
 MAX_PER_CALL = 20_000  # one call (a worker pass) stays bounded; the next one goes on
+# Seconds a call goes on claiming: a worker pass (its other work waits) and the work after a request's answer (a
+# web thread) are not held by an endpoint that times out; what is left is the next pass's.
+PASS_BUDGET = 30.0
+AFTER_ANSWER_BUDGET = 10.0
 COUNTS = ("delivered", "failed_tries", "gave_up")
 
 
@@ -69,16 +74,23 @@ def resend(message_pk: int, cause: str, now: datetime | None = None) -> bool:
             VendorMessage.id == message_pk,
             (VendorMessage.claimed_until.is_(None)) | (VendorMessage.claimed_until < now),
         )
-        .values(status="pending", attempts=0, next_attempt_at=now, claimed_until=None)
+        .values(status="pending", attempts=0, next_attempt_at=now, claimed_until=None, delivered_at=None)
         .execution_options(synchronize_session=False)
     ).rowcount
     log.info("vendor message %s: sent again (%s)", message_pk, cause)
     return done == 1
 
 
-def deliver_due(now: datetime | None = None, stop: threading.Event | None = None, licence_pks=None) -> dict:
+def deliver_due(
+    now: datetime | None = None,
+    stop: threading.Event | None = None,
+    licence_pks=None,
+    first_tries: bool = False,
+    budget: float | None = None,
+) -> dict:
     """Deliver every message that is due (only those of `licence_pks`, when given; None in it: the messages
-    without a licence), batch after batch until none is; returns counts. Commits.
+    without a licence; only those never tried, with `first_tries`), batch after batch until none is or `budget`
+    seconds have gone; returns counts. Commits.
 
     `now` fixes the clock that decides what is due and when a retry is (tests); leases use the real time.
     Nothing is sent, and every count is 0, without VENDOR_WEBHOOK_URL."""
@@ -87,32 +99,39 @@ def deliver_due(now: datetime | None = None, stop: threading.Event | None = None
     url, secret = settings.vendor_webhook_url, settings.vendor_webhook_secret
     if not url or not secret or (licence_pks is not None and not licence_pks):
         return dict(counts)
-    handled = 0
+    handled, started = 0, time.monotonic()
     with ThreadPoolExecutor(SENDS_AT_ONCE, thread_name_prefix="vendor-webhooks") as pool:
         while handled < MAX_PER_CALL and not (stop is not None and stop.is_set()):
-            clock = now or utcnow()
-            until, rows = _claim(clock, licence_pks, CLAIM_BATCH)
+            if budget is not None and time.monotonic() - started >= budget:
+                break  # an endpoint that times out must not hold the worker's pass or a web thread: the next goes on
+            until, rows = _claim(now or utcnow(), licence_pks, CLAIM_BATCH, first_tries)
             if not rows:
                 break
             answers = list(pool.map(lambda row: _try(url, secret, row), rows))
-            _record(rows, answers, until, clock, counts)
+            _record(rows, answers, until, now or utcnow(), counts)  # a retry waits from the try's end
             handled += len(rows)
     db.session.commit()
     return dict(counts)
 
 
-def _due(clock: datetime, licence_pks) -> tuple:
-    """A message a sender may claim at `clock`: pending, its retry due, no lease running, and no earlier
-    message of its licence still pending (a failed one no longer holds the others back)."""
-    earlier = aliased(VendorMessage)
+def _due(clock: datetime, licence_pks, first_tries: bool = False) -> tuple:
+    """A message a sender may claim at `clock`: pending, its retry due, no lease running, no earlier message of
+    its licence still pending (a failed one no longer holds the others back), and none of its licence being sent
+    right now (one sent again by an operator is not sent beside a newer one)."""
+    other = aliased(VendorMessage)
+    real_now = utcnow()
     conditions = [
         VendorMessage.status == "pending",
         or_(VendorMessage.next_attempt_at.is_(None), VendorMessage.next_attempt_at <= clock),
-        or_(VendorMessage.claimed_until.is_(None), VendorMessage.claimed_until < utcnow()),
+        or_(VendorMessage.claimed_until.is_(None), VendorMessage.claimed_until < real_now),
         ~exists().where(
-            earlier.licence_pk == VendorMessage.licence_pk, earlier.id < VendorMessage.id, earlier.status == "pending"
+            other.licence_pk == VendorMessage.licence_pk,
+            other.status == "pending",
+            or_(other.id < VendorMessage.id, other.claimed_until >= real_now),
         ),
     ]
+    if first_tries:
+        conditions.append(VendorMessage.attempts == 0)
     if licence_pks is not None:
         pks = [pk for pk in licence_pks if pk is not None]
         conditions.append(
@@ -124,10 +143,10 @@ def _due(clock: datetime, licence_pks) -> tuple:
     return tuple(conditions)
 
 
-def _claim(clock: datetime, licence_pks, limit: int):
+def _claim(clock: datetime, licence_pks, limit: int, first_tries: bool = False):
     """Claim up to `limit` due messages for this sender, oldest first; commits. Returns (the lease, rows)."""
     until = utcnow() + LEASE
-    due = _due(clock, licence_pks)
+    due = _due(clock, licence_pks, first_tries)
     # On PostgreSQL other senders skip the rows this one is claiming; SQLite: a plain select, the UPDATE decides.
     candidates = (
         select(VendorMessage.id).where(*due).order_by(VendorMessage.id).limit(limit).with_for_update(skip_locked=True)

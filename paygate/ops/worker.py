@@ -241,7 +241,7 @@ def run_once(
             result.update({f"reconcile_{k}": v for k, v in found.items()})
             result.update(reconciler.sync_pending(clock(), CAUSE, stop))  # what reconciliation changed
     try:  # after everything above that may have written messages
-        delivered = vendor_outbox.deliver_due(None if now is None else clock(), stop)
+        delivered = vendor_outbox.deliver_due(None if now is None else clock(), stop, budget=vendor_outbox.PASS_BUDGET)
         result.update({f"vendor_{k}": v for k, v in delivered.items()})
     except Exception:  # e.g. the database went away mid-pass: the messages wait for the next pass
         db.session.rollback()

@@ -57,7 +57,10 @@ def _deliver(licence_pks) -> None:
     if not licence_pks or not current_app.config["SETTINGS"].vendor_webhook_url:
         return
     try:
-        vendor_outbox.deliver_due(licence_pks=set(licence_pks))
+        # Only first tries, for a while: a retry (the endpoint failing) is the worker's, never a web thread's.
+        vendor_outbox.deliver_due(
+            licence_pks=set(licence_pks), first_tries=True, budget=vendor_outbox.AFTER_ANSWER_BUDGET
+        )
     except Exception:
         db.session.rollback()
         log.exception("after the answer: delivering the vendor's messages failed; the worker will")

@@ -8,10 +8,11 @@ from datetime import timedelta
 
 import pytest
 from flask import g
+from sqlalchemy import update
 from standardwebhooks.webhooks import Webhook
 
 from paygate.core.db import db, utcnow
-from paygate.core.models import Registration, TimelineEntry
+from paygate.core.models import Registration, TimelineEntry, VendorMessage
 from paygate.gateways import vendor_webhooks
 from paygate.ops import vendor_outbox, worker
 from paygate.web.after_answer import after_answer
@@ -177,7 +178,7 @@ def test_a_huge_answer_is_read_no_further_than_64_kib(app, receiver, monkeypatch
     receiver.plan[message_id] = [("big", 10 * 1024 * 1024)]
 
     assert deliver(app)["delivered"] == 1
-    assert [len(data) for data, _ in read] == [vendor_webhooks.MAX_ANSWER]
+    assert [(len(data), ended) for data, _, ended in read] == [(vendor_webhooks.MAX_ANSWER, False)]
     assert row(app, message_id).last_answer == "x" * 300
     for _ in range(50):
         if receiver.written:
@@ -196,6 +197,35 @@ def test_a_delivered_message_sent_again_keeps_its_id(app, receiver):
     assert deliver(app)["delivered"] == 1
     assert receiver.accepted() == [message_id, message_id]
     assert row(app, message_id).attempts == 1
+
+
+def test_a_message_sent_again_waits_while_a_newer_one_of_its_licence_is_being_sent(app, receiver):
+    """An operator's resend never races a newer message of the same licence to the vendor."""
+    [(_, [older, newer])] = messages(app, per_licence=2).items()
+    deliver(app)
+    with app.app_context():
+        db.session.execute(  # the newer one is being sent again by another sender right now
+            update(VendorMessage)
+            .where(VendorMessage.message_id == newer)
+            .values(status="pending", claimed_until=utcnow() + timedelta(seconds=60))
+        )
+        assert vendor_outbox.resend(row(app, older).id, "operator@example.com")
+        db.session.commit()
+    assert deliver(app)["delivered"] == 0  # neither: the older waits for the newer's try to end
+    with app.app_context():
+        db.session.execute(update(VendorMessage).where(VendorMessage.message_id == newer).values(claimed_until=None))
+        db.session.commit()
+    assert deliver(app)["delivered"] == 2
+    assert receiver.accepted() == [older, newer, older, newer]
+
+
+def test_a_call_stops_claiming_when_its_time_is_up(app, receiver):
+    """A worker pass or an answer's after-work is not held by the outbox: what is left waits for the next."""
+    written = messages(app, licences=3)
+    assert deliver(app, budget=0)["delivered"] == 0
+    assert receiver.accepted() == []
+    assert deliver(app, first_tries=True, budget=60)["delivered"] == 3
+    assert sorted(receiver.accepted()) == sorted(i for ids in written.values() for i in ids)
 
 
 def test_without_an_endpoint_nothing_is_sent(database_url, receiver):

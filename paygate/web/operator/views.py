@@ -289,7 +289,12 @@ def _vendor_message_or_404(pk: int, message_id: str):
 
 
 def _delivered_after(response, licence_pk: int | None):
-    return after_answer(response, lambda: vendor_outbox.deliver_due(licence_pks={licence_pk}))
+    return after_answer(
+        response,
+        lambda: vendor_outbox.deliver_due(
+            licence_pks={licence_pk}, first_tries=True, budget=vendor_outbox.AFTER_ANSWER_BUDGET
+        ),
+    )
 
 
 @bp.post("/registrations/<int:pk>/notes")
