@@ -612,8 +612,12 @@ def test_csrf_exempts_only_the_webhook_and_the_local_standins(app, tmp_path):
             "secret_key": "local",
         }
     )
-    # and the licence page, whose URL holds the key or the one-hour link (no cookie, so no CSRF token)
-    for each, expected in ((app, {"webhooks", "licence"}), (local, {"webhooks", "standins", "licence"})):
+    # and the licence page, whose URL holds the key or the one-hour link (no cookie, so no CSRF token), and the
+    # licence API (a bearer token, never a cookie)
+    for each, expected in (
+        (app, {"webhooks", "licence", "licence_api"}),
+        (local, {"webhooks", "standins", "licence", "licence_api"}),
+    ):
         csrf = each.extensions["csrf"]
         assert {bp.name for bp in csrf._exempt_blueprints} == expected
         # and the invoice, licence-key and pilot forms of the frame, which has no cookie (the flow token and a signed

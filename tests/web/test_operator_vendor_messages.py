@@ -138,6 +138,19 @@ def test_send_again_without_the_csrf_token_is_refused(app, ops):
     assert entries(app, pk, "operator") == []
 
 
+def test_a_signed_in_browser_cannot_skip_the_csrf_token_with_a_bearer_header_that_is_no_token(app, ops):
+    """Only an operator's API token exempts a call from the CSRF token; any other bearer header is refused, even
+    beside a signed-in session's cookie."""
+    (pk,) = seed(app)
+    _failed(app, pk)
+    path = f"/operator/api/registrations/{pk}/vendor-messages/msg_2Failed0000000000000000001/resend"
+    for header in ("Bearer garbage", "Bearer pgo_not-a-token", "bearer "):
+        response = ops.post(path, headers={"Authorization": header})
+        assert response.status_code == 401 and response.get_json()["error"] == "Unauthorized", header
+    assert _stored(app, "msg_2Failed0000000000000000001").status == "failed"
+    assert entries(app, pk, "operator") == []
+
+
 def test_the_api_lists_deliveries_and_sends_one_again(app, client, operator):
     (pk,) = seed(app)
     _failed(app, pk)
@@ -208,4 +221,6 @@ def test_the_message_sent_again_is_delivered_after_the_answer(app, ops, monkeypa
         f"/operator/registrations/{pk}/vendor-messages/msg_2Failed0000000000000000001/resend",
         data={"csrf_token": token},
     )
-    assert asked == [{"licence_pks": {None}}]  # a message without a licence: its own
+    assert asked == [
+        {"licence_pks": {None}, "first_tries": True, "budget": vendor_outbox.AFTER_ANSWER_BUDGET}
+    ]  # a message without a licence: its own

@@ -219,8 +219,8 @@ def _remember_me_on_operator_pages_only(app: Flask) -> None:
 
 
 def _bearer_api_call() -> bool:
-    """An operator API call that names its token: a browser sends no Authorization header across sites
-    (not without a CORS preflight, which nothing here answers), so it needs no CSRF token."""
+    """An operator API call that names a token: a browser sends no Authorization header across sites (not without
+    a CORS preflight, which nothing here answers), so it needs no CSRF token."""
     scheme = request.headers.get("Authorization", "").partition(" ")[0]
     return request.path.startswith(API_PREFIX) and scheme.lower() == "bearer"
 
@@ -243,7 +243,9 @@ def init_app(app: Flask) -> None:
     def _csrf_protect():
         if request.method in app.config["WTF_CSRF_METHODS"] and app.config["WTF_CSRF_ENABLED"]:
             if _bearer_api_call():
-                return
+                # Exempt only as the token's operator: a token that is not one is refused here, before a session
+                # cookie sent beside it could sign the request in without a CSRF token.
+                return None if _load_from_token(request) is not None else _unauthorized()
             csrf.protect(apply_exemptions=True)
 
     for name in ("webhooks", "standins"):  # Stripe and the stand-ins' Stripe-style calls carry no token of ours
