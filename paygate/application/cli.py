@@ -178,7 +178,10 @@ def prune_command(days: int | None) -> None:
         click.echo("RETENTION_DAYS=0: nothing is pruned")
         return
     counts = prune(days=days)
-    click.echo(f"events={counts['events']} registrations={counts['registrations']} (older than {days} days)")
+    click.echo(
+        f"events={counts['events']} registrations={counts['registrations']} "
+        f"vendor_messages={counts['vendor_messages']} (older than {days} days)"
+    )
 
 
 def register(app: Flask) -> None:

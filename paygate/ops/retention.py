@@ -6,7 +6,9 @@
   (three days at most);
 * abandoned registrations without money on them, with their Checkout Sessions, timeline and events:
   never paid, no refund, no platform, nothing for an operator to look at, no licence (so no licence
-  payment and no invoice), no Checkout Session that completed, and only "expired" or "failed" events.
+  payment and no invoice), no Checkout Session that completed, and only "expired" or "failed" events;
+* events for the vendor's systems that were delivered (their copy is the vendor's now; one given up stays
+  for an operator to send again).
 
 A row any other table refers to is kept: a table added later decides nothing here by omission. Run
 by `flask --app wsgi prune` and by the worker every PRUNE_EVERY_SECONDS.
@@ -27,6 +29,7 @@ from paygate.core.models import (
     State,
     StripeEvent,
     TimelineEntry,
+    VendorMessage,
 )
 
 log = logging.getLogger(__name__)
@@ -87,9 +90,9 @@ def _other_references():
 
 
 def prune(now: datetime | None = None, days: int | None = None) -> dict:
-    """Delete what retention allows (see above); returns how many events and registrations went."""
+    """Delete what retention allows (see above); returns how many events, registrations and vendor messages went."""
     days = current_app.config["SETTINGS"].retention_days if days is None else days
-    counts = {"events": 0, "registrations": 0}
+    counts = {"events": 0, "registrations": 0, "vendor_messages": 0}
     if days <= 0:
         return counts
     cutoff = (now or utcnow()) - timedelta(days=days)
@@ -103,6 +106,19 @@ def prune(now: datetime | None = None, days: int | None = None) -> dict:
             )
         db.session.commit()
         counts["events"] += len(ids)
+        if len(ids) < BATCH:
+            break
+    delivered = (VendorMessage.status == "delivered", VendorMessage.delivered_at < cutoff)
+    while True:
+        ids = db.session.scalars(select(VendorMessage.id).where(*delivered).limit(BATCH)).all()
+        if ids:
+            db.session.execute(
+                delete(VendorMessage)
+                .where(VendorMessage.id.in_(ids), *delivered)
+                .execution_options(synchronize_session=False)
+            )
+        db.session.commit()
+        counts["vendor_messages"] += len(ids)
         if len(ids) < BATCH:
             break
     condition = prunable_registration_condition(cutoff)
@@ -132,10 +148,11 @@ def prune(now: datetime | None = None, days: int | None = None) -> dict:
             break
     if any(counts.values()):
         log.info(
-            "retention: deleted %s foreign Stripe events and %s abandoned registrations without money, "
-            "older than %s days",
+            "retention: deleted %s foreign Stripe events, %s abandoned registrations without money and %s "
+            "delivered vendor messages, older than %s days",
             counts["events"],
             counts["registrations"],
+            counts["vendor_messages"],
             days,
         )
     return counts

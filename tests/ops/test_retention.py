@@ -9,11 +9,21 @@ import pytest
 from sqlalchemy import select
 
 from paygate.core.db import db, utcnow
-from paygate.core.models import CheckoutSession, Licence, LicencePayment, Registration, StripeEvent, TimelineEntry
+from paygate.core.models import (
+    CheckoutSession,
+    Licence,
+    LicencePayment,
+    Registration,
+    StripeEvent,
+    TimelineEntry,
+    VendorMessage,
+)
 from paygate.ops import worker
+from paygate.ops.retention import prune
 from tests.helpers.apps import make_app
 from tests.helpers.flow import open_frame
 from tests.helpers.operators import paid_registration
+from tests.helpers.vendor import messages as vendor_messages
 from tests.helpers.webhooks import deliver
 
 OLD = timedelta(days=91)
@@ -167,7 +177,10 @@ def test_prune_deletes_old_leftovers_and_keeps_every_row_with_money(app):
         rows_before = db.session.scalar(select(db.func.count()).select_from(Registration))
 
     result = app.test_cli_runner().invoke(args=["prune"])
-    assert result.exit_code == 0 and result.output.strip() == "events=1 registrations=1 (older than 90 days)"
+    assert (
+        result.exit_code == 0
+        and result.output.strip() == "events=1 registrations=1 vendor_messages=0 (older than 90 days)"
+    )
 
     with app.app_context():
         assert db.session.get(Registration, gone_pk) is None
@@ -185,7 +198,7 @@ def test_prune_deletes_old_leftovers_and_keeps_every_row_with_money(app):
         assert {foreign_recent, ours_by_session, ours_by_registration} <= events
     # Again: nothing more to do.
     again = app.test_cli_runner().invoke(args=["prune"])
-    assert again.output.strip() == "events=0 registrations=0 (older than 90 days)"
+    assert again.output.strip() == "events=0 registrations=0 vendor_messages=0 (older than 90 days)"
 
 
 def test_an_abandoned_registration_goes_and_a_paid_one_stays(ops, stripe_api, ltiaas_api):
@@ -234,7 +247,10 @@ def test_another_integrations_event_is_pruned_once_old(client, stripe_api, ltiaa
 
 @pytest.mark.parametrize(
     "days, printed",
-    [(0, "RETENTION_DAYS=0: nothing is pruned"), (365, "events=0 registrations=0 (older than 365 days)")],
+    [
+        (0, "RETENTION_DAYS=0: nothing is pruned"),
+        (365, "events=0 registrations=0 vendor_messages=0 (older than 365 days)"),
+    ],
 )
 def test_the_retention_is_a_setting(database_url, days, printed):
     app = make_app(database_url, retention_days=days)
@@ -246,3 +262,18 @@ def test_the_retention_is_a_setting(database_url, days, printed):
     with app.app_context():
         assert db.session.scalar(select(db.func.count()).select_from(Registration)) == 1
         db.engine.dispose()
+
+
+def test_delivered_vendor_messages_go_once_old_and_a_given_up_one_stays(app):
+    """The vendor has its copy of a delivered event; one given up waits for an operator to send it again."""
+    written = vendor_messages(app, licences=1, per_licence=3)
+    old = utcnow() - timedelta(days=91)
+    with app.app_context():
+        kept_pending, given_up, delivered = db.session.scalars(select(VendorMessage).order_by(VendorMessage.id)).all()
+        given_up.status, given_up.last_attempt_at = "failed", old
+        delivered.status, delivered.delivered_at = "delivered", old
+        kept_pending.created_at = old
+        db.session.commit()
+        assert prune()["vendor_messages"] == 1
+        left = db.session.scalars(select(VendorMessage.message_id).order_by(VendorMessage.id)).all()
+    assert left == next(iter(written.values()))[:2]
