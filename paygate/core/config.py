@@ -165,7 +165,7 @@ class Settings(BaseSettings):
             if "promotion_codes" not in self.model_fields_set:  # the stand-in's codes can be tried (SCHOOL20...)
                 self.promotion_codes = True
         # The vendor's systems: a stand-in endpoint receives the events; the licence API answers a known token.
-        if "vendor_webhook_url" not in self.model_fields_set:
+        if "vendor_webhook_url" not in self.model_fields_set and self.uses_standins:  # mounted beside them only
             self.vendor_webhook_url = self.standin_url("vendor") + "/events"
             self.vendor_webhook_secret = self.vendor_webhook_secret or LOCAL_VENDOR_WEBHOOK_SECRET
         if "licence_api_token" not in self.model_fields_set:
