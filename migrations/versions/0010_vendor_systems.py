@@ -45,7 +45,13 @@ def upgrade():
         sa.UniqueConstraint("message_id"),
     )
     with op.batch_alter_table("vendor_messages", schema=None) as batch_op:
-        batch_op.create_index("ix_vendor_messages_licence_pk_id", ["licence_pk", "id"], unique=False)
+        batch_op.create_index(
+            "ix_vendor_messages_pending_licence_pk_id",
+            ["licence_pk", "id"],
+            unique=False,
+            postgresql_where=sa.text("status = 'pending'"),
+            sqlite_where=sa.text("status = 'pending'"),
+        )
         batch_op.create_index(batch_op.f("ix_vendor_messages_registration_pk"), ["registration_pk"], unique=False)
         batch_op.create_index("ix_vendor_messages_status_next_attempt_at", ["status", "next_attempt_at"], unique=False)
     with op.batch_alter_table("licences", schema=None) as batch_op:
@@ -62,5 +68,5 @@ def downgrade():
     with op.batch_alter_table("vendor_messages", schema=None) as batch_op:
         batch_op.drop_index("ix_vendor_messages_status_next_attempt_at")
         batch_op.drop_index(batch_op.f("ix_vendor_messages_registration_pk"))
-        batch_op.drop_index("ix_vendor_messages_licence_pk_id")
+        batch_op.drop_index("ix_vendor_messages_pending_licence_pk_id")
     op.drop_table("vendor_messages")

@@ -340,6 +340,9 @@ class StripeEvent(db.Model):
     payload: Mapped[str] = mapped_column(Text)  # the raw, verified body
 
 
+PENDING_MESSAGE = "status = 'pending'"
+
+
 class VendorMessage(db.Model):
     """One event for the vendor's systems (docs/architecture.md, invariant 12): written in the transaction of the
     change it reports, then delivered in order per licence, at least once, always with the same `message_id`."""
@@ -365,7 +368,15 @@ class VendorMessage(db.Model):
 
     __table_args__ = (
         Index("ix_vendor_messages_status_next_attempt_at", "status", "next_attempt_at"),
-        Index("ix_vendor_messages_licence_pk_id", "licence_pk", "id"),
+        # A licence's messages not delivered yet, in order: what decides whether one is due (a delivered history,
+        # however long, is not read).
+        Index(
+            "ix_vendor_messages_pending_licence_pk_id",
+            "licence_pk",
+            "id",
+            postgresql_where=text(PENDING_MESSAGE),
+            sqlite_where=text(PENDING_MESSAGE),
+        ),
     )
 
 
