@@ -134,6 +134,7 @@ def test_headers_keep_the_key_out_of_referers_indexes_cookies_and_frames(client,
         assert "noindex" in answer.headers["X-Robots-Tag"]
         assert answer.headers["Cache-Control"] == "no-store"
         assert "Set-Cookie" not in answer.headers
+        assert "Cookie" not in answer.headers.get("Vary", "")  # no session is read: it depends on no cookie
         assert answer.headers["X-Frame-Options"] == "DENY"
         assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
     page = client.get(f"/licence/{key}").text

@@ -194,7 +194,7 @@ def sign_out() -> None:
 
 # Paths that never use a session: the LMS admin's flow (in the frame, where cookies are third-party
 # anyway), Stripe's webhooks and the licence API (a bearer token).
-SESSIONLESS_PREFIXES = ("/flow/", "/pre-approval", "/lti/register", "/webhooks/", "/api/")
+SESSIONLESS_PREFIXES = ("/flow/", "/pre-approval", "/lti/register", "/webhooks/", "/api/", "/licence/")
 
 
 class Sessions(SecureCookieSessionInterface):
