@@ -116,7 +116,9 @@ def worker_command(once: bool, interval: float | None, reconcile: bool | None) -
         logging.getLogger("paygate.ops.worker").info(
             "worker: %s received, stopping after the current pass", signal.Signals(signum).name
         )
-        stop.set()
+        # Set from another thread: the handler runs in the main thread, which may hold the event's own lock at
+        # that moment (inside stop.wait between passes); setting it here would wait for that lock for ever.
+        threading.Thread(target=stop.set, name="worker-stop", daemon=True).start()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
