@@ -215,6 +215,7 @@ def test_the_message_sent_again_is_delivered_after_the_answer(app, ops, monkeypa
     (pk,) = seed(app)
     _failed(app, pk)
     asked = []
+    monkeypatch.setattr(app.config["SETTINGS"], "vendor_webhook_url", "https://vendor.example/events")  # one to send to
     monkeypatch.setattr(vendor_outbox, "deliver_due", lambda **kwargs: asked.append(kwargs))
     token = csrf_token(ops, f"/operator/registrations/{pk}")
     ops.post(

@@ -26,9 +26,7 @@ from paygate.core.db import db, utcnow
 from paygate.core.models import Registration, State
 from paygate.core.money import format_amount
 from paygate.gateways import payments
-from paygate.ops import vendor_outbox
 from paygate.web import throttling
-from paygate.web.after_answer import after_answer
 from paygate.web.operator import actions, as_json, auth, deliveries, export, queries, refunding, sold, standing
 from paygate.web.operator import detail as registration_detail
 
@@ -276,8 +274,7 @@ def check_access(pk: int):
 def resend_vendor_message(pk: int, message_id: str):
     """Send a message to the vendor's systems again (same webhook id), delivered after the answer."""
     reg, message = _vendor_message_or_404(pk, message_id)
-    licence_pk = message.licence_pk
-    return _delivered_after(_back(pk, deliveries.send_again(reg, message, current_user.email)), licence_pk)
+    return _back(pk, deliveries.send_again(reg, message, current_user.email))
 
 
 def _vendor_message_or_404(pk: int, message_id: str):
@@ -286,15 +283,6 @@ def _vendor_message_or_404(pk: int, message_id: str):
     if message is None:
         abort(404, description="No such message to the vendor on this registration.")
     return reg, message
-
-
-def _delivered_after(response, licence_pk: int | None):
-    return after_answer(
-        response,
-        lambda: vendor_outbox.deliver_due(
-            licence_pks={licence_pk}, first_tries=True, budget=vendor_outbox.AFTER_ANSWER_BUDGET
-        ),
-    )
 
 
 @bp.post("/registrations/<int:pk>/notes")
@@ -344,8 +332,7 @@ def api_registration(pk: int):
 @bp.post("/api/registrations/<int:pk>/vendor-messages/<message_id>/resend")
 def api_resend_vendor_message(pk: int, message_id: str):
     reg, message = _vendor_message_or_404(pk, message_id)
-    licence_pk = message.licence_pk
     result = deliveries.send_again(reg, message, current_user.email)
     if result.level != "ok":
         return jsonify(error="Conflict", message=result.message), 409
-    return _delivered_after(jsonify(message_id=message_id, status="pending", message=result.message), licence_pk), 202
+    return jsonify(message_id=message_id, status="pending", message=result.message), 202
