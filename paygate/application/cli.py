@@ -6,7 +6,7 @@ import sys
 import click
 from flask import Flask
 from flask.cli import AppGroup, with_appcontext
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from paygate.core.db import db
 
@@ -53,20 +53,25 @@ def create_operator(email: str, password_stdin: bool) -> None:
 @click.argument("email")
 @click.option("--revoke", is_flag=True, help="Remove the operator's API token instead of making a new one.")
 def operator_token(email: str, revoke: bool) -> None:
-    """Print a new API token for an operator (shown once; replaces the previous one)."""
-    from paygate.core.models import Operator
-    from paygate.web.operator.auth import new_api_token
+    """Print a new API token for an operator (shown once; it expires in 90 days), or revoke all of theirs."""
+    from paygate.core.db import utcnow
+    from paygate.core.models import Operator, OperatorToken
+    from paygate.web.operator.auth import new_api_token, token_expiry
 
     operator = db.session.scalars(select(Operator).where(Operator.email == email.strip().lower())).first()
     if operator is None:
         raise click.ClickException(f"no operator {email.strip().lower()}; create it first")
     if revoke:
-        operator.api_token_hash = None
+        db.session.execute(
+            update(OperatorToken)
+            .where(OperatorToken.operator_id == operator.id, OperatorToken.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
         db.session.commit()
-        click.echo(f"API token revoked for {operator.email}", err=True)
+        click.echo(f"API tokens revoked for {operator.email}", err=True)
         return
     token, stored = new_api_token()  # only the sha256 is stored
-    operator.api_token_hash = stored
+    db.session.add(OperatorToken(operator_id=operator.id, token_hash=stored, expires_at=token_expiry()))
     db.session.commit()
     click.echo(f"API token for {operator.email} (shown once; send it as Authorization: Bearer <token>):", err=True)
     click.echo(token)

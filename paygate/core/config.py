@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     vendor_webhook_url: str | None = None
     vendor_webhook_secret: str | None = None
 
+    # Operators (README "Operators"): a TOTP code at sign-in (`required`, the default outside APP_ENV=local)
+    # or not (`off`); where notifications are sent from (smtp:// or smtps://, unset: no e-mail) and to whom.
+    operator_2fa: Literal["required", "off"] | None = None
+    smtp_url: str | None = None
+    notify_emails: str | None = None
+
     metrics_token: str | None = None
     log_format: Literal["text", "json"] = "text"
 
@@ -143,6 +149,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _fill_local_defaults(self):
+        if self.operator_2fa is None:
+            self.operator_2fa = "off" if self.app_env == "local" else "required"
         if self.app_env != "local":
             return self
         self.public_url = self.public_url or f"http://127.0.0.1:{LOCAL_PORT}"

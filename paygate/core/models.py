@@ -1,4 +1,4 @@
-"""Tables: registrations, their Checkout Sessions, their timeline, Stripe events, operators."""
+"""Tables: registrations, their Checkout Sessions, their timeline, Stripe events, licences and vendor messages."""
 
 import enum
 from datetime import datetime
@@ -7,6 +7,14 @@ from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, Stri
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from paygate.core.db import db, utcnow
+from paygate.core.operator_tables import (  # noqa: F401 - named here too, with every other table
+    ROLES,
+    Notification,
+    Operator,
+    OperatorRecoveryCode,
+    OperatorSession,
+    OperatorToken,
+)
 
 # A completed platform whose access at LTIaaS differs from what its licence says (or was never told).
 ACCESS_DIFFERS = (
@@ -222,6 +230,8 @@ class Licence(db.Model):
     # keys, and first looks at Stripe for what the failed call may have made.
     invoicing_attempt: Mapped[int] = mapped_column(Integer, default=0)
 
+    # A subscription an operator set to end at its period's end (Stripe's cancel_at_period_end), no refund.
+    cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     # A dispute open on any of its payments, for operators.
     dispute_open: Mapped[bool] = mapped_column(Boolean, default=False)
     checked_at: Mapped[datetime | None] = mapped_column(DateTime)  # last read from Stripe
@@ -378,29 +388,6 @@ class VendorMessage(db.Model):
             sqlite_where=text(PENDING_MESSAGE),
         ),
     )
-
-
-class Operator(db.Model):
-    __tablename__ = "operators"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    email: Mapped[str] = mapped_column(String(320), unique=True)
-    password_hash: Mapped[str] = mapped_column(String(300))
-    api_token_hash: Mapped[str | None] = mapped_column(String(128), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-
-
-class OperatorSession(db.Model):
-    """A signed-in operator session: its cookie names it, and it lives only while this row does
-    (signing out deletes it, so a cookie captured before is refused afterwards)."""
-
-    __tablename__ = "operator_sessions"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id", ondelete="CASCADE"), index=True)
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the cookie's session id
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    expires_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 @event.listens_for(Licence, "after_insert")

@@ -26,6 +26,8 @@ BASE_CONFIG = {
     "public_url": "http://paygate.test",
     "secret_key": "test-secret-key",
     "ltiaas_timeout_seconds": 2.0,
+    # Sign-in with a password alone, as most tests need; the tests of the second factor turn it on.
+    "operator_2fa": "off",
 }
 
 _migrated: set[str] = set()

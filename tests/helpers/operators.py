@@ -7,7 +7,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 
 from paygate.core.db import db
-from paygate.core.models import CheckoutSession, Operator, Registration, TimelineEntry
+from paygate.core.models import CheckoutSession, Operator, OperatorToken, Registration, TimelineEntry
+from paygate.web.operator.auth import new_api_token, token_expiry
 from paygate.web.operator.passwords import hash_password
 from tests.helpers.flow import open_frame
 
@@ -15,10 +16,22 @@ EMAIL = "support@vendor.example"
 PASSWORD = "correct horse battery staple"
 
 
-def add_operator(app, email=EMAIL, password=PASSWORD):
+def add_operator(app, email=EMAIL, password=PASSWORD, role="admin"):
     with app.app_context():
-        db.session.add(Operator(email=email, password_hash=hash_password(password)))
+        db.session.add(
+            Operator(email=email, password_hash=hash_password(password), role=role, password_set_at=datetime.now())
+        )
         db.session.commit()
+
+
+def give_token(app, email=EMAIL) -> str:
+    """A new API token of the operator with that e-mail."""
+    token, stored = new_api_token()
+    with app.app_context():
+        operator = db.session.scalars(select(Operator).where(Operator.email == email)).one()
+        db.session.add(OperatorToken(operator_id=operator.id, token_hash=stored, expires_at=token_expiry()))
+        db.session.commit()
+    return token
 
 
 def csrf_token(client, path="/operator/sign-in") -> str:

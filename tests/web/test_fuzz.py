@@ -21,12 +21,10 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from paygate.core.db import db
-from paygate.core.models import Operator
 from paygate.web.openapi import PATH as DESCRIPTION
-from paygate.web.operator.auth import new_api_token
 from tests.helpers.apps import make_app
 from tests.helpers.flow import open_frame
-from tests.helpers.operators import add_operator, sign_in
+from tests.helpers.operators import add_operator, give_token, sign_in
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 RANDOM = os.environ.get("FUZZ_RANDOM") == "1"
@@ -77,10 +75,7 @@ def _operator_credentials(app) -> dict:
     assert sign_in(client).status_code == 303
     page = client.get("/operator/")
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-    token, stored = new_api_token()
-    with app.app_context():
-        db.session.scalars(db.select(Operator)).one().api_token_hash = stored
-        db.session.commit()
+    token = give_token(app)
     return {"cookie": client.get_cookie("session").value, "csrf": csrf, "bearer": token}
 
 

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from paygate.core.db import db
-from paygate.core.models import CheckoutSession, Operator, OperatorSession, Registration
+from paygate.core.models import CheckoutSession, OperatorSession, OperatorToken, Registration
 from tests.helpers.apps import make_app
 from tests.helpers.flow import open_frame
 from tests.helpers.operators import (
@@ -222,7 +222,7 @@ def test_api_token_from_the_cli(app, client, operator):
     token = result.stdout.strip().splitlines()[-1]
     assert token.startswith("pgo_")
     with app.app_context():
-        stored = db.session.scalars(select(Operator.api_token_hash)).one()
+        stored = db.session.scalars(select(OperatorToken.token_hash)).one()
         assert stored and token not in stored and len(stored) == 64  # only its sha256
     bearer = {"Authorization": f"Bearer {token}"}
     listing = client.get("/operator/api/registrations", headers=bearer)
@@ -231,12 +231,11 @@ def test_api_token_from_the_cli(app, client, operator):
     assert client.get(f"/operator/api/registrations/{pk}", headers=bearer).get_json()["id"] == pk
     assert "Set-Cookie" not in listing.headers
     assert client.get("/operator/", headers=bearer).status_code == 302  # tokens are for the API only
-    # A new token replaces the old one; --revoke removes it.
-    assert runner.invoke(args=["operator", "token", EMAIL]).exit_code == 0
-    assert client.get("/operator/api/registrations", headers=bearer).status_code == 401
+    # --revoke ends every token of the operator.
     assert runner.invoke(args=["operator", "token", EMAIL, "--revoke"]).exit_code == 0
+    assert client.get("/operator/api/registrations", headers=bearer).status_code == 401
     with app.app_context():
-        assert db.session.scalars(select(Operator.api_token_hash)).one() is None
+        assert db.session.scalars(select(OperatorToken.revoked_at)).one() is not None
     assert runner.invoke(args=["operator", "token", "nobody@vendor.example"]).exit_code != 0
 
 

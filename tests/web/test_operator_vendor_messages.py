@@ -7,10 +7,9 @@ from datetime import datetime
 from sqlalchemy import select
 
 from paygate.core.db import db
-from paygate.core.models import Operator, VendorMessage
+from paygate.core.models import VendorMessage
 from paygate.ops import vendor_outbox
-from paygate.web.operator.auth import new_api_token
-from tests.helpers.operators import csrf_token, entries, seed
+from tests.helpers.operators import csrf_token, entries, give_token, seed
 from tests.helpers.pages import text_of
 
 TRIED = datetime(2026, 12, 7, 12, 0, 0)
@@ -57,10 +56,7 @@ def _failed(app, pk, message_id="msg_2Failed0000000000000000001"):
 
 
 def _bearer(app) -> dict:
-    token, stored = new_api_token()
-    with app.app_context():
-        db.session.scalars(select(Operator)).one().api_token_hash = stored
-        db.session.commit()
+    token = give_token(app)
     return {"Authorization": f"Bearer {token}"}
 
 

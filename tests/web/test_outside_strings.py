@@ -14,9 +14,8 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from paygate.core.db import db
-from paygate.core.models import Operator, Registration
-from paygate.web.operator.auth import new_api_token
-from paygate.web.operator.passwords import hash_password
+from paygate.core.models import Registration
+from tests.helpers.operators import add_operator, give_token
 
 GOOD = {
     "url": "https://moodle.school.example",
@@ -55,15 +54,8 @@ def text_of(page_html: str) -> str:
 
 
 def api_token(app) -> str:
-    token, digest = new_api_token()
-    with app.app_context():
-        db.session.add(
-            Operator(
-                email="ops@vendor.example", password_hash=hash_password("a long password here"), api_token_hash=digest
-            )
-        )
-        db.session.commit()
-    return token
+    add_operator(app, email="ops@vendor.example", password="a long password here")
+    return give_token(app, email="ops@vendor.example")
 
 
 def sign_in(client) -> None:

@@ -16,13 +16,17 @@ from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import delete, select
 
 from paygate.core.db import db, utcnow
-from paygate.core.models import Operator, OperatorSession
+from paygate.core.models import Operator, OperatorSession, OperatorToken
 from paygate.web.operator.passwords import check_password, hash_password
 
 API_PREFIX = "/operator/api/"
 TOKEN_PREFIX = "pgo_"  # noqa: S105 - what every operator API token starts with, not a token
 # A signed-in session ends after this long, whatever the browser does with its cookie.
 SESSION_MAX_AGE_SECONDS = 12 * 3600
+# An API token works this long after it is made.
+TOKEN_DAYS = 90
+# A token's last use is written down to this precision (not a write on every call).
+LAST_USE_PRECISION = timedelta(minutes=1)
 # The key of the session's server-side id in the signed cookie.
 SESSION_ID = "operator_session"
 
@@ -38,6 +42,7 @@ class SignedIn(UserMixin):
     def __init__(self, operator: Operator, via: str):
         self.pk = operator.id
         self.email = operator.email
+        self.role = operator.role
         self.via = via  # "session" or "token"
         self._stamp = password_stamp(operator)
 
@@ -52,6 +57,10 @@ def password_stamp(operator: Operator) -> str:
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_expiry():
+    return utcnow() + timedelta(days=TOKEN_DAYS)
 
 
 def new_api_token() -> tuple[str, str]:
@@ -74,6 +83,7 @@ def _load_from_session(user_id: str):
         .join(OperatorSession, OperatorSession.operator_id == Operator.id)
         .where(
             Operator.id == int(pk),
+            Operator.disabled_at.is_(None),
             OperatorSession.token_hash == token_hash(session_id),
             OperatorSession.expires_at > utcnow(),
         )
@@ -92,8 +102,26 @@ def _load_from_token(req):
     token = token.strip()
     if scheme.lower() != "bearer" or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
-    operator = db.session.scalars(select(Operator).where(Operator.api_token_hash == token_hash(token))).first()
-    return SignedIn(operator, "token") if operator else None
+    now = utcnow()
+    found = db.session.execute(
+        select(Operator, OperatorToken)
+        .join(OperatorToken, OperatorToken.operator_id == Operator.id)
+        .where(
+            OperatorToken.token_hash == token_hash(token),
+            OperatorToken.revoked_at.is_(None),
+            OperatorToken.expires_at > now,
+            Operator.disabled_at.is_(None),
+        )
+    ).first()
+    if found is None:
+        return None
+    operator, stored = found
+    signed_in = SignedIn(operator, "token")
+    if stored.last_used_at is None or now - stored.last_used_at > LAST_USE_PRECISION:
+        # Written apart from the request's own work (a GET commits nothing), at most once a minute per token.
+        stored.last_used_at = now
+        db.session.commit()
+    return signed_in
 
 
 @login_manager.unauthorized_handler
