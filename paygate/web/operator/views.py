@@ -27,7 +27,7 @@ from paygate.core.models import Registration, State
 from paygate.core.money import format_amount
 from paygate.gateways import payments
 from paygate.web import throttling
-from paygate.web.operator import actions, as_json, auth, deliveries, export, queries, refunding, sold, standing
+from paygate.web.operator import actions, as_json, auth, deliveries, export, queries, refunding, roles, sold, standing
 from paygate.web.operator import detail as registration_detail
 
 bp = Blueprint("operator", __name__, url_prefix="/operator")
@@ -41,6 +41,12 @@ def _require_operator():
         return None
     if not current_user.is_authenticated:
         return auth.login_manager.unauthorized()
+    if not roles.may(current_user.role, request.endpoint):
+        # Checked before any view reads or changes anything (docs/architecture.md, invariant 13).
+        abort(
+            403,
+            description=f"Your role ({current_user.role}) may not do this; it needs {roles.needed(request.endpoint)}.",
+        )
     return None
 
 
@@ -74,6 +80,7 @@ def _helpers():
         "on_licence": standing.on_licence,
         "pilot_end": standing.pilot_end,
         "web_url": _web_url,
+        "may": lambda endpoint: roles.may(current_user.role, endpoint),
     }
 
 
