@@ -6,7 +6,8 @@ Create Date: 2026-12-07 15:30:00
 
 Every operator from before this revision becomes an admin (each could do everything until now) with the password
 they have. The one API token an operator could hold moves to `operator_tokens` and expires 90 days from the
-upgrade. Notifications to operators are an outbox, one row per registration and reason. A licence remembers a
+upgrade. What is done to operator accounts is audited. Notifications to operators are an outbox, one row per
+registration and reason. A licence remembers a
 subscription an operator set to end at its period's end.
 """
 
@@ -91,6 +92,19 @@ def upgrade():
         batch_op.drop_column("api_token_hash")
 
     op.create_table(
+        "operator_audit",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("actor", sa.String(length=320), nullable=False),
+        sa.Column("action", sa.String(length=40), nullable=False),
+        sa.Column("subject", sa.String(length=320), nullable=False),
+        sa.Column("detail", sa.String(length=300), nullable=True),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("operator_audit", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_operator_audit_created_at"), ["created_at"], unique=False)
+
+    op.create_table(
         "notifications",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("registration_pk", sa.Integer(), nullable=False),
@@ -122,6 +136,7 @@ def downgrade():
     with op.batch_alter_table("licences", schema=None) as batch_op:
         batch_op.drop_column("cancel_at_period_end")
     op.drop_table("notifications")
+    op.drop_table("operator_audit")
     with op.batch_alter_table("operators", schema=None) as batch_op:
         batch_op.add_column(sa.Column("api_token_hash", sa.String(length=128), nullable=True))
         batch_op.create_unique_constraint("uq_operators_api_token_hash", ["api_token_hash"])

@@ -11,6 +11,7 @@ from paygate.core.operator_tables import (  # noqa: F401 - named here too, with 
     ROLES,
     Notification,
     Operator,
+    OperatorAudit,
     OperatorRecoveryCode,
     OperatorSession,
     OperatorToken,

@@ -74,6 +74,20 @@ class OperatorSession(db.Model):
     expires_at: Mapped[datetime] = mapped_column(DateTime)
 
 
+class OperatorAudit(db.Model):
+    """What was done to operator accounts, by whom: added, role changed, disabled, removed, factor reset, token
+    made or revoked (an operator's actions on registrations are in the registration's timeline)."""
+
+    __tablename__ = "operator_audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    actor: Mapped[str] = mapped_column(String(320))  # the acting operator's e-mail, or "command line"
+    action: Mapped[str] = mapped_column(String(40))
+    subject: Mapped[str] = mapped_column(String(320))  # the e-mail of the operator it was done to
+    detail: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
 class Notification(db.Model):
     """One e-mail to operators (docs/architecture.md, invariant 12): written in the transaction of what it reports,
     one per registration and reason, then sent (retried while the mail server fails) by whoever runs the outbox."""

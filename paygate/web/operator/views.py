@@ -1,18 +1,14 @@
-"""The operator blueprint: its access hooks and routes (read arguments, check access, act, answer)."""
+"""The routes of registrations: the list, CSV, detail, actions and the JSON API (read arguments, act, answer);
+who may is checked before each by paygate/web/operator/blueprint.py."""
 
 import csv
 import io
-import secrets
-import unicodedata
-from datetime import datetime
 
 from flask import (
-    Blueprint,
     Response,
     abort,
     current_app,
     flash,
-    g,
     jsonify,
     redirect,
     render_template,
@@ -23,82 +19,10 @@ from flask import (
 from flask_login import current_user
 
 from paygate.core.db import db, utcnow
-from paygate.core.models import Registration, State
-from paygate.core.money import format_amount
-from paygate.gateways import payments
-from paygate.web import throttling
-from paygate.web.operator import actions, as_json, auth, deliveries, export, queries, refunding, roles, sold, standing
+from paygate.core.models import Registration
+from paygate.web.operator import actions, as_json, deliveries, export, queries, refunding, sold
 from paygate.web.operator import detail as registration_detail
-
-bp = Blueprint("operator", __name__, url_prefix="/operator")
-PUBLIC_ENDPOINTS = {"operator.sign_in"}
-
-
-@bp.before_request
-def _require_operator():
-    g.frameable = False  # operator pages are never framed
-    if request.endpoint in PUBLIC_ENDPOINTS:
-        return None
-    if not current_user.is_authenticated:
-        return auth.login_manager.unauthorized()
-    if not roles.may(current_user.role, request.endpoint):
-        # Checked before any view reads or changes anything (docs/architecture.md, invariant 13).
-        abort(
-            403,
-            description=f"Your role ({current_user.role}) may not do this; it needs {roles.needed(request.endpoint)}.",
-        )
-    return None
-
-
-@bp.context_processor
-def _operator():
-    return {"current_user": current_user}  # resolved only where a template uses it
-
-
-@bp.after_request
-def _private(response):
-    response.headers["Cache-Control"] = "no-store"
-    # Forms post with a same-origin Referer, which CSRF protection requires over https.
-    response.headers["Referrer-Policy"] = "same-origin"
-    return response
-
-
-@bp.context_processor
-def _helpers():
-    return {
-        "fmt_time": _fmt_time,
-        "money": format_amount,
-        "stripe_url": lambda kind, object_id: payments.gateway().dashboard_url(kind, object_id),
-        "states": [s.value for s in State],
-        "attention_reasons": queries.ATTENTION_REASONS,
-        "form_id": lambda: secrets.token_urlsafe(16),
-        "access_filters": queries.ACCESS_FILTERS,
-        "licence_filters": queries.LICENCE_FILTERS,
-        "sold": sold.sold,
-        "standing": standing.standing,
-        "joined_from": standing.joined_from,
-        "on_licence": standing.on_licence,
-        "pilot_end": standing.pilot_end,
-        "web_url": _web_url,
-        "may": lambda endpoint: roles.may(current_user.role, endpoint),
-    }
-
-
-@bp.app_template_filter("visible")
-def _visible(value) -> str:
-    """Control and format characters (ESC, U+202E...) as their code, so that none hides or reorders a page."""
-    if value is None:
-        return ""
-    return "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in ("Cc", "Cf", "Cs") else c for c in str(value))
-
-
-def _web_url(value: str | None) -> str | None:
-    """`value` if it can be a link (Stripe's invoice pages), else None: no javascript: or data: in an href."""
-    return value if value and value.startswith(("https://", "http://")) else None
-
-
-def _fmt_time(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") + " UTC" if value else ""
+from paygate.web.operator.blueprint import bp
 
 
 def _registration_or_404(pk: int):
@@ -111,52 +35,6 @@ def _registration_or_404(pk: int):
 def _back(pk: int, result: actions.Result):
     flash(result.message, result.level)
     return redirect(url_for("operator.detail", pk=pk), 303)
-
-
-# Sign-in
-
-
-@bp.route("/sign-in", methods=["GET", "POST"])
-def sign_in():
-    next_url = auth.safe_next(request.values.get("next"))
-    if request.method == "GET":
-        if current_user.is_authenticated:
-            return redirect(next_url or url_for("operator.registrations"))
-        return render_template("operator/sign_in.html", email="", next_url=next_url)
-    email = (request.form.get("email") or "").strip().lower()[:320]
-    # Counted before the password is checked, so that parallel guesses cannot pass the rate.
-    try:
-        attempt = throttling.sign_in_attempt(email)
-    except throttling.StoreUnavailable:
-        return render_template(
-            "operator/sign_in.html",
-            email=email,
-            next_url=next_url,
-            error="Signing in is unavailable for a moment. Try again shortly.",
-        ), 503
-    if attempt is None:
-        page = render_template(
-            "operator/sign_in.html",
-            email=email,
-            next_url=next_url,
-            error="Too many failed sign-ins from your address. Wait a few minutes, then try again.",
-        )
-        return page, 429, {"Retry-After": str(throttling.RETRY_AFTER_SECONDS)}
-    operator = auth.authenticate(email, request.form.get("password") or "")
-    if operator is None:
-        return render_template(
-            "operator/sign_in.html", email=email, next_url=next_url, error="Wrong e-mail or password."
-        ), 401
-    attempt.succeeded()
-    auth.sign_in(operator)
-    return redirect(next_url or url_for("operator.registrations"), 303)
-
-
-@bp.post("/sign-out")
-def sign_out():
-    auth.sign_out()
-    flash("Signed out.", "info")
-    return redirect(url_for("operator.sign_in"), 303)
 
 
 # Review
