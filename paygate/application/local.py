@@ -19,10 +19,12 @@ from werkzeug.serving import run_simple
 
 from paygate.application import create_app
 from paygate.application.cli import check_offers_soon
-from paygate.core.config import LOCAL_PORT, ConfigError
+from paygate.core.config import LOCAL_PORT, ConfigError, load_settings
+from paygate.standins import mail
 
 log = logging.getLogger(__name__)
 SECRET_KEY_FILE = "local-secret-key"  # noqa: S105 - the name of the file that keeps the key
+LOCAL_NOTIFY_EMAILS = "operators@tools.example"
 
 
 def configured(name: str) -> str | None:
@@ -71,6 +73,18 @@ def instance_path() -> str:
     return Flask(__package__, instance_relative_config=True).instance_path
 
 
+def local_mailbox(overrides: dict) -> mail.Server | None:
+    """The stand-in mail server, when the stand-ins are mounted and SMTP_URL is not set: started on a free port,
+    with SMTP_URL (and NOTIFY_EMAILS, unless set) pointing at it in `overrides`. Raises ConfigError."""
+    if configured("SMTP_URL") is not None or not load_settings(overrides).uses_standins:
+        return None
+    server = mail.Server(mail.Handler())
+    overrides["smtp_url"] = server.url
+    if configured("NOTIFY_EMAILS") is None:
+        overrides["notify_emails"] = LOCAL_NOTIFY_EMAILS
+    return server
+
+
 def _stop_like_ctrl_c(signum, frame):
     """SIGTERM (`kill PID`) stops the server as Ctrl+C does; the worker is then told to stop."""
     raise KeyboardInterrupt
@@ -79,12 +93,15 @@ def _stop_like_ctrl_c(signum, frame):
 def main() -> None:
     overrides = local_overrides()
     try:
+        mailbox = local_mailbox(overrides)
         app = create_app(overrides, standins_state_dir=instance_path())  # a restart keeps the stand-ins' payments
     except ConfigError as exc:
         # One clear line naming the variable, never its value (as wsgi.py).
         print(f"configuration error: {exc}", file=sys.stderr)
         sys.exit(2)
     settings = app.config["SETTINGS"]
+    if mailbox is not None:
+        mailbox.handler.state = app.extensions["standins"].mail
     url = urlparse(settings.public_url)
     port = int(configured("PORT") or url.port or LOCAL_PORT)
     if not settings.uses_standins:
@@ -96,6 +113,7 @@ def main() -> None:
             f"  Registration URL:       {settings.public_url}/lti/register\n"
             f"  Operator pages:         {settings.public_url}/operator/\n"
             f"  The vendor's systems:   {settings.public_url}/_local/vendor\n"
+            f"  E-mail to operators:    {settings.public_url}/_local/mail\n"
             f"  Stop with Ctrl+C.\n",
             flush=True,
         )

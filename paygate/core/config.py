@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from paygate.core.notify_config import parse_recipients, parse_smtp_url
+
 LOCAL_PORT = 5000
 # SECRET_KEY signs operator sessions and form ids: a short one can be guessed offline from one cookie.
 SECRET_KEY_MIN = 32
@@ -292,9 +294,23 @@ def load_settings(overrides: dict | None = None) -> Settings:
     except ValueError as exc:
         raise ConfigError(f"VENDOR_LOGO_URL is malformed: {exc}") from None
     _check_vendor_systems(settings)
+    _check_notifications(settings)
     if settings.vendor_name is not None:
         settings.vendor_name = " ".join(settings.vendor_name.split())[:120] or None
     return settings
+
+
+def _check_notifications(settings: Settings) -> None:
+    """SMTP_URL parses (its value, which holds a password, is never repeated) and has someone to write to."""
+    for name, parse in (("SMTP_URL", parse_smtp_url), ("NOTIFY_EMAILS", parse_recipients)):
+        try:
+            parse(getattr(settings, name.lower()))
+        except ValueError as exc:
+            raise ConfigError(f"{name} is malformed: {exc}") from None
+    settings.smtp_url = (settings.smtp_url or "").strip() or None
+    settings.notify_emails = ", ".join(parse_recipients(settings.notify_emails)) or None
+    if settings.smtp_url and not settings.notify_emails:
+        raise ConfigError("NOTIFY_EMAILS is required with SMTP_URL (the operators' addresses, separated by commas)")
 
 
 LICENCE_API_TOKEN_MIN = 32

@@ -10,6 +10,7 @@ import secrets
 
 from sqlalchemy import select, update
 
+from paygate.core import notifications
 from paygate.core.db import db, insert_ignoring_duplicates, utcnow
 from paygate.core.models import Registration, State, TimelineEntry
 from paygate.core.money import format_amount
@@ -43,10 +44,11 @@ def _merge_attention(reg: Registration, values: dict) -> None:
         values["attention"] = f"{reg.attention},{reason}"[:200]
 
 
-def _alert(reg: Registration, values: dict) -> None:
+def _alert(reg: Registration, values: dict, before: str | None, message: str) -> None:
     if isinstance(values.get("attention"), str):
-        # ERROR, so that log-based alerting reaches the vendor's support team.
+        # ERROR, so that log-based alerting reaches the vendor's support team; operators get an e-mail per new reason.
         log.error("registration %s needs attention: %s", reg.id, values["attention"])
+        notifications.attention(reg, before, values["attention"], message)
 
 
 def _sources(target: State) -> set[State]:
@@ -71,7 +73,7 @@ def transition(
     sources = _sources(target) if expect is None else set(expect)
     if not sources <= _sources(target):
         raise TransitionError(f"{sorted(map(str, sources))} -> {target} is not allowed")
-    before = reg.state
+    before, attention = reg.state, reg.attention
     _merge_attention(reg, values)
     stmt = (
         update(Registration)
@@ -97,12 +99,13 @@ def transition(
     )
     db.session.flush()
     log.info("registration %s: %s -> %s, cause %s", reg.id, before, target, cause)
-    _alert(reg, values)
+    _alert(reg, values, attention, message)
     return True
 
 
 def record(reg: Registration, kind: str, *, cause: str, message: str, details: dict | None = None, **values) -> None:
     """Add a timeline entry that changes no state (an event, an attempt, a note), with field updates."""
+    attention = reg.attention
     _merge_attention(reg, values)
     if values:
         db.session.execute(
@@ -114,7 +117,7 @@ def record(reg: Registration, kind: str, *, cause: str, message: str, details: d
         db.session.refresh(reg)
     db.session.add(TimelineEntry(registration_pk=reg.id, kind=kind, cause=cause, message=message, details=details))
     db.session.flush()
-    _alert(reg, values)
+    _alert(reg, values, attention, message)
 
 
 def open_registration(

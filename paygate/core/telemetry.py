@@ -92,6 +92,13 @@ VENDOR_DELIVERIES = Counter(
     registry=REGISTRY,
 )
 
+NOTIFICATIONS = Counter(
+    "paygate_notifications",
+    "Tries to e-mail a notification to operators, by outcome (sent, failed, gave_up).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+
 _CALLS = {"ltiaas": (LTIAAS_CALLS, LTIAAS_DURATION), "stripe": (STRIPE_CALLS, STRIPE_DURATION)}
 _METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 UNMATCHED = "unmatched"  # the route of a request no URL rule matched (404, 405)
@@ -240,6 +247,11 @@ def vendor_deliveries(outcome: str, count: int) -> None:
     """Count `count` tries of the vendor outbox (paygate/ops/vendor_outbox.py) with one outcome."""
     if count:
         _safely(lambda: VENDOR_DELIVERIES.labels(outcome).inc(count))
+
+
+def notifications(outcome: str) -> None:
+    """Count one try of the notification outbox (paygate/ops/notify_outbox.py) with its outcome."""
+    _safely(lambda: NOTIFICATIONS.labels(outcome).inc())
 
 
 # ---------------------------------------------------------------------------------------------

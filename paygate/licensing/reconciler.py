@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from flask import current_app
 from sqlalchemy import insert, or_, select, text, update
 
+from paygate.core import notifications
 from paygate.core.db import db, utcnow
 from paygate.core.models import ACCESS_DIFFERS, Registration, TimelineEntry
 from paygate.core.registrations import record
@@ -283,6 +284,8 @@ def _record_failure(
             message=f"LTIaaS did not {verb} platform {reg.platform_id}: {error.get('message')}. "
             f"Retrying in {int(delay.total_seconds())} s" + (" (an operator is told)." if reason else "."),
         )
+        if reason:
+            notifications.access_untold(reg, active, error.get("message"))
     db.session.commit()
 
 

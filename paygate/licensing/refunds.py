@@ -11,6 +11,7 @@ import logging
 
 from sqlalchemy import select, update
 
+from paygate.core import notifications
 from paygate.core.db import db, utcnow
 from paygate.core.models import Licence, LicencePayment, Registration, State
 from paygate.core.money import format_amount
@@ -174,6 +175,7 @@ def _dispute_changed(reg: Registration, row: LicencePayment, cause: str) -> None
             message=f"Dispute {row.dispute_id} opened on {row.payment_intent_id} ({status})"
             + (f"; evidence due by {due:%Y-%m-%d %H:%M} UTC." if due else "."),
         )
+        notifications.dispute_opened(reg, row.dispute_id, status, due)
     elif status == "lost":
         record(
             reg,

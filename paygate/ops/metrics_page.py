@@ -26,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from paygate.core import telemetry
 from paygate.core.db import db, utcnow
-from paygate.core.models import ACCESS_DIFFERS, Registration, State, VendorMessage
+from paygate.core.models import ACCESS_DIFFERS, Notification, Registration, State, VendorMessage
 from paygate.ops.worker import due_condition, stale_condition
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,10 @@ def database_queries(settings, now) -> dict:
         "vendor_pending": select(func.count(), func.min(VendorMessage.created_at)).where(
             VendorMessage.status == "pending"
         ),
+        # Notifications to operators not sent yet, on their (status, next_attempt_at) index.
+        "notify_pending": select(func.count(), func.min(Notification.created_at)).where(
+            Notification.status == "pending"
+        ),
     }
 
 
@@ -93,6 +97,7 @@ def database_facts(settings, now=None) -> dict:
     due, stale, oldest = db.session.execute(queries["backlog"]).one()
     differs = db.session.scalar(queries["access_differs"])
     vendor_pending, vendor_oldest = db.session.execute(queries["vendor_pending"]).one()
+    notify_pending, notify_oldest = db.session.execute(queries["notify_pending"]).one()
     db.session.commit()  # ends the read transaction
     return {
         "by_state": {s.value: by_state.get(s.value, 0) for s in State},
@@ -103,6 +108,8 @@ def database_facts(settings, now=None) -> dict:
         "oldest_paid_age": max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0,
         "vendor_pending": vendor_pending,
         "vendor_oldest_age": max(0.0, (now - vendor_oldest).total_seconds()) if vendor_oldest is not None else 0.0,
+        "notify_pending": notify_pending,
+        "notify_oldest_age": max(0.0, (now - notify_oldest).total_seconds()) if notify_oldest is not None else 0.0,
     }
 
 
@@ -160,6 +167,16 @@ def _database_families() -> list:
                 "paygate_vendor_messages_oldest_pending_age_seconds",
                 "Age of the oldest event for the vendor's systems not delivered yet; 0 when there is none.",
                 value=facts["vendor_oldest_age"],
+            ),
+            GaugeMetricFamily(
+                "paygate_notifications_pending",
+                "Notifications to operators not e-mailed yet (being retried included).",
+                value=facts["notify_pending"],
+            ),
+            GaugeMetricFamily(
+                "paygate_notifications_oldest_pending_age_seconds",
+                "Age of the oldest notification to operators not e-mailed yet; 0 when there is none.",
+                value=facts["notify_oldest_age"],
             ),
         ]
     families.append(

@@ -25,7 +25,7 @@ from flask import current_app
 from sqlalchemy import bindparam, exists, false, or_, select, update
 from sqlalchemy.orm import aliased
 
-from paygate.core import telemetry
+from paygate.core import notifications, telemetry
 from paygate.core.db import db, utcnow
 from paygate.core.models import Registration, VendorMessage
 from paygate.core.registrations import record
@@ -267,6 +267,7 @@ def _give_up(row, answer: vendor_webhooks.Answer) -> None:
         details={"message_id": row.message_id, "type": row.type, "status": answer.status, "answer": answer.text},
         attention=GAVE_UP,
     )
+    notifications.vendor_webhook_failed(reg, row.message_id, row.type, TRIES, answer.text or str(answer.status))
     db.session.commit()
     log.error(
         "vendor message %s (%s) of registration %s given up after %s tries: %s",

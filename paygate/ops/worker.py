@@ -11,6 +11,7 @@ One pass (`run_once`):
   3. abandon registrations that were never paid and whose LMS token has run out;
   4. optionally reconcile with Stripe (see paygate/sales/reconcile.py);
   5. deliver the vendor's due messages (paygate/ops/vendor_outbox.py): those a request could not, and retries;
+     then e-mail the operators' due notifications (paygate/ops/notify_outbox.py) the same way;
   6. hourly, when looping: delete what retention allows (paygate/ops/retention.py), never anything with money.
 
 Several workers and web processes may run at once against one PostgreSQL. Exactly-once rests on
@@ -34,7 +35,7 @@ from paygate.core.models import CheckoutSession, Registration, State
 from paygate.core.registrations import transition
 from paygate.gateways import payments
 from paygate.licensing import reconciler
-from paygate.ops import retention, vendor_outbox
+from paygate.ops import notify_outbox, retention, vendor_outbox
 from paygate.sales import fulfilment, invoicing, licence_invoicing
 
 log = logging.getLogger(__name__)
@@ -247,6 +248,13 @@ def run_once(
         db.session.rollback()
         log.exception("worker: delivering the vendor's messages failed")
         result["vendor_failed"] = 1
+    try:  # after everything that may have written notifications
+        sent = notify_outbox.send_due(None if now is None else clock(), stop, budget=notify_outbox.PASS_BUDGET)
+        result.update({f"notify_{k}": v for k, v in sent.items()})
+    except Exception:  # the notifications wait for the next pass
+        db.session.rollback()
+        log.exception("worker: e-mailing the operators' notifications failed")
+        result["notify_failed"] = 1
     if prune:
         try:
             result.update({f"pruned_{k}": v for k, v in retention.prune(clock()).items()})

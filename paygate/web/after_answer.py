@@ -7,16 +7,19 @@ differs from what LTIaaS was told).
 
 So are the vendor's messages (invariant 12): whoever writes messages adds their licence pks to
 `g.vendor_messages_written`; the request's, and those the work after its answer wrote, are delivered after
-the answer (paygate/ops/vendor_outbox.py), and the worker delivers whatever that leaves.
+the answer (paygate/ops/vendor_outbox.py), and the worker delivers whatever that leaves. Notifications to
+operators likewise: one written (paygate/core/notifications.py sets its flag in flask.g) is e-mailed after the
+answer by paygate/ops/notify_outbox.py, first tries only.
 """
 
 import logging
 
 from flask import Response, current_app, g
 
+from paygate.core import notifications
 from paygate.core.db import db
 from paygate.core.logs import current_request_id
-from paygate.ops import vendor_outbox
+from paygate.ops import notify_outbox, vendor_outbox
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +41,37 @@ def after_answer(response: Response, work) -> Response:
                 db.session.rollback()
                 log.exception("after the answer: failed; the worker will finish it")
             _deliver(g.get(WRITTEN))
+            _notify(g.get(notifications.WRITTEN))
 
     response.call_on_close(run)
     return response
 
 
 def deliver_written(response: Response) -> Response:
-    """`after_request`: the vendor's messages this request wrote are delivered after its answer."""
-    written = g.get(WRITTEN)
-    if written and current_app.config["SETTINGS"].vendor_webhook_url:
-        licence_pks = set(written)
-        after_answer(response, lambda: _deliver(licence_pks))
+    """`after_request`: the vendor's messages and the notifications this request wrote go out after its answer."""
+    written, noted = g.get(WRITTEN), g.get(notifications.WRITTEN)
+    if (written and current_app.config["SETTINGS"].vendor_webhook_url) or noted:
+        licence_pks = set(written or ())
+
+        def work():
+            _deliver(licence_pks)
+            if noted:
+                g.setdefault(notifications.WRITTEN, True)
+
+        after_answer(response, work)
     return response
+
+
+def _notify(written) -> None:
+    """Notifications never tried yet, e-mailed now; what fails is the worker's to retry."""
+    if not written:
+        return
+    try:
+        notify_outbox.send_due(first_tries=True, budget=notify_outbox.AFTER_ANSWER_BUDGET)
+    except Exception:
+        db.session.rollback()
+        log.exception("after the answer: e-mailing notifications failed; the worker will")
+    g.pop(notifications.WRITTEN, None)
 
 
 def _deliver(licence_pks) -> None:
