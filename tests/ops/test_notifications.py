@@ -15,8 +15,10 @@ from paygate.core.models import Notification, Registration, State
 from paygate.core.registrations import record, transition
 from paygate.ops import notify_outbox, vendor_outbox, worker
 from tests.helpers.apps import BASE_CONFIG, make_app
+from tests.helpers.licences import buy
 from tests.helpers.smtp import Mailbox
 from tests.helpers.vendor import SECRET, messages
+from tests.helpers.webhooks import send
 
 PASSWORD = "smtp-pass-never-in-mail"
 TO = "ops@tools.example, oncall@tools.example"
@@ -268,3 +270,16 @@ def test_settings_are_checked_without_repeating_the_password(settings, error):
 def test_settings_that_parse():
     settings = load_settings({**BASE_CONFIG, "smtp_url": "smtps://u%40x:p%3Aw@mail.example", "notify_emails": TO})
     assert settings.notify_emails == TO
+
+
+def test_a_dispute_stripe_reports_is_emailed_with_its_deadline(app, client, stripe_api, ltiaas_api, mailbox):
+    """Through the webhook as Stripe sends it, not the writer alone: one e-mail, however often Stripe says it."""
+    pk, session = buy(client, stripe_api, ltiaas_api)
+    dispute = stripe_api.open_dispute(session["payment_intent"])
+    for _ in range(2):
+        send(client, stripe_api, "charge.dispute.created", dispute)
+    assert [r.reason for r in _rows(app)] == [f"dispute_opened:{dispute['id']}"]
+    _send(app)
+    [mail] = mailbox.messages
+    assert "evidence" in mail.get_body(("plain",)).get_content().lower()
+    assert f"/operator/registrations/{pk}" in mail.get_body(("html",)).get_content()
