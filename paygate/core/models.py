@@ -22,6 +22,10 @@ ACCESS_DIFFERS = (
     "platform_id IS NOT NULL AND access_wanted IS NOT NULL "
     "AND (platform_active IS NULL OR platform_active <> access_wanted)"
 )
+# The overview's active platform (paygate/web/operator/overview.py): completed, and its access decided on.
+ACTIVE_PLATFORM = "state = 'completed' AND platform_id IS NOT NULL AND access_wanted = true"
+# A registration paid before licences existed: its money is in its own columns, not in licence payments.
+LEGACY_PAID = "licence_pk IS NULL AND amount_paid IS NOT NULL"
 
 
 class State(str, enum.Enum):  # noqa: UP042 - a StrEnum would change str(State.PAID) in logs and errors
@@ -153,6 +157,19 @@ class Registration(db.Model):
             postgresql_where=text(ACCESS_DIFFERS),
             sqlite_where=text(ACCESS_DIFFERS),
         ),
+        # The overview's counts (migration 0012): active platforms and their licences, and money paid before licences.
+        Index(
+            "ix_registrations_active_platform",
+            "licence_pk",
+            postgresql_where=text(ACTIVE_PLATFORM),
+            sqlite_where=text(ACTIVE_PLATFORM),
+        ),
+        Index(
+            "ix_registrations_legacy_paid",
+            "paid_at",
+            postgresql_where=text(LEGACY_PAID),
+            sqlite_where=text(LEGACY_PAID),
+        ),
         # Operator search (migration 0002): payer e-mail whatever its case; LMS URL by prefix (LIKE 'x%').
         Index("ix_registrations_payer_email_lower", func.lower(payer_email)),
         Index(
@@ -279,6 +296,18 @@ class LicencePayment(db.Model):
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
     licence: Mapped[Licence] = relationship(back_populates="payments")
+
+    __table_args__ = (
+        # The overview's money per month (migration 0012): read from the index alone, by month of payment.
+        Index(
+            "ix_licence_payments_paid_at_money",
+            "paid_at",
+            "currency",
+            "amount",
+            "amount_refunded",
+            "dispute_status",
+        ),
+    )
 
     @property
     def fully_refunded(self) -> bool:

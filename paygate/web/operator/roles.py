@@ -17,6 +17,9 @@ NEEDS: dict[str, str] = {
     "operator.detail": VIEWER,
     "operator.api_registrations": VIEWER,
     "operator.api_registration": VIEWER,
+    "operator.overview": VIEWER,
+    "operator.overview_money_chart": VIEWER,
+    "operator.overview_funnel_chart": VIEWER,
     # Notes, retry, mark resolved, check at LTIaaS, send a message to the vendor again.
     "operator.note": SUPPORT,
     "operator.retry": SUPPORT,
