@@ -6,7 +6,7 @@ import sys
 import click
 from flask import Flask
 from flask.cli import AppGroup, with_appcontext
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 
 from paygate.core.db import db
 
@@ -20,13 +20,19 @@ operator_cli = AppGroup("operator", help="Operator accounts.")
     is_flag=True,
     help="Read the password from standard input (one line); at a terminal it is asked twice, unechoed.",
 )
-def create_operator(email: str, password_stdin: bool) -> None:
-    """Create an operator, or reset the password of an existing one."""
-    from paygate.core.models import Operator, OperatorSession
-    from paygate.web.operator.passwords import hash_password
+@click.option(
+    "--role",
+    type=click.Choice(["viewer", "support", "admin"]),
+    default=None,
+    help="viewer, support or admin (default admin for a new operator; an existing one keeps theirs unless given).",
+)
+def create_operator(email: str, password_stdin: bool, role: str | None) -> None:
+    """Create an operator, or reset the password of an existing one (their sessions end, their API tokens are
+    revoked)."""
+    from paygate.web.operator import accounts
 
-    email = email.strip().lower()
-    if "@" not in email or len(email) > 320:
+    address = accounts.email_of(email)
+    if address is None:
         raise click.BadParameter("not an email address", param_hint="EMAIL")
     if sys.stdin.isatty():
         # Typed by a person: a line read as is would show the password on screen and keep a typo.
@@ -35,18 +41,62 @@ def create_operator(email: str, password_stdin: bool) -> None:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         raise click.UsageError("pipe the password in with --password-stdin, or run this at a terminal")
-    if len(password) < 12:
-        raise click.ClickException("the password must have at least 12 characters")
-    operator = db.session.scalars(select(Operator).where(Operator.email == email)).first()
-    if operator is None:
-        db.session.add(Operator(email=email, password_hash=hash_password(password)))
-        verb = "created"
-    else:
-        operator.password_hash = hash_password(password)
-        db.session.execute(delete(OperatorSession).where(OperatorSession.operator_id == operator.id))
-        verb = "password reset for"
+    operator = accounts.by_email(address)
+    try:
+        if operator is None:
+            accounts.create(address, password, role or "admin", accounts.COMMAND_LINE)
+            verb = "created"
+        else:
+            accounts.set_password(operator, password, accounts.COMMAND_LINE)
+            if role is not None:
+                accounts.change_role(operator, role, accounts.COMMAND_LINE)
+            verb = "password reset for"
+    except accounts.Refused as exc:
+        db.session.rollback()
+        raise click.ClickException(str(exc)) from None
     db.session.commit()
-    click.echo(f"operator {verb} {email}")
+    click.echo(f"operator {verb} {address}")
+
+
+def _account_change(email: str, change: str) -> None:
+    """`operator disable|enable|delete EMAIL`: the change of paygate/web/operator/accounts.py, audited."""
+    from paygate.web.operator import accounts
+
+    operator = accounts.by_email((email or "").strip().lower())
+    if operator is None:
+        raise click.ClickException(f"no operator {email.strip().lower()}")
+    try:
+        done = getattr(accounts, change)(operator, accounts.COMMAND_LINE)
+    except accounts.Refused as exc:
+        db.session.rollback()
+        raise click.ClickException(str(exc)) from None
+    db.session.commit()
+    words = {"disable": "disabled", "enable": "enabled", "remove": "deleted"}
+    if done is False:
+        click.echo(f"operator {operator.email} was {words[change]} already")
+    else:
+        click.echo(f"operator {words[change]} {email.strip().lower()}")
+
+
+@operator_cli.command("disable")
+@click.argument("email")
+def disable_operator(email: str) -> None:
+    """Disable an operator: signed out, and no session or API token of theirs works until enabled."""
+    _account_change(email, "disable")
+
+
+@operator_cli.command("enable")
+@click.argument("email")
+def enable_operator(email: str) -> None:
+    """Enable a disabled operator again."""
+    _account_change(email, "enable")
+
+
+@operator_cli.command("delete")
+@click.argument("email")
+def delete_operator(email: str) -> None:
+    """Delete an operator (never the last active admin); their sessions and API tokens end with them."""
+    _account_change(email, "remove")
 
 
 @operator_cli.command("token")

@@ -16,6 +16,8 @@ _PATTERNS = (
     # A licence key is the licence page's credential; its one-hour link names the licence (paygate/web/licence/).
     (re.compile(r"(/licence/)(?!m/)[^/\s?\"']+"), r"\1[redacted]"),
     (re.compile(r"(/licence/m/[A-Za-z0-9_.-]{4})[A-Za-z0-9_.-]+"), r"\1…"),
+    # An operator's set-password link (paygate/web/operator/team.py) works once, for whoever holds it.
+    (re.compile(r"(/operator/set-password/)[^/\s?\"']+"), r"\1[redacted]"),
 )
 # PostgreSQL quotes the offending values in its errors (a unique violation's key is a flow token or a
 # registration id; a failing row is all of them), and SQLAlchemy lists a statement's parameters where an

@@ -15,7 +15,7 @@ from paygate.gateways import payments
 from paygate.web.operator import auth, queries, roles, sold, standing
 
 bp = Blueprint("operator", __name__, url_prefix="/operator")
-PUBLIC_ENDPOINTS = {"operator.sign_in"}
+PUBLIC_ENDPOINTS = {"operator.sign_in", "operator.set_password"}
 
 
 @bp.before_request

@@ -11,6 +11,7 @@ VIEWER, SUPPORT, ADMIN = ROLES
 NEEDS: dict[str, str] = {
     "operator.sign_in": VIEWER,
     "operator.sign_out": VIEWER,
+    "operator.set_password": VIEWER,  # public: whoever holds the link (blueprint.py PUBLIC_ENDPOINTS)
     # Read and export.
     "operator.registrations": VIEWER,
     "operator.export_csv": VIEWER,
@@ -30,6 +31,15 @@ NEEDS: dict[str, str] = {
     # Money and access: refund, grant or revoke access.
     "operator.refund": ADMIN,
     "operator.access_override": ADMIN,
+    # Manage operators (paygate/web/operator/team.py).
+    "operator.operators": ADMIN,
+    "operator.add_operator": ADMIN,
+    "operator.operator_link": ADMIN,
+    "operator.operator_role": ADMIN,
+    "operator.disable_operator": ADMIN,
+    "operator.enable_operator": ADMIN,
+    "operator.remove_operator": ADMIN,
+    "operator.reset_operator_factor": ADMIN,
 }
 
 
