@@ -50,11 +50,12 @@ def _filters_or_400() -> queries.Filters:
 @bp.get("/")
 def registrations():
     try:
-        filters = queries.Filters.from_args(request.args)
+        # The list leaves pending-and-never-paid rows out unless asked (`unpaid=show`); the API and CSV keep them.
+        filters = queries.Filters.from_args(request.args, hide_unpaid=True)
         page = queries.list_page(filters, after=request.args.get("after"), before=request.args.get("before"))
     except queries.BadQuery as exc:
         flash(str(exc), "error")
-        filters, page = queries.Filters(), None
+        filters, page = queries.Filters(hide_unpaid=True), None
     total = queries.total(filters) if page is not None else None
     attention, attention_count = [], 0
     first_page = not request.args.get("after") and not request.args.get("before")
