@@ -1,5 +1,5 @@
 """The routes of registrations: the list, CSV, detail, actions and the JSON API (read arguments, act, answer);
-who may is checked before each by paygate/web/operator/blueprint.py."""
+who may is checked before each by paygate/web/operator/blueprint.py. Refunds and cancelling are in `money_actions`."""
 
 import csv
 import io
@@ -20,7 +20,7 @@ from flask_login import current_user
 
 from paygate.core.db import db, utcnow
 from paygate.core.models import Registration
-from paygate.web.operator import actions, as_json, deliveries, export, queries, refunding, sold
+from paygate.web.operator import actions, as_json, cancelling, deliveries, export, queries, refunding, sold
 from paygate.web.operator import detail as registration_detail
 from paygate.web.operator.blueprint import bp
 
@@ -106,7 +106,12 @@ def detail(pk: int):
         abort(404, description="No such registration.")
     reg = found.registration
     return render_template(
-        "operator/detail.html", d=found, reg=reg, can_retry=actions.can_retry(reg), can_refund=refunding.can_refund(reg)
+        "operator/detail.html",
+        d=found,
+        reg=reg,
+        can_retry=actions.can_retry(reg),
+        can_refund=refunding.can_refund(reg),
+        can_cancel=cancelling.subscription_of(reg) is not None,
     )
 
 
@@ -117,17 +122,6 @@ def detail(pk: int):
 def retry(pk: int):
     reg = _registration_or_404(pk)
     return _back(pk, actions.retry_completion(reg, current_user.email))
-
-
-@bp.route("/registrations/<int:pk>/refund", methods=["GET", "POST"])
-def refund(pk: int):
-    reg = _registration_or_404(pk)
-    if request.method == "GET":
-        payment_intent = refunding.refundable_payment(reg)
-        return render_template(
-            "operator/refund.html", reg=reg, payment_intent=payment_intent, can_refund=refunding.can_refund(reg)
-        )
-    return _back(pk, refunding.refund(reg, current_user.email))
 
 
 def _form_id_or_400() -> str:
