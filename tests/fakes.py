@@ -303,6 +303,13 @@ class Stripe:
             standin.subscriptions.renew(self.state, sub, "succeeded" if paid else None)
             return self._json(sub)
 
+    def end_period(self, sub_id: str) -> dict:
+        """The clock reaches the period's end: the subscription renews, or ends if set to cancel at period end."""
+        with self.lock:
+            sub = self._get("subscription", sub_id)
+            standin.subscriptions.period_ends(self.state, sub)
+            return self._json(sub)
+
     def change_quantity(self, sub_id: str, quantity: int, proration_behavior: str = "create_prorations") -> dict:
         """The vendor changes the subscription's quantity in the dashboard (customer.subscription.updated; prorations
         as `proration_behavior` says). Returns the subscription."""

@@ -28,3 +28,15 @@ def format_amount(amount: int | None, currency: str | None) -> str:
     if currency.lower() in ZERO_DECIMAL:
         return f"{amount} {currency.upper()}"
     return f"{amount / 100:,.2f} {currency.upper()}"
+
+
+def to_minor(text: str, currency: str) -> int:
+    """ "12.50", "usd" -> 1250; "4900", "jpy" -> 4900. Raises ValueError with a sentence for people."""
+    text = text.strip().replace(",", "")
+    whole, _, cents = text.partition(".")
+    places = 0 if currency.lower() in ZERO_DECIMAL else 2
+    if not (whole.isascii() and whole.isdigit()) or len(whole) > 9 or not (cents == "" or cents.isascii()):
+        raise ValueError(f"The amount must be a number like {'4900' if places == 0 else '12.50'}.")
+    if len(cents) > places or (cents and not cents.isdigit()) or (places == 0 and "." in text):
+        raise ValueError(f"The amount has at most {places} decimals in {currency.upper()}.")
+    return int(whole) * 10**places + int(cents.ljust(places, "0") or 0)

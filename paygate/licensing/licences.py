@@ -188,7 +188,7 @@ def _bought(reg: Registration, view: payments.CheckoutView) -> dict:
 
 def apply_subscription(reg: Registration, licence: Licence, sub: payments.SubscriptionView, cause: str) -> bool:
     """What Stripe says of the subscription now (status, period, newest invoice and its payments)."""
-    changes = {"customer_id": sub.customer or licence.customer_id}
+    changes = {"customer_id": sub.customer or licence.customer_id, "cancel_at_period_end": sub.cancel_at_period_end}
     if sub.quantity is not None:  # seats changed at Stripe (dashboard, portal): the licence follows
         changes.update(quantity=sub.quantity, price_id=sub.price_id or licence.price_id)
     if licence.kind == "subscription":
@@ -202,6 +202,7 @@ def apply_subscription(reg: Registration, licence: Licence, sub: payments.Subscr
         changes,
         f"subscription {sub.id} is {sub.status}"
         + (f", period ends {sub.period_end:%Y-%m-%d}" if sub.period_end else "")
+        + (", not renewed" if sub.cancel_at_period_end else "")
         + (f", {sub.quantity} {licence.seat_unit or 'seat'}(s)" if sub.quantity is not None else ""),
     )
     if sub.latest_invoice is not None:

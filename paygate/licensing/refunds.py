@@ -318,9 +318,16 @@ def recheck(row_pk: int, cause: str) -> bool:
 
 
 def refund_licence_payment(
-    reg: Registration, row: LicencePayment, key: str, metadata: dict, cause: str
+    reg: Registration,
+    row: LicencePayment,
+    key: str,
+    metadata: dict,
+    cause: str,
+    amount: int | None = None,
+    reason: str | None = None,
 ) -> tuple[str, str]:
-    """Refund the payment at Stripe and record it as a dashboard refund would be; commits.
+    """Refund `amount` of the payment (all that is left by default) at Stripe and record it as a dashboard refund
+    would be; commits. A partial refund leaves the access as it is: the rest of the money stands.
 
     Returns (level, sentence). "Already refunded" at Stripe is read and recorded, not an error.
     Raises payments.PaymentProviderError only when Stripe refunded nothing.
@@ -332,7 +339,7 @@ def refund_licence_payment(
     gateway = payments.gateway()
     refund = None
     try:
-        refund = gateway.refund(payment_intent, key, metadata=metadata)
+        refund = gateway.refund(payment_intent, key, metadata=metadata, amount=amount, reason=reason)
     except payments.AlreadyRefunded:
         log.info("refund of %s: Stripe says it was refunded already; reading it", payment_intent)
     try:
@@ -358,7 +365,10 @@ def refund_licence_payment(
         db.session.commit()
         return "ok", f"Refunded at Stripe ({refund.id}); the record here follows in a moment."
     row = db.session.get(LicencePayment, row_pk)
-    amount, status, refund_id = format_amount(row.amount_refunded, row.currency), row.refund_status, row.refund_id
+    refunded = refund.amount if refund is not None and refund.amount else row.amount_refunded
+    status, refund_id, full = row.refund_status, row.refund_id, row.fully_refunded
+    amount = format_amount(refunded, row.currency)
+    access_now = "the access is removed now" if full else "the access stays: the rest of the payment stands"
     db.session.commit()
     if refund is None:
         return "info", f"Already refunded at Stripe ({amount}); recorded here."
@@ -367,6 +377,6 @@ def refund_licence_payment(
     if status in ("pending", "requires_action"):
         return (
             "ok",
-            f"Refund of {amount} {status.replace('_', ' ')} at Stripe ({refund_id}); the access is removed now.",
+            f"Refund of {amount} {status.replace('_', ' ')} at Stripe ({refund_id}); {access_now}.",
         )
-    return "ok", f"Refunded {amount} ({refund_id})."
+    return "ok", f"Refunded {amount} ({refund_id})." + ("" if full else f" {access_now.capitalize()}.")

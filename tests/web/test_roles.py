@@ -38,6 +38,7 @@ CONTRACT = {
     "operator.api_resend_vendor_message": "support",
     "operator.refund": "admin",
     "operator.access_override": "admin",
+    "operator.cancel_at_period_end": "admin",
     "operator.operators": "admin",
     "operator.add_operator": "admin",
     "operator.operator_link": "admin",

@@ -163,6 +163,18 @@ class Billing:
         )
         return subscription_view(sub.to_dict())
 
+    def cancel_at_period_end(self, subscription_id: str, idempotency_key: str) -> SubscriptionView:
+        """End the subscription when its paid period ends, without a refund: Stripe bills it no more."""
+        check_id(subscription_id, "sub")
+        sub = self._call(
+            "change the subscription",
+            self._client.v1.subscriptions.update,
+            subscription_id,
+            params={"cancel_at_period_end": True, "expand": ["latest_invoice.payments"]},
+            options={"idempotency_key": idempotency_key},
+        )
+        return subscription_view(sub.to_dict())
+
     def change_subscription_quantity(
         self, subscription_id: str, item_id: str, quantity: int, idempotency_key: str
     ) -> SubscriptionView:

@@ -206,14 +206,24 @@ class Payments(Catalogue, Billing):
     def expire_checkout_session(self, session_id: str) -> CheckoutView:
         return checkout_view(self._call("expire the checkout", self._client.v1.checkout.sessions.expire, session_id))
 
-    def refund(self, payment_intent: str, idempotency_key: str, metadata: dict | None = None) -> RefundView:
-        """Refund a payment in full; raises AlreadyRefunded when Stripe says it was refunded already."""
+    def refund(
+        self,
+        payment_intent: str,
+        idempotency_key: str,
+        metadata: dict | None = None,
+        amount: int | None = None,
+        reason: str | None = None,
+    ) -> RefundView:
+        """Refund `amount` of a payment (all that is left by default), for one of Stripe's `reason`s; raises
+        AlreadyRefunded when Stripe says it was refunded already."""
+        params: dict = {"payment_intent": payment_intent, "metadata": metadata or {}}
+        if amount is not None:
+            params["amount"] = amount
+        if reason is not None:
+            params["reason"] = reason
         try:
             with telemetry.outbound("stripe", OPERATIONS["refund the payment"]):
-                refund = self._client.v1.refunds.create(
-                    params={"payment_intent": payment_intent, "metadata": metadata or {}},
-                    options={"idempotency_key": idempotency_key},
-                )
+                refund = self._client.v1.refunds.create(params=params, options={"idempotency_key": idempotency_key})
         except stripe.InvalidRequestError as exc:
             if exc.code == "charge_already_refunded":
                 raise AlreadyRefunded(

@@ -152,6 +152,7 @@ class SubscriptionView:
     item_id: str | None = None
     price_id: str | None = None
     quantity: int | None = None
+    cancel_at_period_end: bool = False  # ends when its period ends, not renewed
 
 
 @dataclass(frozen=True)
@@ -391,6 +392,7 @@ def subscription_view(data: dict) -> SubscriptionView:
         item_id=item.get("id"),
         price_id=id_of(item.get("price")),
         quantity=item.get("quantity"),
+        cancel_at_period_end=bool(data.get("cancel_at_period_end")),
     )
 
 

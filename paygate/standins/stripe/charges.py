@@ -137,6 +137,9 @@ def find_charge(st, reference: str) -> dict:
     return core.get(st, "charge", core.get(st, "payment_intent", reference)["latest_charge"])
 
 
+REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
+
+
 def refund(
     st,
     charge: dict,
@@ -146,7 +149,11 @@ def refund(
     status: str = "succeeded",
 ) -> dict:
     """Refund `amount` (all that is left by default) of a successful charge, `status` (pending while the bank
-    takes its time); charge.refunded, refund.created."""
+    takes its time), for one of Stripe's `REFUND_REASONS`; charge.refunded, refund.created."""
+    if reason not in (None, "", *REFUND_REASONS):
+        raise core.StripeFail(
+            400, f"Invalid reason: must be one of {', '.join(REFUND_REASONS)}", "parameter_invalid_string", "reason"
+        )
     if charge["status"] != "succeeded":
         raise core.StripeFail(
             400,
@@ -179,7 +186,7 @@ def refund(
         failure_reason=None,
         metadata=meta or {},
         payment_intent=charge["payment_intent"],
-        reason=reason,
+        reason=reason or None,
         receipt_number=None,
         status=status,
     )

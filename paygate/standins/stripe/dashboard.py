@@ -48,6 +48,8 @@ ACTIONS = {
     **{("subscription", status): _set_status(status) for status in SUB_STATUSES},
     ("subscription", "renewal-failed"): lambda s, obj, form: subscriptions.renew(s, obj, "failed"),
     ("subscription", "quantity"): _quantity,
+    # The clock reaches the period's end: renewed, or ended if it was set to cancel at period end.
+    ("subscription", "period-end"): lambda s, obj, form: subscriptions.period_ends(s, obj),
     ("invoice", "paid"): lambda s, obj, form: invoices.pay(s, obj),
     ("invoice", "overdue"): lambda s, obj, form: invoices.overdue(s, obj, _days(form)),
     ("invoice", "void"): lambda s, obj, form: invoices.void(s, obj, drafts_too=True),
@@ -93,11 +95,12 @@ button{margin:.1rem}#notice{background:#e7f1ff;padding:.5rem 1rem}</style></head
 <th>latest invoice</th><th>actions</th></tr>
 {% for s in subscriptions %}<tr id="{{ s.id }}">
 <td><code>{{ s.id }}</code><br><code>{{ s.customer }}</code></td><td>{{ registration(s) }}</td>
-<td>{{ s.status }}<br>{{ s.collection_method }}</td>
+<td>{{ s.status }}<br>{{ s.collection_method }}{% if s.cancel_at_period_end %}<br>ends at period end{% endif %}</td>
 <td>{{ plan(s) }}</td>
 <td>{{ when(s["items"].data[0].current_period_end) }}</td><td><code>{{ s.latest_invoice }}</code></td>
 <td>{% for status in statuses %}{% call act("subscription", s.id, status, "→ " ~ status) %}{% endcall %}{% endfor %}
   {% call act("subscription", s.id, "renewal-failed", "Renewal payment fails") %}{% endcall %}
+  {% call act("subscription", s.id, "period-end", "Period ends now") %}{% endcall %}
   {% call act("subscription", s.id, "quantity", "Change quantity") %}<input type="number" min="0" name="quantity"
     value="{{ s["items"].data[0].quantity }}" id="quantity-{{ s.id }}" aria-label="quantity" style="width:4rem">
     <select name="proration_behavior" id="proration-{{ s.id }}" aria-label="prorations">{% for p in prorations %}

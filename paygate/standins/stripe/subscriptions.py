@@ -21,7 +21,13 @@ CREATE = core.known(
     "expand[]",
 )
 UPDATE = core.known(
-    "items[][id]", "items[][price]", "items[][quantity]", "proration_behavior", "metadata[*]", "expand[]"
+    "items[][id]",
+    "items[][price]",
+    "items[][quantity]",
+    "proration_behavior",
+    "metadata[*]",
+    "cancel_at_period_end",
+    "expand[]",
 )
 LISTED_BY = ("customer", "status")
 
@@ -193,6 +199,20 @@ def renew(st, sub: dict, outcome: str | None = "succeeded") -> dict:
     return invoice
 
 
+def period_ends(st, sub: dict) -> None:
+    """The clock reaches the period's end: a subscription set to cancel_at_period_end ends (deleted), any other
+    renews and is paid."""
+    if sub["status"] in ("canceled", "incomplete_expired"):
+        raise core.state_error(f"Subscription {sub['id']} is already {sub['status']}.")
+    if not sub["cancel_at_period_end"]:
+        renew(st, sub)
+        return
+    ends = _item(sub)["current_period_end"]
+    sub.update(status="canceled", ended_at=ends, canceled_at=sub["canceled_at"] or ends)
+    sub["cancellation_details"]["reason"] = "cancellation_requested"
+    events.emit(st, "customer.subscription.deleted", sub)
+
+
 def set_status(st, sub: dict, status: str, collect: bool = True) -> None:
     """past_due or unpaid (as Stripe's retries decide), canceled, or active again (by paying what is open, or by
     fiat with collect=False)."""
@@ -307,7 +327,8 @@ def _prorate(st, sub: dict, old: int, new: int) -> None:
 
 def _update(st, sub: dict, params: dict) -> None:
     """POST /v1/subscriptions/{id}: the item's quantity (items[0][id], items[0][quantity]), proration_behavior,
-    metadata (merged; a key set to "" is removed, metadata="" removes all)."""
+    cancel_at_period_end (it then ends at its period's end: `period_ends`), metadata (merged; a key set to "" is
+    removed, metadata="" removes all)."""
     quantity = _item(sub)["quantity"]
     for i, entry in enumerate(core.as_list(params, "items")):
         if not isinstance(entry, dict) or not entry.get("id"):
@@ -329,6 +350,15 @@ def _update(st, sub: dict, params: dict) -> None:
         if "quantity" in entry:
             quantity = billing.quantity(entry["quantity"], f"items[{i}][quantity]")
     fields = {}
+    if "cancel_at_period_end" in params:
+        ending = core.to_bool(params["cancel_at_period_end"], "cancel_at_period_end")
+        if sub["status"] in ("canceled", "incomplete_expired") and ending != sub["cancel_at_period_end"]:
+            raise core.state_error("A canceled subscription can only update its cancellation_details and metadata.")
+        fields.update(
+            cancel_at_period_end=ending,
+            cancel_at=_item(sub)["current_period_end"] if ending else None,
+            canceled_at=(sub["canceled_at"] or core.now()) if ending else None,
+        )
     if "metadata" in params:
         added = core.metadata(params["metadata"])
         merged = {k: v for k, v in {**sub["metadata"], **added}.items() if v != ""} if params["metadata"] else {}

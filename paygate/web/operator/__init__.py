@@ -3,15 +3,16 @@
 Views are thin: reading the list is in `queries`, one registration in `detail`, its JSON shape in `as_json`,
 the CSV rows in `export`, acting in `actions`, sign-in in `auth`; the blueprint and what every request of it
 shares are in `blueprint`, and its routes in one module per page: `views` (registrations), `signing_in`, `team` (the
-operators page and the set-password links), `overview_views` (the overview and its charts).
+operators page and the set-password links), `money_actions` (refunds in full or in part, cancel at the period's
+end), `overview_views` (the overview and its charts).
 """
 
 from flask import Flask
 
-from paygate.web.operator import auth, overview_views, signing_in, team, views
+from paygate.web.operator import auth, money_actions, overview_views, signing_in, team, views
 from paygate.web.operator.blueprint import bp
 
-ROUTE_MODULES = (signing_in, team, views, overview_views)  # each adds its routes to `bp` when imported
+ROUTE_MODULES = (signing_in, team, views, money_actions, overview_views)  # each adds its routes to `bp` when imported
 
 
 def init_app(app: Flask) -> None:

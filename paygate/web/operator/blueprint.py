@@ -12,7 +12,7 @@ from flask_login import current_user
 from paygate.core.models import State
 from paygate.core.money import format_amount
 from paygate.gateways import payments
-from paygate.web.operator import auth, queries, roles, sold, standing
+from paygate.web.operator import attention, auth, queries, roles, sold, standing
 
 bp = Blueprint("operator", __name__, url_prefix="/operator")
 PUBLIC_ENDPOINTS = {"operator.sign_in", "operator.set_password"}
@@ -54,7 +54,7 @@ def _helpers():
         "money": format_amount,
         "stripe_url": lambda kind, object_id: payments.gateway().dashboard_url(kind, object_id),
         "states": [s.value for s in State],
-        "attention_reasons": queries.ATTENTION_REASONS,
+        "attention_reasons": attention.ATTENTION_REASONS,
         "form_id": lambda: secrets.token_urlsafe(16),
         "access_filters": queries.ACCESS_FILTERS,
         "licence_filters": queries.LICENCE_FILTERS,

@@ -19,6 +19,7 @@ from sqlalchemy.orm import load_only, selectinload
 from paygate.core.db import db, utcnow
 from paygate.core.models import ACCESS_DIFFERS, CheckoutSession, Licence, LicencePayment, Registration, State
 from paygate.gateways import ltiaas
+from paygate.web.operator.attention import ATTENTION_REASONS  # noqa: F401 - kept for its readers
 from paygate.web.operator.standing import PILOT_ENDING_SOON
 
 PAGE_SIZE = 50
@@ -30,35 +31,19 @@ TOTAL_COUNT_CAP = 10_000
 # Families LTIaaS reports (familyCode); the filter takes any value, these are suggestions.
 KNOWN_FAMILIES = ("canvas", "moodle", "desire2learn", "blackboard", "sakai", "schoology")
 
-ATTENTION_REASONS = {
-    "completion_refused": "LTIaaS refused the completion. The LMS admin may need to register again; "
-    "retry only if the LMS side was fixed, otherwise refund.",
-    "completion_uncertain": "A completion attempt may have registered the platform at LTIaaS. Check LTIaaS "
-    "before retrying or refunding.",
-    "completion_expired": "The LMS registration token ran out before the completion succeeded. Refund, or "
-    "ask the LMS admin to register again.",
-    "payment_mismatch": "The payment does not match what was sold (amount, currency, price or reference). "
-    "It was not fulfilled: refund it.",
-    "duplicate_payment": "A second payment arrived for an already paid registration. Refund the extra "
-    "payment in the Stripe dashboard (see Checkout sessions), then mark this resolved.",
-    "no_payment": "Checkout completed without a payment (for example a 100 % discount). Not fulfilled.",
-    "completion_late": "LTIaaS registered a platform after the attempt had been given up (see the timeline "
-    "for its id). Check it at LTIaaS, then refund or mark resolved.",
-    "refunding": "A refund was started and the completion is held. If the refund failed, refund again or "
-    "retry the completion.",
-    "refund_unrecorded": "Stripe refunded the payment while the registration changed state. Refund again to "
-    "record it (Stripe will not refund twice).",
-    "refund_failed": "A refund failed after it was recorded: the money stayed with you and the access was "
-    "restored. Tell the school, refund again, or mark resolved.",
-    "disputed": "The payer's bank opened a dispute: answer it in the Stripe dashboard before the evidence "
-    "deadline (see the licence). Lost: the access ends; won: this clears.",
-    "access_unsynced": "LTIaaS has not taken the platform's new access yet; it is retried automatically. "
-    "Check LTIaaS if this lasts.",
-    "access_refused": "LTIaaS refused to change the platform's access (the platform may be gone there). "
-    "Check it at LTIaaS.",
-    "vendor_webhook_failed": "A message to the vendor's systems was not taken after 12 tries over 3 days (see "
-    "Deliveries to the vendor). Fix their endpoint, then Send again, and mark this resolved.",
-}
+# The `unpaid` filter's values; hidden are registrations pending or abandoned that were never paid and have no
+# licence (a pilot has one), i.e. an LMS admin who looked at the offer and went away.
+UNPAID = ("hide", "show")
+
+
+def unpaid():
+    """The condition of a pending-and-never-paid registration."""
+    return (
+        Registration.state.in_(("pending", "abandoned"))
+        & Registration.paid_at.is_(None)
+        & Registration.licence_pk.is_(None)
+    )
+
 
 LAPSED = ("unpaid", "canceled", "incomplete_expired", "paused")
 # name -> (label, condition on registrations)
@@ -196,13 +181,16 @@ class Filters:
     access: str | None = None  # active, inactive, override, unsynced
     licence: str | None = None  # see LICENCE_FILTERS
     offer: str | None = None  # a Price id: the offer the registration was sold (or shown)
+    # Pending and never paid (nor a licence) left out: the list's default, a choice in the API and the CSV.
+    hide_unpaid: bool = False
 
     @classmethod
-    def from_args(cls, args) -> "Filters":
+    def from_args(cls, args, hide_unpaid: bool = False) -> "Filters":
+        """The filters of a query string; `hide_unpaid` is what an absent `unpaid` means where they are used."""
         state = (args.get("state") or "").strip() or None
         if state is not None and state not in {s.value for s in State}:
             raise BadQuery(f"Unknown state {state!r}.")
-        for name in ("q", "family", "state", "access", "licence", "offer"):
+        for name in ("q", "family", "state", "access", "licence", "offer", "unpaid"):
             if any(unicodedata.category(c) == "Cc" for c in args.get(name) or ""):
                 raise BadQuery("Searches and filters cannot contain control characters.")
         family = (args.get("family") or "").strip()[:100] or None
@@ -220,7 +208,11 @@ class Filters:
         offer = (args.get("offer") or "").strip() or None
         if offer is not None and not _PRICE_ID.match(offer):
             raise BadQuery("The offer must be a Stripe Price id (price_...).")
+        unpaid = (args.get("unpaid") or "").strip() or None
+        if unpaid is not None and unpaid not in UNPAID:
+            raise BadQuery("unpaid must be 'hide' or 'show'.")
         return cls(
+            hide_unpaid=hide_unpaid if unpaid is None else unpaid == "hide",
             state=state,
             family=family,
             since=since,
@@ -244,8 +236,15 @@ class Filters:
             "access": self.access,
             "licence": self.licence,
             "offer": self.offer,
+            # Always said: the list and the API or CSV have different defaults, and a link carries the choice.
+            "unpaid": "hide" if self.hide_unpaid else "show",
         }
         return {k: v for k, v in args.items() if v}
+
+    @property
+    def hides_unpaid(self) -> bool:
+        """Whether unpaid rows are left out: not when a state is chosen or a search asks for something."""
+        return self.hide_unpaid and not self.state and not self.q
 
     def searches(self) -> list[Search]:
         return classify(self.q)
@@ -343,6 +342,8 @@ def conditions(filters: Filters) -> list:
         where.append(Registration.created_at < datetime.combine(filters.until + timedelta(days=1), datetime.min.time()))
     if filters.attention:
         where.append(Registration.attention.is_not(None))
+    if filters.hides_unpaid:
+        where.append(~unpaid())
     if filters.access:
         where.append(ACCESS_FILTERS[filters.access][1]())
     if filters.offer:

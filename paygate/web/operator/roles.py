@@ -28,8 +28,9 @@ NEEDS: dict[str, str] = {
     "operator.check_access": SUPPORT,
     "operator.resend_vendor_message": SUPPORT,
     "operator.api_resend_vendor_message": SUPPORT,
-    # Money and access: refund, grant or revoke access.
+    # Money and access: refund (in full or in part), cancel a subscription at its period's end, grant or revoke access.
     "operator.refund": ADMIN,
+    "operator.cancel_at_period_end": ADMIN,
     "operator.access_override": ADMIN,
     # Manage operators (paygate/web/operator/team.py).
     "operator.operators": ADMIN,

@@ -106,7 +106,7 @@ def _licence_standing(lic: Licence | None, now: datetime) -> Standing:
     tone = "good" if decision.active else "bad"
     if lic.status == "past_due" or lic.subscription_status == "past_due":
         tone = "warn"
-    notes = [n for n in (note, _partial(lic), _dispute(lic)) if n]
+    notes = [n for n in (note, _not_renewed(lic), _partial(lic), _dispute(lic)) if n]
     if lic.dispute_open:
         tone = "warn"
     return Standing(label, decision.active, tone, note="; ".join(notes) or None, paid=paid, stripe_status=lic.status)
@@ -124,6 +124,13 @@ def _pilot(lic: Licence, decision, now: datetime) -> Standing:
 
 def _refund_note(payment: LicencePayment) -> str | None:
     return f"refund {payment.refund_status}" if payment.refund_status not in (None, "succeeded") else None
+
+
+def _not_renewed(lic: Licence) -> str | None:
+    """An invoiced subscription set to end: the invoice says paid or open, the subscription ends at its period."""
+    if lic.kind != "invoice" or not lic.cancel_at_period_end or lic.subscription_status == "canceled":
+        return None
+    return f"subscription ends on {_day(lic.period_end)}, not renewed"
 
 
 def _partial(lic: Licence) -> str | None:
@@ -156,6 +163,8 @@ def _by_kind(lic: Licence, decision, current: LicencePayment | None) -> tuple[st
     if sub_status and sub_status not in access.ACTIVE_SUBSCRIPTION:
         return sub_status.replace("_", " "), "no access while it is unpaid" if sub_status == "unpaid" else None
     if lic.kind == "subscription":
+        if lic.cancel_at_period_end:  # paid to its period's end, then over: an operator's cancel, no refund
+            return f"ends on {_day(lic.period_end)}, not renewed", None
         label = f"{(sub_status or '?').replace('_', ' ')} until {_day(lic.period_end)}"
         return label, None
     name = "invoice"

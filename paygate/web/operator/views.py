@@ -1,5 +1,5 @@
 """The routes of registrations: the list, CSV, detail, actions and the JSON API (read arguments, act, answer);
-who may is checked before each by paygate/web/operator/blueprint.py."""
+who may is checked before each by paygate/web/operator/blueprint.py. Refunds and cancelling are in `money_actions`."""
 
 import csv
 import io
@@ -20,7 +20,7 @@ from flask_login import current_user
 
 from paygate.core.db import db, utcnow
 from paygate.core.models import Registration
-from paygate.web.operator import actions, as_json, deliveries, export, queries, refunding, sold
+from paygate.web.operator import actions, as_json, cancelling, deliveries, export, queries, refunding, sold
 from paygate.web.operator import detail as registration_detail
 from paygate.web.operator.blueprint import bp
 
@@ -50,11 +50,12 @@ def _filters_or_400() -> queries.Filters:
 @bp.get("/")
 def registrations():
     try:
-        filters = queries.Filters.from_args(request.args)
+        # The list leaves pending-and-never-paid rows out unless asked (`unpaid=show`); the API and CSV keep them.
+        filters = queries.Filters.from_args(request.args, hide_unpaid=True)
         page = queries.list_page(filters, after=request.args.get("after"), before=request.args.get("before"))
     except queries.BadQuery as exc:
         flash(str(exc), "error")
-        filters, page = queries.Filters(), None
+        filters, page = queries.Filters(hide_unpaid=True), None
     total = queries.total(filters) if page is not None else None
     attention, attention_count = [], 0
     first_page = not request.args.get("after") and not request.args.get("before")
@@ -105,7 +106,12 @@ def detail(pk: int):
         abort(404, description="No such registration.")
     reg = found.registration
     return render_template(
-        "operator/detail.html", d=found, reg=reg, can_retry=actions.can_retry(reg), can_refund=refunding.can_refund(reg)
+        "operator/detail.html",
+        d=found,
+        reg=reg,
+        can_retry=actions.can_retry(reg),
+        can_refund=refunding.can_refund(reg),
+        can_cancel=cancelling.subscription_of(reg) is not None,
     )
 
 
@@ -116,17 +122,6 @@ def detail(pk: int):
 def retry(pk: int):
     reg = _registration_or_404(pk)
     return _back(pk, actions.retry_completion(reg, current_user.email))
-
-
-@bp.route("/registrations/<int:pk>/refund", methods=["GET", "POST"])
-def refund(pk: int):
-    reg = _registration_or_404(pk)
-    if request.method == "GET":
-        payment_intent = refunding.refundable_payment(reg)
-        return render_template(
-            "operator/refund.html", reg=reg, payment_intent=payment_intent, can_refund=refunding.can_refund(reg)
-        )
-    return _back(pk, refunding.refund(reg, current_user.email))
 
 
 def _form_id_or_400() -> str:
