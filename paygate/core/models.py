@@ -16,6 +16,7 @@ from paygate.core.operator_tables import (  # noqa: F401 - named here too, with 
     OperatorSession,
     OperatorToken,
 )
+from paygate.core.overview_table import OverviewSummary  # noqa: F401 - named here too, with every other table
 
 # A completed platform whose access at LTIaaS differs from what its licence says (or was never told).
 ACCESS_DIFFERS = (
@@ -24,6 +25,8 @@ ACCESS_DIFFERS = (
 )
 # The overview's active platform (paygate/web/operator/overview.py): completed, and its access decided on.
 ACTIVE_PLATFORM = "state = 'completed' AND platform_id IS NOT NULL AND access_wanted = true"
+# The overview's open invoice (paygate/web/operator/overview.py), matched literally so that the partial index serves.
+OPEN_INVOICE = "kind = 'invoice' AND status = 'open'"
 # A registration paid before licences existed: its money is in its own columns, not in licence payments.
 LEGACY_PAID = "licence_pk IS NULL AND amount_paid IS NOT NULL"
 
@@ -269,6 +272,15 @@ class Licence(db.Model):
     __table_args__ = (
         Index("ix_licences_kind_status", "kind", "status"),
         Index("ix_licences_due_at", "due_at"),
+        # The overview's overdue invoices (migration 0012): counted, summed and listed from the index alone.
+        Index(
+            "ix_licences_open_invoice_due_at",
+            "due_at",
+            "id",
+            postgresql_where=text(OPEN_INVOICE),
+            sqlite_where=text(OPEN_INVOICE),
+            postgresql_include=["currency", "amount_remaining"],
+        ),
     )
 
 

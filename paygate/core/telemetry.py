@@ -286,6 +286,12 @@ def _worker() -> dict:
                 failures=Counter(
                     "paygate_worker_pass_failures", "Worker passes that failed (e.g. no database).", registry=REGISTRY
                 ),
+                overview=Gauge(
+                    "paygate_overview_refresh_duration_seconds",
+                    "How long the worker's last count of the overview's figures took.",
+                    multiprocess_mode="mostrecent",
+                    registry=REGISTRY,
+                ),
             )
         return _worker_metrics
 
@@ -302,6 +308,11 @@ def worker_pass(seconds: float) -> None:
 
 def worker_pass_failed() -> None:
     _safely(lambda: _worker()["failures"].inc())
+
+
+def overview_refresh(seconds: float) -> None:
+    """The duration of the worker's count of the overview's figures (paygate/ops/overview_summary.py)."""
+    _safely(lambda: _worker()["overview"].set(seconds))
 
 
 def init_app(app: Flask) -> None:

@@ -12,7 +12,8 @@ One pass (`run_once`):
   4. optionally reconcile with Stripe (see paygate/sales/reconcile.py);
   5. deliver the vendor's due messages (paygate/ops/vendor_outbox.py): those a request could not, and retries;
      then e-mail the operators' due notifications (paygate/ops/notify_outbox.py) the same way;
-  6. hourly, when looping: delete what retention allows (paygate/ops/retention.py), never anything with money.
+  6. every five minutes, count the overview's figures again (paygate/ops/overview_summary.py), one worker at a time;
+  7. hourly, when looping: delete what retention allows (paygate/ops/retention.py), never anything with money.
 
 Several workers and web processes may run at once against one PostgreSQL. Exactly-once rests on
 the conditional updates of paygate/core/registrations.py (the move into "completing" is won by one caller);
@@ -35,7 +36,7 @@ from paygate.core.models import CheckoutSession, Registration, State
 from paygate.core.registrations import transition
 from paygate.gateways import payments
 from paygate.licensing import reconciler
-from paygate.ops import notify_outbox, retention, vendor_outbox
+from paygate.ops import notify_outbox, overview_summary, retention, vendor_outbox
 from paygate.sales import fulfilment, invoicing, licence_invoicing
 
 log = logging.getLogger(__name__)
@@ -255,6 +256,14 @@ def run_once(
         db.session.rollback()
         log.exception("worker: e-mailing the operators' notifications failed")
         result["notify_failed"] = 1
+    try:  # after the pass's own writes, which the figures count
+        took_ms = overview_summary.refresh_due(None if now is None else clock())
+        if took_ms is not None:
+            result["overview_ms"] = took_ms
+    except Exception:  # the page counts them itself while they are stale
+        db.session.rollback()
+        log.exception("worker: counting the overview's figures failed")
+        result["overview_failed"] = 1
     if prune:
         try:
             result.update({f"pruned_{k}": v for k, v in retention.prune(clock()).items()})

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from paygate.core.db import db, utcnow
 from paygate.core.models import Licence, LicencePayment
+from paygate.ops import overview_summary
 from paygate.web.operator import overview
 from tests.helpers.operators import add_operator, seed, sign_in
 
@@ -73,8 +74,8 @@ def test_money_per_month_is_net_of_a_refund_and_a_lost_dispute_in_each_currency(
     seed(app, amount_paid=2000, currency_paid="eur", paid_at=last)
     seed(app, amount_paid=2000, currency_paid="eur", paid_at=last, refunded_at=last)
 
-    money = figures(app, overview.money_by_month, now)
-    keys = overview.months(now)
+    money = figures(app, overview_summary.money_by_month, now)
+    keys = overview_summary.months(now)
     assert list(money) == ["eur", "usd"] and list(money["usd"]) == keys and len(keys) == 12
     assert (money["usd"][keys[-1]], money["usd"][keys[-2]], money["usd"][keys[0]]) == (3900, 10000, 0)
     assert (money["eur"][keys[-1]], money["eur"][keys[-2]]) == (3000, 2000)
@@ -103,7 +104,7 @@ def test_active_platforms_and_licences(app, ops):
         db.session.get(Registration, pending).state = "pending"
         db.session.get(Registration, pending).access_wanted = True
         db.session.commit()
-    assert figures(app, overview.active) == (3, 2)
+    assert figures(app, overview_summary.active) == (3, 2)
     page = ops.get("/operator/overview").text
     assert re.search(r'id="active-platforms">3<', page) and re.search(r'id="active-licences">2<', page)
 
@@ -118,7 +119,7 @@ def test_the_funnel_of_the_last_30_days_with_its_conversion(app, ops):
     seed(app, 2, state="completed", paid_at=now, completed_at=now, created_at=recent)
     seed(app, 3, state="completed", paid_at=now, completed_at=now, created_at=now - timedelta(days=31))
     assert opened and paid
-    assert figures(app, overview.funnel, now) == overview.Funnel(opened=6, paid=4, completed=2)
+    assert figures(app, overview_summary.funnel, now) == overview_summary.Funnel(opened=6, paid=4, completed=2)
     page = ops.get("/operator/overview").text
     assert cells(page, "funnel")[1:] == [
         ["Opened", "6", "100.0 %"],
@@ -160,7 +161,7 @@ def test_recurring_revenue_from_live_subscriptions_normalised_to_a_month(app, op
         currency="eur",
     )
     licence(app, once, status="succeeded", price_id="price_once", amount=50000, currency="usd")
-    assert figures(app, overview.recurring) == {"eur": 3000, "usd": 3000}
+    assert figures(app, overview_summary.recurring) == {"eur": 3000, "usd": 3000}
     page = ops.get("/operator/overview").text
     assert "30.00 EUR" in page and "30.00 USD" in page
 

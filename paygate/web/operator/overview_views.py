@@ -1,10 +1,12 @@
-"""The routes of the overview: the page, and each of its charts as an SVG image (the figures are in `overview`)."""
+"""The routes of the overview: the page, and each of its charts as an SVG image (the figures are in
+paygate/ops/overview_summary.py, kept by the worker, and `overview`, counted on every view)."""
 
 import re
 
 from flask import Response, abort, render_template
 
-from paygate.core.db import utcnow
+from paygate.core.db import db, utcnow
+from paygate.ops import overview_summary
 from paygate.web.operator import charts
 from paygate.web.operator import overview as figures
 from paygate.web.operator.blueprint import bp
@@ -15,31 +17,29 @@ _CURRENCY = re.compile(r"^[a-z]{3}$")
 @bp.get("/overview")
 def overview():
     now = utcnow()
-    platforms, licences = figures.active()
+    summary = overview_summary.current(now)
     attention, attention_count = figures.attention()
-    return render_template(
+    page = render_template(
         "operator/overview.html",
         now=now,
-        received=figures.money_by_month(now),
-        months=figures.months(now),
-        platforms=platforms,
-        licences=licences,
-        funnel=figures.funnel(now),
-        funnel_days=figures.FUNNEL_DAYS,
-        recurring=figures.recurring(),
+        summary=summary,
+        funnel_days=overview_summary.FUNNEL_DAYS,
+        refresh_minutes=overview_summary.REFRESH_SECONDS // 60,
         pilots=figures.pilots_ending(now),
         pilot_days=figures.PILOT_DAYS_AHEAD,
         overdue=figures.overdue_invoices(now),
         attention=attention,
         attention_count=attention_count,
     )
+    db.session.commit()  # the figures, when the page counted them itself
+    return page
 
 
 @bp.get("/overview/money-<currency>.svg")
 def overview_money_chart(currency: str):
     if not _CURRENCY.match(currency):
         abort(404, description="No such currency.")
-    series = figures.money_by_month().get(currency)
+    series = _summary().money.get(currency)
     if series is None:
         abort(404, description="Nothing was received in that currency in the last 12 months.")
     return _svg(charts.money_chart(currency, series))
@@ -47,8 +47,14 @@ def overview_money_chart(currency: str):
 
 @bp.get("/overview/funnel.svg")
 def overview_funnel_chart():
-    counted = figures.funnel()
-    return _svg(charts.funnel_chart(counted.opened, counted.paid, counted.completed, figures.FUNNEL_DAYS))
+    counted = _summary().funnel
+    return _svg(charts.funnel_chart(counted.opened, counted.paid, counted.completed, overview_summary.FUNNEL_DAYS))
+
+
+def _summary() -> overview_summary.Summary:
+    summary = overview_summary.current()
+    db.session.commit()
+    return summary
 
 
 def _svg(body: str) -> Response:
