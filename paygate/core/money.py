@@ -1,5 +1,7 @@
 """Amounts as Stripe counts them (minor units) and as people read them."""
 
+import re
+
 # Stripe's zero-decimal currencies: their amounts are already whole units.
 ZERO_DECIMAL = {
     "bif",
@@ -30,9 +32,17 @@ def format_amount(amount: int | None, currency: str | None) -> str:
     return f"{amount / 100:,.2f} {currency.upper()}"
 
 
+_GROUPED = re.compile(r"^[0-9]{1,3}(,[0-9]{3})+(\.[0-9]*)?$")
+
+
 def to_minor(text: str, currency: str) -> int:
     """ "12.50", "usd" -> 1250; "4900", "jpy" -> 4900. Raises ValueError with a sentence for people."""
-    text = text.strip().replace(",", "")
+    text = text.strip()
+    if "," in text:
+        # A comma only groups thousands (1,250.00): "12,50" meant as 12.50 must never be read as 1250.
+        if not _GROUPED.match(text):
+            raise ValueError("Write decimals with a point (12.50); a comma may only group thousands (1,250.00).")
+        text = text.replace(",", "")
     whole, _, cents = text.partition(".")
     places = 0 if currency.lower() in ZERO_DECIMAL else 2
     if not (whole.isascii() and whole.isdigit()) or len(whole) > 9 or not (cents == "" or cents.isascii()):
