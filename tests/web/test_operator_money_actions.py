@@ -9,6 +9,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
 
 from tests.helpers.licences import buy, load
 from tests.helpers.operators import EMAIL, add_operator, api_ids, csrf_token, seed, sign_in
@@ -65,6 +66,9 @@ def test_a_partial_refund_keeps_the_access_and_says_so_everywhere(app, ops, stri
         ("-5", "must be a number"),
         ("12.345", "at most 2 decimals"),
         ("lots", "must be a number"),
+        # A decimal comma is never read as a thousands separator: "12,50" is not 1,250.00.
+        ("12,50", "Write decimals with a point"),
+        ("1,2,3", "Write decimals with a point"),
     ],
 )
 def test_a_refund_amount_beyond_what_is_left_refunds_nothing(ops, stripe_api, ltiaas_api, amount, says):
@@ -190,3 +194,26 @@ def test_the_operator_email_is_the_refunds_cause(ops, stripe_api, ltiaas_api):
     assert any(
         e.cause == f"operator {EMAIL}" and "Refund of 1.00 USD asked" in e.message for e in load(ops, pk).timeline
     )
+
+
+def test_a_partial_refund_whose_answer_is_lost_is_counted_before_another(ops, stripe_api, ltiaas_api):
+    """Stripe made the refund but its answer never came: the page says it may have been made, and what is left to
+    refund counts it (the payment is read again), so a second form cannot refund the same money twice."""
+    pk, session = buy(ops, stripe_api, ltiaas_api)
+    stripe_api.refund_in_dashboard(session["payment_intent"], amount=1250)  # made, as far as Stripe knows ...
+    stripe_api.fail_next_refund.append(requests.ConnectionError("connection reset"))  # ... its answer lost
+    shown = refund(ops, pk, amount="12.50", reason="duplicate")
+    assert "the refund may have been made" in shown
+    assert "36.50 USD" in dd(ops.get(f"/operator/registrations/{pk}/refund").text, "refund-amount")
+    assert load(ops, pk).platform_active is True
+
+
+def test_partial_refunds_that_add_up_to_the_whole_also_cancel_the_subscription(ops, stripe_api, ltiaas_api, yearly):
+    pk, session = buy(ops, stripe_api, ltiaas_api)
+    paid = load(ops, pk).licence.payments[0].amount
+    refund(ops, pk, amount=f"{(paid // 2) / 100:.2f}", reason="requested_by_customer")
+    assert stripe_api.subscriptions[session["subscription"]]["status"] != "canceled"
+    shown = refund(ops, pk, amount=f"{(paid - paid // 2) / 100:.2f}", reason="requested_by_customer")
+    assert f"Subscription {session['subscription']} cancelled" in shown
+    assert stripe_api.subscriptions[session["subscription"]]["status"] == "canceled"
+    assert load(ops, pk).access_wanted is False

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from paygate.core.db import db, utcnow
-from paygate.core.models import CheckoutSession, Registration, State, TimelineEntry
+from paygate.core.models import CheckoutSession, LicencePayment, Registration, State, TimelineEntry
 from paygate.core.money import format_amount, to_minor
 from paygate.core.registrations import record, transition
 from paygate.core.text import clean
@@ -222,6 +222,7 @@ def _refund_part(reg: Registration, amount: int, ask: Ask, cause: str) -> Result
     """A partial refund: its key is its form's, the completion is not held and the access stays (money stands)."""
     payment_intent = refundable_payment(reg)
     row = refunds.find_payment(payment_intent)
+    row_pk = row.id
     key = f"paygate-refund-{reg.id}-{payment_intent}-form-{ask.form_id}"
     _asked(reg, ask, cause, f"of {format_amount(amount, row.currency)}", payment_intent)
     metadata = {"registration_pk": str(reg.id), "registration_id": reg.registration_id}
@@ -232,17 +233,43 @@ def _refund_part(reg: Registration, amount: int, ask: Ask, cause: str) -> Result
         )
     except payments.PaymentProviderError as exc:
         db.session.rollback()
+        # Without Stripe's answer the refund may have been made: this form's key is spent, and a new form would
+        # refund again. The payment is read again, so that what is left to refund counts it if it was.
+        uncertain = not exc.replayed
         record(
             reg,
             "operator",
             cause=cause,
-            message=f"Refund failed at Stripe: {exc} Nothing was changed.",
+            message=f"Refund failed at Stripe: {exc} "
+            + ("Stripe did not answer: the payment is read again." if uncertain else "Nothing was changed."),
             details={"payment_intent": payment_intent, "idempotency_key": key, "replayed": exc.replayed},
         )
         db.session.commit()
-        return Result("error", f"{exc} Nothing was changed; reload the page to try again.")
+        if not uncertain:
+            return Result("error", f"{exc} Nothing was changed; reload the page to try again.")
+        try:
+            refunds.recheck(row_pk, cause)
+        except payments.PaymentProviderError:
+            db.session.rollback()
+        return Result(
+            "error",
+            f"{exc} Stripe did not answer, so the refund may have been made: check the payment's refunds (on this "
+            "page once Stripe tells us, or in the Stripe dashboard) before refunding again.",
+        )
+    if level != "error":
+        message += _cancel_when_whole(reg, row_pk, cause)
     reconciler.sync(reg.id, cause)  # the refunds may now add up to the whole payment
     return Result(level, message)
+
+
+def _cancel_when_whole(reg: Registration, row_pk: int, cause: str) -> str:
+    """Parts that add up to the whole payment end the subscription too, as a refund in full does: a school refunded
+    everything is never billed again."""
+    row = db.session.get(LicencePayment, row_pk)
+    subscription_id = row.licence.subscription_id if row is not None and row.licence is not None else None
+    if subscription_id and row.amount and (row.amount_refunded or 0) >= row.amount:
+        return " " + _cancel_subscription(reg, subscription_id, cause)
+    return ""
 
 
 def _cancel_subscription(reg: Registration, subscription_id: str, cause: str) -> str:
