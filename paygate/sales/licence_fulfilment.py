@@ -204,6 +204,7 @@ def _convert(
         "amount_remaining": None,
         "due_at": None,
         "subscription_status": None,
+        "cancel_at_period_end": False,  # a new subscription says its own (apply_subscription)
         "payment_pending_until": None,
         "updated_at": now,
     }

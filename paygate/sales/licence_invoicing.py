@@ -134,6 +134,7 @@ def _accept(licence_pk: int, form, nonce: str, cause: str) -> None:
         "status": None,
         "subscription_id": None,
         "subscription_status": None,
+        "cancel_at_period_end": False,
         "invoice_id": None,
         "invoice_number": None,
         "hosted_invoice_url": None,
