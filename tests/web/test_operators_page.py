@@ -2,6 +2,7 @@
 active admin is kept; a reset ends sessions and tokens; the commands; the password policy."""
 
 import re
+import threading
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -149,3 +150,37 @@ def test_the_policy_refuses_short_and_common_passwords():
     for common in ("password1234", "Password1234!", "QWERTYUIOP123", "123456789012"):
         assert "most common" in problem(common), common
     assert problem(PASSWORD) is None and problem(NEW_PASSWORD) is None
+
+
+def test_two_admins_demoting_each_other_at_once_leave_one_admin_and_no_error(pg_app):
+    """Each change takes the accounts' one lock before any row: one goes first, the other is refused in a sentence."""
+    from paygate.web.operator import accounts
+
+    add_operator(pg_app, "a@vendor.example")
+    add_operator(pg_app, "b@vendor.example")
+    barrier, outcomes = threading.Barrier(2), {}
+
+    def demote(actor, target):
+        with pg_app.app_context():
+            operator = accounts.by_email(target)
+            barrier.wait()
+            try:
+                accounts.change_role(operator, "support", actor)
+                db.session.commit()
+                outcomes[actor] = "demoted"
+            except accounts.Refused as exc:
+                db.session.rollback()
+                outcomes[actor] = str(exc)
+
+    threads = [
+        threading.Thread(target=demote, args=("a@vendor.example", "b@vendor.example")),
+        threading.Thread(target=demote, args=("b@vendor.example", "a@vendor.example")),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(o == "demoted" for o in outcomes.values()) == [False, True]
+    assert any("last active admin" in o for o in outcomes.values())
+    with pg_app.app_context():
+        assert db.session.scalars(select(Operator.role).where(Operator.role == "admin")).all() == ["admin"]

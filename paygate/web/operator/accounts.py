@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from paygate.core.db import db, utcnow
+from paygate.core.db import db, lock, utcnow
 from paygate.core.models import (
     ROLES,
     Operator,
@@ -264,7 +264,10 @@ def _check_role(role: str) -> None:
 
 
 def _lock(operator: Operator) -> None:
-    """The operator's row locked (on PostgreSQL) until the commit, so two admins' changes to it queue."""
+    """Changes to operator accounts queue one behind another until the commit (PostgreSQL): first one lock for all of
+    them, so that two admins demoting each other at once cannot each hold a row the other waits for (a deadlock),
+    then the operator's row."""
+    lock("operator-accounts")
     db.session.execute(select(Operator.id).where(Operator.id == operator.id).with_for_update())
     db.session.refresh(operator)
 
