@@ -22,6 +22,7 @@ operator_cli = AppGroup("operator", help="Operator accounts.")
 )
 def create_operator(email: str, password_stdin: bool) -> None:
     """Create an operator, or reset the password of an existing one."""
+    from paygate.core.db import utcnow
     from paygate.core.models import Operator, OperatorSession
     from paygate.web.operator.passwords import hash_password
 
@@ -38,11 +39,13 @@ def create_operator(email: str, password_stdin: bool) -> None:
     if len(password) < 12:
         raise click.ClickException("the password must have at least 12 characters")
     operator = db.session.scalars(select(Operator).where(Operator.email == email)).first()
+    # An operator whose password was never set cannot sign in (paygate/web/operator/auth.py): this sets it.
     if operator is None:
-        db.session.add(Operator(email=email, password_hash=hash_password(password)))
+        db.session.add(Operator(email=email, password_hash=hash_password(password), password_set_at=utcnow()))
         verb = "created"
     else:
         operator.password_hash = hash_password(password)
+        operator.password_set_at = utcnow()
         db.session.execute(delete(OperatorSession).where(OperatorSession.operator_id == operator.id))
         verb = "password reset for"
     db.session.commit()
