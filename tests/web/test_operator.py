@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from paygate.core.db import db
 from paygate.core.models import CheckoutSession, OperatorSession, OperatorToken, Registration
+from paygate.web.operator.blueprint import PUBLIC_ENDPOINTS
 from tests.helpers.apps import make_app
 from tests.helpers.flow import open_frame
 from tests.helpers.operators import (
@@ -33,8 +34,8 @@ from tests.helpers.webhooks import deliver
 
 def _operator_urls(app, pk):
     for rule in app.url_map.iter_rules():
-        if rule.endpoint.startswith("operator.") and rule.endpoint != "operator.sign_in":
-            values = {"pk": pk, "message_id": "msg_1"}
+        if rule.endpoint.startswith("operator.") and rule.endpoint not in PUBLIC_ENDPOINTS:
+            values = {"pk": pk, "message_id": "msg_1", "token_id": 1}
             url = rule.build({k: v for k, v in values.items() if k in rule.arguments})[1]
             for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
                 yield rule.endpoint, method, url

@@ -15,7 +15,8 @@ from paygate.gateways import payments
 from paygate.web.operator import auth, queries, roles, sold, standing
 
 bp = Blueprint("operator", __name__, url_prefix="/operator")
-PUBLIC_ENDPOINTS = {"operator.sign_in"}
+# Before the operator is signed in: the password, then the second factor (auth.passed_password guards those two).
+PUBLIC_ENDPOINTS = {"operator.sign_in", "operator.sign_in_code", "operator.sign_in_enrol"}
 
 
 @bp.before_request

@@ -11,6 +11,13 @@ VIEWER, SUPPORT, ADMIN = ROLES
 NEEDS: dict[str, str] = {
     "operator.sign_in": VIEWER,
     "operator.sign_out": VIEWER,
+    "operator.sign_in_code": VIEWER,
+    "operator.sign_in_enrol": VIEWER,
+    # One's own account: second factor, recovery codes, API tokens.
+    "operator.account": VIEWER,
+    "operator.account_recovery_codes": VIEWER,
+    "operator.account_token": VIEWER,
+    "operator.account_token_revoke": VIEWER,
     # Read and export.
     "operator.registrations": VIEWER,
     "operator.export_csv": VIEWER,
