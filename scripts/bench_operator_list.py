@@ -33,6 +33,7 @@ CONFIG = {
     "stripe_price_id": "price_bench",
     "public_url": "http://paygate.bench",
     "secret_key": "bench-secret",
+    "operator_2fa": "off",  # the bench times the list pages, signed in with the password alone
 }
 
 FILL_REGISTRATIONS = """
@@ -219,7 +220,13 @@ def main() -> None:
 
         # The same through HTTP, rendered, as an operator's browser gets it.
         db.session.execute(text("DELETE FROM operators WHERE email = 'bench@vendor.example'"))
-        db.session.add(Operator(email="bench@vendor.example", password_hash=hash_password("bench password 123")))
+        db.session.add(
+            Operator(
+                email="bench@vendor.example",
+                password_hash=hash_password("bench password 123"),
+                password_set_at=db.func.current_timestamp(),
+            )
+        )
         db.session.commit()
     client = app.test_client()
     page = client.get("/operator/sign-in")

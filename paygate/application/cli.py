@@ -6,7 +6,7 @@ import sys
 import click
 from flask import Flask
 from flask.cli import AppGroup, with_appcontext
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from paygate.core.db import db
 
@@ -101,30 +101,68 @@ def delete_operator(email: str) -> None:
 
 @operator_cli.command("token")
 @click.argument("email")
-@click.option("--revoke", is_flag=True, help="Remove the operator's API token instead of making a new one.")
-def operator_token(email: str, revoke: bool) -> None:
-    """Print a new API token for an operator (shown once; it expires in 90 days), or revoke all of theirs."""
+@click.option("--label", default=None, help="What the new token is for (shown in listings).")
+@click.option(
+    "--days",
+    type=click.IntRange(min=1, max=365),
+    default=90,
+    show_default=True,
+    help="How many days the new token works.",
+)
+@click.option("--list", "listing", is_flag=True, help="List the operator's tokens (never the tokens themselves).")
+@click.option("--revoke", is_flag=True, help="Revoke every live token of the operator instead of making one.")
+@click.option(
+    "--revoke-id",
+    type=click.IntRange(1, 2**31 - 1),
+    default=None,
+    metavar="ID",
+    help="Revoke the operator's token with this id.",
+)
+def operator_token(
+    email: str, label: str | None, days: int, listing: bool, revoke: bool, revoke_id: int | None
+) -> None:
+    """Print a new API token of an operator (shown once; it acts with their role), or list or revoke theirs."""
     from paygate.core.db import utcnow
-    from paygate.core.models import Operator, OperatorToken
-    from paygate.web.operator.auth import new_api_token, token_expiry
+    from paygate.core.models import Operator
+    from paygate.core.text import clean
+    from paygate.web.operator import tokens
 
+    if sum((listing, revoke, revoke_id is not None)) > 1:
+        raise click.UsageError("give one of --list, --revoke and --revoke-id")
     operator = db.session.scalars(select(Operator).where(Operator.email == email.strip().lower())).first()
     if operator is None:
         raise click.ClickException(f"no operator {email.strip().lower()}; create it first")
-    if revoke:
-        db.session.execute(
-            update(OperatorToken)
-            .where(OperatorToken.operator_id == operator.id, OperatorToken.revoked_at.is_(None))
-            .values(revoked_at=utcnow())
-        )
-        db.session.commit()
-        click.echo(f"API tokens revoked for {operator.email}", err=True)
+    if listing:
+        now = utcnow()
+        click.echo("id\tlabel\tcreated\texpires\tlast used\trevoked")
+        for t in tokens.listing(operator):
+            cells = (t.id, t.label or "", t.created_at, t.expires_at, t.last_used_at, t.revoked_at)
+            click.echo(
+                "\t".join(_cell(c) for c in cells) + ("\t(expired)" if tokens.status(t, now) == "expired" else "")
+            )
         return
-    token, stored = new_api_token()  # only the sha256 is stored
-    db.session.add(OperatorToken(operator_id=operator.id, token_hash=stored, expires_at=token_expiry()))
+    if revoke or revoke_id is not None:
+        count = tokens.revoke(operator, tokens.COMMAND_LINE, token_id=revoke_id)
+        db.session.commit()
+        if revoke_id is not None and not count:
+            raise click.ClickException(f"{operator.email} has no live API token {revoke_id}")
+        click.echo(f"{count} API token(s) revoked for {operator.email}", err=True)
+        return
+    token, stored = tokens.make(operator, tokens.COMMAND_LINE, label=clean(label, tokens.LABEL_LENGTH), days=days)
     db.session.commit()
-    click.echo(f"API token for {operator.email} (shown once; send it as Authorization: Bearer <token>):", err=True)
+    click.echo(
+        f"API token {stored.id} for {operator.email}, {days} days (shown once; send it as "
+        "Authorization: Bearer <token>):",
+        err=True,
+    )
     click.echo(token)
+
+
+def _cell(value) -> str:
+    """A listing's cell: a time to the second, nothing as "-"."""
+    if value is None or value == "":
+        return "-"
+    return value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else str(value)
 
 
 @click.command("worker")

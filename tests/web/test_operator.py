@@ -35,7 +35,7 @@ from tests.helpers.webhooks import deliver
 def _operator_urls(app, pk):
     for rule in app.url_map.iter_rules():
         if rule.endpoint.startswith("operator.") and rule.endpoint not in PUBLIC_ENDPOINTS:
-            values = {"pk": pk, "message_id": "msg_1", "operator_id": 1, "currency": "usd"}
+            values = {"pk": pk, "message_id": "msg_1", "operator_id": 1, "currency": "usd", "token_id": 1}
             url = rule.build({k: v for k, v in values.items() if k in rule.arguments})[1]
             for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
                 yield rule.endpoint, method, url

@@ -22,6 +22,12 @@ CONTRACT = {
     "operator.sign_in": "viewer",
     "operator.sign_out": "viewer",
     "operator.set_password": "viewer",
+    "operator.sign_in_code": "viewer",
+    "operator.sign_in_enrol": "viewer",
+    "operator.account": "viewer",
+    "operator.account_recovery_codes": "viewer",
+    "operator.account_token": "viewer",
+    "operator.account_token_revoke": "viewer",
     "operator.registrations": "viewer",
     "operator.export_csv": "viewer",
     "operator.detail": "viewer",
@@ -48,7 +54,7 @@ CONTRACT = {
     "operator.remove_operator": "admin",
     "operator.reset_operator_factor": "admin",
 }
-PUBLIC = {"operator.sign_in", "operator.set_password"}
+PUBLIC = {"operator.sign_in", "operator.sign_in_code", "operator.sign_in_enrol", "operator.set_password"}
 MESSAGE_ID = "msg_" + "a" * 20
 # Made once: hashing a password per test would be most of the matrix's time.
 _HASH = None

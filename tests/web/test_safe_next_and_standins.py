@@ -71,7 +71,13 @@ def test_signing_in_with_a_climbing_next_lands_on_the_operator_pages(client):
     from paygate.web.operator.passwords import hash_password
 
     with client.application.app_context():
-        db.session.add(Operator(email="ops@vendor.example", password_hash=hash_password("a long password here")))
+        db.session.add(
+            Operator(
+                email="ops@vendor.example",
+                password_hash=hash_password("a long password here"),
+                password_set_at=db.func.current_timestamp(),
+            )
+        )
         db.session.commit()
     import re
 

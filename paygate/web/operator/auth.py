@@ -1,15 +1,17 @@
-"""Who is an operator: sign-in sessions (Flask-Login, each kept on the server), API tokens and CSRF.
+"""Who is an operator: sign-in sessions (Flask-Login, each kept on the server), the step between the password and
+the second factor, API tokens and CSRF.
 
-Failed sign-ins are throttled in the sign-in view (paygate/web/throttling.py decides the rates)."""
+Failed sign-ins are throttled in the sign-in views (paygate/web/throttling.py decides the rates)."""
 
 import hashlib
 import hmac
 import logging
 import secrets
+import time
 from datetime import timedelta
 from urllib.parse import unquote, urlsplit
 
-from flask import Flask, jsonify, redirect, request, session, url_for
+from flask import Flask, current_app, jsonify, redirect, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFProtect
@@ -17,6 +19,7 @@ from sqlalchemy import delete, select
 
 from paygate.core.db import db, utcnow
 from paygate.core.models import Operator, OperatorSession, OperatorToken
+from paygate.web.operator import factors
 from paygate.web.operator.passwords import check_password, hash_password
 
 API_PREFIX = "/operator/api/"
@@ -29,6 +32,9 @@ TOKEN_DAYS = 90
 LAST_USE_PRECISION = timedelta(minutes=1)
 # The key of the session's server-side id in the signed cookie.
 SESSION_ID = "operator_session"
+# The key of "the password was right for operator N at T" in the signed cookie, and how long that lasts.
+PASSWORD_PASSED = "operator_password_passed"  # noqa: S105 - a session key, not a password
+PASSWORD_PASSED_SECONDS = 5 * 60
 
 log = logging.getLogger(__name__)
 login_manager = LoginManager()
@@ -176,7 +182,59 @@ def authenticate(email: str, password: str) -> Operator | None:
     if not check_password(operator.password_hash, password or ""):
         log.warning("operator sign-in failed: wrong password for %s, from %s", operator.email, request.remote_addr)
         return None
+    # Checked after the password, so that the answer (and its time) says nothing of the account to a guesser.
+    if operator.disabled_at is not None:
+        log.warning("operator sign-in failed: %s is disabled, from %s", operator.email, request.remote_addr)
+        return None
+    if operator.password_set_at is None:
+        log.warning(
+            "operator sign-in failed: %s has not set a password yet, from %s", operator.email, request.remote_addr
+        )
+        return None
     return operator
+
+
+def second_factor_required() -> bool:
+    return current_app.config["SETTINGS"].operator_2fa == "required"
+
+
+def password_passed(operator: Operator) -> None:
+    """Remember, in the signed cookie and for a few minutes only, that the operator's password was right: not signed
+    in yet, the second factor comes next."""
+    session.clear()
+    session[PASSWORD_PASSED] = {"operator": operator.id, "at": int(time.time()), "stamp": password_stamp(operator)}
+    log.info("operator %s: password right, second factor next, from %s", operator.email, request.remote_addr)
+
+
+def passed_password() -> tuple[Operator | None, bool]:
+    """(The operator whose password was right lately in this browser, or None; whether such a step ran out.) Refused
+    too when the operator was disabled or their password changed since."""
+    passed = session.get(PASSWORD_PASSED)
+    if not isinstance(passed, dict):
+        return None, False
+    pk, at, stamp = passed.get("operator"), passed.get("at"), passed.get("stamp")
+    if not isinstance(pk, int) or not isinstance(at, int) or not isinstance(stamp, str):
+        return None, False
+    if not 0 <= time.time() - at <= PASSWORD_PASSED_SECONDS:
+        session.pop(PASSWORD_PASSED, None)
+        return None, True
+    operator = db.session.get(Operator, pk)
+    if operator is None or operator.disabled_at is not None or not hmac.compare_digest(password_stamp(operator), stamp):
+        session.pop(PASSWORD_PASSED, None)
+        return None, False
+    return operator, False
+
+
+def second_factor(operator: Operator, code: str) -> bool:
+    """Whether `code` (of the authenticator app, or a recovery code) completes the operator's sign-in; spent if so.
+    Logged either way, with the e-mail and never the code."""
+    how = factors.spend_code(operator, code)
+    if how is None:
+        log.warning("operator sign-in failed: wrong or used code for %s, from %s", operator.email, request.remote_addr)
+        return False
+    if how == "recovery code":
+        log.warning("operator %s used a recovery code, from %s", operator.email, request.remote_addr)
+    return True
 
 
 def _typed(email: str) -> str:

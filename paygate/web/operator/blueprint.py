@@ -15,7 +15,9 @@ from paygate.gateways import payments
 from paygate.web.operator import attention, auth, queries, roles, sold, standing
 
 bp = Blueprint("operator", __name__, url_prefix="/operator")
-PUBLIC_ENDPOINTS = {"operator.sign_in", "operator.set_password"}
+# Before the operator is signed in: the password, then the second factor (auth.passed_password guards those two), and
+# the set-password page of a one-time link (whoever holds the link).
+PUBLIC_ENDPOINTS = {"operator.sign_in", "operator.sign_in_code", "operator.sign_in_enrol", "operator.set_password"}
 
 
 @bp.before_request

@@ -12,6 +12,13 @@ NEEDS: dict[str, str] = {
     "operator.sign_in": VIEWER,
     "operator.sign_out": VIEWER,
     "operator.set_password": VIEWER,  # public: whoever holds the link (blueprint.py PUBLIC_ENDPOINTS)
+    "operator.sign_in_code": VIEWER,
+    "operator.sign_in_enrol": VIEWER,
+    # One's own account: second factor, recovery codes, API tokens.
+    "operator.account": VIEWER,
+    "operator.account_recovery_codes": VIEWER,
+    "operator.account_token": VIEWER,
+    "operator.account_token_revoke": VIEWER,
     # Read and export.
     "operator.registrations": VIEWER,
     "operator.export_csv": VIEWER,
