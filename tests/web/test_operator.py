@@ -96,7 +96,7 @@ def test_sign_in_remembers_where_the_operator_was_going(client, operator):
             "/operator/sign-in",
             data={"email": EMAIL, "password": PASSWORD, "next": evil, "csrf_token": csrf_token(client)},
         )
-        assert signed.headers["Location"] == "/operator/", evil
+        assert signed.headers["Location"] == "/operator/overview", evil
         client.post("/operator/sign-out", data={"csrf_token": csrf_token(client, "/operator/")})
 
 

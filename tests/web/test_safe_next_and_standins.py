@@ -93,7 +93,7 @@ def test_signing_in_with_a_climbing_next_lands_on_the_operator_pages(client):
             "csrf_token": csrf,
         },
     )
-    assert signed.status_code == 303 and signed.headers["Location"] == "/operator/"
+    assert signed.status_code == 303 and signed.headers["Location"] == "/operator/overview"
 
 
 # The stand-ins

@@ -197,7 +197,7 @@ def test_without_operator_2fa_the_password_signs_in(database_url):
     app = make_app(database_url)  # the tests' settings: OPERATOR_2FA=off
     add_operator(app)
     client = app.test_client()
-    assert sign_in(client).headers["Location"] == "/operator/"
+    assert sign_in(client).headers["Location"] == "/operator/overview"
     assert signed_in(client)
 
 

@@ -15,13 +15,16 @@ from paygate.web.operator.tokens import audit
 UNAVAILABLE = "Signing in is unavailable for a moment. Try again shortly."
 TOO_MANY = "Too many failed sign-ins from your address. Wait a few minutes, then try again."
 
+# Where a signed-in operator starts: the overview (money, active schools, what needs attention).
+LANDING = "operator.overview"
+
 
 @bp.route("/sign-in", methods=["GET", "POST"])
 def sign_in():
     next_url = auth.safe_next(request.values.get("next"))
     if request.method == "GET":
         if current_user.is_authenticated:
-            return redirect(next_url or url_for("operator.registrations"))
+            return redirect(next_url or url_for(LANDING))
         return render_template("operator/sign_in.html", email="", next_url=next_url)
     email = (request.form.get("email") or "").strip().lower()[:320]
     # Counted before the password is checked, so that parallel guesses cannot pass the rate.
@@ -39,7 +42,7 @@ def sign_in():
         step = "operator.sign_in_code" if operator.totp_enrolled_at else "operator.sign_in_enrol"
         return redirect(url_for(step, next=next_url), 303)
     auth.sign_in(operator)
-    return redirect(next_url or url_for("operator.registrations"), 303)
+    return redirect(next_url or url_for(LANDING), 303)
 
 
 @bp.route("/sign-in/code", methods=["GET", "POST"])
@@ -62,7 +65,7 @@ def sign_in_code():
         ), 401
     attempt.succeeded()
     auth.sign_in(operator)
-    return redirect(next_url or url_for("operator.registrations"), 303)
+    return redirect(next_url or url_for(LANDING), 303)
 
 
 @bp.route("/sign-in/enrol", methods=["GET", "POST"])
