@@ -1,9 +1,9 @@
 """Replacing a licence's key (docs/architecture.md, invariant 10): a new random key, kept only as its hash.
 
-The admin who replaces it sees the new key once (the caller shows it and stores it nowhere); the old key, and
-every one-hour link made with it (paygate/licensing/keys.py: link_token), stops working at the commit. The
-timeline of the registration that opened the licence says when and why, with the new key's last 4 characters
-(what operators see), never the key.
+Whoever replaces it (the school's admin on the licence page, or an operator who is an admin) sees the new key
+once (the caller shows it and stores it nowhere); the old key, and every one-hour link made with it
+(paygate/licensing/keys.py: link_token), stops working at the commit. The timeline of the registration that
+opened the licence says when, by whom, and the new key's last 4 characters (what operators see), never the key.
 """
 
 import logging
@@ -18,9 +18,10 @@ from paygate.licensing import keys
 log = logging.getLogger(__name__)
 
 
-def replace_key(licence: Licence, cause: str) -> str | None:
+def replace_key(licence: Licence, cause: str, by: str = "on the licence page") -> str | None:
     """Give the licence a new random key; the key in normal form, or None when its key was replaced
-    meanwhile (by a simultaneous request: the one that wins replaces it, once). Flushes; the caller commits."""
+    meanwhile (by a simultaneous request: the one that wins replaces it, once). `by` says in the timeline where or
+    by whom ("by operator a@b.example"). Flushes; the caller commits."""
     old_hash, old_hint = licence.key_hash, licence.key_hint
     key = keys.new()
     taken = db.session.execute(
@@ -37,7 +38,7 @@ def replace_key(licence: Licence, cause: str) -> str | None:
         "licence",
         cause=cause,
         details={"licence": licence.id, "old_key_hint": old_hint, "key_hint": licence.key_hint},
-        message=f"Licence key replaced on the licence page: the key ending {old_hint or '?'} no longer works; "
+        message=f"Licence key replaced {by}: the key ending {old_hint or '?'} no longer works; "
         f"the new one ends {licence.key_hint}.",
     )
     log.info("licence %s: key replaced (now ending %s)", licence.id, licence.key_hint)

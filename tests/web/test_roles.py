@@ -45,6 +45,7 @@ CONTRACT = {
     "operator.refund": "admin",
     "operator.access_override": "admin",
     "operator.cancel_at_period_end": "admin",
+    "operator.replace_licence_key": "admin",
     "operator.operators": "admin",
     "operator.add_operator": "admin",
     "operator.operator_link": "admin",

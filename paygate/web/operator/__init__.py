@@ -4,22 +4,17 @@ Views are thin: reading the list is in `queries`, one registration in `detail`, 
 the CSV rows in `export`, acting in `actions`, sign-in in `auth`; the blueprint and what every request of it
 shares are in `blueprint`, and its routes in one module per page: `views` (registrations), `signing_in`, `team` (the
 operators page and the set-password links), `money_actions` (refunds in full or in part, cancel at the period's
-end), `overview_views` (the overview and its charts), `account` (one's own).
+end), `key_actions` (an admin replaces a licence key), `overview_views` (the overview and its charts), `account`
+(one's own).
 """
 
 from flask import Flask
 
-from paygate.web.operator import account, auth, money_actions, overview_views, signing_in, team, views
+from paygate.web.operator import account, auth, key_actions, money_actions, overview_views, signing_in, team, views
 from paygate.web.operator.blueprint import bp
 
-ROUTE_MODULES = (
-    signing_in,
-    account,
-    team,
-    views,
-    money_actions,
-    overview_views,
-)  # each adds its routes to `bp` when imported
+# Each adds its routes to `bp` when imported.
+ROUTE_MODULES = (signing_in, account, team, views, money_actions, key_actions, overview_views)
 
 
 def init_app(app: Flask) -> None:

@@ -39,6 +39,8 @@ NEEDS: dict[str, str] = {
     "operator.refund": ADMIN,
     "operator.cancel_at_period_end": ADMIN,
     "operator.access_override": ADMIN,
+    # Replace a licence's key (paygate/web/operator/key_actions.py).
+    "operator.replace_licence_key": ADMIN,
     # Manage operators (paygate/web/operator/team.py).
     "operator.operators": ADMIN,
     "operator.add_operator": ADMIN,
