@@ -2,25 +2,12 @@
 full or in part, and ending a subscription at its period's end without one. Each a page-form POST with the CSRF
 token and a one-time form_id, answered by a redirect to the detail page."""
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, render_template, request
 from flask_login import current_user
 
-from paygate.core.db import db
-from paygate.core.models import Registration
-from paygate.web.operator import actions, cancelling, queries, refunding
+from paygate.web.operator import actions, cancelling, refunding
 from paygate.web.operator.blueprint import bp
-
-
-def _registration_or_404(pk: int) -> Registration:
-    reg = db.session.get(Registration, pk) if queries.valid_pk(pk) else None
-    if reg is None:
-        abort(404, description="No such registration.")
-    return reg
-
-
-def _back(pk: int, result: actions.Result):
-    flash(result.message, result.level)
-    return redirect(url_for("operator.detail", pk=pk), 303)
+from paygate.web.operator.views import back, registration_or_404
 
 
 def _form_id(required: bool) -> str | None:
@@ -34,7 +21,7 @@ def _form_id(required: bool) -> str | None:
 @bp.route("/registrations/<int:pk>/refund", methods=["GET", "POST"])
 def refund(pk: int):
     """The refund page (what is left to refund, a reason, a note), and its form."""
-    reg = _registration_or_404(pk)
+    reg = registration_or_404(pk)
     if request.method == "GET":
         return render_template(
             "operator/refund.html",
@@ -51,12 +38,12 @@ def refund(pk: int):
         note=request.form.get("note", ""),
         form_id=_form_id(required=False),
     )
-    return _back(pk, refunding.refund(reg, current_user.email, ask))
+    return back(pk, refunding.refund(reg, current_user.email, ask))
 
 
 @bp.post("/registrations/<int:pk>/cancel-at-period-end")
 def cancel_at_period_end(pk: int):
     """End the licence's subscription when its paid period ends; no refund, the access continues until then."""
-    reg = _registration_or_404(pk)
+    reg = registration_or_404(pk)
     form_id = _form_id(required=True)
-    return _back(pk, cancelling.cancel_at_period_end(reg, request.form.get("note", ""), current_user.email, form_id))
+    return back(pk, cancelling.cancel_at_period_end(reg, request.form.get("note", ""), current_user.email, form_id))

@@ -25,14 +25,16 @@ from paygate.web.operator import detail as registration_detail
 from paygate.web.operator.blueprint import bp
 
 
-def _registration_or_404(pk: int):
+def registration_or_404(pk: int) -> Registration:
+    """The registration `pk` names, or a 404 with one sentence (every route of one registration starts here)."""
     reg = db.session.get(Registration, pk) if queries.valid_pk(pk) else None
     if reg is None:
         abort(404, description="No such registration.")
     return reg
 
 
-def _back(pk: int, result: actions.Result):
+def back(pk: int, result: actions.Result):
+    """What an action on a registration answers: its sentence, on the registration's page."""
     flash(result.message, result.level)
     return redirect(url_for("operator.detail", pk=pk), 303)
 
@@ -120,8 +122,8 @@ def detail(pk: int):
 
 @bp.post("/registrations/<int:pk>/retry")
 def retry(pk: int):
-    reg = _registration_or_404(pk)
-    return _back(pk, actions.retry_completion(reg, current_user.email))
+    reg = registration_or_404(pk)
+    return back(pk, actions.retry_completion(reg, current_user.email))
 
 
 def _form_id_or_400() -> str:
@@ -135,30 +137,30 @@ def _form_id_or_400() -> str:
 @bp.post("/registrations/<int:pk>/access")
 def access_override(pk: int):
     """Grant or revoke the platform's access by hand, or let the licence decide again."""
-    reg = _registration_or_404(pk)
+    reg = registration_or_404(pk)
     form_id = _form_id_or_400()
     choice = request.form.get("override")
     if choice not in actions.OVERRIDES:
         abort(400, description="Reload the page and try again.")
-    return _back(pk, actions.override_access(reg, choice, request.form.get("text", ""), current_user.email, form_id))
+    return back(pk, actions.override_access(reg, choice, request.form.get("text", ""), current_user.email, form_id))
 
 
 @bp.post("/registrations/<int:pk>/check-access")
 def check_access(pk: int):
     """Read from LTIaaS whether the platform is active, where that is not known here."""
-    reg = _registration_or_404(pk)
-    return _back(pk, actions.check_access(reg, current_user.email))
+    reg = registration_or_404(pk)
+    return back(pk, actions.check_access(reg, current_user.email))
 
 
 @bp.post("/registrations/<int:pk>/vendor-messages/<message_id>/resend")
 def resend_vendor_message(pk: int, message_id: str):
     """Send a message to the vendor's systems again (same webhook id), delivered after the answer."""
     reg, message = _vendor_message_or_404(pk, message_id)
-    return _back(pk, deliveries.send_again(reg, message, current_user.email))
+    return back(pk, deliveries.send_again(reg, message, current_user.email))
 
 
 def _vendor_message_or_404(pk: int, message_id: str):
-    reg = _registration_or_404(pk)
+    reg = registration_or_404(pk)
     message = deliveries.message_of(reg, message_id)
     if message is None:
         abort(404, description="No such message to the vendor on this registration.")
@@ -167,16 +169,16 @@ def _vendor_message_or_404(pk: int, message_id: str):
 
 @bp.post("/registrations/<int:pk>/notes")
 def note(pk: int):
-    reg = _registration_or_404(pk)
+    reg = registration_or_404(pk)
     form_id = _form_id_or_400()
-    return _back(pk, actions.add_note(reg, request.form.get("text", ""), current_user.email, form_id))
+    return back(pk, actions.add_note(reg, request.form.get("text", ""), current_user.email, form_id))
 
 
 @bp.post("/registrations/<int:pk>/resolve")
 def resolve(pk: int):
-    reg = _registration_or_404(pk)
+    reg = registration_or_404(pk)
     form_id = _form_id_or_400()
-    return _back(pk, actions.resolve_attention(reg, request.form.get("text", ""), current_user.email, form_id))
+    return back(pk, actions.resolve_attention(reg, request.form.get("text", ""), current_user.email, form_id))
 
 
 # JSON API: same sign-in, or Authorization: Bearer <operator API token>.
