@@ -188,7 +188,7 @@ def signed_in(browser, base, width: int):
     page.fill("#email", EMAIL)
     page.fill("#password", PASSWORD)
     page.click("#sign-in")
-    page.wait_for_url(f"{base}/operator/")
+    page.wait_for_url(f"{base}/operator/overview")  # where signing in leads
     page.close()
     return context
 
