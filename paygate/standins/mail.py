@@ -121,12 +121,13 @@ class Server:
     def __init__(self, handler, port: int = 0, **smtp_options):
         self.handler = handler
         self.loop = asyncio.new_event_loop()
-        self.server = self.loop.run_until_complete(
-            self.loop.create_server(lambda: SMTP(handler, **smtp_options), "127.0.0.1", port)
-        )
-        self.port = self.server.sockets[0].getsockname()[1]
         self.thread = threading.Thread(target=self.loop.run_forever, name="local-smtp", daemon=True)
         self.thread.start()
+        # Made on the server's own loop in its own thread: the calling thread may run an event loop of its own (a
+        # browser driven by Playwright in the tests), where run_until_complete would refuse to start a second one.
+        made = self.loop.create_server(lambda: SMTP(handler, **smtp_options), "127.0.0.1", port)
+        self.server = asyncio.run_coroutine_threadsafe(made, self.loop).result(10)
+        self.port = self.server.sockets[0].getsockname()[1]
 
     @property
     def url(self) -> str:
